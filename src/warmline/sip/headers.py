@@ -316,6 +316,11 @@ class Via:
     def sent_by(self) -> str:
         return self.host if self.port is None else f"{self.host}:{self.port}"
 
+    def host_differs(self, address: str) -> bool:
+        """True when the sent-by host is not the packet's source address."""
+        mine = self.host[1:-1] if self.host.startswith("[") else self.host
+        return mine != address
+
     @property
     def is_rfc3261(self) -> bool:
         branch = self.branch

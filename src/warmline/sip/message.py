@@ -103,6 +103,17 @@ class Message:
                 return
         self.headers.append([key, text])
 
+    def replace_first_value(self, name: str, value: str) -> None:
+        """Replace the first value of a (possibly comma-listed) header, e.g. the top Via."""
+        key = _normalize_name(name)
+        self._cache.pop(key, None)
+        for header in self.headers:
+            if header[0] == key:
+                rest = split_list(header[1])[1:] if key in LIST_HEADERS else []
+                header[1] = ", ".join([value, *rest])
+                return
+        self.headers.append([key, value])
+
     def add(self, name: str, value: object, *, first: bool = False) -> None:
         key = _normalize_name(name)
         self._cache.pop(key, None)

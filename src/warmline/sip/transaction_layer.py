@@ -1,0 +1,227 @@
+"""The transaction layer: matches messages to transactions and runs their timers.
+
+It owns every live transaction, a heap of their deadlines, and an outbox of
+:class:`Transmit` records that the shell drains after each call. Requests get
+``received``/``rport`` stamped on their top Via (RFC 3261 §18.2.1, RFC 3581),
+and responses are routed back by the rules of §18.2.2.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+
+from warmline.sip.events import (
+    RequestReceived,
+    ResponseReceived,
+    Target,
+    TransactionEvent,
+    TransactionTerminated,
+    TransactionTimeout,
+    Transmit,
+)
+from warmline.sip.headers import MAGIC_COOKIE
+from warmline.sip.message import Request, Response
+from warmline.sip.timers import TimerSettings
+from warmline.sip.transaction import (
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    Output,
+    ServerTransaction,
+    Transaction,
+)
+
+ServerKey = tuple[str, ...]
+
+
+def server_key(request: Request, method: str | None = None) -> ServerKey:
+    """The key matching a request to its server transaction (§17.2.3).
+
+    RFC 3261 branches match on branch, sent-by and method (ACK counts as
+    INVITE). RFC 2543 peers without the magic cookie fall back to the
+    Request-URI, From tag, Call-ID, CSeq number and top Via.
+    """
+    via = request.top_via
+    method = method or ("INVITE" if request.method == "ACK" else request.method)
+    branch = via.branch
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        return (branch, via.sent_by, method)
+    return (
+        "rfc2543",
+        str(request.uri),
+        request.from_.tag or "",
+        request.call_id,
+        str(request.cseq.seq),
+        via.sent_by,
+        method,
+    )
+
+
+def response_target(request: Request, source: Target) -> Target:
+    """Where responses to ``request`` go (RFC 3261 §18.2.2, RFC 3581)."""
+    if source.reliable:
+        return source
+    via = request.top_via
+    host = via.received or via.host
+    if host.startswith("["):
+        host = host[1:-1]
+    port = via.rport or via.port or 5060
+    return Target("udp", host, port)
+
+
+class TransactionLayer:
+    """Sans-IO owner of all transactions of one endpoint."""
+
+    def __init__(self, settings: TimerSettings | None = None) -> None:
+        self.settings = settings or TimerSettings()
+        self._clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._servers: dict[ServerKey, ServerTransaction] = {}
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._order = itertools.count()
+        self._outbox: list[Transmit] = []
+
+    # -- outgoing ---------------------------------------------------------
+    def send_request(self, request: Request, target: Target, now: float) -> ClientTransaction:
+        """Start a client transaction; ACK is not a transaction and must use send_raw."""
+        if request.method == "ACK":
+            raise ValueError("ACK is sent with send_raw, not in a transaction")
+        factory = (
+            InviteClientTransaction if request.method == "INVITE" else NonInviteClientTransaction
+        )
+        transaction = factory(request, target, self.settings)
+        self._clients[(transaction.branch, request.method)] = transaction
+        self._absorb(transaction, transaction.start(now), [])
+        return transaction
+
+    def respond(
+        self, transaction: ServerTransaction, response: Response, now: float
+    ) -> list[TransactionEvent]:
+        events: list[TransactionEvent] = []
+        self._absorb(transaction, transaction.respond(response, now), events)
+        return events
+
+    def send_raw(self, target: Target, data: bytes) -> None:
+        """Send outside any transaction: ACK for 2xx, 2xx retransmissions, stateless replies."""
+        self._outbox.append(Transmit(target, data))
+
+    def guard_cancel(self, transaction: InviteClientTransaction, now: float) -> None:
+        transaction.guard_cancel(now)
+        self._schedule(transaction)
+
+    # -- incoming ---------------------------------------------------------
+    def receive_request(
+        self, request: Request, source: Target, now: float
+    ) -> list[TransactionEvent]:
+        stamp_via(request, source)
+        key = server_key(request)
+        existing = self._servers.get(key)
+        events: list[TransactionEvent] = []
+        if request.method == "ACK":
+            if isinstance(existing, InviteServerTransaction) and not _is_2xx(existing):
+                self._absorb(existing, existing.receive_retransmission(request, now), events)
+            else:
+                events.append(RequestReceived(request, source, None))
+            return events
+        if existing is not None:
+            self._absorb(existing, existing.receive_retransmission(request, now), events)
+            return events
+        target = response_target(request, source)
+        transaction: ServerTransaction
+        if request.method == "INVITE":
+            transaction = InviteServerTransaction(request, target, self.settings)
+        else:
+            transaction = NonInviteServerTransaction(request, target, self.settings)
+        self._servers[key] = transaction
+        events.append(RequestReceived(request, source, transaction))
+        return events
+
+    def receive_response(self, response: Response, now: float) -> list[TransactionEvent]:
+        via = response.top_via
+        transaction = self._clients.get((via.branch or "", response.cseq.method))
+        events: list[TransactionEvent] = []
+        if transaction is None:
+            if response.cseq.method == "INVITE" and response.is_success:
+                events.append(ResponseReceived(response, None))  # late 2xx: the TU re-ACKs
+            return events
+        self._absorb(transaction, transaction.receive(response, now), events)
+        return events
+
+    def find_invite_server(self, cancel: Request) -> InviteServerTransaction | None:
+        """The INVITE transaction a CANCEL targets (same key, method INVITE)."""
+        found = self._servers.get(server_key(cancel, "INVITE"))
+        return found if isinstance(found, InviteServerTransaction) else None
+
+    # -- time -------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def handle_timer(self, now: float) -> list[TransactionEvent]:
+        events: list[TransactionEvent] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, transaction = heapq.heappop(heap)
+            if transaction.terminated:
+                continue
+            transaction.scheduled = None
+            self._absorb(transaction, transaction.on_timer(now), events)
+        return events
+
+    def pop_transmissions(self) -> list[Transmit]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._clients) + len(self._servers)
+
+    # -- internals --------------------------------------------------------
+    def _absorb(
+        self, transaction: Transaction, outputs: Iterable[Output], events: list[TransactionEvent]
+    ) -> None:
+        for output in outputs:
+            if isinstance(output, Transmit):
+                self._outbox.append(output)
+                continue
+            if isinstance(output, TransactionTerminated):
+                self._forget(transaction)
+            elif isinstance(output, ResponseReceived | TransactionTimeout):
+                events.append(output)
+        if not transaction.terminated:
+            self._schedule(transaction)
+
+    def _schedule(self, transaction: Transaction) -> None:
+        deadline = transaction.deadline
+        if deadline is None:
+            return
+        if transaction.scheduled is None or deadline < transaction.scheduled:
+            transaction.scheduled = deadline
+            heapq.heappush(self._heap, (deadline, next(self._order), transaction))
+
+    def _forget(self, transaction: Transaction) -> None:
+        if isinstance(transaction, ClientTransaction):
+            self._clients.pop((transaction.branch, transaction.method), None)
+        else:
+            key = server_key(transaction.request)
+            if self._servers.get(key) is transaction:
+                del self._servers[key]
+
+
+def _is_2xx(transaction: ServerTransaction) -> bool:
+    response = transaction.last_response
+    return response is not None and 200 <= response.status < 300
+
+
+def stamp_via(request: Request, source: Target) -> None:
+    """Add ``received`` and fill ``rport`` on the top Via (RFC 3261 §18.2.1, RFC 3581)."""
+    via = request.top_via
+    stamped = via
+    if via.host_differs(source.host):
+        stamped = stamped.with_param("received", source.host)
+    if via.wants_rport and via.rport is None:
+        stamped = stamped.with_param("rport", str(source.port))
+    if stamped is not via:
+        request.replace_first_value("via", str(stamped))

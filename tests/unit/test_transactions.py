@@ -1,0 +1,192 @@
+"""Transaction state machines under a fake clock: loss, retransmission, reordering."""
+
+from __future__ import annotations
+
+from warmline.sip.events import (
+    RequestReceived,
+    ResponseReceived,
+    Target,
+    TransactionTimeout,
+)
+from warmline.sip.message import Request, Response, parse_message
+from warmline.sip.timers import TimerSettings
+from warmline.sip.transaction import State
+from warmline.sip.transaction_layer import TransactionLayer
+from warmline.sip.uri import parse_uri
+
+PEER_UDP = Target("udp", "127.0.0.1", 5080)
+PEER_TCP = Target("tcp", "127.0.0.1", 5080, connection=7)
+
+
+def request(method: str = "INVITE", branch: str = "z9hG4bKabc", via_host: str = "127.0.0.1:5070",
+            extra: tuple[tuple[str, str], ...] = ()) -> Request:
+    return Request(
+        method,
+        parse_uri("sip:bob@127.0.0.1:5080"),
+        [
+            ("Via", f"SIP/2.0/UDP {via_host};branch={branch};rport"),
+            ("Max-Forwards", "70"),
+            ("From", "<sip:alice@127.0.0.1>;tag=a1"),
+            ("To", "<sip:bob@127.0.0.1>"),
+            ("Call-ID", "call-1"),
+            ("CSeq", f"1 {method}"),
+            *extra,
+        ],
+    )
+
+
+def response_to(req: Request, status: int, to_tag: str = "b1") -> Response:
+    headers = [("Via", v) for v in req.values("via")]
+    headers += [("From", req.get("from") or ""), ("To", f"{req.get('to')};tag={to_tag}"),
+                ("Call-ID", req.call_id), ("CSeq", str(req.cseq))]
+    return Response(status, headers=headers)
+
+
+def run_until(layer: TransactionLayer, end: float) -> list[tuple[float, object]]:
+    """Advance the fake clock through every deadline up to ``end``."""
+    seen: list[tuple[float, object]] = []
+    while (deadline := layer.next_deadline()) is not None and deadline <= end:
+        for event in layer.handle_timer(deadline):
+            seen.append((deadline, event))
+        for transmit in layer.pop_transmissions():
+            seen.append((deadline, transmit))
+    return seen
+
+
+def send_times(seen: list[tuple[float, object]]) -> list[float]:
+    return [round(t, 3) for t, item in seen if type(item).__name__ == "Transmit"]
+
+
+def test_invite_client_retransmits_with_doubling_then_times_out() -> None:
+    layer = TransactionLayer(TimerSettings())
+    layer.send_request(request(), PEER_UDP, now=0.0)
+    assert len(layer.pop_transmissions()) == 1
+    seen = run_until(layer, 100.0)
+    assert send_times(seen) == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    timeouts = [t for t, e in seen if isinstance(e, TransactionTimeout)]
+    assert timeouts == [32.0]
+    assert layer.transaction_count == 0
+
+
+def test_invite_client_over_tcp_never_retransmits() -> None:
+    layer = TransactionLayer(TimerSettings())
+    layer.send_request(request(), PEER_TCP, now=0.0)
+    layer.pop_transmissions()
+    seen = run_until(layer, 100.0)
+    assert send_times(seen) == []
+    assert [t for t, e in seen if isinstance(e, TransactionTimeout)] == [32.0]
+
+
+def test_non_invite_client_caps_retransmission_at_t2() -> None:
+    layer = TransactionLayer(TimerSettings())
+    layer.send_request(request("OPTIONS"), PEER_UDP, now=0.0)
+    layer.pop_transmissions()
+    seen = run_until(layer, 40.0)
+    assert send_times(seen)[:6] == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5]
+    assert [t for t, e in seen if isinstance(e, TransactionTimeout)] == [32.0]
+
+
+def test_provisional_stops_invite_retransmission_and_failure_is_acked() -> None:
+    layer = TransactionLayer(TimerSettings())
+    invite = request()
+    transaction = layer.send_request(invite, PEER_UDP, now=0.0)
+    layer.pop_transmissions()
+    events = layer.receive_response(response_to(invite, 180), now=0.1)
+    assert [type(e) for e in events] == [ResponseReceived]
+    assert transaction.state is State.PROCEEDING
+    assert send_times(run_until(layer, 10.0)) == []
+
+    busy = response_to(invite, 486)
+    events = layer.receive_response(busy, now=11.0)
+    assert isinstance(events[0], ResponseReceived) and events[0].response.status == 486
+    acks = layer.pop_transmissions()
+    assert len(acks) == 1 and acks[0].data.startswith(b"ACK sip:bob@127.0.0.1:5080 SIP/2.0")
+    ack = parse_message(acks[0].data)
+    assert ack.to.tag == "b1" and ack.cseq.method == "ACK"
+    assert ack.top_via.branch == "z9hG4bKabc"
+
+    # The 486 is retransmitted (our ACK was lost): ACK again, but tell the TU nothing.
+    assert layer.receive_response(busy, now=12.0) == []
+    assert len(layer.pop_transmissions()) == 1
+    run_until(layer, 11.0 + 32.0)
+    assert layer.transaction_count == 0
+
+
+def test_reordered_provisional_after_2xx_is_ignored() -> None:
+    layer = TransactionLayer(TimerSettings())
+    invite = request()
+    transaction = layer.send_request(invite, PEER_UDP, now=0.0)
+    ok = layer.receive_response(response_to(invite, 200), now=0.2)
+    assert transaction.state is State.ACCEPTED and len(ok) == 1
+    assert layer.receive_response(response_to(invite, 180), now=0.3) == []
+    # A retransmitted 2xx still reaches the TU so it can ACK again (RFC 6026).
+    again = layer.receive_response(response_to(invite, 200), now=0.4)
+    assert len(again) == 1 and isinstance(again[0], ResponseReceived)
+
+
+def test_server_invite_retransmits_failure_until_ack() -> None:
+    layer = TransactionLayer(TimerSettings())
+    invite = request()
+    events = layer.receive_request(invite, PEER_UDP, now=0.0)
+    assert isinstance(events[0], RequestReceived)
+    transaction = events[0].transaction
+    assert transaction is not None
+    layer.respond(transaction, response_to(invite, 486), now=0.0)  # type: ignore[arg-type]
+    assert len(layer.pop_transmissions()) == 1
+    seen = run_until(layer, 2.0)
+    assert send_times(seen) == [0.5, 1.5]
+    ack = request("ACK")
+    assert layer.receive_request(ack, PEER_UDP, now=2.0) == []
+    assert transaction.state is State.CONFIRMED  # type: ignore[attr-defined]
+    assert send_times(run_until(layer, 60.0)) == []
+    assert layer.transaction_count == 0
+
+
+def test_server_invite_without_ack_times_out_after_64_t1() -> None:
+    layer = TransactionLayer(TimerSettings(t1=0.1, t2=0.4))
+    invite = request()
+    transaction = layer.receive_request(invite, PEER_UDP, now=0.0)[0].transaction  # type: ignore[union-attr]
+    layer.respond(transaction, response_to(invite, 603), now=0.0)  # type: ignore[arg-type]
+    seen = run_until(layer, 60.0)
+    assert [round(t, 3) for t, e in seen if isinstance(e, TransactionTimeout)] == [6.4]
+
+
+def test_request_retransmission_gets_last_response_again() -> None:
+    layer = TransactionLayer(TimerSettings())
+    options = request("OPTIONS")
+    transaction = layer.receive_request(options, PEER_UDP, now=0.0)[0].transaction
+    assert layer.receive_request(request("OPTIONS"), PEER_UDP, now=0.1) == []
+    assert layer.pop_transmissions() == []  # nothing to resend before the TU answers
+    layer.respond(transaction, response_to(options, 200), now=0.2)  # type: ignore[arg-type]
+    first = layer.pop_transmissions()
+    assert layer.receive_request(request("OPTIONS"), PEER_UDP, now=0.3) == []
+    assert layer.pop_transmissions() == first
+
+
+def test_rfc2543_request_without_cookie_matches_its_retransmission() -> None:
+    layer = TransactionLayer(TimerSettings())
+    old = request("INVITE", branch="oldstyle")
+    assert len(layer.receive_request(old, PEER_UDP, now=0.0)) == 1
+    assert layer.receive_request(request("INVITE", branch="oldstyle"), PEER_UDP, now=0.5) == []
+
+
+def test_responses_follow_received_and_rport() -> None:
+    layer = TransactionLayer(TimerSettings())
+    invite = request(via_host="10.9.9.9:5999")
+    source = Target("udp", "127.0.0.5", 40000)
+    transaction = layer.receive_request(invite, source, now=0.0)[0].transaction
+    assert invite.top_via.received == "127.0.0.5" and invite.top_via.rport == 40000
+    layer.respond(transaction, response_to(invite, 100), now=0.0)  # type: ignore[arg-type]
+    sent = layer.pop_transmissions()
+    assert sent[0].target == Target("udp", "127.0.0.5", 40000)
+    assert b"received=127.0.0.5" in sent[0].data and b"rport=40000" in sent[0].data
+
+
+def test_cancel_guard_times_out_an_unanswered_invite() -> None:
+    layer = TransactionLayer(TimerSettings())
+    invite = request()
+    transaction = layer.send_request(invite, PEER_UDP, now=0.0)
+    layer.receive_response(response_to(invite, 180), now=0.1)
+    layer.guard_cancel(transaction, now=5.0)  # type: ignore[arg-type]
+    seen = run_until(layer, 100.0)
+    assert [t for t, e in seen if isinstance(e, TransactionTimeout)] == [37.0]
