@@ -9,7 +9,6 @@ absolute deadlines; the owner calls :meth:`Transaction.on_timer` at or after
 from __future__ import annotations
 
 import enum
-from typing import Union
 
 from warmline.sip.events import (
     ResponseReceived,
@@ -21,7 +20,7 @@ from warmline.sip.events import (
 from warmline.sip.message import Request, Response
 from warmline.sip.timers import TimerSettings
 
-Output = Union[Transmit, ResponseReceived, TransactionTimeout, TransactionTerminated]
+Output = Transmit | ResponseReceived | TransactionTimeout | TransactionTerminated
 
 
 class State(enum.Enum):
