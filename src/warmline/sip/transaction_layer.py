@@ -22,7 +22,7 @@ from warmline.sip.events import (
     Transmit,
 )
 from warmline.sip.headers import MAGIC_COOKIE
-from warmline.sip.message import Request, Response
+from warmline.sip.message import Message, Request, Response
 from warmline.sip.timers import TimerSettings
 from warmline.sip.transaction import (
     ClientTransaction,
@@ -61,11 +61,11 @@ def server_key(request: Request, method: str | None = None) -> ServerKey:
     )
 
 
-def response_target(request: Request, source: Target) -> Target:
-    """Where responses to ``request`` go (RFC 3261 §18.2.2, RFC 3581)."""
+def response_target(message: Message, source: Target) -> Target:
+    """Where responses to a request with these Vias go (RFC 3261 §18.2.2, RFC 3581)."""
     if source.reliable:
         return source
-    via = request.top_via
+    via = message.top_via
     host = via.received or via.host
     if host.startswith("["):
         host = host[1:-1]
@@ -136,6 +136,8 @@ class TransactionLayer:
         else:
             transaction = NonInviteServerTransaction(request, target, self.settings)
         self._servers[key] = transaction
+        if isinstance(transaction, InviteServerTransaction):
+            self._absorb(transaction, transaction.respond(trying(request), now), events)
         events.append(RequestReceived(request, source, transaction))
         return events
 
@@ -208,6 +210,13 @@ class TransactionLayer:
             key = server_key(transaction.request)
             if self._servers.get(key) is transaction:
                 del self._servers[key]
+
+
+def trying(request: Request) -> Response:
+    """100 Trying, sent at once for every INVITE so the UAC stops retransmitting (§17.2.1)."""
+    headers = [("via", value) for value in request.values("via")]
+    headers += [(name, request.get(name) or "") for name in ("from", "to", "call-id", "cseq")]
+    return Response(100, "Trying", headers)
 
 
 def _is_2xx(transaction: ServerTransaction) -> bool:

@@ -1,0 +1,170 @@
+"""INVITE sessions and REFER subscriptions as the UA core tracks them, and their events."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from warmline.sip.dialog import Dialog
+from warmline.sip.events import Target
+from warmline.sip.headers import NameAddr, Replaces
+from warmline.sip.message import Request, Response
+from warmline.sip.scheduler import TimerHandle
+from warmline.sip.transaction import ClientTransaction, InviteServerTransaction
+
+
+class SessionState(enum.Enum):
+    CALLING = "calling"  # we sent INVITE, nothing final yet
+    INCOMING = "incoming"  # we received INVITE, not answered yet
+    ANSWERED = "answered"  # we sent 2xx, waiting for the ACK
+    CONFIRMED = "confirmed"
+    TERMINATING = "terminating"  # we sent BYE or CANCEL
+    TERMINATED = "terminated"
+
+
+@dataclass(eq=False)
+class Session:
+    """One INVITE dialog usage, inbound or outbound."""
+
+    id: str
+    inbound: bool
+    invite: Request
+    state: SessionState
+    local_tag: str
+    dialog: Dialog | None = None
+    server_transaction: InviteServerTransaction | None = None
+    client_transaction: ClientTransaction | None = None
+    flow: Target | None = None  # the connection an inbound stream call came over
+    target: Target | None = None  # where an outbound INVITE was sent
+    local_sdp: bytes | None = None
+    remote_sdp: bytes | None = None
+    replaces: Replaces | None = None
+    end_reason: str | None = None
+    end_status: int | None = None
+    cancel_requested: bool = False
+    cancel_sent: bool = False
+    hangup_after_ack: bool = False
+    auth_attempts: int = 0
+    app: dict[str, Any] = field(default_factory=dict)
+    _ack_wire: bytes | None = None
+    _ack_target: Target | None = None
+    _retransmit: TimerHandle | None = None
+    _reinvite_pending: bool = False
+    _incoming_reinvite: InviteServerTransaction | None = None
+
+    @property
+    def call_id(self) -> str:
+        return self.invite.call_id
+
+    @property
+    def remote_party(self) -> NameAddr:
+        return self.invite.from_ if self.inbound else self.invite.to
+
+    @property
+    def local_party(self) -> NameAddr:
+        return self.invite.to if self.inbound else self.invite.from_
+
+    @property
+    def ended(self) -> bool:
+        return self.state is SessionState.TERMINATED
+
+
+@dataclass(eq=False)
+class ReferSubscription:
+    """A REFER we sent and the implicit subscription its NOTIFYs report on (RFC 3515)."""
+
+    session: Session
+    request: Request
+    refer_to: NameAddr
+    status: int | None = None  # response to the REFER itself (202 expected)
+    progress: int | None = None  # last sipfrag status seen
+    done: bool = False
+
+
+# -- events handed to the application ------------------------------------
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class CallProgress:
+    session: Session
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """Our INVITE got a 2xx and the ACK has been sent."""
+
+    session: Session
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived."""
+
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """Our INVITE ended without a dialog: non-2xx final, timeout (408), CANCEL (487)."""
+
+    session: Session
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    session: Session
+    by_remote: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInDialog:
+    """A request the application must answer with :meth:`UserAgent.respond`."""
+
+    session: Session
+    request: Request
+    transaction: object
+
+
+@dataclass(frozen=True, slots=True)
+class InDialogResponse:
+    session: Session
+    method: str
+    response: Response | None  # None: the request timed out
+
+
+@dataclass(frozen=True, slots=True)
+class ReferResponse:
+    refer: ReferSubscription
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReferNotify:
+    """A NOTIFY sipfrag for a REFER we sent; ``final`` when the subscription ended."""
+
+    refer: ReferSubscription
+    status: int
+    final: bool
+
+
+SessionEvent = (
+    IncomingCall
+    | CallProgress
+    | CallAnswered
+    | CallConfirmed
+    | CallFailed
+    | CallEnded
+    | RequestInDialog
+    | InDialogResponse
+    | ReferResponse
+    | ReferNotify
+)

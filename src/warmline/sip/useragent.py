@@ -1,0 +1,901 @@
+"""The UA core: sessions, dialogs, REFER tracking and input hygiene over the transaction layer.
+
+Feed it datagrams or framed stream messages with :meth:`UserAgent.receive`,
+drive time with :meth:`handle_timer`, act with :meth:`invite`, :meth:`answer`,
+:meth:`bye`, :meth:`refer` ..., and drain :meth:`pop_transmissions` and
+:meth:`pop_events`. Nothing here touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from warmline.sip.auth import Credentials, DigestClient, DigestServer
+from warmline.sip.dialog import TARGET_REFRESH, Dialog, DialogState, target_for_uri
+from warmline.sip.errors import SipParseError
+from warmline.sip.events import (
+    RequestReceived,
+    ResponseReceived,
+    Target,
+    TransactionEvent,
+    TransactionTimeout,
+    Transmit,
+)
+from warmline.sip.headers import (
+    NameAddr,
+    Replaces,
+    Via,
+    parse_name_addr,
+    parse_subscription_state,
+)
+from warmline.sip.message import (
+    DEFAULT_MAX_SIZE,
+    Request,
+    Response,
+    parse_message,
+    validate_request,
+    validate_response,
+)
+from warmline.sip.responses import error_reply, make_response, salvage_headers
+from warmline.sip.scheduler import Scheduler
+from warmline.sip.session import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallFailed,
+    CallProgress,
+    IncomingCall,
+    InDialogResponse,
+    ReferNotify,
+    ReferResponse,
+    ReferSubscription,
+    RequestInDialog,
+    Session,
+    SessionEvent,
+    SessionState,
+)
+from warmline.sip.timers import TimerSettings
+from warmline.sip.transaction import (
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    ServerTransaction,
+)
+from warmline.sip.transaction_layer import TransactionLayer, response_target
+from warmline.sip.uri import SipUri, TelUri, parse_uri
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE")
+KNOWN_UNSUPPORTED = frozenset({"REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH", "PRACK"})
+SUPPORTED_OPTIONS = ("replaces", "norefersub")
+_ALLOW = ", ".join(ALLOWED_METHODS)
+_SUPPORTED = ", ".join(SUPPORTED_OPTIONS)
+_SDP = "application/sdp"
+
+
+@dataclass
+class UserAgentConfig:
+    """What the UA core needs to know; the CLI and config file fill it in."""
+
+    user_agent: str = "warmline/0.1"
+    timers: TimerSettings = field(default_factory=TimerSettings)
+    max_message_size: int = DEFAULT_MAX_SIZE
+    trusted_networks: list[str] | None = None  # None: trust every source
+    auth_realm: str = "warmline"
+    auth_users: dict[str, str] = field(default_factory=dict)
+    credentials: list[Credentials] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for network in self.trusted_networks or []:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as error:
+                raise ValueError(f"trusted_networks: {network!r} is not a network") from error
+
+
+@dataclass
+class Counters:
+    received: int = 0
+    sent: int = 0
+    garbage_dropped: int = 0
+    bad_requests: int = 0
+    bad_responses_dropped: int = 0
+    stray_responses: int = 0
+
+
+@dataclass
+class _Pending:
+    session: Session | None
+    kind: str  # invite, reinvite, bye, cancel, refer, request
+    refer: ReferSubscription | None = None
+
+
+class UserAgent:
+    """A SIP user agent core (RFC 3261 §8, §12-§15, RFC 3515) without I/O."""
+
+    def __init__(
+        self,
+        config: UserAgentConfig | None = None,
+        *,
+        new_id: Callable[[], str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or UserAgentConfig()
+        self.layer = TransactionLayer(self.config.timers)
+        self.scheduler = Scheduler()
+        self.counters = Counters()
+        self._new_id = new_id or (lambda: secrets.token_hex(8))
+        self._rng = rng or random.Random()
+        self._listeners: dict[str, tuple[str, int]] = {}
+        self._events: list[SessionEvent] = []
+        self._sessions: dict[tuple[str, str], Session] = {}  # (call-id, local tag)
+        self._pending: dict[ClientTransaction, _Pending] = {}
+        self._refers: dict[tuple[str, str, int], ReferSubscription] = {}
+        self._trusted = [ipaddress.ip_network(n, strict=False)
+                         for n in self.config.trusted_networks or []]
+        self._digest_server = (DigestServer(self.config.auth_realm, self.config.auth_users)
+                               if self.config.auth_users else None)
+        self._digest_client = DigestClient(list(self.config.credentials))
+
+    # ------------------------------------------------------------------ set-up
+    def add_listener(self, transport: str, host: str, port: int) -> None:
+        """Tell the core an address it is reachable at (used in Via and Contact)."""
+        self._listeners.setdefault(transport.lower(), (host, port))
+
+    def local_address(self, transport: str) -> tuple[str, int]:
+        try:
+            return self._listeners[transport]
+        except KeyError:
+            if not self._listeners:
+                raise RuntimeError("no SIP listener registered with the UA core") from None
+            return next(iter(self._listeners.values()))
+
+    def contact_for(self, transport: str, user: str = "warmline") -> NameAddr:
+        host, port = self.local_address(transport)
+        host = f"[{host}]" if ":" in host else host
+        params = () if transport == "udp" else (("transport", transport),)
+        scheme = "sips" if transport == "tls" else "sip"
+        return NameAddr(SipUri(host=host, user=user, port=port, params=params, scheme=scheme))
+
+    # ------------------------------------------------------------------ driving
+    def receive(self, data: bytes, source: Target, now: float) -> None:
+        """Process one datagram or one framed stream message."""
+        self.counters.received += 1
+        try:
+            message = parse_message(data, max_size=self.config.max_message_size)
+        except SipParseError as error:
+            self._reject_unparsable(data, source, error)
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, now)
+        else:
+            self._receive_request(message, source, now)
+
+    def handle_timer(self, now: float) -> None:
+        self._dispatch(self.layer.handle_timer(now), now)
+        self.scheduler.run_due(now)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [d for d in (self.layer.next_deadline(), self.scheduler.next_deadline())
+                     if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def pop_transmissions(self) -> list[Transmit]:
+        out = self.layer.pop_transmissions()
+        self.counters.sent += len(out)
+        return out
+
+    def pop_events(self) -> list[SessionEvent]:
+        out, self._events = self._events, []
+        return out
+
+    @property
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    # ------------------------------------------------------------------ outbound calls
+    def invite(
+        self,
+        to: str | SipUri,
+        now: float,
+        *,
+        from_: NameAddr | str | None = None,
+        sdp: bytes | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        target: Target | None = None,
+    ) -> Session:
+        """Start an outbound call. ``target`` overrides where the INVITE is sent."""
+        uri = parse_uri(to) if isinstance(to, str) else to
+        if not isinstance(uri, SipUri):
+            raise ValueError(f"can only call sip: or sips: URIs, not {to}")
+        target = target or target_for_uri(uri)
+        local_tag = self._new_id()
+        if from_ is None:
+            host, port = self.local_address(target.transport)
+            caller = NameAddr(SipUri(host=host, user="warmline", port=port))
+        else:
+            caller = parse_name_addr(from_) if isinstance(from_, str) else from_
+        extra = [("Content-Type", _SDP)] if sdp else []
+        request = Request("INVITE", uri, [
+            ("Max-Forwards", "70"),
+            ("From", str(caller.with_tag(local_tag))),
+            ("To", str(NameAddr(uri))),
+            ("Call-ID", f"{self._new_id()}{self._new_id()}"),
+            ("CSeq", "1 INVITE"),
+            ("Contact", str(self.contact_for(target.transport))),
+            ("Allow", _ALLOW),
+            ("Supported", _SUPPORTED),
+            ("User-Agent", self.config.user_agent),
+            *extra,
+            *(headers or []),
+        ], sdp or b"")
+        session = Session(self._new_id(), False, request, SessionState.CALLING, local_tag,
+                          target=target, local_sdp=sdp)
+        self._sessions[(request.call_id, local_tag)] = session
+        self._send_invite(session, request, now)
+        return session
+
+    def cancel(self, session: Session, now: float) -> None:
+        """CANCEL an outbound call; sent once a provisional arrived (RFC 3261 §9.1)."""
+        transaction = session.client_transaction
+        if session.inbound or session.state is not SessionState.CALLING or transaction is None:
+            return
+        session.cancel_requested = True
+        session.state = SessionState.TERMINATING
+        if transaction.last_response is not None:
+            self._send_cancel(session, transaction, now)
+            session.cancel_sent = True
+
+    # ------------------------------------------------------------------ inbound calls
+    def ring(self, session: Session, now: float, status: int = 180) -> None:
+        self._provisional(session, status, now)
+
+    def answer(
+        self, session: Session, sdp: bytes, now: float,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Send 2xx with an SDP answer; retransmitted until the ACK (RFC 3261 §13.3.1.4)."""
+        transaction = self._incoming(session)
+        request = session.invite
+        user = request.uri.user if isinstance(request.uri, SipUri) else None
+        contact = self.contact_for(_transport_of(session), user or "warmline")
+        dialog = Dialog.from_uas_request(request, session.local_tag, contact)
+        dialog.state = DialogState.CONFIRMED
+        session.dialog = dialog
+        session.local_sdp = sdp
+        response = make_response(request, 200, to_tag=session.local_tag, headers=[
+            ("Contact", str(contact)), ("Allow", _ALLOW), ("Supported", _SUPPORTED),
+            ("Content-Type", _SDP), *(headers or []),
+        ], body=sdp)
+        session.state = SessionState.ANSWERED
+        self.layer.respond(transaction, response, now)
+        self._retransmit_2xx(session, transaction.target, response.to_bytes(), now)
+
+    def reject(self, session: Session, status: int, now: float, reason: str | None = None,
+               headers: list[tuple[str, str]] | None = None) -> None:
+        transaction = self._incoming(session)
+        response = make_response(session.invite, status, reason, to_tag=session.local_tag,
+                                  headers=headers)
+        self.layer.respond(transaction, response, now)
+        self._end(session, "rejected", status)
+
+    # ------------------------------------------------------------------ in dialog
+    def bye(self, session: Session, now: float) -> None:
+        """Hang up a confirmed (or answered, not yet ACKed) call."""
+        if session.state in (SessionState.CALLING,):
+            self.cancel(session, now)
+            return
+        if session.state is SessionState.INCOMING:
+            self.reject(session, 480, now)
+            return
+        if session.dialog is None or session.state in (SessionState.TERMINATED,
+                                                        SessionState.TERMINATING):
+            return
+        if session.state is SessionState.ANSWERED and session._retransmit is not None:
+            session.hangup_after_ack = True  # RFC 3261 §15: no BYE before the ACK
+            return
+        self._stop_retransmit(session)
+        session.state = SessionState.TERMINATING
+        session.end_reason = session.end_reason or "local hangup"
+        self._send_in_dialog(session, session.dialog.create_request("BYE"), "bye", now)
+
+    def reinvite(self, session: Session, sdp: bytes, now: float) -> None:
+        """Renegotiate media; a 491 is retried after the RFC 3261 §14.1 back-off."""
+        dialog = self._confirmed_dialog(session)
+        if session._reinvite_pending:
+            raise RuntimeError("a re-INVITE is already pending on this session")
+        session._reinvite_pending = True
+        session.local_sdp = sdp
+        request = dialog.create_request("INVITE", [("Content-Type", _SDP)], sdp)
+        self._send_in_dialog(session, request, "reinvite", now)
+
+    def refer(
+        self, session: Session, refer_to: NameAddr | str, now: float, *,
+        referred_by: NameAddr | str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> ReferSubscription:
+        """Send REFER in the dialog and track its implicit subscription (RFC 3515)."""
+        dialog = self._confirmed_dialog(session)
+        target = parse_name_addr(refer_to) if isinstance(refer_to, str) else refer_to
+        extra = [("Refer-To", str(target))]
+        if referred_by is not None:
+            extra.append(("Referred-By", str(referred_by)))
+        request = dialog.create_request("REFER", extra + (headers or []))
+        refer = ReferSubscription(session, request, target)
+        self._refers[(session.call_id, session.local_tag, request.cseq.seq)] = refer
+        self._send_in_dialog(session, request, "refer", now, refer=refer)
+        return refer
+
+    def request(self, session: Session, method: str, now: float,
+                headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+        """Send any other in-dialog request (INFO, NOTIFY, UPDATE, OPTIONS)."""
+        dialog = self._confirmed_dialog(session)
+        self._send_in_dialog(session, dialog.create_request(method, headers, body), "request", now)
+
+    def respond(self, transaction: object, status: int, now: float, *,
+                session: Session | None = None, reason: str | None = None,
+                headers: list[tuple[str, str]] | None = None, body: bytes = b"") -> None:
+        """Answer a request handed over in :class:`RequestInDialog`."""
+        if not isinstance(transaction, ServerTransaction):
+            raise TypeError("respond() needs the transaction from a RequestInDialog event")
+        tag = session.local_tag if session else None
+        response = make_response(transaction.request, status, reason, to_tag=tag,
+                                 headers=headers, body=body)
+        if isinstance(transaction, InviteServerTransaction) and session is not None:
+            self._answer_reinvite(session, transaction, response, now)
+            return
+        self.layer.respond(transaction, response, now)
+
+    # ================================================================== internals
+    def _incoming(self, session: Session) -> InviteServerTransaction:
+        transaction = session.server_transaction
+        if not session.inbound or session.state is not SessionState.INCOMING or transaction is None:
+            raise RuntimeError(f"session {session.id} is not an unanswered inbound call")
+        return transaction
+
+    def _confirmed_dialog(self, session: Session) -> Dialog:
+        if session.dialog is None or session.state not in (SessionState.CONFIRMED,
+                                                           SessionState.ANSWERED):
+            raise RuntimeError(f"session {session.id} has no confirmed dialog")
+        return session.dialog
+
+    def _provisional(self, session: Session, status: int, now: float) -> None:
+        transaction = self._incoming(session)
+        contact = self.contact_for(_transport_of(session))
+        response = make_response(session.invite, status, to_tag=session.local_tag,
+                                 headers=[("Contact", str(contact))])
+        self.layer.respond(transaction, response, now)
+
+    def _via(self, transport: str) -> str:
+        host, port = self.local_address(transport)
+        host = f"[{host}]" if ":" in host else host
+        return f"SIP/2.0/{transport.upper()} {host}:{port};branch=z9hG4bK{self._new_id()};rport"
+
+    def _send_invite(self, session: Session, request: Request, now: float) -> None:
+        assert session.target is not None
+        request.add("Via", self._via(session.target.transport), first=True)
+        transaction = self.layer.send_request(request, session.target, now)
+        session.client_transaction = transaction
+        self._pending[transaction] = _Pending(session, "invite")
+
+    def _send_cancel(self, session: Session, invite_tx: ClientTransaction, now: float) -> None:
+        invite = invite_tx.request
+        cancel = Request("CANCEL", invite.uri, [
+            ("Via", str(invite.top_via)),
+            *[("Route", value) for value in invite.values("route")],
+            ("Max-Forwards", "70"),
+            ("From", invite.get("from") or ""),
+            ("To", invite.get("to") or ""),
+            ("Call-ID", invite.call_id),
+            ("CSeq", f"{invite.cseq.seq} CANCEL"),
+        ])
+        transaction = self.layer.send_request(cancel, invite_tx.target, now)
+        self._pending[transaction] = _Pending(session, "cancel")
+        if isinstance(invite_tx, InviteClientTransaction):
+            self.layer.guard_cancel(invite_tx, now)
+
+    def _target_of(self, session: Session, dialog: Dialog) -> Target:
+        if session.flow is not None:
+            return session.flow
+        return target_for_uri(dialog.next_hop(), _transport_of(session))
+
+    def _send_in_dialog(self, session: Session, request: Request, kind: str, now: float,
+                        refer: ReferSubscription | None = None) -> None:
+        assert session.dialog is not None
+        target = self._target_of(session, session.dialog)
+        request.add("Via", self._via(target.transport), first=True)
+        transaction = self.layer.send_request(request, target, now)
+        self._pending[transaction] = _Pending(session, kind, refer)
+
+    def _send_ack(self, session: Session, invite: Request, now: float) -> None:
+        assert session.dialog is not None
+        ack = session.dialog.ack_for(invite)
+        target = self._target_of(session, session.dialog)
+        ack.add("Via", self._via(target.transport), first=True)
+        session._ack_wire, session._ack_target = ack.to_bytes(), target
+        self.layer.send_raw(target, session._ack_wire)
+
+    def _retransmit_2xx(self, session: Session, target: Target, wire: bytes, now: float) -> None:
+        timers = self.config.timers
+        give_up = now + timers.timeout
+        interval = timers.t1
+
+        def fire(at: float) -> None:
+            nonlocal interval
+            if session.state is not SessionState.ANSWERED:
+                return
+            if at >= give_up:
+                session.end_reason = "no ACK for 2xx"
+                session._retransmit = None
+                self.bye(session, at)
+                return
+            if not target.reliable:
+                self.layer.send_raw(target, wire)
+            interval = min(interval * 2, timers.t2)
+            session._retransmit = self.scheduler.call_at(min(at + interval, give_up), fire)
+
+        first = now + (interval if not target.reliable else timers.timeout)
+        session._retransmit = self.scheduler.call_at(first, fire)
+
+    def _stop_retransmit(self, session: Session) -> None:
+        if session._retransmit is not None:
+            session._retransmit.cancel()
+            session._retransmit = None
+
+    def _end(self, session: Session, reason: str, status: int | None = None) -> None:
+        self._stop_retransmit(session)
+        session.state = SessionState.TERMINATED
+        session.end_reason = session.end_reason or reason
+        session.end_status = status
+        self._sessions.pop((session.call_id, session.local_tag), None)
+        for key in [k for k, r in self._refers.items() if r.session is session]:
+            del self._refers[key]
+
+    # ------------------------------------------------------------------ receiving
+    def _reject_unparsable(self, data: bytes, source: Target, error: SipParseError) -> None:
+        headers = salvage_headers(data)
+        if headers is None or data.lstrip().startswith(b"ACK "):
+            self.counters.garbage_dropped += 1
+            return
+        self.counters.bad_requests += 1
+        self._stateless(error_reply(headers, error), source)
+
+    def _stateless(self, response: Response, source: Target) -> None:
+        try:
+            target = response_target(response, source)
+        except SipParseError:
+            target = source
+        self.layer.send_raw(target, response.to_bytes())
+
+    def _receive_request(self, request: Request, source: Target, now: float) -> None:
+        try:
+            validate_request(request)
+        except SipParseError as error:
+            self.counters.bad_requests += 1
+            if request.method != "ACK":
+                self._stateless(make_response(request, error.status, error.reason), source)
+            return
+        refusal = self._precheck(request, source, now)
+        if refusal is not None:
+            if request.method != "ACK":
+                self._stateless(refusal, source)
+            return
+        self._dispatch(self.layer.receive_request(request, source, now), now)
+
+    def _precheck(self, request: Request, source: Target, now: float) -> Response | None:
+        """Stateless refusals: 501/405, 416, 420, 403/401 for untrusted sources."""
+        method = request.method
+        if method not in ALLOWED_METHODS:
+            status = 405 if method in KNOWN_UNSUPPORTED else 501
+            return make_response(request, status, headers=[("Allow", _ALLOW)])
+        if not isinstance(request.uri, SipUri | TelUri):
+            return make_response(request, 416)
+        if method not in ("ACK", "CANCEL"):
+            unsupported = [opt for opt in request.require if opt not in SUPPORTED_OPTIONS]
+            if unsupported:
+                return make_response(request, 420,
+                                     headers=[("Unsupported", ", ".join(unsupported))])
+        if method in ("ACK", "CANCEL") or request.to.tag is not None:
+            return None
+        return self._authenticate(request, source, now)
+
+    def _authenticate(self, request: Request, source: Target, now: float) -> Response | None:
+        if not self._trusted or self._is_trusted(source.host):
+            return None
+        if self._digest_server is None:
+            return make_response(request, 403, "Forbidden (untrusted source)")
+        answer = request.get("authorization")
+        stale = False
+        if answer is not None:
+            accepted, stale = self._digest_server.verify(answer, request.method, now)
+            if accepted:
+                return None
+        challenge = self._digest_server.challenge(now, stale=stale)
+        return make_response(request, 401, to_tag=self._new_id(),
+                             headers=[("WWW-Authenticate", challenge)])
+
+    def _is_trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._trusted)
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        try:
+            validate_response(response)
+        except SipParseError:
+            self.counters.bad_responses_dropped += 1
+            return
+        self._dispatch(self.layer.receive_response(response, now), now)
+
+    def _dispatch(self, events: list[TransactionEvent], now: float) -> None:
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._on_request(event, now)
+            elif isinstance(event, ResponseReceived):
+                self._on_response(event.response, event.transaction, now)
+            elif isinstance(event, TransactionTimeout):
+                self._on_timeout(event.transaction, now)
+
+    # ------------------------------------------------------------------ requests
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        request, transaction = event.request, event.transaction
+        if transaction is None:
+            self._on_ack(request, now)
+            return
+        assert isinstance(transaction, ServerTransaction)
+        if request.method == "CANCEL":
+            self._on_cancel(request, transaction, now)
+        elif request.to.tag is not None:
+            self._on_in_dialog(request, transaction, now)
+        elif request.method == "INVITE":
+            assert isinstance(transaction, InviteServerTransaction)
+            self._on_new_invite(request, event.source, transaction, now)
+        elif request.method == "OPTIONS":
+            self.layer.respond(transaction, make_response(request, 200, to_tag=self._new_id(),
+                               headers=[("Allow", _ALLOW), ("Accept", _SDP),
+                                        ("Supported", _SUPPORTED)]), now)
+        else:
+            status = 403 if request.method == "REFER" else 481
+            self.layer.respond(transaction, make_response(request, status,
+                                                          to_tag=self._new_id()), now)
+
+    def _on_new_invite(self, request: Request, source: Target,
+                       transaction: InviteServerTransaction, now: float) -> None:
+        local_tag = self._new_id()
+        if request.body and request.content_type != _SDP:
+            self.layer.respond(transaction, make_response(
+                request, 415, to_tag=local_tag, headers=[("Accept", _SDP)]), now)
+            return
+        if request.contact is None:
+            self.layer.respond(transaction, make_response(
+                request, 400, "Missing Contact", to_tag=local_tag), now)
+            return
+        replaces = None
+        if request.get("replaces") is not None:
+            replaces = request.replaces
+            if replaces is None or self._find_replaced(replaces) is None:
+                self.layer.respond(transaction, make_response(request, 481, to_tag=local_tag),
+                                   now)
+                return
+        session = Session(self._new_id(), True, request, SessionState.INCOMING, local_tag,
+                          server_transaction=transaction, remote_sdp=request.body or None,
+                          flow=source if source.reliable else None, replaces=replaces)
+        self._sessions[(request.call_id, local_tag)] = session
+        self._events.append(IncomingCall(session))
+
+    def _find_replaced(self, replaces: Replaces) -> Session | None:
+        session = self._sessions.get((replaces.call_id, replaces.to_tag))
+        if session is None or session.dialog is None:
+            return None
+        if session.dialog.remote_tag != replaces.from_tag:
+            return None
+        if replaces.early_only and session.state is SessionState.CONFIRMED:
+            return None
+        return session
+
+    def _on_ack(self, ack: Request, now: float) -> None:
+        session = self._sessions.get((ack.call_id, ack.to.tag or ""))
+        if session is None or session.state is not SessionState.ANSWERED:
+            return
+        self._stop_retransmit(session)
+        session.state = SessionState.CONFIRMED
+        if ack.body:
+            session.remote_sdp = ack.body
+        self._events.append(CallConfirmed(session))
+        if session.hangup_after_ack:
+            self.bye(session, now)
+
+    def _on_cancel(self, cancel: Request, transaction: ServerTransaction, now: float) -> None:
+        invite_tx = self.layer.find_invite_server(cancel)
+        if invite_tx is None:
+            self.layer.respond(transaction, make_response(cancel, 481), now)
+            return
+        session = self._session_for_server(invite_tx)
+        self.layer.respond(transaction, make_response(
+            cancel, 200, to_tag=session.local_tag if session else None), now)
+        if invite_tx.final_sent or session is None:
+            return
+        self.layer.respond(invite_tx, make_response(invite_tx.request, 487,
+                                                    to_tag=session.local_tag), now)
+        self._end(session, "cancelled by caller", 487)
+        self._events.append(CallEnded(session, True, "cancelled"))
+
+    def _session_for_server(self, transaction: InviteServerTransaction) -> Session | None:
+        request = transaction.request
+        for session in self._sessions.values():
+            if session.server_transaction is transaction and session.call_id == request.call_id:
+                return session
+        return None
+
+    def _on_in_dialog(self, request: Request, transaction: ServerTransaction, now: float) -> None:
+        session = self._sessions.get((request.call_id, request.to.tag or ""))
+        dialog = session.dialog if session else None
+        if session is None or dialog is None or dialog.remote_tag != (request.from_.tag or ""):
+            self.layer.respond(transaction, make_response(request, 481), now)
+            return
+        if not dialog.check_remote_cseq(request):
+            self.layer.respond(transaction, make_response(request, 500, "CSeq out of order"),
+                               now)
+            return
+        method = request.method
+        if method == "BYE":
+            self.layer.respond(transaction, make_response(request, 200), now)
+            self._end(session, "remote hangup")
+            self._events.append(CallEnded(session, True, "remote hangup"))
+            return
+        if method == "INVITE" and not self._accept_reinvite(session, request, transaction, now):
+            return
+        if method in TARGET_REFRESH:
+            dialog.refresh_target(request)
+        if method == "NOTIFY" and self._on_refer_notify(session, request, transaction, now):
+            return
+        self._events.append(RequestInDialog(session, request, transaction))
+
+    def _accept_reinvite(self, session: Session, request: Request,
+                         transaction: ServerTransaction, now: float) -> bool:
+        """Glare: 491 while our re-INVITE is pending, 500 while theirs is (RFC 3261 §14.2)."""
+        if session._reinvite_pending:
+            self.layer.respond(transaction, make_response(request, 491), now)
+            return False
+        if session._incoming_reinvite is not None:
+            self.layer.respond(transaction, make_response(
+                request, 500, headers=[("Retry-After", str(self._rng.randint(0, 10)))]), now)
+            return False
+        assert isinstance(transaction, InviteServerTransaction)
+        session._incoming_reinvite = transaction
+        if request.body:
+            session.remote_sdp = request.body
+        return True
+
+    def _answer_reinvite(self, session: Session, transaction: InviteServerTransaction,
+                         response: Response, now: float) -> None:
+        if response.status >= 200:
+            session._incoming_reinvite = None
+        if response.is_success:
+            assert session.dialog is not None
+            response.set("Contact", str(session.dialog.local_contact))
+            if response.body:
+                response.set("Content-Type", _SDP)
+                session.local_sdp = response.body
+        self.layer.respond(transaction, response, now)
+
+    def _on_refer_notify(self, session: Session, request: Request,
+                         transaction: ServerTransaction, now: float) -> bool:
+        event = (request.get("event") or "").strip().lower()
+        if not event.startswith("refer"):
+            return False
+        seq = _event_id(event)
+        refer = self._refers.get((session.call_id, session.local_tag, seq or -1))
+        if refer is None and seq is None:
+            refer = next((r for r in self._refers.values()
+                          if r.session is session and not r.done), None)
+        if refer is None:
+            self.layer.respond(transaction, make_response(request, 481, "No such subscription"),
+                               now)
+            return True
+        try:
+            status = parse_sipfrag_status(request.body)
+        except SipParseError as error:
+            self.layer.respond(transaction, make_response(request, 400, error.reason), now)
+            return True
+        state = parse_subscription_state(request.get("subscription-state") or "active")
+        self.layer.respond(transaction, make_response(request, 200), now)
+        refer.progress = status
+        final = state.state == "terminated" or status >= 200
+        if final:
+            refer.done = True
+        self._events.append(ReferNotify(refer, status, final))
+        return True
+
+    # ------------------------------------------------------------------ responses
+    def _on_response(self, response: Response, transaction: object, now: float) -> None:
+        if transaction is None:
+            self._on_late_2xx(response)
+            return
+        assert isinstance(transaction, ClientTransaction)
+        pending = self._pending.get(transaction)
+        if pending is None:
+            if response.is_success and response.cseq.method == "INVITE":
+                self._on_late_2xx(response)
+            return
+        if response.status >= 200:
+            del self._pending[transaction]
+        session = pending.session
+        if session is None:
+            return
+        if pending.kind == "invite":
+            self._on_invite_response(session, transaction, response, now)
+        elif pending.kind == "reinvite":
+            self._on_reinvite_response(session, transaction, response, now)
+        elif pending.kind == "bye" and response.status >= 200:
+            self._end(session, session.end_reason or "local hangup")
+            self._events.append(CallEnded(session, False, session.end_reason or "local hangup"))
+        elif pending.kind == "refer" and pending.refer is not None and response.status >= 200:
+            pending.refer.status = response.status
+            if not response.is_success:
+                pending.refer.done = True
+            self._events.append(ReferResponse(pending.refer, response.status))
+        elif pending.kind == "request" and response.status >= 200:
+            self._events.append(InDialogResponse(session, transaction.method, response))
+
+    def _on_invite_response(self, session: Session, transaction: ClientTransaction,
+                            response: Response, now: float) -> None:
+        status = response.status
+        if status < 200:
+            if session.cancel_requested and not session.cancel_sent:
+                self._send_cancel(session, transaction, now)
+                session.cancel_sent = True
+            if status > 100:
+                self._events.append(CallProgress(session, response))
+            return
+        if 200 <= status < 300:
+            self._on_invite_success(session, transaction, response, now)
+            return
+        if status in (401, 407) and self._retry_with_auth(session, transaction, response, now):
+            return
+        self._end(session, f"{status} {response.reason}", status)
+        self._events.append(CallFailed(session, status, response.reason))
+
+    def _on_invite_success(self, session: Session, transaction: ClientTransaction,
+                           response: Response, now: float) -> None:
+        dialog = session.dialog
+        if dialog is not None and dialog.remote_tag != response.to.tag:
+            self._drop_forked_answer(session, transaction.request, response, now)
+            return
+        contact = self.contact_for(transaction.target.transport)
+        session.dialog = dialog = Dialog.from_uac_response(transaction.request, response, contact)
+        session.remote_sdp = response.body or session.remote_sdp
+        self._send_ack(session, transaction.request, now)
+        if session.cancel_requested:
+            session.state = SessionState.CONFIRMED
+            session.end_reason = "cancelled after answer"
+            self.bye(session, now)
+            return
+        session.state = SessionState.CONFIRMED
+        self._events.append(CallAnswered(session, response))
+
+    def _drop_forked_answer(self, session: Session, invite: Request, response: Response,
+                            now: float) -> None:
+        """A second 2xx from another fork: ACK it and hang it up (RFC 3261 §13.2.2.4)."""
+        contact = self.contact_for(session.target.transport if session.target else "udp")
+        fork = Dialog.from_uac_response(invite, response, contact)
+        shadow = Session(self._new_id(), False, invite, SessionState.CONFIRMED, session.local_tag,
+                         dialog=fork, target=session.target)
+        self._send_ack(shadow, invite, now)
+        self._send_in_dialog(shadow, fork.create_request("BYE"), "request", now)
+
+    def _on_late_2xx(self, response: Response) -> None:
+        """A retransmitted 2xx after the transaction ended: ACK it again."""
+        session = self._sessions.get((response.call_id, response.from_.tag or ""))
+        if session is None or session._ack_wire is None or session._ack_target is None:
+            self.counters.stray_responses += 1
+            return
+        if session.dialog is not None and session.dialog.remote_tag == response.to.tag:
+            self.layer.send_raw(session._ack_target, session._ack_wire)
+
+    def _retry_with_auth(self, session: Session, transaction: ClientTransaction,
+                         response: Response, now: float) -> bool:
+        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+        reply = "authorization" if response.status == 401 else "proxy-authorization"
+        challenge = response.get(header)
+        if challenge is None or session.auth_attempts >= 2:
+            return False
+        old = transaction.request
+        try:
+            answer = self._digest_client.authorization(challenge, "INVITE", str(old.uri))
+        except SipParseError:
+            return False
+        if answer is None:
+            return False
+        session.auth_attempts += 1
+        retry = Request("INVITE", old.uri, [(n, v) for n, v in old.headers if n != "via"],
+                        old.body)
+        retry.set("CSeq", f"{old.cseq.seq + 1} INVITE")
+        retry.set(reply, answer)
+        session.invite = retry
+        self._send_invite(session, retry, now)
+        return True
+
+    def _on_reinvite_response(self, session: Session, transaction: ClientTransaction,
+                              response: Response, now: float) -> None:
+        if response.status < 200:
+            return
+        session._reinvite_pending = False
+        if response.is_success and session.dialog is not None:
+            session.dialog.refresh_target(response)
+            session.remote_sdp = response.body or session.remote_sdp
+            self._send_ack(session, transaction.request, now)
+        elif response.status == 491 and session.local_sdp is not None:
+            self._schedule_glare_retry(session, now)
+            return
+        self._events.append(InDialogResponse(session, "INVITE", response))
+
+    def _schedule_glare_retry(self, session: Session, now: float) -> None:
+        """RFC 3261 §14.1: the Call-ID owner waits 2.1-4 s, the other side 0-2 s."""
+        owner = session.dialog is not None and session.dialog.is_uac
+        delay = self._rng.uniform(2.1, 4.0) if owner else self._rng.uniform(0.0, 2.0)
+        sdp = session.local_sdp or b""
+
+        def retry(at: float) -> None:
+            if session.state is SessionState.CONFIRMED and not session._reinvite_pending:
+                self.reinvite(session, sdp, at)
+
+        self.scheduler.call_at(now + delay, retry)
+
+    def _on_timeout(self, transaction: object, now: float) -> None:
+        if not isinstance(transaction, ClientTransaction):
+            return
+        pending = self._pending.pop(transaction, None)
+        if pending is None or pending.session is None:
+            return
+        session = pending.session
+        if pending.kind == "invite" and not session.ended:
+            self._end(session, "no answer (timeout)", 408)
+            self._events.append(CallFailed(session, 408, "Request Timeout"))
+        elif pending.kind == "bye":
+            self._end(session, session.end_reason or "local hangup (BYE timed out)")
+            self._events.append(CallEnded(session, False, "BYE timed out"))
+        elif pending.kind == "reinvite":
+            session._reinvite_pending = False
+            self._events.append(InDialogResponse(session, "INVITE", None))
+        elif pending.kind == "refer" and pending.refer is not None:
+            pending.refer.status = 408
+            pending.refer.done = True
+            self._events.append(ReferResponse(pending.refer, 408))
+        elif pending.kind == "request":
+            self._events.append(InDialogResponse(session, transaction.method, None))
+
+
+def _transport_of(session: Session) -> str:
+    if session.flow is not None:
+        return session.flow.transport
+    if session.target is not None:
+        return session.target.transport
+    via: Via = session.invite.top_via
+    return {"TCP": "tcp", "TLS": "tls"}.get(via.transport, "udp")
+
+
+def _event_id(event: str) -> int | None:
+    _, _, params = event.partition(";")
+    for item in params.split(";"):
+        name, _, value = item.partition("=")
+        if name.strip() == "id" and value.strip().isdigit():
+            return int(value.strip())
+    return None
+
+
+def parse_sipfrag_status(body: bytes) -> int:
+    """The status code of a message/sipfrag body (RFC 3420), e.g. ``SIP/2.0 200 OK``."""
+    first = body.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    parts = first.split(" ", 2)
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or not parts[1].isdigit():
+        raise SipParseError(f"NOTIFY body is not a sipfrag status line: {first[:60]!r}")
+    status = int(parts[1])
+    if not 100 <= status <= 699:
+        raise SipParseError(f"sipfrag status {status} out of range")
+    return status
