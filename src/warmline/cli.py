@@ -1,6 +1,69 @@
-"""Command line entry point (placeholder until serve lands)."""
+"""The `warmline` command."""
+
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import sys
 
-def main() -> int:
+from warmline import __version__
+from warmline.server import TlsFiles, serve
+from warmline.transport.listen import ListenSpec, ListenSpecError, parse_listen
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="warmline",
+        description="Hand live calls from an AI voice agent to a human over SIP.")
+    parser.add_argument("--version", action="version", version=f"warmline {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser(
+        "serve", help="run the engine; with no config every call is answered by a placeholder")
+    serve_cmd.add_argument(
+        "--sip", action="append", metavar="TRANSPORT:HOST:PORT",
+        help="listen on udp:, tcp: or tls: HOST:PORT (repeatable; default udp:127.0.0.1:5070)")
+    serve_cmd.add_argument("--tls-cert", help="PEM certificate chain for tls: listeners")
+    serve_cmd.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve_cmd.add_argument("--tls-ca", help="CA bundle to verify TLS peers we connect to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        return _serve(parser, args)
+    return 2
+
+
+def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
+        specs: list[ListenSpec] = [parse_listen(s) for s in args.sip or ["udp:127.0.0.1:5070"]]
+    except ListenSpecError as error:
+        parser.error(str(error))
+    if any(spec.transport == "tls" for spec in specs) and not (args.tls_cert and args.tls_key):
+        parser.error("--sip tls:... needs --tls-cert and --tls-key")
+    _install_fast_loop()
+    try:
+        asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)))
+    except OSError as error:
+        print(f"warmline: cannot start: {error}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _install_fast_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    uvloop.install()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -67,6 +67,14 @@ class Transaction:
                 self._fire(name, now, out)
         return out
 
+    def fail(self) -> list[Output]:
+        """The transport reported an error: end now, reported to the TU as a timeout."""
+        out: list[Output] = []
+        if not self.terminated:
+            out.append(TransactionTimeout(self))
+            self._terminate(out)
+        return out
+
     def _start_timer(self, name: str, now: float, interval: float) -> None:
         self._intervals[name] = interval
         self._timers[name] = now + interval

@@ -152,6 +152,16 @@ class TransactionLayer:
         self._absorb(transaction, transaction.receive(response, now), events)
         return events
 
+    def transport_error(self, target: Target, now: float) -> list[TransactionEvent]:
+        """Fail every client transaction bound for ``target`` (treated like a timeout)."""
+        events: list[TransactionEvent] = []
+        address = (target.transport, target.host, target.port)
+        for transaction in list(self._clients.values()):
+            sent_to = transaction.target
+            if (sent_to.transport, sent_to.host, sent_to.port) == address:
+                self._absorb(transaction, transaction.fail(), events)
+        return events
+
     def find_invite_server(self, cancel: Request) -> InviteServerTransaction | None:
         """The INVITE transaction a CANCEL targets (same key, method INVITE)."""
         found = self._servers.get(server_key(cancel, "INVITE"))

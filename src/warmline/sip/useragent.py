@@ -167,12 +167,16 @@ class UserAgent:
         try:
             message = parse_message(data, max_size=self.config.max_message_size)
         except SipParseError as error:
-            self._reject_unparsable(data, source, error)
+            self.reject_unparsable(data, source, error)
             return
         if isinstance(message, Response):
             self._receive_response(message, now)
         else:
             self._receive_request(message, source, now)
+
+    def transport_error(self, target: Target, now: float) -> None:
+        """A connection to ``target`` failed: its client transactions fail now (§8.1.3.1)."""
+        self._dispatch(self.layer.transport_error(target, now), now)
 
     def handle_timer(self, now: float) -> None:
         self._dispatch(self.layer.handle_timer(now), now)
@@ -455,7 +459,8 @@ class UserAgent:
             del self._refers[key]
 
     # ------------------------------------------------------------------ receiving
-    def _reject_unparsable(self, data: bytes, source: Target, error: SipParseError) -> None:
+    def reject_unparsable(self, data: bytes, source: Target, error: SipParseError) -> None:
+        """Answer 400/513 to a request that could not be framed, if it can be answered."""
         headers = salvage_headers(data)
         if headers is None or data.lstrip().startswith(b"ACK "):
             self.counters.garbage_dropped += 1

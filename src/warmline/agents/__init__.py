@@ -1,0 +1,1 @@
+"""Agents that hold calls: for now the placeholder that answers everything."""

@@ -1,0 +1,1 @@
+"""Media: SDP and RTP. Only what the placeholder agent needs lives here so far."""

@@ -1,0 +1,85 @@
+"""`warmline serve`: listeners, the UA core, the placeholder agent, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from dataclasses import dataclass
+
+from warmline.agents.placeholder import PlaceholderAgent
+from warmline.sip.useragent import UserAgent, UserAgentConfig
+from warmline.transport.listen import ListenSpec
+from warmline.transport.shell import SipShell
+
+log = logging.getLogger("warmline")
+DRAIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+    def server_context(self) -> ssl.SSLContext | None:
+        if not self.cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca)
+        return context
+
+
+class _MediaSink(asyncio.DatagramProtocol):
+    """Absorbs RTP sent to the placeholder so peers see an open port, not ICMP errors."""
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        pass
+
+
+async def open_media_sink(host: str) -> tuple[asyncio.DatagramTransport, int]:
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    transport, _ = await loop.create_datagram_endpoint(_MediaSink, local_addr=(host, 0),
+                                                       family=family)
+    return transport, transport.get_extra_info("sockname")[1]
+
+
+async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | None = None,
+                config: UserAgentConfig | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    ua = UserAgent(config or UserAgentConfig())
+    sink, media_port = await open_media_sink(specs[0].host)
+    shell = SipShell(ua, tls_server=tls.server_context(), tls_client=tls.client_context())
+    agent = PlaceholderAgent(ua, shell.now, specs[0].host, media_port)
+    shell.on_event = agent.on_event
+    try:
+        for spec in specs:
+            bound = await shell.listen(spec)
+            log.info("warmline listening on %s", bound)
+        await stop.wait()
+        log.info("shutting down: %d live call(s)", len(ua.sessions))
+        await hang_up_all(shell)
+    finally:
+        await shell.close()
+        sink.close()
+    log.info("stopped: %d call(s) answered", agent.calls_answered)
+
+
+async def hang_up_all(shell: SipShell) -> None:
+    """BYE/CANCEL/480 every live call and give the peers a moment to answer."""
+    for session in shell.ua.sessions:
+        shell.run(lambda now, s=session: shell.ua.bye(s, now))  # type: ignore[misc]
+    deadline = shell.now() + DRAIN_SECONDS
+    while shell.ua.sessions and shell.now() < deadline:
+        await asyncio.sleep(0.05)

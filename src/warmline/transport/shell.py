@@ -1,0 +1,205 @@
+"""The asyncio shell around the sans-IO UA core: the only owner of SIP sockets.
+
+Every input (datagram, stream message, timer, application action) is handed
+to the core, then :meth:`SipShell.flush` writes what the core wants sent,
+hands its events to the application, and re-arms the single loop timer at
+the core's next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from warmline.sip.errors import SipParseError
+from warmline.sip.events import Target, Transmit
+from warmline.sip.session import SessionEvent
+from warmline.sip.useragent import UserAgent
+from warmline.transport.listen import ListenSpec
+from warmline.transport.stream import ConnectionRegistry, StreamConnection
+
+log = logging.getLogger("warmline.transport")
+T = TypeVar("T")
+EventHandler = Callable[[SessionEvent], None]
+
+
+class _UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, shell: SipShell) -> None:
+        self.shell = shell
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.shell.receive(data, Target("udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error: %s", exc)
+
+
+class SipShell:
+    """Owns listeners and connections, drives one :class:`UserAgent` on the loop clock."""
+
+    def __init__(
+        self,
+        agent: UserAgent,
+        on_event: EventHandler | None = None,
+        *,
+        tls_server: ssl.SSLContext | None = None,
+        tls_client: ssl.SSLContext | None = None,
+    ) -> None:
+        self.ua = agent
+        self.on_event: EventHandler = on_event or (lambda event: None)
+        self.tls_server = tls_server
+        self.tls_client = tls_client
+        self.loop = asyncio.get_running_loop()
+        self.connections = ConnectionRegistry(self.receive, self._broken_stream,
+                                              agent.config.max_message_size)
+        self._udp: list[tuple[ListenSpec, _UdpEndpoint]] = []
+        self._servers: list[asyncio.Server] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._flushing = False
+
+    # ------------------------------------------------------------------ listeners
+    async def listen(self, spec: ListenSpec) -> ListenSpec:
+        """Open a listener; returns the spec with the port actually bound."""
+        if spec.transport == "udp":
+            family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+            transport, protocol = await self.loop.create_datagram_endpoint(
+                lambda: _UdpEndpoint(self), local_addr=(spec.host, spec.port), family=family)
+            port = transport.get_extra_info("sockname")[1]
+            bound = ListenSpec("udp", spec.host, port)
+            self._udp.append((bound, protocol))
+        else:
+            context = self.tls_server if spec.transport == "tls" else None
+            if spec.transport == "tls" and context is None:
+                raise ValueError(f"--sip {spec}: TLS needs a certificate and key")
+            server = await self.loop.create_server(
+                self.connections.factory(spec.transport), spec.host, spec.port, ssl=context)
+            self._servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+            bound = ListenSpec(spec.transport, spec.host, port)
+        self.ua.add_listener(bound.transport, bound.host, bound.port)
+        return bound
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for _, endpoint in self._udp:
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        for server in self._servers:
+            server.close()
+        self.connections.close_all()
+        for server in self._servers:
+            await server.wait_closed()
+        for task in list(self._connecting):
+            task.cancel()
+
+    # ------------------------------------------------------------------ driving
+    def now(self) -> float:
+        return self.loop.time()
+
+    def receive(self, data: bytes, source: Target) -> None:
+        self.ua.receive(data, source, self.loop.time())
+        self.flush()
+
+    def run(self, action: Callable[[float], T]) -> T:
+        """Run an application action against the core at the current time, then flush."""
+        result = action(self.loop.time())
+        self.flush()
+        return result
+
+    def flush(self) -> None:
+        if self._flushing:
+            return  # an event handler acted; the outer flush picks its output up
+        self._flushing = True
+        try:
+            while True:
+                for transmit in self.ua.pop_transmissions():
+                    self._send(transmit)
+                events = self.ua.pop_events()
+                if not events:
+                    break
+                for event in events:
+                    self._deliver(event)
+        finally:
+            self._flushing = False
+        self._arm_timer()
+
+    def _deliver(self, event: SessionEvent) -> None:
+        try:
+            self.on_event(event)
+        except Exception:  # an application bug must not take the engine down
+            log.exception("event handler failed on %s", type(event).__name__)
+
+    def _arm_timer(self) -> None:
+        deadline = self.ua.next_deadline()
+        if deadline is None:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.ua.handle_timer(self.loop.time())
+        self.flush()
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, transmit: Transmit) -> None:
+        target = transmit.target
+        if target.transport == "udp":
+            self._send_udp(target, transmit.data)
+            return
+        connection = self.connections.find(target)
+        if connection is None:
+            connection = self._connect(target)
+        connection.write(transmit.data)
+
+    def _send_udp(self, target: Target, data: bytes) -> None:
+        want_v6 = ":" in target.host
+        for spec, endpoint in self._udp:
+            if (":" in spec.host) == want_v6 and endpoint.transport is not None:
+                endpoint.transport.sendto(data, (target.host, target.port))
+                return
+        log.warning("no UDP listener for %s; dropped %d bytes", target.host, len(data))
+
+    def _connect(self, target: Target) -> StreamConnection:
+        connection = self.connections.factory(target.transport)()
+        self.connections.remember(target, connection)
+        context = self.tls_client if target.transport == "tls" else None
+        if target.transport == "tls" and context is None:
+            context = ssl.create_default_context()
+
+        async def open_connection() -> None:
+            try:
+                await self.loop.create_connection(
+                    lambda: connection, target.host, target.port, ssl=context,
+                    server_hostname=target.host if context else None)
+            except (OSError, ssl.SSLError) as error:
+                log.warning("cannot connect to %s:%s/%s: %s", target.host, target.port,
+                            target.transport, error)
+                connection.connection_lost(error)
+                self.ua.transport_error(target, self.loop.time())
+                self.flush()
+
+        task = self.loop.create_task(open_connection())
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+        return connection
+
+    def _broken_stream(self, data: bytes, source: Target, error: SipParseError) -> None:
+        self.ua.reject_unparsable(data, source, error)
+        self.flush()
