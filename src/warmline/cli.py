@@ -11,17 +11,22 @@ from warmline import __version__
 from warmline.server import TlsFiles, serve
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_listen
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warmline",
         description="Hand live calls from an AI voice agent to a human over SIP.")
     parser.add_argument("--version", action="version", version=f"warmline {__version__}")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    # Accepted after the sub-command too (`warmline serve --log-level debug`).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser(
-        "serve", help="run the engine; with no config every call is answered by a placeholder")
+        "serve", parents=[common],
+        help="run the engine; with no config every call is answered by a placeholder")
     serve_cmd.add_argument(
         "--sip", action="append", metavar="TRANSPORT:HOST:PORT",
         help="listen on udp:, tcp: or tls: HOST:PORT (repeatable; default udp:127.0.0.1:5070)")

@@ -62,15 +62,17 @@ def server_key(request: Request, method: str | None = None) -> ServerKey:
 
 
 def response_target(message: Message, source: Target) -> Target:
-    """Where responses to a request with these Vias go (RFC 3261 §18.2.2, RFC 3581)."""
+    """Where responses to a request with these Vias go (RFC 3261 §18.2.2, RFC 3581).
+
+    Streams answer on the same connection. Over UDP the host is the packet's
+    source (what ``received`` records) and the port is the source port when
+    the client asked for ``rport``, else the sent-by port.
+    """
     if source.reliable:
         return source
     via = message.top_via
-    host = via.received or via.host
-    if host.startswith("["):
-        host = host[1:-1]
-    port = via.rport or via.port or 5060
-    return Target("udp", host, port)
+    port = via.rport or (source.port if via.wants_rport else None) or via.port or 5060
+    return Target("udp", source.host, port)
 
 
 class TransactionLayer:
