@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -67,6 +68,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
         for spec in specs:
             bound = await shell.listen(spec)
             log.info("warmline listening on %s", bound)
+        tune_garbage_collector()
         await stop.wait()
         log.info("shutting down: %d live call(s)", len(ua.sessions))
         await hang_up_all(shell)
@@ -74,6 +76,17 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
         await shell.close()
         sink.close()
     log.info("stopped: %d call(s) answered", agent.calls_answered)
+
+
+def tune_garbage_collector() -> None:
+    """Freeze start-up objects and collect young objects less often.
+
+    The core leaves no reference cycles behind a call (tested), so frequent
+    generation-0 passes only cost time on the per-message hot path.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def hang_up_all(shell: SipShell) -> None:

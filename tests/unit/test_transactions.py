@@ -7,6 +7,7 @@ from warmline.sip.events import (
     ResponseReceived,
     Target,
     TransactionTimeout,
+    Transmit,
 )
 from warmline.sip.message import Request, Response, parse_message
 from warmline.sip.timers import TimerSettings
@@ -133,7 +134,7 @@ def test_server_invite_retransmits_failure_until_ack() -> None:
     assert transaction is not None
     layer.respond(transaction, response_to(invite, 486), now=0.0)
     sent = [t.data[:11] for t in layer.pop_transmissions()]
-    assert sent == [b"SIP/2.0 100", b"SIP/2.0 486"]  # 100 Trying goes out at once
+    assert sent == [b"SIP/2.0 486"]  # answered at once: no 100 Trying needed
     seen = run_until(layer, 2.0)
     assert send_times(seen) == [0.5, 1.5]
     ack = request("ACK")
@@ -191,3 +192,18 @@ def test_cancel_guard_times_out_an_unanswered_invite() -> None:
     layer.guard_cancel(transaction, now=5.0)
     seen = run_until(layer, 100.0)
     assert [t for t, e in seen if isinstance(e, TransactionTimeout)] == [37.0]
+
+
+def test_trying_is_sent_when_the_tu_is_slow_and_repeated_on_retransmission() -> None:
+    layer = TransactionLayer(TimerSettings())
+    invite = request()
+    transaction = layer.receive_request(invite, PEER_UDP, now=0.0)[0].transaction
+    assert layer.pop_transmissions() == []
+    seen = run_until(layer, 0.2)
+    assert [item.data[:18] for _, item in seen if isinstance(item, Transmit)] == [
+        b"SIP/2.0 100 Trying"]
+    assert layer.receive_request(request(), PEER_UDP, now=0.5) == []
+    assert [t.data[:11] for t in layer.pop_transmissions()] == [b"SIP/2.0 100"]
+    layer.respond(transaction, response_to(invite, 180), now=0.6)
+    assert layer.receive_request(request(), PEER_UDP, now=1.0) == []
+    assert [t.data[:11] for t in layer.pop_transmissions()][-1] == b"SIP/2.0 180"

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from warmline.sip.message import Request, Response
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """Where to send: a transport name and an address, or an existing connection.
 
     ``connection`` identifies a stream (TCP/TLS) connection the shell already

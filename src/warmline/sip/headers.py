@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import Params, SipUri, Uri, parse_uri
@@ -78,15 +79,20 @@ MAGIC_COOKIE = "z9hG4bK"
 
 
 def canonical_name(lowered: str) -> str:
-    """Display form of a lower-case header name (``call-id`` -> ``Call-ID``)."""
-    special = _CANONICAL_SPECIAL.get(lowered)
-    if special is not None:
-        return special
-    return "-".join(part.capitalize() for part in lowered.split("-"))
+    """Display form of a lower-case header name (``call-id`` -> ``Call-ID``), memoized."""
+    known = _CANONICAL_SPECIAL.get(lowered)
+    if known is None:
+        known = "-".join(part.capitalize() for part in lowered.split("-"))
+        if len(_CANONICAL_SPECIAL) < 4096:
+            _CANONICAL_SPECIAL[lowered] = known
+    return known
+
+
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and all(ch in TOKEN_CHARS for ch in text)
+    return _TOKEN_RE.fullmatch(text) is not None
 
 
 def split_list(value: str) -> list[str]:
@@ -146,8 +152,13 @@ def quote_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_SIMPLE_PARAMS = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"]+)?)*")
+
+
 def parse_header_params(text: str) -> Params:
     """Parse ``;name=value;flag`` after a header's main value (values may be quoted)."""
+    if _SIMPLE_PARAMS.fullmatch(text):  # no quotes, no whitespace: the usual case
+        return tuple(_simple_pair(item) for item in text[1:].split(";")) if text else ()
     pairs: list[tuple[str, str | None]] = []
     index = 0
     length = len(text)
@@ -186,6 +197,11 @@ def parse_header_params(text: str) -> Params:
     return tuple(pairs)
 
 
+def _simple_pair(item: str) -> tuple[str, str | None]:
+    name, sep, value = item.partition("=")
+    return (name.lower(), value if sep else None)
+
+
 def format_header_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
 
@@ -206,8 +222,7 @@ def set_param(params: Params, name: str, value: str | None) -> Params:
     return (*kept, (name, value))
 
 
-@dataclass(frozen=True, slots=True)
-class NameAddr:
+class NameAddr(NamedTuple):
     """A From/To/Contact/Route/Refer-To style value: display name, URI, params."""
 
     uri: Uri
@@ -243,8 +258,25 @@ class NameAddr:
         return f"{display}<{self.uri}>{format_header_params(self.params)}"
 
 
+_NAME_ADDR_CACHE: dict[str, NameAddr] = {}
+
+
 def parse_name_addr(text: str) -> NameAddr:
-    """Parse name-addr or addr-spec with header parameters (RFC 3261 §20.10)."""
+    """Parse name-addr or addr-spec with header parameters (RFC 3261 §20.10).
+
+    Cached by text: From, Contact and Route values recur in every message of a call.
+    """
+    cached = _NAME_ADDR_CACHE.get(text)
+    if cached is not None:
+        return cached
+    parsed = _parse_name_addr(text)
+    if len(_NAME_ADDR_CACHE) >= 8192:
+        _NAME_ADDR_CACHE.clear()
+    _NAME_ADDR_CACHE[text] = parsed
+    return parsed
+
+
+def _parse_name_addr(text: str) -> NameAddr:
     value = text.strip()
     if not value:
         raise SipParseError("empty address")
@@ -286,8 +318,7 @@ def _bracketed(display: str | None, rest: str) -> NameAddr:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
+class Via(NamedTuple):
     """One Via entry. ``transport`` is upper-case as on the wire (UDP, TCP, TLS)."""
 
     transport: str
@@ -333,7 +364,18 @@ class Via:
         return f"SIP/2.0/{self.transport} {self.sent_by}{format_header_params(self.params)}"
 
 
+_SIMPLE_VIA = re.compile(
+    r"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9.\-_]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(;.*)?"
+)
+
+
 def parse_via(text: str) -> Via:
+    simple = _SIMPLE_VIA.fullmatch(text)
+    if simple is not None:  # the canonical form, without folding or spaces
+        transport, host, port_text, params = simple.groups()
+        if port_text is None or int(port_text) <= 65535:
+            return Via(transport.upper(), host.lower(), int(port_text) if port_text else None,
+                       parse_header_params(params or ""))
     match = _VIA_RE.match(text)
     if match is None:
         raise SipParseError(f"malformed Via {text.strip()!r}")
@@ -356,8 +398,7 @@ def parse_via(text: str) -> Via:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class CSeq:
+class CSeq(NamedTuple):
     seq: int
     method: str
 

@@ -73,15 +73,15 @@ class Message:
     # -- raw access -------------------------------------------------------
     def get(self, name: str) -> str | None:
         """The first value of a header, or None."""
-        key = _normalize_name(name)
-        for header_name, value in self.headers:
-            if header_name == key:
-                return value
+        key = _NORMALIZED.get(name) or _normalize_name(name)
+        for header in self.headers:
+            if header[0] == key:
+                return header[1]
         return None
 
     def values(self, name: str) -> list[str]:
         """All values of a header; list headers are split on commas."""
-        key = _normalize_name(name)
+        key = _NORMALIZED.get(name) or _normalize_name(name)
         raw = [value for header_name, value in self.headers if header_name == key]
         if key in LIST_HEADERS:
             return [item for value in raw for item in split_list(value)]
@@ -93,8 +93,7 @@ class Message:
 
     def set(self, name: str, value: object) -> None:
         """Replace every copy of a header with one value (at the first copy's place)."""
-        key = _normalize_name(name)
-        self._cache.pop(key, None)
+        key = self._invalidate(name)
         text = str(value)
         for index, (header_name, _) in enumerate(self.headers):
             if header_name == key:
@@ -105,8 +104,7 @@ class Message:
 
     def replace_first_value(self, name: str, value: str) -> None:
         """Replace the first value of a (possibly comma-listed) header, e.g. the top Via."""
-        key = _normalize_name(name)
-        self._cache.pop(key, None)
+        key = self._invalidate(name)
         for header in self.headers:
             if header[0] == key:
                 rest = split_list(header[1])[1:] if key in LIST_HEADERS else []
@@ -115,26 +113,26 @@ class Message:
         self.headers.append([key, value])
 
     def add(self, name: str, value: object, *, first: bool = False) -> None:
-        key = _normalize_name(name)
-        self._cache.pop(key, None)
+        key = self._invalidate(name)
         if first:
             self.headers.insert(0, [key, str(value)])
         else:
             self.headers.append([key, str(value)])
 
     def remove(self, name: str) -> None:
-        key = _normalize_name(name)
-        self._cache.pop(key, None)
+        key = self._invalidate(name)
         self.headers = [h for h in self.headers if h[0] != key]
 
-    def _cached(self, key: str, build: Any) -> Any:
-        try:
-            return self._cache[key]
-        except KeyError:
-            value = self._cache[key] = build()
-            return value
+    def _invalidate(self, name: str) -> str:
+        key = _normalize_name(name)
+        cache = self._cache
+        if cache:
+            cache.pop(key, None)
+            if key == "via":
+                cache.pop("top-via", None)
+        return key
 
-    # -- typed access -----------------------------------------------------
+    # -- typed access (parsed once, cached until the header changes) -------
     @property
     def call_id(self) -> str:
         value = self.get("call-id")
@@ -144,33 +142,56 @@ class Message:
 
     @property
     def cseq(self) -> CSeq:
-        return self._cached("cseq", lambda: parse_cseq(self._required("cseq")))  # type: ignore[no-any-return]
+        value: CSeq | None = self._cache.get("cseq")
+        if value is None:
+            value = self._cache["cseq"] = parse_cseq(self._required("cseq"))
+        return value
 
     @property
     def from_(self) -> NameAddr:
-        return self._cached("from", lambda: parse_name_addr(self._required("from")))  # type: ignore[no-any-return]
+        value: NameAddr | None = self._cache.get("from")
+        if value is None:
+            value = self._cache["from"] = parse_name_addr(self._required("from"))
+        return value
 
     @property
     def to(self) -> NameAddr:
-        return self._cached("to", lambda: parse_name_addr(self._required("to")))  # type: ignore[no-any-return]
+        value: NameAddr | None = self._cache.get("to")
+        if value is None:
+            value = self._cache["to"] = parse_name_addr(self._required("to"))
+        return value
 
     @property
     def vias(self) -> list[Via]:
-        return self._cached("via", lambda: [parse_via(v) for v in self.values("via")])  # type: ignore[no-any-return]
+        value: list[Via] | None = self._cache.get("via")
+        if value is None:
+            value = self._cache["via"] = [parse_via(v) for v in self.values("via")]
+        return value
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
-            raise SipParseError("missing Via")
-        return vias[0]
+        value: Via | None = self._cache.get("top-via")
+        if value is None and "via" in self._cache:
+            vias = self._cache["via"]
+            value = vias[0] if vias else None
+        if value is None:
+            first = self.get("via")
+            if first is None:
+                raise SipParseError("missing Via")
+            top = first.split(",", 1)[0] if "," in first else first
+            if '"' in top or "<" in top:  # a comma inside a quoted param: split properly
+                top = split_list(first)[0]
+            value = self._cache["top-via"] = parse_via(top)
+        return value
 
     @property
     def contacts(self) -> list[NameAddr]:
-        def build() -> list[NameAddr]:
-            return [parse_name_addr(v) for v in self.values("contact") if v != "*"]
-
-        return self._cached("contact", build)  # type: ignore[no-any-return]
+        value: list[NameAddr] | None = self._cache.get("contact")
+        if value is None:
+            value = self._cache["contact"] = [
+                parse_name_addr(v) for v in self.values("contact") if v != "*"
+            ]
+        return value
 
     @property
     def contact(self) -> NameAddr | None:
@@ -179,15 +200,11 @@ class Message:
 
     @property
     def record_route(self) -> list[NameAddr]:
-        return self._cached(  # type: ignore[no-any-return]
-            "record-route", lambda: [parse_name_addr(v) for v in self.values("record-route")]
-        )
+        return [parse_name_addr(v) for v in self.values("record-route")]
 
     @property
     def route(self) -> list[NameAddr]:
-        return self._cached(  # type: ignore[no-any-return]
-            "route", lambda: [parse_name_addr(v) for v in self.values("route")]
-        )
+        return [parse_name_addr(v) for v in self.values("route")]
 
     @property
     def refer_to(self) -> NameAddr | None:
@@ -307,9 +324,18 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
+_NORMALIZED: dict[str, str] = {}
+
+
 def _normalize_name(name: str) -> str:
-    lowered = name.lower()
-    return COMPACT_FORMS.get(lowered, lowered)
+    """Lower-case, compact forms expanded; memoized since the same few names recur."""
+    known = _NORMALIZED.get(name)
+    if known is None:
+        lowered = name.lower()
+        known = COMPACT_FORMS.get(lowered, lowered)
+        if len(_NORMALIZED) < 4096:
+            _NORMALIZED[name] = known
+    return known
 
 
 def parse_message(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> Request | Response:
@@ -370,11 +396,13 @@ def _parse_header_lines(message: Message, lines: list[str]) -> None:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without ':': {line[:40]!r}")
-        name = name.rstrip(" \t")
-        if not is_token(name):
-            raise SipParseError(f"invalid header name {name!r}")
-        lowered = name.lower()
-        headers.append([COMPACT_FORMS.get(lowered, lowered), value.strip()])
+        key = _NORMALIZED.get(name)  # names seen before are known-good tokens
+        if key is None:
+            name = name.rstrip(" \t")
+            if not is_token(name):
+                raise SipParseError(f"invalid header name {name!r}")
+            key = _normalize_name(name)
+        headers.append([key, value.strip()])
 
 
 def _frame_body(message: Message, rest: bytes) -> bytes:
@@ -412,14 +440,19 @@ def validate_response(response: Response) -> None:
     _validate_common(response)
 
 
+_REQUIRED = ("via", "from", "to", "call-id", "cseq")
+
+
 def _validate_common(message: Message) -> None:
-    for name in SINGLE_HEADERS:
-        if message.count(name) > 1:
+    seen: set[str] = set()
+    for name, _ in message.headers:
+        if name in SINGLE_HEADERS and name in seen:
             raise SipParseError(f"multiple {canonical_name(name)} headers")
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        if message.get(name) is None:
+        seen.add(name)
+    for name in _REQUIRED:
+        if name not in seen:
             raise SipParseError(f"missing {canonical_name(name)} header")
-    message.top_via  # noqa: B018 - parse every Via, raise on the first bad one
+    message.top_via  # noqa: B018 - a UA only reads the top Via; the rest are copied verbatim
     message.from_  # noqa: B018
     message.to  # noqa: B018
     message.cseq  # noqa: B018

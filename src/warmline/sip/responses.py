@@ -19,7 +19,7 @@ def make_response(
     to = request.get("to") or ""
     if to_tag is not None and status != 100 and ";tag=" not in to.replace(" ", "").lower():
         to = f"{to};tag={to_tag}"
-    base = [("via", value) for value in request.values("via")]
+    base = [(name, value) for name, value in request.headers if name == "via"]
     base += [
         ("from", request.get("from") or ""),
         ("to", to),

@@ -242,17 +242,32 @@ class ServerTransaction(Transaction):
 
 
 class InviteServerTransaction(ServerTransaction):
-    """RFC 3261 §17.2.1 with RFC 6026: 2xx moves to Accepted, the TU retransmits it."""
+    """RFC 3261 §17.2.1 with RFC 6026: 2xx moves to Accepted, the TU retransmits it.
 
-    def __init__(self, request: Request, target: Target, settings: TimerSettings) -> None:
+    100 Trying goes out only if the TU has not answered within ``TRYING_DELAY``
+    (the RFC allows skipping it when the TU answers within 200 ms): an
+    application that answers at once saves a message per call.
+    """
+
+    TRYING_DELAY = 0.1
+
+    def __init__(self, request: Request, target: Target, settings: TimerSettings,
+                 now: float = 0.0) -> None:
         super().__init__(request, target, settings)
         self.state = State.PROCEEDING
         self.acked = False
+        self._start_timer("trying", now, self.TRYING_DELAY)
+
+    @property
+    def wire(self) -> bytes | None:
+        """The bytes of the last response sent (the UA core retransmits 2xx with them)."""
+        return self._last_wire
 
     def respond(self, response: Response, now: float) -> list[Output]:
         out: list[Output] = []
         if self.state is not State.PROCEEDING:
             raise RuntimeError(f"INVITE transaction already answered ({self.state.value})")
+        self._stop_timers("trying")
         self._send_response(response, out)
         if response.status < 200:
             return out
@@ -279,7 +294,9 @@ class InviteServerTransaction(ServerTransaction):
         return out
 
     def _fire(self, name: str, now: float, out: list[Output]) -> None:
-        if name == "G" and self.state is State.COMPLETED:
+        if name == "trying" and self.state is State.PROCEEDING and self.last_response is None:
+            self._send_response(trying(self.request), out)
+        elif name == "G" and self.state is State.COMPLETED:
             self._resend(out)
             self._start_timer("G", now, min(self._intervals["G"] * 2, self.settings.t2))
         elif name == "H":
@@ -313,6 +330,13 @@ class NonInviteServerTransaction(ServerTransaction):
     def _fire(self, name: str, now: float, out: list[Output]) -> None:
         if name == "J":
             self._terminate(out)
+
+
+def trying(request: Request) -> Response:
+    """100 Trying for an INVITE (§8.2.6.1: no To tag, headers copied)."""
+    headers = [(name, value) for name, value in request.headers if name == "via"]
+    headers += [(name, request.get(name) or "") for name in ("from", "to", "call-id", "cseq")]
+    return Response(100, "Trying", headers)
 
 
 def build_ack(invite: Request, response: Response) -> Request:

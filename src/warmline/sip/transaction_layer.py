@@ -134,12 +134,11 @@ class TransactionLayer:
         target = response_target(request, source)
         transaction: ServerTransaction
         if request.method == "INVITE":
-            transaction = InviteServerTransaction(request, target, self.settings)
+            transaction = InviteServerTransaction(request, target, self.settings, now)
+            self._schedule(transaction)
         else:
             transaction = NonInviteServerTransaction(request, target, self.settings)
         self._servers[key] = transaction
-        if isinstance(transaction, InviteServerTransaction):
-            self._absorb(transaction, transaction.respond(trying(request), now), events)
         events.append(RequestReceived(request, source, transaction))
         return events
 
@@ -222,13 +221,6 @@ class TransactionLayer:
             key = server_key(transaction.request)
             if self._servers.get(key) is transaction:
                 del self._servers[key]
-
-
-def trying(request: Request) -> Response:
-    """100 Trying, sent at once for every INVITE so the UAC stops retransmitting (§17.2.1)."""
-    headers = [("via", value) for value in request.values("via")]
-    headers += [(name, request.get(name) or "") for name in ("from", "to", "call-id", "cseq")]
-    return Response(100, "Trying", headers)
 
 
 def _is_2xx(transaction: ServerTransaction) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import random
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +31,7 @@ from warmline.sip.headers import (
     parse_name_addr,
     parse_subscription_state,
 )
+from warmline.sip.ids import IdSource
 from warmline.sip.message import (
     DEFAULT_MAX_SIZE,
     Request,
@@ -127,9 +127,10 @@ class UserAgent:
         self.layer = TransactionLayer(self.config.timers)
         self.scheduler = Scheduler()
         self.counters = Counters()
-        self._new_id = new_id or (lambda: secrets.token_hex(8))
+        self._new_id = new_id or IdSource()
         self._rng = rng or random.Random()
         self._listeners: dict[str, tuple[str, int]] = {}
+        self._contacts: dict[tuple[str, str], NameAddr] = {}
         self._events: list[SessionEvent] = []
         self._sessions: dict[tuple[str, str], Session] = {}  # (call-id, local tag)
         self._pending: dict[ClientTransaction, _Pending] = {}
@@ -144,6 +145,7 @@ class UserAgent:
     def add_listener(self, transport: str, host: str, port: int) -> None:
         """Tell the core an address it is reachable at (used in Via and Contact)."""
         self._listeners.setdefault(transport.lower(), (host, port))
+        self._contacts.clear()
 
     def local_address(self, transport: str) -> tuple[str, int]:
         try:
@@ -154,6 +156,13 @@ class UserAgent:
             return next(iter(self._listeners.values()))
 
     def contact_for(self, transport: str, user: str = "warmline") -> NameAddr:
+        key = (transport, user)
+        contact = self._contacts.get(key)
+        if contact is None:
+            contact = self._contacts[key] = self._build_contact(transport, user)
+        return contact
+
+    def _build_contact(self, transport: str, user: str) -> NameAddr:
         host, port = self.local_address(transport)
         host = f"[{host}]" if ":" in host else host
         params = () if transport == "udp" else (("transport", transport),)
@@ -276,7 +285,7 @@ class UserAgent:
         ], body=sdp)
         session.state = SessionState.ANSWERED
         self.layer.respond(transaction, response, now)
-        self._retransmit_2xx(session, transaction.target, response.to_bytes(), now)
+        self._retransmit_2xx(session, transaction.target, transaction.wire or b"", now)
 
     def reject(self, session: Session, status: int, now: float, reason: str | None = None,
                headers: list[tuple[str, str]] | None = None) -> None:
@@ -424,25 +433,9 @@ class UserAgent:
 
     def _retransmit_2xx(self, session: Session, target: Target, wire: bytes, now: float) -> None:
         timers = self.config.timers
-        give_up = now + timers.timeout
-        interval = timers.t1
-
-        def fire(at: float) -> None:
-            nonlocal interval
-            if session.state is not SessionState.ANSWERED:
-                return
-            if at >= give_up:
-                session.end_reason = "no ACK for 2xx"
-                session._retransmit = None
-                self.bye(session, at)
-                return
-            if not target.reliable:
-                self.layer.send_raw(target, wire)
-            interval = min(interval * 2, timers.t2)
-            session._retransmit = self.scheduler.call_at(min(at + interval, give_up), fire)
-
-        first = now + (interval if not target.reliable else timers.timeout)
-        session._retransmit = self.scheduler.call_at(first, fire)
+        retransmitter = _TwoXXRetransmitter(self, session, target, wire, now + timers.timeout)
+        first = now + (timers.t1 if not target.reliable else timers.timeout)
+        session._retransmit = self.scheduler.call_at(first, retransmitter.fire)
 
     def _stop_retransmit(self, session: Session) -> None:
         if session._retransmit is not None:
@@ -874,6 +867,40 @@ class UserAgent:
             self._events.append(ReferResponse(pending.refer, 408))
         elif pending.kind == "request":
             self._events.append(InDialogResponse(session, transaction.method, None))
+
+
+class _TwoXXRetransmitter:
+    """Re-sends a 2xx at T1, 2*T1 ... capped at T2 until the ACK; BYE after 64*T1 (§13.3.1.4).
+
+    A small object rather than a closure, so that no reference cycle is left for
+    the garbage collector at the end of every call.
+    """
+
+    __slots__ = ("give_up", "interval", "session", "target", "ua", "wire")
+
+    def __init__(self, ua: UserAgent, session: Session, target: Target, wire: bytes,
+                 give_up: float) -> None:
+        self.ua = ua
+        self.session = session
+        self.target = target
+        self.wire = wire
+        self.give_up = give_up
+        self.interval = ua.config.timers.t1
+
+    def fire(self, at: float) -> None:
+        session, ua = self.session, self.ua
+        session._retransmit = None
+        if session.state is not SessionState.ANSWERED:
+            return
+        if at >= self.give_up:
+            session.end_reason = "no ACK for 2xx"
+            ua.bye(session, at)
+            return
+        if not self.target.reliable:
+            ua.layer.send_raw(self.target, self.wire)
+        self.interval = min(self.interval * 2, ua.config.timers.t2)
+        session._retransmit = ua.scheduler.call_at(min(at + self.interval, self.give_up),
+                                                   self.fire)
 
 
 def _transport_of(session: Session) -> str:

@@ -31,12 +31,18 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, shell: SipShell) -> None:
         self.shell = shell
         self.transport: asyncio.DatagramTransport | None = None
+        self._sources: dict[tuple[str, int], Target] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.shell.receive(data, Target("udp", addr[0], addr[1]))
+        source = self._sources.get(addr)
+        if source is None:
+            if len(self._sources) > 65536:
+                self._sources.clear()
+            source = self._sources[addr] = Target("udp", addr[0], addr[1])
+        self.shell.receive(data, source)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
