@@ -105,3 +105,12 @@ def test_subscription_state() -> None:
     state = parse_subscription_state("terminated;reason=noresource")
     assert state.state == "terminated" and state.reason == "noresource"
     assert parse_subscription_state("active;expires=60").expires == 60
+
+
+@pytest.mark.timeout(5)
+def test_near_miss_addresses_do_not_backtrack() -> None:
+    words = " ".join(f"w{n}" for n in range(60))
+    with pytest.raises(SipParseError):
+        parse_name_addr(f'{words} <sip:a@b>;p="unterminated')
+    with pytest.raises(SipParseError):
+        parse_via("SIP/2.0/UDP " + "a" * 5000 + ";" * 3000)

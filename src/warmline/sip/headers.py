@@ -276,7 +276,19 @@ def parse_name_addr(text: str) -> NameAddr:
     return parsed
 
 
+# `<uri>;params` or `token token <uri>;params`, no quotes or inner spaces: the usual shape.
+_SIMPLE_NAME_ADDR = re.compile(
+    # Unambiguous on purpose: `(token *)*` would backtrack exponentially on a near miss.
+    r"((?:[A-Za-z0-9\-.!%*_+`'~]+(?: +[A-Za-z0-9\-.!%*_+`'~]+)*)? *)"
+    r"<([^<>\s\"]+)>((?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=[^;\s\"]+)?)*)"
+)
+
+
 def _parse_name_addr(text: str) -> NameAddr:
+    simple = _SIMPLE_NAME_ADDR.fullmatch(text)
+    if simple is not None:
+        display, uri_text, params = simple.groups()
+        return NameAddr(parse_uri(uri_text), display.strip() or None, parse_header_params(params))
     value = text.strip()
     if not value:
         raise SipParseError("empty address")

@@ -15,6 +15,9 @@ from typing import Any
 
 from warmline.sip.errors import MessageTooLarge, SipParseError
 from warmline.sip.headers import (
+    _CANONICAL_SPECIAL as _CANONICAL,
+)
+from warmline.sip.headers import (
     COMPACT_FORMS,
     LIST_HEADERS,
     SINGLE_HEADERS,
@@ -261,9 +264,10 @@ class Message:
     def to_bytes(self) -> bytes:
         """Serialize with a Content-Length that always matches the body."""
         lines = [self.start_line()]
+        names = _CANONICAL
         for name, value in self.headers:
             if name != "content-length":
-                lines.append(f"{canonical_name(name)}: {value}")
+                lines.append(f"{names.get(name) or canonical_name(name)}: {value}")
         lines.append(f"Content-Length: {len(self.body)}")
         head = "\r\n".join(lines) + "\r\n\r\n"
         return head.encode(_ENCODING, _ERRORS) + self.body

@@ -489,9 +489,9 @@ class UserAgent:
         if method not in ALLOWED_METHODS:
             status = 405 if method in KNOWN_UNSUPPORTED else 501
             return make_response(request, status, headers=[("Allow", _ALLOW)])
-        if not isinstance(request.uri, SipUri | TelUri):
+        if not isinstance(request.uri, (SipUri, TelUri)):
             return make_response(request, 416)
-        if method not in ("ACK", "CANCEL"):
+        if method not in ("ACK", "CANCEL") and request.get("require") is not None:
             unsupported = [opt for opt in request.require if opt not in SUPPORTED_OPTIONS]
             if unsupported:
                 return make_response(request, 420,
