@@ -287,8 +287,8 @@ _SIMPLE_NAME_ADDR = re.compile(
 def _parse_name_addr(text: str) -> NameAddr:
     simple = _SIMPLE_NAME_ADDR.fullmatch(text)
     if simple is not None:
-        display, uri_text, params = simple.groups()
-        return NameAddr(parse_uri(uri_text), display.strip() or None, parse_header_params(params))
+        words, uri_text, params = simple.groups()
+        return NameAddr(parse_uri(uri_text), words.strip() or None, parse_header_params(params))
     value = text.strip()
     if not value:
         raise SipParseError("empty address")
