@@ -15,6 +15,7 @@ from warmline.sip.events import Target
 from warmline.sip.useragent import UserAgent
 
 SOURCE = Target("udp", "127.0.0.1", 5061)
+TAIL = "Contact: sip:sipp@127.0.0.1:5061\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\n"
 
 
 def sipp_like(n: int, kind: str, to_tag: str = "") -> bytes:
@@ -29,11 +30,10 @@ def sipp_like(n: int, kind: str, to_tag: str = "") -> bytes:
         sdp = ("v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n"
                "c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
         return (f"INVITE sip:service@127.0.0.1:5070 SIP/2.0\r\n{common}CSeq: 1 INVITE\r\n"
-                "Contact: sip:sipp@127.0.0.1:5061\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\n"
-                f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+                f"{TAIL}Content-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
     cseq = "1 ACK" if kind == "ACK" else "2 BYE"
-    return (f"{kind} sip:service@127.0.0.1:5070 SIP/2.0\r\n{common}CSeq: {cseq}\r\n"
-            "Contact: sip:sipp@127.0.0.1:5061\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\n"
+    return (f"{kind} sip:service@127.0.0.1:5070 SIP/2.0\r\n{common}CSeq: {cseq}\r\n{TAIL}"
             "Content-Length: 0\r\n\r\n").encode()
 
 

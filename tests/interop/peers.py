@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -92,8 +93,10 @@ class Engine:
 
 @contextlib.asynccontextmanager
 async def engine(transport: str, on_event: Callable[[Engine, SessionEvent], None] | None = None,
-                 config: UserAgentConfig | None = None) -> AsyncIterator[Engine]:
-    shell = SipShell(UserAgent(config))
+                 config: UserAgentConfig | None = None,
+                 tls_server: ssl.SSLContext | None = None,
+                 tls_client: ssl.SSLContext | None = None) -> AsyncIterator[Engine]:
+    shell = SipShell(UserAgent(config), tls_server=tls_server, tls_client=tls_client)
     spec = await shell.listen(ListenSpec(transport, "127.0.0.1", free_port()))
     running = Engine(shell, spec)
 
@@ -151,3 +154,14 @@ def stop_serve(server: ServeProcess, sig: int = signal.SIGTERM, timeout: float =
             server.process.kill()
             server.process.wait()
     return server.process.returncode
+
+
+def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 made with the openssl command."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    return cert, key

@@ -296,3 +296,45 @@ def test_options_out_of_dialog_lists_capabilities() -> None:
     reply = parse_message(bob.pop_transmissions()[0].data)
     assert reply.status == 200 and "REFER" in reply.allow
     assert "replaces" in reply.supported
+
+
+def test_transport_failure_fails_the_call_with_503() -> None:
+    net, alice, _ = pair()
+    outbound = alice.invite("sip:bob@example.com", net.now, sdp=SDP_A,
+                            target=Target("tcp", "127.0.0.9", 5999))
+    net.flush()
+    alice.transport_error(Target("tcp", "127.0.0.9", 5999), net.now)
+    failed = only(net.take(alice), CallFailed)
+    assert failed and failed[0].status == 503 and failed[0].session is outbound
+    assert outbound.ended
+
+
+def crafted_response(invite_data: bytes, status: int, tag: str, contact_port: int) -> bytes:
+    invite = parse_message(invite_data)
+    headers = [(n, v) for n, v in invite.headers if n == "via"] + [
+        ("From", invite.get("from") or ""), ("To", f"{invite.get('to')};tag={tag}"),
+        ("Call-ID", invite.call_id), ("CSeq", str(invite.cseq)),
+        ("Contact", f"<sip:fork@127.0.0.5:{contact_port}>")]
+    return Response(status, headers=headers, body=SDP_B if status == 200 else b"").to_bytes()
+
+
+def test_early_dialog_is_confirmed_and_a_forked_second_answer_is_hung_up() -> None:
+    net, alice, _ = pair()
+    outbound = alice.invite("sip:bob@example.com", net.now, sdp=SDP_A,
+                            target=Target("udp", "127.0.0.5", 5060))
+    net.flush()
+    invite = net.outside[-1].data
+    proxy = Target("udp", "127.0.0.5", 5060)
+    alice.receive(crafted_response(invite, 180, "forkA", 7001), proxy, net.now)
+    assert set(outbound.early_dialogs) == {"forkA"}
+    early = outbound.early_dialogs["forkA"]
+    alice.receive(crafted_response(invite, 200, "forkA", 7002), proxy, net.now)
+    assert outbound.dialog is early and outbound.state is SessionState.CONFIRMED
+    assert early.remote_target.port == 7002  # the 2xx Contact refreshes the target
+    alice.receive(crafted_response(invite, 200, "forkB", 7003), proxy, net.now)
+    net.flush()
+    sent = [parse_message(t.data) for t in net.outside]
+    to_fork_b = [m for m in sent if getattr(m, "method", "") in ("ACK", "BYE")
+                 and m.to.tag == "forkB"]
+    assert sorted(m.method for m in to_fork_b) == ["ACK", "BYE"]  # type: ignore[union-attr]
+    assert outbound.state is SessionState.CONFIRMED and outbound.dialog.remote_tag == "forkA"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 _STATIC = {0: "PCMU", 8: "PCMA"}
-_PREFERRED = ("PCMU", "PCMA")
+_SUPPORTED = frozenset({"PCMU", "PCMA"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +93,9 @@ def _pick(line: MediaLine) -> tuple[str, str, str | None] | None:
         return None
     names = {pt: _codec(line, pt) for pt in line.formats}
     event = next((pt for pt, name in names.items() if name == "TELEPHONE-EVENT"), None)
-    for wanted in _PREFERRED:
-        for pt, name in names.items():
-            if name == wanted:
-                return pt, wanted, event
+    for pt, name in names.items():  # the offerer's order of preference (RFC 3264 §6.1)
+        if name in _SUPPORTED:
+            return pt, name, event
     return None
 
 

@@ -50,9 +50,13 @@ class ResponseReceived:
 
 @dataclass(frozen=True, slots=True)
 class TransactionTimeout:
-    """Timer B/F (no response), H (no ACK) or the CANCEL guard fired."""
+    """Timer B/F (no response), H (no ACK), the CANCEL guard, or a transport failure.
+
+    A transport failure counts as 503 for the TU, a timeout as 408 (RFC 3261 §8.1.3.1).
+    """
 
     transaction: object
+    transport_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)

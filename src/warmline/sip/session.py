@@ -46,6 +46,7 @@ class Session:
     cancel_sent: bool = False
     hangup_after_ack: bool = False
     auth_attempts: int = 0
+    early_dialogs: dict[str, Dialog] = field(default_factory=dict)  # by remote tag
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None

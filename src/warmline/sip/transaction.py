@@ -71,7 +71,7 @@ class Transaction:
         """The transport reported an error: end now, reported to the TU as a timeout."""
         out: list[Output] = []
         if not self.terminated:
-            out.append(TransactionTimeout(self))
+            out.append(TransactionTimeout(self, transport_error=True))
             self._terminate(out)
         return out
 

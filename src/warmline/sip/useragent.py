@@ -537,7 +537,7 @@ class UserAgent:
             elif isinstance(event, ResponseReceived):
                 self._on_response(event.response, event.transaction, now)
             elif isinstance(event, TransactionTimeout):
-                self._on_timeout(event.transaction, now)
+                self._on_timeout(event.transaction, now, event.transport_error)
 
     # ------------------------------------------------------------------ requests
     def _on_request(self, event: RequestReceived, now: float) -> None:
@@ -713,13 +713,13 @@ class UserAgent:
     # ------------------------------------------------------------------ responses
     def _on_response(self, response: Response, transaction: object, now: float) -> None:
         if transaction is None:
-            self._on_late_2xx(response)
+            self._on_late_2xx(response, now)
             return
         assert isinstance(transaction, ClientTransaction)
         pending = self._pending.get(transaction)
         if pending is None:
             if response.is_success and response.cseq.method == "INVITE":
-                self._on_late_2xx(response)
+                self._on_late_2xx(response, now)
             return
         if response.status >= 200:
             del self._pending[transaction]
@@ -749,6 +749,7 @@ class UserAgent:
                 self._send_cancel(session, transaction, now)
                 session.cancel_sent = True
             if status > 100:
+                self._track_early_dialog(session, transaction, response)
                 self._events.append(CallProgress(session, response))
             return
         if 200 <= status < 300:
@@ -759,14 +760,32 @@ class UserAgent:
         self._end(session, f"{status} {response.reason}", status)
         self._events.append(CallFailed(session, status, response.reason))
 
+    def _track_early_dialog(self, session: Session, transaction: ClientTransaction,
+                            response: Response) -> None:
+        """A 1xx with a To tag and a Contact creates an early dialog (RFC 3261 §13.2.2.4)."""
+        tag = response.to.tag
+        contact = response.contact
+        if tag is None or tag in session.early_dialogs or contact is None:
+            return
+        if not isinstance(contact.uri, SipUri):
+            return
+        local = self.contact_for(transaction.target.transport)
+        session.early_dialogs[tag] = Dialog.from_uac_response(transaction.request, response, local)
+
     def _on_invite_success(self, session: Session, transaction: ClientTransaction,
                            response: Response, now: float) -> None:
-        dialog = session.dialog
-        if dialog is not None and dialog.remote_tag != response.to.tag:
+        if session.state is SessionState.CONFIRMED:
             self._drop_forked_answer(session, transaction.request, response, now)
             return
-        contact = self.contact_for(transaction.target.transport)
-        session.dialog = dialog = Dialog.from_uac_response(transaction.request, response, contact)
+        early = session.early_dialogs.pop(response.to.tag or "", None)
+        if early is not None:
+            early.confirm(response)
+            dialog = early
+        else:
+            contact = self.contact_for(transaction.target.transport)
+            dialog = Dialog.from_uac_response(transaction.request, response, contact)
+        session.dialog = dialog
+        session.early_dialogs.clear()
         session.remote_sdp = response.body or session.remote_sdp
         self._send_ack(session, transaction.request, now)
         if session.cancel_requested:
@@ -787,7 +806,7 @@ class UserAgent:
         self._send_ack(shadow, invite, now)
         self._send_in_dialog(shadow, fork.create_request("BYE"), "request", now)
 
-    def _on_late_2xx(self, response: Response) -> None:
+    def _on_late_2xx(self, response: Response, now: float) -> None:
         """A retransmitted 2xx after the transaction ended: ACK it again."""
         session = self._sessions.get((response.call_id, response.from_.tag or ""))
         if session is None or session._ack_wire is None or session._ack_target is None:
@@ -795,6 +814,8 @@ class UserAgent:
             return
         if session.dialog is not None and session.dialog.remote_tag == response.to.tag:
             self.layer.send_raw(session._ack_target, session._ack_wire)
+        elif session.state is SessionState.CONFIRMED:
+            self._drop_forked_answer(session, session.invite, response, now)
 
     def _retry_with_auth(self, session: Session, transaction: ClientTransaction,
                          response: Response, now: float) -> bool:
@@ -845,7 +866,7 @@ class UserAgent:
 
         self.scheduler.call_at(now + delay, retry)
 
-    def _on_timeout(self, transaction: object, now: float) -> None:
+    def _on_timeout(self, transaction: object, now: float, transport_error: bool) -> None:
         if not isinstance(transaction, ClientTransaction):
             return
         pending = self._pending.pop(transaction, None)
@@ -853,8 +874,10 @@ class UserAgent:
             return
         session = pending.session
         if pending.kind == "invite" and not session.ended:
-            self._end(session, "no answer (timeout)", 408)
-            self._events.append(CallFailed(session, 408, "Request Timeout"))
+            status, reason = (503, "Service Unavailable (transport error)") if transport_error \
+                else (408, "Request Timeout")
+            self._end(session, reason, status)
+            self._events.append(CallFailed(session, status, reason))
         elif pending.kind == "bye":
             self._end(session, session.end_reason or "local hangup (BYE timed out)")
             self._events.append(CallEnded(session, False, "BYE timed out"))
