@@ -9,6 +9,7 @@ import sys
 
 from warmline import __version__
 from warmline.server import TlsFiles, serve
+from warmline.sip.compiled import describe
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_listen
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -18,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="warmline",
         description="Hand live calls from an AI voice agent to a human over SIP.")
-    parser.add_argument("--version", action="version", version=f"warmline {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"warmline {__version__} ({describe()})")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     # Accepted after the sub-command too (`warmline serve --log-level debug`).
     common = argparse.ArgumentParser(add_help=False)

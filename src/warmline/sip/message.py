@@ -337,7 +337,7 @@ def _normalize_name(name: str) -> str:
     if known is None:
         lowered = name.lower()
         known = COMPACT_FORMS.get(lowered, lowered)
-        if len(_NORMALIZED) < 4096:
+        if len(_NORMALIZED) < 4096 and is_token(name):  # the parser trusts cached names
             _NORMALIZED[name] = known
     return known
 
@@ -389,6 +389,7 @@ def _parse_start_line(line: str) -> Request | Response:
 
 def _parse_header_lines(message: Message, lines: list[str]) -> None:
     headers = message.headers
+    normalized = _NORMALIZED
     for line in lines[1:]:
         if not line:
             continue
@@ -400,7 +401,7 @@ def _parse_header_lines(message: Message, lines: list[str]) -> None:
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError(f"header line without ':': {line[:40]!r}")
-        key = _NORMALIZED.get(name)  # names seen before are known-good tokens
+        key = normalized.get(name)  # names seen before are known-good tokens
         if key is None:
             name = name.rstrip(" \t")
             if not is_token(name):
@@ -436,8 +437,14 @@ def validate_request(request: Request) -> None:
             f"CSeq method {request.cseq.method} does not match request method {request.method}"
         )
     request.max_forwards  # noqa: B018 - parse to validate
-    request.expires  # noqa: B018
-    request.contacts  # noqa: B018
+    if request.method in _CONTACT_MATTERS:
+        request.expires  # noqa: B018
+        request.contacts  # noqa: B018
+
+
+# Methods whose Contact sets or refreshes a remote target (or a registration):
+# only there does a malformed Contact change what the core does.
+_CONTACT_MATTERS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER", "REGISTER"})
 
 
 def validate_response(response: Response) -> None:
