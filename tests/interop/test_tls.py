@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.peers import (
+    ServeProcess,
     engine,
     free_port,
     self_signed_certificate,
@@ -24,13 +25,18 @@ OFFER = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0
          b"m=audio 4000 RTP/AVP 8 0\r\n")
 
 
-def test_call_over_tls_to_serve(tmp_path: Path) -> None:
+def serve_tls(tmp_path: Path) -> tuple[ServeProcess, int, Path, Path]:
     cert, key = self_signed_certificate(tmp_path)
     port = free_port()
     server = start_serve(["--sip", f"tls:127.0.0.1:{port}", "--tls-cert", str(cert),
                           "--tls-key", str(key)], tmp_path)
+    wait_for_log(server, f"listening on tls:127.0.0.1:{port}")
+    return server, port, cert, key
+
+
+def test_call_over_tls_to_serve(tmp_path: Path) -> None:
+    server, port, cert, key = serve_tls(tmp_path)
     try:
-        wait_for_log(server, f"listening on tls:127.0.0.1:{port}")
         client_tls = ssl.create_default_context(cafile=str(cert))
         server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_tls.load_cert_chain(str(cert), str(key))
@@ -55,12 +61,8 @@ def test_call_over_tls_to_serve(tmp_path: Path) -> None:
 
 
 def test_untrusted_certificate_fails_the_call_fast(tmp_path: Path) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    port = free_port()
-    server = start_serve(["--sip", f"tls:127.0.0.1:{port}", "--tls-cert", str(cert),
-                          "--tls-key", str(key)], tmp_path)
+    server, port, _, _ = serve_tls(tmp_path)
     try:
-        wait_for_log(server, f"listening on tls:127.0.0.1:{port}")
 
         async def call() -> None:
             async with engine("udp", tls_client=ssl.create_default_context()) as running:

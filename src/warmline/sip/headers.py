@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from warmline.sip.errors import SipParseError
-from warmline.sip.uri import Params, SipUri, Uri, parse_uri
+from warmline.sip.uri import Params, SipUri, Uri, param_value, parse_uri
 
 COMPACT_FORMS = {
     "i": "call-id",
@@ -204,13 +204,6 @@ def _simple_pair(item: str) -> tuple[str, str | None]:
 
 def format_header_params(params: Params) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
-
-
-def param_value(params: Params, name: str) -> str | None:
-    for key, value in params:
-        if key == name:
-            return value
-    return None
 
 
 def has_param(params: Params, name: str) -> bool:

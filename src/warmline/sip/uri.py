@@ -30,6 +30,14 @@ _CACHE_LIMIT = 8192
 Params = tuple[tuple[str, str | None], ...]
 
 
+def param_value(params: Params, name: str) -> str | None:
+    """The value of parameter ``name`` (already lower-case), or None."""
+    for key, value in params:
+        if key == name:
+            return value
+    return None
+
+
 def _parse_params(text: str) -> Params:
     """Parse ``;a=b;c`` (leading ';' already stripped) into ordered pairs."""
     if not text:
@@ -108,11 +116,7 @@ class SipUri:
         return self.host[1:-1] if self.host.startswith("[") else self.host
 
     def param(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.params:
-            if key == name:
-                return value
-        return None
+        return param_value(self.params, name.lower())
 
     def has_param(self, name: str) -> bool:
         name = name.lower()
@@ -176,11 +180,7 @@ class TelUri:
         return self.number.startswith("+")
 
     def param(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.params:
-            if key == name:
-                return value
-        return None
+        return param_value(self.params, name.lower())
 
     def __str__(self) -> str:
         return f"tel:{self.number}{_format_params(self.params)}"
