@@ -109,7 +109,7 @@ class Counters:
 @dataclass
 class _Pending:
     session: Session | None
-    kind: str  # invite, reinvite, bye, cancel, refer, request
+    kind: str  # invite, reinvite, bye, cancel, refer, request, fork-bye (silent)
     refer: ReferSubscription | None = None
 
 
@@ -227,8 +227,8 @@ class UserAgent:
         target = target or target_for_uri(uri)
         local_tag = self._new_id()
         if from_ is None:
-            host, port = self.local_address(target.transport)
-            caller = NameAddr(SipUri(host=host, user="warmline", port=port))
+            caller = NameAddr(self.contact_for("udp").sip_uri.replace(
+                scheme="sip", params=()))
         else:
             caller = parse_name_addr(from_) if isinstance(from_, str) else from_
         extra = [("Content-Type", _SDP)] if sdp else []
@@ -804,7 +804,7 @@ class UserAgent:
         shadow = Session(self._new_id(), False, invite, SessionState.CONFIRMED, session.local_tag,
                          dialog=fork, target=session.target)
         self._send_ack(shadow, invite, now)
-        self._send_in_dialog(shadow, fork.create_request("BYE"), "request", now)
+        self._send_in_dialog(shadow, fork.create_request("BYE"), "fork-bye", now)
 
     def _on_late_2xx(self, response: Response, now: float) -> None:
         """A retransmitted 2xx after the transaction ended: ACK it again."""
