@@ -135,58 +135,73 @@ def run_step(port: int, rate: int, seconds: int, workdir: Path) -> Step:
                 float(achieved[-1]) if achieved else 0.0)
 
 
+class Server:
+    """One server process under test, started fresh for every step and stopped by PID."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.port = free_port()
+        env = {**os.environ, "SIPLOG_LVL": "ERR", "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            server_command(name, self.port), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def __enter__(self) -> Server:
+        wait_until_answering(self.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 def measure(name: str, rates: list[int], seconds: int) -> Step | None:
     """The highest clean step for one server.
 
     Rates rise step by step; after the first failing step the interval between
     the last clean rate and the failing one is bisected down to a quarter step,
-    so the figure is not an artefact of the step size. A failing step is
-    retried once, since one scheduling hiccup on a 2-core machine is not a limit.
+    so the figure is not an artefact of the step size. Every step runs against a
+    freshly started server (an overloaded one may carry a backlog into the next
+    step), and a failing step is retried once, since one scheduling hiccup on a
+    2-core machine is not a limit.
     """
-    port = free_port()
-    env = {**os.environ, "SIPLOG_LVL": "ERR", "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(server_command(name, port), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def attempt(rate: int, scratch: Path) -> Step:
+        for _ in range(2):
+            with Server(name) as server:
+                step = run_step(server.port, rate, seconds, scratch)
+            if step.clean:
+                break
+            time.sleep(2)
+        print(f"  {name:9} {rate:5d} cps: {step.successful}/{step.calls} ok, "
+              f"{step.failed} failed, {step.retransmissions} retrans, "
+              f"{step.unexpected} unexpected, achieved {step.achieved:.0f} cps "
+              f"{'clean' if step.clean else 'NOT clean'}", flush=True)
+        return step
+
     best: Step | None = None
-    try:
-        wait_until_answering(port)
-        with tempfile.TemporaryDirectory() as scratch:
-
-            def attempt(rate: int) -> Step:
-                step = run_step(port, rate, seconds, Path(scratch))
-                if not step.clean:
-                    time.sleep(3)
-                    step = run_step(port, rate, seconds, Path(scratch))
-                print(f"  {name:9} {rate:5d} cps: {step.successful}/{step.calls} ok, "
-                      f"{step.failed} failed, {step.retransmissions} retrans, "
-                      f"{step.unexpected} unexpected, achieved {step.achieved:.0f} cps "
-                      f"{'clean' if step.clean else 'NOT clean'}", flush=True)
-                time.sleep(2)
-                return step
-
-            failed_at = None
-            for rate in rates:
-                step = attempt(rate)
-                if not step.clean:
-                    failed_at = rate
-                    break
-                best = step
-            resolution = max(25, (rates[1] - rates[0]) // 4 if len(rates) > 1 else 25)
-            low = best.rate if best else 0
-            while failed_at is not None and failed_at - low > resolution:
-                middle = (low + failed_at) // 2
-                step = attempt(middle)
-                if step.clean:
-                    best, low = step, middle
-                else:
-                    failed_at = middle
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+    with tempfile.TemporaryDirectory() as scratch_dir:
+        scratch = Path(scratch_dir)
+        failed_at = None
+        for rate in rates:
+            step = attempt(rate, scratch)
+            if not step.clean:
+                failed_at = rate
+                break
+            best = step
+        resolution = max(25, (rates[1] - rates[0]) // 4 if len(rates) > 1 else 25)
+        low = best.rate if best else 0
+        while failed_at is not None and failed_at - low > resolution:
+            middle = (low + failed_at) // 2
+            step = attempt(middle, scratch)
+            if step.clean:
+                best, low = step, middle
+            else:
+                failed_at = middle
     return best
 
 
