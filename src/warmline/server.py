@@ -75,7 +75,10 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
     finally:
         await shell.close()
         sink.close()
-    log.info("stopped: %d call(s) answered", agent.calls_answered)
+    counters = ua.counters
+    log.info("stopped: %d call(s) answered; %d message(s) received, %d garbage dropped, "
+             "%d bad request(s) answered", agent.calls_answered, counters.received,
+             counters.garbage_dropped, counters.bad_requests)
 
 
 def tune_garbage_collector() -> None:

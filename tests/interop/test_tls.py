@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import ssl
 from pathlib import Path
 
@@ -55,9 +56,10 @@ def test_call_over_tls_to_serve(tmp_path: Path) -> None:
 
         asyncio.run(call())
     finally:
-        code = stop_serve(server)
+        code = stop_serve(server, signal.SIGINT)
     assert code == 0
     assert "over tls: ended by caller" in server.log()
+    assert "stopped: 1 call(s) answered" in server.log()
 
 
 def test_untrusted_certificate_fails_the_call_fast(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import TypeVar
 import pytest
 
 from tests.unit.sipnet import FakeNet
-from warmline.sip.auth import Credentials
+from warmline.sip.auth import Credentials, DigestServer
 from warmline.sip.events import Target
 from warmline.sip.message import Response, parse_message
 from warmline.sip.session import (
@@ -338,3 +338,25 @@ def test_early_dialog_is_confirmed_and_a_forked_second_answer_is_hung_up() -> No
                  and m.to.tag == "forkB"]
     assert sorted(m.method for m in to_fork_b) == ["ACK", "BYE"]  # type: ignore[union-attr]
     assert outbound.state is SessionState.CONFIRMED and outbound.dialog.remote_tag == "forkA"
+
+
+def test_challenged_refer_is_retried_with_credentials_and_keeps_its_subscription() -> None:
+    net, alice, bob = pair(config_a=UserAgentConfig(credentials=[Credentials("ai", "pw")]))
+    outbound, inbound = call(net, alice, bob)
+    pbx = DigestServer("pbx", {"ai": "pw"})
+    refer = alice.refer(outbound, "<sip:human@127.0.0.3>", net.now)
+    first = only(net.take(bob), RequestInDialog)[0]
+    bob.respond(first.transaction, 407, net.now, session=inbound,
+                headers=[("Proxy-Authenticate", pbx.challenge(net.now))])
+    second = only(net.take(bob), RequestInDialog)[0]
+    assert second.request.cseq.seq == first.request.cseq.seq + 1
+    answer = second.request.get("proxy-authorization") or ""
+    assert pbx.verify(answer, "REFER", net.now) == (True, False)
+    bob.respond(second.transaction, 202, net.now, session=inbound)
+    assert [e.status for e in only(net.take(alice), ReferResponse)] == [202]
+    bob.request(inbound, "NOTIFY", net.now, headers=[
+        ("Event", f"refer;id={second.request.cseq.seq}"),
+        ("Subscription-State", "terminated;reason=noresource"),
+        ("Content-Type", "message/sipfrag")], body=b"SIP/2.0 200 OK\r\n")
+    assert [(n.status, n.final) for n in only(net.take(alice), ReferNotify)] == [(200, True)]
+    assert refer.done and refer.request.cseq.seq == second.request.cseq.seq

@@ -425,6 +425,18 @@ def _frame_body(message: Message, rest: bytes) -> bytes:
     return rest[:length]
 
 
+def parse_sipfrag_status(body: bytes) -> int:
+    """The status code of a message/sipfrag body (RFC 3420), e.g. ``SIP/2.0 200 OK``."""
+    first = body.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    parts = first.split(" ", 2)
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or not parts[1].isdigit():
+        raise SipParseError(f"NOTIFY body is not a sipfrag status line: {first[:60]!r}")
+    status = int(parts[1])
+    if not 100 <= status <= 699:
+        raise SipParseError(f"sipfrag status {status} out of range")
+    return status
+
+
 def validate_request(request: Request) -> None:
     """Check the fields the core relies on; raise SipParseError with the status to answer."""
     if request.version.upper() != SIP_VERSION:

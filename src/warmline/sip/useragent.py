@@ -37,6 +37,7 @@ from warmline.sip.message import (
     Request,
     Response,
     parse_message,
+    parse_sipfrag_status,
     validate_request,
     validate_response,
 )
@@ -111,6 +112,7 @@ class _Pending:
     session: Session | None
     kind: str  # invite, reinvite, bye, cancel, refer, request, fork-bye (silent)
     refer: ReferSubscription | None = None
+    auth_attempts: int = 0
 
 
 class UserAgent:
@@ -416,12 +418,12 @@ class UserAgent:
         return target_for_uri(dialog.next_hop(), _transport_of(session))
 
     def _send_in_dialog(self, session: Session, request: Request, kind: str, now: float,
-                        refer: ReferSubscription | None = None) -> None:
+                        refer: ReferSubscription | None = None, auth_attempts: int = 0) -> None:
         assert session.dialog is not None
         target = self._target_of(session, session.dialog)
         request.add("Via", self._via(target.transport), first=True)
         transaction = self.layer.send_request(request, target, now)
-        self._pending[transaction] = _Pending(session, kind, refer)
+        self._pending[transaction] = _Pending(session, kind, refer, auth_attempts)
 
     def _send_ack(self, session: Session, invite: Request, now: float) -> None:
         assert session.dialog is not None
@@ -726,6 +728,10 @@ class UserAgent:
         session = pending.session
         if session is None:
             return
+        if (response.status in (401, 407) and pending.kind not in ("invite", "cancel")
+                and self._retry_in_dialog_with_auth(session, pending, transaction, response,
+                                                    now)):
+            return
         if pending.kind == "invite":
             self._on_invite_response(session, transaction, response, now)
         elif pending.kind == "reinvite":
@@ -819,26 +825,60 @@ class UserAgent:
 
     def _retry_with_auth(self, session: Session, transaction: ClientTransaction,
                          response: Response, now: float) -> bool:
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        reply = "authorization" if response.status == 401 else "proxy-authorization"
-        challenge = response.get(header)
-        if challenge is None or session.auth_attempts >= 2:
+        """Re-send a challenged INVITE with credentials (at most twice per call)."""
+        if session.auth_attempts >= 2:
             return False
-        old = transaction.request
-        try:
-            answer = self._digest_client.authorization(challenge, "INVITE", str(old.uri))
-        except SipParseError:
-            return False
-        if answer is None:
+        retry = self._authorized_copy(transaction.request, response,
+                                      transaction.request.cseq.seq + 1)
+        if retry is None:
             return False
         session.auth_attempts += 1
-        retry = Request("INVITE", old.uri, [(n, v) for n, v in old.headers if n != "via"],
-                        old.body)
-        retry.set("CSeq", f"{old.cseq.seq + 1} INVITE")
-        retry.set(reply, answer)
         session.invite = retry
         self._send_invite(session, retry, now)
         return True
+
+    def _retry_in_dialog_with_auth(self, session: Session, pending: _Pending,
+                                   transaction: ClientTransaction, response: Response,
+                                   now: float) -> bool:
+        """Re-send a challenged BYE, REFER, re-INVITE or other in-dialog request.
+
+        PBXs commonly challenge REFER and BYE too; the retry takes the next CSeq,
+        and a REFER's subscription follows it (its NOTIFYs carry the new id).
+        """
+        dialog = session.dialog
+        if dialog is None or pending.auth_attempts >= 2:
+            return False
+        retry = self._authorized_copy(transaction.request, response, dialog.local_seq + 1)
+        if retry is None:
+            return False
+        dialog.local_seq += 1
+        refer = pending.refer
+        if refer is not None:
+            self._refers.pop((session.call_id, session.local_tag, refer.request.cseq.seq), None)
+            refer.request = retry
+            self._refers[(session.call_id, session.local_tag, dialog.local_seq)] = refer
+        self._send_in_dialog(session, retry, pending.kind, now, refer=refer,
+                             auth_attempts=pending.auth_attempts + 1)
+        return True
+
+    def _authorized_copy(self, old: Request, response: Response, seq: int) -> Request | None:
+        """``old`` with a new CSeq and an answer to the 401/407 challenge, or None."""
+        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
+        reply = "authorization" if response.status == 401 else "proxy-authorization"
+        challenge = response.get(header)
+        if challenge is None:
+            return None
+        try:
+            answer = self._digest_client.authorization(challenge, old.method, str(old.uri))
+        except SipParseError:
+            return None
+        if answer is None:
+            return None
+        retry = Request(old.method, old.uri, [(n, v) for n, v in old.headers if n != "via"],
+                        old.body)
+        retry.set("CSeq", f"{seq} {old.method}")
+        retry.set(reply, answer)
+        return retry
 
     def _on_reinvite_response(self, session: Session, transaction: ClientTransaction,
                               response: Response, now: float) -> None:
@@ -942,15 +982,3 @@ def _event_id(event: str) -> int | None:
         if name.strip() == "id" and value.strip().isdigit():
             return int(value.strip())
     return None
-
-
-def parse_sipfrag_status(body: bytes) -> int:
-    """The status code of a message/sipfrag body (RFC 3420), e.g. ``SIP/2.0 200 OK``."""
-    first = body.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
-    parts = first.split(" ", 2)
-    if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or not parts[1].isdigit():
-        raise SipParseError(f"NOTIFY body is not a sipfrag status line: {first[:60]!r}")
-    status = int(parts[1])
-    if not 100 <= status <= 699:
-        raise SipParseError(f"sipfrag status {status} out of range")
-    return status
