@@ -155,3 +155,12 @@ def test_serialized_content_length_always_matches_body() -> None:
     response = Response(200, headers=[("Content-Length", "99"), ("Call-ID", "c")], body=b"abc")
     data = response.to_bytes()
     assert data.count(b"Content-Length") == 1 and data.endswith(b"Content-Length: 3\r\n\r\nabc")
+
+
+@pytest.mark.parametrize("digits", ["\u00b2", "\uff16\uff10", "\u0667"])
+def test_non_ascii_digits_are_not_numbers(digits: str) -> None:
+    lwsdisp = next(c for c in VALID if c.name == "lwsdisp").data
+    for old, new in ((b"CSeq: 60", f"CSeq: {digits}"), (b"l: 0", f"l: {digits}"),
+                     (b"Max-Forwards: 70", f"Max-Forwards: {digits}")):
+        with pytest.raises(SipParseError):
+            parse_and_validate(lwsdisp.replace(old, new.encode()))

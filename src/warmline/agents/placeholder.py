@@ -35,7 +35,6 @@ class PlaceholderAgent:
         self.media_host = media_host
         self.media_port = media_port
         self.calls_answered = 0
-        self.calls_ended = 0
         self._version = 0
 
     def on_event(self, event: SessionEvent) -> None:
@@ -47,7 +46,6 @@ class PlaceholderAgent:
         elif isinstance(event, RequestInDialog):
             self._in_dialog(event, now)
         elif isinstance(event, CallEnded):
-            self.calls_ended += 1
             self._log_end(event.session, "ended by " + ("caller" if event.by_remote else "us"),
                           now)
         elif isinstance(event, CallFailed):

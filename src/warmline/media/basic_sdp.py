@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from warmline.sip.uri import is_digits
+
 _STATIC = {0: "PCMU", 8: "PCMA"}
 _SUPPORTED = frozenset({"PCMU", "PCMA"})
 
@@ -29,7 +31,7 @@ def _media_lines(offer: str) -> list[MediaLine]:
         key, _, value = raw.strip().partition("=")
         if key == "m":
             parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            if len(parts) < 4 or not is_digits(parts[1].split("/")[0]):
                 raise ValueError(f"malformed m= line {raw!r}")
             lines.append(MediaLine(parts[0], int(parts[1].split("/")[0]), parts[2], parts[3:],
                                    {}, {}))
@@ -44,7 +46,7 @@ def _media_lines(offer: str) -> list[MediaLine]:
 def _codec(line: MediaLine, pt: str) -> str | None:
     if pt in line.rtpmaps:
         return line.rtpmaps[pt].split("/")[0].upper()
-    return _STATIC.get(int(pt)) if pt.isdigit() else None
+    return _STATIC.get(int(pt)) if is_digits(pt) else None
 
 
 def answer_audio(offer: bytes, host: str, port: int, version: int) -> bytes | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from warmline.sip.errors import SipParseError
-from warmline.sip.uri import Params, SipUri, Uri, param_value, parse_uri
+from warmline.sip.uri import Params, SipUri, Uri, is_digits, param_value, parse_uri
 
 COMPACT_FORMS = {
     "i": "call-id",
@@ -67,9 +67,6 @@ SINGLE_HEADERS = frozenset(
     {"call-id", "cseq", "from", "to", "content-length", "max-forwards", "content-type"}
 )
 
-TOKEN_CHARS = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
-)
 _VIA_RE = re.compile(
     r"^\s*([^/\s]+)\s*/\s*([^/\s]+)\s*/\s*([^\s;/]+)\s+([^\s;]+(?:\s*:\s*\d+)?)\s*(;.*)?$",
     re.DOTALL,
@@ -221,7 +218,6 @@ class NameAddr(NamedTuple):
     uri: Uri
     display_name: str | None = None
     params: Params = ()
-    bracketed: bool = True
 
     @property
     def tag(self) -> str | None:
@@ -305,7 +301,6 @@ def _parse_name_addr(text: str) -> NameAddr:
     return NameAddr(
         uri=parse_uri(uri_text.strip()),
         params=parse_header_params(semi + params),
-        bracketed=False,
     )
 
 
@@ -342,7 +337,7 @@ class Via(NamedTuple):
     @property
     def rport(self) -> int | None:
         value = param_value(self.params, "rport")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and is_digits(value) else None
 
     @property
     def wants_rport(self) -> bool:
@@ -393,7 +388,7 @@ def parse_via(text: str) -> Via:
         host, port_text = sent_by[: end + 1], sent_by[end + 2 :]
     else:
         host, _, port_text = sent_by.partition(":")
-    if port_text and (not port_text.isdigit() or int(port_text) > 65535):
+    if port_text and (not is_digits(port_text) or int(port_text) > 65535):
         raise SipParseError(f"invalid Via port {port_text!r}")
     return Via(
         transport=transport.upper(),
@@ -413,7 +408,7 @@ class CSeq(NamedTuple):
 
 def parse_cseq(text: str) -> CSeq:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit():
+    if len(parts) != 2 or not is_digits(parts[0]):
         raise SipParseError(f"malformed CSeq {text.strip()!r}")
     seq = int(parts[0])
     if seq > _MAX_CSEQ:
@@ -425,7 +420,7 @@ def parse_cseq(text: str) -> CSeq:
 
 def parse_bounded_int(text: str, name: str, maximum: int) -> int:
     value = text.strip()
-    if not value.isdigit() or len(value) > 10 or int(value) > maximum:
+    if not is_digits(value) or len(value) > 10 or int(value) > maximum:
         raise SipParseError(f"invalid {name} value {value!r}")
     return int(value)
 
@@ -502,7 +497,7 @@ class SubscriptionState:
     @property
     def expires(self) -> int | None:
         value = param_value(self.params, "expires")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and is_digits(value) else None
 
     @property
     def reason(self) -> str | None:

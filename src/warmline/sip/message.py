@@ -35,7 +35,7 @@ from warmline.sip.headers import (
     parse_via,
     split_list,
 )
-from warmline.sip.uri import SipUri, Uri, parse_uri
+from warmline.sip.uri import SipUri, Uri, is_digits, parse_uri
 
 SIP_VERSION = "SIP/2.0"
 DEFAULT_MAX_SIZE = 65_535
@@ -372,7 +372,7 @@ def _parse_start_line(line: str) -> Request | Response:
         code, _, reason = rest.partition(" ")
         if version.upper() != SIP_VERSION:
             raise SipParseError(f"unsupported version {version!r}", status=505)
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not is_digits(code) or not 100 <= int(code) <= 699:
             raise SipParseError(f"invalid status code {code!r}")
         return Response(int(code), reason)
     parts = line.split(" ")
@@ -417,7 +417,7 @@ def _frame_body(message: Message, rest: bytes) -> bytes:
     if len(lengths) > 1:
         raise SipParseError("multiple Content-Length headers")
     text = lengths[0].strip()
-    if not text.isdigit():
+    if not is_digits(text):
         raise SipParseError(f"invalid Content-Length {text!r}")
     length = int(text)
     if length > len(rest):
@@ -429,7 +429,7 @@ def parse_sipfrag_status(body: bytes) -> int:
     """The status code of a message/sipfrag body (RFC 3420), e.g. ``SIP/2.0 200 OK``."""
     first = body.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
     parts = first.split(" ", 2)
-    if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or not parts[1].isdigit():
+    if len(parts) < 2 or parts[0].upper() != "SIP/2.0" or not is_digits(parts[1]):
         raise SipParseError(f"NOTIFY body is not a sipfrag status line: {first[:60]!r}")
     status = int(parts[1])
     if not 100 <= status <= 699:

@@ -255,7 +255,6 @@ class InviteServerTransaction(ServerTransaction):
                  now: float = 0.0) -> None:
         super().__init__(request, target, settings)
         self.state = State.PROCEEDING
-        self.acked = False
         self._start_timer("trying", now, self.TRYING_DELAY)
 
     @property
@@ -285,7 +284,6 @@ class InviteServerTransaction(ServerTransaction):
         out: list[Output] = []
         if request.method == "ACK":
             if self.state is State.COMPLETED:
-                self.acked = True
                 self.state = State.CONFIRMED
                 self._stop_timers("G", "H")
                 self._linger("I", now, 0 if self.reliable else self.settings.t4, out)

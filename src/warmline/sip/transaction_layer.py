@@ -21,7 +21,6 @@ from warmline.sip.events import (
     TransactionTimeout,
     Transmit,
 )
-from warmline.sip.headers import MAGIC_COOKIE
 from warmline.sip.message import Message, Request, Response
 from warmline.sip.timers import TimerSettings
 from warmline.sip.transaction import (
@@ -47,9 +46,8 @@ def server_key(request: Request, method: str | None = None) -> ServerKey:
     """
     via = request.top_via
     method = method or ("INVITE" if request.method == "ACK" else request.method)
-    branch = via.branch
-    if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.sent_by, method)
+    if via.is_rfc3261:
+        return (via.branch or "", via.sent_by, method)
     return (
         "rfc2543",
         str(request.uri),

@@ -30,6 +30,12 @@ _CACHE_LIMIT = 8192
 Params = tuple[tuple[str, str | None], ...]
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts superscript and full-width digits,
+    which int() rejects or silently reads, and SIP's DIGIT is %x30-39."""
+    return text.isascii() and text.isdigit()
+
+
 def param_value(params: Params, name: str) -> str | None:
     """The value of parameter ``name`` (already lower-case), or None."""
     for key, value in params:
@@ -299,6 +305,6 @@ def _split_host_port(hostport: str, text: str) -> tuple[str, int | None]:
 def _parse_port(port_text: str, text: str) -> int | None:
     if not port_text:
         return None
-    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+    if not is_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise SipParseError(f"invalid port {port_text!r} in {text!r}")
     return int(port_text)

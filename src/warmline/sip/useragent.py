@@ -67,7 +67,7 @@ from warmline.sip.transaction import (
     ServerTransaction,
 )
 from warmline.sip.transaction_layer import TransactionLayer, response_target
-from warmline.sip.uri import SipUri, TelUri, parse_uri
+from warmline.sip.uri import SipUri, TelUri, is_digits, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE")
 KNOWN_UNSUPPORTED = frozenset({"REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH", "PRACK"})
@@ -979,6 +979,6 @@ def _event_id(event: str) -> int | None:
     _, _, params = event.partition(";")
     for item in params.split(";"):
         name, _, value = item.partition("=")
-        if name.strip() == "id" and value.strip().isdigit():
+        if name.strip() == "id" and is_digits(value.strip()):
             return int(value.strip())
     return None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from warmline.sip.uri import is_digits
+
 TRANSPORTS = ("udp", "tcp", "tls")
 
 
@@ -38,6 +40,6 @@ def parse_listen(text: str) -> ListenSpec:
         ipaddress.ip_address(host)
     except ValueError:
         raise ListenSpecError(f"--sip {text!r}: host must be an IP address") from None
-    if not port_text.isdigit() or int(port_text) > 65535:
+    if not is_digits(port_text) or int(port_text) > 65535:
         raise ListenSpecError(f"--sip {text!r}: port must be 0-65535")
     return ListenSpec(transport, host, int(port_text))
