@@ -60,7 +60,7 @@ class Dialog:
             remote_tag=remote_tag,
             local_address=request.from_,
             remote_address=response.to,
-            remote_target=_contact_uri(response),
+            remote_target=_contact_uri(response, fallback=request.uri),
             local_contact=local_contact,
             local_seq=request.cseq.seq,
             route_set=list(reversed(response.record_route)),
@@ -152,11 +152,14 @@ class Dialog:
             self.refresh_target(response)
 
 
-def _contact_uri(message: Request | Response) -> SipUri:
+def _contact_uri(message: Request | Response, fallback: object = None) -> SipUri:
+    """The SIP URI in Contact; a UAC falls back to the Request-URI for a sloppy 2xx."""
     contact = message.contact
-    if contact is None:
-        raise SipParseError("dialog-creating message has no Contact")
-    return contact.sip_uri
+    if contact is not None and isinstance(contact.uri, SipUri):
+        return contact.uri
+    if isinstance(fallback, SipUri):
+        return fallback
+    raise SipParseError("dialog-creating message needs a Contact with a SIP URI")
 
 
 def _is_secure(request: Request) -> bool:

@@ -461,6 +461,23 @@ _CONTACT_MATTERS = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"
 
 def validate_response(response: Response) -> None:
     _validate_common(response)
+    if response.cseq.method == "INVITE" and 100 < response.status < 300:
+        if response.status >= 200 and response.to.tag is None:
+            raise SipParseError("a 2xx that creates a dialog needs a To tag")
+        if response.status >= 200 or response.get("contact") is not None:
+            check_dialog_fields(response)
+
+
+def check_dialog_fields(message: Message) -> None:
+    """Contact and Record-Route build a dialog's route: they must be SIP URIs."""
+    contact = message.contact
+    if contact is None:
+        raise SipParseError("Missing Contact")
+    if not isinstance(contact.uri, SipUri):
+        raise SipParseError("Contact must be a sip: or sips: URI")
+    for route in message.record_route:
+        if not isinstance(route.uri, SipUri):
+            raise SipParseError("Record-Route must hold sip: or sips: URIs")
 
 
 _REQUIRED = ("via", "from", "to", "call-id", "cseq")

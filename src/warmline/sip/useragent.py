@@ -36,6 +36,7 @@ from warmline.sip.message import (
     DEFAULT_MAX_SIZE,
     Request,
     Response,
+    check_dialog_fields,
     parse_message,
     parse_sipfrag_status,
     validate_request,
@@ -567,13 +568,15 @@ class UserAgent:
     def _on_new_invite(self, request: Request, source: Target,
                        transaction: InviteServerTransaction, now: float) -> None:
         local_tag = self._new_id()
+        try:
+            check_dialog_fields(request)
+        except SipParseError as error:
+            self.layer.respond(transaction, make_response(
+                request, 400, error.reason, to_tag=local_tag), now)
+            return
         if request.body and request.content_type != _SDP:
             self.layer.respond(transaction, make_response(
                 request, 415, to_tag=local_tag, headers=[("Accept", _SDP)]), now)
-            return
-        if request.contact is None:
-            self.layer.respond(transaction, make_response(
-                request, 400, "Missing Contact", to_tag=local_tag), now)
             return
         replaces = None
         if request.get("replaces") is not None:

@@ -90,6 +90,7 @@ class SipShell:
         self._timer_at: float | None = None
         self._connecting: set[asyncio.Task[None]] = set()
         self._flushing = False
+        self.internal_errors = 0
 
     # ------------------------------------------------------------------ listeners
     async def listen(self, spec: ListenSpec) -> ListenSpec:
@@ -133,7 +134,11 @@ class SipShell:
         return self.loop.time()
 
     def receive(self, data: bytes, source: Target) -> None:
-        self.ua.receive(data, source, self.loop.time())
+        try:
+            self.ua.receive(data, source, self.loop.time())
+        except Exception:  # a core bug must cost one message, not the engine
+            self.internal_errors += 1
+            log.exception("internal error on a message from %s:%s", source.host, source.port)
         self.flush()
 
     def run(self, action: Callable[[float], T]) -> T:
