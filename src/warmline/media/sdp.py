@@ -1,0 +1,248 @@
+"""SDP offer/answer for audio (RFC 3264, RFC 4566) over the sdp-transform library.
+
+sdp-transform turns text into dicts and back; warmline owns the negotiation:
+PCMU, PCMA, G.722, Opus and telephone-event (RFC 4733), ptime, hold directions,
+rejected streams (port 0) kept in place, and an explicit error carrying the SIP
+status to answer (400 for SDP that does not parse, 488 when nothing fits).
+Parsing costs ~0.2 ms, so this serves the media plane, not the per-call hot
+path of the placeholder agent (see basic_sdp.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sdp_transform
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    name: str  # as in rtpmap, compared case-insensitively
+    clock_rate: int  # the RTP clock (G.722's is 8000 by RFC 3551's famous erratum)
+    channels: int = 1
+    static_payload: int | None = None
+    fmtp: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
+CODECS = {
+    "pcmu": Codec("PCMU", 8000, static_payload=0),
+    "pcma": Codec("PCMA", 8000, static_payload=8),
+    "g722": Codec("G722", 8000, static_payload=9),
+    "opus": Codec("opus", 48000, channels=2, fmtp="minptime=10;useinbandfec=1"),
+}
+TELEPHONE_EVENT = Codec("telephone-event", 8000, fmtp="0-16")
+_STATIC_NAMES = {codec.static_payload: codec for codec in CODECS.values()}
+# Our direction given theirs: what they only send, we only receive (RFC 3264 §6.1).
+_MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
+           "inactive": "inactive"}
+
+
+class SdpError(ValueError):
+    """An offer or answer that cannot be used; ``status`` is the SIP response to send."""
+
+    def __init__(self, reason: str, status: int = 488) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class AudioStream:
+    """What was agreed for the audio stream, from our side's point of view."""
+
+    payload_type: int
+    codec: Codec
+    dtmf_payload_type: int | None
+    ptime: int
+    remote_address: str
+    remote_port: int
+    direction: str  # ours: sendrecv, sendonly, recvonly or inactive
+    remote_fmtp: str | None = None
+
+
+def parse(text: bytes) -> dict[str, Any]:
+    try:
+        session: dict[str, Any] = sdp_transform.parse(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, KeyError, IndexError) as error:
+        raise SdpError(f"unreadable SDP: {error}", 400) from error
+    if session.get("version") != 0 or not session.get("media"):
+        raise SdpError("SDP without v=0 or without any m= line", 400)
+    for media in session["media"]:
+        if not isinstance(media.get("port"), int) or "payloads" not in media:
+            raise SdpError("malformed m= line", 400)
+    return session
+
+
+def offer(address: str, port: int, codecs: list[str], *, session_id: int, version: int,
+          direction: str = "sendrecv", ptime: int = 20, dtmf: bool = True) -> bytes:
+    """An audio offer listing ``codecs`` in order of preference (put the caller's first)."""
+    chosen = [_known(name) for name in codecs]
+    next_dynamic = iter(range(96, 128))
+    formats = [(codec.static_payload if codec.static_payload is not None else next(next_dynamic),
+                codec) for codec in chosen]
+    if dtmf:
+        formats.append((next(next_dynamic), TELEPHONE_EVENT))
+    media = _media_section(port, formats, direction, ptime)
+    return _write(address, session_id, version, [media])
+
+
+def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
+           session_id: int, version: int, ptime: int = 20) -> tuple[bytes, AudioStream]:
+    """Answer the first usable audio stream; every other stream is refused with port 0."""
+    session = parse(offer_text)
+    wanted = [_known(name).key for name in supported]
+    answered: list[dict[str, Any]] = []
+    agreed: AudioStream | None = None
+    for media in session["media"]:
+        pick = None if agreed is not None else _pick(media, wanted)
+        if pick is None:
+            answered.append(_rejected(media))
+            continue
+        payload, codec, dtmf = pick
+        remote_direction = _direction(session, media)
+        agreed = AudioStream(
+            payload, codec, dtmf, int(media.get("ptime") or ptime),
+            _remote_address(session, media), int(media["port"]),
+            _MIRROR[remote_direction], _fmtp(media, payload))
+        formats = [(payload, codec)] + ([(dtmf, TELEPHONE_EVENT)] if dtmf is not None else [])
+        answered.append(_media_section(port, formats, agreed.direction, agreed.ptime,
+                                       protocol=media.get("protocol", "RTP/AVP")))
+    if agreed is None:
+        offered = ", ".join(_offered_names(session)) or "nothing"
+        raise SdpError(f"no common codec (offered {offered}; we take {', '.join(supported)})")
+    return _write(address, session_id, version, answered), agreed
+
+
+def read_answer(answer_text: bytes) -> AudioStream:
+    """What the far end accepted in its answer to our offer."""
+    session = parse(answer_text)
+    for media in session["media"]:
+        if media.get("type") != "audio" or not media["port"]:
+            continue
+        payloads = _payload_list(media)
+        names = _payload_names(media)
+        for payload in payloads:
+            codec = names.get(payload)
+            if codec is not None and codec.key in CODECS:
+                return AudioStream(payload, codec, _dtmf(payloads, names),
+                                   int(media.get("ptime") or 20),
+                                   _remote_address(session, media), int(media["port"]),
+                                   _MIRROR[_direction(session, media)], _fmtp(media, payload))
+    raise SdpError("the answer accepted no audio codec we offered")
+
+
+# ---------------------------------------------------------------- helpers
+def _known(name: str) -> Codec:
+    try:
+        return CODECS[name.lower()]
+    except KeyError:
+        raise SdpError(f"media.codecs: unknown codec {name!r} (known: PCMU, PCMA, G722, opus)",
+                       500) from None
+
+
+def _payload_list(media: dict[str, Any]) -> list[int]:
+    items = str(media.get("payloads", "")).split()
+    if not all(item.isascii() and item.isdigit() and int(item) < 128 for item in items):
+        raise SdpError(f"bad payload types in m= line: {media.get('payloads')!r}", 400)
+    return [int(item) for item in items]
+
+
+def _payload_names(media: dict[str, Any]) -> dict[int, Codec]:
+    names: dict[int, Codec] = {pt: codec for pt, codec in _STATIC_NAMES.items()
+                               if pt is not None}
+    for rtp in media.get("rtp", []):
+        name = str(rtp.get("codec", "")).lower()
+        base = CODECS.get(name) or (TELEPHONE_EVENT if name == "telephone-event" else None)
+        if base is not None and int(rtp.get("rate") or 0) == base.clock_rate:
+            names[int(rtp["payload"])] = base
+        else:
+            names.pop(int(rtp["payload"]), None)  # a static number remapped to something else
+    return names
+
+
+def _pick(media: dict[str, Any], wanted: list[str]) -> tuple[int, Codec, int | None] | None:
+    if media.get("type") != "audio" or not media["port"]:
+        return None
+    if "RTP/AVP" not in str(media.get("protocol", "")).upper():
+        return None
+    payloads = _payload_list(media)
+    names = _payload_names(media)
+    for payload in payloads:  # the offerer's order of preference (RFC 3264 §6.1)
+        codec = names.get(payload)
+        if codec is not None and codec.key in wanted:
+            return payload, codec, _dtmf(payloads, names)
+    return None
+
+
+def _dtmf(payloads: list[int], names: dict[int, Codec]) -> int | None:
+    return next((pt for pt in payloads if pt in names
+                 and names[pt].key == "telephone-event"), None)
+
+
+def _direction(session: dict[str, Any], media: dict[str, Any]) -> str:
+    direction = media.get("direction") or session.get("direction") or "sendrecv"
+    if _remote_address(session, media) in ("0.0.0.0", "::"):
+        return "inactive"  # RFC 2543 style hold
+    return str(direction)
+
+
+def _remote_address(session: dict[str, Any], media: dict[str, Any]) -> str:
+    connection = media.get("connection") or session.get("connection")
+    if not connection or "ip" not in connection:
+        raise SdpError("no c= line for the audio stream", 400)
+    return str(connection["ip"])
+
+
+def _fmtp(media: dict[str, Any], payload: int) -> str | None:
+    for item in media.get("fmtp", []):
+        if int(item.get("payload", -1)) == payload:
+            return str(item.get("config"))
+    return None
+
+
+def _offered_names(session: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for media in session["media"]:
+        if media.get("type") == "audio" and media.get("port"):
+            table = _payload_names(media)
+            for payload in _payload_list(media):
+                codec = table.get(payload)
+                names.append(codec.name if codec else str(payload))
+    return names
+
+
+def _rejected(media: dict[str, Any]) -> dict[str, Any]:
+    first = str(media.get("payloads", "0")).split()[:1] or ["0"]
+    return {"type": media.get("type", "audio"), "port": 0,
+            "protocol": media.get("protocol", "RTP/AVP"), "payloads": first[0]}
+
+
+def _media_section(port: int, formats: list[tuple[int, Codec]], direction: str, ptime: int,
+                   protocol: str = "RTP/AVP") -> dict[str, Any]:
+    rtp = [{"payload": pt, "codec": codec.name, "rate": codec.clock_rate,
+            **({"encoding": codec.channels} if codec.channels > 1 else {})}
+           for pt, codec in formats]
+    fmtp = [{"payload": pt, "config": codec.fmtp} for pt, codec in formats if codec.fmtp]
+    return {"type": "audio", "port": port, "protocol": protocol,
+            "payloads": " ".join(str(pt) for pt, _ in formats), "rtp": rtp, "fmtp": fmtp,
+            "ptime": ptime, "direction": direction}
+
+
+def _write(address: str, session_id: int, version: int, media: list[dict[str, Any]]) -> bytes:
+    family = 6 if ":" in address else 4
+    session = {
+        "version": 0,
+        "origin": {"username": "warmline", "sessionId": session_id,
+                   "sessionVersion": version, "netType": "IN", "ipVer": family,
+                   "address": address},
+        "name": "warmline",
+        "connection": {"version": family, "ip": address},
+        "timing": {"start": 0, "stop": 0},
+        "media": media,
+    }
+    return str(sdp_transform.write(session)).encode()
