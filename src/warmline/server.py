@@ -94,8 +94,11 @@ def tune_garbage_collector() -> None:
 
 async def hang_up_all(shell: SipShell) -> None:
     """BYE/CANCEL/480 every live call and give the peers a moment to answer."""
-    for session in shell.ua.sessions:
-        shell.run(lambda now, s=session: shell.ua.bye(s, now))  # type: ignore[misc]
+    def hang_up(now: float) -> None:
+        for session in shell.ua.sessions:
+            shell.ua.bye(session, now)
+
+    shell.run(hang_up)
     deadline = shell.now() + DRAIN_SECONDS
     while shell.ua.sessions and shell.now() < deadline:
         await asyncio.sleep(0.05)

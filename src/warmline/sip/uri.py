@@ -9,8 +9,10 @@ kept decoded and re-escaped on output so that
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote
 
 from warmline.sip.errors import SipParseError
@@ -145,18 +147,8 @@ class SipUri:
         name = name.lower()
         return self.replace(params=tuple((k, v) for k, v in self.params if k != name))
 
-    def replace(self, **changes: object) -> SipUri:
-        values: dict[str, object] = {
-            "host": self.host,
-            "user": self.user,
-            "password": self.password,
-            "port": self.port,
-            "params": self.params,
-            "headers": self.headers,
-            "scheme": self.scheme,
-        }
-        values.update(changes)
-        return SipUri(**values)  # type: ignore[arg-type]
+    def replace(self, **changes: Any) -> SipUri:
+        return dataclasses.replace(self, **changes)
 
     def host_port(self) -> str:
         return self.host if self.port is None else f"{self.host}:{self.port}"
