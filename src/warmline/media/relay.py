@@ -1,0 +1,169 @@
+"""The embedded media relay: one UDP socket per leg, forwarding with no gap.
+
+A leg receives RTP from its far end (symmetric RTP: it latches to the address
+the first valid packet came from, which NATed phones need) and forwards it to
+the leg it is routed to. The receiving leg re-stamps every packet through its
+own :class:`ContinuousStream`, so the far end sees one SSRC and one sequence
+whatever feeds it (AI, hold audio, human). PCMU<->PCMA is translated per byte;
+other codec pairs are refused until the transcoder lands (issue 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from functools import partial
+from typing import cast
+
+from warmline.media import g711
+from warmline.media.plane import LegAddress, LegCounters
+from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_type
+from warmline.media.sdp import AudioStream
+
+log = logging.getLogger("warmline.media")
+_TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
+
+
+class PortRange:
+    """Hands out even local ports from [start, end), skipping ones in use."""
+
+    def __init__(self, start: int, end: int) -> None:
+        if not 1024 <= start < end <= 65536:
+            raise ValueError(f"media.ports: bad range {start}-{end}")
+        self.start, self.end = start + (start % 2), end
+        self._next = self.start
+
+    def candidates(self) -> list[int]:
+        """Every even port, starting after the last one handed out (spreads reuse)."""
+        span = list(range(self.start, self.end - 1, 2))
+        index = span.index(self._next) if self._next in span else 0
+        return span[index:] + span[:index]
+
+    def taken(self, port: int) -> None:
+        self._next = port + 2 if port + 2 < self.end else self.start
+
+
+class RelayLeg(asyncio.DatagramProtocol):
+    def __init__(self, label: str, local: LegAddress) -> None:
+        self.label = label
+        self._local = local
+        self._counters = LegCounters()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.stream: AudioStream | None = None
+        self.remote: tuple[str, int] | None = None
+        self.latched = False
+        self.target: RelayLeg | None = None
+        self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
+                                         secrets.randbits(16), secrets.randbits(32))
+        self.loop = asyncio.get_running_loop()
+
+    @property
+    def local(self) -> LegAddress:
+        return self._local
+
+    @property
+    def counters(self) -> LegCounters:
+        return self._counters
+
+    def configure(self, stream: AudioStream) -> None:
+        self.stream = stream
+        self.remote = (stream.remote_address, stream.remote_port)
+        self.latched = False
+        self.outgoing.clock_rate = stream.codec.clock_rate
+
+    def route_to(self, target: object) -> None:
+        if target is not None and not isinstance(target, RelayLeg):
+            raise TypeError("route_to: legs of the embedded relay only")
+        self.target = target
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.target = None
+
+    # -- asyncio ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        counters = self._counters
+        if len(data) >= 2 and is_rtcp_type(data[1]):
+            counters.rtcp += 1
+            return
+        try:
+            packet = RtpPacket.parse(data)
+        except RtpError:
+            counters.malformed += 1
+            return
+        if not self._accept_source(addr):
+            counters.wrong_source += 1
+            return
+        stream = self.stream
+        if stream is None or packet.payload_type not in (stream.payload_type,
+                                                         stream.dtmf_payload_type):
+            counters.unknown_payload += 1
+            return
+        counters.received += 1
+        target = self.target
+        if target is not None:
+            target.send_from(packet, stream)
+
+    def _accept_source(self, addr: tuple[str, int]) -> bool:
+        if self.latched:
+            return self.remote == (addr[0], addr[1])
+        self.remote = (addr[0], addr[1])  # symmetric RTP: answer where it really comes from
+        self.latched = True
+        return True
+
+    # -- sending ----------------------------------------------------------
+    def send_from(self, packet: RtpPacket, source: AudioStream) -> None:
+        """Forward a packet received on another leg, re-stamped as this leg's stream."""
+        stream, remote, transport = self.stream, self.remote, self.transport
+        if stream is None or remote is None or transport is None:
+            return
+        if packet.payload_type == source.dtmf_payload_type:
+            if stream.dtmf_payload_type is None:
+                return
+            packet.payload_type = stream.dtmf_payload_type
+        elif source.codec.key != stream.codec.key:
+            table = _TRANSLATE.get((source.codec.key, stream.codec.key))
+            if table is None:
+                return
+            packet.payload = packet.payload.translate(table)
+            packet.payload_type = stream.payload_type
+        else:
+            packet.payload_type = stream.payload_type
+        out = self.outgoing.rewrite(packet, self.loop.time())
+        transport.sendto(out.to_bytes(), remote)
+        self._counters.sent += 1
+
+
+class EmbeddedRelay:
+    """In-process :class:`MediaPlane` on ``host`` with ports from ``ports``."""
+
+    def __init__(self, host: str, ports: PortRange) -> None:
+        self.host = host
+        self.ports = ports
+        self.legs: list[RelayLeg] = []
+
+    async def open_leg(self, label: str) -> RelayLeg:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        for port in self.ports.candidates():
+            try:
+                _, leg = await loop.create_datagram_endpoint(
+                    partial(RelayLeg, label, LegAddress(self.host, port)),
+                    local_addr=(self.host, port), family=family)
+            except OSError:
+                continue
+            self.ports.taken(port)
+            self.legs.append(leg)
+            return leg
+        raise OSError(f"media.ports: no free port in {self.ports.start}-{self.ports.end}")
+
+    async def close(self) -> None:
+        for leg in self.legs:
+            leg.close()
+        self.legs.clear()

@@ -1,0 +1,118 @@
+"""The embedded relay over real loopback sockets: continuity, transcoding, bad packets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tests.interop.peers import free_port
+from warmline.media import g711
+from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
+from warmline.media.rtp import RtpPacket
+from warmline.media.sdp import CODECS, AudioStream
+
+pytestmark = pytest.mark.interop
+
+
+def endpoint() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def configure(leg: RelayLeg, peer: socket.socket, codec: str) -> None:
+    pt = CODECS[codec].static_payload or 0
+    host, port = peer.getsockname()
+    leg.configure(AudioStream(pt, CODECS[codec], 101, 20, host, port, "sendrecv"))
+
+
+async def send(peer: socket.socket, leg: RelayLeg, ssrc: int, codec: str, count: int,
+               payload: bytes) -> None:
+    pt = CODECS[codec].static_payload or 0
+    for n in range(count):
+        packet = RtpPacket(pt, 1000 + n, 160 * n, ssrc, payload)
+        peer.sendto(packet.to_bytes(), (leg.local.host, leg.local.port))
+        await asyncio.sleep(0.02)
+
+
+async def drain(peer: socket.socket) -> list[RtpPacket]:
+    await asyncio.sleep(0.1)
+    received = []
+    while True:
+        try:
+            received.append(RtpPacket.parse(peer.recv(2048)))
+        except BlockingIOError:
+            return received
+
+
+def test_caller_hears_one_continuous_stream_across_ai_to_human_with_transcoding() -> None:
+    async def scenario() -> None:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        caller, ai, human = endpoint(), endpoint(), endpoint()
+        try:
+            to_caller = await relay.open_leg("caller")
+            from_ai = await relay.open_leg("ai")
+            from_human = await relay.open_leg("human")
+            configure(to_caller, caller, "pcmu")
+            configure(from_ai, ai, "pcmu")
+            configure(from_human, human, "pcma")
+            from_ai.route_to(to_caller)
+            await send(ai, from_ai, 0xA1, "pcmu", 10, b"\x81" * 160)
+            from_ai.route_to(None)
+            from_human.route_to(to_caller)
+            await send(human, from_human, 0xB2, "pcma", 10, b"\xd5" * 160)
+            heard = await drain(caller)
+            assert len(heard) == 20
+            assert len({p.ssrc for p in heard}) == 1
+            assert [p.sequence for p in heard] == [
+                (heard[0].sequence + n) & 0xFFFF for n in range(20)]
+            assert {p.payload_type for p in heard} == {0}
+            assert heard[10].payload == g711.alaw_to_ulaw(b"\xd5" * 160)  # PCMA -> PCMU
+            assert heard[10].marker and not heard[11].marker
+            jump = (heard[10].timestamp - heard[9].timestamp) & 0xFFFFFFFF
+            assert 160 <= jump <= 8000  # real elapsed time, not a random offset
+
+            to_caller.route_to(from_human)  # and back: the caller's PCMU reaches PCMA
+            await send(caller, to_caller, 0xC3, "pcmu", 3, b"\xff" * 160)
+            reached = await drain(human)
+            assert [p.payload_type for p in reached] == [8, 8, 8]
+            assert reached[0].payload == g711.ulaw_to_alaw(b"\xff" * 160)
+        finally:
+            await relay.close()
+            for sock in (caller, ai, human):
+                sock.close()
+
+    asyncio.run(scenario())
+
+
+def test_bad_packets_are_dropped_and_counted() -> None:
+    async def scenario() -> None:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        caller, human, stranger = endpoint(), endpoint(), endpoint()
+        try:
+            from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(from_caller, caller, "pcmu")
+            configure(to_human, human, "pcmu")
+            from_caller.route_to(to_human)
+            address = (from_caller.local.host, from_caller.local.port)
+            await send(caller, from_caller, 0x11, "pcmu", 1, b"\xff" * 160)  # latches
+            caller.sendto(b"\x00garbage", address)
+            caller.sendto(bytes([0x80, 0xC8]) + bytes(26), address)  # RTCP sender report
+            caller.sendto(RtpPacket(18, 1, 1, 0x11, b"x" * 20).to_bytes(), address)  # G.729
+            stranger.sendto(RtpPacket(0, 2, 2, 0x99, b"\xff" * 160).to_bytes(), address)
+            await asyncio.sleep(0.1)
+            counters = from_caller.counters
+            assert (counters.received, counters.malformed, counters.rtcp,
+                    counters.unknown_payload, counters.wrong_source) == (1, 1, 1, 1, 1)
+            assert len(await drain(human)) == 1
+        finally:
+            await relay.close()
+            for sock in (caller, human, stranger):
+                sock.close()
+
+    asyncio.run(scenario())
