@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from itertools import pairwise
 
 import pytest
 
 from tests.interop.peers import free_port
 from warmline.media import g711
+from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
 from warmline.media.rtp import RtpPacket
 from warmline.media.sdp import CODECS, AudioStream
@@ -114,5 +116,61 @@ def test_bad_packets_are_dropped_and_counted() -> None:
             await relay.close()
             for sock in (caller, human, stranger):
                 sock.close()
+
+    asyncio.run(scenario())
+
+
+class Listener(asyncio.DatagramProtocol):
+    """A far end that records when each packet arrives."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, RtpPacket]] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.arrivals.append((asyncio.get_running_loop().time(), RtpPacket.parse(data)))
+
+
+def test_hold_audio_then_human_without_a_gap() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        transport, caller = await loop.create_datagram_endpoint(
+            Listener, local_addr=("127.0.0.1", 0))
+        human = endpoint()
+        try:
+            to_caller = await relay.open_leg("caller")
+            from_human = await relay.open_leg("human")
+            host, port = transport.get_extra_info("sockname")
+            to_caller.configure(AudioStream(0, CODECS["pcmu"], None, 20, host, port, "sendrecv"))
+            configure(from_human, human, "pcmu")
+            to_caller.play(Player(ringback(8000, "eu"), loop=True))
+            await asyncio.sleep(0.3)
+
+            async def human_talks() -> None:  # RTP every 20 ms, as a phone sends it
+                for n in range(15):
+                    packet = RtpPacket(0, 500 + n, 320 * n, 0xB2, b"\x7e" * 160)
+                    human.sendto(packet.to_bytes(), (from_human.local.host,
+                                                     from_human.local.port))
+                    await asyncio.sleep(0.02)
+
+            from_human.route_to(to_caller)  # the human answered; their RTP is not flowing yet
+            await asyncio.sleep(0.1)  # hold audio must go on meanwhile
+            await human_talks()
+            await asyncio.sleep(0.05)
+        finally:
+            transport.close()
+            human.close()
+            await relay.close()
+        packets = [p for _, p in caller.arrivals]
+        switch = next(i for i, p in enumerate(packets) if p.payload == b"\x7e" * 160)
+        assert switch >= 10 and len(packets) - switch == 15  # hold audio, then all of the human
+        assert len({p.ssrc for p in packets}) == 1
+        assert [p.sequence for p in packets] == [
+            (packets[0].sequence + n) & 0xFFFF for n in range(len(packets))]
+        times = [t for t, _ in caller.arrivals]
+        around = times[switch - 3 : switch + 3]
+        gap = max(b - a for a, b in pairwise(around))
+        assert gap < 0.060, f"largest gap around the switch: {gap * 1000:.1f} ms"
 
     asyncio.run(scenario())

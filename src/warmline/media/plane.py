@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from warmline.media.player import Player
 from warmline.media.sdp import AudioStream
 
 
@@ -45,6 +46,9 @@ class MediaLeg(Protocol):
 
     def route_to(self, target: MediaLeg | None) -> None:
         """Send what this leg receives into ``target`` (None: to nobody)."""
+
+    def play(self, player: Player) -> object:
+        """Play prepared audio (hold music, ringback, a prompt) to this leg's far end."""
 
     def close(self) -> None: ...
 

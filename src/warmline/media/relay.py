@@ -19,10 +19,12 @@ from typing import cast
 
 from warmline.media import g711
 from warmline.media.plane import LegAddress, LegCounters
+from warmline.media.player import FRAME_MS, Player
 from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_type
 from warmline.media.sdp import AudioStream
 
 log = logging.getLogger("warmline.media")
+_ENCODERS = {"pcmu": g711.ulaw_encode, "pcma": g711.alaw_encode}
 _TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
 
 
@@ -55,6 +57,8 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.remote: tuple[str, int] | None = None
         self.latched = False
         self.target: RelayLeg | None = None
+        self.source: RelayLeg | PlayerFeed | None = None  # what this leg's far end hears
+        self.pending: RelayLeg | None = None  # takes over at its first packet
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
         self.loop = asyncio.get_running_loop()
@@ -74,11 +78,40 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.outgoing.clock_rate = stream.codec.clock_rate
 
     def route_to(self, target: object) -> None:
+        """What this leg receives is what ``target``'s far end now hears (and only that)."""
         if target is not None and not isinstance(target, RelayLeg):
             raise TypeError("route_to: legs of the embedded relay only")
         self.target = target
+        if target is not None:
+            target.listen_to(self)
+
+    def listen_to(self, source: RelayLeg | PlayerFeed | None) -> None:
+        """Switch what the far end hears; the outgoing stream stays continuous.
+
+        From audio being played to a leg, the switch waits for the leg's first
+        packet: hold music goes on until the human's audio really flows, so
+        the caller never hears the silence in between.
+        """
+        if isinstance(self.source, PlayerFeed) and isinstance(source, RelayLeg):
+            self.pending = source
+            return
+        self._switch(source)
+
+    def _switch(self, source: RelayLeg | PlayerFeed | None) -> None:
+        if isinstance(self.source, PlayerFeed) and self.source is not source:
+            self.source.stop()
+        self.pending = None
+        self.source = source
+
+    def play(self, player: Player) -> PlayerFeed:
+        """Play ``player`` to the far end (hold audio, ringback, a prompt) until switched."""
+        feed = PlayerFeed(self, player)
+        self.listen_to(feed)
+        feed.start()
+        return feed
 
     def close(self) -> None:
+        self.listen_to(None)
         if self.transport is not None:
             self.transport.close()
         self.target = None
@@ -107,8 +140,13 @@ class RelayLeg(asyncio.DatagramProtocol):
             return
         counters.received += 1
         target = self.target
-        if target is not None:
-            target.send_from(packet, stream)
+        if target is None:
+            return
+        if target.source is not self:
+            if target.pending is not self:
+                return
+            target._switch(self)
+        target.send_from(packet, stream)
 
     def _accept_source(self, addr: tuple[str, int]) -> bool:
         if self.latched:
@@ -138,6 +176,46 @@ class RelayLeg(asyncio.DatagramProtocol):
         out = self.outgoing.rewrite(packet, self.loop.time())
         transport.sendto(out.to_bytes(), remote)
         self._counters.sent += 1
+
+
+class PlayerFeed:
+    """Paces a :class:`Player` into a leg, one 20 ms packet per tick, without drift."""
+
+    def __init__(self, leg: RelayLeg, player: Player) -> None:
+        self.leg = leg
+        self.player = player
+        self.ssrc = secrets.randbits(32)
+        self.sequence = secrets.randbits(16)
+        self.timestamp = secrets.randbits(32)
+        self._handle: asyncio.TimerHandle | None = None
+        self._started = 0.0
+        self._ticks = 0
+
+    def start(self) -> None:
+        self._started = self.leg.loop.time()
+        self._tick()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        leg = self.leg
+        stream = leg.stream
+        if leg.source is not self or self.player.finished:
+            self._handle = None
+            return
+        if stream is not None and stream.codec.key in _ENCODERS:
+            payload = _ENCODERS[stream.codec.key](self.player.next_frame())
+            packet = RtpPacket(stream.payload_type, self.sequence, self.timestamp, self.ssrc,
+                               payload)
+            leg.send_from(packet, stream)
+            self.sequence = (self.sequence + 1) & 0xFFFF
+            self.timestamp = (self.timestamp + len(payload)) & 0xFFFFFFFF
+        self._ticks += 1
+        self._handle = leg.loop.call_at(self._started + self._ticks * FRAME_MS / 1000,
+                                        self._tick)
 
 
 class EmbeddedRelay:
