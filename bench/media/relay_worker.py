@@ -1,0 +1,44 @@
+"""Runs warmline's embedded relay with N bridged calls for bench/media_relay.py.
+
+Prints one JSON line with the legs' ports, then relays until stdin closes.
+Usage: python relay_worker.py CALLS PORT_START
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from warmline.media.relay import EmbeddedRelay, PortRange
+from warmline.media.sdp import CODECS, AudioStream
+from warmline.server import tune_garbage_collector
+
+
+async def main(calls: int, port_start: int) -> None:
+    relay = EmbeddedRelay("127.0.0.1", PortRange(port_start, port_start + 4 * calls + 200))
+    ports = []
+    # The far ends are learnt by latching on their first packet (symmetric RTP).
+    placeholder = AudioStream(0, CODECS["pcmu"], None, 20, "127.0.0.1", 9, "sendrecv")
+    for _ in range(calls):
+        caller, human = await relay.open_leg("caller"), await relay.open_leg("human")
+        caller.configure(placeholder)
+        human.configure(placeholder)
+        caller.route_to(human)
+        human.route_to(caller)
+        ports += [caller.local.port, human.local.port]
+    tune_garbage_collector()
+    print(json.dumps({"ports": ports}), flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)
+    await relay.close()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
