@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from itertools import pairwise
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from warmline.media import g711
+from warmline.media.dtmf import DtmfError, TelephoneEvent
 from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket
 
 ALL_CODES = bytes(range(256))
@@ -98,3 +102,16 @@ def test_stream_stays_continuous_across_source_switches() -> None:
     assert steps[49] == steps[99] == 480  # 20 ms frame + 40 ms of real gap, not a jump
     assert [n for n, p in enumerate(sent) if p.marker] == [0, 50, 100]
     assert sent[0].timestamp == 5000 and stream.switches == 2
+
+
+@given(st.binary(max_size=200))
+def test_rtp_parser_raises_only_its_own_error(data: bytes) -> None:
+    with contextlib.suppress(RtpError):
+        packet = RtpPacket.parse(b"\x80" + data[1:] if data else data)
+        assert packet.to_bytes()  # whatever parses can be written back
+
+
+@given(st.binary(max_size=8))
+def test_telephone_event_parser_raises_only_its_own_error(data: bytes) -> None:
+    with contextlib.suppress(DtmfError):
+        TelephoneEvent.parse(data)
