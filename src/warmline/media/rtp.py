@@ -106,19 +106,20 @@ class ContinuousStream:
         self.switches = 0
 
     def rewrite(self, packet: RtpPacket, now: float) -> RtpPacket:
-        """The packet as the caller must see it; ``now`` is the sender's clock in seconds."""
+        """The packet as the caller must see it; ``now`` is the sender's clock in seconds.
+
+        Re-stamps ``packet`` in place (the relay owns it) and returns it.
+        """
         if packet.ssrc != self._source:
             self._switch_to(packet, now)
-            marker = True
-        else:
-            marker = packet.marker
+            packet.marker = True
         sequence = (packet.sequence + self._sequence_offset) & 0xFFFF
         timestamp = (packet.timestamp + self._timestamp_offset) & 0xFFFFFFFF
+        packet.sequence, packet.timestamp, packet.ssrc = sequence, timestamp, self.ssrc
         self._next_sequence = (sequence + 1) & 0xFFFF
         self._last_timestamp = timestamp
         self._last_wallclock = now
-        return RtpPacket(packet.payload_type, sequence, timestamp, self.ssrc, packet.payload,
-                         marker, packet.csrcs, packet.extension)
+        return packet
 
     def _switch_to(self, packet: RtpPacket, now: float) -> None:
         if self._source is not None:
