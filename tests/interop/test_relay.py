@@ -6,6 +6,7 @@ import asyncio
 import socket
 from itertools import pairwise
 
+import numpy as np
 import pytest
 
 from tests.interop.peers import free_port
@@ -172,5 +173,39 @@ def test_hold_audio_then_human_without_a_gap() -> None:
         around = times[switch - 3 : switch + 3]
         gap = max(b - a for a, b in pairwise(around))
         assert gap < 0.060, f"largest gap around the switch: {gap * 1000:.1f} ms"
+
+    asyncio.run(scenario())
+
+
+def test_pcmu_caller_reaches_a_g722_human_with_the_audio_intact() -> None:
+    from G722 import G722
+
+    async def scenario() -> None:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        caller, human = endpoint(), endpoint()
+        try:
+            from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(from_caller, caller, "pcmu")
+            configure(to_human, human, "g722")
+            from_caller.route_to(to_human)
+            tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 8000) * 8000).astype(np.int16)
+            for n in range(25):
+                payload = g711.ulaw_encode(tone[n * 160:(n + 1) * 160])
+                caller.sendto(RtpPacket(0, n, n * 160, 0x77, payload).to_bytes(),
+                              (from_caller.local.host, from_caller.local.port))
+                await asyncio.sleep(0.005)
+            heard = await drain(human)
+        finally:
+            await relay.close()
+            caller.close()
+            human.close()
+        assert len(heard) == 25 and {p.payload_type for p in heard} == {9}
+        decoder = G722(8000, 64000)
+        audio = np.concatenate([np.asarray(decoder.decode(p.payload), dtype=np.int16)
+                                for p in heard])
+        spectrum = np.abs(np.fft.rfft(audio[800:].astype(np.float64)))
+        peak = np.fft.rfftfreq(len(audio) - 800, 1 / 8000)[np.argmax(spectrum)]
+        assert abs(peak - 440) < 10
 
     asyncio.run(scenario())

@@ -115,3 +115,21 @@ def test_rtp_parser_raises_only_its_own_error(data: bytes) -> None:
 def test_telephone_event_parser_raises_only_its_own_error(data: bytes) -> None:
     with contextlib.suppress(DtmfError):
         TelephoneEvent.parse(data)
+
+
+def test_g722_round_trip_keeps_the_tone() -> None:
+    from warmline.media.codecs import make_codec
+
+    rate = 8000
+    tone = (np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 8000).astype(np.int16)
+    encoder, decoder = make_codec("g722"), make_codec("g722")
+    out = np.concatenate([decoder.decode(encoder.encode(tone[i:i + 160]))
+                          for i in range(0, rate, 160)])
+    assert len(out) == rate
+    spectrum = np.abs(np.fft.rfft(out[800:].astype(np.float64)))
+    peak = np.fft.rfftfreq(len(out) - 800, 1 / rate)[np.argmax(spectrum)]
+    assert abs(peak - 440) < 5
+    level = np.sqrt(np.mean(out[800:].astype(np.float64) ** 2))
+    assert 0.7 * 8000 / np.sqrt(2) < level < 1.3 * 8000 / np.sqrt(2)
+    with pytest.raises(ValueError, match="opus"):
+        make_codec("opus")

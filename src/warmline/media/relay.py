@@ -18,14 +18,22 @@ from functools import partial
 from typing import cast
 
 from warmline.media import g711
+from warmline.media.codecs import Codec, make_codec
 from warmline.media.plane import LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player
 from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_type
 from warmline.media.sdp import AudioStream
 
 log = logging.getLogger("warmline.media")
-_ENCODERS = {"pcmu": g711.ulaw_encode, "pcma": g711.alaw_encode}
 _TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
+
+
+def _codec_pair(stream: AudioStream) -> tuple[Codec | None, Codec | None]:
+    """Encoder and decoder for the leg's codec, or none where we only pass through (Opus)."""
+    try:
+        return make_codec(stream.codec.key), make_codec(stream.codec.key)
+    except ValueError:
+        return None, None
 
 
 class PortRange:
@@ -57,6 +65,8 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.remote: tuple[str, int] | None = None
         self.latched = False
         self.target: RelayLeg | None = None
+        self.encoder: Codec | None = None  # for audio sent to this leg's far end
+        self.decoder: Codec | None = None  # for audio received from it
         self.source: RelayLeg | PlayerFeed | None = None  # what this leg's far end hears
         self.pending: RelayLeg | None = None  # takes over at its first packet
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
@@ -73,6 +83,7 @@ class RelayLeg(asyncio.DatagramProtocol):
 
     def configure(self, stream: AudioStream) -> None:
         self.stream = stream
+        self.encoder, self.decoder = _codec_pair(stream)
         self.remote = (stream.remote_address, stream.remote_port)
         self.latched = False
         self.outgoing.clock_rate = stream.codec.clock_rate
@@ -146,7 +157,7 @@ class RelayLeg(asyncio.DatagramProtocol):
             if target.pending is not self:
                 return
             target._switch(self)
-        target.send_from(packet, stream)
+        target.send_from(packet, stream, self.decoder)
 
     def _accept_source(self, addr: tuple[str, int]) -> bool:
         if self.latched:
@@ -156,8 +167,13 @@ class RelayLeg(asyncio.DatagramProtocol):
         return True
 
     # -- sending ----------------------------------------------------------
-    def send_from(self, packet: RtpPacket, source: AudioStream) -> None:
-        """Forward a packet received on another leg, re-stamped as this leg's stream."""
+    def send_from(self, packet: RtpPacket, source: AudioStream,
+                  decoder: Codec | None = None) -> None:
+        """Forward a packet received on another leg, re-stamped as this leg's stream.
+
+        Same codec: passed through. PCMU<->PCMA: translated per byte. Otherwise
+        decoded with the source leg's decoder and encoded with ours (G.722).
+        """
         stream, remote, transport = self.stream, self.remote, self.transport
         if stream is None or remote is None or transport is None:
             return
@@ -167,9 +183,12 @@ class RelayLeg(asyncio.DatagramProtocol):
             packet.payload_type = stream.dtmf_payload_type
         elif source.codec.key != stream.codec.key:
             table = _TRANSLATE.get((source.codec.key, stream.codec.key))
-            if table is None:
+            if table is not None:
+                packet.payload = packet.payload.translate(table)
+            elif decoder is not None and self.encoder is not None:
+                packet.payload = self.encoder.encode(decoder.decode(packet.payload))
+            else:
                 return
-            packet.payload = packet.payload.translate(table)
             packet.payload_type = stream.payload_type
         else:
             packet.payload_type = stream.payload_type
@@ -206,13 +225,13 @@ class PlayerFeed:
         if leg.source is not self or self.player.finished:
             self._handle = None
             return
-        if stream is not None and stream.codec.key in _ENCODERS:
-            payload = _ENCODERS[stream.codec.key](self.player.next_frame())
+        if stream is not None and leg.encoder is not None:
+            payload = leg.encoder.encode(self.player.next_frame())
             packet = RtpPacket(stream.payload_type, self.sequence, self.timestamp, self.ssrc,
                                payload)
             leg.send_from(packet, stream)
             self.sequence = (self.sequence + 1) & 0xFFFF
-            self.timestamp = (self.timestamp + len(payload)) & 0xFFFFFFFF
+            self.timestamp = (self.timestamp + self.player.frame) & 0xFFFFFFFF
         self._ticks += 1
         self._handle = leg.loop.call_at(self._started + self._ticks * FRAME_MS / 1000,
                                         self._tick)

@@ -1,0 +1,62 @@
+"""Codecs behind one small interface: 20 ms of 8 kHz linear audio in, a payload out.
+
+G.711 is stateless (tables in g711.py); G.722 keeps ADPCM state, so a codec
+object belongs to one direction of one leg. The `G722` package runs the codec
+at an 8 kHz interface (it resamples inside), which is what a narrowband bridge
+needs; wideband pass-through between two G.722 legs never decodes at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+from G722 import G722
+
+from warmline.media import g711
+
+Samples = g711.Samples
+
+
+class Codec(Protocol):
+    def encode(self, samples: Samples) -> bytes: ...
+
+    def decode(self, payload: bytes) -> Samples: ...
+
+
+class _Ulaw:
+    def encode(self, samples: Samples) -> bytes:
+        return g711.ulaw_encode(samples)
+
+    def decode(self, payload: bytes) -> Samples:
+        return g711.ulaw_decode(payload)
+
+
+class _Alaw:
+    def encode(self, samples: Samples) -> bytes:
+        return g711.alaw_encode(samples)
+
+    def decode(self, payload: bytes) -> Samples:
+        return g711.alaw_decode(payload)
+
+
+class _G722:
+    def __init__(self) -> None:
+        self._encoder = G722(8000, 64000)
+        self._decoder = G722(8000, 64000)
+
+    def encode(self, samples: Samples) -> bytes:
+        return bytes(self._encoder.encode(samples))
+
+    def decode(self, payload: bytes) -> Samples:
+        return np.asarray(self._decoder.decode(payload), dtype=np.int16)
+
+
+def make_codec(name: str) -> Codec:
+    """A fresh codec for ``name`` (pcmu, pcma, g722); raises ValueError naming it."""
+    factories: dict[str, Callable[[], Codec]] = {"pcmu": _Ulaw, "pcma": _Alaw, "g722": _G722}
+    try:
+        return factories[name.lower()]()
+    except KeyError:
+        raise ValueError(f"no transcoder for codec {name!r} (pcmu, pcma, g722)") from None
