@@ -9,6 +9,7 @@ mixed to mono and resampled with a windowed-sinc low-pass so that 44.1 or
 
 from __future__ import annotations
 
+import io
 import wave
 from pathlib import Path
 
@@ -23,23 +24,25 @@ class AudioFileError(ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 
-def load_wav(path: str | Path, rate: int = 8000) -> Samples:
-    """The whole file as mono int16 at ``rate``."""
-    path = Path(path)
+def load_wav(path: str | Path | io.BytesIO, rate: int = 8000, name: str | None = None
+             ) -> Samples:
+    """The whole file (or in-memory WAV) as mono int16 at ``rate``."""
+    path = path if isinstance(path, io.BytesIO) else Path(path)
+    label = Path(name) if name else (path if isinstance(path, Path) else Path("<wav>"))
     try:
-        with wave.open(str(path), "rb") as reader:
+        with wave.open(path if isinstance(path, io.BytesIO) else str(path), "rb") as reader:
             width, channels, source_rate = (reader.getsampwidth(), reader.getnchannels(),
                                             reader.getframerate())
             raw = reader.readframes(reader.getnframes())
     except FileNotFoundError:
-        raise AudioFileError(f"audio file not found: {path}") from None
+        raise AudioFileError(f"audio file not found: {label}") from None
     except (wave.Error, EOFError, OSError) as error:
-        raise AudioFileError(f"audio file {path} is not a readable WAV: {error}") from None
-    samples = _to_float(raw, width, path)
+        raise AudioFileError(f"audio file {label} is not a readable WAV: {error}") from None
+    samples = _to_float(raw, width, label)
     if channels > 1:
         samples = samples[: len(samples) // channels * channels].reshape(-1, channels).mean(1)
     if len(samples) == 0:
-        raise AudioFileError(f"audio file {path} holds no audio")
+        raise AudioFileError(f"audio file {label} holds no audio")
     resampled = resample(samples, source_rate, rate)
     return np.clip(np.round(resampled * 32767), -32768, 32767).astype(np.int16)
 
