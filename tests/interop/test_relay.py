@@ -27,7 +27,8 @@ def endpoint() -> socket.socket:
 
 
 def configure(leg: RelayLeg, peer: socket.socket, codec: str) -> None:
-    pt = CODECS[codec].static_payload or 0
+    static = CODECS[codec].static_payload
+    pt = 111 if static is None else static
     host, port = peer.getsockname()
     leg.configure(AudioStream(pt, CODECS[codec], 101, 20, host, port, "sendrecv"))
 
@@ -209,3 +210,38 @@ def test_pcmu_caller_reaches_a_g722_human_with_the_audio_intact() -> None:
         assert abs(peak - 440) < 10
 
     asyncio.run(scenario())
+
+
+def test_pcmu_caller_reaches_an_opus_human_with_the_audio_intact() -> None:
+    import opuslib
+
+    async def scenario() -> list[RtpPacket]:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        caller, human = endpoint(), endpoint()
+        try:
+            from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(from_caller, caller, "pcmu")
+            configure(to_human, human, "opus")
+            from_caller.route_to(to_human)
+            tone = (np.sin(2 * np.pi * 440 * np.arange(8000) / 8000) * 8000).astype(np.int16)
+            for n in range(25):
+                payload = g711.ulaw_encode(tone[n * 160:(n + 1) * 160])
+                caller.sendto(RtpPacket(0, n, n * 160, 0x77, payload).to_bytes(),
+                              (from_caller.local.host, from_caller.local.port))
+                await asyncio.sleep(0.005)
+            return await drain(human)
+        finally:
+            await relay.close()
+            caller.close()
+            human.close()
+
+    heard = asyncio.run(scenario())
+    assert len(heard) == 25 and {p.payload_type for p in heard} == {111}
+    steps = {(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in pairwise(heard)}
+    assert steps == {960}  # 20 ms on Opus's 48 kHz clock
+    decoder = opuslib.Decoder(48000, 1)
+    audio = np.concatenate([np.frombuffer(decoder.decode(p.payload, 960), dtype="<i2")
+                            for p in heard])
+    spectrum = np.abs(np.fft.rfft(audio[9600:].astype(np.float64)))
+    assert abs(np.fft.rfftfreq(len(audio) - 9600, 1 / 48000)[np.argmax(spectrum)] - 440) < 10

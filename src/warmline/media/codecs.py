@@ -15,6 +15,7 @@ import numpy as np
 from G722 import G722
 
 from warmline.media import g711
+from warmline.media.player import resample
 
 Samples = g711.Samples
 
@@ -53,10 +54,37 @@ class _G722:
         return np.asarray(self._decoder.decode(payload), dtype=np.int16)
 
 
+class _Opus:
+    """Opus at 48 kHz on the wire, 8 kHz at the bridge (resampled with a low-pass)."""
+
+    WIRE_RATE = 48000
+    FRAME = 960  # 20 ms at 48 kHz
+
+    def __init__(self) -> None:
+        import opuslib  # needs the system libopus (Debian libopus0)
+
+        self._encoder = opuslib.Encoder(self.WIRE_RATE, 1, opuslib.APPLICATION_VOIP)
+        self._decoder = opuslib.Decoder(self.WIRE_RATE, 1)
+
+    def encode(self, samples: Samples) -> bytes:
+        wide = resample(samples.astype(np.float64), 8000, self.WIRE_RATE)
+        pcm = np.clip(np.round(wide), -32768, 32767).astype("<i2")
+        pcm = np.pad(pcm, (0, max(0, self.FRAME - len(pcm))))[: self.FRAME]
+        return bytes(self._encoder.encode(pcm.tobytes(), self.FRAME))
+
+    def decode(self, payload: bytes) -> Samples:
+        wide = np.frombuffer(self._decoder.decode(payload, self.FRAME), dtype="<i2")
+        narrow = resample(wide.astype(np.float64), self.WIRE_RATE, 8000)
+        return np.clip(np.round(narrow), -32768, 32767).astype(np.int16)
+
+
 def make_codec(name: str) -> Codec:
-    """A fresh codec for ``name`` (pcmu, pcma, g722); raises ValueError naming it."""
-    factories: dict[str, Callable[[], Codec]] = {"pcmu": _Ulaw, "pcma": _Alaw, "g722": _G722}
+    """A fresh codec for ``name`` (pcmu, pcma, g722, opus); raises ValueError naming it."""
+    factories: dict[str, Callable[[], Codec]] = {"pcmu": _Ulaw, "pcma": _Alaw, "g722": _G722,
+                                                 "opus": _Opus}
     try:
-        return factories[name.lower()]()
+        factory = factories[name.lower()]
     except KeyError:
-        raise ValueError(f"no transcoder for codec {name!r} (pcmu, pcma, g722)") from None
+        raise ValueError(f"no transcoder for codec {name!r} (pcmu, pcma, g722, opus)"
+                         ) from None
+    return factory()

@@ -192,7 +192,7 @@ class RelayLeg(asyncio.DatagramProtocol):
             packet.payload_type = stream.payload_type
         else:
             packet.payload_type = stream.payload_type
-        out = self.outgoing.rewrite(packet, self.loop.time())
+        out = self.outgoing.rewrite(packet, self.loop.time(), source.codec.clock_rate)
         transport.sendto(out.to_bytes(), remote)
         self._counters.sent += 1
 
@@ -231,7 +231,8 @@ class PlayerFeed:
                                payload)
             leg.send_from(packet, stream)
             self.sequence = (self.sequence + 1) & 0xFFFF
-            self.timestamp = (self.timestamp + self.player.frame) & 0xFFFFFFFF
+            step = self.player.frame * stream.codec.clock_rate // 8000  # the leg's RTP clock
+            self.timestamp = (self.timestamp + step) & 0xFFFFFFFF
         self._ticks += 1
         self._handle = leg.loop.call_at(self._started + self._ticks * FRAME_MS / 1000,
                                         self._tick)

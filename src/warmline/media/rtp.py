@@ -102,19 +102,25 @@ class ContinuousStream:
         self._first_timestamp = first_timestamp & 0xFFFFFFFF
         self._source: int | None = None
         self._sequence_offset = 0
-        self._timestamp_offset = 0
+        self._source_base = 0  # the current source's timestamp at the switch
+        self._target_base = 0  # our timestamp for that same instant
         self.switches = 0
 
-    def rewrite(self, packet: RtpPacket, now: float) -> RtpPacket:
+    def rewrite(self, packet: RtpPacket, now: float, source_rate: int | None = None
+                ) -> RtpPacket:
         """The packet as the caller must see it; ``now`` is the sender's clock in seconds.
 
-        Re-stamps ``packet`` in place (the relay owns it) and returns it.
+        Re-stamps ``packet`` in place (the relay owns it) and returns it. A
+        source on another RTP clock (G.711 into an Opus leg) is rescaled.
         """
         if packet.ssrc != self._source:
             self._switch_to(packet, now)
             packet.marker = True
         sequence = (packet.sequence + self._sequence_offset) & 0xFFFF
-        timestamp = (packet.timestamp + self._timestamp_offset) & 0xFFFFFFFF
+        elapsed = ((packet.timestamp - self._source_base + 2**31) & 0xFFFFFFFF) - 2**31
+        if source_rate and source_rate != self.clock_rate:
+            elapsed = elapsed * self.clock_rate // source_rate
+        timestamp = (self._target_base + elapsed) & 0xFFFFFFFF
         packet.sequence, packet.timestamp, packet.ssrc = sequence, timestamp, self.ssrc
         self._next_sequence = (sequence + 1) & 0xFFFF
         self._last_timestamp = timestamp
@@ -131,4 +137,5 @@ class ContinuousStream:
         else:
             elapsed = max(now - self._last_wallclock, 0.0)
             target = self._last_timestamp + max(1, round(elapsed * self.clock_rate))
-        self._timestamp_offset = (target - packet.timestamp) & 0xFFFFFFFF
+        self._source_base = packet.timestamp
+        self._target_base = target & 0xFFFFFFFF
