@@ -9,8 +9,10 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
+from tests.audio_samples import voiced
 from tests.interop.peers import free_port
 from warmline.media import g711
+from warmline.media.dtmf import digit_packets
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
 from warmline.media.rtp import RtpPacket
@@ -245,3 +247,43 @@ def test_pcmu_caller_reaches_an_opus_human_with_the_audio_intact() -> None:
                             for p in heard])
     spectrum = np.abs(np.fft.rfft(audio[9600:].astype(np.float64)))
     assert abs(np.fft.rfftfreq(len(audio) - 9600, 1 / 48000)[np.argmax(spectrum)] - 440) < 10
+
+
+def test_digits_first_words_and_a_whisper_that_ends_before_connecting() -> None:
+    async def scenario() -> tuple[list[str], list[float], float, float]:
+        loop = asyncio.get_running_loop()
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        caller, human = endpoint(), endpoint()
+        digits: list[str] = []
+        words: list[float] = []
+        try:
+            from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(from_caller, caller, "pcmu")
+            configure(to_human, human, "pcmu")
+            from_caller.on_dtmf = digits.append
+            to_human.detect_first_word(words.append)
+            address = (from_caller.local.host, from_caller.local.port)
+            for marker, payload in digit_packets("0"):  # the caller presses 0
+                caller.sendto(RtpPacket(101, 7, 8000, 0x11, payload, marker).to_bytes(), address)
+            whisper = to_human.play(Player(np.full(8000 // 2, 1000, dtype=np.int16)))
+            started = loop.time()
+            await asyncio.wait_for(whisper.done, 2)
+            whisper_took = loop.time() - started
+            human_address = (to_human.local.host, to_human.local.port)
+            speech = np.concatenate([np.zeros(8000 // 2, np.int16), voiced(1.0)])
+            speech_starts = loop.time() + 0.5
+            for n in range(len(speech) // 160):
+                frame = g711.ulaw_encode(speech[n * 160:(n + 1) * 160])
+                human.sendto(RtpPacket(0, n, n * 160, 0x22, frame).to_bytes(), human_address)
+                await asyncio.sleep(0.02)
+            return digits, words, whisper_took, speech_starts
+        finally:
+            await relay.close()
+            caller.close()
+            human.close()
+
+    digits, words, whisper_took, speech_starts = asyncio.run(scenario())
+    assert digits == ["0"]
+    assert 0.45 <= whisper_took <= 0.7  # a 0.5 s whisper, played out in real time
+    assert len(words) == 1 and abs(words[0] - speech_starts) < 0.25

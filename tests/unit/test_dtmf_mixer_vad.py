@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.audio_samples import voiced
 from warmline.media.dtmf import (
     DtmfError,
     DtmfReceiver,
@@ -68,13 +69,6 @@ def test_mix_minus_each_hears_the_others_and_clips() -> None:
     assert list(mix_minus([a])[0]) == [0, 0, 0]
     with pytest.raises(ValueError):
         mix_minus([a, a[:2]])
-
-
-def voiced(seconds: float, rate: int = 8000) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    wave = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 20))
-    wave = wave * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
-    return (wave / np.abs(wave).max() * 12000).astype(np.int16)
 
 
 def test_first_word_is_timestamped_at_its_onset_and_noise_does_not_count() -> None:

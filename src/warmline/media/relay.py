@@ -14,15 +14,18 @@ import asyncio
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 from functools import partial
 from typing import cast
 
 from warmline.media import g711
 from warmline.media.codecs import Codec, make_codec
+from warmline.media.dtmf import DtmfError, DtmfReceiver
 from warmline.media.plane import LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player
 from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_type
 from warmline.media.sdp import AudioStream
+from warmline.media.vad import FirstWordDetector
 
 log = logging.getLogger("warmline.media")
 _TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
@@ -69,6 +72,10 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.decoder: Codec | None = None  # for audio received from it
         self.source: RelayLeg | PlayerFeed | None = None  # what this leg's far end hears
         self.pending: RelayLeg | None = None  # takes over at its first packet
+        self.on_dtmf: Callable[[str], None] | None = None  # a digit the far end pressed
+        self._dtmf = DtmfReceiver()
+        self._first_word: FirstWordDetector | None = None
+        self._on_first_word: Callable[[float], None] | None = None
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
         self.loop = asyncio.get_running_loop()
@@ -114,6 +121,11 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.pending = None
         self.source = source
 
+    def detect_first_word(self, callback: Callable[[float], None]) -> None:
+        """Call ``callback(loop time)`` once, when the far end starts speaking."""
+        self._first_word = FirstWordDetector(8000)
+        self._on_first_word = callback
+
     def play(self, player: Player) -> PlayerFeed:
         """Play ``player`` to the far end (hold audio, ringback, a prompt) until switched."""
         feed = PlayerFeed(self, player)
@@ -150,6 +162,10 @@ class RelayLeg(asyncio.DatagramProtocol):
             counters.unknown_payload += 1
             return
         counters.received += 1
+        if packet.payload_type == stream.dtmf_payload_type:
+            self._on_telephone_event(packet)
+        elif self._first_word is not None and self.decoder is not None:
+            self._listen_for_words(packet)
         target = self.target
         if target is None:
             return
@@ -158,6 +174,27 @@ class RelayLeg(asyncio.DatagramProtocol):
                 return
             target._switch(self)
         target.send_from(packet, stream, self.decoder)
+
+    def _on_telephone_event(self, packet: RtpPacket) -> None:
+        try:
+            digit = self._dtmf.feed(packet.timestamp, packet.payload)
+        except DtmfError:
+            self._counters.malformed += 1
+            return
+        if digit is not None and self.on_dtmf is not None:
+            self.on_dtmf(digit)
+
+    def _listen_for_words(self, packet: RtpPacket) -> None:
+        detector, decoder = self._first_word, self.decoder
+        assert detector is not None and decoder is not None
+        frame = decoder.decode(packet.payload)
+        if len(frame) != 160:
+            return  # webrtcvad takes exact 20 ms frames
+        onset = detector.feed(frame.tobytes(), self.loop.time())
+        if onset is not None:
+            self._first_word = None
+            if self._on_first_word is not None:
+                self._on_first_word(onset)
 
     def _accept_source(self, addr: tuple[str, int]) -> bool:
         if self.latched:
@@ -209,6 +246,7 @@ class PlayerFeed:
         self._handle: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._ticks = 0
+        self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
 
     def start(self) -> None:
         self._started = self.leg.loop.time()
@@ -218,12 +256,15 @@ class PlayerFeed:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if not self.done.done():
+            self.done.set_result(None)
 
     def _tick(self) -> None:
         leg = self.leg
         stream = leg.stream
         if leg.source is not self or self.player.finished:
             self._handle = None
+            self.stop()
             return
         if stream is not None and leg.encoder is not None:
             payload = leg.encoder.encode(self.player.next_frame())
