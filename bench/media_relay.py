@@ -5,10 +5,10 @@ jitter alone can exceed 1 ms at light load, also under 20 ms).
 A C load generator (bench/media/rtp_load.c, built here with gcc) plays both ends
 of every call, with the streams' phases spread over the 20 ms packet time as
 real phones would be; bench/media/relay_worker.py runs warmline's relay with
-the calls bridged. In the same run a minimal C forwarder (control_forwarder.c:
-one recvfrom and one sendto per packet) carries the same load, as a control for
-what the machine itself allows. The rtpengine comparison that issue 3 asks for
-is not here yet.
+the calls bridged. In the same run the same load goes through rtpengine
+(Debian rtpengine-daemon, userspace forwarding, one worker thread, calls set up
+over its ng protocol) and through a minimal C forwarder (control_forwarder.c:
+one recvfrom and one sendto per packet), a control for what the machine allows.
 
 Run: .venv/bin/python bench/media_relay.py [--start 50 --step 50 --max 1500 --seconds 5]
 """
@@ -20,6 +20,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,16 +40,42 @@ def relay_command(relay: str, calls: int, port_start: int) -> list[str]:
     if relay == "warmline":
         return [sys.executable, str(HERE / "media" / "relay_worker.py"), str(calls),
                 str(port_start)]
+    if relay == "rtpengine":
+        return ["rtpengine", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{port_start - 2}",
+                "--foreground", "--log-stderr", "--table=-1", "--num-threads=1", "-L", "2",
+                f"--port-min={port_start}", f"--port-max={port_start + 8 * calls + 100}"]
     return [str(build("control_forwarder")), str(calls), str(port_start)]
+
+
+def relay_ports(relay: str, worker: subprocess.Popen[str], calls: int,
+                port_start: int) -> list[int]:
+    """The ports the load generator sends to: caller then human, call after call."""
+    if relay != "rtpengine":
+        assert worker.stdout is not None
+        ports: list[int] = json.loads(worker.stdout.readline())["ports"]
+        return ports
+    sys.path.insert(0, str(HERE / "media"))
+    from ng_client import NgClient
+
+    client = NgClient(port_start - 2)
+    for _ in range(50):  # wait for the daemon to listen
+        try:
+            client.command(command="ping")
+            break
+        except OSError:
+            time.sleep(0.1)
+    ports = [port for n in range(calls) for port in client.bridge_call(f"bench-{n}")]
+    client.close()
+    return ports
 
 
 def run_step(generator: Path, relay: str, calls: int, seconds: int,
              port_start: int) -> dict[str, int]:
     worker = subprocess.Popen(relay_command(relay, calls, port_start),
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
     try:
-        assert worker.stdout is not None and worker.stdin is not None
-        ports = json.loads(worker.stdout.readline())["ports"]
+        ports = relay_ports(relay, worker, calls, port_start)
         result = subprocess.run([str(generator), str(seconds), "127.0.0.1", *map(str, ports)],
                                 capture_output=True, text=True, timeout=seconds + 60,
                                 check=True)
@@ -77,14 +104,16 @@ def main() -> int:
         print("gcc is needed to build the load generator", file=sys.stderr)
         return 2
     generator = build("rtp_load")
-    results = {relay: ramp(generator, relay, args) for relay in ("warmline", "c-control")}
+    relays = ["warmline", "c-control"] + (["rtpengine"] if shutil.which("rtpengine") else [])
+    results = {relay: ramp(generator, relay, args) for relay in relays}
     print("\nconcurrent G.711 calls (50 packets/s each way), "
           "[0 loss and p99 < 1 ms] / [0 loss and p99 < 20 ms]:")
     for relay, (strict, lossless) in results.items():
         print(f"  {relay:10} {strict:5d} / {lossless:5d}")
-    if results["c-control"][1]:
-        ratio = results["warmline"][1] / results["c-control"][1]
-        print(f"  warmline / c-control at p99 < 20 ms: {ratio:.2f}x")
+    for peer in ("c-control", "rtpengine"):
+        if results.get(peer, (0, 0))[1]:
+            ratio = results["warmline"][1] / results[peer][1]
+            print(f"  warmline / {peer} at p99 < 20 ms: {ratio:.2f}x")
     return 0
 
 
