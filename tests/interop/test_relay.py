@@ -287,3 +287,21 @@ def test_digits_first_words_and_a_whisper_that_ends_before_connecting() -> None:
     assert digits == ["0"]
     assert 0.45 <= whisper_took <= 0.7  # a 0.5 s whisper, played out in real time
     assert len(words) == 1 and abs(words[0] - speech_starts) < 0.25
+
+
+def test_closed_legs_leave_the_relay_and_free_their_ports() -> None:
+    async def scenario() -> None:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 6))  # room for 3 legs
+        legs = [await relay.open_leg(str(n)) for n in range(3)]
+        with pytest.raises(OSError, match="no free port"):
+            await relay.open_leg("one too many")
+        legs[1].close()
+        assert len(relay.legs) == 2
+        await asyncio.sleep(0.01)
+        reused = await relay.open_leg("again")
+        assert reused.local.port == legs[1].local.port
+        await relay.close()
+        assert not relay.legs
+
+    asyncio.run(scenario())

@@ -5,16 +5,15 @@ the first valid packet came from, which NATed phones need) and forwards it to
 the leg it is routed to. The receiving leg re-stamps every packet through its
 own :class:`ContinuousStream`, so the far end sees one SSRC and one sequence
 whatever feeds it (AI, hold audio, human). PCMU<->PCMA is translated per byte;
-other codec pairs are refused until the transcoder lands (issue 3).
+other pairs among G.711, G.722 and Opus go through the codecs (codecs.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import cast
 
@@ -27,12 +26,11 @@ from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_ty
 from warmline.media.sdp import AudioStream
 from warmline.media.vad import FirstWordDetector
 
-log = logging.getLogger("warmline.media")
 _TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
 
 
 def _codec_pair(stream: AudioStream) -> tuple[Codec | None, Codec | None]:
-    """Encoder and decoder for the leg's codec, or none where we only pass through (Opus)."""
+    """Encoder and decoder for the leg's codec; none for a codec we can only pass through."""
     try:
         return make_codec(stream.codec.key), make_codec(stream.codec.key)
     except ValueError:
@@ -48,11 +46,10 @@ class PortRange:
         self.start, self.end = start + (start % 2), end
         self._next = self.start
 
-    def candidates(self) -> list[int]:
+    def candidates(self) -> Iterator[int]:
         """Every even port, starting after the last one handed out (spreads reuse)."""
-        span = list(range(self.start, self.end - 1, 2))
-        index = span.index(self._next) if self._next in span else 0
-        return span[index:] + span[:index]
+        yield from range(self._next, self.end - 1, 2)
+        yield from range(self.start, self._next, 2)
 
     def taken(self, port: int) -> None:
         self._next = port + 2 if port + 2 < self.end else self.start
@@ -73,6 +70,7 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.source: RelayLeg | PlayerFeed | None = None  # what this leg's far end hears
         self.pending: RelayLeg | None = None  # takes over at its first packet
         self.on_dtmf: Callable[[str], None] | None = None  # a digit the far end pressed
+        self.on_close: Callable[[RelayLeg], None] | None = None
         self._dtmf = DtmfReceiver()
         self._first_word: FirstWordDetector | None = None
         self._on_first_word: Callable[[float], None] | None = None
@@ -138,6 +136,9 @@ class RelayLeg(asyncio.DatagramProtocol):
         if self.transport is not None:
             self.transport.close()
         self.target = None
+        if self.on_close is not None:
+            self.on_close(self)
+            self.on_close = None
 
     # -- asyncio ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -285,7 +286,7 @@ class EmbeddedRelay:
     def __init__(self, host: str, ports: PortRange) -> None:
         self.host = host
         self.ports = ports
-        self.legs: list[RelayLeg] = []
+        self.legs: set[RelayLeg] = set()  # open legs; a closed leg removes itself
 
     async def open_leg(self, label: str) -> RelayLeg:
         loop = asyncio.get_running_loop()
@@ -298,11 +299,11 @@ class EmbeddedRelay:
             except OSError:
                 continue
             self.ports.taken(port)
-            self.legs.append(leg)
+            self.legs.add(leg)
+            leg.on_close = self.legs.discard
             return leg
         raise OSError(f"media.ports: no free port in {self.ports.start}-{self.ports.end}")
 
     async def close(self) -> None:
-        for leg in self.legs:
+        for leg in list(self.legs):
             leg.close()
-        self.legs.clear()
