@@ -12,7 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,3 +165,116 @@ def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+def speech_files(workdir: Path, text: str, wav_rate: int = 8000) -> tuple[Path, Path]:
+    """Speech from espeak-ng as raw G.711 u-law (for sipp) and a 16-bit WAV (for baresip).
+
+    baresip's aufile wants the WAV at its codec's rate (16 kHz for G.722).
+    """
+    import wave
+
+    from warmline.media import g711
+    from warmline.media.tts import EspeakTts
+
+    samples = EspeakTts().synthesize(text)
+    raw = workdir / "speech.ulaw"
+    raw.write_bytes(g711.ulaw_encode(samples))
+    wav_path = workdir / "speech.wav"
+    with wave.open(str(wav_path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(wav_rate)
+        writer.writeframes(EspeakTts().synthesize(text, wav_rate).tobytes())
+    return raw, wav_path
+
+
+@dataclass
+class Baresip:
+    """A headless baresip that auto-answers, plays a WAV and records what it hears."""
+
+    workdir: Path
+    sip_port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def uri(self) -> str:
+        return f"sip:human@127.0.0.1:{self.sip_port}"
+
+    def recording(self) -> Path:
+        found = sorted(self.workdir.glob("dump-*-dec.wav"))
+        assert found, "baresip recorded nothing"
+        return found[-1]
+
+
+@contextlib.contextmanager
+def baresip(workdir: Path, speaks: Path, codec: str = "PCMU/8000/1") -> Iterator[Baresip]:
+    import time
+
+    home = workdir / "baresip"
+    home.mkdir()
+    sip_port, rtp_base = free_port(), free_port() // 2 * 2
+    (home / "config").write_text("\n".join([
+        "poll_method epoll", f"sip_listen 127.0.0.1:{sip_port}", "net_interface 127.0.0.1",
+        f"rtp_ports {rtp_base}-{rtp_base + 40}", "audio_player alsa,null",
+        f"audio_source aufile,{speaks}", "audio_alert alsa,null",
+        "module_path /usr/lib/baresip/modules", "module g711.so", "module g722.so",
+        "module aufile.so", "module alsa.so", "module sndfile.so", "module_app account.so",
+        "module_app menu.so", f"snd_path {home}", ""]))
+    (home / "accounts").write_text(
+        f"<sip:human@127.0.0.1:{sip_port}>;regint=0;answermode=auto;audio_codecs={codec}\n")
+    log = (home / "baresip.log").open("wb")
+    process = subprocess.Popen(["timeout", "60", "baresip", "-f", str(home)], stdout=log,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while b"baresip is ready" not in (home / "baresip.log").read_bytes():
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError("baresip did not start: "
+                                     + (home / "baresip.log").read_text(errors="replace"))
+            time.sleep(0.05)
+        yield Baresip(home, sip_port, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def capture_udp(workdir: Path, port: int, seconds: int = 30) -> Iterator[Path]:
+    """tshark on loopback for packets to ``port``; bounded in time, stopped by PID."""
+    import time
+
+    pcap = workdir / f"capture-{port}.pcapng"
+    process = subprocess.Popen(
+        ["tshark", "-i", "lo", "-f", f"udp dst port {port}", "-w", str(pcap),
+         "-a", f"duration:{seconds}", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.5)  # tshark needs a moment before it captures
+        yield pcap
+    finally:
+        time.sleep(0.3)
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def rtp_arrivals(pcap: Path, port: int) -> list[tuple[float, int, int]]:
+    """(time, ssrc, sequence) of the RTP packets captured to ``port``."""
+    result = subprocess.run(
+        ["tshark", "-r", str(pcap), "-d", f"udp.port=={port},rtp", "-T", "fields",
+         "-e", "frame.time_epoch", "-e", "rtp.ssrc", "-e", "rtp.seq"],
+        capture_output=True, text=True, timeout=60, check=True)
+    rows = []
+    for line in result.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and all(parts):
+            rows.append((float(parts[0]), int(parts[1], 16), int(parts[2])))
+    return rows
