@@ -12,7 +12,7 @@ import pytest
 from tests.audio_samples import voiced
 from tests.interop.peers import free_port
 from warmline.media import g711
-from warmline.media.dtmf import digit_packets
+from warmline.media.dtmf import DtmfError, TelephoneEvent, digit_packets
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
 from warmline.media.rtp import RtpPacket
@@ -305,3 +305,32 @@ def test_closed_legs_leave_the_relay_and_free_their_ports() -> None:
         assert not relay.legs
 
     asyncio.run(scenario())
+
+
+def test_leg_sends_dtmf_paced_and_keeps_reception_statistics() -> None:
+    async def scenario() -> tuple[list[RtpPacket], RelayLeg]:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        phone = endpoint()
+        try:
+            leg = await relay.open_leg("phone")
+            configure(leg, phone, "pcmu")
+            address = (leg.local.host, leg.local.port)
+            for n in (0, 1, 2, 4, 5):  # sequence 3 never arrives
+                phone.sendto(RtpPacket(0, n, n * 160, 0x31, b"\xff" * 160).to_bytes(), address)
+            await asyncio.sleep(0.05)
+            leg.send_dtmf("0")
+            await asyncio.sleep(0.25)
+            return await drain(phone), leg
+        finally:
+            await relay.close()
+            phone.close()
+
+    events, leg = asyncio.run(scenario())
+    assert [p.payload_type for p in events] == [101] * 7
+    assert [TelephoneEvent.parse(p.payload).end for p in events] == [False] * 4 + [True] * 3
+    assert events[0].marker and len({p.timestamp for p in events}) == 1
+    assert leg.reception is not None and leg.reception.lost == 1
+    leg.configure(AudioStream(0, CODECS["pcmu"], None, 20, "127.0.0.1", 9, "sendrecv"))
+    with pytest.raises(DtmfError, match="telephone-event"):
+        leg.send_dtmf("1")  # the far end never accepted RFC 4733 events

@@ -19,9 +19,10 @@ from typing import cast
 
 from warmline.media import g711
 from warmline.media.codecs import Codec, make_codec
-from warmline.media.dtmf import DtmfError, DtmfReceiver
+from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.plane import LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player
+from warmline.media.rtcp import ReceptionStats
 from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_type
 from warmline.media.sdp import AudioStream
 from warmline.media.vad import FirstWordDetector
@@ -71,6 +72,8 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.pending: RelayLeg | None = None  # takes over at its first packet
         self.on_dtmf: Callable[[str], None] | None = None  # a digit the far end pressed
         self.on_close: Callable[[RelayLeg], None] | None = None
+        self.reception: ReceptionStats | None = None  # RFC 3550 loss and jitter, per leg
+        self._muted_until = 0.0  # audio held back while a DTMF event is sent
         self._dtmf = DtmfReceiver()
         self._first_word: FirstWordDetector | None = None
         self._on_first_word: Callable[[float], None] | None = None
@@ -92,6 +95,7 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.remote = (stream.remote_address, stream.remote_port)
         self.latched = False
         self.outgoing.clock_rate = stream.codec.clock_rate
+        self.reception = ReceptionStats(stream.codec.clock_rate)
 
     def route_to(self, target: object) -> None:
         """What this leg receives is what ``target``'s far end now hears (and only that)."""
@@ -123,6 +127,28 @@ class RelayLeg(asyncio.DatagramProtocol):
         """Call ``callback(loop time)`` once, when the far end starts speaking."""
         self._first_word = FirstWordDetector(8000)
         self._on_first_word = callback
+
+    def send_dtmf(self, digit: str) -> None:
+        """Send a DTMF digit to the far end as RFC 4733 events (needs telephone-event)."""
+        stream, remote, transport = self.stream, self.remote, self.transport
+        if stream is None or stream.dtmf_payload_type is None:
+            raise DtmfError(f"leg {self.label}: the far end did not accept telephone-event")
+        if remote is None or transport is None:
+            return
+        packets = digit_packets(digit)
+        event_ssrc, start = secrets.randbits(32), secrets.randbits(32)
+        step = FRAME_MS / 1000
+        self._muted_until = self.loop.time() + step * len(packets)  # RFC 4733 §2.6
+
+        def send(n: int) -> None:
+            marker, payload = packets[n]
+            packet = RtpPacket(stream.dtmf_payload_type or 0, n, start, event_ssrc, payload,
+                               marker)
+            transport.sendto(self.outgoing.rewrite(packet, self.loop.time()).to_bytes(), remote)
+            self._counters.sent += 1
+
+        for n in range(len(packets)):
+            self.loop.call_later(n * step, send, n)
 
     def play(self, player: Player) -> PlayerFeed:
         """Play ``player`` to the far end (hold audio, ringback, a prompt) until switched."""
@@ -163,6 +189,8 @@ class RelayLeg(asyncio.DatagramProtocol):
             counters.unknown_payload += 1
             return
         counters.received += 1
+        if self.reception is not None:
+            self.reception.update(packet.sequence, packet.timestamp, self.loop.time())
         if packet.payload_type == stream.dtmf_payload_type:
             self._on_telephone_event(packet)
         elif self._first_word is not None and self.decoder is not None:
@@ -214,6 +242,8 @@ class RelayLeg(asyncio.DatagramProtocol):
         """
         stream, remote, transport = self.stream, self.remote, self.transport
         if stream is None or remote is None or transport is None:
+            return
+        if self._muted_until and self.loop.time() < self._muted_until:
             return
         if packet.payload_type == source.dtmf_payload_type:
             if stream.dtmf_payload_type is None:
