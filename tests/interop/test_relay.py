@@ -334,3 +334,50 @@ def test_leg_sends_dtmf_paced_and_keeps_reception_statistics() -> None:
     leg.configure(AudioStream(0, CODECS["pcmu"], None, 20, "127.0.0.1", 9, "sendrecv"))
     with pytest.raises(DtmfError, match="telephone-event"):
         leg.send_dtmf("1")  # the far end never accepted RFC 4733 events
+
+
+def peak_frequencies(packets: list[RtpPacket]) -> set[int]:
+    """The tones (to 10 Hz) standing out in what a socket received."""
+    audio = np.concatenate([g711.ulaw_decode(p.payload) for p in packets]).astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(audio))
+    freqs = np.fft.rfftfreq(len(audio), 1 / 8000)
+    strong = spectrum > 0.3 * spectrum.max() if spectrum.max() > 0 else spectrum > 1
+    return {int(round(f / 10) * 10) for f in freqs[strong] if f > 50}
+
+
+def test_three_way_conference_each_hears_the_other_two() -> None:
+    from warmline.media.conference import Conference
+
+    async def scenario() -> dict[str, list[RtpPacket]]:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        phones = {name: endpoint() for name in ("caller", "ai", "human")}
+        tones = {"caller": 440, "ai": 0, "human": 1000}
+        try:
+            legs = {name: await relay.open_leg(name) for name in phones}
+            for name, leg in legs.items():
+                configure(leg, phones[name], "pcmu")
+            conference = Conference()
+            for leg in legs.values():
+                conference.join(leg)
+            t = np.arange(160 * 40) / 8000
+            for n in range(40):
+                for name, phone in phones.items():
+                    wave = (np.sin(2 * np.pi * tones[name] * t) * 8000).astype(np.int16)
+                    frame = g711.ulaw_encode(wave[n * 160:(n + 1) * 160])
+                    phone.sendto(RtpPacket(0, n, n * 160, 0x40, frame).to_bytes(),
+                                 (legs[name].local.host, legs[name].local.port))
+                await asyncio.sleep(0.02)
+            conference.close()
+            return {name: (await drain(phone))[5:-3] for name, phone in phones.items()}
+        finally:
+            await relay.close()
+            for phone in phones.values():
+                phone.close()
+
+    heard = asyncio.run(scenario())
+    assert peak_frequencies(heard["ai"]) >= {440, 1000}  # the AI hears both
+    assert 1000 in peak_frequencies(heard["caller"]) and 440 not in peak_frequencies(
+        heard["caller"])  # the caller does not hear itself
+    assert 440 in peak_frequencies(heard["human"]) and 1000 not in peak_frequencies(
+        heard["human"])

@@ -15,7 +15,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import cast
+from typing import Protocol, cast
 
 from warmline.media import g711
 from warmline.media.codecs import Codec, make_codec
@@ -36,6 +36,18 @@ def _codec_pair(stream: AudioStream) -> tuple[Codec | None, Codec | None]:
         return make_codec(stream.codec.key), make_codec(stream.codec.key)
     except ValueError:
         return None, None
+
+
+class Feed(Protocol):
+    """Anything other than a leg that a leg's far end can listen to."""
+
+    def stop(self) -> None: ...
+
+
+class Mixing(Protocol):
+    """A conference a leg sends its audio into (conference.py)."""
+
+    def push(self, leg: RelayLeg, packet: RtpPacket) -> None: ...
 
 
 class PortRange:
@@ -68,10 +80,11 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.target: RelayLeg | None = None
         self.encoder: Codec | None = None  # for audio sent to this leg's far end
         self.decoder: Codec | None = None  # for audio received from it
-        self.source: RelayLeg | PlayerFeed | None = None  # what this leg's far end hears
+        self.source: RelayLeg | Feed | None = None  # what this leg's far end hears
         self.pending: RelayLeg | None = None  # takes over at its first packet
         self.on_dtmf: Callable[[str], None] | None = None  # a digit the far end pressed
         self.on_close: Callable[[RelayLeg], None] | None = None
+        self.conference: Mixing | None = None  # set while the leg is in a 3-way mix
         self.reception: ReceptionStats | None = None  # RFC 3550 loss and jitter, per leg
         self._muted_until = 0.0  # audio held back while a DTMF event is sent
         self._dtmf = DtmfReceiver()
@@ -105,7 +118,7 @@ class RelayLeg(asyncio.DatagramProtocol):
         if target is not None:
             target.listen_to(self)
 
-    def listen_to(self, source: RelayLeg | PlayerFeed | None) -> None:
+    def listen_to(self, source: RelayLeg | Feed | None) -> None:
         """Switch what the far end hears; the outgoing stream stays continuous.
 
         From audio being played to a leg, the switch waits for the leg's first
@@ -117,9 +130,10 @@ class RelayLeg(asyncio.DatagramProtocol):
             return
         self._switch(source)
 
-    def _switch(self, source: RelayLeg | PlayerFeed | None) -> None:
-        if isinstance(self.source, PlayerFeed) and self.source is not source:
-            self.source.stop()
+    def _switch(self, source: RelayLeg | Feed | None) -> None:
+        current = self.source
+        if current is not None and not isinstance(current, RelayLeg) and current is not source:
+            current.stop()
         self.pending = None
         self.source = source
 
@@ -195,6 +209,9 @@ class RelayLeg(asyncio.DatagramProtocol):
             self._on_telephone_event(packet)
         elif self._first_word is not None and self.decoder is not None:
             self._listen_for_words(packet)
+        if self.conference is not None:
+            self.conference.push(self, packet)
+            return
         target = self.target
         if target is None:
             return
