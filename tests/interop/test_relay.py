@@ -381,3 +381,27 @@ def test_three_way_conference_each_hears_the_other_two() -> None:
         heard["caller"])  # the caller does not hear itself
     assert 440 in peak_frequencies(heard["human"]) and 1000 not in peak_frequencies(
         heard["human"])
+
+
+def test_a_leg_on_hold_sends_nothing() -> None:
+    async def scenario() -> tuple[int, int]:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+        caller, human = endpoint(), endpoint()
+        try:
+            from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(from_caller, caller, "pcmu")
+            host, port = human.getsockname()
+            to_human.configure(AudioStream(0, CODECS["pcmu"], 101, 20, host, port, "inactive"))
+            from_caller.route_to(to_human)
+            await send(caller, from_caller, 0x51, "pcmu", 5, b"\xff" * 160)
+            held = len(await drain(human))
+            to_human.configure(AudioStream(0, CODECS["pcmu"], 101, 20, host, port, "sendrecv"))
+            await send(caller, from_caller, 0x51, "pcmu", 5, b"\xff" * 160)
+            return held, len(await drain(human))
+        finally:
+            await relay.close()
+            caller.close()
+            human.close()
+
+    assert asyncio.run(scenario()) == (0, 5)

@@ -262,6 +262,8 @@ class RelayLeg(asyncio.DatagramProtocol):
             return
         if self._muted_until and self.loop.time() < self._muted_until:
             return
+        if stream.direction in ("recvonly", "inactive"):
+            return  # on hold: we agreed not to send (RFC 3264 §5.1)
         if packet.payload_type == source.dtmf_payload_type:
             if stream.dtmf_payload_type is None:
                 return
