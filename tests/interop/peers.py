@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from warmline.sip.session import SessionEvent
 from warmline.sip.useragent import UserAgent, UserAgentConfig
@@ -145,15 +146,21 @@ def wait_for_log(server: ServeProcess, needle: str, timeout: float = 10.0) -> No
     raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{server.log()}")
 
 
-def stop_serve(server: ServeProcess, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(sig)
+def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM,
+                 timeout: float = 10.0) -> int:
+    """Signal a process by PID, give it ``timeout`` seconds, then kill it."""
+    if process.poll() is None:
+        process.send_signal(sig)
         try:
-            server.process.wait(timeout)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-    return server.process.returncode
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def stop_serve(server: ServeProcess, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    return stop_process(server.process, sig, timeout)
 
 
 def self_signed_certificate(workdir: Path) -> tuple[Path, Path]:
@@ -235,12 +242,7 @@ def baresip(workdir: Path, speaks: Path, codec: str = "PCMU/8000/1") -> Iterator
             time.sleep(0.05)
         yield Baresip(home, sip_port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=5)
         log.close()
 
 
@@ -258,12 +260,7 @@ def capture_udp(workdir: Path, port: int, seconds: int = 30) -> Iterator[Path]:
         yield pcap
     finally:
         time.sleep(0.3)
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def rtp_arrivals(pcap: Path, port: int) -> list[tuple[float, int, int]]:
