@@ -9,14 +9,12 @@ and the caller is routed straight to the human) leaves the mix by itself.
 from __future__ import annotations
 
 import asyncio
-import secrets
 
 import numpy as np
 
 from warmline.media.mixer import mix_minus
-from warmline.media.player import FRAME_MS
-from warmline.media.relay import RelayLeg
-from warmline.media.rtp import RtpPacket
+from warmline.media.relay import Pacer, RelayLeg
+from warmline.media.rtp import RtpPacket, SyntheticSource
 
 _SILENCE = np.zeros(160, dtype=np.int16)
 
@@ -27,9 +25,7 @@ class _MemberFeed:
     def __init__(self, conference: Conference, leg: RelayLeg) -> None:
         self.conference = conference
         self.leg = leg
-        self.ssrc = secrets.randbits(32)
-        self.sequence = secrets.randbits(16)
-        self.timestamp = secrets.randbits(32)
+        self.source = SyntheticSource()
 
     def stop(self) -> None:
         self.conference.leave(self.leg)
@@ -37,12 +33,9 @@ class _MemberFeed:
 
 class Conference:
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
         self._members: dict[RelayLeg, _MemberFeed] = {}
         self._frames: dict[RelayLeg, np.ndarray] = {}
-        self._handle: asyncio.TimerHandle | None = None
-        self._started = 0.0
-        self._ticks = 0
+        self.pacer = Pacer(asyncio.get_running_loop(), self._tick)
 
     @property
     def members(self) -> list[RelayLeg]:
@@ -55,9 +48,8 @@ class Conference:
         self._members[leg] = feed
         leg.conference = self
         leg.listen_to(feed)
-        if self._handle is None:
-            self._started, self._ticks = self.loop.time(), 0
-            self._tick()
+        if not self.pacer.running:
+            self.pacer.start()
 
     def leave(self, leg: RelayLeg) -> None:
         feed = self._members.pop(leg, None)
@@ -68,9 +60,8 @@ class Conference:
             leg.conference = None
         if leg.source is feed:
             leg.source = None
-        if not self._members and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        if not self._members:
+            self.pacer.stop()
 
     def push(self, leg: RelayLeg, packet: RtpPacket) -> None:
         stream, decoder = leg.stream, leg.decoder
@@ -85,17 +76,10 @@ class Conference:
         frames = [self._frames.pop(leg, _SILENCE) for leg, _ in members]
         for (leg, feed), mixed in zip(members, mix_minus(frames), strict=True):
             stream = leg.stream
-            if stream is None or leg.encoder is None:
-                continue
-            packet = RtpPacket(stream.payload_type, feed.sequence, feed.timestamp, feed.ssrc,
-                               leg.encoder.encode(mixed))
-            leg.send_from(packet, stream)
-            feed.sequence = (feed.sequence + 1) & 0xFFFF
-            feed.timestamp = (feed.timestamp + 160 * stream.codec.clock_rate // 8000) \
-                & 0xFFFFFFFF
-        self._ticks += 1
-        self._handle = self.loop.call_at(self._started + self._ticks * FRAME_MS / 1000,
-                                         self._tick)
+            if stream is not None and leg.encoder is not None:
+                packet = feed.source.packet(stream.payload_type, leg.encoder.encode(mixed),
+                                            stream.codec.clock_rate)
+                leg.send_from(packet, stream)
 
     def close(self) -> None:
         for leg in list(self._members):

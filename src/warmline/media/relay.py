@@ -23,7 +23,13 @@ from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.plane import LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player
 from warmline.media.rtcp import ReceptionStats
-from warmline.media.rtp import ContinuousStream, RtpError, RtpPacket, is_rtcp_type
+from warmline.media.rtp import (
+    ContinuousStream,
+    RtpError,
+    RtpPacket,
+    SyntheticSource,
+    is_rtcp_type,
+)
 from warmline.media.sdp import AudioStream
 from warmline.media.vad import FirstWordDetector
 
@@ -284,49 +290,63 @@ class RelayLeg(asyncio.DatagramProtocol):
         self._counters.sent += 1
 
 
-class PlayerFeed:
-    """Paces a :class:`Player` into a leg, one 20 ms packet per tick, without drift."""
+class Pacer:
+    """Calls ``tick`` every 20 ms on the loop clock, without drift, until stopped."""
 
-    def __init__(self, leg: RelayLeg, player: Player) -> None:
-        self.leg = leg
-        self.player = player
-        self.ssrc = secrets.randbits(32)
-        self.sequence = secrets.randbits(16)
-        self.timestamp = secrets.randbits(32)
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: Callable[[], None]) -> None:
+        self.loop = loop
+        self.tick = tick
         self._handle: asyncio.TimerHandle | None = None
         self._started = 0.0
         self._ticks = 0
-        self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
+
+    @property
+    def running(self) -> bool:
+        return self._handle is not None
 
     def start(self) -> None:
-        self._started = self.leg.loop.time()
-        self._tick()
+        self._started, self._ticks = self.loop.time(), 0
+        self._fire()
 
     def stop(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = self.loop.call_at(self._started + (self._ticks + 1) * FRAME_MS / 1000,
+                                         self._fire)
+        self._ticks += 1
+        self.tick()
+
+
+class PlayerFeed:
+    """Plays a :class:`Player` into a leg, one 20 ms packet per tick."""
+
+    def __init__(self, leg: RelayLeg, player: Player) -> None:
+        self.leg = leg
+        self.player = player
+        self.source = SyntheticSource()
+        self.pacer = Pacer(leg.loop, self._tick)
+        self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
+
+    def start(self) -> None:
+        self.pacer.start()
+
+    def stop(self) -> None:
+        self.pacer.stop()
         if not self.done.done():
             self.done.set_result(None)
 
     def _tick(self) -> None:
-        leg = self.leg
-        stream = leg.stream
+        leg, stream = self.leg, self.leg.stream
         if leg.source is not self or self.player.finished:
-            self._handle = None
             self.stop()
             return
         if stream is not None and leg.encoder is not None:
             payload = leg.encoder.encode(self.player.next_frame())
-            packet = RtpPacket(stream.payload_type, self.sequence, self.timestamp, self.ssrc,
-                               payload)
-            leg.send_from(packet, stream)
-            self.sequence = (self.sequence + 1) & 0xFFFF
-            step = self.player.frame * stream.codec.clock_rate // 8000  # the leg's RTP clock
-            self.timestamp = (self.timestamp + step) & 0xFFFFFFFF
-        self._ticks += 1
-        self._handle = leg.loop.call_at(self._started + self._ticks * FRAME_MS / 1000,
-                                        self._tick)
+            leg.send_from(self.source.packet(stream.payload_type, payload,
+                                             stream.codec.clock_rate), stream)
 
 
 class EmbeddedRelay:

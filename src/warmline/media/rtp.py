@@ -10,6 +10,7 @@ buffers on SSRC would otherwise reset or drop audio at every switch.
 
 from __future__ import annotations
 
+import secrets
 import struct
 from dataclasses import dataclass
 
@@ -84,6 +85,25 @@ class RtpPacket:
 def is_rtcp_type(second_byte: int) -> bool:
     """RTCP packet types 192-223 share the port with RTP under rtcp-mux (RFC 5761 §4)."""
     return 192 <= second_byte <= 223
+
+
+class SyntheticSource:
+    """An RTP source warmline makes itself (a prompt, hold audio, a mix): its own SSRC,
+    sequence and 20 ms timestamp steps on the receiving leg's clock."""
+
+    FRAME_SECONDS = 0.020
+
+    def __init__(self) -> None:
+        self.ssrc = secrets.randbits(32)
+        self.sequence = secrets.randbits(16)
+        self.timestamp = secrets.randbits(32)
+
+    def packet(self, payload_type: int, payload: bytes, clock_rate: int) -> RtpPacket:
+        """The next 20 ms packet carrying ``payload``."""
+        packet = RtpPacket(payload_type, self.sequence, self.timestamp, self.ssrc, payload)
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.timestamp = (self.timestamp + round(clock_rate * self.FRAME_SECONDS)) & 0xFFFFFFFF
+        return packet
 
 
 class ContinuousStream:
