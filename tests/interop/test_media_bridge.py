@@ -47,6 +47,8 @@ class BridgeApp:
         self.prompt = EspeakTts().synthesize("One moment, I will connect you with a person.")
         self.caller: Session | None = None
         self.human: Session | None = None
+        self.human_answered_at: float | None = None
+        self.human_first_word_at: float | None = None
         self.caller_codec = "PCMU"
 
     def on_event(self, running: Engine, event: SessionEvent) -> None:
@@ -62,12 +64,17 @@ class BridgeApp:
             feed = self.caller_leg.play(Player(self.prompt))
             feed.done.add_done_callback(lambda _: self._hold_and_call_human())
         elif isinstance(event, CallAnswered) and event.session is self.human:
+            self.human_answered_at = shell.now()
             self.human_leg.configure(sdp.read_answer(event.response.body))
+            self.human_leg.detect_first_word(self._human_spoke)
             self.caller_leg.route_to(self.human_leg)
             self.human_leg.route_to(self.caller_leg)  # takes over at the human's first packet
         elif isinstance(event, CallEnded) and event.session is self.caller and self.human:
             human = self.human
             shell.run(lambda now: ua.bye(human, now))
+
+    def _human_spoke(self, at: float) -> None:
+        self.human_first_word_at = at
 
     def _hold_and_call_human(self) -> None:
         self.caller_leg.play(Player(ringback(8000, "us"), loop=True))
@@ -104,7 +111,7 @@ def test_caller_hears_ai_hold_then_human_without_dead_air(human_codec: str,
     scenario_file = render_scenario("caller_rtp_stream.xml", tmp_path,
                                     audio=str(caller_speech), seconds="6000")
 
-    async def call(human_uri: str) -> int:
+    async def call(human_uri: str) -> tuple[int, float]:
         base = free_port() // 2 * 2
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
         caller_leg, human_leg = await relay.open_leg("caller"), await relay.open_leg("human")
@@ -119,14 +126,17 @@ def test_caller_hears_ai_hold_then_human_without_dead_air(human_codec: str,
                 await asyncio.sleep(0.5)
                 assert result.returncode == 0, result.output[-3000:]
                 assert app.human is not None and app.human.ended
-                return human_leg.counters.received
+                assert app.human_answered_at is not None and app.human_first_word_at is not None
+                return (human_leg.counters.received,
+                        app.human_first_word_at - app.human_answered_at)
         finally:
             await relay.close()
 
     with baresip(tmp_path, human_speech, human_codec) as human, \
             capture_udp(tmp_path, media_port) as pcap:
-        from_human = asyncio.run(call(human.uri))
+        from_human, first_word_after_answer = asyncio.run(call(human.uri))
     assert from_human > 100  # the human's audio flowed for seconds
+    assert 0 <= first_word_after_answer < 2.0  # the human's first word, timed on their leg
 
     arrivals = rtp_arrivals(pcap, media_port)
     assert len(arrivals) > 250  # about 6 s of 20 ms packets reached the caller
