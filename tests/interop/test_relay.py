@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from itertools import pairwise
 
 import numpy as np
@@ -26,6 +28,20 @@ def endpoint() -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
     return sock
+
+
+@contextlib.asynccontextmanager
+async def loopback_relay(sockets: int) -> AsyncIterator[tuple[EmbeddedRelay, list[socket.socket]]]:
+    """A relay on a free port range and ``sockets`` far ends, all closed afterwards."""
+    base = free_port() // 2 * 2
+    relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
+    ends = [endpoint() for _ in range(sockets)]
+    try:
+        yield relay, ends
+    finally:
+        await relay.close()
+        for sock in ends:
+            sock.close()
 
 
 def configure(leg: RelayLeg, peer: socket.socket, codec: str) -> None:
@@ -56,10 +72,7 @@ async def drain(peer: socket.socket) -> list[RtpPacket]:
 
 def test_caller_hears_one_continuous_stream_across_ai_to_human_with_transcoding() -> None:
     async def scenario() -> None:
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        caller, ai, human = endpoint(), endpoint(), endpoint()
-        try:
+        async with loopback_relay(3) as (relay, (caller, ai, human)):
             to_caller = await relay.open_leg("caller")
             from_ai = await relay.open_leg("ai")
             from_human = await relay.open_leg("human")
@@ -87,20 +100,13 @@ def test_caller_hears_one_continuous_stream_across_ai_to_human_with_transcoding(
             reached = await drain(human)
             assert [p.payload_type for p in reached] == [8, 8, 8]
             assert reached[0].payload == g711.ulaw_to_alaw(b"\xff" * 160)
-        finally:
-            await relay.close()
-            for sock in (caller, ai, human):
-                sock.close()
 
     asyncio.run(scenario())
 
 
 def test_bad_packets_are_dropped_and_counted() -> None:
     async def scenario() -> None:
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        caller, human, stranger = endpoint(), endpoint(), endpoint()
-        try:
+        async with loopback_relay(3) as (relay, (caller, human, stranger)):
             from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
             configure(from_caller, caller, "pcmu")
             configure(to_human, human, "pcmu")
@@ -116,10 +122,6 @@ def test_bad_packets_are_dropped_and_counted() -> None:
             assert (counters.received, counters.malformed, counters.rtcp,
                     counters.unknown_payload, counters.wrong_source) == (1, 1, 1, 1, 1)
             assert len(await drain(human)) == 1
-        finally:
-            await relay.close()
-            for sock in (caller, human, stranger):
-                sock.close()
 
     asyncio.run(scenario())
 
@@ -184,10 +186,7 @@ def tone_through_relay(human_codec: str) -> list[RtpPacket]:
     """A 440 Hz tone sent as PCMU by the caller, as the human's socket received it."""
 
     async def scenario() -> list[RtpPacket]:
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        caller, human = endpoint(), endpoint()
-        try:
+        async with loopback_relay(2) as (relay, (caller, human)):
             from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
             configure(from_caller, caller, "pcmu")
             configure(to_human, human, human_codec)
@@ -199,10 +198,6 @@ def tone_through_relay(human_codec: str) -> list[RtpPacket]:
                               (from_caller.local.host, from_caller.local.port))
                 await asyncio.sleep(0.005)
             return await drain(human)
-        finally:
-            await relay.close()
-            caller.close()
-            human.close()
 
     return asyncio.run(scenario())
 
@@ -239,12 +234,9 @@ def test_pcmu_caller_reaches_a_transcoded_human_with_the_audio_intact(
 def test_digits_first_words_and_a_whisper_that_ends_before_connecting() -> None:
     async def scenario() -> tuple[list[str], list[float], float, float]:
         loop = asyncio.get_running_loop()
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        caller, human = endpoint(), endpoint()
         digits: list[str] = []
         words: list[float] = []
-        try:
+        async with loopback_relay(2) as (relay, (caller, human)):
             from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
             configure(from_caller, caller, "pcmu")
             configure(to_human, human, "pcmu")
@@ -265,10 +257,6 @@ def test_digits_first_words_and_a_whisper_that_ends_before_connecting() -> None:
                 human.sendto(RtpPacket(0, n, n * 160, 0x22, frame).to_bytes(), human_address)
                 await asyncio.sleep(0.02)
             return digits, words, whisper_took, speech_starts
-        finally:
-            await relay.close()
-            caller.close()
-            human.close()
 
     digits, words, whisper_took, speech_starts = asyncio.run(scenario())
     assert digits == ["0"]
@@ -296,10 +284,7 @@ def test_closed_legs_leave_the_relay_and_free_their_ports() -> None:
 
 def test_leg_sends_dtmf_paced_and_keeps_reception_statistics() -> None:
     async def scenario() -> tuple[list[RtpPacket], RelayLeg]:
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        phone = endpoint()
-        try:
+        async with loopback_relay(1) as (relay, (phone,)):
             leg = await relay.open_leg("phone")
             configure(leg, phone, "pcmu")
             address = (leg.local.host, leg.local.port)
@@ -309,9 +294,6 @@ def test_leg_sends_dtmf_paced_and_keeps_reception_statistics() -> None:
             leg.send_dtmf("0")
             await asyncio.sleep(0.25)
             return await drain(phone), leg
-        finally:
-            await relay.close()
-            phone.close()
 
     events, leg = asyncio.run(scenario())
     assert [p.payload_type for p in events] == [101] * 7
@@ -336,11 +318,9 @@ def test_three_way_conference_each_hears_the_other_two() -> None:
     from warmline.media.conference import Conference
 
     async def scenario() -> dict[str, list[RtpPacket]]:
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        phones = {name: endpoint() for name in ("caller", "ai", "human")}
         tones = {"caller": 440, "ai": 0, "human": 1000}
-        try:
+        async with loopback_relay(3) as (relay, ends):
+            phones = dict(zip(tones, ends, strict=True))
             legs = {name: await relay.open_leg(name) for name in phones}
             for name, leg in legs.items():
                 configure(leg, phones[name], "pcmu")
@@ -357,10 +337,6 @@ def test_three_way_conference_each_hears_the_other_two() -> None:
                 await asyncio.sleep(0.02)
             conference.close()
             return {name: (await drain(phone))[5:-3] for name, phone in phones.items()}
-        finally:
-            await relay.close()
-            for phone in phones.values():
-                phone.close()
 
     heard = asyncio.run(scenario())
     assert peak_frequencies(heard["ai"]) >= {440, 1000}  # the AI hears both
@@ -372,10 +348,7 @@ def test_three_way_conference_each_hears_the_other_two() -> None:
 
 def test_a_leg_on_hold_sends_nothing() -> None:
     async def scenario() -> tuple[int, int]:
-        base = free_port() // 2 * 2
-        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
-        caller, human = endpoint(), endpoint()
-        try:
+        async with loopback_relay(2) as (relay, (caller, human)):
             from_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
             configure(from_caller, caller, "pcmu")
             host, port = human.getsockname()
@@ -386,9 +359,5 @@ def test_a_leg_on_hold_sends_nothing() -> None:
             to_human.configure(AudioStream(0, CODECS["pcmu"], 101, 20, host, port, "sendrecv"))
             await send(caller, from_caller, 0x51, "pcmu", 5, b"\xff" * 160)
             return held, len(await drain(human))
-        finally:
-            await relay.close()
-            caller.close()
-            human.close()
 
     assert asyncio.run(scenario()) == (0, 5)
