@@ -99,19 +99,22 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=1500)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--port-start", type=int, default=30000)
+    parser.add_argument("--only", choices=["warmline", "c-control", "rtpengine"], action="append",
+                        help="run only these relays (repeatable); ratios need warmline and a peer")
     args = parser.parse_args()
     if shutil.which("gcc") is None:
         print("gcc is needed to build the load generator", file=sys.stderr)
         return 2
     generator = build("rtp_load")
     relays = ["warmline", "c-control"] + (["rtpengine"] if shutil.which("rtpengine") else [])
+    relays = [relay for relay in relays if not args.only or relay in args.only]
     results = {relay: ramp(generator, relay, args) for relay in relays}
     print("\nconcurrent G.711 calls (50 packets/s each way), "
           "[0 loss and p99 < 1 ms] / [0 loss and p99 < 20 ms]:")
     for relay, (strict, lossless) in results.items():
         print(f"  {relay:10} {strict:5d} / {lossless:5d}")
     for peer in ("c-control", "rtpengine"):
-        if results.get(peer, (0, 0))[1]:
+        if "warmline" in results and results.get(peer, (0, 0))[1]:
             ratio = results["warmline"][1] / results[peer][1]
             print(f"  warmline / {peer} at p99 < 20 ms: {ratio:.2f}x")
     return 0

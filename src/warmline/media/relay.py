@@ -6,6 +6,10 @@ the leg it is routed to. The receiving leg re-stamps every packet through its
 own :class:`ContinuousStream`, so the far end sees one SSRC and one sequence
 whatever feeds it (AI, hold audio, human). PCMU<->PCMA is translated per byte;
 other pairs among G.711, G.722 and Opus go through the codecs (codecs.py).
+
+A pair that is simply bridged moves to the compiled fast path (fastpath.py)
+and comes back whenever something needs Python again; every method that
+changes what a leg sends or listens for takes its pair back first.
 """
 
 from __future__ import annotations
@@ -14,16 +18,17 @@ import asyncio
 import secrets
 import socket
 from collections.abc import Callable, Iterator
-from functools import partial
-from typing import Protocol, cast
+from typing import Protocol
 
 from warmline.media import g711
 from warmline.media.codecs import Codec, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
+from warmline.media.fastpath import FastPath, Offload
 from warmline.media.plane import LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player
 from warmline.media.rtcp import ReceptionStats
 from warmline.media.rtp import (
+    MAX_RTP_SIZE,
     ContinuousStream,
     RtpError,
     RtpPacket,
@@ -33,6 +38,8 @@ from warmline.media.rtp import (
 from warmline.media.sdp import AudioStream
 from warmline.media.vad import FirstWordDetector
 
+_READ_BATCH = 16  # datagrams read per wake-up before other legs get their turn
+_OFFER_RETRY = 50  # packets (a second) before a refused pair is offered to the fast path again
 _TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
 
 
@@ -74,12 +81,17 @@ class PortRange:
         self._next = port + 2 if port + 2 < self.end else self.start
 
 
-class RelayLeg(asyncio.DatagramProtocol):
-    def __init__(self, label: str, local: LegAddress) -> None:
+class RelayLeg:
+    """One RTP endpoint: a UDP socket, the far end it talks to and what it hears."""
+
+    def __init__(self, label: str, local: LegAddress, sock: socket.socket,
+                 fast_path: FastPath | None = None) -> None:
         self.label = label
         self._local = local
         self._counters = LegCounters()
-        self.transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = sock
+        self.fast_path = fast_path
+        self.offload: Offload | None = None  # set while the compiled forwarder owns the pair
         self.stream: AudioStream | None = None
         self.remote: tuple[str, int] | None = None
         self.latched = False
@@ -88,10 +100,10 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.decoder: Codec | None = None  # for audio received from it
         self.source: RelayLeg | Feed | None = None  # what this leg's far end hears
         self.pending: RelayLeg | None = None  # takes over at its first packet
-        self.on_dtmf: Callable[[str], None] | None = None  # a digit the far end pressed
+        self._on_dtmf: Callable[[str], None] | None = None
         self.on_close: Callable[[RelayLeg], None] | None = None
         self.conference: Mixing | None = None  # set while the leg is in a 3-way mix
-        self.reception: ReceptionStats | None = None  # RFC 3550 loss and jitter, per leg
+        self._reception: ReceptionStats | None = None
         self._muted_until = 0.0  # audio held back while a DTMF event is sent
         self._dtmf = DtmfReceiver()
         self._first_word: FirstWordDetector | None = None
@@ -99,6 +111,9 @@ class RelayLeg(asyncio.DatagramProtocol):
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
         self.loop = asyncio.get_running_loop()
+        self._reading = False
+        self._next_offer = 0  # the packet count at which to offer the pair to the fast path
+        self.start_reading()
 
     @property
     def local(self) -> LegAddress:
@@ -106,20 +121,82 @@ class RelayLeg(asyncio.DatagramProtocol):
 
     @property
     def counters(self) -> LegCounters:
-        return self._counters
+        """Packets in and out, those handled by the fast path included."""
+        offload, fast_path = self.offload, self.fast_path
+        if offload is None or fast_path is None:
+            return self._counters
+        live = LegCounters(**vars(self._counters))
+        _add(live, fast_path.live_counters(offload, self))
+        return live
+
+    @property
+    def reception(self) -> ReceptionStats | None:
+        """RFC 3550 loss and jitter of what the far end sends (None before configure)."""
+        offload, fast_path, reception = self.offload, self.fast_path, self._reception
+        if offload is not None and fast_path is not None and reception is not None:
+            reception.restore_state(fast_path.reception(offload, self))
+        return reception
+
+    @property
+    def open(self) -> bool:
+        return self._sock is not None
+
+    @property
+    def muted(self) -> bool:
+        return self._muted_until > self.loop.time()
+
+    @property
+    def listening_for_words(self) -> bool:
+        return self._first_word is not None
+
+    @property
+    def on_dtmf(self) -> Callable[[str], None] | None:
+        """Called with each digit the far end presses (RFC 4733)."""
+        return self._on_dtmf
+
+    @on_dtmf.setter
+    def on_dtmf(self, callback: Callable[[str], None] | None) -> None:
+        self.take_back()
+        self._on_dtmf = callback
+
+    def take_back(self) -> None:
+        """Bring this leg's pair back from the fast path before Python changes it."""
+        self._next_offer = 0  # whatever changes may make the pair eligible
+        if self.offload is not None and self.fast_path is not None:
+            self.fast_path.reclaim(self.offload)
+
+    def add_counters(self, counts: tuple[int, ...]) -> None:
+        _add(self._counters, counts)
+
+    def fileno(self) -> int:
+        if self._sock is None:
+            raise OSError(f"leg {self.label} is closed")
+        return self._sock.fileno()
+
+    def start_reading(self) -> None:
+        if self._sock is not None and not self._reading:
+            self.loop.add_reader(self._sock.fileno(), self._readable)
+            self._reading = True
+
+    def stop_reading(self) -> None:
+        if self._sock is not None and self._reading:
+            self.loop.remove_reader(self._sock.fileno())
+            self._reading = False
 
     def configure(self, stream: AudioStream) -> None:
+        self.take_back()
         self.stream = stream
         self.encoder, self.decoder = _codec_pair(stream)
         self.remote = (stream.remote_address, stream.remote_port)
         self.latched = False
         self.outgoing.clock_rate = stream.codec.clock_rate
-        self.reception = ReceptionStats(stream.codec.clock_rate)
+        self._reception = ReceptionStats(stream.codec.clock_rate)
 
     def route_to(self, target: object) -> None:
         """What this leg receives is what ``target``'s far end now hears (and only that)."""
         if target is not None and not isinstance(target, RelayLeg):
             raise TypeError("route_to: legs of the embedded relay only")
+        self.take_back()
         self.target = target
         if target is not None:
             target.listen_to(self)
@@ -131,6 +208,7 @@ class RelayLeg(asyncio.DatagramProtocol):
         packet: hold music goes on until the human's audio really flows, so
         the caller never hears the silence in between.
         """
+        self.take_back()
         if isinstance(self.source, PlayerFeed) and isinstance(source, RelayLeg):
             self.pending = source
             return
@@ -145,16 +223,18 @@ class RelayLeg(asyncio.DatagramProtocol):
 
     def detect_first_word(self, callback: Callable[[float], None]) -> None:
         """Call ``callback(loop time)`` once, when the far end starts speaking."""
+        self.take_back()
         self._first_word = FirstWordDetector(8000)
         self._on_first_word = callback
 
     def send_dtmf(self, digit: str) -> None:
         """Send a DTMF digit to the far end as RFC 4733 events (needs telephone-event)."""
-        stream, remote, transport = self.stream, self.remote, self.transport
+        stream, remote = self.stream, self.remote
         if stream is None or stream.dtmf_payload_type is None:
             raise DtmfError(f"leg {self.label}: the far end did not accept telephone-event")
-        if remote is None or transport is None:
+        if remote is None:
             return
+        self.take_back()
         packets = digit_packets(digit)
         event_ssrc, start = secrets.randbits(32), secrets.randbits(32)
         step = FRAME_MS / 1000
@@ -164,8 +244,8 @@ class RelayLeg(asyncio.DatagramProtocol):
             marker, payload = packets[n]
             packet = RtpPacket(stream.dtmf_payload_type or 0, n, start, event_ssrc, payload,
                                marker)
-            transport.sendto(self.outgoing.rewrite(packet, self.loop.time()).to_bytes(), remote)
-            self._counters.sent += 1
+            self.take_back()
+            self._send(self.outgoing.rewrite(packet, self.loop.time()).to_bytes(), remote)
 
         for n in range(len(packets)):
             self.loop.call_later(n * step, send, n)
@@ -179,16 +259,29 @@ class RelayLeg(asyncio.DatagramProtocol):
 
     def close(self) -> None:
         self.listen_to(None)
-        if self.transport is not None:
-            self.transport.close()
+        self.stop_reading()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         self.target = None
         if self.on_close is not None:
             self.on_close(self)
             self.on_close = None
 
-    # -- asyncio ----------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    # -- receiving --------------------------------------------------------
+    def _readable(self) -> None:
+        sock = self._sock
+        for _ in range(_READ_BATCH):
+            if sock is None or not self._reading:
+                return  # closed, or handed to the fast path, by the last packet
+            try:
+                data, addr = sock.recvfrom(MAX_RTP_SIZE + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._counters.malformed += 1  # an ICMP error surfaced on the socket
+                return
+            self.datagram_received(data, addr)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         counters = self._counters
@@ -209,8 +302,16 @@ class RelayLeg(asyncio.DatagramProtocol):
             counters.unknown_payload += 1
             return
         counters.received += 1
-        if self.reception is not None:
-            self.reception.update(packet.sequence, packet.timestamp, self.loop.time())
+        if counters.received >= self._next_offer and self.fast_path is not None:
+            self._forward(packet, stream)
+            if not self.fast_path.offer(self):
+                self._next_offer = counters.received + _OFFER_RETRY
+            return
+        self._forward(packet, stream)
+
+    def _forward(self, packet: RtpPacket, stream: AudioStream) -> None:
+        if self._reception is not None:
+            self._reception.update(packet.sequence, packet.timestamp, self.loop.time())
         if packet.payload_type == stream.dtmf_payload_type:
             self._on_telephone_event(packet)
         elif self._first_word is not None and self.decoder is not None:
@@ -233,8 +334,8 @@ class RelayLeg(asyncio.DatagramProtocol):
         except DtmfError:
             self._counters.malformed += 1
             return
-        if digit is not None and self.on_dtmf is not None:
-            self.on_dtmf(digit)
+        if digit is not None and self._on_dtmf is not None:
+            self._on_dtmf(digit)
 
     def _listen_for_words(self, packet: RtpPacket) -> None:
         detector, decoder = self._first_word, self.decoder
@@ -263,8 +364,8 @@ class RelayLeg(asyncio.DatagramProtocol):
         Same codec: passed through. PCMU<->PCMA: translated per byte. Otherwise
         decoded with the source leg's decoder and encoded with ours (G.722).
         """
-        stream, remote, transport = self.stream, self.remote, self.transport
-        if stream is None or remote is None or transport is None:
+        stream, remote = self.stream, self.remote
+        if stream is None or remote is None or self._sock is None:
             return
         if self._muted_until and self.loop.time() < self._muted_until:
             return
@@ -286,8 +387,28 @@ class RelayLeg(asyncio.DatagramProtocol):
         else:
             packet.payload_type = stream.payload_type
         out = self.outgoing.rewrite(packet, self.loop.time(), source.codec.clock_rate)
-        transport.sendto(out.to_bytes(), remote)
+        self._send(out.to_bytes(), remote)
+
+    def _send(self, data: bytes, remote: tuple[str, int]) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(data, remote)
+        except (BlockingIOError, InterruptedError):
+            return  # a full socket buffer drops the packet, as the network would
+        except OSError:
+            return  # the far end's port is unreachable; RTP goes on regardless
         self._counters.sent += 1
+
+
+def _add(counters: LegCounters, counts: tuple[int, ...]) -> None:
+    received, sent, malformed, unknown_payload, wrong_source, rtcp = counts
+    counters.received += received
+    counters.sent += sent
+    counters.malformed += malformed
+    counters.unknown_payload += unknown_payload
+    counters.wrong_source += wrong_source
+    counters.rtcp += rtcp
 
 
 class Pacer:
@@ -350,24 +471,32 @@ class PlayerFeed:
 
 
 class EmbeddedRelay:
-    """In-process :class:`MediaPlane` on ``host`` with ports from ``ports``."""
+    """In-process :class:`MediaPlane` on ``host`` with ports from ``ports``.
 
-    def __init__(self, host: str, ports: PortRange) -> None:
+    ``fast_path=False`` keeps every packet in Python (the reference behaviour).
+    """
+
+    def __init__(self, host: str, ports: PortRange, *, fast_path: bool = True) -> None:
         self.host = host
         self.ports = ports
         self.legs: set[RelayLeg] = set()  # open legs; a closed leg removes itself
+        self._want_fast_path = fast_path
+        self.fast_path: FastPath | None = None
 
     async def open_leg(self, label: str) -> RelayLeg:
-        loop = asyncio.get_running_loop()
+        if self._want_fast_path and self.fast_path is None:
+            self.fast_path = FastPath.create()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for port in self.ports.candidates():
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                _, leg = await loop.create_datagram_endpoint(
-                    partial(RelayLeg, label, LegAddress(self.host, port)),
-                    local_addr=(self.host, port), family=family)
+                sock.bind((self.host, port))
             except OSError:
+                sock.close()
                 continue
+            sock.setblocking(False)
             self.ports.taken(port)
+            leg = RelayLeg(label, LegAddress(self.host, port), sock, self.fast_path)
             self.legs.add(leg)
             leg.on_close = self.legs.discard
             return leg
@@ -376,3 +505,6 @@ class EmbeddedRelay:
     async def close(self) -> None:
         for leg in list(self.legs):
             leg.close()
+        if self.fast_path is not None:
+            self.fast_path.close()
+            self.fast_path = None

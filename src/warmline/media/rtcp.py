@@ -44,6 +44,9 @@ class ReportBlock:
         return cls(ssrc, loss >> 24, lost, highest, jitter, lsr, dlsr)
 
 
+ReceptionState = tuple[bool, int, int, int, int, bool, float, float, int, int]
+
+
 class ReceptionStats:
     """RFC 3550 A.1/A.3/A.8 for one source, fed with every packet received."""
 
@@ -72,6 +75,19 @@ class ReceptionStats:
         if self._transit is not None:
             self._jitter += (abs(transit - self._transit) - self._jitter) / 16
         self._transit = transit
+
+    def export_state(self) -> ReceptionState:
+        """The counters, to be kept up elsewhere (the compiled fast path)."""
+        return (self._base is not None, self._base or 0, self._max, self._cycles, self.received,
+                self._transit is not None, self._transit or 0.0, self._jitter,
+                self._expected_prior, self._received_prior)
+
+    def restore_state(self, state: ReceptionState) -> None:
+        """Take the counters back; the report interval stays ours (only :meth:`report` moves it)."""
+        (has_base, base, self._max, self._cycles, self.received, has_transit, transit,
+         self._jitter, _, _) = state
+        self._base = base if has_base else None
+        self._transit = transit if has_transit else None
 
     @property
     def extended_highest(self) -> int:

@@ -106,6 +106,9 @@ class SyntheticSource:
         return packet
 
 
+StreamState = tuple[int, int, bool, int, float, int, bool, int, int, int, int, int]
+
+
 class ContinuousStream:
     """One outgoing RTP stream fed by changing sources, seamless at every switch.
 
@@ -146,6 +149,21 @@ class ContinuousStream:
         self._last_timestamp = timestamp
         self._last_wallclock = now
         return packet
+
+    def export_state(self) -> StreamState:
+        """Everything needed to go on with the stream elsewhere (the compiled fast path)."""
+        return (self.ssrc, self._next_sequence, self._last_timestamp is not None,
+                self._last_timestamp or 0, self._last_wallclock, self._first_timestamp,
+                self._source is not None, self._source or 0, self._sequence_offset,
+                self._source_base, self._target_base, self.switches)
+
+    def restore_state(self, state: StreamState) -> None:
+        """Go on from where :meth:`export_state`'s taker left the stream."""
+        (self.ssrc, self._next_sequence, has_last, last, self._last_wallclock,
+         self._first_timestamp, has_source, source, self._sequence_offset, self._source_base,
+         self._target_base, self.switches) = state
+        self._last_timestamp = last if has_last else None
+        self._source = source if has_source else None
 
     def _switch_to(self, packet: RtpPacket, now: float) -> None:
         if self._source is not None:

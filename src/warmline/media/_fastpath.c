@@ -1,0 +1,601 @@
+/* The relay's fast path: RTP pass-through for bridged leg pairs, off the event loop.
+ *
+ * Why: a Python relay pays an interpreter round trip per packet and tops out
+ * at a few hundred bridged calls per core. Once a call is plainly bridged
+ * (two latched legs routed to each other, one codec or PCMU<->PCMA, nothing
+ * listening in), nothing about a packet needs Python: this module's thread
+ * reads both legs' sockets with epoll and recvmmsg, checks each packet as
+ * relay.py would (version, length, CSRC/extension/padding, source address,
+ * payload type), keeps the RFC 3550 reception statistics, re-stamps it on the
+ * receiving leg's continuous outgoing stream (the same arithmetic as
+ * rtp.ContinuousStream) and sends it with sendmmsg.
+ *
+ * Python hands a pair over with bridge() and takes it back with release()
+ * whenever anything needs the slow path (a switch, a player, DTMF, hold, a
+ * re-INVITE, hang-up). Both directions carry their full state across, so the
+ * far ends see no discontinuity either way. The thread never touches a Python
+ * object; a mutex guards the tables, taken by Python with the GIL released.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RTP 1500
+#define BATCH 16
+#define TRANSLATE_NONE 0
+#define TRANSLATE_ULAW_TO_ALAW 1
+#define TRANSLATE_ALAW_TO_ULAW 2
+
+typedef struct {
+    /* reception (RFC 3550 A.1/A.8), as rtcp.ReceptionStats */
+    int has_base;
+    long long base, max, cycles, received;
+    int has_transit;
+    double transit, jitter;
+    long long expected_prior, received_prior;
+} Reception;
+
+typedef struct {
+    /* the outgoing stream to this leg's far end, as rtp.ContinuousStream */
+    uint32_t ssrc;
+    uint32_t next_sequence;
+    int has_last_timestamp;
+    uint32_t last_timestamp;
+    double last_wallclock;
+    uint32_t first_timestamp;
+    int has_source;
+    uint32_t source;
+    uint32_t sequence_offset;
+    uint32_t source_base, target_base;
+    long long switches;
+} Outgoing;
+
+typedef struct {
+    long long received, sent, malformed, unknown_payload, wrong_source, rtcp;
+} Counters;
+
+typedef struct {
+    int used;
+    uint32_t generation;
+    int fd;
+    int peer;
+    struct sockaddr_storage remote;
+    socklen_t remote_len;
+    int payload_type, dtmf_payload_type; /* accepted from the far end */
+    int clock_rate;
+    int translate; /* applied to audio from the peer before it is sent here */
+    Reception reception;
+    Outgoing outgoing;
+    Counters counters;
+} Leg;
+
+typedef struct {
+    PyObject_HEAD
+    pthread_mutex_t lock;
+    pthread_t thread;
+    int thread_started;
+    volatile int stopping;
+    int epoll_fd;
+    int capacity;
+    Leg *legs;
+} Forwarder;
+
+static unsigned char ulaw_to_alaw[256], alaw_to_ulaw[256];
+
+static double monotonic_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- per packet ------------------------------------------------------ */
+
+static int same_address(const struct sockaddr_storage *a, socklen_t a_len,
+                        const struct sockaddr_storage *b) {
+    if (a->ss_family != b->ss_family) return 0;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    (void)a_len;
+    return 0;
+}
+
+/* Offset and end of the payload, or -1 for a packet relay.py would call malformed. */
+static int payload_bounds(const unsigned char *data, size_t length, size_t *start, size_t *end) {
+    if (length < 12 || length > MAX_RTP || data[0] >> 6 != 2) return -1;
+    size_t offset = 12 + 4 * (size_t)(data[0] & 0x0F);
+    if (offset > length) return -1;
+    if (data[0] & 0x10) {
+        if (offset + 4 > length) return -1;
+        size_t words = (size_t)data[offset + 2] << 8 | data[offset + 3];
+        offset += 4 + 4 * words;
+        if (offset > length) return -1;
+    }
+    size_t stop = length;
+    if (data[0] & 0x20) {
+        unsigned padding = data[length - 1];
+        if (padding == 0 || offset + padding > stop) return -1;
+        stop -= padding;
+    }
+    *start = offset;
+    *end = stop;
+    return 0;
+}
+
+static void update_reception(Reception *r, uint32_t sequence, uint32_t timestamp,
+                             double arrival, int clock_rate) {
+    long long seq = sequence;
+    if (!r->has_base) {
+        r->has_base = 1;
+        r->base = r->max = seq;
+    } else if (seq < r->max && r->max - seq > 0x8000) {
+        r->cycles += 1 << 16;
+        r->max = seq;
+    } else if (seq > r->max && seq - r->max < 0x8000) {
+        r->max = seq;
+    }
+    r->received += 1;
+    double transit = arrival * clock_rate - (double)timestamp;
+    if (r->has_transit) r->jitter += (fabs(transit - r->transit) - r->jitter) / 16;
+    r->has_transit = 1;
+    r->transit = transit;
+}
+
+static void restamp(Outgoing *o, int clock_rate, unsigned char *data, double now) {
+    uint32_t sequence = (uint32_t)data[2] << 8 | data[3];
+    uint32_t timestamp = (uint32_t)data[4] << 24 | (uint32_t)data[5] << 16 |
+                         (uint32_t)data[6] << 8 | data[7];
+    uint32_t ssrc = (uint32_t)data[8] << 24 | (uint32_t)data[9] << 16 |
+                    (uint32_t)data[10] << 8 | data[11];
+    if (!o->has_source || ssrc != o->source) {
+        if (o->has_source) o->switches += 1;
+        o->has_source = 1;
+        o->source = ssrc;
+        o->sequence_offset = (o->next_sequence - sequence) & 0xFFFF;
+        uint32_t target = o->first_timestamp;
+        if (o->has_last_timestamp) {
+            double elapsed = now - o->last_wallclock;
+            long long step = llround((elapsed > 0 ? elapsed : 0) * clock_rate);
+            target = o->last_timestamp + (uint32_t)(step < 1 ? 1 : step);
+        }
+        o->source_base = timestamp;
+        o->target_base = target;
+        data[1] |= 0x80; /* marker: a new talkspurt for the far end's jitter buffer */
+    }
+    uint32_t out_sequence = (sequence + o->sequence_offset) & 0xFFFF;
+    uint32_t out_timestamp = o->target_base + (timestamp - o->source_base);
+    o->next_sequence = (out_sequence + 1) & 0xFFFF;
+    o->last_timestamp = out_timestamp;
+    o->has_last_timestamp = 1;
+    o->last_wallclock = now;
+    data[2] = out_sequence >> 8;
+    data[3] = out_sequence & 0xFF;
+    for (int i = 0; i < 4; i++) {
+        data[4 + i] = out_timestamp >> (24 - 8 * i) & 0xFF;
+        data[8 + i] = o->ssrc >> (24 - 8 * i) & 0xFF;
+    }
+}
+
+/* Checks one packet from `from`'s far end and readies it for `to`; 0 to send it. */
+static int forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
+                       const struct sockaddr_storage *source, socklen_t source_len, double now) {
+    if (length >= 2 && data[1] >= 192 && data[1] <= 223) {
+        from->counters.rtcp += 1;
+        return -1;
+    }
+    size_t start, end;
+    if (payload_bounds(data, length, &start, &end) < 0) {
+        from->counters.malformed += 1;
+        return -1;
+    }
+    if (!same_address(&from->remote, source_len, source)) {
+        from->counters.wrong_source += 1;
+        return -1;
+    }
+    int payload_type = data[1] & 0x7F;
+    int out_type;
+    if (payload_type == from->payload_type) {
+        out_type = to->payload_type;
+        const unsigned char *table = to->translate == TRANSLATE_ULAW_TO_ALAW ? ulaw_to_alaw
+                                   : to->translate == TRANSLATE_ALAW_TO_ULAW ? alaw_to_ulaw
+                                   : NULL;
+        if (table != NULL)
+            for (size_t i = start; i < end; i++) data[i] = table[data[i]];
+    } else if (from->dtmf_payload_type >= 0 && payload_type == from->dtmf_payload_type) {
+        out_type = to->dtmf_payload_type;
+    } else {
+        from->counters.unknown_payload += 1;
+        return -1;
+    }
+    from->counters.received += 1;
+    uint32_t sequence = (uint32_t)data[2] << 8 | data[3];
+    uint32_t timestamp = (uint32_t)data[4] << 24 | (uint32_t)data[5] << 16 |
+                         (uint32_t)data[6] << 8 | data[7];
+    update_reception(&from->reception, sequence, timestamp, now, from->clock_rate);
+    if (out_type < 0) return -1; /* DTMF to a far end that took no telephone-event */
+    data[1] = (data[1] & 0x80) | (unsigned char)out_type;
+    restamp(&to->outgoing, to->clock_rate, data, now);
+    return 0;
+}
+
+static void drain(Forwarder *self, Leg *from) {
+    Leg *to = &self->legs[from->peer];
+    static __thread unsigned char buffers[BATCH][MAX_RTP + 1];
+    static __thread struct sockaddr_storage sources[BATCH];
+    struct mmsghdr in[BATCH], out[BATCH];
+    struct iovec in_vec[BATCH], out_vec[BATCH];
+    memset(in, 0, sizeof in);
+    for (int i = 0; i < BATCH; i++) {
+        in_vec[i].iov_base = buffers[i];
+        in_vec[i].iov_len = MAX_RTP + 1; /* one more, to see an oversized packet */
+        in[i].msg_hdr.msg_iov = &in_vec[i];
+        in[i].msg_hdr.msg_iovlen = 1;
+        in[i].msg_hdr.msg_name = &sources[i];
+        in[i].msg_hdr.msg_namelen = sizeof sources[i];
+    }
+    int got = recvmmsg(from->fd, in, BATCH, MSG_DONTWAIT, NULL);
+    if (got <= 0) return;
+    double now = monotonic_seconds();
+    int ready = 0;
+    for (int i = 0; i < got; i++) {
+        size_t length = in[i].msg_len;
+        if (forward_one(from, to, buffers[i], length, &sources[i], in[i].msg_hdr.msg_namelen,
+                        now) < 0)
+            continue;
+        memset(&out[ready], 0, sizeof out[ready]);
+        out_vec[ready].iov_base = buffers[i];
+        out_vec[ready].iov_len = length;
+        out[ready].msg_hdr.msg_iov = &out_vec[ready];
+        out[ready].msg_hdr.msg_iovlen = 1;
+        out[ready].msg_hdr.msg_name = &to->remote;
+        out[ready].msg_hdr.msg_namelen = to->remote_len;
+        ready++;
+    }
+    if (ready == 0) return;
+    int sent = sendmmsg(to->fd, out, ready, MSG_DONTWAIT);
+    if (sent > 0) to->counters.sent += sent;
+}
+
+static void *run(void *arg) {
+    Forwarder *self = arg;
+    struct epoll_event events[64];
+    while (!self->stopping) {
+        int count = epoll_wait(self->epoll_fd, events, 64, 100);
+        if (count <= 0) continue;
+        pthread_mutex_lock(&self->lock);
+        for (int e = 0; e < count; e++) {
+            uint32_t slot = (uint32_t)events[e].data.u64;
+            uint32_t generation = (uint32_t)(events[e].data.u64 >> 32);
+            if ((int)slot >= self->capacity) continue;
+            Leg *leg = &self->legs[slot];
+            if (leg->used && leg->generation == generation) drain(self, leg);
+        }
+        pthread_mutex_unlock(&self->lock);
+    }
+    return NULL;
+}
+
+/* ---- state in and out of Python ------------------------------------- */
+
+static int read_leg(PyObject *spec, Leg *leg) {
+    const char *host;
+    int family, port;
+    PyObject *reception, *outgoing;
+    if (!PyArg_ParseTuple(spec, "iisiiiiiOO", &leg->fd, &family, &host, &port,
+                          &leg->payload_type, &leg->dtmf_payload_type, &leg->clock_rate,
+                          &leg->translate, &reception, &outgoing))
+        return -1;
+    Reception *r = &leg->reception;
+    if (!PyArg_ParseTuple(reception, "pLLLLpddLL", &r->has_base, &r->base, &r->max, &r->cycles,
+                          &r->received, &r->has_transit, &r->transit, &r->jitter,
+                          &r->expected_prior, &r->received_prior))
+        return -1;
+    Outgoing *o = &leg->outgoing;
+    unsigned long long ssrc, next_sequence, last_timestamp, first_timestamp, source,
+        sequence_offset, source_base, target_base;
+    if (!PyArg_ParseTuple(outgoing, "KKpKdKpKKKKL", &ssrc, &next_sequence,
+                          &o->has_last_timestamp, &last_timestamp, &o->last_wallclock,
+                          &first_timestamp, &o->has_source, &source, &sequence_offset,
+                          &source_base, &target_base, &o->switches))
+        return -1;
+    o->ssrc = (uint32_t)ssrc;
+    o->next_sequence = (uint32_t)next_sequence & 0xFFFF;
+    o->last_timestamp = (uint32_t)last_timestamp;
+    o->first_timestamp = (uint32_t)first_timestamp;
+    o->source = (uint32_t)source;
+    o->sequence_offset = (uint32_t)sequence_offset & 0xFFFF;
+    o->source_base = (uint32_t)source_base;
+    o->target_base = (uint32_t)target_base;
+    memset(&leg->remote, 0, sizeof leg->remote);
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (void *)&leg->remote;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &a->sin_addr) != 1) goto bad_address;
+        leg->remote_len = sizeof *a;
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (void *)&leg->remote;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1) goto bad_address;
+        leg->remote_len = sizeof *a;
+    } else {
+        goto bad_address;
+    }
+    if (leg->clock_rate <= 0 || leg->translate < 0 || leg->translate > 2) {
+        PyErr_SetString(PyExc_ValueError, "fast path: bad clock rate or translation");
+        return -1;
+    }
+    return 0;
+bad_address:
+    PyErr_Format(PyExc_ValueError, "fast path: cannot use remote address %s", host);
+    return -1;
+}
+
+static PyObject *leg_state(Leg *leg) {
+    char host[INET6_ADDRSTRLEN] = "";
+    int port = 0;
+    if (leg->remote.ss_family == AF_INET) {
+        struct sockaddr_in *a = (void *)&leg->remote;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+        port = ntohs(a->sin_port);
+    } else {
+        struct sockaddr_in6 *a = (void *)&leg->remote;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+        port = ntohs(a->sin6_port);
+    }
+    Reception *r = &leg->reception;
+    Outgoing *o = &leg->outgoing;
+    Counters *c = &leg->counters;
+    return Py_BuildValue(
+        "(si(NLLLLNddLL)(kkNkdkNkkkkL)(LLLLLL))", host, port,
+        PyBool_FromLong(r->has_base), r->base, r->max, r->cycles, r->received,
+        PyBool_FromLong(r->has_transit), r->transit, r->jitter, r->expected_prior,
+        r->received_prior,
+        (unsigned long)o->ssrc, (unsigned long)o->next_sequence,
+        PyBool_FromLong(o->has_last_timestamp), (unsigned long)o->last_timestamp,
+        o->last_wallclock, (unsigned long)o->first_timestamp, PyBool_FromLong(o->has_source),
+        (unsigned long)o->source, (unsigned long)o->sequence_offset,
+        (unsigned long)o->source_base, (unsigned long)o->target_base, o->switches,
+        c->received, c->sent, c->malformed, c->unknown_payload, c->wrong_source, c->rtcp);
+}
+
+static void lock_without_gil(Forwarder *self) {
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    Py_END_ALLOW_THREADS
+}
+
+static int free_slot(Forwarder *self) {
+    for (int i = 0; i < self->capacity; i++)
+        if (!self->legs[i].used) return i;
+    return -1;
+}
+
+static int watch(Forwarder *self, int slot) {
+    Leg *leg = &self->legs[slot];
+    struct epoll_event event = {.events = EPOLLIN};
+    event.data.u64 = (uint64_t)leg->generation << 32 | (uint32_t)slot;
+    return epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, leg->fd, &event);
+}
+
+static void unwatch(Forwarder *self, int slot) {
+    Leg *leg = &self->legs[slot];
+    epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, leg->fd, NULL);
+    leg->used = 0;
+    leg->generation += 1;
+}
+
+/* bridge(leg_a, leg_b) -> (slot_a, slot_b) */
+static PyObject *Forwarder_bridge(Forwarder *self, PyObject *args) {
+    PyObject *spec_a, *spec_b;
+    if (!PyArg_ParseTuple(args, "OO", &spec_a, &spec_b)) return NULL;
+    Leg a = {0}, b = {0};
+    if (read_leg(spec_a, &a) < 0 || read_leg(spec_b, &b) < 0) return NULL;
+    lock_without_gil(self);
+    int slot_a = free_slot(self);
+    if (slot_a >= 0) self->legs[slot_a].used = 1;
+    int slot_b = slot_a >= 0 ? free_slot(self) : -1;
+    if (slot_b < 0) {
+        if (slot_a >= 0) self->legs[slot_a].used = 0;
+        pthread_mutex_unlock(&self->lock);
+        PyErr_SetString(PyExc_OverflowError, "fast path: no free slot");
+        return NULL;
+    }
+    a.generation = self->legs[slot_a].generation;
+    b.generation = self->legs[slot_b].generation;
+    a.used = b.used = 1;
+    a.peer = slot_b;
+    b.peer = slot_a;
+    self->legs[slot_a] = a;
+    self->legs[slot_b] = b;
+    int failed = watch(self, slot_a) < 0 || watch(self, slot_b) < 0;
+    if (failed) {
+        int saved = errno;
+        unwatch(self, slot_a);
+        unwatch(self, slot_b);
+        pthread_mutex_unlock(&self->lock);
+        errno = saved;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return Py_BuildValue("(ii)", slot_a, slot_b);
+}
+
+/* release(slot_a, slot_b) -> (state_a, state_b); the sockets are Python's again. */
+static PyObject *Forwarder_release(Forwarder *self, PyObject *args) {
+    int slot_a, slot_b;
+    if (!PyArg_ParseTuple(args, "ii", &slot_a, &slot_b)) return NULL;
+    if (slot_a < 0 || slot_b < 0 || slot_a >= self->capacity || slot_b >= self->capacity) {
+        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
+        return NULL;
+    }
+    lock_without_gil(self);
+    if (!self->legs[slot_a].used || !self->legs[slot_b].used ||
+        self->legs[slot_a].peer != slot_b) {
+        pthread_mutex_unlock(&self->lock);
+        PyErr_SetString(PyExc_ValueError, "fast path: slots are not a bridged pair");
+        return NULL;
+    }
+    Leg a = self->legs[slot_a], b = self->legs[slot_b];
+    unwatch(self, slot_a);
+    unwatch(self, slot_b);
+    pthread_mutex_unlock(&self->lock);
+    return Py_BuildValue("(NN)", leg_state(&a), leg_state(&b));
+}
+
+/* snapshot(slot) -> the leg's state as release() would give it, the leg staying here */
+static PyObject *Forwarder_snapshot(Forwarder *self, PyObject *args) {
+    int slot;
+    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
+    if (slot < 0 || slot >= self->capacity) {
+        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
+        return NULL;
+    }
+    lock_without_gil(self);
+    Leg leg = self->legs[slot];
+    pthread_mutex_unlock(&self->lock);
+    return leg_state(&leg);
+}
+
+/* counters(slot) -> (received, sent, malformed, unknown_payload, wrong_source, rtcp) */
+static PyObject *Forwarder_counters(Forwarder *self, PyObject *args) {
+    int slot;
+    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
+    if (slot < 0 || slot >= self->capacity) {
+        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
+        return NULL;
+    }
+    lock_without_gil(self);
+    Counters c = self->legs[slot].counters;
+    pthread_mutex_unlock(&self->lock);
+    return Py_BuildValue("(LLLLLL)", c.received, c.sent, c.malformed, c.unknown_payload,
+                         c.wrong_source, c.rtcp);
+}
+
+static void stop_thread(Forwarder *self) {
+    if (!self->thread_started) return;
+    self->stopping = 1;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(self->thread, NULL);
+    Py_END_ALLOW_THREADS
+    self->thread_started = 0;
+}
+
+static PyObject *Forwarder_close(Forwarder *self, PyObject *Py_UNUSED(ignored)) {
+    stop_thread(self);
+    Py_RETURN_NONE;
+}
+
+static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"capacity", NULL};
+    int capacity = 8192;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i", keywords, &capacity)) return -1;
+    if (capacity < 2 || capacity > 1 << 20) {
+        PyErr_SetString(PyExc_ValueError, "fast path: capacity out of range");
+        return -1;
+    }
+    if (self->legs != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "fast path: already initialised");
+        return -1;
+    }
+    self->legs = PyMem_Calloc((size_t)capacity, sizeof(Leg));
+    if (self->legs == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->capacity = capacity;
+    pthread_mutex_init(&self->lock, NULL);
+    self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (self->epoll_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (pthread_create(&self->thread, NULL, run, self) != 0) {
+        PyErr_SetString(PyExc_OSError, "fast path: cannot start its thread");
+        return -1;
+    }
+    self->thread_started = 1;
+    return 0;
+}
+
+static void Forwarder_dealloc(Forwarder *self) {
+    stop_thread(self);
+    if (self->epoll_fd > 0) close(self->epoll_fd);
+    PyMem_Free(self->legs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef Forwarder_methods[] = {
+    {"bridge", (PyCFunction)Forwarder_bridge, METH_VARARGS,
+     "bridge(leg_a, leg_b) -> (slot_a, slot_b): forward between two legs off the loop."},
+    {"release", (PyCFunction)Forwarder_release, METH_VARARGS,
+     "release(slot_a, slot_b) -> (state_a, state_b): stop, hand the legs' state back."},
+    {"snapshot", (PyCFunction)Forwarder_snapshot, METH_VARARGS,
+     "snapshot(slot) -> the leg's state, read while it stays on the fast path."},
+    {"counters", (PyCFunction)Forwarder_counters, METH_VARARGS,
+     "counters(slot) -> the leg's counters since it was bridged here."},
+    {"close", (PyCFunction)Forwarder_close, METH_NOARGS, "Stop the forwarding thread."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ForwarderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "warmline.media._fastpath.Forwarder",
+    .tp_basicsize = sizeof(Forwarder),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "RTP pass-through for bridged leg pairs on a thread of its own.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Forwarder_init,
+    .tp_dealloc = (destructor)Forwarder_dealloc,
+    .tp_methods = Forwarder_methods,
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT, "_fastpath", "The relay's compiled pass-through path.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    PyObject *tables = PyImport_ImportModule("warmline.media.g711");
+    if (tables == NULL) return NULL;
+    const char *names[2] = {"ULAW_TO_ALAW", "ALAW_TO_ULAW"};
+    unsigned char *targets[2] = {ulaw_to_alaw, alaw_to_ulaw};
+    for (int t = 0; t < 2; t++) {
+        PyObject *table = PyObject_GetAttrString(tables, names[t]);
+        if (table == NULL || !PyBytes_Check(table) || PyBytes_GET_SIZE(table) != 256) {
+            Py_XDECREF(table);
+            Py_DECREF(tables);
+            PyErr_SetString(PyExc_ImportError, "fast path: g711 tables missing");
+            return NULL;
+        }
+        memcpy(targets[t], PyBytes_AS_STRING(table), 256);
+        Py_DECREF(table);
+    }
+    Py_DECREF(tables);
+    if (PyType_Ready(&ForwarderType) < 0) return NULL;
+    PyObject *module = PyModule_Create(&fastpath_module);
+    if (module == NULL) return NULL;
+    Py_INCREF(&ForwarderType);
+    if (PyModule_AddObject(module, "Forwarder", (PyObject *)&ForwarderType) < 0) {
+        Py_DECREF(&ForwarderType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

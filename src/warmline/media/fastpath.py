@@ -1,0 +1,140 @@
+"""Hands plainly bridged leg pairs to the compiled forwarder (_fastpath.c) and back.
+
+A Python relay pays the interpreter for every packet; once a caller and a
+human are simply bridged, nothing about their packets needs it. A pair goes
+to the forwarder's thread when both legs are latched, routed to each other,
+sending both ways, on one codec (or PCMU<->PCMA) and nobody is listening in
+(no DTMF callback, no first-word detector, no conference, no DTMF being
+sent). Anything that changes that takes the pair back first (relay.py calls
+:meth:`FastPath.reclaim`), with the outgoing streams' sequence/timestamp
+state, the reception statistics, the latched addresses and the counters, so
+neither far end sees a seam either way.
+
+Without a compiled forwarder (no gcc, or ``WARMLINE_FASTPATH=0``) the relay
+forwards every packet in Python, with the same results.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from warmline.media.rtcp import ReceptionState
+
+if TYPE_CHECKING:
+    from warmline.media.relay import RelayLeg
+
+_TRANSLATION = {("pcmu", "pcma"): 1, ("pcma", "pcmu"): 2}
+
+
+def _load_forwarder() -> ModuleType | None:
+    if os.environ.get("WARMLINE_FASTPATH", "1") == "0":
+        return None
+    try:
+        from warmline.media import _fastpath  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    module: ModuleType = _fastpath
+    return module
+
+
+@dataclass(eq=False)
+class Offload:
+    """A pair of legs the forwarder currently owns."""
+
+    legs: tuple[RelayLeg, RelayLeg]
+    slots: tuple[int, int]
+
+
+def _plain(leg: RelayLeg) -> bool:
+    stream = leg.stream
+    return (stream is not None and stream.direction == "sendrecv" and leg.latched
+            and leg.remote is not None and leg.reception is not None and leg.open
+            and leg.conference is None and leg.on_dtmf is None and not leg.listening_for_words
+            and not leg.muted and leg.pending is None)
+
+
+def eligible(a: RelayLeg, b: RelayLeg) -> bool:
+    """Whether the pair's packets need nothing that only Python does."""
+    if not (a.target is b and b.target is a and a.source is b and b.source is a):
+        return False
+    if not (_plain(a) and _plain(b)):
+        return False
+    assert a.stream is not None and b.stream is not None
+    codec_a, codec_b = a.stream.codec, b.stream.codec
+    return codec_a.clock_rate == codec_b.clock_rate and (
+        codec_a.key == codec_b.key or (codec_a.key, codec_b.key) in _TRANSLATION)
+
+
+class FastPath:
+    """The relay's handle on one compiled forwarder thread."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._forwarder: Any = module.Forwarder()
+        self.offloads = 0  # pairs handed over, for the records and the tests
+
+    @classmethod
+    def create(cls) -> FastPath | None:
+        module = _load_forwarder()
+        return None if module is None else cls(module)
+
+    def offer(self, leg: RelayLeg) -> bool:
+        """Hand ``leg`` and its peer over if they qualify; True if they now run compiled."""
+        peer = leg.target
+        if leg.offload is not None or peer is None or not eligible(leg, peer):
+            return False
+        leg.stop_reading()
+        peer.stop_reading()
+        try:
+            slots = self._forwarder.bridge(_spec(leg, peer), _spec(peer, leg))
+        except (OSError, OverflowError, ValueError):
+            leg.start_reading()
+            peer.start_reading()
+            return False
+        offload = Offload((leg, peer), slots)
+        leg.offload = peer.offload = offload
+        self.offloads += 1
+        return True
+
+    def reclaim(self, offload: Offload) -> None:
+        """Take the pair back into Python with everything the forwarder learnt."""
+        states = self._forwarder.release(*offload.slots)
+        for leg, state in zip(offload.legs, states, strict=True):
+            leg.offload = None
+            host, port, reception, outgoing, counters = state
+            leg.remote = (host, port)
+            if leg.reception is not None:
+                leg.reception.restore_state(reception)
+            leg.outgoing.restore_state(outgoing)
+            leg.add_counters(counters)
+            leg.start_reading()
+
+    def reception(self, offload: Offload, leg: RelayLeg) -> ReceptionState:
+        """``leg``'s reception statistics as they are now, the pair staying compiled."""
+        slot = offload.slots[offload.legs.index(leg)]
+        state: ReceptionState = self._forwarder.snapshot(slot)[2]
+        return state
+
+    def live_counters(self, offload: Offload, leg: RelayLeg) -> tuple[int, ...]:
+        slot = offload.slots[offload.legs.index(leg)]
+        counters: tuple[int, ...] = self._forwarder.counters(slot)
+        return counters
+
+    def close(self) -> None:
+        self._forwarder.close()
+
+
+def _spec(leg: RelayLeg, peer: RelayLeg) -> tuple[object, ...]:
+    """The forwarder's view of ``leg``: socket, far end, codec, stream and statistics."""
+    stream, peer_stream, remote, reception = leg.stream, peer.stream, leg.remote, leg.reception
+    assert stream is not None and peer_stream is not None
+    assert remote is not None and reception is not None
+    translate = _TRANSLATION.get((peer_stream.codec.key, stream.codec.key), 0)
+    family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+    dtmf = -1 if stream.dtmf_payload_type is None else stream.dtmf_payload_type
+    return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, dtmf,
+            stream.codec.clock_rate, translate, reception.export_state(),
+            leg.outgoing.export_state())

@@ -1,0 +1,149 @@
+"""The compiled fast path: a bridged pair leaves Python and comes back without a seam."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from itertools import pairwise
+
+import pytest
+
+from tests.interop.test_relay import configure, drain, loopback_relay
+from warmline.media import g711
+from warmline.media.fastpath import FastPath
+from warmline.media.player import Player, ringback
+from warmline.media.relay import EmbeddedRelay, RelayLeg
+from warmline.media.rtp import RtpPacket
+
+pytestmark = pytest.mark.interop
+
+
+def test_the_fast_path_is_built() -> None:
+    """scripts/build-core compiles it; without it 1,000 calls per core is out of reach."""
+    assert FastPath.create() is not None
+
+
+async def talk(ends: list[tuple[socket.socket, RelayLeg, int]], count: int,
+               payload: bytes = b"\x55" * 160, first: int = 0) -> None:
+    """Each far end sends ``count`` 20 ms packets to its leg, all at once per tick."""
+    for n in range(first, first + count):
+        for sock, leg, ssrc in ends:
+            assert leg.stream is not None
+            packet = RtpPacket(leg.stream.payload_type, (7000 + n) & 0xFFFF,
+                               (160 * n) & 0xFFFFFFFF, ssrc, payload)
+            sock.sendto(packet.to_bytes(), (leg.local.host, leg.local.port))
+        await asyncio.sleep(0.02)
+
+
+async def bridged(relay: EmbeddedRelay, caller: socket.socket, human: socket.socket,
+                  human_codec: str = "pcmu") -> tuple[RelayLeg, RelayLeg]:
+    to_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+    configure(to_caller, caller, "pcmu")
+    configure(to_human, human, human_codec)
+    to_caller.route_to(to_human)
+    to_human.route_to(to_caller)
+    return to_caller, to_human
+
+
+def assert_continuous(packets: list[RtpPacket], switch_slack: int = 0) -> None:
+    """One SSRC, sequence +1 each packet, timestamp +20 ms (a switch: the real time elapsed)."""
+    assert len({p.ssrc for p in packets}) == 1
+    for before, after in pairwise(packets):
+        assert after.sequence == (before.sequence + 1) & 0xFFFF
+        step = (after.timestamp - before.timestamp) & 0xFFFFFFFF
+        assert step == 160 or (after.marker and 0 < step <= 160 + switch_slack)
+
+
+def test_a_bridged_pair_moves_to_the_fast_path_and_back_without_a_seam() -> None:
+    async def scenario() -> list[RtpPacket]:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            to_caller, to_human = await bridged(relay, caller, human)
+            await talk([(caller, to_caller, 1), (human, to_human, 2)], 80)
+            assert relay.fast_path is not None and relay.fast_path.offloads == 1
+            assert to_caller.offload is not None
+            mid_call = to_human.counters  # read live from the forwarder
+            assert mid_call.received >= 79 and mid_call.sent >= 79
+            to_caller.take_back()  # what a re-INVITE or a switch does first
+            assert to_caller.offload is None and to_human.offload is None
+            await talk([(caller, to_caller, 1), (human, to_human, 2)], 40, first=80)
+            heard_by_caller = await drain(caller)
+            assert to_human.reception is not None and to_human.reception.received == 120
+            assert to_human.reception.lost == 0
+            assert to_caller.counters.received == 120
+            assert relay.fast_path.offloads == 2  # it went back once the pair qualified again
+            return heard_by_caller
+
+    heard = asyncio.run(scenario())
+    assert len(heard) == 120
+    assert_continuous(heard)
+
+
+def test_the_fast_path_stamps_exactly_as_python_does() -> None:
+    """Same input through both paths: the same sequence/timestamp steps, markers and bytes."""
+
+    async def through(fast: bool) -> list[tuple[int, int, bool, bytes]]:
+        async with loopback_relay(3) as (relay, (caller, human, ai)):
+            relay._want_fast_path = fast
+            to_caller, to_human = await bridged(relay, caller, human, "pcma")
+            from_ai = await relay.open_leg("ai")
+            configure(from_ai, ai, "pcmu")
+            await talk([(caller, to_caller, 1), (human, to_human, 2)], 40,
+                       payload=bytes(range(160)))
+            from_ai.route_to(to_caller)  # the AI comes back: a switch, with a new SSRC
+            await talk([(ai, from_ai, 3)], 5)
+            to_human.route_to(to_caller)
+            await talk([(caller, to_caller, 1), (human, to_human, 4)], 40, first=40)
+            packets = await drain(caller)
+            assert (relay.fast_path is not None) == fast
+        steps = [(b.sequence - a.sequence) & 0xFFFF for a, b in pairwise(packets)]
+        ticks = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in pairwise(packets)]
+        return [(s, round(t / 160), p.marker, p.payload)
+                for s, t, p in zip(steps, ticks, packets[1:], strict=True)]
+
+    python, compiled = asyncio.run(through(False)), asyncio.run(through(True))
+    assert len(python) == len(compiled) == 84
+    assert [entry[:3] for entry in python] == [entry[:3] for entry in compiled]
+    assert [entry[3] for entry in python] == [entry[3] for entry in compiled]
+    assert compiled[0][3] == g711.alaw_to_ulaw(bytes(range(160)))  # PCMA human, PCMU caller
+
+
+def test_bad_packets_on_the_fast_path_are_dropped_and_counted() -> None:
+    async def scenario() -> None:
+        async with loopback_relay(3) as (relay, (caller, human, stranger)):
+            to_caller, to_human = await bridged(relay, caller, human)
+            await talk([(caller, to_caller, 1), (human, to_human, 2)], 40)
+            assert to_caller.offload is not None
+            port = (to_caller.local.host, to_caller.local.port)
+            caller.sendto(b"\x80\x00\x01", port)  # truncated
+            caller.sendto(b"\x40" + bytes(171), port)  # RTP version 1
+            caller.sendto(b"\x8f" + bytes(13), port)  # CSRC list past the end
+            caller.sendto(b"\x80\xc8" + bytes(26), port)  # RTCP on the RTP port
+            caller.sendto(RtpPacket(96, 1, 1, 1, b"x").to_bytes(), port)  # unknown type
+            caller.sendto(b"\x80\x00" + bytes(1600), port)  # oversized
+            stranger.sendto(RtpPacket(0, 2, 2, 9, bytes(160)).to_bytes(), port)
+            await talk([(caller, to_caller, 1), (human, to_human, 2)], 10, first=40)
+            counters = to_caller.counters
+            assert (counters.malformed, counters.rtcp, counters.unknown_payload,
+                    counters.wrong_source) == (4, 1, 1, 1)
+            assert counters.received == 50
+            assert len(await drain(human)) == 50
+
+    asyncio.run(scenario())
+
+
+def test_hold_audio_takes_the_caller_back_from_the_fast_path() -> None:
+    async def scenario() -> None:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            to_caller, to_human = await bridged(relay, caller, human)
+            await talk([(caller, to_caller, 1), (human, to_human, 2)], 40)
+            assert to_caller.offload is not None
+            to_caller.play(Player(ringback(), loop=True))
+            assert to_caller.offload is None
+            await asyncio.sleep(0.4)
+            heard = await drain(caller)
+            assert_continuous(heard, switch_slack=80)
+            assert len({p.payload for p in heard[-10:]}) > 1  # ringback, not the human's bytes
+            to_caller.close()
+            to_human.close()
+
+    asyncio.run(scenario())
