@@ -17,7 +17,8 @@ from warmline.media import g711
 from warmline.media.dtmf import DtmfError, TelephoneEvent, digit_packets
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
-from warmline.media.rtp import RtpPacket
+from warmline.media.rtcp import SR, ReportBlock, parse_compound, receiver_report
+from warmline.media.rtp import RtpPacket, is_rtcp_type
 from warmline.media.sdp import CODECS, AudioStream
 
 pytestmark = pytest.mark.interop
@@ -361,3 +362,49 @@ def test_a_leg_on_hold_sends_nothing() -> None:
             return held, len(await drain(human))
 
     assert asyncio.run(scenario()) == (0, 5)
+
+
+@pytest.mark.parametrize("mux", [False, True])
+def test_legs_send_rtcp_reports_and_keep_the_far_ends(mux: bool) -> None:
+    async def scenario() -> None:
+        base = free_port() // 2 * 2
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40), rtcp_interval=0.15)
+        phone, phone_rtcp = endpoint(), endpoint()
+        try:
+            leg = await relay.open_leg("caller")
+            host, port = phone.getsockname()
+            leg.configure(AudioStream(0, CODECS["pcmu"], 101, 20, host, port, "sendrecv",
+                                      rtcp_mux=mux, remote_rtcp_port=phone_rtcp.getsockname()[1]))
+            leg.play(Player(ringback(), loop=True))  # we send audio: our reports are SRs
+            for n in range(60):
+                if n % 12 != 5:  # five packets lost on the way
+                    packet = RtpPacket(0, 500 + n, 160 * n, 0xCAFE, bytes(160))
+                    phone.sendto(packet.to_bytes(), (leg.local.host, leg.local.port))
+                await asyncio.sleep(0.005)
+            rtcp_port = leg.local.port if mux else leg.local.port + 1
+            about_us = ReportBlock(leg.outgoing.ssrc, 12, 3, 4242, 40)
+            phone_rtcp.sendto(receiver_report(0xCAFE, [about_us]), (host, rtcp_port))
+            phone_rtcp.sendto(b"\x80\xc9\x00\x09garbage", (host, rtcp_port))
+            await asyncio.sleep(0.5)
+            reports = []
+            for sock in (phone, phone_rtcp):
+                while True:
+                    try:
+                        data = sock.recv(2048)
+                    except BlockingIOError:
+                        break
+                    if is_rtcp_type(data[1]):
+                        reports += parse_compound(data)
+            senders = [r for r in reports if r.kind == SR and r.ssrc == leg.outgoing.ssrc]
+            assert senders, f"no sender report among {reports}"
+            block = senders[-1].blocks[0]
+            assert block.ssrc == 0xCAFE and block.cumulative_lost == 5
+            assert block.highest_sequence == 559
+            assert leg.rtcp.far_end == about_us
+            assert leg.rtcp.counters.malformed == 1
+        finally:
+            await relay.close()
+            phone.close()
+            phone_rtcp.close()
+
+    asyncio.run(scenario())

@@ -61,7 +61,7 @@ typedef struct {
 } Outgoing;
 
 typedef struct {
-    long long received, sent, malformed, unknown_payload, wrong_source, rtcp;
+    long long received, sent, malformed, unknown_payload, wrong_source, rtcp, sent_octets;
 } Counters;
 
 typedef struct {
@@ -269,7 +269,10 @@ static void drain(Forwarder *self, Leg *from) {
     }
     if (ready == 0) return;
     int sent = sendmmsg(to->fd, out, ready, MSG_DONTWAIT);
-    if (sent > 0) to->counters.sent += sent;
+    for (int i = 0; i < sent; i++) {
+        to->counters.sent += 1;
+        to->counters.sent_octets += (long long)out_vec[i].iov_len - 12; /* for RTCP SRs */
+    }
 }
 
 static void *run(void *arg) {
@@ -364,7 +367,7 @@ static PyObject *leg_state(Leg *leg) {
     Outgoing *o = &leg->outgoing;
     Counters *c = &leg->counters;
     return Py_BuildValue(
-        "(si(NLLLLNddLL)(kkNkdkNkkkkL)(LLLLLL))", host, port,
+        "(si(NLLLLNddLL)(kkNkdkNkkkkL)(LLLLLLL))", host, port,
         PyBool_FromLong(r->has_base), r->base, r->max, r->cycles, r->received,
         PyBool_FromLong(r->has_transit), r->transit, r->jitter, r->expected_prior,
         r->received_prior,
@@ -373,7 +376,8 @@ static PyObject *leg_state(Leg *leg) {
         o->last_wallclock, (unsigned long)o->first_timestamp, PyBool_FromLong(o->has_source),
         (unsigned long)o->source, (unsigned long)o->sequence_offset,
         (unsigned long)o->source_base, (unsigned long)o->target_base, o->switches,
-        c->received, c->sent, c->malformed, c->unknown_payload, c->wrong_source, c->rtcp);
+        c->received, c->sent, c->malformed, c->unknown_payload, c->wrong_source, c->rtcp,
+        c->sent_octets);
 }
 
 static void lock_without_gil(Forwarder *self) {
@@ -474,7 +478,8 @@ static PyObject *Forwarder_snapshot(Forwarder *self, PyObject *args) {
     return leg_state(&leg);
 }
 
-/* counters(slot) -> (received, sent, malformed, unknown_payload, wrong_source, rtcp) */
+/* counters(slot) -> (received, sent, malformed, unknown_payload, wrong_source, rtcp,
+ *                    sent_octets) */
 static PyObject *Forwarder_counters(Forwarder *self, PyObject *args) {
     int slot;
     if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
@@ -485,8 +490,8 @@ static PyObject *Forwarder_counters(Forwarder *self, PyObject *args) {
     lock_without_gil(self);
     Counters c = self->legs[slot].counters;
     pthread_mutex_unlock(&self->lock);
-    return Py_BuildValue("(LLLLLL)", c.received, c.sent, c.malformed, c.unknown_payload,
-                         c.wrong_source, c.rtcp);
+    return Py_BuildValue("(LLLLLLL)", c.received, c.sent, c.malformed, c.unknown_payload,
+                         c.wrong_source, c.rtcp, c.sent_octets);
 }
 
 static void stop_thread(Forwarder *self) {

@@ -32,6 +32,7 @@ class LegCounters:
     unknown_payload: int = 0
     wrong_source: int = 0
     rtcp: int = 0
+    sent_octets: int = 0  # RTP payload octets sent, for RTCP sender reports
 
 
 class MediaLeg(Protocol):

@@ -27,6 +27,7 @@ from warmline.media.fastpath import FastPath, Offload
 from warmline.media.plane import LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player
 from warmline.media.rtcp import ReceptionStats
+from warmline.media.rtcp_session import DEFAULT_INTERVAL, RtcpSession
 from warmline.media.rtp import (
     MAX_RTP_SIZE,
     ContinuousStream,
@@ -85,7 +86,8 @@ class RelayLeg:
     """One RTP endpoint: a UDP socket, the far end it talks to and what it hears."""
 
     def __init__(self, label: str, local: LegAddress, sock: socket.socket,
-                 fast_path: FastPath | None = None) -> None:
+                 fast_path: FastPath | None = None, rtcp_sock: socket.socket | None = None,
+                 rtcp_interval: float = DEFAULT_INTERVAL) -> None:
         self.label = label
         self._local = local
         self._counters = LegCounters()
@@ -94,6 +96,7 @@ class RelayLeg:
         self.offload: Offload | None = None  # set while the compiled forwarder owns the pair
         self.stream: AudioStream | None = None
         self.remote: tuple[str, int] | None = None
+        self.remote_ssrc: int | None = None  # the far end's stream, for our report blocks
         self.latched = False
         self.target: RelayLeg | None = None
         self.encoder: Codec | None = None  # for audio sent to this leg's far end
@@ -113,7 +116,11 @@ class RelayLeg:
         self.loop = asyncio.get_running_loop()
         self._reading = False
         self._next_offer = 0  # the packet count at which to offer the pair to the fast path
+        self._rtcp_sock = rtcp_sock  # local port + 1, for far ends without rtcp-mux
+        self.rtcp = RtcpSession(self, self._send_rtcp, rtcp_interval)
         self.start_reading()
+        if rtcp_sock is not None:
+            self.loop.add_reader(rtcp_sock.fileno(), self._rtcp_readable)
 
     @property
     def local(self) -> LegAddress:
@@ -191,6 +198,8 @@ class RelayLeg:
         self.latched = False
         self.outgoing.clock_rate = stream.codec.clock_rate
         self._reception = ReceptionStats(stream.codec.clock_rate)
+        if self._sock is not None:
+            self.rtcp.start()
 
     def route_to(self, target: object) -> None:
         """What this leg receives is what ``target``'s far end now hears (and only that)."""
@@ -260,9 +269,14 @@ class RelayLeg:
     def close(self) -> None:
         self.listen_to(None)
         self.stop_reading()
+        self.rtcp.stop()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._rtcp_sock is not None:
+            self.loop.remove_reader(self._rtcp_sock.fileno())
+            self._rtcp_sock.close()
+            self._rtcp_sock = None
         self.target = None
         if self.on_close is not None:
             self.on_close(self)
@@ -283,10 +297,22 @@ class RelayLeg:
                 return
             self.datagram_received(data, addr)
 
+    def _rtcp_readable(self) -> None:
+        sock = self._rtcp_sock
+        if sock is None:
+            return
+        try:
+            data, addr = sock.recvfrom(MAX_RTP_SIZE)
+        except OSError:
+            return  # nothing there after all, or an ICMP error
+        self._counters.rtcp += 1
+        self.rtcp.receive(data, addr)
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         counters = self._counters
         if len(data) >= 2 and is_rtcp_type(data[1]):
-            counters.rtcp += 1
+            counters.rtcp += 1  # rtcp-mux (RFC 5761 §4)
+            self.rtcp.receive(data, addr)
             return
         try:
             packet = RtpPacket.parse(data)
@@ -302,6 +328,7 @@ class RelayLeg:
             counters.unknown_payload += 1
             return
         counters.received += 1
+        self.remote_ssrc = packet.ssrc
         if counters.received >= self._next_offer and self.fast_path is not None:
             self._forward(packet, stream)
             if not self.fast_path.offer(self):
@@ -389,6 +416,16 @@ class RelayLeg:
         out = self.outgoing.rewrite(packet, self.loop.time(), source.codec.clock_rate)
         self._send(out.to_bytes(), remote)
 
+    def _send_rtcp(self, data: bytes, destination: tuple[str, int]) -> None:
+        stream = self.stream
+        sock = self._sock if stream is not None and stream.rtcp_mux else self._rtcp_sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(data, destination)
+        except OSError:
+            return  # RTCP is best effort; RTP goes on
+
     def _send(self, data: bytes, remote: tuple[str, int]) -> None:
         if self._sock is None:
             return
@@ -399,16 +436,18 @@ class RelayLeg:
         except OSError:
             return  # the far end's port is unreachable; RTP goes on regardless
         self._counters.sent += 1
+        self._counters.sent_octets += len(data) - 12
 
 
 def _add(counters: LegCounters, counts: tuple[int, ...]) -> None:
-    received, sent, malformed, unknown_payload, wrong_source, rtcp = counts
+    received, sent, malformed, unknown_payload, wrong_source, rtcp, sent_octets = counts
     counters.received += received
     counters.sent += sent
     counters.malformed += malformed
     counters.unknown_payload += unknown_payload
     counters.wrong_source += wrong_source
     counters.rtcp += rtcp
+    counters.sent_octets += sent_octets
 
 
 class Pacer:
@@ -473,12 +512,15 @@ class PlayerFeed:
 class EmbeddedRelay:
     """In-process :class:`MediaPlane` on ``host`` with ports from ``ports``.
 
+    Each leg takes an even port for RTP and the odd one above it for RTCP.
     ``fast_path=False`` keeps every packet in Python (the reference behaviour).
     """
 
-    def __init__(self, host: str, ports: PortRange, *, fast_path: bool = True) -> None:
+    def __init__(self, host: str, ports: PortRange, *, fast_path: bool = True,
+                 rtcp_interval: float = DEFAULT_INTERVAL) -> None:
         self.host = host
         self.ports = ports
+        self.rtcp_interval = rtcp_interval
         self.legs: set[RelayLeg] = set()  # open legs; a closed leg removes itself
         self._want_fast_path = fast_path
         self.fast_path: FastPath | None = None
@@ -486,21 +528,35 @@ class EmbeddedRelay:
     async def open_leg(self, label: str) -> RelayLeg:
         if self._want_fast_path and self.fast_path is None:
             self.fast_path = FastPath.create()
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for port in self.ports.candidates():
-            sock = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                sock.bind((self.host, port))
-            except OSError:
-                sock.close()
+            pair = self._bind_pair(port)
+            if pair is None:
                 continue
-            sock.setblocking(False)
             self.ports.taken(port)
-            leg = RelayLeg(label, LegAddress(self.host, port), sock, self.fast_path)
+            rtp, rtcp = pair
+            leg = RelayLeg(label, LegAddress(self.host, port), rtp, self.fast_path, rtcp,
+                           self.rtcp_interval)
             self.legs.add(leg)
             leg.on_close = self.legs.discard
             return leg
         raise OSError(f"media.ports: no free port in {self.ports.start}-{self.ports.end}")
+
+    def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
+        """RTP on ``port`` and RTCP on ``port + 1``, or None if either is taken."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        bound: list[socket.socket] = []
+        for number in (port, port + 1):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.host, number))
+            except OSError:
+                sock.close()
+                for other in bound:
+                    other.close()
+                return None
+            sock.setblocking(False)
+            bound.append(sock)
+        return bound[0], bound[1]
 
     async def close(self) -> None:
         for leg in list(self.legs):

@@ -150,6 +150,13 @@ class ContinuousStream:
         self._last_wallclock = now
         return packet
 
+    def timestamp_at(self, now: float) -> int:
+        """Our RTP timestamp for the instant ``now`` (for sender reports)."""
+        if self._last_timestamp is None:
+            return self._first_timestamp
+        elapsed = max(now - self._last_wallclock, 0.0)
+        return (self._last_timestamp + round(elapsed * self.clock_rate)) & 0xFFFFFFFF
+
     def export_state(self) -> StreamState:
         """Everything needed to go on with the stream elsewhere (the compiled fast path)."""
         return (self.ssrc, self._next_sequence, self._last_timestamp is not None,

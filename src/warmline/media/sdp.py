@@ -63,6 +63,15 @@ class AudioStream:
     remote_port: int
     direction: str  # ours: sendrecv, sendonly, recvonly or inactive
     remote_fmtp: str | None = None
+    rtcp_mux: bool = False  # RTCP shares the RTP port (RFC 5761), both ways
+    remote_rtcp_port: int | None = None  # a=rtcp (RFC 3605); None: the RTP port + 1
+
+    @property
+    def rtcp_port(self) -> int:
+        """Where the far end takes RTCP."""
+        if self.rtcp_mux:
+            return self.remote_port
+        return self.remote_rtcp_port or self.remote_port + 1
 
 
 def parse(text: bytes) -> dict[str, Any]:
@@ -92,14 +101,20 @@ def offer(address: str, port: int, codecs: list[str], *, session_id: int, versio
 
 
 def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
-           session_id: int, version: int, ptime: int = 20) -> tuple[bytes, AudioStream]:
-    """Answer the first usable audio stream; every other stream is refused with port 0."""
+           session_id: int, version: int, ptime: int = 20,
+           keep: str | None = None) -> tuple[bytes, AudioStream]:
+    """Answer the first usable audio stream; every other stream is refused with port 0.
+
+    The offerer's order decides, except that ``keep`` (the codec of a stream
+    being renegotiated) wins while it is still offered (RFC 3264 §8.3.2).
+    """
     session = parse(offer_text)
     wanted = [_known(name).key for name in supported]
     answered: list[dict[str, Any]] = []
     agreed: AudioStream | None = None
     for media in session["media"]:
-        pick = None if agreed is not None else _pick(media, wanted)
+        pick = None if agreed is not None else (
+            (keep is not None and _pick(media, [keep.lower()])) or _pick(media, wanted))
         if pick is None:
             answered.append(_rejected(media))
             continue
@@ -108,10 +123,14 @@ def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
         agreed = AudioStream(
             payload, codec, dtmf, int(media.get("ptime") or ptime),
             _remote_address(session, media), int(media["port"]),
-            _MIRROR[remote_direction], _fmtp(media, payload))
+            _MIRROR[remote_direction], _fmtp(media, payload), "rtcpMux" in media,
+            _rtcp_port(media))
         formats = [(payload, codec)] + ([(dtmf, TELEPHONE_EVENT)] if dtmf is not None else [])
-        answered.append(_media_section(port, formats, agreed.direction, agreed.ptime,
-                                       protocol=media.get("protocol", "RTP/AVP")))
+        section = _media_section(port, formats, agreed.direction, agreed.ptime,
+                                 protocol=media.get("protocol", "RTP/AVP"))
+        if agreed.rtcp_mux:
+            section["rtcpMux"] = "rtcp-mux"  # we demultiplex by packet type anyway
+        answered.append(section)
     if agreed is None:
         offered = ", ".join(_offered_names(session)) or "nothing"
         raise SdpError(f"no common codec (offered {offered}; we take {', '.join(supported)})")
@@ -132,7 +151,8 @@ def read_answer(answer_text: bytes) -> AudioStream:
                 return AudioStream(payload, codec, _dtmf(payloads, names),
                                    int(media.get("ptime") or 20),
                                    _remote_address(session, media), int(media["port"]),
-                                   _MIRROR[_direction(session, media)], _fmtp(media, payload))
+                                   _MIRROR[_direction(session, media)], _fmtp(media, payload),
+                                   remote_rtcp_port=_rtcp_port(media))
     raise SdpError("the answer accepted no audio codec we offered")
 
 
@@ -196,6 +216,12 @@ def _remote_address(session: dict[str, Any], media: dict[str, Any]) -> str:
     if not connection or "ip" not in connection:
         raise SdpError("no c= line for the audio stream", 400)
     return str(connection["ip"])
+
+
+def _rtcp_port(media: dict[str, Any]) -> int | None:
+    rtcp = media.get("rtcp")
+    port = rtcp.get("port") if isinstance(rtcp, dict) else None
+    return port if isinstance(port, int) and 0 < port < 65536 else None
 
 
 def _fmtp(media: dict[str, Any], payload: int) -> str | None:

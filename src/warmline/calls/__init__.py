@@ -1,0 +1,1 @@
+"""Calls: SIP sessions joined to media legs, and what happens to them (transfers)."""
