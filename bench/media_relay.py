@@ -5,7 +5,9 @@ jitter alone can exceed 1 ms at light load, also under 20 ms).
 A C load generator (bench/media/rtp_load.c, built here with gcc) plays both ends
 of every call, with the streams' phases spread over the 20 ms packet time as
 real phones would be; bench/media/relay_worker.py runs warmline's relay with
-the calls bridged. In the same run the same load goes through rtpengine
+the calls bridged: "warmline" as shipped (bridged pairs move to the compiled
+fast path, media/_fastpath.c, one thread), "warmline-py" with every packet in
+Python (WARMLINE_FASTPATH=0, uvloop). In the same run the same load goes through rtpengine
 (Debian rtpengine-daemon, userspace forwarding, one worker thread, calls set up
 over its ng protocol) and through a minimal C forwarder (control_forwarder.c:
 one recvfrom and one sendto per packet), a control for what the machine allows.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RELAYS = ["warmline", "warmline-py", "c-control", "rtpengine"]
 BUILD = HERE / ".build"
 
 
@@ -37,7 +41,7 @@ def build(name: str) -> Path:
 
 
 def relay_command(relay: str, calls: int, port_start: int) -> list[str]:
-    if relay == "warmline":
+    if relay.startswith("warmline"):
         return [sys.executable, str(HERE / "media" / "relay_worker.py"), str(calls),
                 str(port_start)]
     if relay == "rtpengine":
@@ -71,9 +75,10 @@ def relay_ports(relay: str, worker: subprocess.Popen[str], calls: int,
 
 def run_step(generator: Path, relay: str, calls: int, seconds: int,
              port_start: int) -> dict[str, int]:
+    environment = {**os.environ, "WARMLINE_FASTPATH": "0" if relay == "warmline-py" else "1"}
     worker = subprocess.Popen(relay_command(relay, calls, port_start),
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True)
+                              stderr=subprocess.DEVNULL, text=True, env=environment)
     try:
         ports = relay_ports(relay, worker, calls, port_start)
         result = subprocess.run([str(generator), str(seconds), "127.0.0.1", *map(str, ports)],
@@ -99,24 +104,31 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=1500)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--port-start", type=int, default=30000)
-    parser.add_argument("--only", choices=["warmline", "c-control", "rtpengine"], action="append",
+    parser.add_argument("--only", choices=RELAYS, action="append",
                         help="run only these relays (repeatable); ratios need warmline and a peer")
     args = parser.parse_args()
     if shutil.which("gcc") is None:
         print("gcc is needed to build the load generator", file=sys.stderr)
         return 2
     generator = build("rtp_load")
-    relays = ["warmline", "c-control"] + (["rtpengine"] if shutil.which("rtpengine") else [])
-    relays = [relay for relay in relays if not args.only or relay in args.only]
+    if shutil.which("rtpengine") is None:
+        print("installing rtpengine-daemon (Debian) for the comparison ...", flush=True)
+        subprocess.run(["apt-get", "install", "-y", "-q", "rtpengine-daemon"],
+                       capture_output=True, check=False)
+    relays = [relay for relay in RELAYS if (not args.only or relay in args.only)
+              and (relay != "rtpengine" or shutil.which("rtpengine"))]
     results = {relay: ramp(generator, relay, args) for relay in relays}
     print("\nconcurrent G.711 calls (50 packets/s each way), "
           "[0 loss and p99 < 1 ms] / [0 loss and p99 < 20 ms]:")
     for relay, (strict, lossless) in results.items():
-        print(f"  {relay:10} {strict:5d} / {lossless:5d}")
+        print(f"  {relay:11} {strict:5d} / {lossless:5d}")
     for peer in ("c-control", "rtpengine"):
         if "warmline" in results and results.get(peer, (0, 0))[1]:
             ratio = results["warmline"][1] / results[peer][1]
             print(f"  warmline / {peer} at p99 < 20 ms: {ratio:.2f}x")
+        if "warmline" in results and results.get(peer, (0, 0))[0]:
+            ratio = results["warmline"][0] / results[peer][0]
+            print(f"  warmline / {peer} at p99 < 1 ms: {ratio:.2f}x")
     return 0
 
 
@@ -128,7 +140,7 @@ def ramp(generator: Path, relay: str, args: argparse.Namespace) -> tuple[int, in
     for calls in range(args.start, args.max + 1, args.step):
         figures = run_step(generator, relay, calls, args.seconds, args.port_start)
         lost = figures["sent"] - figures["received"]
-        print(f"  {relay:10} {calls:5d} calls ({2 * calls * 50:6d} packets/s in): lost {lost}, "
+        print(f"  {relay:11} {calls:5d} calls ({2 * calls * 50:6d} packets/s in): lost {lost}, "
               f"p50 {figures['p50_us']} us, p99 {figures['p99_us']} us, "
               f"max {figures['max_us']} us", flush=True)
         if lost or figures["p99_us"] >= 20_000:
