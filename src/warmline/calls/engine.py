@@ -1,11 +1,16 @@
-"""The call engine: SIP session events in, calls with media legs out.
+"""The call engine: SIP session events in, calls with media legs out, transfers run.
 
 It sits between the shell (which owns the sockets and runs the sans-IO UA)
-and whoever drives the calls: an agent answering them, and later the
-transfer logic. An inbound INVITE gets a relay leg and an SDP answer from
+and whoever drives the calls: an agent answering them and asking for
+handoffs. An inbound INVITE gets a relay leg and an SDP answer from
 that leg's negotiation (488 with a Warning when nothing fits); every
 re-INVITE or UPDATE is answered by the leg; INFO DTMF reaches the call's
 digit handler; a hang-up closes the leg so no RTP socket outlives its call.
+
+A handoff runs as a chain of attempts (transfer.py): the first destination,
+then each fallback in turn, and back to the AI when none is left, so no
+path ends with the caller dropped. One handoff at a time per call: a second
+request while one runs is refused (409).
 """
 
 from __future__ import annotations
@@ -13,19 +18,28 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmline.calls.handoff import Destination, Handoff, HandoffError
 from warmline.calls.leg import CallLeg, quoted
+from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
+from warmline.media.player import Samples, ringback
 from warmline.media.relay import EmbeddedRelay
 from warmline.media.sdp import SdpError
 from warmline.sip.session import (
+    CallAnswered,
     CallEnded,
     CallFailed,
+    CallProgress,
     IncomingCall,
+    ReferNotify,
+    ReferResponse,
+    ReferSubscription,
     RequestInDialog,
     Session,
     SessionEvent,
@@ -43,40 +57,195 @@ class Call:
     id: str
     caller: CallLeg
     started_at: float
-    state: str = "answered"  # answered -> ended
+    state: str = "ai"  # ai -> transferring -> human -> ended (or back to ai)
     on_dtmf: Callable[[str], None] | None = None
     legs: list[CallLeg] = field(default_factory=list)  # every leg, the caller's first
+    handoffs: list[Handoff] = field(default_factory=list)
+    attempt: Attempt | None = None  # the transfer attempt running or the bridge in place
 
     @property
     def ended(self) -> bool:
         return self.state == "ended"
 
+    @property
+    def handoff(self) -> Handoff | None:
+        """The handoff in progress, if any."""
+        last = self.handoffs[-1] if self.handoffs else None
+        return last if last is not None and not last.ended else None
+
+    def as_dict(self) -> dict[str, Any]:
+        session = self.caller.session
+        return {"id": self.id, "from": str(session.remote_party.uri),
+                "to": str(session.local_party.uri), "state": self.state,
+                "started_at": self.started_at,
+                "handoffs": [handoff.id for handoff in self.handoffs]}
+
 
 CallHandler = Callable[[Call], None]
+ReturnHandler = Callable[[Call, str, float], None]  # call, why, seconds away
+ATTEMPTS: dict[str, type[Attempt]] = {"blind": BlindAttempt, "bridge": BridgeAttempt}
 
 
 class CallEngine:
     """Answers inbound calls on ``relay`` and keeps their legs' media in step with SIP."""
 
     def __init__(self, shell: SipShell, relay: EmbeddedRelay, media_address: str,
-                 codecs: list[str], on_call: CallHandler | None = None) -> None:
+                 codecs: list[str], on_call: CallHandler | None = None,
+                 on_return: ReturnHandler | None = None) -> None:
         self.shell = shell
         self.relay = relay
         self.media_address = media_address
         self.codecs = codecs
         self.on_call = on_call or (lambda call: None)
+        self.on_return = on_return or (lambda call, why, away: None)
         self.calls: dict[str, Call] = {}
+        self.handoffs: dict[str, Handoff] = {}
         self._legs: dict[str, CallLeg] = {}  # by session id
+        self._outbound: dict[str, BridgeAttempt] = {}  # by session id
+        self._refers: dict[int, BlindAttempt] = {}  # by id() of the subscription
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hold = ringback()
         shell.on_event = self.on_event
 
     def on_event(self, event: SessionEvent) -> None:
         if isinstance(event, IncomingCall):
-            self._spawn(self._answer(event.session))
+            self.spawn(self._answer(event.session))
         elif isinstance(event, RequestInDialog):
             self._in_dialog(event)
+        elif isinstance(event, ReferResponse | ReferNotify):
+            self._refer_event(event)
+        elif event.session.id in self._outbound:
+            self._outbound_event(event)
         elif isinstance(event, CallEnded | CallFailed):
             self._ended(event.session)
+
+    # ------------------------------------------------------------------ transfers
+    def transfer(self, call_id: str, handoff: Handoff) -> Handoff:
+        """Start ``handoff`` on the call; HandoffError (404, 409) when it cannot run."""
+        call = self.calls.get(call_id)
+        if call is None:
+            raise HandoffError(f"no call {call_id}", 404)
+        if call.ended:
+            raise HandoffError(f"call {call_id} has ended", 409)
+        if call.handoff is not None:
+            raise HandoffError(f"call {call_id} is already being transferred "
+                               f"({call.handoff.id})", 409)
+        if call.state == "human":
+            raise HandoffError(f"call {call_id} is with a human already", 409)
+        call.handoffs.append(handoff)
+        self.handoffs[handoff.id] = handoff
+        call.state = "transferring"
+        self._try(call, handoff, handoff.first)
+        return handoff
+
+    def hold_audio(self) -> Samples:
+        return self._hold
+
+    def watch_refer(self, refer: ReferSubscription, attempt: BlindAttempt) -> None:
+        self._refers[id(refer)] = attempt
+
+    def unwatch_refer(self, refer: ReferSubscription) -> None:
+        self._refers.pop(id(refer), None)
+
+    def watch_session(self, session: Session, attempt: BridgeAttempt) -> None:
+        self._outbound[session.id] = attempt
+        if attempt.human is not None:
+            self._legs[session.id] = attempt.human
+
+    def human_left(self, call: Call, attempt: BridgeAttempt) -> None:
+        """The human hung up: the call ends (final) or the caller goes back to the AI."""
+        handoff = attempt.handoff
+        if attempt.human is not None:
+            attempt.human.close()
+        if call.ended:
+            return
+        if handoff.final:
+            handoff.finish("completed", "the human hung up")
+            session = call.caller.session
+            self.shell.run(lambda now: self.shell.ua.bye(session, now))
+            return
+        away = time.time() - handoff.events[0].at
+        self._back_to_ai(call, "the human hung up", away)
+
+    def _try(self, call: Call, handoff: Handoff, destination: Destination) -> None:
+        handoff.attempt = destination
+        attempt = ATTEMPTS[destination.mode](self, call, handoff, destination,
+                                             self._attempt_done)
+        call.attempt = attempt
+        handoff.emit("attempt", to=destination.uri, mode=destination.mode,
+                     timeout=destination.timeout)
+        attempt.start()
+
+    def _attempt_done(self, attempt: Attempt, succeeded: bool) -> None:
+        call, handoff = attempt.call, attempt.handoff
+        if succeeded:
+            call.state = "human" if isinstance(attempt, BridgeAttempt) else call.state
+            return
+        call.attempt = None
+        if call.ended:
+            handoff.finish("failed", "caller hung up", attempt.handoff.sip_status)
+            return
+        if isinstance(attempt, BlindAttempt) and attempt.refused:
+            # the far side will not transfer: re-originate to the same place
+            handoff.emit("fallback", to=attempt.destination.uri, mode="bridge",
+                         why=f"REFER refused ({handoff.sip_status})")
+            self._try(call, handoff, Destination(attempt.destination.uri, "bridge",
+                                                 attempt.destination.timeout))
+            return
+        while handoff.fallback:
+            step = handoff.fallback.pop(0)
+            if isinstance(step, Destination):
+                handoff.emit("fallback", to=step.uri, mode=step.mode, why=handoff.reason)
+                self._try(call, handoff, step)
+                return
+            if step == "ai":
+                break
+        handoff.finish("failed", handoff.reason or "transfer failed", handoff.sip_status)
+        self._back_to_ai(call, handoff.reason or "transfer failed", 0.0)
+
+    def _back_to_ai(self, call: Call, why: str, away: float) -> None:
+        call.state = "ai"
+        call.attempt = None
+        call.caller.media.route_to(None)
+        call.caller.media.listen_to(None)
+        handoff = call.handoffs[-1] if call.handoffs else None
+        if handoff is not None:
+            handoff.emit("returned_to_ai", why=why, seconds_away=round(away, 3))
+            if not handoff.ended:
+                handoff.finish("completed", f"back to the AI: {why}")
+        self.on_return(call, why, away)
+
+    def _refer_event(self, event: ReferResponse | ReferNotify) -> None:
+        attempt = self._refers.get(id(event.refer))
+        if attempt is None:
+            return
+        if isinstance(event, ReferResponse):
+            attempt.on_refer_response(event.status)
+        else:
+            attempt.on_notify(event.status, event.final)
+
+    def _outbound_event(self, event: SessionEvent) -> None:
+        if isinstance(event, ReferResponse | ReferNotify):
+            return
+        session = event.session
+        attempt = self._outbound[session.id]
+        if isinstance(event, CallProgress):
+            attempt.on_progress(event.response)
+        elif isinstance(event, CallAnswered):
+            attempt.on_answered(event.response)
+        elif isinstance(event, CallFailed):
+            self._outbound.pop(session.id, None)
+            self._legs.pop(session.id, None)
+            attempt.on_failed(event.status, event.reason)
+        elif isinstance(event, CallEnded):
+            self._outbound.pop(session.id, None)
+            self._legs.pop(session.id, None)
+            if attempt.finished and not attempt.call.ended and attempt.call.attempt is attempt:
+                attempt.on_ended()
+            else:
+                attempt.fail("the destination hung up before the bridge", None)
+        elif isinstance(event, RequestInDialog):
+            self._in_dialog(event)
 
     def leg_of(self, session: Session) -> CallLeg | None:
         return self._legs.get(session.id)
@@ -145,10 +314,21 @@ class CallEngine:
         if leg is not None:
             leg.close()
         call = session.app.get("call")
-        if isinstance(call, Call) and call.caller is leg:
-            call.state = "ended"
+        if not isinstance(call, Call) or call.caller is not leg:
+            return
+        call.state = "ended"
+        attempt = call.attempt
+        if attempt is None:
+            return
+        if attempt.finished:  # bridged: the human's side goes too
+            attempt.cleanup()
+            handoff = attempt.handoff
+            if not handoff.ended:
+                handoff.finish("completed", "the caller hung up after the connection")
+        else:
+            attempt.caller_hung_up()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

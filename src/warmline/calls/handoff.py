@@ -1,0 +1,93 @@
+"""A handoff: one request to move a call, what it asked for and everything that happened.
+
+Users of today's platforms cannot tell a 202 from a transfer that worked, or
+why a caller was dropped. A handoff records each step as a timestamped event
+(requested, ringing, answered, connected, human first word, fallback,
+completed or failed with the reason and the SIP status) so the records and
+the KPIs read facts, not guesses. Status only moves forward; a handoff that
+ended stays ended.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES = ("blind", "bridge", "warm", "attended")
+ENDED = frozenset({"completed", "failed"})
+_ids = itertools.count(1)
+
+
+class HandoffError(ValueError):
+    """A transfer request that cannot be done; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffEvent:
+    at: float  # Unix time, for the records
+    kind: str
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at, "kind": self.kind, **self.detail}
+
+
+@dataclass
+class Destination:
+    """Where one attempt goes and how."""
+
+    uri: str
+    mode: str
+    timeout: float
+
+
+@dataclass(eq=False)
+class Handoff:
+    call_id: str
+    first: Destination
+    final: bool = True
+    fallback: list[Destination | str] = field(default_factory=list)  # or "ai"
+    context: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")
+    status: str = "requested"
+    reason: str | None = None
+    sip_status: int | None = None
+    attempt: Destination | None = None
+    events: list[HandoffEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.attempt = self.first
+        self.emit("requested", to=self.first.uri, mode=self.first.mode, final=self.final)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    def emit(self, kind: str, **detail: Any) -> None:
+        self.events.append(HandoffEvent(time.time(), kind, detail))
+
+    def progress(self, status: str, **detail: Any) -> None:
+        """A step of the current attempt (ringing, answered, connected)."""
+        if self.ended:
+            return
+        self.status = status
+        self.emit(status, **detail)
+
+    def finish(self, status: str, reason: str, sip_status: int | None = None) -> None:
+        if self.ended:
+            return
+        self.status, self.reason, self.sip_status = status, reason, sip_status
+        self.emit(status, reason=reason, sip_status=sip_status)
+
+    def as_dict(self) -> dict[str, Any]:
+        attempt = self.attempt or self.first
+        return {"id": self.id, "call_id": self.call_id, "status": self.status,
+                "mode": attempt.mode, "to": attempt.uri, "final": self.final,
+                "reason": self.reason, "sip_status": self.sip_status, "context": self.context,
+                "events": [event.as_dict() for event in self.events]}
