@@ -8,7 +8,8 @@ import logging
 import sys
 
 from warmline import __version__
-from warmline.server import TlsFiles, serve
+from warmline.media.relay import PortRange
+from warmline.server import HttpSpec, TlsFiles, serve
 from warmline.sip.compiled import describe
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_listen
 
@@ -35,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--tls-cert", help="PEM certificate chain for tls: listeners")
     serve_cmd.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve_cmd.add_argument("--tls-ca", help="CA bundle to verify TLS peers we connect to")
+    serve_cmd.add_argument(
+        "--http", metavar="HOST:PORT",
+        help="serve the control API (calls, transfers, handoffs) and answer calls with media")
+    serve_cmd.add_argument("--media-ports", metavar="START-END", default="20000-30000",
+                           help="UDP ports for RTP/RTCP (default 20000-30000)")
     return parser
 
 
@@ -55,13 +61,32 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error(str(error))
     if any(spec.transport == "tls" for spec in specs) and not (args.tls_cert and args.tls_key):
         parser.error("--sip tls:... needs --tls-cert and --tls-key")
+    http = _http_spec(parser, args.http) if args.http else None
+    ports = _port_range(parser, args.media_ports)
     _install_fast_loop()
     try:
-        asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)))
+        asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca),
+                          http=http, media_ports=ports))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _http_spec(parser: argparse.ArgumentParser, text: str) -> HttpSpec:
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        parser.error(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return HttpSpec(host, int(port))
+
+
+def _port_range(parser: argparse.ArgumentParser, text: str) -> PortRange:
+    start, _, end = text.partition("-")
+    try:
+        return PortRange(int(start), int(end))
+    except ValueError as error:
+        parser.error(f"--media-ports {text!r}: {error}; expected START-END, e.g. 20000-30000")
 
 
 def _install_fast_loop() -> None:

@@ -1,16 +1,27 @@
-"""`warmline serve`: listeners, the UA core, the placeholder agent, clean shutdown."""
+"""`warmline serve`: listeners, the UA core, the calls, the HTTP API, clean shutdown.
+
+Without --http every call goes to the placeholder agent (fast G.711 answers,
+no media: what the SIP benchmarks measure). With --http the call engine
+answers calls on the embedded relay, plays hold audio until the AI or a
+transfer takes over, and the control API can transfer them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from warmline.agents.placeholder import PlaceholderAgent
+from warmline.calls.engine import Call, CallEngine
+from warmline.media.player import Player
+from warmline.media.relay import EmbeddedRelay, PortRange
 from warmline.sip.useragent import UserAgent, UserAgentConfig
 from warmline.transport.listen import ListenSpec
 from warmline.transport.shell import SipShell
@@ -52,19 +63,29 @@ async def open_media_sink(host: str) -> tuple[asyncio.DatagramTransport, int]:
     return transport, transport.get_extra_info("sockname")[1]
 
 
+@dataclass(frozen=True)
+class HttpSpec:
+    host: str
+    port: int
+
+
 async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | None = None,
-                config: UserAgentConfig | None = None) -> None:
+                config: UserAgentConfig | None = None, http: HttpSpec | None = None,
+                media_ports: PortRange | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     ua = UserAgent(config or UserAgentConfig())
-    sink, media_port = await open_media_sink(specs[0].host)
     shell = SipShell(ua, tls_server=tls.server_context(), tls_client=tls.client_context())
-    agent = PlaceholderAgent(ua, shell.now, specs[0].host, media_port)
-    shell.on_event = agent.on_event
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if http is None:
+            answered = await _placeholder(stack, shell, specs[0].host)
+        else:
+            answered = await _engine(stack, shell, specs[0].host, http,
+                                     media_ports or PortRange(20000, 30000))
+        stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
             log.info("warmline listening on %s", bound)
@@ -72,13 +93,38 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
         await stop.wait()
         log.info("shutting down: %d live call(s)", len(ua.sessions))
         await hang_up_all(shell)
-    finally:
-        await shell.close()
-        sink.close()
     counters = ua.counters
     log.info("stopped: %d call(s) answered; %d message(s) received, %d garbage dropped, "
-             "%d bad request(s) answered", agent.calls_answered, counters.received,
+             "%d bad request(s) answered", answered(), counters.received,
              counters.garbage_dropped, counters.bad_requests)
+
+
+async def _placeholder(stack: contextlib.AsyncExitStack, shell: SipShell,
+                       host: str) -> Callable[[], int]:
+    sink, media_port = await open_media_sink(host)
+    stack.callback(sink.close)
+    agent = PlaceholderAgent(shell.ua, shell.now, host, media_port)
+    shell.on_event = agent.on_event
+    return lambda: agent.calls_answered
+
+
+async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
+                  http: HttpSpec, ports: PortRange) -> Callable[[], int]:
+    from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
+
+    relay = EmbeddedRelay(host, ports)
+    stack.push_async_callback(relay.close)
+
+    def on_call(call: Call) -> None:
+        call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
+
+    engine = CallEngine(shell, relay, host, ["PCMU", "PCMA", "G722", "opus"], on_call)
+    stack.push_async_callback(engine.close)
+    server, task = await start_http(build_app(engine), http.host, http.port)
+    stack.push_async_callback(stop_http, server, task)
+    log.info("warmline HTTP API on http://%s:%d (OpenAPI at /openapi.json)", http.host,
+             http.port)
+    return lambda: len(engine.calls)
 
 
 def tune_garbage_collector() -> None:

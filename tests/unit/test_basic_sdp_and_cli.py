@@ -57,6 +57,12 @@ def test_cli_rejects_bad_flags_with_a_message(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["serve", "--sip", "tls:127.0.0.1:5061"])
     assert "--tls-cert" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--http", "localhost"])
+    assert "--http 'localhost': expected HOST:PORT" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--media-ports", "30000-20000"])
+    assert "--media-ports '30000-20000'" in capsys.readouterr().err
 
 
 def test_cli_reports_a_missing_certificate_file(capsys: pytest.CaptureFixture[str]) -> None:

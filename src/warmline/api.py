@@ -1,0 +1,146 @@
+"""The control API over HTTP: list calls, ask for a transfer, follow the handoff.
+
+`warmline serve --http HOST:PORT` serves it in the engine's own event loop,
+so a request acts on the calls directly, with no locking. FastAPI publishes
+the OpenAPI schema at /openapi.json (and the docs at /docs). Bad requests
+change nothing and get a 4xx naming the field: 404 for an unknown call or
+handoff, 409 when the call cannot take a transfer now (one handoff at a
+time; the second of two concurrent requests loses), 413 for a context over
+the size limit, 422 for an invalid URI, mode or timeout, 501 for a mode not
+built yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Path
+from pydantic import BaseModel, Field, field_validator
+
+from warmline.calls.engine import CallEngine
+from warmline.calls.handoff import Destination, Handoff, HandoffError
+from warmline.sip.errors import SipParseError
+from warmline.sip.uri import SipUri, parse_uri
+
+MAX_CONTEXT_BYTES = 64 * 1024
+BUILT_MODES = ("blind", "bridge")
+
+
+def _sip_uri(value: str) -> str:
+    try:
+        uri = parse_uri(value)
+    except SipParseError as error:
+        raise ValueError(f"not a SIP URI: {error}") from None
+    if not isinstance(uri, SipUri) or not uri.host:
+        raise ValueError("must be a sip: or sips: URI with a host")
+    return value
+
+
+class FallbackStep(BaseModel):
+    """Another destination to try when the one before fails."""
+
+    to: str = Field(description="sip: or sips: URI")
+    mode: Literal["blind", "bridge", "warm", "attended"] = "bridge"
+    timeout: float = Field(30.0, gt=0, le=600, description="ring timeout, seconds")
+
+    _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
+
+
+class TransferRequest(BaseModel):
+    to: str = Field(description="sip: or sips: URI of the human, queue or agent")
+    mode: Literal["blind", "bridge", "warm", "attended"] = "blind"
+    final: bool = Field(True, description="False: the caller returns to the AI afterwards")
+    timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
+    fallback: list[FallbackStep | Literal["ai"]] = Field(
+        default_factory=list, description="tried in order; 'ai' returns the caller to the AI")
+    context: dict[str, Any] = Field(default_factory=dict,
+                                    description="what the human should know (JSON object)")
+
+    _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
+
+
+class TransferAccepted(BaseModel):
+    handoff_id: str
+    status: str
+
+
+def build_app(engine: CallEngine) -> FastAPI:
+    app = FastAPI(title="warmline", summary="Hand live calls from an AI agent to a human.")
+
+    @app.get("/calls")
+    async def list_calls() -> list[dict[str, Any]]:
+        """Calls warmline holds now, and ended ones it still remembers."""
+        return [call.as_dict() for call in engine.calls.values()]
+
+    @app.post("/calls/{call_id}/transfer", status_code=202)
+    async def transfer(call_id: Annotated[str, Path()],
+                       request: TransferRequest) -> TransferAccepted:
+        handoff = _handoff(call_id, request)
+        try:
+            engine.transfer(call_id, handoff)
+        except HandoffError as error:
+            raise HTTPException(error.status, str(error)) from None
+        return TransferAccepted(handoff_id=handoff.id, status=handoff.status)
+
+    @app.get("/handoffs/{handoff_id}")
+    async def get_handoff(handoff_id: str) -> dict[str, Any]:
+        handoff = engine.handoffs.get(handoff_id)
+        if handoff is None:
+            raise HTTPException(404, f"no handoff {handoff_id}")
+        return handoff.as_dict()
+
+    return app
+
+
+def _handoff(call_id: str, request: TransferRequest) -> Handoff:
+    modes = [request.mode] + [s.mode for s in request.fallback if isinstance(s, FallbackStep)]
+    unbuilt = sorted({mode for mode in modes if mode not in BUILT_MODES})
+    if unbuilt:
+        raise HTTPException(501, f"mode: {', '.join(unbuilt)} not available yet "
+                                 f"(available: {', '.join(BUILT_MODES)})")
+    size = len(json.dumps(request.context))
+    if size > MAX_CONTEXT_BYTES:
+        raise HTTPException(413, f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
+    fallback: list[Destination | str] = [
+        Destination(step.to, step.mode, step.timeout) if isinstance(step, FallbackStep)
+        else step for step in request.fallback]
+    return Handoff(call_id, Destination(request.to, request.mode, request.timeout),
+                   final=request.final, fallback=fallback, context=request.context)
+
+
+class EmbeddedHttpServer(uvicorn.Server):
+    """uvicorn inside warmline's loop; warmline's own signal handlers stop both."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def start_http(app: FastAPI, host: str, port: int) -> tuple[EmbeddedHttpServer,
+                                                                  asyncio.Task[None]]:
+    """Serve ``app`` on a socket bound here, so a taken port is an OSError, not an exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise OSError(f"--http {host}:{port}: {error.strerror}") from None
+    server = EmbeddedHttpServer(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                               access_log=False))
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+async def stop_http(server: EmbeddedHttpServer, task: asyncio.Task[None]) -> None:
+    server.should_exit = True
+    await task

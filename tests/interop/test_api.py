@@ -1,0 +1,84 @@
+"""The control API of a real `warmline serve --http` process, driven while sipp calls in."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.interop.peers import (
+    free_port,
+    render_scenario,
+    run_sipp,
+    start_serve,
+    stop_serve,
+    wait_for_log,
+)
+from tests.interop.test_sipp import SUCCESS_TAIL
+
+pytestmark = pytest.mark.interop
+
+
+async def first_call(client: httpx.AsyncClient) -> dict[str, object]:
+    for _ in range(200):
+        calls = (await client.get("/calls")).json()
+        if calls:
+            return dict(calls[0])
+        await asyncio.sleep(0.05)
+    raise AssertionError("no call listed within 10 s")
+
+
+def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
+    sip_port, http_port, media = free_port(), free_port(), free_port() // 2 * 2
+    server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
+                          f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}"],
+                         tmp_path)
+    scenario = render_scenario("refer_notify_bye.xml", tmp_path, final="200 OK",
+                               tail=SUCCESS_TAIL)
+
+    async def drive() -> dict[str, object]:
+        caller = asyncio.ensure_future(run_sipp(
+            ["-sf", str(scenario), f"127.0.0.1:{sip_port}", "-p", str(free_port()), "-m", "1"],
+            tmp_path, timeout=20))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+            call = await first_call(client)
+            assert {"id", "from", "to", "state"} <= call.keys()
+            assert call["state"] == "ai" and "caller@" in str(call["from"])
+            transfer = f"/calls/{call['id']}/transfer"
+            human = "sip:human@127.0.0.1:5999"
+            refusals = {
+                "/calls/call-nope/transfer": ({"to": human}, 404, "no call"),
+                transfer: ({"to": "http://example.com"}, 422, "to"),
+                f"{transfer}?": ({"to": human, "mode": "warm"}, 501, "warm"),
+                f"{transfer}?big": ({"to": human, "context": {"x": "y" * 70000}}, 413, "context"),
+                f"{transfer}?slow": ({"to": human, "timeout": 0}, 422, "timeout"),
+            }
+            for path, (body, status, named) in refusals.items():
+                response = await client.post(path.split("?")[0], json=body)
+                assert response.status_code == status, (path, response.text)
+                assert named in response.text
+            accepted = await client.post(transfer, json={
+                "to": human, "mode": "blind", "timeout": 5, "context": {"intent": "billing"}})
+            assert accepted.status_code == 202, accepted.text
+            handoff_id = accepted.json()["handoff_id"]
+            busy = await client.post(transfer, json={"to": human})
+            assert busy.status_code == 409 and handoff_id in busy.text
+            result = await caller
+            assert result.returncode == 0, result.output[-3000:]
+            handoff = (await client.get(f"/handoffs/{handoff_id}")).json()
+            assert (await client.get("/handoffs/handoff-nope")).status_code == 404
+            schema = (await client.get("/openapi.json")).json()
+            assert {"/calls", "/calls/{call_id}/transfer", "/handoffs/{handoff_id}"} <= \
+                schema["paths"].keys()
+            return dict(handoff)
+
+    try:
+        wait_for_log(server, "HTTP API")
+        handoff = asyncio.run(drive())
+    finally:
+        assert stop_serve(server) == 0, server.log()
+    assert handoff["status"] == "completed" and handoff["sip_status"] == 200
+    assert handoff["context"] == {"intent": "billing"}
+    assert [e["kind"] for e in handoff["events"]][:3] == ["requested", "attempt", "accepted"]
