@@ -32,6 +32,21 @@ if TYPE_CHECKING:
 REFER_REFUSALS = frozenset({403, 405, 420, 489, 501, 603})
 
 
+def failure_kind(status: int) -> str:
+    """What a final status means for a transfer, in the words the records use."""
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480, 487):
+        return "no answer"
+    if status in (603, 403):
+        return "declined"
+    if status in (404, 604, 410, 484):
+        return "not found"
+    if status >= 500:
+        return "server error"
+    return "refused"
+
+
 class Attempt:
     """One destination tried for a handoff; reports back through ``done``."""
 
@@ -189,7 +204,7 @@ class BridgeAttempt(Attempt):
         self.handoff.emit("human_first_word")
 
     def on_failed(self, status: int, reason: str) -> None:
-        self.fail(reason or f"call failed ({status})", status)
+        self.fail(f"{failure_kind(status)}: {status} {reason}".rstrip(), status)
 
     def on_ended(self) -> None:
         """The human hung up after the bridge was made."""

@@ -1,0 +1,109 @@
+"""Bridge transfers against sipp humans: answered, busy, no answer, refused, hang-ups both ways.
+
+sipp checks what it receives (the handoff id and the caller's identity in the
+INVITE, a CANCEL at the ring timeout, a BYE when the other side left); the
+tests check the handoff's events and outcome and that no relay leg is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.interop.transfer_peers import (
+    WAIT_FOR_BYE,
+    Human,
+    caller_hangs_up,
+    human_hangs_up,
+    kinds,
+    run_transfer,
+)
+from warmline.calls.engine import Call
+from warmline.calls.handoff import Destination, Handoff
+
+pytestmark = pytest.mark.interop
+
+
+def bridge(human: Human, timeout: float = 5, final: bool = True,
+           fallback: list[Destination | str] | None = None) -> Callable[[Call], Handoff]:
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(human.uri, "bridge", timeout), final=final,
+                       fallback=list(fallback or []))
+    return make
+
+
+def test_answered_then_the_human_hangs_up_and_the_call_ends(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "300", "tail": human_hangs_up(800)})
+    outcome = asyncio.run(run_transfer(tmp_path, WAIT_FOR_BYE, bridge(human), [human]))
+    handoff = outcome.handoff
+    assert kinds(handoff)[:2] == ["requested", "attempt"]
+    assert {"ringing", "answered", "connected", "completed"} <= set(kinds(handoff))
+    assert handoff.status == "completed" and handoff.reason == "the human hung up"
+    assert outcome.call.ended and not outcome.returned and outcome.legs_left == 0
+
+
+def test_busy_goes_to_the_next_destination(tmp_path: Path) -> None:
+    busy = Human("human_rejects.xml", {"status": "486 Busy Here"})
+    second = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(busy.uri, "bridge", 5),
+                       fallback=[Destination(second.uri, "bridge", 5), "ai"])
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(1500), make, [busy, second]))
+    handoff = outcome.handoff
+    failed = next(e for e in handoff.events if e.kind == "attempt_failed")
+    assert failed.detail["sip_status"] == 486 and failed.detail["to"] == busy.uri
+    fallback = next(e for e in handoff.events if e.kind == "fallback")
+    assert fallback.detail["to"] == second.uri
+    assert kinds(handoff).index("fallback") < kinds(handoff).index("connected")
+    assert handoff.status == "completed" and outcome.legs_left == 0  # the human got our BYE
+
+
+def test_no_answer_is_cancelled_at_the_ring_timeout_and_the_caller_returns_to_the_ai(
+        tmp_path: Path) -> None:
+    ringing = Human("human_rings.xml")
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(2500),
+                                       bridge(ringing, timeout=1.0, fallback=["ai"]),
+                                       [ringing]))
+    handoff = outcome.handoff
+    attempt = next(e for e in handoff.events if e.kind == "attempt")
+    failed = next(e for e in handoff.events if e.kind == "attempt_failed")
+    assert failed.detail["sip_status"] == 408 and "no answer within 1 s" in failed.detail["reason"]
+    assert 0.95 <= failed.at - attempt.at <= 1.3  # the timeout honoured to the second
+    assert handoff.status == "failed" and "returned_to_ai" in kinds(handoff)
+    assert outcome.returned and outcome.legs_left == 0
+
+
+@pytest.mark.parametrize("status", ["603 Decline", "404 Not Found", "503 Service Unavailable"])
+def test_a_refused_call_with_no_fallback_left_still_keeps_the_caller(status: str,
+                                                                       tmp_path: Path) -> None:
+    refusing = Human("human_rejects.xml", {"status": status})
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(1200), bridge(refusing),
+                                       [refusing]))
+    handoff = outcome.handoff
+    assert handoff.status == "failed" and handoff.sip_status == int(status.split()[0])
+    assert outcome.returned and status.split()[0] in outcome.returned[0][0]
+
+
+def test_temporary_transfer_returns_the_caller_to_the_ai(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": human_hangs_up(700)})
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(2500),
+                                       bridge(human, final=False), [human]))
+    handoff = outcome.handoff
+    assert handoff.status == "completed" and "back to the AI" in (handoff.reason or "")
+    why, away = outcome.returned[0]
+    assert why == "the human hung up" and 0.7 <= away < 3
+    assert outcome.legs_left == 0
+
+
+def test_the_caller_hanging_up_while_the_human_rings_cancels_the_human(tmp_path: Path) -> None:
+    ringing = Human("human_rings.xml")
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(600),
+                                       bridge(ringing, timeout=10), [ringing]))
+    handoff = outcome.handoff
+    assert handoff.status == "failed" and handoff.reason == "caller hung up"
+    assert not outcome.returned and outcome.legs_left == 0

@@ -1,0 +1,125 @@
+"""Peers and a harness for transfer tests: sipp callers and humans around a CallEngine."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.interop.peers import SippResult, engine, free_port, render_scenario, run_sipp
+from warmline.calls.engine import Call, CallEngine
+from warmline.calls.handoff import Handoff
+from warmline.media.relay import EmbeddedRelay, PortRange
+
+WAIT_FOR_BYE = """  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+    ]]>
+  </send>"""
+
+
+def caller_hangs_up(after_ms: int) -> str:
+    return f"""  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:ai@[remote_ip]:[remote_port]>[$ai_tag]
+      Call-ID: [call_id]
+      CSeq: 9 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>"""
+
+
+def human_hangs_up(after_ms: int) -> str:
+    return f"""  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$remote_from]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>
+  <recv response="200"/>"""
+
+
+@dataclass
+class Human:
+    """A sipp playing the human's phone with one of the human_*.xml scenarios."""
+
+    scenario: str
+    markers: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+
+    @property
+    def uri(self) -> str:
+        return f"sip:human@127.0.0.1:{self.port}"
+
+    async def run(self, workdir: Path) -> SippResult:
+        workdir.mkdir(exist_ok=True)
+        scenario = render_scenario(self.scenario, workdir, **self.markers)
+        return await run_sipp(["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
+                               "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", "1"],
+                              workdir, timeout=20)
+
+
+@dataclass
+class Outcome:
+    handoff: Handoff
+    returned: list[tuple[str, float]]
+    legs_left: int
+    call: Call
+
+
+async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[[Call], Handoff],
+                       humans: list[Human]) -> Outcome:
+    """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass."""
+    handoffs: list[Handoff] = []
+    calls_seen: list[Call] = []
+    returned: list[tuple[str, float]] = []
+    base = free_port() // 2 * 2
+    relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 60))
+    caller_scenario = render_scenario("caller_waits.xml", tmp_path, tail=caller_tail)
+    async with engine("udp") as running:
+        def on_call(call: Call) -> None:
+            calls_seen.append(call)
+            handoffs.append(calls.transfer(call.id, make_handoff(call)))
+
+        calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
+                           lambda call, why, away: returned.append((why, away)))
+        peers = [asyncio.ensure_future(human.run(tmp_path / f"human{n}"))
+                 for n, human in enumerate(humans)]
+        result = await run_sipp(
+            ["-sf", str(caller_scenario), f"127.0.0.1:{running.spec.port}",
+             "-p", str(free_port()), "-m", "1"], tmp_path, timeout=20)
+        assert result.returncode == 0, "caller: " + result.output[-3000:]
+        for n, peer in enumerate(peers):
+            human_result = await peer
+            assert human_result.returncode == 0, f"human {n}: " + human_result.output[-3000:]
+        await asyncio.sleep(0.3)
+        legs_left = len(relay.legs)
+        await calls.close()
+        await relay.close()
+    assert handoffs and calls_seen
+    return Outcome(handoffs[0], returned, legs_left, calls_seen[0])
+
+
+def kinds(handoff: Handoff) -> list[str]:
+    return [event.kind for event in handoff.events]
