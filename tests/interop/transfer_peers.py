@@ -123,3 +123,26 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
 
 def kinds(handoff: Handoff) -> list[str]:
     return [event.kind for event in handoff.events]
+
+
+def human_presses(digit: str, after_ms: int, then: str = WAIT_FOR_BYE) -> str:
+    """The human keys ``digit`` (SIP INFO dtmf-relay) after ``after_ms``, then ``then``."""
+    return f"""  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$remote_from]
+      Call-ID: [call_id]
+      CSeq: 2 INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+{then}"""

@@ -25,12 +25,13 @@ from typing import Any
 
 from warmline.calls.handoff import Destination, Handoff, HandoffError
 from warmline.calls.leg import CallLeg, quoted
-from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt
+from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt, WarmAttempt
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
 from warmline.media.player import Samples, ringback
 from warmline.media.relay import EmbeddedRelay
 from warmline.media.sdp import SdpError
+from warmline.media.tts import EspeakTts, TextToSpeech
 from warmline.sip.session import (
     CallAnswered,
     CallEnded,
@@ -83,7 +84,8 @@ class Call:
 
 CallHandler = Callable[[Call], None]
 ReturnHandler = Callable[[Call, str, float], None]  # call, why, seconds away
-ATTEMPTS: dict[str, type[Attempt]] = {"blind": BlindAttempt, "bridge": BridgeAttempt}
+ATTEMPTS: dict[str, type[Attempt]] = {"blind": BlindAttempt, "bridge": BridgeAttempt,
+                                       "warm": WarmAttempt}
 
 
 class CallEngine:
@@ -104,7 +106,9 @@ class CallEngine:
         self._outbound: dict[str, BridgeAttempt] = {}  # by session id
         self._refers: dict[int, BlindAttempt] = {}  # by id() of the subscription
         self._tasks: set[asyncio.Task[None]] = set()
+        self._digit_watchers: dict[str, Callable[[str], None]] = {}  # by session id
         self._hold = ringback()
+        self.tts: TextToSpeech = EspeakTts()
         shell.on_event = self.on_event
 
     def on_event(self, event: SessionEvent) -> None:
@@ -146,6 +150,10 @@ class CallEngine:
 
     def unwatch_refer(self, refer: ReferSubscription) -> None:
         self._refers.pop(id(refer), None)
+
+    def watch_digits(self, session: Session, callback: Callable[[str], None]) -> None:
+        """SIP INFO digits (application/dtmf-relay) on ``session`` go to ``callback``."""
+        self._digit_watchers[session.id] = callback
 
     def watch_session(self, session: Session, attempt: BridgeAttempt) -> None:
         self._outbound[session.id] = attempt
@@ -240,10 +248,9 @@ class CallEngine:
         elif isinstance(event, CallEnded):
             self._outbound.pop(session.id, None)
             self._legs.pop(session.id, None)
-            if attempt.finished and not attempt.call.ended and attempt.call.attempt is attempt:
+            self._digit_watchers.pop(session.id, None)
+            if not attempt.call.ended and attempt.call.attempt is attempt:
                 attempt.on_ended()
-            else:
-                attempt.fail("the destination hung up before the bridge", None)
         elif isinstance(event, RequestInDialog):
             self._in_dialog(event)
 
@@ -300,14 +307,17 @@ class CallEngine:
 
     def _info(self, event: RequestInDialog) -> None:
         call = event.session.app.get("call")
+        watcher = self._digit_watchers.get(event.session.id)
+        if watcher is None and isinstance(call, Call):
+            watcher = call.on_dtmf
         content_type = (event.request.get("content-type") or "").lower()
-        if not isinstance(call, Call) or call.on_dtmf is None or "dtmf-relay" not in content_type:
+        if watcher is None or "dtmf-relay" not in content_type:
             return
         try:
             digit = parse_dtmf_relay(event.request.body)
         except DtmfError:
             return
-        call.on_dtmf(digit)
+        watcher(digit)
 
     def _ended(self, session: Session) -> None:
         leg = self._legs.pop(session.id, None)

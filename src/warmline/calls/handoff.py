@@ -38,13 +38,25 @@ class HandoffEvent:
         return {"at": self.at, "kind": self.kind, **self.detail}
 
 
+ACCEPTANCE = ("none", "dtmf", "speech")
+
+
 @dataclass
 class Destination:
-    """Where one attempt goes and how."""
+    """Where one attempt goes and how.
+
+    For a warm transfer: ``whisper`` is what the human hears before being
+    connected (None: a summary from the context); ``accept`` is "none",
+    "dtmf" (the human presses 1; any other digit declines) or "speech" (the
+    human speaks first), within ``accept_timeout`` seconds.
+    """
 
     uri: str
     mode: str
     timeout: float
+    whisper: str | None = None
+    accept: str = "none"
+    accept_timeout: float = 10.0
 
 
 @dataclass(eq=False)
@@ -84,6 +96,16 @@ class Handoff:
             return
         self.status, self.reason, self.sip_status = status, reason, sip_status
         self.emit(status, reason=reason, sip_status=sip_status)
+
+    def whisper_text(self) -> str:
+        """What the human hears first when the attempt does not say (issue 5 refines it)."""
+        for key in ("whisper", "summary"):
+            value = self.context.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        intent = self.context.get("intent")
+        about = f" about {intent}" if isinstance(intent, str) and intent else ""
+        return f"Incoming transfer from the AI agent{about}."
 
     def as_dict(self) -> dict[str, Any]:
         attempt = self.attempt or self.first

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING
 from warmline.calls.handoff import Destination, Handoff
 from warmline.calls.leg import CallLeg
 from warmline.media.negotiation import Negotiation
-from warmline.media.player import Player, ringback
+from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdp import SdpError
+from warmline.media.tts import TtsError
 from warmline.sip.headers import NameAddr
 from warmline.sip.message import Response
 from warmline.sip.session import ReferSubscription, Session
@@ -185,7 +186,7 @@ class BridgeAttempt(Attempt):
             self.handoff.progress("ringing", sip_status=response.status)
 
     def on_answered(self, response: Response) -> None:
-        human, caller = self.human, self.call.caller
+        human = self.human
         assert human is not None
         try:
             human.negotiation.accept(response.body)
@@ -193,10 +194,16 @@ class BridgeAttempt(Attempt):
             self.fail(f"the destination's answer is unusable: {error.reason}", 488)
             return
         self.handoff.progress("answered", sip_status=response.status)
+        self.connect()
+
+    def connect(self) -> None:
+        """Bridge the caller and the human; the AI leaves the media path."""
+        human, caller = self.human, self.call.caller
+        assert human is not None
         human.media.detect_first_word(self._first_word)
         caller.media.route_to(human.media)
-        human.media.route_to(caller.media)  # ringback goes on until the human's audio flows
-        self.succeed("answered")
+        human.media.route_to(caller.media)  # hold audio goes on until the human's audio flows
+        self.succeed("connected")
         self.handoff.progress("connected")
 
     def _first_word(self, at: float) -> None:
@@ -207,8 +214,14 @@ class BridgeAttempt(Attempt):
         self.fail(f"{failure_kind(status)}: {status} {reason}".rstrip(), status)
 
     def on_ended(self) -> None:
-        """The human hung up after the bridge was made."""
-        self.engine.human_left(self.call, self)
+        """The human hung up: after the bridge was made, or before it."""
+        if self.finished:
+            self.engine.human_left(self.call, self)
+        else:
+            self.fail(self.early_hangup(), None)
+
+    def early_hangup(self) -> str:
+        return "the destination hung up before the connection"
 
     def on_timeout(self, reason: str) -> None:
         session = self.session
@@ -222,3 +235,101 @@ class BridgeAttempt(Attempt):
             self.engine.shell.run(lambda now: self.engine.shell.ua.bye(session, now))
         if human is not None:
             human.close()
+
+
+class WarmAttempt(BridgeAttempt):
+    """Consult the human first: the caller holds, the human hears a whisper, then connect.
+
+    The whisper is synthesised while the human's phone rings, so it starts
+    the moment they answer. Only the human hears it; the caller hears hold
+    audio until the human's own audio reaches them. With acceptance asked
+    for, the human presses 1 (any other digit declines) or speaks first; a
+    decline, silence past ``accept_timeout`` or a hang-up during the whisper
+    fails the attempt and the fallback runs, the caller still holding.
+    """
+
+    whisper: Samples | None = None
+
+    def start(self) -> None:
+        self.call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
+        self.engine.spawn(self._prepare_whisper())
+        self.engine.spawn(self._dial())
+
+    async def _prepare_whisper(self) -> None:
+        text = self.destination.whisper or self.handoff.whisper_text()
+        loop = asyncio.get_running_loop()
+        try:
+            self.whisper = await loop.run_in_executor(None, self.engine.tts.synthesize, text)
+        except TtsError as error:
+            self.handoff.emit("whisper_unavailable", reason=str(error))
+
+    def on_answered(self, response: Response) -> None:
+        human = self.human
+        assert human is not None
+        try:
+            human.negotiation.accept(response.body)
+        except SdpError as error:
+            self.fail(f"the destination's answer is unusable: {error.reason}", 488)
+            return
+        self.handoff.progress("answered", sip_status=response.status)
+        self._cancel_timer()  # the ring timeout is over; acceptance has its own
+        self.engine.spawn(self._consult())
+
+    async def _consult(self) -> None:
+        human = self.human
+        assert human is not None
+        for _ in range(100):  # TTS runs while the phone rings; rarely still busy here
+            if self.whisper is not None or self.finished:
+                break
+            await asyncio.sleep(0.02)
+        if self.finished:
+            return
+        if self.whisper is not None:
+            self.handoff.progress("whispering")
+            feed = human.media.play(Player(self.whisper))
+            await feed.done
+            if self.finished:
+                return
+            self.handoff.emit("whisper_done")
+        if not await self._accepted():
+            return
+        self.connect()
+
+    async def _accepted(self) -> bool:
+        human, accept = self.human, self.destination.accept
+        assert human is not None
+        if accept == "none":
+            return True
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def settle(value: str) -> None:
+            if not answer.done():
+                answer.set_result(value)
+
+        if accept == "dtmf":
+            human.media.on_dtmf = settle
+            self.engine.watch_digits(human.session, settle)
+        else:
+            human.media.detect_first_word(lambda at: settle("speech"))
+        self.handoff.progress("awaiting_acceptance", by=accept)
+        try:
+            value = await asyncio.wait_for(answer, self.destination.accept_timeout)
+        except TimeoutError:
+            self.fail(f"the human did not accept within {self.destination.accept_timeout:g} s",
+                      None)
+            return False
+        finally:
+            human.media.on_dtmf = None
+        if self.finished:
+            return False
+        if value not in ("1", "speech"):
+            self.fail(f"the human declined (pressed {value})", None)
+            return False
+        self.handoff.emit("accepted_by_human", by=accept)
+        return True
+
+    def early_hangup(self) -> str:
+        if self.handoff.status == "whispering":
+            return "the human hung up during the whisper"
+        return "the human hung up during the consultation"

@@ -1,0 +1,82 @@
+"""Warm transfers: the caller holds, the human hears a whisper, accepts, and is connected.
+
+The whisper is espeak-ng speech played to the human's leg only; acceptance is
+the human pressing 1 over SIP INFO. A decline, a hang-up during the whisper
+and the caller leaving mid-consult each end the attempt cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.interop.transfer_peers import (
+    WAIT_FOR_BYE,
+    Human,
+    caller_hangs_up,
+    human_hangs_up,
+    human_presses,
+    kinds,
+    run_transfer,
+)
+from warmline.calls.engine import Call
+from warmline.calls.handoff import Destination, Handoff
+
+pytestmark = pytest.mark.interop
+
+
+def warm(human: Human, whisper: str = "Maria, verified, billing.", accept: str = "dtmf",
+         fallback: list[Destination | str] | None = None) -> Callable[[Call], Handoff]:
+    def make(call: Call) -> Handoff:
+        destination = Destination(human.uri, "warm", 5, whisper=whisper, accept=accept,
+                                  accept_timeout=6)
+        return Handoff(call.id, destination, fallback=list(fallback or []),
+                       context={"intent": "billing"})
+    return make
+
+
+def test_the_human_hears_the_whisper_accepts_and_is_connected(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "200",
+                                        "tail": human_presses("1", 2500)})
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(5000), warm(human), [human]))
+    events = kinds(outcome.handoff)
+    order = ["answered", "whispering", "whisper_done", "awaiting_acceptance",
+             "accepted_by_human", "connected"]
+    assert [kind for kind in events if kind in order] == order
+    assert outcome.handoff.status == "completed" and outcome.legs_left == 0
+
+
+def test_a_human_who_declines_sends_the_caller_back_to_the_ai(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": human_presses("2", 2500)})
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(5000),
+                                       warm(human, fallback=["ai"]), [human]))
+    handoff = outcome.handoff
+    assert handoff.status == "failed" and handoff.reason == "the human declined (pressed 2)"
+    assert "connected" not in kinds(handoff) and outcome.returned
+    assert outcome.legs_left == 0  # the declined consult leg was hung up (sipp got the BYE)
+
+
+def test_the_human_hanging_up_during_the_whisper_fails_over(tmp_path: Path) -> None:
+    second = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+    first = Human("human_answers.xml", {"ring_ms": "100", "tail": human_hangs_up(600)})
+    whisper = "Maria has been verified, she disputes a charge on her bill, " * 3
+    outcome = asyncio.run(run_transfer(
+        tmp_path, caller_hangs_up(4500),
+        warm(first, whisper=whisper, accept="none",
+             fallback=[Destination(second.uri, "bridge", 5)]), [first, second]))
+    handoff = outcome.handoff
+    failed = next(e for e in handoff.events if e.kind == "attempt_failed")
+    assert failed.detail["reason"] == "the human hung up during the whisper"
+    events = kinds(handoff)
+    assert events.index("attempt_failed") < events.index("fallback") < events.index("connected")
+    assert handoff.status == "completed" and outcome.legs_left == 0
+
+
+def test_the_caller_leaving_mid_consult_hangs_up_the_human(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(1500), warm(human), [human]))
+    assert outcome.handoff.status == "failed" and outcome.handoff.reason == "caller hung up"
+    assert outcome.legs_left == 0
