@@ -6,8 +6,7 @@ the OpenAPI schema at /openapi.json (and the docs at /docs). Bad requests
 change nothing and get a 4xx naming the field: 404 for an unknown call or
 handoff, 409 when the call cannot take a transfer now (one handoff at a
 time; the second of two concurrent requests loses), 413 for a context over
-the size limit, 422 for an invalid URI, mode or timeout, 501 for a mode not
-built yet.
+the size limit, 422 for an invalid URI, mode or timeout.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
 MAX_CONTEXT_BYTES = 64 * 1024
-BUILT_MODES = ("blind", "bridge")
 
 
 def _sip_uri(value: str) -> str:
@@ -42,27 +40,38 @@ def _sip_uri(value: str) -> str:
     return value
 
 
-class FallbackStep(BaseModel):
-    """Another destination to try when the one before fails."""
+class Attempt(BaseModel):
+    """Where to send the caller and how (the request itself and each fallback step)."""
 
-    to: str = Field(description="sip: or sips: URI")
-    mode: Literal["blind", "bridge", "warm", "attended"] = "bridge"
-    timeout: float = Field(30.0, gt=0, le=600, description="ring timeout, seconds")
+    to: str = Field(description="sip: or sips: URI of the human, queue or agent")
+    mode: Literal["blind", "bridge", "warm", "attended"] = "blind"
+    timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
+    whisper: str | None = Field(None, max_length=2000,
+                                description="warm/attended: what the human hears first "
+                                            "(default: a summary of the context)")
+    accept: Literal["none", "dtmf", "speech"] = Field(
+        "none", description="warm: the human accepts by pressing 1 or by speaking first")
+    accept_timeout: float = Field(10.0, gt=0, le=120)
 
     _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
 
+    def destination(self) -> Destination:
+        return Destination(self.to, self.mode, self.timeout, self.whisper, self.accept,
+                           self.accept_timeout)
 
-class TransferRequest(BaseModel):
-    to: str = Field(description="sip: or sips: URI of the human, queue or agent")
-    mode: Literal["blind", "bridge", "warm", "attended"] = "blind"
+
+class FallbackStep(Attempt):
+    """Another destination to try when the one before fails."""
+
+    mode: Literal["blind", "bridge", "warm", "attended"] = "bridge"
+
+
+class TransferRequest(Attempt):
     final: bool = Field(True, description="False: the caller returns to the AI afterwards")
-    timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
     fallback: list[FallbackStep | Literal["ai"]] = Field(
         default_factory=list, description="tried in order; 'ai' returns the caller to the AI")
     context: dict[str, Any] = Field(default_factory=dict,
                                     description="what the human should know (JSON object)")
-
-    _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
 
 
 class TransferAccepted(BaseModel):
@@ -99,19 +108,14 @@ def build_app(engine: CallEngine) -> FastAPI:
 
 
 def _handoff(call_id: str, request: TransferRequest) -> Handoff:
-    modes = [request.mode] + [s.mode for s in request.fallback if isinstance(s, FallbackStep)]
-    unbuilt = sorted({mode for mode in modes if mode not in BUILT_MODES})
-    if unbuilt:
-        raise HTTPException(501, f"mode: {', '.join(unbuilt)} not available yet "
-                                 f"(available: {', '.join(BUILT_MODES)})")
     size = len(json.dumps(request.context))
     if size > MAX_CONTEXT_BYTES:
         raise HTTPException(413, f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
     fallback: list[Destination | str] = [
-        Destination(step.to, step.mode, step.timeout) if isinstance(step, FallbackStep)
-        else step for step in request.fallback]
-    return Handoff(call_id, Destination(request.to, request.mode, request.timeout),
-                   final=request.final, fallback=fallback, context=request.context)
+        step.destination() if isinstance(step, FallbackStep) else step
+        for step in request.fallback]
+    return Handoff(call_id, request.destination(), final=request.final, fallback=fallback,
+                   context=request.context)
 
 
 class EmbeddedHttpServer(uvicorn.Server):

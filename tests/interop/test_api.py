@@ -51,7 +51,7 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
             refusals = {
                 "/calls/call-nope/transfer": ({"to": human}, 404, "no call"),
                 transfer: ({"to": "http://example.com"}, 422, "to"),
-                f"{transfer}?": ({"to": human, "mode": "warm"}, 501, "warm"),
+                f"{transfer}?": ({"to": human, "mode": "psychic"}, 422, "mode"),
                 f"{transfer}?big": ({"to": human, "context": {"x": "y" * 70000}}, 413, "context"),
                 f"{transfer}?slow": ({"to": human, "timeout": 0}, 422, "timeout"),
             }

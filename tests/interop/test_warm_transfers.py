@@ -80,3 +80,21 @@ def test_the_caller_leaving_mid_consult_hangs_up_the_human(tmp_path: Path) -> No
     outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(1500), warm(human), [human]))
     assert outcome.handoff.status == "failed" and outcome.handoff.reason == "caller hung up"
     assert outcome.legs_left == 0
+
+
+def test_attended_transfer_introduces_the_caller_in_a_three_way_then_drops_the_ai(
+        tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "200", "tail": WAIT_FOR_BYE})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(human.uri, "attended", 5,
+                                            whisper="I have Maria on the line about her bill."))
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(5000), make, [human]))
+    events = kinds(outcome.handoff)
+    order = ["answered", "three_way", "introduced", "connected"]
+    assert [kind for kind in events if kind in order] == order
+    introduced = next(e for e in outcome.handoff.events if e.kind == "introduced")
+    three_way = next(e for e in outcome.handoff.events if e.kind == "three_way")
+    assert 1.0 < introduced.at - three_way.at < 4.0  # the introduction was spoken, not skipped
+    assert outcome.handoff.status == "completed" and outcome.legs_left == 0

@@ -25,7 +25,13 @@ from typing import Any
 
 from warmline.calls.handoff import Destination, Handoff, HandoffError
 from warmline.calls.leg import CallLeg, quoted
-from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt, WarmAttempt
+from warmline.calls.transfer import (
+    Attempt,
+    AttendedAttempt,
+    BlindAttempt,
+    BridgeAttempt,
+    WarmAttempt,
+)
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
 from warmline.media.player import Samples, ringback
@@ -85,7 +91,7 @@ class Call:
 CallHandler = Callable[[Call], None]
 ReturnHandler = Callable[[Call, str, float], None]  # call, why, seconds away
 ATTEMPTS: dict[str, type[Attempt]] = {"blind": BlindAttempt, "bridge": BridgeAttempt,
-                                       "warm": WarmAttempt}
+                                       "warm": WarmAttempt, "attended": AttendedAttempt}
 
 
 class CallEngine:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from warmline.calls.handoff import Destination, Handoff
 from warmline.calls.leg import CallLeg
+from warmline.media.conference import Conference
 from warmline.media.negotiation import Negotiation
 from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdp import SdpError
@@ -333,3 +334,46 @@ class WarmAttempt(BridgeAttempt):
         if self.handoff.status == "whispering":
             return "the human hung up during the whisper"
         return "the human hung up during the consultation"
+
+
+class AttendedAttempt(WarmAttempt):
+    """A brief 3-way call: the AI introduces the caller to the human, then drops out.
+
+    The human's phone rings while the caller holds; on answer caller and
+    human are joined in a mix-minus conference (each hears the other) and
+    the AI's introduction is mixed in for both; when it ends the AI leaves
+    and the two are bridged directly (the conference closes by itself).
+    """
+
+    conference: Conference | None = None
+
+    async def _consult(self) -> None:
+        human, caller = self.human, self.call.caller
+        assert human is not None
+        for _ in range(100):
+            if self.whisper is not None or self.finished:
+                break
+            await asyncio.sleep(0.02)
+        if self.finished:
+            return
+        conference = self.conference = Conference()
+        caller.media.route_to(None)
+        human.media.route_to(None)
+        conference.join(caller.media)
+        conference.join(human.media)
+        self.handoff.progress("three_way")
+        if self.whisper is not None:
+            await conference.speak(Player(self.whisper))
+        if self.finished:
+            return
+        self.handoff.emit("introduced")
+        self.connect()  # routing the two to each other takes them out of the mix
+        conference.close()
+
+    def cleanup(self) -> None:
+        if self.conference is not None:
+            self.conference.close()
+        super().cleanup()
+
+    def early_hangup(self) -> str:
+        return "the human hung up during the introduction"

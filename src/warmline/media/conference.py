@@ -13,6 +13,7 @@ import asyncio
 import numpy as np
 
 from warmline.media.mixer import mix_minus
+from warmline.media.player import Player
 from warmline.media.relay import Pacer, RelayLeg
 from warmline.media.rtp import RtpPacket, SyntheticSource
 
@@ -35,7 +36,17 @@ class Conference:
     def __init__(self) -> None:
         self._members: dict[RelayLeg, _MemberFeed] = {}
         self._frames: dict[RelayLeg, np.ndarray] = {}
+        self._voice: Player | None = None  # the AI speaking to everyone (an introduction)
+        self.voice_done: asyncio.Future[None] | None = None
         self.pacer = Pacer(asyncio.get_running_loop(), self._tick)
+
+    def speak(self, player: Player) -> asyncio.Future[None]:
+        """Mix ``player`` into what every member hears; the future resolves when it ends."""
+        if self.voice_done is not None and not self.voice_done.done():
+            self.voice_done.set_result(None)
+        self._voice = player
+        self.voice_done = asyncio.get_running_loop().create_future()
+        return self.voice_done
 
     @property
     def members(self) -> list[RelayLeg]:
@@ -74,13 +85,32 @@ class Conference:
     def _tick(self) -> None:
         members = list(self._members.items())
         frames = [self._frames.pop(leg, _SILENCE) for leg, _ in members]
-        for (leg, feed), mixed in zip(members, mix_minus(frames), strict=True):
+        mixes = mix_minus(frames)
+        voice = self._next_voice_frame()
+        if voice is not None:
+            mixes = [np.clip(mix.astype(np.int32) + voice, -32768, 32767).astype(np.int16)
+                     for mix in mixes]
+        for (leg, feed), mixed in zip(members, mixes, strict=True):
             stream = leg.stream
             if stream is not None and leg.encoder is not None:
                 packet = feed.source.packet(stream.payload_type, leg.encoder.encode(mixed),
                                             stream.codec.clock_rate)
                 leg.send_from(packet, stream)
 
+    def _next_voice_frame(self) -> np.ndarray | None:
+        voice = self._voice
+        if voice is None:
+            return None
+        if voice.finished:
+            self._voice = None
+            if self.voice_done is not None and not self.voice_done.done():
+                self.voice_done.set_result(None)
+            return None
+        return voice.next_frame().astype(np.int32)
+
     def close(self) -> None:
+        self._voice = None
+        if self.voice_done is not None and not self.voice_done.done():
+            self.voice_done.set_result(None)
         for leg in list(self._members):
             self.leave(leg)
