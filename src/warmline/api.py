@@ -52,12 +52,15 @@ class Attempt(BaseModel):
     accept: Literal["none", "dtmf", "speech"] = Field(
         "none", description="warm: the human accepts by pressing 1 or by speaking first")
     accept_timeout: float = Field(10.0, gt=0, le=120)
+    connect: Literal["bridge", "replaces"] = Field(
+        "bridge", description="warm: keep the media (bridge) or send the caller's phone to "
+                              "the human with REFER/Replaces when it supports that")
 
     _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
 
     def destination(self) -> Destination:
         return Destination(self.to, self.mode, self.timeout, self.whisper, self.accept,
-                           self.accept_timeout)
+                           self.accept_timeout, self.connect)
 
 
 class FallbackStep(Attempt):

@@ -98,3 +98,20 @@ def test_attended_transfer_introduces_the_caller_in_a_three_way_then_drops_the_a
     three_way = next(e for e in outcome.handoff.events if e.kind == "three_way")
     assert 1.0 < introduced.at - three_way.at < 4.0  # the introduction was spoken, not skipped
     assert outcome.handoff.status == "completed" and outcome.legs_left == 0
+
+
+def test_warm_transfer_connects_by_refer_with_replaces(tmp_path: Path) -> None:
+    """The caller's phone calls the human with Replaces; warmline leaves the call."""
+    human = Human("human_replaced.xml", calls=2)
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(human.uri, "warm", 5, whisper="Maria, billing.",
+                                            connect="replaces"))
+
+    outcome = asyncio.run(run_transfer(tmp_path, "", make, [human],
+                                       caller="caller_replaces.xml"))
+    events = kinds(outcome.handoff)
+    order = ["whisper_done", "replacing", "attempt_succeeded", "completed"]
+    assert [kind for kind in events if kind in order] == order
+    assert outcome.handoff.reason == "connected by REFER with Replaces"
+    assert outcome.legs_left == 0 and outcome.call.ended

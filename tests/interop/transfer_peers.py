@@ -67,6 +67,7 @@ class Human:
     scenario: str
     markers: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    calls: int = 1  # dialogs the phone takes before sipp exits
 
     @property
     def uri(self) -> str:
@@ -76,7 +77,7 @@ class Human:
         workdir.mkdir(exist_ok=True)
         scenario = render_scenario(self.scenario, workdir, **self.markers)
         return await run_sipp(["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
-                               "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", "1"],
+                               "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", str(self.calls)],
                               workdir, timeout=20)
 
 
@@ -89,14 +90,15 @@ class Outcome:
 
 
 async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[[Call], Handoff],
-                       humans: list[Human]) -> Outcome:
+                       humans: list[Human], caller: str = "caller_waits.xml") -> Outcome:
     """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass."""
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
     returned: list[tuple[str, float]] = []
     base = free_port() // 2 * 2
     relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 60))
-    caller_scenario = render_scenario("caller_waits.xml", tmp_path, tail=caller_tail)
+    markers = {"tail": caller_tail} if caller_tail else {}
+    caller_scenario = render_scenario(caller, tmp_path, **markers)
     async with engine("udp") as running:
         def on_call(call: Call) -> None:
             calls_seen.append(call)

@@ -30,6 +30,7 @@ from warmline.calls.transfer import (
     AttendedAttempt,
     BlindAttempt,
     BridgeAttempt,
+    ReferWatcher,
     WarmAttempt,
 )
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
@@ -110,7 +111,7 @@ class CallEngine:
         self.handoffs: dict[str, Handoff] = {}
         self._legs: dict[str, CallLeg] = {}  # by session id
         self._outbound: dict[str, BridgeAttempt] = {}  # by session id
-        self._refers: dict[int, BlindAttempt] = {}  # by id() of the subscription
+        self._refers: dict[int, ReferWatcher] = {}  # by id() of the subscription
         self._tasks: set[asyncio.Task[None]] = set()
         self._digit_watchers: dict[str, Callable[[str], None]] = {}  # by session id
         self._hold = ringback()
@@ -151,7 +152,7 @@ class CallEngine:
     def hold_audio(self) -> Samples:
         return self._hold
 
-    def watch_refer(self, refer: ReferSubscription, attempt: BlindAttempt) -> None:
+    def watch_refer(self, refer: ReferSubscription, attempt: ReferWatcher) -> None:
         self._refers[id(refer)] = attempt
 
     def unwatch_refer(self, refer: ReferSubscription) -> None:

@@ -48,7 +48,10 @@ class Destination:
     For a warm transfer: ``whisper`` is what the human hears before being
     connected (None: a summary from the context); ``accept`` is "none",
     "dtmf" (the human presses 1; any other digit declines) or "speech" (the
-    human speaks first), within ``accept_timeout`` seconds.
+    human speaks first), within ``accept_timeout`` seconds; ``connect`` is
+    "bridge" (warmline keeps the media) or "replaces" (the caller's phone is
+    sent to the human with REFER and Replaces when it supports that, and
+    bridged when it does not or the REFER fails).
     """
 
     uri: str
@@ -57,6 +60,7 @@ class Destination:
     whisper: str | None = None
     accept: str = "none"
     accept_timeout: float = 10.0
+    connect: str = "bridge"  # warm: "bridge", or "replaces" (REFER with Replaces, RFC 3891)
 
 
 @dataclass(eq=False)

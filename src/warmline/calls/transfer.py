@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import quote
 
 from warmline.calls.handoff import Destination, Handoff
 from warmline.calls.leg import CallLeg
@@ -47,6 +48,14 @@ def failure_kind(status: int) -> str:
     if status >= 500:
         return "server error"
     return "refused"
+
+
+class ReferWatcher(Protocol):
+    """An attempt following a REFER it sent (blind, or warm connecting with Replaces)."""
+
+    def on_refer_response(self, status: int) -> None: ...
+
+    def on_notify(self, status: int, final: bool) -> None: ...
 
 
 class Attempt:
@@ -294,6 +303,69 @@ class WarmAttempt(BridgeAttempt):
             self.handoff.emit("whisper_done")
         if not await self._accepted():
             return
+        if self.destination.connect == "replaces":
+            self._connect_by_replaces()
+        else:
+            self.connect()
+
+    # -- connecting with REFER + Replaces (RFC 3891) ----------------------------
+    replacing: ReferSubscription | None = None
+
+    def _connect_by_replaces(self) -> None:
+        """Send the caller's phone to the human's dialog; bridge if that cannot work."""
+        caller, consult = self.call.caller, self.session
+        assert consult is not None and consult.dialog is not None
+        if "replaces" not in caller.session.invite.supported:
+            self.handoff.emit("replaces_unsupported", why="the caller's INVITE has no "
+                                                          "Supported: replaces")
+            self.connect()
+            return
+        dialog = consult.dialog
+        replaces = quote(f"{dialog.call_id};to-tag={dialog.remote_tag};"
+                         f"from-tag={dialog.local_tag}", safe="")
+        refer_to = f"<{dialog.remote_target}?Replaces={replaces}>"
+        referred_by = f"<{caller.session.local_party.uri}>"
+        engine = self.engine
+        self.replacing = engine.shell.run(lambda now: engine.shell.ua.refer(
+            caller.session, refer_to, now, referred_by=referred_by,
+            headers=[("X-Warmline-Handoff", self.handoff.id)]))
+        engine.watch_refer(self.replacing, self)
+        self.handoff.progress("replacing")
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.destination.timeout, self._replaces_failed,
+                                      f"no final NOTIFY within {self.destination.timeout:g} s")
+
+    def on_refer_response(self, status: int) -> None:
+        if status >= 300:
+            self._replaces_failed(f"REFER refused ({status})")
+
+    def on_notify(self, status: int, final: bool) -> None:
+        if not final:
+            return
+        if not 200 <= status < 300:
+            self._replaces_failed(f"the caller's phone reports {status}")
+            return
+        self._cancel_timer()
+        self.succeed("connected by REFER with Replaces")
+        engine, caller, consult = self.engine, self.call.caller.session, self.session
+        engine.shell.run(lambda now: engine.shell.ua.bye(caller, now))
+        if consult is not None:  # the human's phone ends it; we make sure after a second
+            asyncio.get_running_loop().call_later(1.0, self._end_consult, consult)
+        self.handoff.finish("completed", "connected by REFER with Replaces", status)
+
+    def _end_consult(self, consult: Session) -> None:
+        if not consult.ended:
+            self.engine.shell.run(lambda now: self.engine.shell.ua.bye(consult, now))
+
+    def _replaces_failed(self, why: str) -> None:
+        """Warm never turns blind: if Replaces fails, warmline bridges the consult itself."""
+        self._cancel_timer()
+        if self.replacing is not None:
+            self.engine.unwatch_refer(self.replacing)
+            self.replacing = None
+        if self.finished:
+            return
+        self.handoff.emit("replaces_failed", why=why)
         self.connect()
 
     async def _accepted(self) -> bool:
