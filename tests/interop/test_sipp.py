@@ -151,7 +151,8 @@ def blind_transfer_app(running: Engine, event: SessionEvent) -> None:
     if isinstance(event, IncomingCall):
         shell.run(lambda now: ua.answer(event.session, SDP, now))
     elif isinstance(event, CallConfirmed):
-        shell.run(lambda now: ua.refer(event.session, "<sip:human@127.0.0.1:5999>", now,
+        target = "<sip:human@127.0.0.1:5999?X-Warmline-Handoff=handoff-0>"
+        shell.run(lambda now: ua.refer(event.session, target, now,
                                        referred_by="<sip:ai@127.0.0.1>"))
     elif isinstance(event, ReferNotify) and event.final and 200 <= event.status < 300:
         shell.run(lambda now: ua.bye(event.refer.session, now))

@@ -99,3 +99,17 @@ def test_refused_refer_becomes_a_bridge_that_the_caller_ends(tmp_path: Path) -> 
     assert fallback.detail["mode"] == "bridge" and "403" in fallback.detail["why"]
     assert handoff.status == "completed"  # the caller hung up after talking to the human
     assert not returned and not legs_left  # the human's leg went with the caller's BYE
+
+
+def test_a_202_without_an_outcome_is_not_success(tmp_path: Path) -> None:
+    """NOTIFY 100 and then silence: the NOTIFY timeout fails it and the caller stays."""
+    scenario = render_scenario("refer_silent.xml", tmp_path, seconds="2500")
+    handoff, returned, legs_left = asyncio.run(run_transfer(
+        tmp_path, scenario, Destination("sip:human@127.0.0.1:5999", "blind", 1.0),
+        fallback=["ai"]))
+    assert handoff.status == "failed" and handoff.sip_status == 408
+    assert handoff.reason == "no final NOTIFY within 1 s"
+    accepted = next(e for e in handoff.events if e.kind == "accepted")
+    failed = next(e for e in handoff.events if e.kind == "attempt_failed")
+    assert 0.5 < failed.at - accepted.at < 1.3
+    assert returned and not legs_left

@@ -35,6 +35,16 @@ if TYPE_CHECKING:
 REFER_REFUSALS = frozenset({403, 405, 420, 489, 501, 603})
 
 
+def with_uri_header(uri: str, name: str, value: str) -> str:
+    """``uri`` carrying a header for the INVITE the transferee sends (RFC 3261 §19.1.1).
+
+    UAs that honour Refer-To headers copy it into their INVITE, so the human's
+    side sees the handoff id even on a blind transfer.
+    """
+    separator = "&" if "?" in uri else "?"
+    return f"{uri}{separator}{quote(name, safe='')}={quote(value, safe='')}"
+
+
 def failure_kind(status: int) -> str:
     """What a final status means for a transfer, in the words the records use."""
     if status in (486, 600):
@@ -123,9 +133,10 @@ class BlindAttempt(Attempt):
         caller.media.play(Player(engine.hold_audio(), loop=True))
         referred_by = str(caller.session.local_party.uri)
         headers = [("X-Warmline-Handoff", self.handoff.id)]
+        target = with_uri_header(self.destination.uri, "X-Warmline-Handoff", self.handoff.id)
+        refer_to = f"<{target}>"
         self.refer = engine.shell.run(lambda now: engine.shell.ua.refer(
-            caller.session, self.destination.uri, now, referred_by=f"<{referred_by}>",
-            headers=headers))
+            caller.session, refer_to, now, referred_by=f"<{referred_by}>", headers=headers))
         engine.watch_refer(self.refer, self)
         self.arm_timeout(f"no final NOTIFY within {self.destination.timeout:g} s")
 
