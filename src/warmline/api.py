@@ -23,7 +23,7 @@ from fastapi import FastAPI, HTTPException, Path
 from pydantic import BaseModel, Field, field_validator
 
 from warmline.calls.engine import CallEngine
-from warmline.calls.handoff import Destination, Handoff, HandoffError
+from warmline.calls.handoff import CallerId, Destination, Handoff, HandoffError
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
@@ -38,6 +38,32 @@ def _sip_uri(value: str) -> str:
     if not isinstance(uri, SipUri) or not uri.host:
         raise ValueError("must be a sip: or sips: URI with a host")
     return value
+
+
+def _identity_uri(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        uri = parse_uri(value)
+    except SipParseError as error:
+        raise ValueError(f"not a sip:, sips: or tel: URI: {error}") from None
+    if uri.scheme not in ("sip", "sips", "tel"):
+        raise ValueError("must be a sip:, sips: or tel: URI")
+    return value
+
+
+class CallerIdOptions(BaseModel):
+    """What the human's phone shows: the caller, another identity, or a trunk number."""
+
+    mode: Literal["original", "override", "trunk"] = "original"
+    uri: str | None = None  # override/trunk: the identity to present (sip:, sips:, tel:)
+    diversion: bool = False
+    history_info: bool = False
+
+    _check_uri = field_validator("uri")(classmethod(lambda cls, value: _identity_uri(value)))
+
+    def build(self) -> CallerId:
+        return CallerId(self.mode, self.uri, self.diversion, self.history_info)
 
 
 class Attempt(BaseModel):
@@ -75,6 +101,7 @@ class TransferRequest(Attempt):
         default_factory=list, description="tried in order; 'ai' returns the caller to the AI")
     context: dict[str, Any] = Field(default_factory=dict,
                                     description="what the human should know (JSON object)")
+    caller_id: CallerIdOptions = Field(default_factory=lambda: CallerIdOptions())
 
 
 class TransferAccepted(BaseModel):
@@ -117,8 +144,12 @@ def _handoff(call_id: str, request: TransferRequest) -> Handoff:
     fallback: list[Destination | str] = [
         step.destination() if isinstance(step, FallbackStep) else step
         for step in request.fallback]
+    try:
+        caller_id = request.caller_id.build()
+    except HandoffError as error:
+        raise HTTPException(error.status, str(error)) from None
     return Handoff(call_id, request.destination(), final=request.final, fallback=fallback,
-                   context=request.context)
+                   context=request.context, caller_id=caller_id)
 
 
 class EmbeddedHttpServer(uvicorn.Server):

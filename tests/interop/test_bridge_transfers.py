@@ -17,12 +17,13 @@ from tests.interop.transfer_peers import (
     WAIT_FOR_BYE,
     Human,
     caller_hangs_up,
+    expect_headers,
     human_hangs_up,
     kinds,
     run_transfer,
 )
 from warmline.calls.engine import Call
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.handoff import CallerId, Destination, Handoff, HandoffError
 
 pytestmark = pytest.mark.interop
 
@@ -107,3 +108,28 @@ def test_the_caller_hanging_up_while_the_human_rings_cancels_the_human(tmp_path:
     handoff = outcome.handoff
     assert handoff.status == "failed" and handoff.reason == "caller hung up"
     assert not outcome.returned and outcome.legs_left == 0
+
+
+def test_a_trunk_number_with_the_original_caller_carried_along(tmp_path: Path) -> None:
+    checks = expect_headers(
+        original=("X-Warmline-Original-Caller", "sip:caller@"),
+        asserted=("P-Asserted-Identity", "sip:[+]15550100@"),
+        diversion=("Diversion", "reason=unconditional;counter=1"),
+        history=("History-Info", "index=1[.]1;mp=1"))
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE,
+                                        "from": "sip:[+]15550100@", "checks": checks})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(human.uri, "bridge", 5),
+                       caller_id=CallerId("trunk", "sip:+15550100@127.0.0.1", diversion=True,
+                                          history_info=True))
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(800), make, [human]))
+    assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0
+
+
+def test_caller_id_options_are_checked() -> None:
+    with pytest.raises(HandoffError, match=r"caller_id\.uri"):
+        CallerId("trunk")
+    with pytest.raises(HandoffError, match=r"caller_id\.mode"):
+        CallerId("anonymous-ish")

@@ -75,7 +75,8 @@ class Human:
 
     async def run(self, workdir: Path) -> SippResult:
         workdir.mkdir(exist_ok=True)
-        scenario = render_scenario(self.scenario, workdir, **self.markers)
+        defaults = {"from": "sip:caller@", "checks": ""} if "answers" in self.scenario else {}
+        scenario = render_scenario(self.scenario, workdir, **{**defaults, **self.markers})
         return await run_sipp(["-sf", str(scenario), "-i", "127.0.0.1", "-p", str(self.port),
                                "-mi", "127.0.0.1", "-mp", str(free_port()), "-m", str(self.calls)],
                               workdir, timeout=20)
@@ -148,3 +149,12 @@ def human_presses(digit: str, after_ms: int, then: str = WAIT_FOR_BYE) -> str:
   </send>
   <recv response="200"/>
 {then}"""
+
+
+def expect_headers(**checks: tuple[str, str]) -> str:
+    """sipp actions requiring each ``variable=(header, POSIX regexp)`` in the INVITE."""
+    lines = [f'      <ereg regexp="{regexp}" search_in="hdr" header="{header}:" '
+             f'check_it="true" assign_to="{variable}"/>'
+             for variable, (header, regexp) in checks.items()]
+    used = " ".join(f"[${variable}]" for variable in checks)
+    return "\n".join([*lines, f'      <log message="{used}"/>'])

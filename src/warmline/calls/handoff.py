@@ -63,6 +63,34 @@ class Destination:
     connect: str = "bridge"  # warm: "bridge", or "replaces" (REFER with Replaces, RFC 3891)
 
 
+CALLER_ID_MODES = ("original", "override", "trunk")
+
+
+@dataclass(frozen=True)
+class CallerId:
+    """Who the human's phone shows as calling (carriers lose this most).
+
+    "original": the caller's own From (and P-Asserted-Identity when the
+    caller's INVITE had one); "override": ``uri``; "trunk": ``uri`` (a number
+    the trunk accepts) with the original caller carried in
+    X-Warmline-Original-Caller. ``diversion`` adds Diversion (RFC 5806) and
+    ``history_info`` History-Info (RFC 7044) naming the AI as the diverting
+    party, for PBXs that route or display by them.
+    """
+
+    mode: str = "original"
+    uri: str | None = None
+    diversion: bool = False
+    history_info: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in CALLER_ID_MODES:
+            raise HandoffError(f"caller_id.mode: {self.mode!r} is not one of "
+                               f"{', '.join(CALLER_ID_MODES)}", 422)
+        if self.mode != "original" and not self.uri:
+            raise HandoffError(f"caller_id.uri: needed for mode {self.mode!r}", 422)
+
+
 @dataclass(eq=False)
 class Handoff:
     call_id: str
@@ -70,6 +98,7 @@ class Handoff:
     final: bool = True
     fallback: list[Destination | str] = field(default_factory=list)  # or "ai"
     context: dict[str, Any] = field(default_factory=dict)
+    caller_id: CallerId = field(default_factory=CallerId)
     id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")
     status: str = "requested"
     reason: str | None = None

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.handoff import CallerId, Destination, Handoff
 from warmline.calls.leg import CallLeg
 from warmline.media.conference import Conference
 from warmline.media.negotiation import Negotiation
@@ -43,6 +43,28 @@ def with_uri_header(uri: str, name: str, value: str) -> str:
     """
     separator = "&" if "?" in uri else "?"
     return f"{uri}{separator}{quote(name, safe='')}={quote(value, safe='')}"
+
+
+def identity_headers(caller: Session, caller_id: CallerId, destination: str
+                     ) -> tuple[NameAddr | str, list[tuple[str, str]]]:
+    """The From and identity headers of the INVITE to the human (see CallerId)."""
+    original = NameAddr(caller.remote_party.uri, caller.remote_party.display_name)
+    asserted = caller.invite.get("p-asserted-identity")
+    headers: list[tuple[str, str]] = []
+    identity: NameAddr | str = original
+    if caller_id.mode == "original":
+        headers.append(("P-Asserted-Identity", asserted or str(original)))
+    else:
+        identity = f"<{caller_id.uri}>"
+        headers.append(("P-Asserted-Identity", identity))
+        if caller_id.mode == "trunk":
+            headers.append(("X-Warmline-Original-Caller", asserted or str(original)))
+    diverter = caller.invite.uri  # the number the caller dialled: the AI
+    if caller_id.diversion:
+        headers.append(("Diversion", f"<{diverter}>;reason=unconditional;counter=1"))
+    if caller_id.history_info:
+        headers.append(("History-Info", f"<{diverter}>;index=1,<{destination}>;index=1.1;mp=1"))
+    return identity, headers
 
 
 def failure_kind(status: int) -> str:
@@ -186,9 +208,9 @@ class BridgeAttempt(Attempt):
             else engine.codecs[0]
         offer = negotiation.offer(codecs=[caller_codec] + [
             name for name in engine.codecs if name.lower() != caller_codec.lower()])
-        headers = [("X-Warmline-Handoff", self.handoff.id)]
-        caller_id = caller.session.remote_party  # the human sees who is really calling
-        identity = NameAddr(caller_id.uri, caller_id.display_name)
+        identity, headers = identity_headers(caller.session, self.handoff.caller_id,
+                                             self.destination.uri)
+        headers.insert(0, ("X-Warmline-Handoff", self.handoff.id))
         try:
             session = engine.shell.run(lambda now: engine.shell.ua.invite(
                 self.destination.uri, now, sdp=offer, headers=headers, from_=identity))
