@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from warmline.calls.engine import Call, CallEngine
 
 REFER_REFUSALS = frozenset({403, 405, 420, 489, 501, 603})
+WHISPER_WAIT = 5.0  # seconds a human who answered waits at most for the whisper's TTS
 
 
 def with_uri_header(uri: str, name: str, value: str) -> str:
@@ -292,11 +293,19 @@ class WarmAttempt(BridgeAttempt):
     """
 
     whisper: Samples | None = None
+    _whisper_ready: asyncio.Task[None]
 
     def start(self) -> None:
         self.call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
-        self.engine.spawn(self._prepare_whisper())
+        self._whisper_ready = self.engine.spawn(self._prepare_whisper())
         self.engine.spawn(self._dial())
+
+    async def whisper_synthesised(self) -> None:
+        """TTS runs while the phone rings; wait for it (bounded) if it is still busy."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._whisper_ready), WHISPER_WAIT)
+        except TimeoutError:
+            self.handoff.emit("whisper_unavailable", reason=f"TTS took over {WHISPER_WAIT:g} s")
 
     async def _prepare_whisper(self) -> None:
         text = self.destination.whisper or self.handoff.whisper_text()
@@ -321,10 +330,7 @@ class WarmAttempt(BridgeAttempt):
     async def _consult(self) -> None:
         human = self.human
         assert human is not None
-        for _ in range(100):  # TTS runs while the phone rings; rarely still busy here
-            if self.whisper is not None or self.finished:
-                break
-            await asyncio.sleep(0.02)
+        await self.whisper_synthesised()
         if self.finished:
             return
         if self.whisper is not None:
@@ -455,10 +461,7 @@ class AttendedAttempt(WarmAttempt):
     async def _consult(self) -> None:
         human, caller = self.human, self.call.caller
         assert human is not None
-        for _ in range(100):
-            if self.whisper is not None or self.finished:
-                break
-            await asyncio.sleep(0.02)
+        await self.whisper_synthesised()
         if self.finished:
             return
         conference = self.conference = Conference()
