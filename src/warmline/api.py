@@ -16,6 +16,7 @@ import contextlib
 import json
 import socket
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import uvicorn
@@ -23,7 +24,13 @@ from fastapi import FastAPI, HTTPException, Path
 from pydantic import BaseModel, Field, field_validator
 
 from warmline.calls.engine import CallEngine
-from warmline.calls.handoff import CallerId, Destination, Handoff, HandoffError
+from warmline.calls.handoff import (
+    CallerId,
+    Destination,
+    FallbackAction,
+    Handoff,
+    HandoffError,
+)
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
@@ -95,10 +102,25 @@ class FallbackStep(Attempt):
     mode: Literal["blind", "bridge", "warm", "attended"] = "bridge"
 
 
+class ActionStep(BaseModel):
+    """A fallback that is not another destination."""
+
+    action: Literal["ai", "voicemail", "callback"]
+    max_seconds: float = Field(60.0, gt=0, le=600, description="voicemail: longest message")
+    delay_seconds: float = Field(3600.0, gt=0, le=30 * 86400,
+                                 description="callback: when, from now")
+    at: float | None = Field(None, description="callback: when, as Unix time")
+
+    def build(self) -> FallbackAction:
+        return FallbackAction(self.action, self.max_seconds, self.delay_seconds, self.at)
+
+
 class TransferRequest(Attempt):
     final: bool = Field(True, description="False: the caller returns to the AI afterwards")
-    fallback: list[FallbackStep | Literal["ai"]] = Field(
-        default_factory=list, description="tried in order; 'ai' returns the caller to the AI")
+    fallback: list[FallbackStep | ActionStep | Literal["ai", "voicemail", "callback"]] = Field(
+        default_factory=list,
+        description="tried in order: other destinations, then 'voicemail', 'callback' or "
+                    "'ai' (back to the AI, also what happens when the list runs out)")
     context: dict[str, Any] = Field(default_factory=dict,
                                     description="what the human should know (JSON object)")
     caller_id: CallerIdOptions = Field(default_factory=lambda: CallerIdOptions())
@@ -127,6 +149,11 @@ def build_app(engine: CallEngine) -> FastAPI:
             raise HTTPException(error.status, str(error)) from None
         return TransferAccepted(handoff_id=handoff.id, status=handoff.status)
 
+    @app.get("/callbacks")
+    async def list_callbacks() -> list[dict[str, Any]]:
+        """Callbacks promised to callers nobody could take (newest last)."""
+        return [asdict(scheduled) for scheduled in engine.callbacks]
+
     @app.get("/handoffs/{handoff_id}")
     async def get_handoff(handoff_id: str) -> dict[str, Any]:
         handoff = engine.handoffs.get(handoff_id)
@@ -141,8 +168,9 @@ def _handoff(call_id: str, request: TransferRequest) -> Handoff:
     size = len(json.dumps(request.context))
     if size > MAX_CONTEXT_BYTES:
         raise HTTPException(413, f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
-    fallback: list[Destination | str] = [
-        step.destination() if isinstance(step, FallbackStep) else step
+    fallback: list[Destination | FallbackAction | str] = [
+        step.destination() if isinstance(step, FallbackStep)
+        else step.build() if isinstance(step, ActionStep) else step
         for step in request.fallback]
     try:
         caller_id = request.caller_id.build()

@@ -88,10 +88,12 @@ class Outcome:
     returned: list[tuple[str, float]]
     legs_left: int
     call: Call
+    engine: CallEngine
 
 
 async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[[Call], Handoff],
-                       humans: list[Human], caller: str = "caller_waits.xml") -> Outcome:
+                       humans: list[Human], caller: str = "caller_waits.xml",
+                       caller_markers: dict[str, str] | None = None) -> Outcome:
     """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass."""
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
@@ -99,6 +101,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
     base = free_port() // 2 * 2
     relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 60))
     markers = {"tail": caller_tail} if caller_tail else {}
+    markers.update(caller_markers or {})
     caller_scenario = render_scenario(caller, tmp_path, **markers)
     async with engine("udp") as running:
         def on_call(call: Call) -> None:
@@ -106,7 +109,8 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
             handoffs.append(calls.transfer(call.id, make_handoff(call)))
 
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
-                           lambda call, why, away: returned.append((why, away)))
+                           lambda call, why, away: returned.append((why, away)),
+                           records_dir=tmp_path / "records")
         peers = [asyncio.ensure_future(human.run(tmp_path / f"human{n}"))
                  for n, human in enumerate(humans)]
         result = await run_sipp(
@@ -121,7 +125,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
         await calls.close()
         await relay.close()
     assert handoffs and calls_seen
-    return Outcome(handoffs[0], returned, legs_left, calls_seen[0])
+    return Outcome(handoffs[0], returned, legs_left, calls_seen[0], calls)
 
 
 def kinds(handoff: Handoff) -> list[str]:

@@ -21,9 +21,11 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from warmline.calls.handoff import Destination, Handoff, HandoffError
+from warmline.calls.fallbacks import ScheduledCallback, callback, voicemail
+from warmline.calls.handoff import Destination, FallbackAction, Handoff, HandoffError
 from warmline.calls.leg import CallLeg, quoted
 from warmline.calls.transfer import (
     Attempt,
@@ -100,15 +102,18 @@ class CallEngine:
 
     def __init__(self, shell: SipShell, relay: EmbeddedRelay, media_address: str,
                  codecs: list[str], on_call: CallHandler | None = None,
-                 on_return: ReturnHandler | None = None) -> None:
+                 on_return: ReturnHandler | None = None,
+                 records_dir: Path = Path("warmline-records")) -> None:
         self.shell = shell
         self.relay = relay
         self.media_address = media_address
         self.codecs = codecs
         self.on_call = on_call or (lambda call: None)
         self.on_return = on_return or (lambda call, why, away: None)
+        self.records_dir = records_dir  # voicemail recordings, scheduled callbacks
         self.calls: dict[str, Call] = {}
         self.handoffs: dict[str, Handoff] = {}
+        self.callbacks: list[ScheduledCallback] = []
         self._legs: dict[str, CallLeg] = {}  # by session id
         self._outbound: dict[str, BridgeAttempt] = {}  # by session id
         self._refers: dict[int, ReferWatcher] = {}  # by id() of the subscription
@@ -213,10 +218,22 @@ class CallEngine:
                 handoff.emit("fallback", to=step.uri, mode=step.mode, why=handoff.reason)
                 self._try(call, handoff, step)
                 return
-            if step == "ai":
-                break
+            action = step if isinstance(step, FallbackAction) else FallbackAction(step)
+            handoff.emit("fallback", action=action.kind, why=handoff.reason)
+            if action.kind == "voicemail":
+                self.spawn(voicemail(self, call, handoff, action))
+                return
+            if action.kind == "callback":
+                self.spawn(callback(self, call, handoff, action))
+                return
+            break  # "ai"
         handoff.finish("failed", handoff.reason or "transfer failed", handoff.sip_status)
         self._back_to_ai(call, handoff.reason or "transfer failed", 0.0)
+
+    def hang_up(self, call: Call) -> None:
+        """warmline ends the caller's call (after voicemail, a callback promise)."""
+        session = call.caller.session
+        self.shell.run(lambda now: self.shell.ua.bye(session, now))
 
     def _back_to_ai(self, call: Call, why: str, away: float) -> None:
         call.state = "ai"

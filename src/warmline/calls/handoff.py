@@ -66,6 +66,23 @@ class Destination:
 CALLER_ID_MODES = ("original", "override", "trunk")
 
 
+ACTIONS = ("ai", "voicemail", "callback")
+
+
+@dataclass(frozen=True)
+class FallbackAction:
+    """A fallback step that is not another destination."""
+
+    kind: str  # "ai", "voicemail" or "callback"
+    max_seconds: float = 60.0  # voicemail: the longest message kept
+    delay_seconds: float = 3600.0  # callback: how long from now, when ``at`` is not given
+    at: float | None = None  # callback: Unix time
+
+    def __post_init__(self) -> None:
+        if self.kind not in ACTIONS:
+            raise ValueError(f"fallback: {self.kind!r} is not one of {', '.join(ACTIONS)}")
+
+
 @dataclass(frozen=True)
 class CallerId:
     """Who the human's phone shows as calling (carriers lose this most).
@@ -96,7 +113,7 @@ class Handoff:
     call_id: str
     first: Destination
     final: bool = True
-    fallback: list[Destination | str] = field(default_factory=list)  # or "ai"
+    fallback: list[Destination | FallbackAction | str] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     caller_id: CallerId = field(default_factory=CallerId)
     id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")

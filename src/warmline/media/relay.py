@@ -25,7 +25,7 @@ from warmline.media.codecs import Codec, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.fastpath import FastPath, Offload
 from warmline.media.plane import LegAddress, LegCounters
-from warmline.media.player import FRAME_MS, Player
+from warmline.media.player import FRAME_MS, Player, Samples
 from warmline.media.rtcp import ReceptionStats
 from warmline.media.rtcp_session import DEFAULT_INTERVAL, RtcpSession
 from warmline.media.rtp import (
@@ -111,6 +111,7 @@ class RelayLeg:
         self._dtmf = DtmfReceiver()
         self._first_word: FirstWordDetector | None = None
         self._on_first_word: Callable[[float], None] | None = None
+        self._recorder: Callable[[Samples], None] | None = None
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
         self.loop = asyncio.get_running_loop()
@@ -154,7 +155,13 @@ class RelayLeg:
 
     @property
     def listening_for_words(self) -> bool:
-        return self._first_word is not None
+        """Python must see this leg's audio: first-word detection or a recording."""
+        return self._first_word is not None or self._recorder is not None
+
+    def record(self, sink: Callable[[Samples], None] | None) -> None:
+        """Hand every 20 ms of the far end's audio (8 kHz linear) to ``sink``; None stops."""
+        self.take_back()
+        self._recorder = sink
 
     @property
     def on_dtmf(self) -> Callable[[str], None] | None:
@@ -343,6 +350,9 @@ class RelayLeg:
             self._on_telephone_event(packet)
         elif self._first_word is not None and self.decoder is not None:
             self._listen_for_words(packet)
+        if self._recorder is not None and self.decoder is not None \
+                and packet.payload_type == stream.payload_type:
+            self._recorder(self.decoder.decode(packet.payload))
         if self.conference is not None:
             self.conference.push(self, packet)
             return
