@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import ipaddress
 import socket
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -34,7 +34,7 @@ from warmline.calls.handoff import (
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
-MAX_CONTEXT_BYTES = 64 * 1024
+RESOLVE_SECONDS = 2.0
 
 
 def _sip_uri(value: str) -> str:
@@ -143,6 +143,7 @@ def build_app(engine: CallEngine) -> FastAPI:
     async def transfer(call_id: Annotated[str, Path()],
                        request: TransferRequest) -> TransferAccepted:
         handoff = _handoff(call_id, request)
+        await _check_routable(handoff)
         try:
             engine.transfer(call_id, handoff)
         except HandoffError as error:
@@ -164,10 +165,33 @@ def build_app(engine: CallEngine) -> FastAPI:
     return app
 
 
+async def _check_routable(handoff: Handoff) -> None:
+    """422 for a destination whose host does not resolve (it could never ring)."""
+    loop = asyncio.get_running_loop()
+    steps = [handoff.first, *handoff.fallback]
+    for index, step in enumerate(steps):
+        if not isinstance(step, Destination):
+            continue
+        uri = parse_uri(step.uri)
+        host = uri.host.strip("[]") if isinstance(uri, SipUri) else ""
+        if not host or _is_address(host):
+            continue
+        where = "to" if index == 0 else f"fallback[{index - 1}].to"
+        try:
+            await asyncio.wait_for(loop.getaddrinfo(host, None), RESOLVE_SECONDS)
+        except (OSError, TimeoutError):
+            raise HTTPException(422, f"{where}: host {host!r} does not resolve") from None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _handoff(call_id: str, request: TransferRequest) -> Handoff:
-    size = len(json.dumps(request.context))
-    if size > MAX_CONTEXT_BYTES:
-        raise HTTPException(413, f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}")
     fallback: list[Destination | FallbackAction | str] = [
         step.destination() if isinstance(step, FallbackStep)
         else step.build() if isinstance(step, ActionStep) else step

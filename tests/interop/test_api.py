@@ -54,6 +54,10 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
                 f"{transfer}?": ({"to": human, "mode": "psychic"}, 422, "mode"),
                 f"{transfer}?big": ({"to": human, "context": {"x": "y" * 70000}}, 413, "context"),
                 f"{transfer}?slow": ({"to": human, "timeout": 0}, 422, "timeout"),
+                f"{transfer}?nowhere": ({"to": "sip:human@no-such-host.invalid"}, 422,
+                                        "does not resolve"),
+                f"{transfer}?badstep": ({"to": human, "fallback": ["somewhere"]}, 422,
+                                        "fallback"),
             }
             for path, (body, status, named) in refusals.items():
                 response = await client.post(path.split("?")[0], json=body)

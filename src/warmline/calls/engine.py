@@ -137,7 +137,12 @@ class CallEngine:
 
     # ------------------------------------------------------------------ transfers
     def transfer(self, call_id: str, handoff: Handoff) -> Handoff:
-        """Start ``handoff`` on the call; HandoffError (404, 409) when it cannot run."""
+        """Start ``handoff`` on the call; HandoffError (404, 409, 413, 422) when it cannot.
+
+        This is the in-process Python API too: an AI app holding the engine
+        calls it with a :class:`Handoff` and gets the same checks as HTTP.
+        """
+        handoff.validate()
         call = self.calls.get(call_id)
         if call is None:
             raise HandoffError(f"no call {call_id}", 404)

@@ -11,11 +11,16 @@ ended stays ended.
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmline.sip.errors import SipParseError
+from warmline.sip.uri import SipUri, parse_uri
+
 MODES = ("blind", "bridge", "warm", "attended")
+MAX_CONTEXT_BYTES = 64 * 1024
 ENDED = frozenset({"completed", "failed"})
 _ids = itertools.count(1)
 
@@ -61,6 +66,25 @@ class Destination:
     accept: str = "none"
     accept_timeout: float = 10.0
     connect: str = "bridge"  # warm: "bridge", or "replaces" (REFER with Replaces, RFC 3891)
+
+    def validate(self, where: str = "to") -> None:
+        try:
+            uri = parse_uri(self.uri)
+        except SipParseError as error:
+            raise HandoffError(f"{where}: {self.uri!r} is not a SIP URI ({error})", 422) \
+                from None
+        if not isinstance(uri, SipUri) or not uri.host:
+            raise HandoffError(f"{where}: {self.uri!r} must be a sip: or sips: URI", 422)
+        checks = [(self.mode in MODES, f"mode {self.mode!r} is not one of {', '.join(MODES)}"),
+                  (0 < self.timeout <= 600, f"timeout {self.timeout} is not in (0, 600]"),
+                  (self.accept in ACCEPTANCE, f"accept {self.accept!r} is not one of "
+                                              f"{', '.join(ACCEPTANCE)}"),
+                  (0 < self.accept_timeout <= 120, "accept_timeout is not in (0, 120]"),
+                  (self.connect in ("bridge", "replaces"), f"connect {self.connect!r} is "
+                                                           "not bridge or replaces")]
+        for ok, problem in checks:
+            if not ok:
+                raise HandoffError(f"{where}: {problem}", 422)
 
 
 CALLER_ID_MODES = ("original", "override", "trunk")
@@ -146,6 +170,22 @@ class Handoff:
             return
         self.status, self.reason, self.sip_status = status, reason, sip_status
         self.emit(status, reason=reason, sip_status=sip_status)
+
+    def validate(self) -> None:
+        """HandoffError (422, 413) naming the field, before anything is dialled."""
+        for index, step in enumerate([self.first, *self.fallback]):
+            where = "to" if index == 0 else f"fallback[{index - 1}]"
+            if isinstance(step, Destination):
+                step.validate(where)
+            elif isinstance(step, str) and step not in ACTIONS:
+                raise HandoffError(f"{where}: {step!r} is not a destination or one of "
+                                   f"{', '.join(ACTIONS)}", 422)
+        try:
+            size = len(json.dumps(self.context))
+        except (TypeError, ValueError) as error:
+            raise HandoffError(f"context: not JSON ({error})", 422) from None
+        if size > MAX_CONTEXT_BYTES:
+            raise HandoffError(f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}", 413)
 
     def whisper_text(self) -> str:
         """What the human hears first when the attempt does not say (issue 5 refines it)."""

@@ -232,6 +232,9 @@ class BridgeAttempt(Attempt):
     def on_answered(self, response: Response) -> None:
         human = self.human
         assert human is not None
+        if self.finished:  # given up meanwhile (the caller left): not to be connected
+            self.cleanup()
+            return
         try:
             human.negotiation.accept(response.body)
         except SdpError as error:
@@ -318,6 +321,9 @@ class WarmAttempt(BridgeAttempt):
     def on_answered(self, response: Response) -> None:
         human = self.human
         assert human is not None
+        if self.finished:
+            self.cleanup()
+            return
         try:
             human.negotiation.accept(response.body)
         except SdpError as error:
