@@ -52,6 +52,11 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
             assert human_result.returncode == 0, human_result.output[-3000:]
         await asyncio.sleep(0.3)
         legs_left = bool(relay.legs)
+        for _ in range(40):
+            if not running.ua.sessions:
+                break
+            await asyncio.sleep(0.05)
+        assert not running.ua.sessions, "a dialog was left open"
         await calls.close()
         await relay.close()
     assert handoffs

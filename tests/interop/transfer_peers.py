@@ -122,6 +122,12 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
             assert human_result.returncode == 0, f"human {n}: " + human_result.output[-3000:]
         await asyncio.sleep(0.3)
         legs_left = len(relay.legs)
+        for _ in range(40):  # transactions may still be finishing their last exchange
+            if not running.ua.sessions:
+                break
+            await asyncio.sleep(0.05)
+        live = [(s.call_id, s.state.value) for s in running.ua.sessions]
+        assert not live, f"dialogs left open: {live}"
         await calls.close()
         await relay.close()
     assert handoffs and calls_seen
