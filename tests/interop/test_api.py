@@ -63,12 +63,14 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
                 response = await client.post(path.split("?")[0], json=body)
                 assert response.status_code == status, (path, response.text)
                 assert named in response.text
-            accepted = await client.post(transfer, json={
-                "to": human, "mode": "blind", "timeout": 5, "context": {"intent": "billing"}})
-            assert accepted.status_code == 202, accepted.text
+            body = {"to": human, "mode": "blind", "timeout": 5, "context": {"intent": "billing"}}
+            racing = await asyncio.gather(client.post(transfer, json=body),
+                                          client.post(transfer, json=body))
+            assert sorted(r.status_code for r in racing) == [202, 409], [r.text for r in racing]
+            accepted = next(r for r in racing if r.status_code == 202)
             handoff_id = accepted.json()["handoff_id"]
-            busy = await client.post(transfer, json={"to": human})
-            assert busy.status_code == 409 and handoff_id in busy.text
+            busy = next(r for r in racing if r.status_code == 409)
+            assert handoff_id in busy.text  # the loser is told which handoff won
             result = await caller
             assert result.returncode == 0, result.output[-3000:]
             handoff = (await client.get(f"/handoffs/{handoff_id}")).json()

@@ -104,3 +104,19 @@ def test_blind_outcomes_reported_by_notify(final: str, tmp_path: Path) -> None:
         fallback=["ai"]))
     assert handoff.status == "failed" and handoff.sip_status == int(final.split()[0])
     assert returned and not legs_left
+
+
+def test_blind_to_a_caller_whose_allow_lacks_refer_is_bridged_at_once(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(human.uri, "blind", 5))
+
+    result = asyncio.run(run_transfer(
+        tmp_path, caller_hangs_up(1500), make, [human],
+        caller_markers={"headers": "\n      Allow: INVITE, ACK, BYE, CANCEL, OPTIONS"}))
+    events = kinds(result.handoff)
+    assert "accepted" not in events  # no REFER was sent
+    fallback = next(e for e in result.handoff.events if e.kind == "fallback")
+    assert fallback.detail["mode"] == "bridge" and "405" in fallback.detail["why"]
+    assert "connected" in events and result.legs_left == 0

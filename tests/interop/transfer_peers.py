@@ -101,6 +101,8 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
     base = free_port() // 2 * 2
     relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 60))
     markers = {"tail": caller_tail} if caller_tail else {}
+    if caller == "caller_waits.xml":
+        markers["headers"] = ""  # extra INVITE headers, each after a newline
     markers.update(caller_markers or {})
     caller_scenario = render_scenario(caller, tmp_path, **markers)
     async with engine("udp") as running:

@@ -154,6 +154,12 @@ class BlindAttempt(Attempt):
     def start(self) -> None:
         engine, caller = self.engine, self.call.caller
         caller.media.play(Player(engine.hold_audio(), loop=True))
+        allowed = caller.session.invite.values("allow")
+        methods = {method.strip().upper() for value in allowed for method in value.split(",")}
+        if allowed and "REFER" not in methods:  # it told us it cannot: do not even try
+            self.refused = True
+            self.fail("the caller's side does not allow REFER", 405)
+            return
         referred_by = str(caller.session.local_party.uri)
         headers = [("X-Warmline-Handoff", self.handoff.id)]
         target = with_uri_header(self.destination.uri, "X-Warmline-Handoff", self.handoff.id)
