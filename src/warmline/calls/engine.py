@@ -57,6 +57,7 @@ from warmline.sip.session import (
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
+RETAIN_SECONDS = 3600.0
 _ids = itertools.count(1)
 
 
@@ -72,6 +73,7 @@ class Call:
     legs: list[CallLeg] = field(default_factory=list)  # every leg, the caller's first
     handoffs: list[Handoff] = field(default_factory=list)
     attempt: Attempt | None = None  # the transfer attempt running or the bridge in place
+    ended_at: float | None = None
 
     @property
     def ended(self) -> bool:
@@ -310,6 +312,7 @@ class CallEngine:
                 session, status, now, headers=[("Warning", warning)]))
             log.info("call %s refused %d: %s", session.call_id, status, error.reason)
             return
+        self._forget_ended_calls()
         leg = CallLeg(session, media, negotiation)
         self._legs[session.id] = leg
         call = Call(f"call-{next(_ids)}", leg, self.shell.now(), legs=[leg])
@@ -317,6 +320,18 @@ class CallEngine:
         session.app["call"] = call
         self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
         self.on_call(call)
+
+    def _forget_ended_calls(self) -> None:
+        """Ended calls stay listed for RETAIN_SECONDS (for the API), then memory is freed.
+
+        This is the live view only; a durable record of calls is not kept yet.
+        """
+        horizon = self.shell.now() - RETAIN_SECONDS
+        for call_id, call in list(self.calls.items()):
+            if call.ended_at is not None and call.ended_at < horizon:
+                del self.calls[call_id]
+                for handoff in call.handoffs:
+                    self.handoffs.pop(handoff.id, None)
 
     def _in_dialog(self, event: RequestInDialog) -> None:
         ua, leg, method = self.shell.ua, self.leg_of(event.session), event.request.method
@@ -356,6 +371,7 @@ class CallEngine:
         if not isinstance(call, Call) or call.caller is not leg:
             return
         call.state = "ended"
+        call.ended_at = self.shell.now()
         attempt = call.attempt
         if attempt is None:
             return
