@@ -120,3 +120,22 @@ def test_blind_to_a_caller_whose_allow_lacks_refer_is_bridged_at_once(tmp_path: 
     fallback = next(e for e in result.handoff.events if e.kind == "fallback")
     assert fallback.detail["mode"] == "bridge" and "405" in fallback.detail["why"]
     assert "connected" in events and result.legs_left == 0
+
+
+def test_blind_caller_hanging_up_before_the_outcome(tmp_path: Path) -> None:
+    scenario = render_scenario("refer_silent.xml", tmp_path, seconds="800")
+    handoff, returned, legs_left = asyncio.run(run_blind(
+        tmp_path, scenario, Destination("sip:human@127.0.0.1:5999", "blind", 10)))
+    assert handoff.status == "failed" and handoff.reason == "caller hung up"
+    assert not returned and not legs_left
+
+
+def test_attended_caller_hanging_up_while_the_human_rings(tmp_path: Path) -> None:
+    ringing = Human("human_rings.xml")  # sipp requires the CANCEL warmline must send
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(ringing.uri, "attended", 10))
+
+    result = asyncio.run(run_transfer(tmp_path, caller_hangs_up(700), make, [ringing]))
+    assert result.handoff.status == "failed" and result.handoff.reason == "caller hung up"
+    assert not result.returned and result.legs_left == 0
