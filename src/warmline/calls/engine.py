@@ -24,17 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warmline.calls.consult import AttendedAttempt, WarmAttempt
 from warmline.calls.fallbacks import ScheduledCallback, callback, voicemail
 from warmline.calls.handoff import Destination, FallbackAction, Handoff, HandoffError
 from warmline.calls.leg import CallLeg, quoted
-from warmline.calls.transfer import (
-    Attempt,
-    AttendedAttempt,
-    BlindAttempt,
-    BridgeAttempt,
-    ReferWatcher,
-    WarmAttempt,
-)
+from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt, ReferWatcher
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
 from warmline.media.player import Samples, ringback
