@@ -118,7 +118,12 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
     def on_call(call: Call) -> None:
         call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
 
-    engine = CallEngine(shell, relay, host, ["PCMU", "PCMA", "G722", "opus"], on_call)
+    def on_return(call: Call, why: str, away: float) -> None:
+        log.info("call %s back with the AI after %.1f s: %s", call.id, away, why)
+        on_call(call)
+
+    engine = CallEngine(shell, relay, host, ["PCMU", "PCMA", "G722", "opus"], on_call,
+                        on_return)
     stack.push_async_callback(engine.close)
     server, task = await start_http(build_app(engine), http.host, http.port)
     stack.push_async_callback(stop_http, server, task)

@@ -133,3 +133,16 @@ def test_caller_id_options_are_checked() -> None:
         CallerId("trunk")
     with pytest.raises(HandoffError, match=r"caller_id\.mode"):
         CallerId("anonymous-ish")
+
+
+def test_back_to_the_ai_after_an_announcement(tmp_path: Path) -> None:
+    refusing = Human("human_rejects.xml", {"status": "486 Busy Here"})
+    outcome = asyncio.run(run_transfer(
+        tmp_path, caller_hangs_up(6000), bridge(refusing), [refusing],
+        announcement="Sorry, nobody is free. I am back."))
+    events = outcome.handoff.events
+    failed = next(e for e in events if e.kind == "failed")
+    announced = next(e for e in events if e.kind == "announced")
+    returned = next(e for e in events if e.kind == "returned_to_ai")
+    assert 1.0 < announced.at - failed.at < 4.0  # spoken in full, not skipped
+    assert returned.at >= announced.at and outcome.returned

@@ -40,6 +40,7 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
 
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
                            lambda call, why, away: returned.append((why, away)))
+        calls.return_announcement = None  # the AI is told at once (announcing: elsewhere)
         human = None
         if human_args is not None:
             human = asyncio.ensure_future(run_sipp(human_args, tmp_path / "human", timeout=20))

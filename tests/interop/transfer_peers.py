@@ -93,7 +93,8 @@ class Outcome:
 
 async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[[Call], Handoff],
                        humans: list[Human], caller: str = "caller_waits.xml",
-                       caller_markers: dict[str, str] | None = None) -> Outcome:
+                       caller_markers: dict[str, str] | None = None,
+                       announcement: str | None = None) -> Outcome:
     """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass."""
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
@@ -113,6 +114,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
                            lambda call, why, away: returned.append((why, away)),
                            records_dir=tmp_path / "records")
+        calls.return_announcement = announcement
         peers = [asyncio.ensure_future(human.run(tmp_path / f"human{n}"))
                  for n, human in enumerate(humans)]
         result = await run_sipp(

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from warmline.calls.consult import AttendedAttempt, WarmAttempt
-from warmline.calls.fallbacks import ScheduledCallback, callback, voicemail
+from warmline.calls.fallbacks import ScheduledCallback, callback, say, voicemail
 from warmline.calls.handoff import Destination, FallbackAction, Handoff, HandoffError
 from warmline.calls.leg import CallLeg, quoted
 from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt, ReferWatcher
@@ -52,6 +52,7 @@ from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
 RETAIN_SECONDS = 3600.0
+RETURN_ANNOUNCEMENT = "I am sorry, nobody could take your call right now. I am back with you."
 _ids = itertools.count(1)
 
 
@@ -117,6 +118,8 @@ class CallEngine:
         self._digit_watchers: dict[str, Callable[[str], None]] = {}  # by session id
         self._hold = ringback()
         self.tts: TextToSpeech = EspeakTts()
+        # said to a caller coming back to the AI after a failed transfer (None: nothing)
+        self.return_announcement: str | None = RETURN_ANNOUNCEMENT
         shell.on_event = self.on_event
 
     def on_event(self, event: SessionEvent) -> None:
@@ -229,7 +232,17 @@ class CallEngine:
                 return
             break  # "ai"
         handoff.finish("failed", handoff.reason or "transfer failed", handoff.sip_status)
-        self._back_to_ai(call, handoff.reason or "transfer failed", 0.0)
+        self.spawn(self._announce_and_return(call, handoff.reason or "transfer failed"))
+
+    async def _announce_and_return(self, call: Call, why: str) -> None:
+        """Tell the caller nobody could be reached (no silence), then hand back to the AI."""
+        call.state = "ai"
+        if self.return_announcement:
+            await say(self, call, self.return_announcement)
+            if call.handoffs:
+                call.handoffs[-1].emit("announced", text=self.return_announcement)
+        if not call.ended:
+            self._back_to_ai(call, why, 0.0)
 
     def hang_up(self, call: Call) -> None:
         """warmline ends the caller's call (after voicemail, a callback promise)."""

@@ -39,7 +39,7 @@ class ScheduledCallback:
     reason: str
 
 
-async def _say(engine: CallEngine, call: Call, text: str, extra: Samples | None = None) -> None:
+async def say(engine: CallEngine, call: Call, text: str, extra: Samples | None = None) -> None:
     """Speak ``text`` to the caller (and then ``extra``, a tone say) and wait till it ends."""
     loop = asyncio.get_running_loop()
     try:
@@ -57,7 +57,7 @@ async def voicemail(engine: CallEngine, call: Call, handoff: Handoff,
                     action: FallbackAction) -> None:
     """Prompt, tone, record to ``records_dir/voicemail/<handoff>.wav``, thank, hang up."""
     handoff.emit("voicemail_started", max_seconds=action.max_seconds)
-    await _say(engine, call, "Nobody can take your call right now. Please leave a message "
+    await say(engine, call, "Nobody can take your call right now. Please leave a message "
                              "after the tone.", _TONE)
     frames: list[Samples] = []
     leg = call.caller.media
@@ -72,7 +72,7 @@ async def voicemail(engine: CallEngine, call: Call, handoff: Handoff,
     handoff.emit("voicemail_saved", path=str(path), seconds=round(seconds, 2))
     handoff.finish("completed", "voicemail recorded", handoff.sip_status)
     if not call.ended:
-        await _say(engine, call, "Thank you. Goodbye.")
+        await say(engine, call, "Thank you. Goodbye.")
         engine.hang_up(call)
 
 
@@ -90,7 +90,7 @@ async def callback(engine: CallEngine, call: Call, handoff: Handoff,
     handoff.emit("callback_scheduled", at=at, number=number)
     handoff.finish("completed", "callback scheduled", handoff.sip_status)
     when = time.strftime("%H:%M", time.localtime(at))
-    await _say(engine, call, f"Nobody can take your call right now. We will call you back "
+    await say(engine, call, f"Nobody can take your call right now. We will call you back "
                              f"at {when}. Goodbye.")
     if not call.ended:
         engine.hang_up(call)
