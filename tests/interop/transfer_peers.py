@@ -8,56 +8,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.interop.peers import SippResult, engine, free_port, render_scenario, run_sipp
+from tests.interop.test_sipp import SUCCESS_TAIL
 from warmline.calls.engine import Call, CallEngine
 from warmline.calls.handoff import Handoff
 from warmline.media.relay import EmbeddedRelay, PortRange
 
-WAIT_FOR_BYE = """  <recv request="BYE"/>
-  <send>
+WAIT_FOR_BYE = SUCCESS_TAIL  # wait for the other side's BYE and answer it
+
+
+def _bye_after(after_ms: int, from_header: str, to_header: str, cseq: int) -> str:
+    return f"""  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
     <![CDATA[
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: {from_header}
+      To: {to_header}
+      Call-ID: [call_id]
+      CSeq: {cseq} BYE
+      Max-Forwards: 70
       Content-Length: 0
     ]]>
-  </send>"""
+  </send>
+  <recv response="200"/>"""
 
 
 def caller_hangs_up(after_ms: int) -> str:
-    return f"""  <pause milliseconds="{after_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:ai@[remote_ip]:[remote_port]>[$ai_tag]
-      Call-ID: [call_id]
-      CSeq: 9 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200"/>"""
+    """caller_waits.xml's tail: the caller hangs up after ``after_ms``."""
+    caller = '"Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
+    return _bye_after(after_ms, caller, "<sip:ai@[remote_ip]:[remote_port]>[$ai_tag]", 9)
 
 
 def human_hangs_up(after_ms: int) -> str:
-    return f"""  <pause milliseconds="{after_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      BYE [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-      To: [$remote_from]
-      Call-ID: [call_id]
-      CSeq: 1 BYE
-      Max-Forwards: 70
-      Content-Length: 0
-    ]]>
-  </send>
-  <recv response="200"/>"""
+    """human_answers.xml's tail: the human hangs up after ``after_ms``."""
+    human = "<sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]"
+    return _bye_after(after_ms, human, "[$remote_from]", 1)
 
 
 @dataclass

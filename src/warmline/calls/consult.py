@@ -16,9 +16,7 @@ from urllib.parse import quote
 from warmline.calls.transfer import BridgeAttempt
 from warmline.media.conference import Conference
 from warmline.media.player import Player, Samples
-from warmline.media.sdp import SdpError
 from warmline.media.tts import TtsError
-from warmline.sip.message import Response
 from warmline.sip.session import ReferSubscription, Session
 
 WHISPER_WAIT = 5.0  # seconds a human who answered waits at most for the whisper's TTS
@@ -58,18 +56,7 @@ class WarmAttempt(BridgeAttempt):
         except TtsError as error:
             self.handoff.emit("whisper_unavailable", reason=str(error))
 
-    def on_answered(self, response: Response) -> None:
-        human = self.human
-        assert human is not None
-        if self.finished:
-            self.cleanup()
-            return
-        try:
-            human.negotiation.accept(response.body)
-        except SdpError as error:
-            self.fail(f"the destination's answer is unusable: {error.reason}", 488)
-            return
-        self.handoff.progress("answered", sip_status=response.status)
+    def answered(self) -> None:
         self._cancel_timer()  # the ring timeout is over; acceptance has its own
         self.engine.spawn(self._consult())
 

@@ -213,6 +213,10 @@ class BridgeAttempt(Attempt):
             self.fail(f"the destination's answer is unusable: {error.reason}", 488)
             return
         self.handoff.progress("answered", sip_status=response.status)
+        self.answered()
+
+    def answered(self) -> None:
+        """The human's phone answered and its SDP is applied: connect at once."""
         self.connect()
 
     def connect(self) -> None:
