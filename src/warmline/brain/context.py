@@ -1,0 +1,135 @@
+"""The context packet: what the human knows when they pick up, as a versioned JSON object.
+
+Five things the seeds ask a human to get before the call connects: who the
+caller is and what was verified (and how, never the secret), what they want
+(intent, confidence, a summary), how they feel (sentiment level and its
+trajectory), what the AI already tried (actions and results), and the
+transcript with times; plus why the AI escalated (trigger and evidence),
+priority and language. Every text in it is redacted (redact.py) before it
+is built, so nothing downstream can leak what the caller read out.
+
+The summary comes from a pluggable :class:`Summarizer`; the offline default
+writes it from the structured turns ("Maria, identity verified, billing
+dispute, frustrated, refund lookup already tried"), which is also the
+whisper a warm transfer plays to the human.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from warmline.brain.redact import redact
+from warmline.brain.triggers import Firing, TriggerState
+from warmline.brain.turns import Action, AuthState, Turn
+
+SCHEMA_VERSION = "1.0"
+_SECRET_KEY = re.compile(r"(?i)(?:pin|otp|passw|passcode|secret|cvv|cvc|card_?number|ssn|"
+                         r"social|national_?id|security_?answer|token)")
+SENTIMENT_LEVELS = ((0.75, "angry"), (0.5, "frustrated"), (0.25, "annoyed"), (0.0, "calm"))
+
+
+class Summarizer(Protocol):
+    def summarize(self, packet: dict[str, Any], turns: list[Turn]) -> str: ...
+
+
+class StructuredSummarizer:
+    """One line from the packet's fields, no model needed (the offline default)."""
+
+    def summarize(self, packet: dict[str, Any], turns: list[Turn]) -> str:
+        del turns
+        parts: list[str] = []
+        name = packet["caller"].get("name")
+        if name:
+            parts.append(str(name))
+        auth = packet["authentication"]
+        parts.append("identity verified" if auth["verified"] else "identity not verified")
+        intent = packet["intent"]["name"]
+        if intent:
+            parts.append(str(intent).replace("_", " "))
+        level = packet["sentiment"]["level"]
+        if level != "calm":
+            parts.append(level)
+        tried = [a["name"].replace("_", " ") for a in packet["actions"] if a["result"] != "ok"]
+        if tried:
+            parts.append(f"{', '.join(tried)} already tried")
+        return ", ".join(parts)
+
+
+def sentiment_level(score: float) -> str:
+    return next(label for floor, label in SENTIMENT_LEVELS if score >= floor)
+
+
+def trajectory(history: list[float]) -> str:
+    """rising, falling or steady over the last few turns."""
+    if len(history) < 2:
+        return "steady"
+    change = history[-1] - history[max(0, len(history) - 4)]
+    return "rising" if change > 0.1 else "falling" if change < -0.1 else "steady"
+
+
+def build_packet(*, call_id: str, caller_number: str, turns: list[Turn],
+                 state: TriggerState, firing: Firing | None, priority: str = "normal",
+                 summarizer: Summarizer | None = None) -> dict[str, Any]:
+    """The packet for a handoff of ``call_id`` given everything the AI reported."""
+    latest_intent = next((t for t in reversed(turns) if t.intent), None)
+    auth = next((t.auth for t in reversed(turns) if t.auth is not None), AuthState(False))
+    slots: dict[str, Any] = {}
+    for turn in turns:
+        slots.update(turn.slots)
+    actions = [action for turn in turns for action in turn.actions]
+    language = next((t.language for t in reversed(turns) if t.language), None)
+    packet: dict[str, Any] = {
+        "version": SCHEMA_VERSION,
+        "call_id": call_id,
+        "caller": {"number": caller_number, "name": _clean(slots.get("name"))},
+        "authentication": {"verified": auth.verified, "method": auth.method,
+                           "level": auth.level},
+        "intent": {"name": latest_intent.intent if latest_intent else None,
+                   "confidence": latest_intent.confidence if latest_intent else None},
+        "summary": "",
+        "sentiment": {"level": sentiment_level(state.frustration),
+                      "score": round(state.frustration, 3),
+                      "trajectory": trajectory(state.frustration_history)},
+        "actions": [_action(action) for action in actions],
+        "slots": _clean({key: value for key, value in slots.items() if key != "name"}),
+        "transcript": [_line(turn) for turn in turns if turn.text or turn.dtmf],
+        "trigger": None if firing is None else {"name": firing.trigger,
+                                                "evidence": _clean(firing.evidence)},
+        "priority": priority,
+        "language": language,
+    }
+    packet["summary"] = redact((summarizer or StructuredSummarizer()).summarize(packet, turns))
+    return packet
+
+
+def _action(action: Action) -> dict[str, Any]:
+    return {key: _clean(value) for key, value in asdict(action).items()}
+
+
+def _line(turn: Turn) -> dict[str, Any]:
+    text = redact(turn.text) if turn.text else f"[pressed {turn.dtmf}]"
+    return {"speaker": turn.speaker, "text": text, "started_at": turn.started_at,
+            "ended_at": turn.ended_at}
+
+
+def _clean(value: Any) -> Any:
+    """Redact every string inside ``value`` (slots and evidence can hold what was said).
+
+    Values under secret-sounding keys (pin, otp, password, cvv, card, ssn...)
+    go entirely; long numbers are checked as card numbers too.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int):
+        text = redact(str(value))
+        return value if text == str(value) else text
+    if isinstance(value, dict):
+        return {key: "[redacted]" if _SECRET_KEY.search(str(key)) else _clean(item)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    return redact(str(value))
