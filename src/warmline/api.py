@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import socket
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Path
 from pydantic import BaseModel, Field, field_validator
 
+from warmline.brain.turns import Action, AuthState, Turn
 from warmline.calls.engine import CallEngine
 from warmline.calls.handoff import (
     CallerId,
@@ -126,6 +128,50 @@ class TransferRequest(Attempt):
     caller_id: CallerIdOptions = Field(default_factory=lambda: CallerIdOptions())
 
 
+class ActionModel(BaseModel):
+    name: str = Field(max_length=100)
+    result: str = Field(max_length=100, description="ok, failed, partial ...")
+    detail: str | None = Field(None, max_length=1000)
+
+
+class AuthModel(BaseModel):
+    verified: bool
+    method: str | None = Field(None, max_length=100, description="how, never the values")
+    level: str | None = Field(None, max_length=20)
+
+
+class TurnModel(BaseModel):
+    """One conversation turn as the AI reports it."""
+
+    speaker: Literal["caller", "ai"]
+    text: str = Field("", max_length=10_000)
+    started_at: float | None = None
+    ended_at: float | None = None
+    intent: str | None = Field(None, max_length=100)
+    confidence: float | None = Field(None, ge=0, le=1)
+    sentiment: float | None = Field(None, ge=-1, le=1)
+    slots: dict[str, Any] = Field(default_factory=dict)
+    actions: list[ActionModel] = Field(default_factory=list, max_length=100)
+    auth: AuthModel | None = None
+    dtmf: str | None = Field(None, pattern=r"^[0-9*#A-D]{1,32}$")
+    energy: float | None = Field(None, ge=0, le=100)
+    language: str | None = Field(None, max_length=35)
+    call_type: str | None = Field(None, max_length=50)
+
+    def build(self) -> Turn:
+        return Turn(self.speaker, self.text, self.started_at, self.ended_at, self.intent,
+                    self.confidence, self.sentiment, self.slots,
+                    tuple(Action(a.name, a.result, a.detail) for a in self.actions),
+                    None if self.auth is None else AuthState(self.auth.verified,
+                                                             self.auth.method, self.auth.level),
+                    self.dtmf, self.energy, self.language, self.call_type)
+
+
+class TurnAccepted(BaseModel):
+    fired: list[dict[str, Any]]
+    handoff_id: str | None
+
+
 class TransferAccepted(BaseModel):
     handoff_id: str
     status: str
@@ -149,6 +195,28 @@ def build_app(engine: CallEngine) -> FastAPI:
         except HandoffError as error:
             raise HTTPException(error.status, str(error)) from None
         return TransferAccepted(handoff_id=handoff.id, status=handoff.status)
+
+    @app.post("/calls/{call_id}/turns", status_code=201)
+    async def add_turn(call_id: Annotated[str, Path()], turn: TurnModel) -> TurnAccepted:
+        """Report a turn; triggers are evaluated and may start the configured handoff."""
+        try:
+            result = engine.add_turn(call_id, turn.build())
+        except HandoffError as error:
+            raise HTTPException(error.status, str(error)) from None
+        return TurnAccepted(
+            fired=[{"trigger": f.trigger, "evidence": f.evidence, "turn": f.turn}
+                   for f in result.fired],
+            handoff_id=result.handoff.id if result.handoff else None)
+
+    @app.get("/handoffs/{handoff_id}/context")
+    async def screen_pop(handoff_id: str, token: str = "") -> dict[str, Any]:
+        """The full context packet for the human's desktop (the Call-Info link)."""
+        handoff = engine.handoffs.get(handoff_id)
+        if handoff is None:
+            raise HTTPException(404, f"no handoff {handoff_id}")
+        if not hmac.compare_digest(token, handoff.token):
+            raise HTTPException(403, "token: missing or wrong for this handoff")
+        return {"handoff_id": handoff.id, "packet": handoff.packet, "context": handoff.context}
 
     @app.get("/callbacks")
     async def list_callbacks() -> list[dict[str, Any]]:

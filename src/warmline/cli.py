@@ -8,6 +8,8 @@ import logging
 import sys
 
 from warmline import __version__
+from warmline.brain.escalation import EscalationPolicy
+from warmline.calls.handoff import Destination, HandoffError
 from warmline.media.relay import PortRange
 from warmline.server import HttpSpec, TlsFiles, serve
 from warmline.sip.compiled import describe
@@ -41,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the control API (calls, transfers, handoffs) and answer calls with media")
     serve_cmd.add_argument("--media-ports", metavar="START-END", default="20000-30000",
                            help="UDP ports for RTP/RTCP (default 20000-30000)")
+    serve_cmd.add_argument("--escalate-to", metavar="URI",
+                           help="with --http: where a firing trigger sends the caller")
+    serve_cmd.add_argument("--escalate-mode", default="warm",
+                           choices=["blind", "bridge", "warm", "attended"])
+    serve_cmd.add_argument("--webhook", metavar="URL",
+                           help="POST the signed context packet here before the human rings")
+    serve_cmd.add_argument("--webhook-secret", default="",
+                           help="HMAC-SHA256 key for X-Warmline-Signature")
     return parser
 
 
@@ -63,10 +73,11 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.error("--sip tls:... needs --tls-cert and --tls-key")
     http = _http_spec(parser, args.http) if args.http else None
     ports = _port_range(parser, args.media_ports)
+    escalation = _escalation(parser, args, http)
     _install_fast_loop()
     try:
         asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca),
-                          http=http, media_ports=ports))
+                          http=http, media_ports=ports, escalation=escalation))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1
@@ -87,6 +98,24 @@ def _port_range(parser: argparse.ArgumentParser, text: str) -> PortRange:
         return PortRange(int(start), int(end))
     except ValueError as error:
         parser.error(f"--media-ports {text!r}: {error}; expected START-END, e.g. 20000-30000")
+
+
+def _escalation(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                http: HttpSpec | None) -> EscalationPolicy | None:
+    if http is None:
+        if args.escalate_to or args.webhook:
+            parser.error("--escalate-to and --webhook need --http (turns arrive over the API)")
+        return None
+    policy = EscalationPolicy(public_url=f"http://{http.host}:{http.port}",
+                              webhook_url=args.webhook, webhook_secret=args.webhook_secret)
+    if args.escalate_to:
+        destination = Destination(args.escalate_to, args.escalate_mode, 30)
+        try:
+            destination.validate("--escalate-to")
+        except HandoffError as error:
+            parser.error(str(error))
+        policy.destination = destination
+    return policy
 
 
 def _install_fast_loop() -> None:

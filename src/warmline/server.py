@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from warmline.agents.placeholder import PlaceholderAgent
+from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.engine import Call, CallEngine
 from warmline.media.player import Player
 from warmline.media.relay import EmbeddedRelay, PortRange
@@ -71,7 +72,8 @@ class HttpSpec:
 
 async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | None = None,
                 config: UserAgentConfig | None = None, http: HttpSpec | None = None,
-                media_ports: PortRange | None = None) -> None:
+                media_ports: PortRange | None = None,
+                escalation: EscalationPolicy | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,7 +86,8 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
             answered = await _placeholder(stack, shell, specs[0].host)
         else:
             answered = await _engine(stack, shell, specs[0].host, http,
-                                     media_ports or PortRange(20000, 30000))
+                                     media_ports or PortRange(20000, 30000),
+                                     escalation or EscalationPolicy())
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -109,7 +112,8 @@ async def _placeholder(stack: contextlib.AsyncExitStack, shell: SipShell,
 
 
 async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
-                  http: HttpSpec, ports: PortRange) -> Callable[[], int]:
+                  http: HttpSpec, ports: PortRange,
+                  escalation: EscalationPolicy) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
@@ -124,6 +128,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
 
     engine = CallEngine(shell, relay, host, ["PCMU", "PCMA", "G722", "opus"], on_call,
                         on_return)
+    engine.escalation = escalation
     stack.push_async_callback(engine.close)
     server, task = await start_http(build_app(engine), http.host, http.port)
     stack.push_async_callback(stop_http, server, task)

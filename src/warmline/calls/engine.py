@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warmline.brain.delivery import send_webhook, sip_headers
+from warmline.brain.escalation import Conversation, EscalationPolicy
+from warmline.brain.triggers import Firing
+from warmline.brain.turns import Turn
 from warmline.calls.consult import AttendedAttempt, WarmAttempt
 from warmline.calls.fallbacks import ScheduledCallback, callback, say, voicemail
 from warmline.calls.handoff import Destination, FallbackAction, Handoff, HandoffError
@@ -69,6 +73,7 @@ class Call:
     handoffs: list[Handoff] = field(default_factory=list)
     attempt: Attempt | None = None  # the transfer attempt running or the bridge in place
     ended_at: float | None = None
+    conversation: Conversation = field(default_factory=Conversation)  # the AI's turns
 
     @property
     def ended(self) -> bool:
@@ -86,6 +91,12 @@ class Call:
                 "to": str(session.local_party.uri), "state": self.state,
                 "started_at": self.started_at,
                 "handoffs": [handoff.id for handoff in self.handoffs]}
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    fired: list[Firing]
+    handoff: Handoff | None  # started by this turn's firing
 
 
 CallHandler = Callable[[Call], None]
@@ -116,6 +127,7 @@ class CallEngine:
         self._refers: dict[int, ReferWatcher] = {}  # by id() of the subscription
         self._tasks: set[asyncio.Task[None]] = set()
         self._digit_watchers: dict[str, Callable[[str], None]] = {}  # by session id
+        self.escalation = EscalationPolicy()  # what a trigger leads to, how context travels
         self._hold = ringback()
         self.tts: TextToSpeech = EspeakTts()
         # said to a caller coming back to the AI after a failed transfer (None: nothing)
@@ -142,9 +154,7 @@ class CallEngine:
         calls it with a :class:`Handoff` and gets the same checks as HTTP.
         """
         handoff.validate()
-        call = self.calls.get(call_id)
-        if call is None:
-            raise HandoffError(f"no call {call_id}", 404)
+        call = self._call(call_id)
         if call.ended:
             raise HandoffError(f"call {call_id} has ended", 409)
         if call.handoff is not None:
@@ -152,11 +162,63 @@ class CallEngine:
                                f"({call.handoff.id})", 409)
         if call.state == "human":
             raise HandoffError(f"call {call_id} is with a human already", 409)
+        if handoff.packet is None:
+            handoff.packet = call.conversation.packet(call.id, _caller_number(call),
+                                                      self.escalation)
+        if self.escalation.public_url:
+            handoff.screen_pop = (f"{self.escalation.public_url}/handoffs/{handoff.id}/context"
+                                  f"?token={handoff.token}")
         call.handoffs.append(handoff)
         self.handoffs[handoff.id] = handoff
         call.state = "transferring"
         self._try(call, handoff, handoff.first)
         return handoff
+
+    def add_turn(self, call_id: str, turn: Turn) -> TurnResult:
+        """Record a conversation turn; a trigger firing may start the configured handoff."""
+        call = self._call(call_id)
+        if call.ended:
+            raise HandoffError(f"call {call_id} has ended", 409)
+        fired = call.conversation.add(turn, self.escalation.triggers)
+        for firing in fired:
+            log.info("call %s: trigger %s fired on turn %d: %s", call.id, firing.trigger,
+                     firing.turn, firing.evidence)
+        destination = self.escalation.destination
+        if not fired or destination is None or call.state != "ai" or call.handoff is not None:
+            return TurnResult(fired, None)
+        packet = call.conversation.packet(call.id, _caller_number(call), self.escalation,
+                                          fired[0])
+        handoff = Handoff(call.id, destination, fallback=list(self.escalation.fallback),
+                          packet=packet)
+        handoff.emit("triggered", trigger=fired[0].trigger, evidence=packet["trigger"])
+        return TurnResult(fired, self.transfer(call.id, handoff))
+
+    def context_headers(self, handoff: Handoff) -> list[tuple[str, str]]:
+        """What the INVITE to the human carries of the context, within the header budget."""
+        if handoff.packet is None:
+            return [("X-Warmline-Handoff", handoff.id)]
+        return sip_headers(handoff.packet, handoff.id, handoff.screen_pop,
+                           self.escalation.budget)
+
+    async def deliver_webhook(self, handoff: Handoff) -> None:
+        """POST the packet to the desktop/CRM once, before the phone rings; never blocks long."""
+        policy = self.escalation
+        if not policy.webhook_url or handoff.packet is None or handoff.webhook_sent:
+            return
+        handoff.webhook_sent = True
+        result = await send_webhook(policy.webhook_url, policy.webhook_secret,
+                                    {**handoff.packet, "handoff_id": handoff.id,
+                                     "screen_pop": handoff.screen_pop},
+                                    policy.webhook_timeout)
+        kind = "webhook_delivered" if result.ok else "webhook_failed"
+        handoff.emit(kind, status=result.status, detail=result.detail,
+                     seconds=round(result.seconds, 3))
+
+    def _call(self, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise HandoffError(f"no call {call_id}", 404)
+        return call
 
     def hold_audio(self) -> Samples:
         return self._hold
@@ -396,3 +458,7 @@ class CallEngine:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _caller_number(call: Call) -> str:
+    return str(call.caller.session.remote_party.uri)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,11 @@ class Handoff:
     fallback: list[Destination | FallbackAction | str] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     caller_id: CallerId = field(default_factory=CallerId)
+    packet: dict[str, Any] | None = None  # the context packet (brain/context.py)
     id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # screen-pop access
+    screen_pop: str | None = None  # the URL of the full packet, when the API is public
+    webhook_sent: bool = False
     status: str = "requested"
     reason: str | None = None
     sip_status: int | None = None
@@ -193,6 +198,9 @@ class Handoff:
             value = self.context.get(key)
             if isinstance(value, str) and value.strip():
                 return value.strip()
+        summary = (self.packet or {}).get("summary")
+        if isinstance(summary, str) and summary:
+            return summary
         intent = self.context.get("intent")
         about = f" about {intent}" if isinstance(intent, str) and intent else ""
         return f"Incoming transfer from the AI agent{about}."
@@ -202,4 +210,5 @@ class Handoff:
         return {"id": self.id, "call_id": self.call_id, "status": self.status,
                 "mode": attempt.mode, "to": attempt.uri, "final": self.final,
                 "reason": self.reason, "sip_status": self.sip_status, "context": self.context,
+                "packet": self.packet, "screen_pop": self.screen_pop,
                 "events": [event.as_dict() for event in self.events]}

@@ -129,6 +129,9 @@ class BlindAttempt(Attempt):
         referred_by = str(caller.session.local_party.uri)
         headers = [("X-Warmline-Handoff", self.handoff.id)]
         target = with_uri_header(self.destination.uri, "X-Warmline-Handoff", self.handoff.id)
+        uui = dict(engine.context_headers(self.handoff)).get("User-to-User")
+        if uui is not None:  # RFC 7434: UUI for the transferee's INVITE rides in Refer-To
+            target = with_uri_header(target, "User-to-User", uui)
         refer_to = f"<{target}>"
         self.refer = engine.shell.run(lambda now: engine.shell.ua.refer(
             caller.session, refer_to, now, referred_by=f"<{referred_by}>", headers=headers))
@@ -181,9 +184,13 @@ class BridgeAttempt(Attempt):
             else engine.codecs[0]
         offer = negotiation.offer(codecs=[caller_codec] + [
             name for name in engine.codecs if name.lower() != caller_codec.lower()])
+        await engine.deliver_webhook(self.handoff)  # the desktop knows before the phone rings
+        if self.finished:
+            media.close()
+            return
         identity, headers = identity_headers(caller.session, self.handoff.caller_id,
                                              self.destination.uri)
-        headers.insert(0, ("X-Warmline-Handoff", self.handoff.id))
+        headers[:0] = engine.context_headers(self.handoff)
         try:
             session = engine.shell.run(lambda now: engine.shell.ua.invite(
                 self.destination.uri, now, sdp=offer, headers=headers, from_=identity))

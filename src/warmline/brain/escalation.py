@@ -1,0 +1,61 @@
+"""Turns in, escalations out: the per-call conversation and the policy that acts on it.
+
+Each call keeps its turns and its trigger state (:class:`Conversation`). The
+policy says what a firing leads to (a destination and its fallbacks), how
+the context travels (header budget, webhook, the public URL of the
+screen-pop) and how it is summarised. The engine asks the conversation to
+evaluate each turn and, on the first firing while the caller is with the
+AI, starts a handoff carrying the packet built here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from warmline.brain.context import Summarizer, build_packet
+from warmline.brain.delivery import HeaderBudget
+from warmline.brain.triggers import Firing, TriggerConfig, TriggerState, evaluate
+from warmline.brain.turns import Turn
+from warmline.calls.handoff import Destination, FallbackAction
+
+URGENT_TRIGGERS = frozenset({"explicit_request", "sentiment"})
+
+
+@dataclass
+class EscalationPolicy:
+    triggers: TriggerConfig = field(default_factory=TriggerConfig)
+    destination: Destination | None = None  # None: triggers are reported, nobody is called
+    fallback: list[Destination | FallbackAction | str] = field(default_factory=lambda: ["ai"])
+    budget: HeaderBudget = field(default_factory=HeaderBudget)
+    webhook_url: str | None = None
+    webhook_secret: str = ""
+    webhook_timeout: float = 2.0
+    public_url: str | None = None  # http://host:port of the API, for screen-pop links
+    summarizer: Summarizer | None = None
+
+
+@dataclass
+class Conversation:
+    """One call's turns, trigger state and firings, in order."""
+
+    turns: list[Turn] = field(default_factory=list)
+    state: TriggerState = field(default_factory=TriggerState)
+    firings: list[Firing] = field(default_factory=list)
+
+    def add(self, turn: Turn, config: TriggerConfig) -> list[Firing]:
+        index = len(self.turns)
+        self.turns.append(turn)
+        fired = evaluate(config, self.state, turn, index)
+        self.firings += fired
+        return fired
+
+    def packet(self, call_id: str, caller_number: str, policy: EscalationPolicy,
+               firing: Firing | None = None) -> dict[str, Any]:
+        """The context packet as of now; the trigger is ``firing`` or the last one that fired."""
+        firing = firing or (self.firings[-1] if self.firings else None)
+        priority = "high" if firing is not None and firing.trigger in URGENT_TRIGGERS \
+            else "normal"
+        return build_packet(call_id=call_id, caller_number=caller_number, turns=self.turns,
+                            state=self.state, firing=firing, priority=priority,
+                            summarizer=policy.summarizer)

@@ -1,0 +1,126 @@
+"""Turns over the API fire a trigger; the context reaches a sipp human before they answer.
+
+`warmline serve --http ... --escalate-to <sipp human>` runs as a real process.
+A sipp caller calls in; the test reports the AI's turns over HTTP; the
+caller's "get me a human" fires the explicit-request trigger and starts the
+handoff. While the human's phone rings, the Call-Info screen-pop URL serves
+the full packet; the INVITE the human received carries headers that decode
+to that packet; nothing the caller read out (a card number) is in either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.interop.peers import (
+    free_port,
+    render_scenario,
+    run_sipp,
+    start_serve,
+    stop_serve,
+    wait_for_log,
+)
+from tests.interop.transfer_peers import WAIT_FOR_BYE, caller_hangs_up, expect_headers
+from warmline.brain.delivery import decode_uui
+
+pytestmark = pytest.mark.interop
+
+TURNS: list[dict[str, Any]] = [
+    {"speaker": "ai", "text": "Hello, this is the billing assistant."},
+    {"speaker": "caller", "text": "Hi, I'm Maria, I was charged twice this month.",
+     "intent": "billing_dispute", "confidence": 0.92, "slots": {"name": "Maria"}},
+    {"speaker": "caller", "text": "My card is 4111 1111 1111 1111.",
+     "auth": {"verified": True, "method": "dob+postcode"}},
+    {"speaker": "ai", "text": "I could not find the refund.",
+     "actions": [{"name": "refund_lookup", "result": "failed"}]},
+]
+ASK = {"speaker": "caller", "text": "This is useless, get me a human please.",
+       "intent": "billing_dispute", "confidence": 0.8}
+
+
+async def wait_for(client: httpx.AsyncClient, path: str, ready: Any) -> Any:
+    for _ in range(200):
+        body = (await client.get(path)).json()
+        if ready(body):
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} never became ready: {body}")
+
+
+def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path) -> None:
+    sip_port, http_port, human_port = free_port(), free_port(), free_port()
+    media = free_port() // 2 * 2
+    server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
+                          f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}",
+                          "--escalate-to", f"sip:human@127.0.0.1:{human_port}",
+                          "--escalate-mode", "bridge"], tmp_path)
+    checks = expect_headers(uui=("User-to-User", "^ *[0-9a-f]+;encoding=hex;purpose=isdn-uui$"),
+                            info=("Call-Info", "/context[?]token=[^>]+>;purpose=info"),
+                            intent=("X-Warmline-Intent", "^ *billing_dispute$"),
+                            verified=("X-Warmline-Verified", "^ *yes$"))
+    human_dir = tmp_path / "human"
+    human_dir.mkdir()
+    human_scenario = render_scenario("human_answers.xml", human_dir, ring_ms="2500",
+                                     tail=WAIT_FOR_BYE, checks=checks, **{"from": "sip:caller@"})
+    caller_scenario = render_scenario("caller_waits.xml", tmp_path, tail=caller_hangs_up(7000),
+                                      headers="")
+
+    async def drive() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        human = asyncio.ensure_future(run_sipp(
+            ["-sf", str(human_scenario), "-i", "127.0.0.1", "-p", str(human_port), "-m", "1",
+             "-trace_msg"], human_dir, timeout=25))
+        caller = asyncio.ensure_future(run_sipp(
+            ["-sf", str(caller_scenario), f"127.0.0.1:{sip_port}", "-p", str(free_port()),
+             "-m", "1"], tmp_path, timeout=25))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+            [call] = await wait_for(client, "/calls", bool)
+            turns = f"/calls/{call['id']}/turns"
+            for turn in TURNS:
+                response = await client.post(turns, json=turn)
+                assert response.status_code == 201 and response.json()["fired"] == []
+            bad = await client.post(turns, json={"speaker": "caller", "confidence": 7})
+            assert bad.status_code == 422 and "confidence" in bad.text
+            assert (await client.post("/calls/nope/turns", json=ASK)).status_code == 404
+            fired = (await client.post(turns, json=ASK)).json()
+            assert [f["trigger"] for f in fired["fired"]] == ["explicit_request"]
+            handoff_path = f"/handoffs/{fired['handoff_id']}"
+            ringing = await wait_for(client, handoff_path,
+                                     lambda h: "ringing" in [e["kind"] for e in h["events"]])
+            screen_pop = ringing["screen_pop"].replace(f"http://127.0.0.1:{http_port}", "")
+            popped = (await client.get(screen_pop)).json()
+            seen_before_answer = [e["kind"] for e in (await client.get(handoff_path)).json()
+                                  ["events"]]
+            forbidden = await client.get(screen_pop.split("?")[0] + "?token=guess")
+            assert forbidden.status_code == 403
+            for peer in (caller, human):
+                result = await peer
+                assert result.returncode == 0, result.output[-3000:]
+            final = (await client.get(handoff_path)).json()
+        return popped, final, seen_before_answer
+
+    try:
+        wait_for_log(server, "HTTP API")
+        popped, final, seen_before_answer = asyncio.run(drive())
+    finally:
+        assert stop_serve(server) == 0, server.log()
+    assert "answered" not in seen_before_answer  # the packet was there while it rang
+    packet = popped["packet"]
+    assert packet["trigger"]["name"] == "explicit_request"
+    assert packet["authentication"]["verified"] is True
+    assert packet["summary"] == ("Maria, identity verified, billing dispute, "
+                                 "refund lookup already tried")
+    assert "4111" not in str(packet) and "[card number]" in str(packet)
+    assert final["status"] == "completed" and final["packet"] == packet
+    log = next(human_dir.glob("*_messages.log")).read_text()
+    uui = re.search(r"User-to-User: ([^\r\n]+)", log)
+    assert uui is not None
+    digest = decode_uui(uui.group(1))
+    assert digest["h"] == final["id"] and digest["i"] == "billing_dispute"
+    assert digest["v"] == 1 and digest["t"] == "explicit_request"
+    assert digest.get("m") in (None, packet["summary"])
