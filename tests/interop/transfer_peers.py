@@ -79,7 +79,8 @@ class Outcome:
 async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[[Call], Handoff],
                        humans: list[Human], caller: str = "caller_waits.xml",
                        caller_markers: dict[str, str] | None = None,
-                       announcement: str | None = None) -> Outcome:
+                       announcement: str | None = None,
+                       configure: Callable[[CallEngine], None] | None = None) -> Outcome:
     """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass."""
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
@@ -100,6 +101,8 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
                            lambda call, why, away: returned.append((why, away)),
                            records_dir=tmp_path / "records")
         calls.return_announcement = announcement
+        if configure is not None:
+            configure(calls)
         peers = [asyncio.ensure_future(human.run(tmp_path / f"human{n}"))
                  for n, human in enumerate(humans)]
         result = await run_sipp(

@@ -115,3 +115,19 @@ def test_webhook_signature_is_hmac_over_timestamp_and_body() -> None:
     signature = sign("s3cret", 1700000000, b'{"a":1}')
     assert signature.startswith("t=1700000000,v1=") and len(signature.split("v1=")[1]) == 64
     assert signature != sign("other", 1700000000, b'{"a":1}')
+
+
+class BrokenSummarizer:
+    def summarize(self, packet: dict[str, object], turns: list[Turn]) -> str:
+        raise RuntimeError("model unavailable")
+
+
+def test_a_failing_summarizer_falls_back_and_is_recorded() -> None:
+    turns = maria_turns()
+    state = TriggerState()
+    for index, turn in enumerate(turns):
+        evaluate(TriggerConfig(), state, turn, index)
+    packet = build_packet(call_id="c", caller_number="n", turns=turns, state=state,
+                          firing=None, summarizer=BrokenSummarizer())
+    assert packet["summary"].startswith("Maria, identity verified")
+    assert packet["summary_error"] == "RuntimeError: model unavailable"

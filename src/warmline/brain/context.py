@@ -100,8 +100,20 @@ def build_packet(*, call_id: str, caller_number: str, turns: list[Turn],
         "priority": priority,
         "language": language,
     }
-    packet["summary"] = redact((summarizer or StructuredSummarizer()).summarize(packet, turns))
+    packet["summary"] = redact(_summary(summarizer, packet, turns))
     return packet
+
+
+def _summary(summarizer: Summarizer | None, packet: dict[str, Any], turns: list[Turn]) -> str:
+    """The configured summarizer's line; if it fails, the structured one (noted in the packet)."""
+    fallback = StructuredSummarizer()
+    if summarizer is None:
+        return fallback.summarize(packet, turns)
+    try:
+        return str(summarizer.summarize(packet, turns))
+    except Exception as error:  # a plug-in must never block a transfer
+        packet["summary_error"] = f"{type(error).__name__}: {error}"[:200]
+        return fallback.summarize(packet, turns)
 
 
 def _action(action: Action) -> dict[str, Any]:
