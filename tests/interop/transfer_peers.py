@@ -80,8 +80,12 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
                        humans: list[Human], caller: str = "caller_waits.xml",
                        caller_markers: dict[str, str] | None = None,
                        announcement: str | None = None,
-                       configure: Callable[[CallEngine], None] | None = None) -> Outcome:
-    """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass."""
+                       configure: Callable[[CallEngine], None] | None = None,
+                       started_by_engine: bool = False) -> Outcome:
+    """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass.
+
+    ``started_by_engine``: ``make_handoff`` starts the handoff itself (a trigger did).
+    """
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
     returned: list[tuple[str, float]] = []
@@ -95,7 +99,8 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
     async with engine("udp") as running:
         def on_call(call: Call) -> None:
             calls_seen.append(call)
-            handoffs.append(calls.transfer(call.id, make_handoff(call)))
+            handoff = make_handoff(call)
+            handoffs.append(handoff if started_by_engine else calls.transfer(call.id, handoff))
 
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
                            lambda call, why, away: returned.append((why, away)),

@@ -85,3 +85,21 @@ def test_bad_routing_config_names_the_key(build: object, named: str) -> None:
     with pytest.raises(RoutingError) as refused:
         build()  # type: ignore[operator]
     assert named in str(refused.value)
+
+
+def test_the_policy_plans_destinations_then_the_after_hours_step() -> None:
+    from datetime import timedelta
+
+    from warmline.brain.escalation import EscalationPolicy
+    from warmline.calls.handoff import FallbackAction
+
+    policy = EscalationPolicy(router=ROUTER)
+    first, rest = policy.plan("billing_dispute", set(), utc(2026, 3, 9, 15, 0))
+    assert first == dest("billing1") and rest[0] == dest("billing2")
+    assert isinstance(rest[1], FallbackAction) and rest[1].kind == "voicemail"
+    first, rest = policy.plan("billing_dispute", set(), utc(2026, 3, 7, 15, 0))  # Saturday
+    [voicemail] = rest
+    assert first is None and isinstance(voicemail, FallbackAction)
+    promised = datetime.fromtimestamp(voicemail.at or 0, UTC)
+    assert promised == utc(2026, 3, 9, 13, 0) + timedelta(hours=2)  # Monday 09:00 EDT + 2 h
+    assert policy.plan("weather", set(), utc(2026, 3, 7, 15, 0))[1] == ["ai"]

@@ -11,10 +11,12 @@ AI, starts a handoff carrying the packet built here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from warmline.brain.context import Summarizer, build_packet
 from warmline.brain.delivery import HeaderBudget
+from warmline.brain.routing import Router
 from warmline.brain.triggers import Firing, TriggerConfig, TriggerState, evaluate
 from warmline.brain.turns import Turn
 from warmline.calls.handoff import Destination, FallbackAction
@@ -33,6 +35,45 @@ class EscalationPolicy:
     webhook_timeout: float = 2.0
     public_url: str | None = None  # http://host:port of the API, for screen-pop links
     summarizer: Summarizer | None = None
+    router: Router | None = None  # departments and hours; overrides ``destination``
+
+    def plan(self, intent: str | None, skills: set[str], now: datetime | None = None
+             ) -> tuple[Destination | None, list[Destination | FallbackAction | str]]:
+        """Whom to call first and what follows, by the router when there is one."""
+        if self.router is None:
+            return self.destination, list(self.fallback)
+        route = self.router.route(intent, skills, now or datetime.now(UTC))
+        department = route.department
+        last = _after_hours(department.after_hours, route.next_opening,
+                            department.callback_window)
+        if not route.open:
+            return None, [last]
+        first, *others = route.destinations
+        return first, [*others, last]
+
+
+def _after_hours(kind: str, next_opening: datetime | None,
+                 window: timedelta) -> FallbackAction | str:
+    """The department's no-answer/after-hours step, with the callback time it can promise."""
+    if kind in ("ai", "ticket"):
+        return kind
+    when = (next_opening or datetime.now(UTC)) + (window if kind == "voicemail" else
+                                                   timedelta(0))
+    if kind == "callback":
+        return FallbackAction("callback", at=when.timestamp())
+    return FallbackAction("voicemail", at=when.timestamp())
+
+
+def turn_skills(conversation: Conversation) -> set[str]:
+    """Skills the turns asked for (slots "skills" or "language")."""
+    skills: set[str] = set()
+    for turn in conversation.turns:
+        wanted = turn.slots.get("skills")
+        if isinstance(wanted, list):
+            skills.update(str(skill) for skill in wanted)
+        if turn.language:
+            skills.add(turn.language.split("-")[0].lower())
+    return skills
 
 
 @dataclass

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from warmline.brain.delivery import send_webhook, sip_headers
-from warmline.brain.escalation import Conversation, EscalationPolicy
+from warmline.brain.escalation import Conversation, EscalationPolicy, turn_skills
 from warmline.brain.triggers import Firing
 from warmline.brain.turns import Turn
 from warmline.calls.consult import AttendedAttempt, WarmAttempt
@@ -171,7 +171,11 @@ class CallEngine:
         call.handoffs.append(handoff)
         self.handoffs[handoff.id] = handoff
         call.state = "transferring"
-        self._try(call, handoff, handoff.first)
+        if handoff.first is None:
+            handoff.reason = handoff.reason or "no destination open"
+            self._next_step(call, handoff)
+        else:
+            self._try(call, handoff, handoff.first)
         return handoff
 
     def add_turn(self, call_id: str, turn: Turn) -> TurnResult:
@@ -183,13 +187,13 @@ class CallEngine:
         for firing in fired:
             log.info("call %s: trigger %s fired on turn %d: %s", call.id, firing.trigger,
                      firing.turn, firing.evidence)
-        destination = self.escalation.destination
-        if not fired or destination is None or call.state != "ai" or call.handoff is not None:
+        policy = self.escalation
+        if not fired or call.state != "ai" or call.handoff is not None or \
+                (policy.destination is None and policy.router is None):
             return TurnResult(fired, None)
-        packet = call.conversation.packet(call.id, _caller_number(call), self.escalation,
-                                          fired[0])
-        handoff = Handoff(call.id, destination, fallback=list(self.escalation.fallback),
-                          packet=packet)
+        packet = call.conversation.packet(call.id, _caller_number(call), policy, fired[0])
+        first, fallback = policy.plan(packet["intent"]["name"], turn_skills(call.conversation))
+        handoff = Handoff(call.id, first, fallback=fallback, packet=packet)
         handoff.emit("triggered", trigger=fired[0].trigger, evidence=packet["trigger"])
         return TurnResult(fired, self.transfer(call.id, handoff))
 
@@ -200,18 +204,22 @@ class CallEngine:
         return sip_headers(handoff.packet, handoff.id, handoff.screen_pop,
                            self.escalation.budget)
 
-    async def deliver_webhook(self, handoff: Handoff) -> None:
-        """POST the packet to the desktop/CRM once, before the phone rings; never blocks long."""
+    async def deliver_webhook(self, handoff: Handoff, kind: str = "webhook") -> None:
+        """POST the packet to the desktop/CRM once, before the phone rings; never blocks long.
+
+        ``kind`` "ticket": the same POST opens a ticket when nobody can be reached.
+        """
         policy = self.escalation
-        if not policy.webhook_url or handoff.packet is None or handoff.webhook_sent:
+        if not policy.webhook_url or handoff.packet is None or \
+                (kind == "webhook" and handoff.webhook_sent):
             return
         handoff.webhook_sent = True
         result = await send_webhook(policy.webhook_url, policy.webhook_secret,
-                                    {**handoff.packet, "handoff_id": handoff.id,
+                                    {**handoff.packet, "type": kind, "handoff_id": handoff.id,
                                      "screen_pop": handoff.screen_pop},
                                     policy.webhook_timeout)
-        kind = "webhook_delivered" if result.ok else "webhook_failed"
-        handoff.emit(kind, status=result.status, detail=result.detail,
+        handoff.emit(f"{kind}_delivered" if result.ok else f"{kind}_failed",
+                     status=result.status, detail=result.detail,
                      seconds=round(result.seconds, 3))
 
     def _call(self, call_id: str) -> Call:
@@ -278,6 +286,10 @@ class CallEngine:
             self._try(call, handoff, Destination(attempt.destination.uri, "bridge",
                                                  attempt.destination.timeout))
             return
+        self._next_step(call, handoff)
+
+    def _next_step(self, call: Call, handoff: Handoff) -> None:
+        """Run the handoff's next fallback; when none is left, back to the AI."""
         while handoff.fallback:
             step = handoff.fallback.pop(0)
             if isinstance(step, Destination):
@@ -292,9 +304,19 @@ class CallEngine:
             if action.kind == "callback":
                 self.spawn(callback(self, call, handoff, action))
                 return
+            if action.kind == "ticket":
+                self.spawn(self._ticket(call, handoff))
+                return
             break  # "ai"
         handoff.finish("failed", handoff.reason or "transfer failed", handoff.sip_status)
         self.spawn(self._announce_and_return(call, handoff.reason or "transfer failed"))
+
+    async def _ticket(self, call: Call, handoff: Handoff) -> None:
+        """Open a ticket with the packet at the webhook, then the caller goes back to the AI."""
+        await self.deliver_webhook(handoff, kind="ticket")
+        handoff.finish("completed", "ticket opened" if any(
+            e.kind == "ticket_delivered" for e in handoff.events) else "ticket not delivered")
+        await self._announce_and_return(call, handoff.reason or "ticket")
 
     async def _announce_and_return(self, call: Call, why: str) -> None:
         """Tell the caller nobody could be reached (no silence), then hand back to the AI."""

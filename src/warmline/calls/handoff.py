@@ -91,17 +91,17 @@ class Destination:
 CALLER_ID_MODES = ("original", "override", "trunk")
 
 
-ACTIONS = ("ai", "voicemail", "callback")
+ACTIONS = ("ai", "voicemail", "callback", "ticket")
 
 
 @dataclass(frozen=True)
 class FallbackAction:
     """A fallback step that is not another destination."""
 
-    kind: str  # "ai", "voicemail" or "callback"
+    kind: str  # "ai", "voicemail", "callback" or "ticket"
     max_seconds: float = 60.0  # voicemail: the longest message kept
     delay_seconds: float = 3600.0  # callback: how long from now, when ``at`` is not given
-    at: float | None = None  # callback: Unix time
+    at: float | None = None  # callback: Unix time; voicemail: the callback promised by then
 
     def __post_init__(self) -> None:
         if self.kind not in ACTIONS:
@@ -135,8 +135,10 @@ class CallerId:
 
 @dataclass(eq=False)
 class Handoff:
+    """``first`` None: nobody to call (after hours): the fallback chain runs at once."""
+
     call_id: str
-    first: Destination
+    first: Destination | None
     final: bool = True
     fallback: list[Destination | FallbackAction | str] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
@@ -154,7 +156,9 @@ class Handoff:
 
     def __post_init__(self) -> None:
         self.attempt = self.first
-        self.emit("requested", to=self.first.uri, mode=self.first.mode, final=self.final)
+        first = self.first
+        self.emit("requested", to=first.uri if first else None,
+                  mode=first.mode if first else None, final=self.final)
 
     @property
     def ended(self) -> bool:
@@ -180,6 +184,8 @@ class Handoff:
         """HandoffError (422, 413) naming the field, before anything is dialled."""
         for index, step in enumerate([self.first, *self.fallback]):
             where = "to" if index == 0 else f"fallback[{index - 1}]"
+            if step is None and not self.fallback:
+                raise HandoffError("to: no destination and no fallback to run", 422)
             if isinstance(step, Destination):
                 step.validate(where)
             elif isinstance(step, str) and step not in ACTIONS:
@@ -208,7 +214,8 @@ class Handoff:
     def as_dict(self) -> dict[str, Any]:
         attempt = self.attempt or self.first
         return {"id": self.id, "call_id": self.call_id, "status": self.status,
-                "mode": attempt.mode, "to": attempt.uri, "final": self.final,
+                "mode": attempt.mode if attempt else None,
+                "to": attempt.uri if attempt else None, "final": self.final,
                 "reason": self.reason, "sip_status": self.sip_status, "context": self.context,
                 "packet": self.packet, "screen_pop": self.screen_pop,
                 "events": [event.as_dict() for event in self.events]}
