@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
+from pathlib import Path
 
 from warmline import __version__
+from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.handoff import Destination, HandoffError
 from warmline.media.relay import PortRange
@@ -51,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="POST the signed context packet here before the human rings")
     serve_cmd.add_argument("--webhook-secret", default="",
                            help="HMAC-SHA256 key for X-Warmline-Signature")
+    serve_cmd.add_argument("--records", default="warmline-records", metavar="DIR",
+                           help="where voicemail, callbacks and the trigger log are kept")
+    triggers_cmd = commands.add_parser("triggers", parents=[common],
+                                       help="review how the escalation triggers behave")
+    triggers_sub = triggers_cmd.add_subparsers(dest="triggers_command", required=True)
+    report_cmd = triggers_sub.add_parser(
+        "report", help="per trigger: how often it fired and what happened next")
+    report_cmd.add_argument("--records", default="warmline-records", metavar="DIR")
+    report_cmd.add_argument("--days", type=float, default=31.0,
+                            help="only the last DAYS days (default 31)")
     return parser
 
 
@@ -61,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return _serve(parser, args)
+    if args.command == "triggers":
+        since = time.time() - args.days * 86400
+        print(format_report(report(Path(args.records) / LOG_NAME, since)))
+        return 0
     return 2
 
 
@@ -77,7 +94,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _install_fast_loop()
     try:
         asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca),
-                          http=http, media_ports=ports, escalation=escalation))
+                          http=http, media_ports=ports, escalation=escalation,
+                          records=Path(args.records)))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from warmline.agents.placeholder import PlaceholderAgent
 from warmline.brain.escalation import EscalationPolicy
@@ -73,7 +74,8 @@ class HttpSpec:
 async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | None = None,
                 config: UserAgentConfig | None = None, http: HttpSpec | None = None,
                 media_ports: PortRange | None = None,
-                escalation: EscalationPolicy | None = None) -> None:
+                escalation: EscalationPolicy | None = None,
+                records: Path = Path("warmline-records")) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,7 +89,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
         else:
             answered = await _engine(stack, shell, specs[0].host, http,
                                      media_ports or PortRange(20000, 30000),
-                                     escalation or EscalationPolicy())
+                                     escalation or EscalationPolicy(), records)
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -113,7 +115,7 @@ async def _placeholder(stack: contextlib.AsyncExitStack, shell: SipShell,
 
 async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                   http: HttpSpec, ports: PortRange,
-                  escalation: EscalationPolicy) -> Callable[[], int]:
+                  escalation: EscalationPolicy, records: Path) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
@@ -127,7 +129,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
         on_call(call)
 
     engine = CallEngine(shell, relay, host, ["PCMU", "PCMA", "G722", "opus"], on_call,
-                        on_return)
+                        on_return, records_dir=records)
     engine.escalation = escalation
     stack.push_async_callback(engine.close)
     server, task = await start_http(build_app(engine), http.host, http.port)

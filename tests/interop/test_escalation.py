@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,9 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
     assert digest["h"] == final["id"] and digest["i"] == "billing_dispute"
     assert digest["v"] == 1 and digest["t"] == "explicit_request"
     assert digest.get("m") in (None, packet["summary"])
+    calibration = subprocess.run(
+        [sys.executable, "-m", "warmline", "triggers", "report", "--records",
+         str(tmp_path / "warmline-records")], capture_output=True, text=True, timeout=60)
+    row = next(line for line in calibration.stdout.splitlines()
+               if line.startswith("explicit_request"))
+    assert row.split()[1:4] == ["1", "1", "100%"] and "human 1" in row

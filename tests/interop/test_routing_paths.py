@@ -14,6 +14,7 @@ from tests.interop.transfer_peers import (
     Human,
     Outcome,
     caller_hangs_up,
+    caller_presses,
     kinds,
     run_transfer,
 )
@@ -74,3 +75,18 @@ def test_a_closed_department_runs_its_after_hours_path(tmp_path: Path) -> None:
     assert "attempt" not in kinds(outcome.handoff)  # nobody was rung after hours
     [promised] = outcome.engine.callbacks
     assert promised.handoff_id == outcome.handoff.id and promised.at >= asked
+
+
+def test_the_caller_pressing_zero_escalates(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+
+    def configure(engine: CallEngine) -> None:
+        engine.escalation.destination = Destination(human.uri, "bridge", 5)
+
+    outcome = asyncio.run(run_transfer(
+        tmp_path, caller_presses("0", 500, caller_hangs_up(1500)), lambda call: None, [human],
+        configure=configure, started_by_engine=True))
+    triggered = next(e for e in outcome.handoff.events if e.kind == "triggered")
+    assert triggered.detail["trigger"] == "explicit_request"
+    assert triggered.detail["evidence"]["evidence"] == {"dtmf": "0"}
+    assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0

@@ -76,7 +76,8 @@ class Outcome:
     engine: CallEngine
 
 
-async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[[Call], Handoff],
+async def run_transfer(tmp_path: Path, caller_tail: str,
+                       make_handoff: Callable[[Call], Handoff | None],
                        humans: list[Human], caller: str = "caller_waits.xml",
                        caller_markers: dict[str, str] | None = None,
                        announcement: str | None = None,
@@ -100,7 +101,10 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
         def on_call(call: Call) -> None:
             calls_seen.append(call)
             handoff = make_handoff(call)
-            handoffs.append(handoff if started_by_engine else calls.transfer(call.id, handoff))
+            if started_by_engine:  # a trigger started it, now or later in the call
+                return
+            assert handoff is not None
+            handoffs.append(calls.transfer(call.id, handoff))
 
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
                            lambda call, why, away: returned.append((why, away)),
@@ -127,8 +131,10 @@ async def run_transfer(tmp_path: Path, caller_tail: str, make_handoff: Callable[
         assert not live, f"dialogs left open: {live}"
         await calls.close()
         await relay.close()
-    assert handoffs and calls_seen
-    return Outcome(handoffs[0], returned, legs_left, calls_seen[0], calls)
+    assert calls_seen
+    started = handoffs or calls_seen[0].handoffs
+    assert started, "no handoff was started"
+    return Outcome(started[0], returned, legs_left, calls_seen[0], calls)
 
 
 def kinds(handoff: Handoff) -> list[str]:
@@ -165,3 +171,26 @@ def expect_headers(**checks: tuple[str, str]) -> str:
              for variable, (header, regexp) in checks.items()]
     used = " ".join(f"[${variable}]" for variable in checks)
     return "\n".join([*lines, f'      <log message="{used}"/>'])
+
+
+def caller_presses(digit: str, after_ms: int, then: str) -> str:
+    """caller_waits.xml's tail: the caller keys ``digit`` (SIP INFO), then ``then``."""
+    return f"""  <pause milliseconds="{after_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+      INFO [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:ai@[remote_ip]:[remote_port]>[$ai_tag]
+      Call-ID: [call_id]
+      CSeq: 5 INFO
+      Max-Forwards: 70
+      Content-Type: application/dtmf-relay
+      Content-Length: [len]
+
+      Signal={digit}
+      Duration=160
+    ]]>
+  </send>
+  <recv response="200"/>
+{then}"""

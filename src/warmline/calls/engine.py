@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warmline.brain.calibration import TriggerLog
 from warmline.brain.delivery import send_webhook, sip_headers
 from warmline.brain.escalation import Conversation, EscalationPolicy, turn_skills
 from warmline.brain.triggers import Firing
@@ -128,6 +129,7 @@ class CallEngine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._digit_watchers: dict[str, Callable[[str], None]] = {}  # by session id
         self.escalation = EscalationPolicy()  # what a trigger leads to, how context travels
+        self.trigger_log = TriggerLog(records_dir)  # for `warmline triggers report`
         self._hold = ringback()
         self.tts: TextToSpeech = EspeakTts()
         # said to a caller coming back to the AI after a failed transfer (None: nothing)
@@ -170,6 +172,7 @@ class CallEngine:
                                   f"?token={handoff.token}")
         call.handoffs.append(handoff)
         self.handoffs[handoff.id] = handoff
+        handoff.on_finish = self.trigger_log.outcome
         call.state = "transferring"
         if handoff.first is None:
             handoff.reason = handoff.reason or "no destination open"
@@ -187,6 +190,7 @@ class CallEngine:
         for firing in fired:
             log.info("call %s: trigger %s fired on turn %d: %s", call.id, firing.trigger,
                      firing.turn, firing.evidence)
+            self.trigger_log.firing(call.id, firing)
         policy = self.escalation
         if not fired or call.state != "ai" or call.handoff is not None or \
                 (policy.destination is None and policy.router is None):
@@ -338,6 +342,7 @@ class CallEngine:
         call.attempt = None
         call.caller.media.route_to(None)
         call.caller.media.listen_to(None)
+        self._listen_for_digits(call)
         handoff = call.handoffs[-1] if call.handoffs else None
         if handoff is not None:
             handoff.emit("returned_to_ai", why=why, seconds_away=round(away, 3))
@@ -409,8 +414,20 @@ class CallEngine:
         call = Call(f"call-{next(_ids)}", leg, self.shell.now(), legs=[leg])
         self.calls[call.id] = call
         session.app["call"] = call
+        self._listen_for_digits(call)
         self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
         self.on_call(call)
+
+    def _listen_for_digits(self, call: Call) -> None:
+        """While with the AI, caller DTMF (RFC 4733 or INFO) is a turn: 0 asks for a person."""
+        def pressed(digit: str) -> None:
+            if call.state == "ai" and not call.ended:
+                self.add_turn(call.id, Turn("caller", dtmf=digit))
+            if call.on_dtmf is not None:
+                call.on_dtmf(digit)
+
+        call.caller.media.on_dtmf = pressed
+        self._digit_watchers[call.caller.session.id] = pressed
 
     def _forget_ended_calls(self) -> None:
         """Ended calls stay listed for RETAIN_SECONDS (for the API), then memory is freed.
@@ -441,10 +458,7 @@ class CallEngine:
                                                   session=event.session))
 
     def _info(self, event: RequestInDialog) -> None:
-        call = event.session.app.get("call")
         watcher = self._digit_watchers.get(event.session.id)
-        if watcher is None and isinstance(call, Call):
-            watcher = call.on_dtmf
         content_type = (event.request.get("content-type") or "").lower()
         if watcher is None or "dtmf-relay" not in content_type:
             return
@@ -455,6 +469,7 @@ class CallEngine:
         watcher(digit)
 
     def _ended(self, session: Session) -> None:
+        self._digit_watchers.pop(session.id, None)
         leg = self._legs.pop(session.id, None)
         if leg is not None:
             leg.close()

@@ -14,6 +14,7 @@ import itertools
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +149,7 @@ class Handoff:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # screen-pop access
     screen_pop: str | None = None  # the URL of the full packet, when the API is public
     webhook_sent: bool = False
+    on_finish: Callable[[Handoff], None] | None = None  # the records hear of the outcome
     status: str = "requested"
     reason: str | None = None
     sip_status: int | None = None
@@ -179,6 +181,8 @@ class Handoff:
             return
         self.status, self.reason, self.sip_status = status, reason, sip_status
         self.emit(status, reason=reason, sip_status=sip_status)
+        if self.on_finish is not None:
+            self.on_finish(self)
 
     def validate(self) -> None:
         """HandoffError (422, 413) naming the field, before anything is dialled."""

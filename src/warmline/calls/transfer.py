@@ -231,6 +231,7 @@ class BridgeAttempt(Attempt):
         human, caller = self.human, self.call.caller
         assert human is not None
         human.media.detect_first_word(self._first_word)
+        caller.media.on_dtmf = None  # digits now go to the human (and the pair may go compiled)
         caller.media.route_to(human.media)
         human.media.route_to(caller.media)  # hold audio goes on until the human's audio flows
         self.succeed("connected")
