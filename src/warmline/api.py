@@ -21,7 +21,8 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Path
+from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from warmline.brain.turns import Action, AuthState, Turn
@@ -177,8 +178,24 @@ class TransferAccepted(BaseModel):
     status: str
 
 
-def build_app(engine: CallEngine) -> FastAPI:
+def build_app(engine: CallEngine, api_token: str | None = None) -> FastAPI:
+    """The API; with ``api_token`` every request needs ``Authorization: Bearer <token>``,
+    except that a handoff's own token (in its Call-Info link) opens that handoff alone."""
     app = FastAPI(title="warmline", summary="Hand live calls from an AI agent to a human.")
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Any) -> Any:
+        if api_token is None or _bearer(request) == api_token or _opens_its_handoff(request):
+            return await call_next(request)
+        return JSONResponse({"detail": "Authorization: a Bearer token is needed"}, 401)
+
+    def _opens_its_handoff(request: Request) -> bool:
+        parts = request.url.path.strip("/").split("/")
+        if request.method != "GET" or len(parts) not in (2, 3) or parts[0] != "handoffs":
+            return False
+        handoff = engine.handoffs.get(parts[1])
+        token = request.query_params.get("token", "")
+        return handoff is not None and hmac.compare_digest(token, handoff.token)
 
     @app.get("/calls")
     async def list_calls() -> list[dict[str, Any]]:
@@ -225,6 +242,7 @@ def build_app(engine: CallEngine) -> FastAPI:
 
     @app.get("/handoffs/{handoff_id}")
     async def get_handoff(handoff_id: str) -> dict[str, Any]:
+        """Status, events, context and packet (the screen-pop, with the handoff's token)."""
         handoff = engine.handoffs.get(handoff_id)
         if handoff is None:
             raise HTTPException(404, f"no handoff {handoff_id}")
@@ -257,6 +275,11 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _handoff(call_id: str, request: TransferRequest) -> Handoff:

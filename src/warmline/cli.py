@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="POST the signed context packet here before the human rings")
     serve_cmd.add_argument("--webhook-secret", default="",
                            help="HMAC-SHA256 key for X-Warmline-Signature")
+    serve_cmd.add_argument("--api-token", default=None,
+                           help="require 'Authorization: Bearer TOKEN' on the HTTP API")
     serve_cmd.add_argument("--records", default="warmline-records", metavar="DIR",
                            help="where voicemail, callbacks and the trigger log are kept")
     triggers_cmd = commands.add_parser("triggers", parents=[common],
@@ -95,7 +97,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca),
                           http=http, media_ports=ports, escalation=escalation,
-                          records=Path(args.records)))
+                          records=Path(args.records), api_token=args.api_token))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1

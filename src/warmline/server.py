@@ -75,7 +75,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                 config: UserAgentConfig | None = None, http: HttpSpec | None = None,
                 media_ports: PortRange | None = None,
                 escalation: EscalationPolicy | None = None,
-                records: Path = Path("warmline-records")) -> None:
+                records: Path = Path("warmline-records"), api_token: str | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,7 +89,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
         else:
             answered = await _engine(stack, shell, specs[0].host, http,
                                      media_ports or PortRange(20000, 30000),
-                                     escalation or EscalationPolicy(), records)
+                                     escalation or EscalationPolicy(), records, api_token)
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -115,7 +115,8 @@ async def _placeholder(stack: contextlib.AsyncExitStack, shell: SipShell,
 
 async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                   http: HttpSpec, ports: PortRange,
-                  escalation: EscalationPolicy, records: Path) -> Callable[[], int]:
+                  escalation: EscalationPolicy, records: Path,
+                  api_token: str | None) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
@@ -132,7 +133,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                         on_return, records_dir=records)
     engine.escalation = escalation
     stack.push_async_callback(engine.close)
-    server, task = await start_http(build_app(engine), http.host, http.port)
+    server, task = await start_http(build_app(engine, api_token), http.host, http.port)
     stack.push_async_callback(stop_http, server, task)
     log.info("warmline HTTP API on http://%s:%d (OpenAPI at /openapi.json)", http.host,
              http.port)

@@ -61,9 +61,9 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
     server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
                           f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}",
                           "--escalate-to", f"sip:human@127.0.0.1:{human_port}",
-                          "--escalate-mode", "bridge"], tmp_path)
+                          "--escalate-mode", "bridge", "--api-token", "admin-secret"], tmp_path)
     checks = expect_headers(uui=("User-to-User", "^ *[0-9a-f]+;encoding=hex;purpose=isdn-uui$"),
-                            info=("Call-Info", "/context[?]token=[^>]+>;purpose=info"),
+                            info=("Call-Info", "/handoffs/handoff-[0-9]+[?]token=[^>]+>"),
                             intent=("X-Warmline-Intent", "^ *billing_dispute$"),
                             verified=("X-Warmline-Verified", "^ *yes$"))
     human_dir = tmp_path / "human"
@@ -80,7 +80,11 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
         caller = asyncio.ensure_future(run_sipp(
             ["-sf", str(caller_scenario), f"127.0.0.1:{sip_port}", "-p", str(free_port()),
              "-m", "1"], tmp_path, timeout=25))
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+        base = f"http://127.0.0.1:{http_port}"
+        async with httpx.AsyncClient(base_url=base) as anonymous:
+            assert (await anonymous.get("/calls")).status_code == 401
+        async with httpx.AsyncClient(base_url=base, headers={
+                "Authorization": "Bearer admin-secret"}) as client:
             [call] = await wait_for(client, "/calls", bool)
             turns = f"/calls/{call['id']}/turns"
             for turn in TURNS:
@@ -94,12 +98,11 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
             handoff_path = f"/handoffs/{fired['handoff_id']}"
             ringing = await wait_for(client, handoff_path,
                                      lambda h: "ringing" in [e["kind"] for e in h["events"]])
-            screen_pop = ringing["screen_pop"].replace(f"http://127.0.0.1:{http_port}", "")
-            popped = (await client.get(screen_pop)).json()
-            seen_before_answer = [e["kind"] for e in (await client.get(handoff_path)).json()
-                                  ["events"]]
-            forbidden = await client.get(screen_pop.split("?")[0] + "?token=guess")
-            assert forbidden.status_code == 403
+            async with httpx.AsyncClient() as desktop:  # holds no API token, only the link
+                popped = (await desktop.get(ringing["screen_pop"])).json()
+                guessed = await desktop.get(ringing["screen_pop"].split("?")[0] + "?token=x")
+                assert guessed.status_code == 401
+            seen_before_answer = [e["kind"] for e in popped["events"]]
             for peer in (caller, human):
                 result = await peer
                 assert result.returncode == 0, result.output[-3000:]
@@ -113,6 +116,7 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
         assert stop_serve(server) == 0, server.log()
     assert "answered" not in seen_before_answer  # the packet was there while it rang
     packet = popped["packet"]
+    assert popped["id"] == final["id"]
     assert packet["trigger"]["name"] == "explicit_request"
     assert packet["authentication"]["verified"] is True
     assert packet["summary"] == ("Maria, identity verified, billing dispute, "

@@ -168,7 +168,7 @@ class CallEngine:
             handoff.packet = call.conversation.packet(call.id, _caller_number(call),
                                                       self.escalation)
         if self.escalation.public_url:
-            handoff.screen_pop = (f"{self.escalation.public_url}/handoffs/{handoff.id}/context"
+            handoff.screen_pop = (f"{self.escalation.public_url}/handoffs/{handoff.id}"
                                   f"?token={handoff.token}")
         call.handoffs.append(handoff)
         self.handoffs[handoff.id] = handoff
