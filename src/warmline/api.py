@@ -92,11 +92,13 @@ class Attempt(BaseModel):
         "bridge", description="warm: keep the media (bridge) or send the caller's phone to "
                               "the human with REFER/Replaces when it supports that")
 
+    probe: bool = Field(False, description="OPTIONS first; skip the destination unless 2xx")
+
     _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
 
     def destination(self) -> Destination:
         return Destination(self.to, self.mode, self.timeout, self.whisper, self.accept,
-                           self.accept_timeout, self.connect)
+                           self.accept_timeout, self.connect, self.probe)
 
 
 class FallbackStep(Attempt):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.peers import free_port
 from tests.interop.transfer_peers import (
     WAIT_FOR_BYE,
     Human,
@@ -146,3 +147,18 @@ def test_back_to_the_ai_after_an_announcement(tmp_path: Path) -> None:
     returned = next(e for e in events if e.kind == "returned_to_ai")
     assert 1.0 < announced.at - failed.at < 4.0  # spoken in full, not skipped
     assert returned.at >= announced.at and outcome.returned
+
+
+def test_an_options_probe_skips_a_destination_that_is_not_there(tmp_path: Path) -> None:
+    absent = Destination(f"sip:gone@127.0.0.1:{free_port()}", "bridge", 5, probe=True)
+    present = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, absent, fallback=[Destination(present.uri, "bridge", 5)])
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(3500), make, [present]))
+    probed = next(e for e in outcome.handoff.events if e.kind == "probed")
+    assert probed.detail["sip_status"] == 408 and probed.detail["to"] == absent.uri
+    failed = next(e for e in outcome.handoff.events if e.kind == "attempt_failed")
+    assert failed.detail["reason"] == "not available: OPTIONS answered 408"
+    assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0

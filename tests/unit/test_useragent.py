@@ -20,6 +20,7 @@ from warmline.sip.session import (
     CallProgress,
     IncomingCall,
     InDialogResponse,
+    ProbeResult,
     ReferNotify,
     ReferResponse,
     RequestInDialog,
@@ -360,3 +361,17 @@ def test_challenged_refer_is_retried_with_credentials_and_keeps_its_subscription
         ("Content-Type", "message/sipfrag")], body=b"SIP/2.0 200 OK\r\n")
     assert [(n.status, n.final) for n in only(net.take(alice), ReferNotify)] == [(200, True)]
     assert refer.done and refer.request.cseq.seq == second.request.cseq.seq
+
+
+def test_options_probe_reports_the_answer_or_the_timeout() -> None:
+    net, alice, _ = pair()  # Bob answers OPTIONS by himself
+    probe = alice.probe("sip:bob@127.0.0.2:5080", net.now)
+    net.flush()
+    [answered] = only(net.take(alice), ProbeResult)
+    assert answered.probe is probe and answered.status == 200 and probe.status == 200
+    silent = alice.probe("sip:nobody@127.0.0.9:5099", net.now)  # nobody there to answer
+    net.advance(40)  # past Timer F (64*T1)
+    [timed_out] = only(net.take(alice), ProbeResult)
+    assert timed_out.probe is silent and timed_out.status == 408
+    with pytest.raises(ValueError, match="sip: or sips:"):
+        alice.probe("tel:+15550100", net.now)

@@ -46,6 +46,7 @@ from warmline.sip.session import (
     CallFailed,
     CallProgress,
     IncomingCall,
+    ProbeResult,
     ReferNotify,
     ReferResponse,
     ReferSubscription,
@@ -57,6 +58,7 @@ from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
 RETAIN_SECONDS = 3600.0
+PROBE_SECONDS = 2.0  # how long an OPTIONS availability probe may take
 RETURN_ANNOUNCEMENT = "I am sorry, nobody could take your call right now. I am back with you."
 _ids = itertools.count(1)
 
@@ -128,6 +130,7 @@ class CallEngine:
         self._refers: dict[int, ReferWatcher] = {}  # by id() of the subscription
         self._tasks: set[asyncio.Task[None]] = set()
         self._digit_watchers: dict[str, Callable[[str], None]] = {}  # by session id
+        self._probes: dict[int, asyncio.Future[int]] = {}  # by id() of the probe
         self.escalation = EscalationPolicy()  # what a trigger leads to, how context travels
         self.trigger_log = TriggerLog(records_dir)  # for `warmline triggers report`
         self._hold = ringback()
@@ -143,6 +146,10 @@ class CallEngine:
             self._in_dialog(event)
         elif isinstance(event, ReferResponse | ReferNotify):
             self._refer_event(event)
+        elif isinstance(event, ProbeResult):
+            waiter = self._probes.pop(id(event.probe), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.status)
         elif event.session.id in self._outbound:
             self._outbound_event(event)
         elif isinstance(event, CallEnded | CallFailed):
@@ -200,6 +207,18 @@ class CallEngine:
         handoff = Handoff(call.id, first, fallback=fallback, packet=packet)
         handoff.emit("triggered", trigger=fired[0].trigger, evidence=packet["trigger"])
         return TurnResult(fired, self.transfer(call.id, handoff))
+
+    async def probe(self, uri: str, timeout: float = PROBE_SECONDS) -> int:
+        """OPTIONS ``uri``: its final status, or 408 when nothing answers within ``timeout``."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        probe = self.shell.run(lambda now: self.shell.ua.probe(uri, now))
+        self._probes[id(probe)] = waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return 408
+        finally:
+            self._probes.pop(id(probe), None)
 
     def context_headers(self, handoff: Handoff) -> list[tuple[str, str]]:
         """What the INVITE to the human carries of the context, within the header budget."""
@@ -360,7 +379,7 @@ class CallEngine:
             attempt.on_notify(event.status, event.final)
 
     def _outbound_event(self, event: SessionEvent) -> None:
-        if isinstance(event, ReferResponse | ReferNotify):
+        if isinstance(event, ReferResponse | ReferNotify | ProbeResult):
             return
         session = event.session
         attempt = self._outbound[session.id]

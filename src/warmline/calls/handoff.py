@@ -68,6 +68,7 @@ class Destination:
     accept: str = "none"
     accept_timeout: float = 10.0
     connect: str = "bridge"  # warm: "bridge", or "replaces" (REFER with Replaces, RFC 3891)
+    probe: bool = False  # OPTIONS first; a destination that does not answer 2xx is skipped
 
     def validate(self, where: str = "to") -> None:
         try:

@@ -175,6 +175,14 @@ class BridgeAttempt(Attempt):
 
     async def _dial(self) -> None:
         engine, caller = self.engine, self.call.caller
+        if self.destination.probe:
+            status = await engine.probe(self.destination.uri)
+            self.handoff.emit("probed", to=self.destination.uri, sip_status=status)
+            if not 200 <= status < 300:
+                self.fail(f"not available: OPTIONS answered {status}", status)
+                return
+            if self.finished:
+                return
         media = await engine.relay.open_leg("human")
         if self.finished:
             media.close()

@@ -83,6 +83,14 @@ class ReferSubscription:
     done: bool = False
 
 
+@dataclass(eq=False)
+class Probe:
+    """An out-of-dialog OPTIONS asking whether a destination is there (RFC 3261 §11)."""
+
+    uri: str
+    status: int | None = None  # final status; 408 timed out, 503 transport error
+
+
 # -- events handed to the application ------------------------------------
 @dataclass(frozen=True, slots=True)
 class IncomingCall:
@@ -157,6 +165,12 @@ class ReferNotify:
     final: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    probe: Probe
+    status: int
+
+
 SessionEvent = (
     IncomingCall
     | CallProgress
@@ -168,4 +182,5 @@ SessionEvent = (
     | InDialogResponse
     | ReferResponse
     | ReferNotify
+    | ProbeResult
 )

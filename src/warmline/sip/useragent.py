@@ -52,6 +52,8 @@ from warmline.sip.session import (
     CallProgress,
     IncomingCall,
     InDialogResponse,
+    Probe,
+    ProbeResult,
     ReferNotify,
     ReferResponse,
     ReferSubscription,
@@ -111,9 +113,10 @@ class Counters:
 @dataclass
 class _Pending:
     session: Session | None
-    kind: str  # invite, reinvite, bye, cancel, refer, request, fork-bye (silent)
+    kind: str  # invite, reinvite, bye, cancel, refer, request, probe, fork-bye (silent)
     refer: ReferSubscription | None = None
     auth_attempts: int = 0
+    probe: Probe | None = None
 
 
 class UserAgent:
@@ -253,6 +256,29 @@ class UserAgent:
         self._sessions[(request.call_id, local_tag)] = session
         self._send_invite(session, request, now)
         return session
+
+    def probe(self, to: str | SipUri, now: float) -> Probe:
+        """Send OPTIONS outside any dialog; a :class:`ProbeResult` reports the answer."""
+        uri = parse_uri(to) if isinstance(to, str) else to
+        if not isinstance(uri, SipUri):
+            raise ValueError(f"can only probe sip: or sips: URIs, not {to}")
+        target = target_for_uri(uri)
+        caller = NameAddr(self.contact_for(target.transport).sip_uri.replace(
+            scheme="sip", params=()))
+        request = Request("OPTIONS", uri, [
+            ("Via", self._via(target.transport)),
+            ("Max-Forwards", "70"),
+            ("From", str(caller.with_tag(self._new_id()))),
+            ("To", str(NameAddr(uri))),
+            ("Call-ID", f"{self._new_id()}{self._new_id()}"),
+            ("CSeq", "1 OPTIONS"),
+            ("Accept", _SDP),
+            ("User-Agent", self.config.user_agent),
+        ])
+        probe = Probe(str(uri))
+        transaction = self.layer.send_request(request, target, now)
+        self._pending[transaction] = _Pending(None, "probe", probe=probe)
+        return probe
 
     def cancel(self, session: Session, now: float) -> None:
         """CANCEL an outbound call; sent once a provisional arrived (RFC 3261 §9.1)."""
@@ -728,6 +754,9 @@ class UserAgent:
             return
         if response.status >= 200:
             del self._pending[transaction]
+            if pending.probe is not None:
+                pending.probe.status = response.status
+                self._events.append(ProbeResult(pending.probe, response.status))
         session = pending.session
         if session is None:
             return
@@ -913,6 +942,9 @@ class UserAgent:
         if not isinstance(transaction, ClientTransaction):
             return
         pending = self._pending.pop(transaction, None)
+        if pending is not None and pending.probe is not None:
+            pending.probe.status = 503 if transport_error else 408
+            self._events.append(ProbeResult(pending.probe, pending.probe.status))
         if pending is None or pending.session is None:
             return
         session = pending.session
