@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="require 'Authorization: Bearer TOKEN' on the HTTP API")
     serve_cmd.add_argument("--records", default="warmline-records", metavar="DIR",
                            help="where voicemail, callbacks and the trigger log are kept")
+    demo_cmd = commands.add_parser(
+        "demo", parents=[common],
+        help="a whole escalation on loopback: caller, AI, warm transfer to a human")
+    demo_cmd.add_argument("--out", default="warmline-demo", metavar="DIR",
+                          help="where the recordings and report.html go")
     triggers_cmd = commands.add_parser("triggers", parents=[common],
                                        help="review how the escalation triggers behave")
     triggers_sub = triggers_cmd.add_subparsers(dest="triggers_command", required=True)
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return _serve(parser, args)
+    if args.command == "demo":
+        return _demo(Path(args.out))
     if args.command == "triggers":
         since = time.time() - args.days * 86400
         print(format_report(report(Path(args.records) / LOG_NAME, since)))
@@ -136,6 +143,16 @@ def _escalation(parser: argparse.ArgumentParser, args: argparse.Namespace,
             parser.error(str(error))
         policy.destination = destination
     return policy
+
+
+def _demo(out: Path) -> int:
+    from warmline.demo import print_report, run_demo
+
+    _install_fast_loop()
+    figures = asyncio.run(run_demo(out))
+    print_report(figures, out)
+    connected = figures["trigger_to_connected_s"] is not None
+    return 0 if connected and figures["largest_gap_ms"] < 60 else 1
 
 
 def _install_fast_loop() -> None:

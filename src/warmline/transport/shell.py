@@ -91,6 +91,8 @@ class SipShell:
         self._connecting: set[asyncio.Task[None]] = set()
         self._flushing = False
         self.internal_errors = 0
+        # sees every message in ("in") and out ("out") with the peer: a SIP ladder, a trace
+        self.tap: Callable[[str, bytes, Target], None] | None = None
 
     # ------------------------------------------------------------------ listeners
     async def listen(self, spec: ListenSpec) -> ListenSpec:
@@ -134,6 +136,8 @@ class SipShell:
         return self.loop.time()
 
     def receive(self, data: bytes, source: Target) -> None:
+        if self.tap is not None:
+            self.tap("in", data, source)
         try:
             self.ua.receive(data, source, self.loop.time())
         except Exception:  # a core bug must cost one message, not the engine
@@ -190,6 +194,8 @@ class SipShell:
     # ------------------------------------------------------------------ sending
     def _send(self, transmit: Transmit) -> None:
         target = transmit.target
+        if self.tap is not None:
+            self.tap("out", transmit.data, target)
         if target.transport == "udp":
             self._send_udp(target, transmit.data)
             return

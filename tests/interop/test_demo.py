@@ -1,0 +1,32 @@
+"""`warmline demo`, the README's main command, runs a whole escalation and exits 0."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from warmline.media.player import load_wav
+
+pytestmark = pytest.mark.interop
+
+
+def test_the_demo_runs_an_escalation_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "warmline", "demo", "--out", str(out)],
+                          capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for line in ("SIP ladder", "human ◀──INVITE── warmline",
+                 "What the human's phone received before answering",
+                 "X-Warmline-Intent: billing_dispute", "Handoff handoff-1: completed"):
+        assert line in done.stdout, line
+    figures = json.loads((out / "report.json").read_text())
+    assert figures["status"] == "completed" and figures["largest_gap_ms"] < 60
+    assert figures["human_received_uui"]["i"] == "billing_dispute"
+    assert figures["trigger"]["name"] == "explicit_request"
+    assert 0 < figures["trigger_to_human_first_word_s"] < 15
+    assert len(load_wav(out / "human_heard.wav", 8000)) > 8000 * 3  # whisper + the caller
+    assert "<audio" in (out / "report.html").read_text()
