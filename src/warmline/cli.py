@@ -13,6 +13,8 @@ from warmline import __version__
 from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.handoff import Destination, HandoffError
+from warmline.config import ConfigError, WarmlineConfig
+from warmline.config import load as load_config
 from warmline.media.relay import PortRange
 from warmline.server import HttpSpec, TlsFiles, serve
 from warmline.sip.compiled import describe
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument(
         "--http", metavar="HOST:PORT",
         help="serve the control API (calls, transfers, handoffs) and answer calls with media")
-    serve_cmd.add_argument("--media-ports", metavar="START-END", default="20000-30000",
+    serve_cmd.add_argument("--media-ports", metavar="START-END", default=None,
                            help="UDP ports for RTP/RTCP (default 20000-30000)")
     serve_cmd.add_argument("--escalate-to", metavar="URI",
                            help="with --http: where a firing trigger sends the caller")
@@ -56,8 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
                            help="HMAC-SHA256 key for X-Warmline-Signature")
     serve_cmd.add_argument("--api-token", default=None,
                            help="require 'Authorization: Bearer TOKEN' on the HTTP API")
-    serve_cmd.add_argument("--records", default="warmline-records", metavar="DIR",
+    serve_cmd.add_argument("--records", default=None, metavar="DIR",
                            help="where voicemail, callbacks and the trigger log are kept")
+    serve_cmd.add_argument("--config", metavar="FILE",
+                           help="warmline.toml (see warmline.example.toml); flags win over it")
+    config_cmd = commands.add_parser("config", parents=[common], help="config files")
+    config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
+    check_cmd = config_sub.add_parser("check", help="validate a config file, naming each "
+                                                    "problem's line and key")
+    check_cmd.add_argument("file")
     demo_cmd = commands.add_parser(
         "demo", parents=[common],
         help="a whole escalation on loopback: caller, AI, warm transfer to a human")
@@ -81,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return _serve(parser, args)
+    if args.command == "config":
+        return _check_config(Path(args.file))
     if args.command == "demo":
         return _demo(Path(args.out))
     if args.command == "triggers":
@@ -91,20 +102,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    config = None
+    if args.config:
+        try:
+            config = load_config(Path(args.config))
+        except ConfigError as error:  # nothing starts on a broken config
+            for problem in error.problems:
+                print(problem, file=sys.stderr)
+            return 2
+    listen = args.sip or (config.sip.listen if config else ["udp:127.0.0.1:5070"])
     try:
-        specs: list[ListenSpec] = [parse_listen(s) for s in args.sip or ["udp:127.0.0.1:5070"]]
+        specs: list[ListenSpec] = [parse_listen(s) for s in listen]
     except ListenSpecError as error:
         parser.error(str(error))
     if any(spec.transport == "tls" for spec in specs) and not (args.tls_cert and args.tls_key):
         parser.error("--sip tls:... needs --tls-cert and --tls-key")
-    http = _http_spec(parser, args.http) if args.http else None
-    ports = _port_range(parser, args.media_ports)
-    escalation = _escalation(parser, args, http)
+    http_text = args.http or (config.http.listen if config and config.http else None)
+    http = _http_spec(parser, http_text) if http_text else None
+    ports = _port_range(parser, args.media_ports or
+                        (config.media.ports if config else "20000-30000"))
+    escalation = _escalation(parser, args, http, config)
+    records = args.records or (config.storage.records if config else "warmline-records")
+    api_token = args.api_token or (config.http.api_token if config and config.http else None)
+    media = config.media if config else None
     _install_fast_loop()
     try:
         asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca),
                           http=http, media_ports=ports, escalation=escalation,
-                          records=Path(args.records), api_token=args.api_token))
+                          records=Path(records), api_token=api_token,
+                          codecs=list(media.codecs) if media else None,
+                          hold_audio=media.hold_audio if media else None))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1
@@ -128,13 +155,15 @@ def _port_range(parser: argparse.ArgumentParser, text: str) -> PortRange:
 
 
 def _escalation(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                http: HttpSpec | None) -> EscalationPolicy | None:
+                http: HttpSpec | None, config: WarmlineConfig | None) -> EscalationPolicy | None:
     if http is None:
         if args.escalate_to or args.webhook:
             parser.error("--escalate-to and --webhook need --http (turns arrive over the API)")
         return None
-    policy = EscalationPolicy(public_url=f"http://{http.host}:{http.port}",
-                              webhook_url=args.webhook, webhook_secret=args.webhook_secret)
+    public_url = f"http://{http.host}:{http.port}"
+    policy = config.escalation(public_url) if config else EscalationPolicy(public_url=public_url)
+    if args.webhook:
+        policy.webhook_url, policy.webhook_secret = args.webhook, args.webhook_secret
     if args.escalate_to:
         destination = Destination(args.escalate_to, args.escalate_mode, 30)
         try:
@@ -143,6 +172,17 @@ def _escalation(parser: argparse.ArgumentParser, args: argparse.Namespace,
             parser.error(str(error))
         policy.destination = destination
     return policy
+
+
+def _check_config(path: Path) -> int:
+    try:
+        load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    print(f"{path}: ok")
+    return 0
 
 
 def _demo(out: Path) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from warmline.agents.placeholder import PlaceholderAgent
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.engine import Call, CallEngine
-from warmline.media.player import Player
+from warmline.media.player import Player, load_wav
 from warmline.media.relay import EmbeddedRelay, PortRange
 from warmline.sip.useragent import UserAgent, UserAgentConfig
 from warmline.transport.listen import ListenSpec
@@ -75,7 +75,8 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                 config: UserAgentConfig | None = None, http: HttpSpec | None = None,
                 media_ports: PortRange | None = None,
                 escalation: EscalationPolicy | None = None,
-                records: Path = Path("warmline-records"), api_token: str | None = None) -> None:
+                records: Path = Path("warmline-records"), api_token: str | None = None,
+                codecs: list[str] | None = None, hold_audio: str | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -89,7 +90,8 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
         else:
             answered = await _engine(stack, shell, specs[0].host, http,
                                      media_ports or PortRange(20000, 30000),
-                                     escalation or EscalationPolicy(), records, api_token)
+                                     escalation or EscalationPolicy(), records, api_token,
+                                     codecs or ["PCMU", "PCMA", "G722", "opus"], hold_audio)
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -116,7 +118,8 @@ async def _placeholder(stack: contextlib.AsyncExitStack, shell: SipShell,
 async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                   http: HttpSpec, ports: PortRange,
                   escalation: EscalationPolicy, records: Path,
-                  api_token: str | None) -> Callable[[], int]:
+                  api_token: str | None, codecs: list[str],
+                  hold_audio: str | None) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
@@ -129,9 +132,10 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
         log.info("call %s back with the AI after %.1f s: %s", call.id, away, why)
         on_call(call)
 
-    engine = CallEngine(shell, relay, host, ["PCMU", "PCMA", "G722", "opus"], on_call,
-                        on_return, records_dir=records)
+    engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records)
     engine.escalation = escalation
+    if hold_audio is not None:
+        engine.set_hold_audio(load_wav(hold_audio, 8000))
     stack.push_async_callback(engine.close)
     server, task = await start_http(build_app(engine, api_token), http.host, http.port)
     stack.push_async_callback(stop_http, server, task)

@@ -88,3 +88,36 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
     assert handoff["status"] == "completed" and handoff["sip_status"] == 200
     assert handoff["context"] == {"intent": "billing"}
     assert [e["kind"] for e in handoff["events"]][:3] == ["requested", "attempt", "accepted"]
+
+
+def test_serve_runs_from_a_config_file(tmp_path: Path) -> None:
+    sip_port, http_port, media = free_port(), free_port(), free_port() // 2 * 2
+    config = tmp_path / "warmline.toml"
+    config.write_text(f"""
+[sip]
+listen = ["udp:127.0.0.1:{sip_port}"]
+[http]
+listen = "127.0.0.1:{http_port}"
+api_token = "from-the-file"
+[media]
+ports = "{media}-{media + 40}"
+codecs = ["PCMA"]
+[[departments]]
+name = "billing"
+destinations = [{{ uri = "sip:billing@127.0.0.1:5999", mode = "warm" }}]
+""")
+    server = start_serve(["--config", str(config)], tmp_path)
+    try:
+        wait_for_log(server, f"listening on udp:127.0.0.1:{sip_port}")
+
+        async def ask() -> tuple[int, int]:
+            base = f"http://127.0.0.1:{http_port}"
+            async with httpx.AsyncClient(base_url=base) as client:
+                locked = (await client.get("/calls")).status_code
+                opened = (await client.get("/calls", headers={
+                    "Authorization": "Bearer from-the-file"})).status_code
+            return locked, opened
+
+        assert asyncio.run(ask()) == (401, 200)
+    finally:
+        assert stop_serve(server) == 0, server.log()

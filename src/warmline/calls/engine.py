@@ -254,6 +254,10 @@ class CallEngine:
     def hold_audio(self) -> Samples:
         return self._hold
 
+    def set_hold_audio(self, samples: Samples) -> None:
+        """What waiting callers hear (default: ringback); 8 kHz mono, looped."""
+        self._hold = samples
+
     def watch_refer(self, refer: ReferSubscription, attempt: ReferWatcher) -> None:
         self._refers[id(refer)] = attempt
 

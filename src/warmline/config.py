@@ -1,0 +1,272 @@
+"""warmline.toml: the whole engine in one validated file.
+
+Every key is checked when the file is loaded (pydantic, unknown keys
+refused), and every problem is reported with the file, the line and the
+dotted key, all at once, so a broken config never starts a half-working
+engine. `warmline config check FILE` runs the same checks and exits 2 on
+the first broken file. The example, with every key commented, is
+`warmline.example.toml` at the top of the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date, time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from warmline.brain.delivery import HeaderBudget
+from warmline.brain.escalation import EscalationPolicy
+from warmline.brain.routing import Department, Hours, Router, RoutingError
+from warmline.brain.triggers import ComplexityRule, TriggerConfig
+from warmline.calls.handoff import Destination, HandoffError
+from warmline.media.player import AudioFileError, load_wav
+from warmline.transport.listen import ListenSpecError, parse_listen
+
+
+class ConfigError(ValueError):
+    """Problems with a config file, each as 'file:line: key: what is wrong'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SipSection(_Strict):
+    listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5070"], min_length=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listeners(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                parse_listen(value)
+            except ListenSpecError as error:
+                raise ValueError(str(error)) from None
+        return values
+
+
+class HttpSection(_Strict):
+    listen: str = "127.0.0.1:8080"
+    api_token: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value
+
+
+CodecName = Literal["PCMU", "PCMA", "G722", "opus"]
+
+
+def _all_codecs() -> list[CodecName]:
+    return ["PCMU", "PCMA", "G722", "opus"]
+
+
+class MediaSection(_Strict):
+    ports: str = "20000-30000"
+    codecs: list[CodecName] = Field(default_factory=_all_codecs, min_length=1)
+    hold_audio: str | None = None
+
+    @field_validator("ports")
+    @classmethod
+    def _range(cls, value: str) -> str:
+        start, _, end = value.partition("-")
+        if not (start.isdigit() and end.isdigit() and 1024 <= int(start) < int(end) <= 65536):
+            raise ValueError(f"{value!r} is not START-END within 1024-65536")
+        return value
+
+    @field_validator("hold_audio")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                load_wav(Path(value), 8000)
+            except AudioFileError as error:
+                raise ValueError(str(error)) from None
+        return value
+
+
+class ComplexityRuleModel(_Strict):
+    intent: str
+    reason: str
+    slot: str | None = None
+    op: Literal[">", ">=", "<", "<=", "==", "!="] = ">"
+    value: float | str | None = None
+    needs: str | None = None
+
+
+class TriggersSection(_Strict):
+    confidence_threshold: float = Field(0.60, ge=0, le=1)
+    confidence_turns: int = Field(2, ge=1, le=20)
+    explicit_request: bool = True
+    frustration_threshold: float = Field(0.60, gt=0, le=1)
+    frustration_reset: float = Field(0.35, ge=0, lt=1)
+    smoothing: float = Field(0.4, gt=0, le=1)
+    complexity: list[ComplexityRuleModel] = Field(default_factory=list)
+    per_intent: dict[str, dict[str, float]] = Field(default_factory=dict)
+    per_call_type: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    def build(self) -> TriggerConfig:
+        return TriggerConfig(
+            self.confidence_threshold, self.confidence_turns, self.explicit_request,
+            self.frustration_threshold, self.frustration_reset, self.smoothing,
+            tuple(ComplexityRule(r.intent, r.reason, r.slot, r.op, r.value, r.needs)
+                  for r in self.complexity), self.per_intent, self.per_call_type)
+
+
+class ContextSection(_Strict):
+    max_header: int = Field(1024, ge=128, le=8192)
+    uui_bytes: int = Field(128, ge=16, le=1024)
+    max_total: int = Field(2048, ge=256, le=16384)
+    webhook: str | None = Field(None, pattern=r"^https?://")
+    webhook_secret: str = ""
+    webhook_timeout: float = Field(2.0, gt=0, le=30)
+
+
+class DestinationModel(_Strict):
+    uri: str
+    mode: Literal["blind", "bridge", "warm", "attended"] = "warm"
+    timeout: float = Field(30, gt=0, le=600)
+    accept: Literal["none", "dtmf", "speech"] = "none"
+    connect: Literal["bridge", "replaces"] = "bridge"
+    probe: bool = False
+
+    def build(self) -> Destination:
+        return Destination(self.uri, self.mode, self.timeout, accept=self.accept,
+                           connect=self.connect, probe=self.probe)
+
+
+_SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+
+
+class HoursModel(_Strict):
+    zone: str
+    mon: list[str] = Field(default_factory=list)
+    tue: list[str] = Field(default_factory=list)
+    wed: list[str] = Field(default_factory=list)
+    thu: list[str] = Field(default_factory=list)
+    fri: list[str] = Field(default_factory=list)
+    sat: list[str] = Field(default_factory=list)
+    sun: list[str] = Field(default_factory=list)
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    @classmethod
+    def _spans(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _SPAN.match(value):
+                raise ValueError(f"{value!r} is not HH:MM-HH:MM")
+        return values
+
+    def build(self) -> Hours:
+        weekly = {day: tuple(_span(text) for text in getattr(self, day))
+                  for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+        return Hours(self.zone, {day: spans for day, spans in weekly.items() if spans},
+                     frozenset(self.holidays))
+
+
+def _span(text: str) -> tuple[time, time]:
+    start, end = text.split("-")
+    close = time(23, 59, 59) if end == "24:00" else time.fromisoformat(end)
+    return time.fromisoformat(start), close
+
+
+class DepartmentModel(_Strict):
+    name: str
+    destinations: list[DestinationModel] = Field(min_length=1)
+    intents: list[str] = Field(default_factory=list)
+    skills: list[str] = Field(default_factory=list)
+    hours: HoursModel | None = None
+    after_hours: Literal["voicemail", "callback", "ticket", "ai"] = "voicemail"
+    callback_window_minutes: int = Field(120, ge=0, le=7 * 24 * 60)
+
+
+class RoutingSection(_Strict):
+    default: str
+
+
+class StorageSection(_Strict):
+    records: str = "warmline-records"
+
+
+class WarmlineConfig(_Strict):
+    sip: SipSection = Field(default_factory=SipSection)
+    http: HttpSection | None = None
+    media: MediaSection = Field(default_factory=MediaSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    triggers: TriggersSection = Field(default_factory=TriggersSection)
+    context: ContextSection = Field(default_factory=ContextSection)
+    departments: list[DepartmentModel] = Field(default_factory=list)
+    routing: RoutingSection | None = None
+
+    def escalation(self, public_url: str | None) -> EscalationPolicy:
+        """The policy for the engine (the router is built here; its errors are RoutingError)."""
+        policy = EscalationPolicy(
+            triggers=self.triggers.build(),
+            budget=HeaderBudget(self.context.max_header, self.context.uui_bytes,
+                                self.context.max_total),
+            webhook_url=self.context.webhook, webhook_secret=self.context.webhook_secret,
+            webhook_timeout=self.context.webhook_timeout, public_url=public_url)
+        if self.departments:
+            from datetime import timedelta
+
+            departments = [Department(
+                d.name, tuple(x.build() for x in d.destinations), frozenset(d.intents),
+                frozenset(d.skills), d.hours.build() if d.hours else None, d.after_hours,
+                timedelta(minutes=d.callback_window_minutes)) for d in self.departments]
+            default = self.routing.default if self.routing else departments[0].name
+            policy.router = Router(departments, default)
+        return policy
+
+
+def load(path: Path) -> WarmlineConfig:
+    """The validated config; ConfigError listing every problem with its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError([f"{path}: not valid TOML: {error}"]) from None
+    try:
+        config = WarmlineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError([_describe(path, text, raw, item["loc"], item["msg"])
+                           for item in error.errors()]) from None
+    try:
+        config.escalation(None)
+    except (RoutingError, HandoffError, ValueError) as error:
+        key = str(error).split(":", 1)[0]
+        raise ConfigError([f"{path}:{_line_of(text, key.split('.'))}: {error}"]) from None
+    return config
+
+
+def _describe(path: Path, text: str, raw: dict[str, Any], loc: tuple[Any, ...],
+              message: str) -> str:
+    key = ".".join(str(part) for part in loc if not str(part).startswith(("function-",
+                                                                           "literal[")))
+    return f"{path}:{_line_of(text, [str(part) for part in loc])}: {key}: {message}"
+
+
+def _line_of(text: str, parts: list[str]) -> int:
+    """The line where the innermost named key of ``parts`` is set (best effort, 1-based)."""
+    lines = text.splitlines()
+    names = [part for part in parts if not part.isdigit() and "[" not in part]
+    for name in reversed(names):
+        pattern = re.compile(rf"^\s*\[*\s*(?:[\w.]+\.)?{re.escape(name)}\s*(?:=|\]|\.)")
+        for number, line in enumerate(lines, start=1):
+            if pattern.match(line):
+                return number
+    return 1

@@ -1,0 +1,74 @@
+"""warmline.toml: the example loads; every broken key is named with its line, all at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from warmline.cli import main
+from warmline.config import ConfigError, load
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "warmline.example.toml"
+
+
+def test_the_commented_example_is_valid_and_builds_the_router() -> None:
+    config = load(EXAMPLE)
+    policy = config.escalation("http://127.0.0.1:8080")
+    assert policy.router is not None and policy.router.default == "frontdesk"
+    assert policy.triggers.per_intent["billing_dispute"]["confidence_threshold"] == 0.70
+    assert policy.budget.uui_bytes == 128 and config.sip.listen[0] == "udp:127.0.0.1:5070"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "warmline.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[sip]\nlisten = ["udp:nohost:99999"]\n',
+     "warmline.toml:2: sip.listen: Value error, --sip 'udp:nohost:99999': host must be an IP"),
+    ('[triggers]\nconfidence_threshold = 1.5\n',
+     "warmline.toml:2: triggers.confidence_threshold: Input should be less than or equal to 1"),
+    ('[media]\nports = "10-20"\n', "warmline.toml:2: media.ports:"),
+    ('[media]\ncodecs = ["PCMU", "G729"]\n', "warmline.toml:2: media.codecs.1:"),
+    ('[media]\nhold_audio = "/nonexistent/hold.wav"\n',
+     "audio file not found: /nonexistent/hold.wav"),
+    ('[context]\nwebhook = "ftp://x"\n', "warmline.toml:2: context.webhook:"),
+    ('[sip]\nlisten = ["udp:127.0.0.1:5070"]\ncolour = "blue"\n',
+     "warmline.toml:3: sip.colour: Extra inputs are not permitted"),
+    ('[[departments]]\nname = "b"\ndestinations = [{ uri = "mailto:x@y" }]\n',
+     "departments.b.destinations[0]: 'mailto:x@y' must be a sip:"),
+    ('[[departments]]\nname = "b"\ndestinations = [{ uri = "sip:b@127.0.0.1" }]\n'
+     '[departments.hours]\nzone = "Mars/Base"\n', "hours.zone: 'Mars/Base'"),
+    ('[[departments]]\nname = "b"\ndestinations = [{ uri = "sip:b@127.0.0.1" }]\n'
+     '[departments.hours]\nzone = "UTC"\nmon = ["9-17"]\n',
+     "warmline.toml:6: departments.0.hours.mon: Value error, '9-17' is not HH:MM-HH:MM"),
+    ('[routing]\ndefault = "nobody"\n[[departments]]\nname = "b"\n'
+     'destinations = [{ uri = "sip:b@127.0.0.1" }]\n', "routing.default: no department"),
+    ("[sip\n", "not valid TOML"),
+])
+def test_problems_name_the_line_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as broken:
+        load(write(tmp_path, text))
+    assert expected in str(broken.value), str(broken.value)
+
+
+def test_several_problems_are_reported_together(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as broken:
+        load(write(tmp_path, '[triggers]\nconfidence_turns = 0\nsmoothing = 3\n'))
+    assert len(broken.value.problems) == 2
+
+
+def test_config_check_and_a_broken_config_never_start_serve(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", str(EXAMPLE)]) == 0
+    assert "ok" in capsys.readouterr().out
+    broken = write(tmp_path, '[triggers]\nconfidence_threshold = "high"\n')
+    assert main(["config", "check", str(broken)]) == 2
+    assert "triggers.confidence_threshold" in capsys.readouterr().err
+    assert main(["serve", "--config", str(broken)]) == 2  # exits before binding anything
+    assert "warmline.toml:2" in capsys.readouterr().err
+    assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
