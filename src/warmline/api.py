@@ -21,7 +21,7 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Path, Request
+from fastapi import FastAPI, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
@@ -34,6 +34,7 @@ from warmline.calls.handoff import (
     Handoff,
     HandoffError,
 )
+from warmline.records.report import kpi_report, metrics_text
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
@@ -175,12 +176,21 @@ class TurnAccepted(BaseModel):
     handoff_id: str | None
 
 
+class CsatModel(BaseModel):
+    score: int = Field(ge=1, le=5, description="1 (very unhappy) to 5 (very happy)")
+
+
+class ResolutionModel(BaseModel):
+    resolved: bool
+
+
 class TransferAccepted(BaseModel):
     handoff_id: str
     status: str
 
 
-def build_app(engine: CallEngine, api_token: str | None = None) -> FastAPI:
+def build_app(engine: CallEngine, api_token: str | None = None,
+              records_url: str | None = None) -> FastAPI:
     """The API; with ``api_token`` every request needs ``Authorization: Bearer <token>``,
     except that a handoff's own token (in its Call-Info link) opens that handoff alone."""
     app = FastAPI(title="warmline", summary="Hand live calls from an AI agent to a human.")
@@ -236,6 +246,39 @@ def build_app(engine: CallEngine, api_token: str | None = None) -> FastAPI:
         if not hmac.compare_digest(token, handoff.token):
             raise HTTPException(403, "token: missing or wrong for this handoff")
         return {"handoff_id": handoff.id, "packet": handoff.packet, "context": handoff.context}
+
+    @app.post("/calls/{call_id}/csat", status_code=201)
+    async def csat(call_id: str, body: CsatModel) -> dict[str, Any]:
+        """A satisfaction score (API or post-call survey) for the KPIs."""
+        _known(call_id)
+        engine.record(call_id, "call.csat", {"score": body.score})
+        return {"call_id": call_id, "score": body.score}
+
+    @app.post("/calls/{call_id}/resolution", status_code=201)
+    async def resolution(call_id: str, body: ResolutionModel) -> dict[str, Any]:
+        """Whether the caller's issue was resolved on this call (first-call resolution)."""
+        _known(call_id)
+        engine.record(call_id, "call.resolution", {"resolved": body.resolved})
+        return {"call_id": call_id, "resolved": body.resolved}
+
+    @app.get("/kpis")
+    async def kpis(days: float = 31.0) -> dict[str, Any]:
+        """The five KPIs over the last ``days``, overall and per intent (zeros when empty)."""
+        if records_url is None:
+            raise HTTPException(404, "records are not kept (no database configured)")
+        if not 0 < days <= 3660:
+            raise HTTPException(422, "days: must be in (0, 3660]")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, kpi_report, records_url, days)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format: counters and the trigger-to-first-word histogram."""
+        return Response(metrics_text(engine), media_type="text/plain; version=0.0.4")
+
+    def _known(call_id: str) -> None:
+        if call_id not in engine.calls:
+            raise HTTPException(404, f"no call {call_id}")
 
     @app.get("/callbacks")
     async def list_callbacks() -> list[dict[str, Any]]:

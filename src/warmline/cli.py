@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -16,6 +17,8 @@ from warmline.calls.handoff import Destination, HandoffError
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.media.relay import PortRange
+from warmline.records.report import kpi_report
+from warmline.records.store import default_url
 from warmline.server import HttpSpec, TlsFiles, serve
 from warmline.sip.compiled import describe
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_listen
@@ -60,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="require 'Authorization: Bearer TOKEN' on the HTTP API")
     serve_cmd.add_argument("--records", default=None, metavar="DIR",
                            help="where voicemail, callbacks and the trigger log are kept")
+    serve_cmd.add_argument("--db", metavar="URL", default=None,
+                           help="records database: sqlite:///FILE or postgresql+psycopg://... "
+                                "(default: SQLite in --records)")
     serve_cmd.add_argument("--config", metavar="FILE",
                            help="warmline.toml (see warmline.example.toml); flags win over it")
     config_cmd = commands.add_parser("config", parents=[common], help="config files")
@@ -67,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     check_cmd = config_sub.add_parser("check", help="validate a config file, naming each "
                                                     "problem's line and key")
     check_cmd.add_argument("file")
+    kpis_cmd = commands.add_parser("kpis", parents=[common],
+                                   help="the five KPIs from the records, overall and per intent")
+    kpis_cmd.add_argument("--db", metavar="URL", default=None)
+    kpis_cmd.add_argument("--records", default="warmline-records", metavar="DIR")
+    kpis_cmd.add_argument("--days", type=float, default=31.0)
     demo_cmd = commands.add_parser(
         "demo", parents=[common],
         help="a whole escalation on loopback: caller, AI, warm transfer to a human")
@@ -90,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         return _serve(parser, args)
+    if args.command == "kpis":
+        url = args.db or default_url(Path(args.records))
+        print(json.dumps(kpi_report(url, args.days), indent=2))
+        return 0
     if args.command == "config":
         return _check_config(Path(args.file))
     if args.command == "demo":
@@ -131,7 +146,8 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                           http=http, media_ports=ports, escalation=escalation,
                           records=Path(records), api_token=api_token,
                           codecs=list(media.codecs) if media else None,
-                          hold_audio=media.hold_audio if media else None))
+                          hold_audio=media.hold_audio if media else None,
+                          database=args.db or (config.storage.database if config else None)))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1

@@ -198,6 +198,7 @@ class RoutingSection(_Strict):
 
 class StorageSection(_Strict):
     records: str = "warmline-records"
+    database: str | None = Field(None, pattern=r"^(sqlite|postgresql(\+psycopg)?)://")
 
 
 class WarmlineConfig(_Strict):

@@ -24,6 +24,7 @@ from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.engine import Call, CallEngine
 from warmline.media.player import Player, load_wav
 from warmline.media.relay import EmbeddedRelay, PortRange
+from warmline.records.store import RecordWriter, default_url
 from warmline.sip.useragent import UserAgent, UserAgentConfig
 from warmline.transport.listen import ListenSpec
 from warmline.transport.shell import SipShell
@@ -76,7 +77,8 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                 media_ports: PortRange | None = None,
                 escalation: EscalationPolicy | None = None,
                 records: Path = Path("warmline-records"), api_token: str | None = None,
-                codecs: list[str] | None = None, hold_audio: str | None = None) -> None:
+                codecs: list[str] | None = None, hold_audio: str | None = None,
+                database: str | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,7 +93,8 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
             answered = await _engine(stack, shell, specs[0].host, http,
                                      media_ports or PortRange(20000, 30000),
                                      escalation or EscalationPolicy(), records, api_token,
-                                     codecs or ["PCMU", "PCMA", "G722", "opus"], hold_audio)
+                                     codecs or ["PCMU", "PCMA", "G722", "opus"], hold_audio,
+                                     database or default_url(records))
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -119,7 +122,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                   http: HttpSpec, ports: PortRange,
                   escalation: EscalationPolicy, records: Path,
                   api_token: str | None, codecs: list[str],
-                  hold_audio: str | None) -> Callable[[], int]:
+                  hold_audio: str | None, database: str) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
@@ -134,10 +137,15 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
 
     engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records)
     engine.escalation = escalation
+    records.mkdir(parents=True, exist_ok=True)
+    writer = RecordWriter(database, records / "pending-events.jsonl")
+    stack.callback(writer.close)  # after the calls: their last events get written
+    engine.records = writer
     if hold_audio is not None:
         engine.set_hold_audio(load_wav(hold_audio, 8000))
     stack.push_async_callback(engine.close)
-    server, task = await start_http(build_app(engine, api_token), http.host, http.port)
+    server, task = await start_http(build_app(engine, api_token, database), http.host,
+                                    http.port)
     stack.push_async_callback(stop_http, server, task)
     log.info("warmline HTTP API on http://%s:%d (OpenAPI at /openapi.json)", http.host,
              http.port)

@@ -107,6 +107,19 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
                 result = await peer
                 assert result.returncode == 0, result.output[-3000:]
             final = (await client.get(handoff_path)).json()
+            rated = await client.post(f"/calls/{call['id']}/csat", json={"score": 4})
+            assert rated.status_code == 201
+            assert (await client.post(f"/calls/{call['id']}/csat",
+                                      json={"score": 9})).status_code == 422
+            kpis = await wait_for(client, "/kpis?days=1",
+                                  lambda k: k["overall"]["calls"] == 1 and
+                                  k["overall"]["csat_escalated"] is not None)
+            assert kpis["overall"]["transfers"] == 1 and kpis["overall"]["csat_escalated"] == 4
+            assert kpis["overall"]["trigger_to_first_word_p50"] is None or \
+                kpis["overall"]["trigger_to_first_word_p50"] > 0
+            assert "billing_dispute" in kpis["by_intent"]
+            metrics = (await client.get("/metrics")).text
+            assert 'warmline_handoffs{status="completed"} 1' in metrics
         return popped, final, seen_before_answer
 
     try:

@@ -31,7 +31,13 @@ from warmline.brain.triggers import Firing
 from warmline.brain.turns import Turn
 from warmline.calls.consult import AttendedAttempt, WarmAttempt
 from warmline.calls.fallbacks import ScheduledCallback, callback, say, voicemail
-from warmline.calls.handoff import Destination, FallbackAction, Handoff, HandoffError
+from warmline.calls.handoff import (
+    Destination,
+    FallbackAction,
+    Handoff,
+    HandoffError,
+    HandoffEvent,
+)
 from warmline.calls.leg import CallLeg, quoted
 from warmline.calls.transfer import Attempt, BlindAttempt, BridgeAttempt, ReferWatcher
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
@@ -40,6 +46,7 @@ from warmline.media.player import Samples, ringback
 from warmline.media.relay import EmbeddedRelay
 from warmline.media.sdp import SdpError
 from warmline.media.tts import EspeakTts, TextToSpeech
+from warmline.records.store import Event, RecordWriter
 from warmline.sip.session import (
     CallAnswered,
     CallEnded,
@@ -133,6 +140,7 @@ class CallEngine:
         self._probes: dict[int, asyncio.Future[int]] = {}  # by id() of the probe
         self.escalation = EscalationPolicy()  # what a trigger leads to, how context travels
         self.trigger_log = TriggerLog(records_dir)  # for `warmline triggers report`
+        self.records: RecordWriter | None = None  # the durable event log, when configured
         self._hold = ringback()
         self.tts: TextToSpeech = EspeakTts()
         # said to a caller coming back to the AI after a failed transfer (None: nothing)
@@ -180,6 +188,9 @@ class CallEngine:
         call.handoffs.append(handoff)
         self.handoffs[handoff.id] = handoff
         handoff.on_finish = self.trigger_log.outcome
+        handoff.listener = self._record_handoff_event
+        for earlier in list(handoff.events):  # requested, triggered: before the listener
+            self._record_handoff_event(handoff, earlier)
         call.state = "transferring"
         if handoff.first is None:
             handoff.reason = handoff.reason or "no destination open"
@@ -193,7 +204,11 @@ class CallEngine:
         call = self._call(call_id)
         if call.ended:
             raise HandoffError(f"call {call_id} has ended", 409)
+        previous = call.conversation.turns[-1].intent if call.conversation.turns else None
         fired = call.conversation.add(turn, self.escalation.triggers)
+        if turn.intent and turn.intent != previous:
+            self.record(call.id, "call.intent", {"intent": turn.intent,
+                                                 "confidence": turn.confidence})
         for firing in fired:
             log.info("call %s: trigger %s fired on turn %d: %s", call.id, firing.trigger,
                      firing.turn, firing.evidence)
@@ -244,6 +259,17 @@ class CallEngine:
         handoff.emit(f"{kind}_delivered" if result.ok else f"{kind}_failed",
                      status=result.status, detail=result.detail,
                      seconds=round(result.seconds, 3))
+
+    def record(self, call_id: str, kind: str, data: dict[str, Any],
+               handoff_id: str | None = None, at: float | None = None) -> None:
+        """Queue an event for the records (never blocks the call; see records/store.py)."""
+        if self.records is not None:
+            self.records.add(Event(at if at is not None else time.time(), call_id, kind, data,
+                                   handoff_id))
+
+    def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
+        self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
+                    event.at)
 
     def _call(self, call_id: str) -> Call:
         call = self.calls.get(call_id)
@@ -439,6 +465,8 @@ class CallEngine:
         session.app["call"] = call
         self._listen_for_digits(call)
         self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
+        self.record(call.id, "call.started", {"caller": _caller_number(call),
+                                              "to": str(session.local_party.uri)})
         self.on_call(call)
 
     def _listen_for_digits(self, call: Call) -> None:
@@ -501,6 +529,7 @@ class CallEngine:
             return
         call.state = "ended"
         call.ended_at = self.shell.now()
+        self.record(call.id, "call.ended", {"reason": session.end_reason})
         attempt = call.attempt
         if attempt is None:
             return

@@ -150,7 +150,8 @@ class Handoff:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # screen-pop access
     screen_pop: str | None = None  # the URL of the full packet, when the API is public
     webhook_sent: bool = False
-    on_finish: Callable[[Handoff], None] | None = None  # the records hear of the outcome
+    on_finish: Callable[[Handoff], None] | None = None  # the trigger log hears the outcome
+    listener: Callable[[Handoff, HandoffEvent], None] | None = None  # the records, each event
     status: str = "requested"
     reason: str | None = None
     sip_status: int | None = None
@@ -168,7 +169,10 @@ class Handoff:
         return self.status in ENDED
 
     def emit(self, kind: str, **detail: Any) -> None:
-        self.events.append(HandoffEvent(time.time(), kind, detail))
+        event = HandoffEvent(time.time(), kind, detail)
+        self.events.append(event)
+        if self.listener is not None:
+            self.listener(self, event)
 
     def progress(self, status: str, **detail: Any) -> None:
         """A step of the current attempt (ringing, answered, connected)."""

@@ -1,0 +1,1 @@
+"""Durable records of calls and handoffs, and the KPIs computed from them."""

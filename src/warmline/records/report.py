@@ -1,0 +1,66 @@
+"""KPIs read back from the records (for `warmline kpis` and GET /kpis), and /metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from warmline.records.kpis import REPEAT_WINDOW, compute
+from warmline.records.store import connect, read_events
+
+if TYPE_CHECKING:
+    from warmline.calls.engine import CallEngine
+
+_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+def kpi_report(url: str, days: float, now: float | None = None) -> dict[str, Any]:
+    """The KPIs over the last ``days`` from the database at ``url``."""
+    now = now if now is not None else time.time()
+    since = now - days * 86400
+    engine = connect(url)
+    try:
+        events = read_events(engine, since, now)
+        later = [e for e in read_events(engine, now, now + REPEAT_WINDOW)
+                 if e.kind == "call.started"]
+    finally:
+        engine.dispose()
+    return {"since": since, "until": now, **compute(events, later)}
+
+
+def metrics_text(engine: CallEngine) -> str:
+    """Counters and a histogram in the Prometheus exposition format, from live state."""
+    calls = list(engine.calls.values())
+    handoffs = list(engine.handoffs.values())
+    waits = [b.at - a.at for h in handoffs
+             for a in h.events[:1] for b in h.events if b.kind == "human_first_word"]
+    lines = [
+        "# HELP warmline_calls Calls in the live view, by state.",
+        "# TYPE warmline_calls gauge",
+        *(f'warmline_calls{{state="{state}"}} {sum(c.state == state for c in calls)}'
+          for state in ("ai", "transferring", "human", "ended")),
+        "# HELP warmline_handoffs Handoffs in the live view, by status.",
+        "# TYPE warmline_handoffs gauge",
+        *(f'warmline_handoffs{{status="{status}"}} {count}'
+          for status, count in sorted(_count(h.status for h in handoffs).items())),
+        "# HELP warmline_trigger_to_first_word_seconds From the request to the human's "
+        "first word.",
+        "# TYPE warmline_trigger_to_first_word_seconds histogram",
+        *(f'warmline_trigger_to_first_word_seconds_bucket{{le="{bound}"}} '
+          f"{sum(w <= bound for w in waits)}" for bound in _BUCKETS),
+        f'warmline_trigger_to_first_word_seconds_bucket{{le="+Inf"}} {len(waits)}',
+        f"warmline_trigger_to_first_word_seconds_sum {sum(waits):.3f}",
+        f"warmline_trigger_to_first_word_seconds_count {len(waits)}",
+    ]
+    if engine.records is not None:
+        lines += ["# HELP warmline_records_pending Events waiting for the database.",
+                  "# TYPE warmline_records_pending gauge",
+                  f"warmline_records_pending {engine.records.pending}"]
+    return "\n".join(lines) + "\n"
+
+
+def _count(items: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
