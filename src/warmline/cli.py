@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="require 'Authorization: Bearer TOKEN' on the HTTP API")
     serve_cmd.add_argument("--records", default=None, metavar="DIR",
                            help="where voicemail, callbacks and the trigger log are kept")
+    serve_cmd.add_argument("--agent-ws", metavar="URL", default=None,
+                           help="with --http: connect each call to this bot WebSocket "
+                                "(Twilio Media Streams framing)")
     serve_cmd.add_argument("--db", metavar="URL", default=None,
                            help="records database: sqlite:///FILE or postgresql+psycopg://... "
                                 "(default: SQLite in --records)")
@@ -147,7 +150,9 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                           records=Path(records), api_token=api_token,
                           codecs=list(media.codecs) if media else None,
                           hold_audio=media.hold_audio if media else None,
-                          database=args.db or (config.storage.database if config else None)))
+                          database=args.db or (config.storage.database if config else None),
+                          agent_ws=args.agent_ws or (config.agent.ws if config and config.agent
+                                                     else None)))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1

@@ -201,6 +201,11 @@ class StorageSection(_Strict):
     database: str | None = Field(None, pattern=r"^(sqlite|postgresql(\+psycopg)?)://")
 
 
+class AgentSection(_Strict):
+    ws: str | None = Field(None, pattern=r"^wss?://",
+                           description="the bot's WebSocket (Twilio Media Streams framing)")
+
+
 class WarmlineConfig(_Strict):
     sip: SipSection = Field(default_factory=SipSection)
     http: HttpSection | None = None
@@ -210,6 +215,7 @@ class WarmlineConfig(_Strict):
     context: ContextSection = Field(default_factory=ContextSection)
     departments: list[DepartmentModel] = Field(default_factory=list)
     routing: RoutingSection | None = None
+    agent: AgentSection | None = None
 
     def escalation(self, public_url: str | None) -> EscalationPolicy:
         """The policy for the engine (the router is built here; its errors are RoutingError)."""

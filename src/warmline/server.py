@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmline.agents.media_stream import MediaStreamAgent
 from warmline.agents.placeholder import PlaceholderAgent
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.engine import Call, CallEngine
@@ -78,7 +79,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                 escalation: EscalationPolicy | None = None,
                 records: Path = Path("warmline-records"), api_token: str | None = None,
                 codecs: list[str] | None = None, hold_audio: str | None = None,
-                database: str | None = None) -> None:
+                database: str | None = None, agent_ws: str | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,7 +95,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                                      media_ports or PortRange(20000, 30000),
                                      escalation or EscalationPolicy(), records, api_token,
                                      codecs or ["PCMU", "PCMA", "G722", "opus"], hold_audio,
-                                     database or default_url(records))
+                                     database or default_url(records), agent_ws)
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -122,20 +123,25 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                   http: HttpSpec, ports: PortRange,
                   escalation: EscalationPolicy, records: Path,
                   api_token: str | None, codecs: list[str],
-                  hold_audio: str | None, database: str) -> Callable[[], int]:
+                  hold_audio: str | None, database: str,
+                  agent_ws: str | None) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
     stack.push_async_callback(relay.close)
 
     def on_call(call: Call) -> None:
-        call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
+        if bot is not None:
+            bot.on_call(call)  # the external AI takes the call (hold audio if it cannot)
+        else:
+            call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
 
     def on_return(call: Call, why: str, away: float) -> None:
         log.info("call %s back with the AI after %.1f s: %s", call.id, away, why)
         on_call(call)
 
     engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records)
+    bot = MediaStreamAgent(engine, agent_ws) if agent_ws else None
     engine.escalation = escalation
     records.mkdir(parents=True, exist_ok=True)
     writer = RecordWriter(database, records / "pending-events.jsonl")

@@ -1,0 +1,241 @@
+"""An external AI on the call through a WebSocket speaking Twilio Media Streams framing.
+
+Existing voice bots (Pipecat and the like) already serialize this framing,
+so they can take a warmline call unchanged: warmline connects to the bot's
+WebSocket URL and sends ``connected``, ``start`` (streamSid, callSid, the
+audio format: 8 kHz mu-law), then a ``media`` event per 20 ms of the
+caller's audio (base64 mu-law), ``dtmf`` when the caller presses a key and
+``stop`` at the end. The bot sends ``media`` (audio to play, queued and paced
+at 20 ms), ``mark`` (echoed back once the audio before it has been played)
+and ``clear`` (drop what is queued: barge-in). Transfers and turns go over
+the REST API or the in-process engine, as for any agent.
+
+A bot that sends garbage, or stops reading so that more than a few seconds
+of caller audio pile up, is disconnected; the caller keeps hold audio and no
+other call notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from warmline.media import g711
+from warmline.media.player import Player, Samples
+
+if TYPE_CHECKING:
+    from warmline.calls.engine import Call, CallEngine
+
+log = logging.getLogger("warmline.agents")
+BACKLOG_FRAMES = 250  # 5 s of caller audio unread by the bot: it has stalled
+_SILENCE = np.zeros(160, dtype=np.int16)
+
+
+class StreamPlayer(Player):
+    """Audio pushed by the bot, played as it comes; marks report when they are reached."""
+
+    def __init__(self) -> None:
+        super().__init__(np.zeros(0, dtype=np.int16))
+        self._chunks: deque[Samples] = deque()
+        self._marks: deque[tuple[int, str]] = deque()  # (samples still ahead, name)
+        self.queued = 0
+        self.on_mark: Any = None  # called with a mark's name once it is reached
+
+    @property
+    def finished(self) -> bool:
+        return False  # a stream plays (silence) until the call or the bot ends
+
+    def push(self, samples: Samples) -> None:
+        self._chunks.append(samples)
+        self.queued += len(samples)
+
+    def mark(self, name: str) -> None:
+        self._marks.append((self.queued, name))
+        self._reach_marks()
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.queued = 0
+        self._marks = deque((0, name) for _, name in self._marks)
+        self._reach_marks()
+
+    def next_frame(self) -> Samples:
+        needed, parts = 160, []
+        while needed and self._chunks:
+            chunk = self._chunks[0]
+            take = chunk[:needed]
+            parts.append(take)
+            needed -= len(take)
+            if len(take) == len(chunk):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = chunk[len(take):]
+        played = 160 - needed
+        self.queued -= played
+        self._marks = deque((max(0, ahead - played), name) for ahead, name in self._marks)
+        self._reach_marks()
+        if needed:
+            parts.append(_SILENCE[:needed])
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _reach_marks(self) -> None:
+        while self._marks and self._marks[0][0] <= 0:
+            _, name = self._marks.popleft()
+            if self.on_mark is not None:
+                self.on_mark(name)
+
+
+class MediaStreamAgent:
+    """Connects every call to the bot at ``url`` for as long as the call is with the AI."""
+
+    def __init__(self, engine: CallEngine, url: str, connect_timeout: float = 5.0) -> None:
+        self.engine = engine
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self.sessions = 0
+        self.disconnected_for_misbehaving = 0
+
+    def on_call(self, call: Call) -> None:
+        self.engine.spawn(self._session(call))
+
+    async def _session(self, call: Call) -> None:
+        try:
+            socket = await websockets.connect(self.url, open_timeout=self.connect_timeout,
+                                              max_size=1 << 20)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
+            log.warning("call %s: bot at %s unreachable (%s); the caller keeps hold audio",
+                        call.id, self.url, error)
+            self._hold(call)
+            return
+        self.sessions += 1
+        stream = _Stream(call, socket)
+        try:
+            await stream.run()
+        except _Misbehaving as error:
+            self.disconnected_for_misbehaving += 1
+            log.warning("call %s: bot disconnected: %s", call.id, error)
+            await socket.close(code=1008, reason=str(error)[:100])
+        except ConnectionClosed:
+            pass
+        finally:
+            stream.stop()
+            await socket.close()
+            if not call.ended and call.state == "ai":
+                self._hold(call)
+
+    def _hold(self, call: Call) -> None:
+        if not call.ended:
+            call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
+
+
+class _Misbehaving(Exception):
+    """The bot broke the protocol or stopped reading."""
+
+
+class _Stream:
+    """One call's stream: caller audio out, bot audio in."""
+
+    def __init__(self, call: Call, socket: Any) -> None:
+        self.call = call
+        self.socket = socket
+        self.sid = "MZ" + secrets.token_hex(16)
+        self.outbound: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.player = StreamPlayer()
+        self.sequence = 0
+        self.chunk = 0
+
+    async def run(self) -> None:
+        leg = self.call.caller.media
+        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        await self._send({"event": "start", "start": {
+            "streamSid": self.sid, "callSid": self.call.id, "accountSid": "warmline",
+            "tracks": ["inbound"], "customParameters": {"from": self._caller()},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        self.player.on_mark = lambda name: self.outbound.put_nowait(
+            {"event": "mark", "mark": {"name": name}})
+        leg.play(self.player)
+        leg.record(self._caller_audio)
+        self.call.on_dtmf = lambda digit: self.outbound.put_nowait(
+            {"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": digit}})
+        sender = asyncio.ensure_future(self._sender())
+        watcher = asyncio.ensure_future(self._until_the_ai_is_done())
+        try:
+            await self._receive()
+        finally:
+            sender.cancel()
+            watcher.cancel()
+
+    async def _until_the_ai_is_done(self) -> None:
+        """Tell the bot ``stop`` and hang up on it when the call ends or a human takes it."""
+        while not self.call.ended and self.call.state == "ai":
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(ConnectionClosed):
+            await self._send({"event": "stop", "stop": {"callSid": self.call.id}})
+        await self.socket.close()
+
+    def stop(self) -> None:
+        self.call.caller.media.record(None)
+        self.call.on_dtmf = None
+        if not self.call.ended and self.call.caller.media.source is not None:
+            self.call.caller.media.listen_to(None)
+
+    def _caller(self) -> str:
+        return str(self.call.caller.session.remote_party.uri)
+
+    def _caller_audio(self, samples: Samples) -> None:
+        if self.call.state != "ai":
+            return  # with a human: the bot does not listen in
+        if self.outbound.qsize() > BACKLOG_FRAMES:
+            self.outbound.put_nowait(None)  # tells the sender the bot has stalled
+            return
+        self.chunk += 1
+        self.outbound.put_nowait({"event": "media", "media": {
+            "track": "inbound", "chunk": str(self.chunk), "timestamp": str(self.chunk * 20),
+            "payload": base64.b64encode(g711.ulaw_encode(samples)).decode()}})
+
+    async def _sender(self) -> None:
+        while True:
+            message = await self.outbound.get()
+            if message is None:
+                await self.socket.close(code=1008, reason="stalled: not reading the audio")
+                return
+            await self._send(message)
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        self.sequence += 1
+        await self.socket.send(json.dumps({**message, "sequenceNumber": str(self.sequence),
+                                           "streamSid": self.sid}))
+
+    async def _receive(self) -> None:
+        async for raw in self.socket:
+            self._handle(raw)
+
+    def _handle(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+            event = message["event"]
+        except (ValueError, KeyError, TypeError):
+            raise _Misbehaving("not a Media Streams JSON message") from None
+        if event == "media":
+            try:
+                payload = base64.b64decode(message["media"]["payload"], validate=True)
+            except (KeyError, TypeError, binascii.Error):
+                raise _Misbehaving("media without a base64 payload") from None
+            self.player.push(g711.ulaw_decode(payload))
+        elif event == "mark":
+            self.player.mark(str(message.get("mark", {}).get("name", "")))
+        elif event == "clear":
+            self.player.clear()
+        else:
+            raise _Misbehaving(f"unknown event {event!r}")

@@ -1,0 +1,115 @@
+"""An external bot on a WebSocket (Twilio Media Streams framing) hears the caller and speaks.
+
+Two sipp callers stream speech at once; the first call's bot sends garbage
+and is disconnected, the second's gets the caller's audio, speaks a tone
+with a mark after it, and gets the mark back once the tone has played. The
+misbehaving bot costs its own call nothing but the bot (hold audio follows)
+and the other call nothing at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import websockets
+
+from tests.interop.peers import engine, free_port, render_scenario, run_sipp, speech_files
+from warmline.agents.media_stream import MediaStreamAgent
+from warmline.calls.engine import CallEngine
+from warmline.media import g711
+from warmline.media.relay import EmbeddedRelay, PortRange
+
+pytestmark = pytest.mark.interop
+TONE = np.round(np.sin(2 * np.pi * 1000 * np.arange(8000) / 8000) * 8000).astype(np.int16)
+
+
+class Bot:
+    """A bot server: the first connection sends garbage, later ones behave."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.sessions: list[dict[str, Any]] = []
+
+    async def handle(self, socket: Any) -> None:
+        self.connections += 1
+        if self.connections == 1:
+            await socket.recv()
+            await socket.send("this is not json {")
+            await socket.wait_closed()
+            return
+        session: dict[str, Any] = {"events": [], "audio": [], "marks": []}
+        self.sessions.append(session)
+        loop = asyncio.get_running_loop()
+        async for raw in socket:
+            message = json.loads(raw)
+            session["events"].append(message["event"])
+            if message["event"] == "start":
+                session["start"] = message
+                sid = message["streamSid"]
+                payload = base64.b64encode(g711.ulaw_encode(TONE)).decode()
+                await socket.send(json.dumps({"event": "media", "streamSid": sid,
+                                              "media": {"payload": payload}}))
+                await socket.send(json.dumps({"event": "mark", "streamSid": sid,
+                                              "mark": {"name": "greeting"}}))
+                session["sent_at"] = loop.time()
+            elif message["event"] == "media":
+                session["audio"].append(g711.ulaw_decode(
+                    base64.b64decode(message["media"]["payload"])))
+            elif message["event"] == "mark":
+                session["marks"].append((message["mark"]["name"], loop.time()))
+
+
+def test_a_bot_on_the_media_stream_and_a_misbehaving_one(tmp_path: Path) -> None:
+    speech, _ = speech_files(tmp_path, "Hello, I need help with my internet connection. " * 3)
+    bot = Bot()
+    agents: list[MediaStreamAgent] = []
+
+    async def scenario() -> None:
+        bot_port = free_port()
+        async with websockets.serve(bot.handle, "127.0.0.1", bot_port):
+            base = free_port() // 2 * 2
+            relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
+            async with engine("udp") as running:
+                calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU"],
+                                   records_dir=tmp_path / "records")
+                agent = MediaStreamAgent(calls, f"ws://127.0.0.1:{bot_port}/stream")
+                agents.append(agent)
+                calls.on_call = agent.on_call
+                callers = []
+                for n in range(2):
+                    folder = tmp_path / f"caller{n}"
+                    folder.mkdir()
+                    scenario_file = render_scenario("caller_rtp_stream.xml", folder,
+                                                    audio=str(speech), seconds="4000")
+                    callers.append(run_sipp(
+                        ["-sf", str(scenario_file), f"127.0.0.1:{running.spec.port}",
+                         "-p", str(free_port()), "-mi", "127.0.0.1", "-mp",
+                         str(free_port() // 2 * 2), "-m", "1"], folder, timeout=20))
+                    await asyncio.sleep(0.3)  # the first caller meets the first (bad) bot
+                for result in await asyncio.gather(*callers):
+                    assert result.returncode == 0, result.output[-2000:]
+                await asyncio.sleep(0.5)
+                sent = [call.caller.media.counters.sent for call in calls.calls.values()]
+                assert all(count > 150 for count in sent), sent  # hold audio or the bot
+                await calls.close()
+            await relay.close()
+
+    asyncio.run(scenario())
+    [agent] = agents
+    assert agent.disconnected_for_misbehaving == 1 and agent.sessions == 2
+    [session] = bot.sessions
+    start = session["start"]["start"]
+    assert start["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                    "channels": 1}
+    assert start["callSid"].startswith("call-") and session["events"][:2] == ["connected", "start"]
+    assert session["events"][-1] == "stop"
+    heard = np.concatenate(session["audio"])
+    assert len(session["audio"]) > 150 and np.abs(heard).max() > 1000  # the caller's speech
+    [(name, echoed_at)] = session["marks"]
+    assert name == "greeting" and 0.9 < echoed_at - session["sent_at"] < 1.5  # after 1 s
