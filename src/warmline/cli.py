@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from warmline import __version__
+from warmline.agents.scripted import FlowError, load_flow
 from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.handoff import Destination, HandoffError
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--agent-ws", metavar="URL", default=None,
                            help="with --http: connect each call to this bot WebSocket "
                                 "(Twilio Media Streams framing)")
+    serve_cmd.add_argument("--flow", metavar="FILE", default=None,
+                           help="with --http: answer calls with this scripted flow (TOML)")
     serve_cmd.add_argument("--db", metavar="URL", default=None,
                            help="records database: sqlite:///FILE or postgresql+psycopg://... "
                                 "(default: SQLite in --records)")
@@ -128,6 +131,12 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             for problem in error.problems:
                 print(problem, file=sys.stderr)
             return 2
+    flow_file = args.flow or (config.agent.flow if config and config.agent else None)
+    try:
+        flow = load_flow(Path(flow_file)) if flow_file else None
+    except FlowError as error:
+        print(error, file=sys.stderr)
+        return 2
     listen = args.sip or (config.sip.listen if config else ["udp:127.0.0.1:5070"])
     try:
         specs: list[ListenSpec] = [parse_listen(s) for s in listen]
@@ -152,7 +161,7 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
                           hold_audio=media.hold_audio if media else None,
                           database=args.db or (config.storage.database if config else None),
                           agent_ws=args.agent_ws or (config.agent.ws if config and config.agent
-                                                     else None)))
+                                                     else None), flow=flow))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1

@@ -204,6 +204,7 @@ class StorageSection(_Strict):
 class AgentSection(_Strict):
     ws: str | None = Field(None, pattern=r"^wss?://",
                            description="the bot's WebSocket (Twilio Media Streams framing)")
+    flow: str | None = Field(None, description="a scripted flow (TOML) answering the calls")
 
 
 class WarmlineConfig(_Strict):

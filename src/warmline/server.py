@@ -21,6 +21,7 @@ from pathlib import Path
 
 from warmline.agents.media_stream import MediaStreamAgent
 from warmline.agents.placeholder import PlaceholderAgent
+from warmline.agents.scripted import Flow, ScriptedAgent
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.engine import Call, CallEngine
 from warmline.media.player import Player, load_wav
@@ -79,7 +80,8 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                 escalation: EscalationPolicy | None = None,
                 records: Path = Path("warmline-records"), api_token: str | None = None,
                 codecs: list[str] | None = None, hold_audio: str | None = None,
-                database: str | None = None, agent_ws: str | None = None) -> None:
+                database: str | None = None, agent_ws: str | None = None,
+                flow: Flow | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,7 +97,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
                                      media_ports or PortRange(20000, 30000),
                                      escalation or EscalationPolicy(), records, api_token,
                                      codecs or ["PCMU", "PCMA", "G722", "opus"], hold_audio,
-                                     database or default_url(records), agent_ws)
+                                     database or default_url(records), agent_ws, flow)
         stack.push_async_callback(shell.close)
         for spec in specs:
             bound = await shell.listen(spec)
@@ -124,7 +126,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                   escalation: EscalationPolicy, records: Path,
                   api_token: str | None, codecs: list[str],
                   hold_audio: str | None, database: str,
-                  agent_ws: str | None) -> Callable[[], int]:
+                  agent_ws: str | None, flow: Flow | None) -> Callable[[], int]:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
     relay = EmbeddedRelay(host, ports)
@@ -133,6 +135,8 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
     def on_call(call: Call) -> None:
         if bot is not None:
             bot.on_call(call)  # the external AI takes the call (hold audio if it cannot)
+        elif scripted is not None:
+            scripted.on_call(call)
         else:
             call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
 
@@ -142,6 +146,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
 
     engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records)
     bot = MediaStreamAgent(engine, agent_ws) if agent_ws else None
+    scripted = ScriptedAgent(engine, flow) if flow is not None else None
     engine.escalation = escalation
     records.mkdir(parents=True, exist_ok=True)
     writer = RecordWriter(database, records / "pending-events.jsonl")

@@ -217,11 +217,27 @@ class CallEngine:
         if not fired or call.state != "ai" or call.handoff is not None or \
                 (policy.destination is None and policy.router is None):
             return TurnResult(fired, None)
-        packet = call.conversation.packet(call.id, _caller_number(call), policy, fired[0])
+        return TurnResult(fired, self._escalate(call, fired[0]))
+
+    def escalate(self, call_id: str, reason: str,
+                 context: dict[str, Any] | None = None) -> Handoff:
+        """Escalate now (an agent or a flow decided), routed and packed as a trigger would be."""
+        call = self._call(call_id)
+        policy = self.escalation
+        if policy.destination is None and policy.router is None:
+            raise HandoffError("escalation: no destination or departments configured", 409)
+        firing = Firing("requested", {"reason": reason}, len(call.conversation.turns))
+        return self._escalate(call, firing, context)
+
+    def _escalate(self, call: Call, firing: Firing,
+                  context: dict[str, Any] | None = None) -> Handoff:
+        policy = self.escalation
+        packet = call.conversation.packet(call.id, _caller_number(call), policy, firing)
         first, fallback = policy.plan(packet["intent"]["name"], turn_skills(call.conversation))
-        handoff = Handoff(call.id, first, fallback=fallback, packet=packet)
-        handoff.emit("triggered", trigger=fired[0].trigger, evidence=packet["trigger"])
-        return TurnResult(fired, self.transfer(call.id, handoff))
+        handoff = Handoff(call.id, first, fallback=fallback, packet=packet,
+                          context=context or {})
+        handoff.emit("triggered", trigger=firing.trigger, evidence=packet["trigger"])
+        return self.transfer(call.id, handoff)
 
     async def probe(self, uri: str, timeout: float = PROBE_SECONDS) -> int:
         """OPTIONS ``uri``: its final status, or 408 when nothing answers within ``timeout``."""
