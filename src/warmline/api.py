@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Path, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from warmline.brain.turns import Action, AuthState, Turn
@@ -34,7 +34,8 @@ from warmline.calls.handoff import (
     Handoff,
     HandoffError,
 )
-from warmline.records.report import kpi_report, metrics_text
+from warmline.dashboard import PAGE
+from warmline.records.report import daily_report, kpi_report, metrics_text
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
@@ -197,7 +198,8 @@ def build_app(engine: CallEngine, api_token: str | None = None,
 
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Any:
-        if api_token is None or _bearer(request) == api_token or _opens_its_handoff(request):
+        if api_token is None or _bearer(request) == api_token or _opens_its_handoff(request) \
+                or request.url.path == "/dashboard":  # the page holds no data itself
             return await call_next(request)
         return JSONResponse({"detail": "Authorization: a Bearer token is needed"}, 401)
 
@@ -271,6 +273,28 @@ def build_app(engine: CallEngine, api_token: str | None = None,
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, kpi_report, records_url, days)
 
+    @app.get("/kpis/daily")
+    async def kpis_daily(days: int = 14, intent: str | None = None) -> list[dict[str, Any]]:
+        """Calls and transfers per day (UTC) for the dashboard's chart."""
+        if records_url is None:
+            raise HTTPException(404, "records are not kept (no database configured)")
+        if not 0 < days <= 366:
+            raise HTTPException(422, "days: must be in (0, 366]")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, daily_report, records_url, days, intent)
+
+    @app.get("/handoffs")
+    async def recent_handoffs(limit: int = 50) -> list[dict[str, Any]]:
+        """The latest handoffs, newest first, with outcome and summary."""
+        if not 0 < limit <= 1000:
+            raise HTTPException(422, "limit: must be in (0, 1000]")
+        recent = list(engine.handoffs.values())[-limit:]
+        return [_handoff_row(handoff) for handoff in reversed(recent)]
+
+    @app.get("/dashboard", response_class=HTMLResponse)
+    async def dashboard() -> str:
+        return PAGE
+
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format: counters and the trigger-to-first-word histogram."""
@@ -320,6 +344,15 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _handoff_row(handoff: Handoff) -> dict[str, Any]:
+    packet = handoff.packet or {}
+    attempt = handoff.attempt or handoff.first
+    return {"id": handoff.id, "call_id": handoff.call_id, "status": handoff.status,
+            "to": attempt.uri if attempt else None, "reason": handoff.reason,
+            "intent": (packet.get("intent") or {}).get("name"),
+            "summary": packet.get("summary"), "sip_status": handoff.sip_status}
 
 
 def _bearer(request: Request) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from warmline.records.kpis import REPEAT_WINDOW, compute
+from warmline.records.kpis import REPEAT_WINDOW, compute, facts
 from warmline.records.store import connect, read_events
 
 if TYPE_CHECKING:
@@ -26,6 +26,27 @@ def kpi_report(url: str, days: float, now: float | None = None) -> dict[str, Any
     finally:
         engine.dispose()
     return {"since": since, "until": now, **compute(events, later)}
+
+
+def daily_report(url: str, days: int, intent: str | None = None,
+                 now: float | None = None) -> list[dict[str, Any]]:
+    """Calls and transfers per UTC day over the last ``days`` (oldest first)."""
+    now = now if now is not None else time.time()
+    first_day = int(now // 86400) - days + 1
+    engine = connect(url)
+    try:
+        events = read_events(engine, first_day * 86400, now)
+    finally:
+        engine.dispose()
+    totals = {day: {"calls": 0, "transfers": 0} for day in range(first_day, first_day + days)}
+    for fact in facts(events).values():
+        if intent is not None and fact.intent != intent:
+            continue
+        day = totals.setdefault(int(fact.started_at // 86400), {"calls": 0, "transfers": 0})
+        day["calls"] += 1
+        day["transfers"] += fact.escalated
+    return [{"day": time.strftime("%Y-%m-%d", time.gmtime(day * 86400)), **counts}
+            for day, counts in sorted(totals.items())]
 
 
 def metrics_text(engine: CallEngine) -> str:

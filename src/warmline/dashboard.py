@@ -1,0 +1,93 @@
+"""The dashboard: one self-contained page over the API (no build step, no CDN).
+
+Live calls, recent handoffs with their context and outcome, and the KPIs as
+charts over time, filterable by intent. The page holds no data itself: it
+reads /calls, /handoffs, /kpis and /kpis/daily every few seconds, sending the
+API token given in its URL (``/dashboard?token=...``) when the API has one.
+"""
+
+from __future__ import annotations
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>warmline</title>
+<style>
+ body { font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }
+ h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
+ table { border-collapse: collapse; } td, th { padding: .25em .6em; border-bottom: 1px solid #ddd;
+ text-align: left; } .kpi { display: inline-block; margin-right: 2em; }
+ .kpi b { display: block; font-size: 1.6em; } svg text { font-size: 11px; }
+</style></head><body>
+<h1>warmline</h1>
+<label>Intent: <select id="intent"><option value="">all</option></select></label>
+<div id="kpis"></div>
+<h2>Transfers per day</h2><svg id="chart" width="640" height="180"></svg>
+<h2>Live calls</h2><table id="calls"><tr><th>call</th><th>from</th><th>state</th></tr></table>
+<h2>Recent handoffs</h2><table id="handoffs"><tr><th>handoff</th><th>status</th>
+<th>to</th><th>intent</th><th>reason</th><th>summary</th></tr></table>
+<script>
+const token = new URLSearchParams(location.search).get("token");
+const headers = token ? {Authorization: "Bearer " + token} : {};
+const get = (path) => fetch(path, {headers}).then(r => r.ok ? r.json() : null);
+const text = (value) => document.createTextNode(value == null ? "" : String(value));
+function row(table, cells, id) {
+  const tr = document.createElement("tr"); if (id) tr.id = id;
+  for (const cell of cells) { const td = document.createElement("td");
+    td.appendChild(text(cell)); tr.appendChild(td); }
+  table.appendChild(tr);
+}
+function clear(table) { while (table.rows.length > 1) table.deleteRow(1); }
+function kpiBox(label, value) {
+  const div = document.createElement("div"); div.className = "kpi";
+  const b = document.createElement("b"); b.appendChild(text(value ?? "-"));
+  div.appendChild(b); div.appendChild(text(label)); return div;
+}
+function chart(days) {
+  const svg = document.getElementById("chart"); svg.innerHTML = "";
+  const max = Math.max(1, ...days.map(d => d.calls));
+  const width = 640 / Math.max(days.length, 1);
+  days.forEach((d, i) => {
+    for (const [value, colour] of [[d.calls, "#bcd"], [d.transfers, "#27a"]]) {
+      const h = 140 * value / max;
+      const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      r.setAttribute("x", i * width + 4); r.setAttribute("y", 150 - h);
+      r.setAttribute("width", width - 8); r.setAttribute("height", h);
+      r.setAttribute("fill", colour); svg.appendChild(r);
+    }
+    const t = document.createElementNS("http://www.w3.org/2000/svg", "text");
+    t.setAttribute("x", i * width + 4); t.setAttribute("y", 170); t.textContent = d.day.slice(5);
+    svg.appendChild(t);
+  });
+}
+async function refresh() {
+  const intent = document.getElementById("intent").value;
+  const [calls, handoffs, kpis, daily] = await Promise.all([
+    get("/calls"), get("/handoffs?limit=50"), get("/kpis?days=31"),
+    get("/kpis/daily?days=14" + (intent ? "&intent=" + encodeURIComponent(intent) : ""))]);
+  const select = document.getElementById("intent");
+  for (const name of Object.keys((kpis || {}).by_intent || {}))
+    if (![...select.options].some(o => o.value === name)) {
+      const o = document.createElement("option"); o.value = name; o.textContent = name;
+      select.appendChild(o); }
+  const figures = kpis ? (intent ? (kpis.by_intent[intent] || {}) : kpis.overall) : {};
+  const box = document.getElementById("kpis"); box.innerHTML = "";
+  box.appendChild(kpiBox("transfer share", figures.transfer_share));
+  box.appendChild(kpiBox("CSAT escalated / AI-only",
+    (figures.csat_escalated ?? "-") + " / " + (figures.csat_ai_only ?? "-")));
+  box.appendChild(kpiBox("first-call resolution", figures.first_call_resolution));
+  box.appendChild(kpiBox("trigger to first word p50 / p90 (s)",
+    (figures.trigger_to_first_word_p50 ?? "-") + " / " +
+    (figures.trigger_to_first_word_p90 ?? "-")));
+  box.appendChild(kpiBox("repeat contact 48 h", figures.repeat_contact_48h));
+  const table = document.getElementById("calls"); clear(table);
+  for (const c of (calls || []).filter(c => c.state !== "ended"))
+    row(table, [c.id, c.from, c.state], "call-" + c.id);
+  const list = document.getElementById("handoffs"); clear(list);
+  for (const h of (handoffs || []).filter(h => !intent || h.intent === intent))
+    row(list, [h.id, h.status, h.to, h.intent, h.reason, h.summary], "handoff-" + h.id);
+  chart(daily || []);
+  document.body.dataset.refreshed = String(Date.now());
+}
+document.getElementById("intent").addEventListener("change", refresh);
+refresh(); setInterval(refresh, 2000);
+</script></body></html>
+"""
