@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from progress import advance, ramp_progress  # noqa: E402  (bench/ is not a package)
+
 RELAYS = ["warmline", "warmline-py", "c-control", "rtpengine"]
 BUILD = HERE / ".build"
 
@@ -137,17 +140,21 @@ def ramp(generator: Path, relay: str, args: argparse.Namespace) -> tuple[int, in
     print(f"{relay}: ramping {args.start}..{args.max} calls, {args.seconds} s per step",
           flush=True)
     strict = lossless = 0
-    for calls in range(args.start, args.max + 1, args.step):
-        figures = run_step(generator, relay, calls, args.seconds, args.port_start)
-        lost = figures["sent"] - figures["received"]
-        print(f"  {relay:11} {calls:5d} calls ({2 * calls * 50:6d} packets/s in): lost {lost}, "
-              f"p50 {figures['p50_us']} us, p99 {figures['p99_us']} us, "
-              f"max {figures['max_us']} us", flush=True)
-        if lost or figures["p99_us"] >= 20_000:
-            break
-        lossless = calls
-        if figures["p99_us"] < 1000 and strict == calls - args.step:
-            strict = calls
+    steps = range(args.start, args.max + 1, args.step)
+    with ramp_progress(relay, len(steps)) as progress:
+        for calls in steps:
+            figures = run_step(generator, relay, calls, args.seconds, args.port_start)
+            advance(progress)
+            lost = figures["sent"] - figures["received"]
+            progress.console.print(
+                f"  {relay:11} {calls:5d} calls ({2 * calls * 50:6d} packets/s in): "
+                f"lost {lost}, p50 {figures['p50_us']} us, p99 {figures['p99_us']} us, "
+                f"max {figures['max_us']} us")
+            if lost or figures["p99_us"] >= 20_000:
+                break
+            lossless = calls
+            if figures["p99_us"] < 1000 and strict == calls - args.step:
+                strict = calls
     return strict, lossless
 
 

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from progress import advance, ramp_progress  # noqa: E402  (bench/ is not a package)
+
 PEERS = HERE / ".peers"
 PEER_PACKAGES = {"sippy": ["sippy==2.5.0"], "aiosipua": ["aiosipua==0.7.1"]}
 OPTIONS_PROBE = (
@@ -187,12 +190,14 @@ def measure(name: str, rates: list[int], seconds: int) -> Step | None:
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         failed_at = None
-        for rate in rates:
-            step = attempt(rate, scratch)
-            if not step.clean:
-                failed_at = rate
-                break
-            best = step
+        with ramp_progress(name, len(rates)) as progress:
+            for rate in rates:
+                step = attempt(rate, scratch)
+                advance(progress)
+                if not step.clean:
+                    failed_at = rate
+                    break
+                best = step
         resolution = max(25, (rates[1] - rates[0]) // 4 if len(rates) > 1 else 25)
         low = best.rate if best else 0
         while failed_at is not None and failed_at - low > resolution:

@@ -124,6 +124,8 @@ class ActionStep(BaseModel):
 
 class TransferRequest(Attempt):
     final: bool = Field(True, description="False: the caller returns to the AI afterwards")
+    announce: str | None = Field(None, max_length=500,
+                                 description="said to the caller before the transfer starts")
     fallback: list[FallbackStep | ActionStep | Literal["ai", "voicemail", "callback"]] = Field(
         default_factory=list,
         description="tried in order: other destinations, then 'voicemail', 'callback' or "
@@ -370,7 +372,7 @@ def _handoff(call_id: str, request: TransferRequest) -> Handoff:
     except HandoffError as error:
         raise HTTPException(error.status, str(error)) from None
     return Handoff(call_id, request.destination(), final=request.final, fallback=fallback,
-                   context=request.context, caller_id=caller_id)
+                   context=request.context, caller_id=caller_id, announce=request.announce)
 
 
 class EmbeddedHttpServer(uvicorn.Server):

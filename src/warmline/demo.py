@@ -34,6 +34,8 @@ from warmline.media.negotiation import Negotiation
 from warmline.media.player import Player, Samples
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
 from warmline.media.tts import EspeakTts
+from warmline.records.report import kpi_report
+from warmline.records.store import RecordWriter, default_url
 from warmline.sip.events import Target
 from warmline.sip.session import CallAnswered, IncomingCall, Session, SessionEvent
 from warmline.sip.useragent import UserAgent
@@ -159,13 +161,16 @@ async def run_demo(out: Path) -> dict[str, Any]:
     texts = [text for _, text, _ in SCRIPT] + [HUMAN_LINE, CALLER_LINE]
     speech = dict(zip(texts, await asyncio.gather(
         *(loop.run_in_executor(None, tts.synthesize, text) for text in texts)), strict=True))
-    caller = await _phone("caller", PortRange(41000, 41100))
-    human = await _phone("human", PortRange(41100, 41200))
+    caller = await _phone("caller", PortRange(32000, 32100))
+    human = await _phone("human", PortRange(32100, 32200))
     shell = SipShell(UserAgent())
     engine_spec = await shell.listen(ListenSpec("udp", HOST, 0))
-    relay = EmbeddedRelay(HOST, PortRange(41200, 41400))
+    relay = EmbeddedRelay(HOST, PortRange(32200, 32700))
     engine = CallEngine(shell, relay, HOST, ["PCMU", "PCMA"], records_dir=out / "records")
     engine.return_announcement = None
+    (out / "records").mkdir(parents=True, exist_ok=True)
+    database = default_url(out / "records")
+    engine.records = RecordWriter(database, out / "records" / "pending-events.jsonl")
     engine.escalation.destination = Destination(human.uri, "warm", 15)
     agent = ScriptedAgent(engine, speech, caller)
     engine.on_call = agent.on_call
@@ -193,7 +198,10 @@ async def run_demo(out: Path) -> dict[str, Any]:
             await each.close()
         for each_shell in (shell, caller.shell, human.shell):
             await each_shell.close()
-    return _report(out, agent, ladder, caller, human)
+        engine.records.close()
+    figures = _report(out, agent, ladder, caller, human)
+    figures["kpis"] = kpi_report(database, days=1)["overall"]
+    return figures
 
 
 async def _wait_for(condition: Any, seconds: float) -> None:
@@ -316,6 +324,10 @@ def print_report(figures: dict[str, Any], out: Path) -> None:
     for key in ("trigger_to_answer_s", "trigger_to_connected_s",
                 "trigger_to_human_first_word_s"):
         print(f"  {key.replace('_', ' ')}: {figures[key]}")
+    kpis = figures["kpis"]
+    print(f"KPIs from the records ({out}/records/records.db): {kpis['calls']} call(s), "
+          f"transfer share {kpis['transfer_share']:.0%}, trigger to first word p50 "
+          f"{kpis['trigger_to_first_word_p50']} s")
     print(f"Caller heard {figures['caller_heard_seconds']} s, "
           f"human heard {figures['human_heard_seconds']} s")
     print(f"\nRecordings and report: {out}/caller_heard.wav, {out}/human_heard.wav, "

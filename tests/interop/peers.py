@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import re
 import shutil
@@ -24,6 +25,29 @@ from warmline.transport.shell import SipShell
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp") or "sipp"
+
+
+_BLOCKS = itertools.count(os.getpid() % 40)
+
+
+def relay_block(size: int = 60) -> int:
+    """An even base port for a relay's PortRange, below the kernel's ephemeral range.
+
+    Ports picked with free_port() (sipp, listeners) come from the ephemeral range,
+    32768 and up, so a relay range taken from 12000-32000 can never be handed out
+    to them between their pick and their bind.
+    """
+    if size > 200:
+        raise ValueError("relay_block: at most 200 ports")
+    for _ in range(100):
+        base = 12000 + (next(_BLOCKS) % 100) * 200
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", base))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError("no free relay block")
 
 
 def free_port() -> int:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.interop.peers import (
     free_port,
+    relay_block,
     render_scenario,
     run_sipp,
     start_serve,
@@ -31,7 +32,7 @@ async def first_call(client: httpx.AsyncClient) -> dict[str, object]:
 
 
 def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
-    sip_port, http_port, media = free_port(), free_port(), free_port() // 2 * 2
+    sip_port, http_port, media = free_port(), free_port(), relay_block()
     server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
                           f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}"],
                          tmp_path)
@@ -91,7 +92,7 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
 
 
 def test_serve_runs_from_a_config_file(tmp_path: Path) -> None:
-    sip_port, http_port, media = free_port(), free_port(), free_port() // 2 * 2
+    sip_port, http_port, media = free_port(), free_port(), relay_block()
     config = tmp_path / "warmline.toml"
     config.write_text(f"""
 [sip]

@@ -162,3 +162,18 @@ def test_an_options_probe_skips_a_destination_that_is_not_there(tmp_path: Path) 
     failed = next(e for e in outcome.handoff.events if e.kind == "attempt_failed")
     assert failed.detail["reason"] == "not available: OPTIONS answered 408"
     assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0
+
+
+def test_the_caller_hears_an_announcement_before_the_transfer(tmp_path: Path) -> None:
+    human = Human("human_answers.xml", {"ring_ms": "100", "tail": WAIT_FOR_BYE})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(human.uri, "bridge", 5),
+                       announce="Connecting you to billing now.")
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(5000), make, [human]))
+    events = outcome.handoff.events
+    attempt = next(e for e in events if e.kind == "attempt")
+    assert 1.0 < attempt.at - events[0].at < 4.0  # dialled once the announcement was said
+    assert kinds(outcome.handoff).index("announced") < kinds(outcome.handoff).index("attempt")
+    assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0

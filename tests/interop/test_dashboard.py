@@ -15,6 +15,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.interop.peers import (
     free_port,
+    relay_block,
     render_scenario,
     run_sipp,
     start_serve,
@@ -37,7 +38,7 @@ def browser() -> webdriver.Chrome:
 
 def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
     sip_port, http_port, human_port = free_port(), free_port(), free_port()
-    media = free_port() // 2 * 2
+    media = relay_block()
     server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
                           f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}",
                           "--escalate-to", f"sip:human@127.0.0.1:{human_port}",

@@ -30,3 +30,4 @@ def test_the_demo_runs_an_escalation_end_to_end(tmp_path: Path) -> None:
     assert 0 < figures["trigger_to_human_first_word_s"] < 15
     assert len(load_wav(out / "human_heard.wav", 8000)) > 8000 * 3  # whisper + the caller
     assert "<audio" in (out / "report.html").read_text()
+    assert "KPIs from the records" in done.stdout and "transfer share 100%" in done.stdout

@@ -21,6 +21,7 @@ from tests.interop.peers import (
     capture_udp,
     engine,
     free_port,
+    relay_block,
     render_scenario,
     rtp_arrivals,
     run_sipp,
@@ -47,7 +48,7 @@ def test_ai_then_hold_then_the_human_through_the_engine(mode: str, tmp_path: Pat
     handoffs: list[Handoff] = []
 
     async def call(human_uri: str) -> None:
-        base = free_port() // 2 * 2
+        base = relay_block()
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
         async with engine("udp") as running:
             def on_call(call: Call) -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.interop.peers import (
     free_port,
+    relay_block,
     render_scenario,
     run_sipp,
     start_serve,
@@ -57,7 +58,7 @@ async def wait_for(client: httpx.AsyncClient, path: str, ready: Any) -> Any:
 
 def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path) -> None:
     sip_port, http_port, human_port = free_port(), free_port(), free_port()
-    media = free_port() // 2 * 2
+    media = relay_block()
     server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
                           f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}",
                           "--escalate-to", f"sip:human@127.0.0.1:{human_port}",

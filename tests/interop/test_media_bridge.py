@@ -22,6 +22,7 @@ from tests.interop.peers import (
     capture_udp,
     engine,
     free_port,
+    relay_block,
     render_scenario,
     rtp_arrivals,
     run_sipp,
@@ -112,7 +113,7 @@ def test_caller_hears_ai_hold_then_human_without_dead_air(human_codec: str,
                                     audio=str(caller_speech), seconds="6000")
 
     async def call(human_uri: str) -> tuple[int, float]:
-        base = free_port() // 2 * 2
+        base = relay_block()
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
         caller_leg, human_leg = await relay.open_leg("caller"), await relay.open_leg("human")
         try:

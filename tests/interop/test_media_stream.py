@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.interop.peers import engine, free_port, render_scenario, run_sipp, speech_files
+from tests.interop.peers import (
+    engine,
+    free_port,
+    relay_block,
+    render_scenario,
+    run_sipp,
+    speech_files,
+)
 from warmline.agents.media_stream import MediaStreamAgent
 from warmline.calls.engine import CallEngine
 from warmline.media import g711
@@ -73,7 +80,7 @@ def test_a_bot_on_the_media_stream_and_a_misbehaving_one(tmp_path: Path) -> None
     async def scenario() -> None:
         bot_port = free_port()
         async with websockets.serve(bot.handle, "127.0.0.1", bot_port):
-            base = free_port() // 2 * 2
+            base = relay_block()
             relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
             async with engine("udp") as running:
                 calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU"],

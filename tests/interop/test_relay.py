@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.audio_samples import voiced
-from tests.interop.peers import free_port
+from tests.interop.peers import relay_block
 from warmline.media import g711
 from warmline.media.dtmf import DtmfError, TelephoneEvent, digit_packets
 from warmline.media.player import Player, ringback
@@ -34,7 +34,7 @@ def endpoint() -> socket.socket:
 @contextlib.asynccontextmanager
 async def loopback_relay(sockets: int) -> AsyncIterator[tuple[EmbeddedRelay, list[socket.socket]]]:
     """A relay on a free port range and ``sockets`` far ends, all closed afterwards."""
-    base = free_port() // 2 * 2
+    base = relay_block()
     relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
     ends = [endpoint() for _ in range(sockets)]
     try:
@@ -140,7 +140,7 @@ class Listener(asyncio.DatagramProtocol):
 def test_hold_audio_then_human_without_a_gap() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        base = free_port() // 2 * 2
+        base = relay_block()
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 100))
         transport, caller = await loop.create_datagram_endpoint(
             Listener, local_addr=("127.0.0.1", 0))
@@ -267,7 +267,7 @@ def test_digits_first_words_and_a_whisper_that_ends_before_connecting() -> None:
 
 def test_closed_legs_leave_the_relay_and_free_their_ports() -> None:
     async def scenario() -> None:
-        base = free_port() // 2 * 2
+        base = relay_block()
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 6))  # room for 3 legs
         legs = [await relay.open_leg(str(n)) for n in range(3)]
         with pytest.raises(OSError, match="no free port"):
@@ -367,7 +367,7 @@ def test_a_leg_on_hold_sends_nothing() -> None:
 @pytest.mark.parametrize("mux", [False, True])
 def test_legs_send_rtcp_reports_and_keep_the_far_ends(mux: bool) -> None:
     async def scenario() -> None:
-        base = free_port() // 2 * 2
+        base = relay_block()
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40), rtcp_interval=0.15)
         phone, phone_rtcp = endpoint(), endpoint()
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.peers import engine, free_port, render_scenario, run_sipp
+from tests.interop.peers import engine, free_port, relay_block, render_scenario, run_sipp
 from warmline.calls.engine import Call, CallEngine
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange
@@ -33,7 +33,7 @@ def test_hold_resume_and_a_refused_re_offer_keep_the_call(tmp_path: Path) -> Non
                 samples.append((leg.negotiation.stream.direction, leg.media.counters.sent))
 
     async def scenario_run() -> None:
-        base = free_port() // 2 * 2
+        base = relay_block()
         relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
         async with engine("udp") as running:
             calls_engine = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"],

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.peers import engine, free_port, render_scenario, run_sipp
+from tests.interop.peers import engine, free_port, relay_block, render_scenario, run_sipp
 from tests.interop.test_sipp import FAILURE_TAIL, SUCCESS_TAIL
 from warmline.calls.engine import Call, CallEngine
 from warmline.calls.handoff import Destination, Handoff, HandoffError
@@ -27,7 +27,7 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
     """Call in with sipp, transfer as soon as the call is answered, return what happened."""
     handoffs: list[Handoff] = []
     returned: list[tuple[str, float]] = []
-    base = free_port() // 2 * 2
+    base = relay_block()
     relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
     async with engine("udp") as running:
         def on_call(call: Call) -> None:

@@ -7,7 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.interop.peers import SippResult, engine, free_port, render_scenario, run_sipp
+from tests.interop.peers import (
+    SippResult,
+    engine,
+    free_port,
+    relay_block,
+    render_scenario,
+    run_sipp,
+)
 from tests.interop.test_sipp import SUCCESS_TAIL
 from warmline.calls.engine import Call, CallEngine
 from warmline.calls.handoff import Handoff
@@ -90,7 +97,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
     returned: list[tuple[str, float]] = []
-    base = free_port() // 2 * 2
+    base = relay_block()
     relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 60))
     markers = {"tail": caller_tail} if caller_tail else {}
     if caller == "caller_waits.xml":

@@ -192,12 +192,27 @@ class CallEngine:
         for earlier in list(handoff.events):  # requested, triggered: before the listener
             self._record_handoff_event(handoff, earlier)
         call.state = "transferring"
+        if handoff.announce:
+            self.spawn(self._announce_then_start(call, handoff))
+        else:
+            self._start(call, handoff)
+        return handoff
+
+    async def _announce_then_start(self, call: Call, handoff: Handoff) -> None:
+        """Tell the caller what happens next ("connecting you to billing"), then do it."""
+        await say(self, call, handoff.announce or "")
+        handoff.emit("announced", text=handoff.announce)
+        if not call.ended:
+            self._start(call, handoff)
+        elif not handoff.ended:
+            handoff.finish("failed", "caller hung up")
+
+    def _start(self, call: Call, handoff: Handoff) -> None:
         if handoff.first is None:
             handoff.reason = handoff.reason or "no destination open"
             self._next_step(call, handoff)
         else:
             self._try(call, handoff, handoff.first)
-        return handoff
 
     def add_turn(self, call_id: str, turn: Turn) -> TurnResult:
         """Record a conversation turn; a trigger firing may start the configured handoff."""

@@ -146,6 +146,7 @@ class Handoff:
     context: dict[str, Any] = field(default_factory=dict)
     caller_id: CallerId = field(default_factory=CallerId)
     packet: dict[str, Any] | None = None  # the context packet (brain/context.py)
+    announce: str | None = None  # said to the caller before anything is dialled
     id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # screen-pop access
     screen_pop: str | None = None  # the URL of the full packet, when the API is public
