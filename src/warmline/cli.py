@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.handoff import Destination, HandoffError
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
+from warmline.logs import configure as configure_logs
 from warmline.media.relay import PortRange
 from warmline.records.report import kpi_report
 from warmline.records.store import default_url
@@ -34,9 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"warmline {__version__} ({describe()})")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    parser.add_argument("--log-format", default="text", choices=["text", "json"],
+                        help="json: one JSON object per line, with call_id/handoff_id")
     # Accepted after the sub-command too (`warmline serve --log-level debug`).
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=argparse.SUPPRESS, choices=LOG_LEVELS)
+    common.add_argument("--log-format", default=argparse.SUPPRESS, choices=["text", "json"])
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser(
         "serve", parents=[common],
@@ -103,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logs(args.log_level, args.log_format)
     if args.command == "serve":
         return _serve(parser, args)
     if args.command == "kpis":

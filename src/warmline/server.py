@@ -141,7 +141,8 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
             call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
 
     def on_return(call: Call, why: str, away: float) -> None:
-        log.info("call %s back with the AI after %.1f s: %s", call.id, away, why)
+        log.info("call %s back with the AI after %.1f s: %s", call.id, away, why,
+                 extra={"call_id": call.id})
         on_call(call)
 
     engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records)

@@ -70,3 +70,18 @@ def test_cli_reports_a_missing_certificate_file(capsys: pytest.CaptureFixture[st
                  "--tls-key", "/nonexistent.key"])
     assert code == 1
     assert "cannot start" in capsys.readouterr().err
+
+
+def test_json_logs_carry_the_ids() -> None:
+    import json
+    import logging
+
+    from warmline.logs import JsonFormatter
+
+    record = logging.LogRecord("warmline.calls", logging.INFO, __file__, 1,
+                               "handoff %s done", ("handoff-3",), None)
+    record.call_id, record.handoff_id = "call-2", "handoff-3"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "handoff handoff-3 done" and line["level"] == "info"
+    assert (line["call_id"], line["handoff_id"]) == ("call-2", "handoff-3")
+    assert line["ts"].endswith("Z")

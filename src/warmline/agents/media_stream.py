@@ -115,7 +115,7 @@ class MediaStreamAgent:
                                               max_size=1 << 20)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
             log.warning("call %s: bot at %s unreachable (%s); the caller keeps hold audio",
-                        call.id, self.url, error)
+                        call.id, self.url, error, extra={"call_id": call.id})
             self._hold(call)
             return
         self.sessions += 1
@@ -124,7 +124,8 @@ class MediaStreamAgent:
             await stream.run()
         except _Misbehaving as error:
             self.disconnected_for_misbehaving += 1
-            log.warning("call %s: bot disconnected: %s", call.id, error)
+            log.warning("call %s: bot disconnected: %s", call.id, error,
+                        extra={"call_id": call.id})
             await socket.close(code=1008, reason=str(error)[:100])
         except ConnectionClosed:
             pass

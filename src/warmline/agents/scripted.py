@@ -160,7 +160,8 @@ class ScriptedAgent:
             try:
                 self.engine.escalate(call.id, step.escalate, {"flow_step": name, **slots})
             except HandoffError as error:
-                log.warning("call %s: flow step %s cannot escalate: %s", call.id, name, error)
+                log.warning("call %s: flow step %s cannot escalate: %s", call.id, name, error,
+                            extra={"call_id": call.id})
             return None
         if step.hangup:
             self.engine.hang_up(call)

@@ -187,7 +187,7 @@ class CallEngine:
                                   f"?token={handoff.token}")
         call.handoffs.append(handoff)
         self.handoffs[handoff.id] = handoff
-        handoff.on_finish = self.trigger_log.outcome
+        handoff.on_finish = self._handoff_finished
         handoff.listener = self._record_handoff_event
         for earlier in list(handoff.events):  # requested, triggered: before the listener
             self._record_handoff_event(handoff, earlier)
@@ -226,7 +226,7 @@ class CallEngine:
                                                  "confidence": turn.confidence})
         for firing in fired:
             log.info("call %s: trigger %s fired on turn %d: %s", call.id, firing.trigger,
-                     firing.turn, firing.evidence)
+                     firing.turn, firing.evidence, extra={"call_id": call.id})
             self.trigger_log.firing(call.id, firing)
         policy = self.escalation
         if not fired or call.state != "ai" or call.handoff is not None or \
@@ -297,6 +297,12 @@ class CallEngine:
         if self.records is not None:
             self.records.add(Event(at if at is not None else time.time(), call_id, kind, data,
                                    handoff_id))
+
+    def _handoff_finished(self, handoff: Handoff) -> None:
+        log.info("handoff %s of call %s %s: %s (SIP %s)", handoff.id, handoff.call_id,
+                 handoff.status, handoff.reason, handoff.sip_status,
+                 extra={"call_id": handoff.call_id, "handoff_id": handoff.id})
+        self.trigger_log.outcome(handoff)
 
     def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
         self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
@@ -486,7 +492,8 @@ class CallEngine:
             status, warning = error.status, f'305 warmline "{quoted(error.reason)}"'
             self.shell.run(lambda now: self.shell.ua.reject(
                 session, status, now, headers=[("Warning", warning)]))
-            log.info("call %s refused %d: %s", session.call_id, status, error.reason)
+            log.info("call %s refused %d: %s", session.call_id, status, error.reason,
+                     extra={"call_id": session.call_id})
             return
         self._forget_ended_calls()
         leg = CallLeg(session, media, negotiation)
