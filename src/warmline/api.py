@@ -16,15 +16,16 @@ import contextlib
 import hmac
 import ipaddress
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, HTTPException, Path, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Request, Response, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
+from warmline.agents.media_stream import run_stream
 from warmline.brain.turns import Action, AuthState, Turn
 from warmline.calls.engine import CallEngine
 from warmline.calls.handoff import (
@@ -293,6 +294,19 @@ def build_app(engine: CallEngine, api_token: str | None = None,
         recent = list(engine.handoffs.values())[-limit:]
         return [_handoff_row(handoff) for handoff in reversed(recent)]
 
+    @app.websocket("/calls/{call_id}/stream")
+    async def media_stream(socket: WebSocket, call_id: str, token: str = "") -> None:
+        """A bot connects here for a call's media (Twilio Media Streams framing)."""
+        call = engine.calls.get(call_id)
+        if api_token is not None and not hmac.compare_digest(token, api_token):
+            await socket.close(code=1008, reason="token: missing or wrong")
+            return
+        if call is None or call.ended:
+            await socket.close(code=1008, reason=f"no live call {call_id}")
+            return
+        await socket.accept()
+        await run_stream(engine, call, _ServerSocket(socket))
+
     @app.get("/dashboard", response_class=HTMLResponse)
     async def dashboard() -> str:
         return PAGE
@@ -346,6 +360,29 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+class _ServerSocket:
+    """FastAPI's WebSocket with the shape run_stream expects (send, close, iterate)."""
+
+    def __init__(self, socket: WebSocket) -> None:
+        self.socket = socket
+
+    async def send(self, text: str) -> None:
+        await self.socket.send_text(text)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.socket.close(code=code, reason=reason)
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str | bytes]:
+        while True:
+            message = await self.socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            yield message.get("text") or message.get("bytes") or b""
 
 
 def _handoff_row(handoff: Handoff) -> dict[str, Any]:

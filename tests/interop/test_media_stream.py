@@ -120,3 +120,66 @@ def test_a_bot_on_the_media_stream_and_a_misbehaving_one(tmp_path: Path) -> None
     assert len(session["audio"]) > 150 and np.abs(heard).max() > 1000  # the caller's speech
     [(name, echoed_at)] = session["marks"]
     assert name == "greeting" and 0.9 < echoed_at - session["sent_at"] < 1.5  # after 1 s
+
+
+def test_a_bot_can_also_connect_to_warmline_for_a_call(tmp_path: Path) -> None:
+    """The same framing on warmline's own endpoint: ws://.../calls/{id}/stream."""
+    from warmline.api import build_app, start_http, stop_http
+
+    speech, _ = speech_files(tmp_path, "I would like to check my order status please. " * 3)
+    scenario_file = render_scenario("caller_rtp_stream.xml", tmp_path, audio=str(speech),
+                                    seconds="6000")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        base = relay_block()
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40))
+        async with engine("udp") as running:
+            calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU"],
+                               records_dir=tmp_path / "records")
+            http_port = free_port()
+            server, task = await start_http(build_app(calls, "s3cret"), "127.0.0.1", http_port)
+            caller = asyncio.ensure_future(run_sipp(
+                ["-sf", str(scenario_file), f"127.0.0.1:{running.spec.port}", "-p",
+                 str(free_port()), "-mi", "127.0.0.1", "-mp", str(free_port() // 2 * 2),
+                 "-m", "1"], tmp_path, timeout=20))
+            while not calls.calls:
+                await asyncio.sleep(0.05)
+            [call_id] = calls.calls
+            url = f"ws://127.0.0.1:{http_port}/calls/{call_id}/stream"
+            with pytest.raises(websockets.exceptions.InvalidStatus, match="403"):
+                async with websockets.connect(url + "?token=wrong") as refused:
+                    await refused.recv()
+            async with websockets.connect(url + "?token=s3cret") as bot:
+                first, start = json.loads(await bot.recv()), json.loads(await bot.recv())
+                seen["events"] = [first["event"], start["event"]]
+                inbound = 0
+                while inbound < 50:
+                    if json.loads(await bot.recv())["event"] == "media":
+                        inbound += 1
+                sid = start["streamSid"]
+                tone = base64.b64encode(g711.ulaw_encode(TONE)).decode()
+                await bot.send(json.dumps({"event": "media", "streamSid": sid,
+                                           "media": {"payload": tone}}))
+                await bot.send(json.dumps({"event": "mark", "streamSid": sid,
+                                           "mark": {"name": "said"}}))
+                while True:
+                    message = json.loads(await bot.recv())
+                    if message["event"] == "mark":
+                        seen["mark"] = message["mark"]["name"]
+                        break
+            async with websockets.connect(url + "?token=s3cret") as rude:
+                await rude.recv()
+                await rude.send("garbage")
+                with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                    while True:
+                        await rude.recv()
+                seen["close_code"] = closed.value.rcvd.code if closed.value.rcvd else None
+            result = await caller
+            assert result.returncode == 0, result.output[-2000:]
+            await stop_http(server, task)
+            await calls.close()
+        await relay.close()
+
+    asyncio.run(scenario())
+    assert seen == {"events": ["connected", "start"], "mark": "said", "close_code": 1008}

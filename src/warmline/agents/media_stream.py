@@ -116,28 +116,43 @@ class MediaStreamAgent:
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
             log.warning("call %s: bot at %s unreachable (%s); the caller keeps hold audio",
                         call.id, self.url, error, extra={"call_id": call.id})
-            self._hold(call)
+            if not call.ended:
+                call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
             return
         self.sessions += 1
-        stream = _Stream(call, socket)
-        try:
-            await stream.run()
-        except _Misbehaving as error:
+        dropped = await run_stream(self.engine, call, socket)
+        if dropped is not None:
             self.disconnected_for_misbehaving += 1
-            log.warning("call %s: bot disconnected: %s", call.id, error,
-                        extra={"call_id": call.id})
-            await socket.close(code=1008, reason=str(error)[:100])
-        except ConnectionClosed:
-            pass
-        finally:
-            stream.stop()
-            await socket.close()
-            if not call.ended and call.state == "ai":
-                self._hold(call)
 
-    def _hold(self, call: Call) -> None:
-        if not call.ended:
-            call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
+
+async def run_stream(engine: CallEngine, call: Call, socket: Any) -> str | None:
+    """Serve ``call``'s media stream over ``socket`` (ours or the bot's end of it).
+
+    ``socket`` needs ``send(text)``, ``close(code=, reason=)`` and async iteration
+    over incoming messages. Returns why the bot was dropped, or None. Whatever
+    happens, the caller is left with hold audio, never silence.
+    """
+    stream = _Stream(call, socket)
+    try:
+        await stream.run()
+    except _Misbehaving as error:
+        log.warning("call %s: bot disconnected: %s", call.id, error,
+                    extra={"call_id": call.id})
+        await _close(socket, 1008, str(error)[:100])
+        return str(error)
+    except (ConnectionClosed, OSError, RuntimeError):
+        pass  # the bot went away
+    finally:
+        stream.stop()
+        await _close(socket, 1000, "")
+        if not call.ended and call.state == "ai":
+            call.caller.media.play(Player(engine.hold_audio(), loop=True))
+    return None
+
+
+async def _close(socket: Any, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # already closed, one way or another
+        await socket.close(code=code, reason=reason)
 
 
 class _Misbehaving(Exception):
@@ -181,9 +196,9 @@ class _Stream:
         """Tell the bot ``stop`` and hang up on it when the call ends or a human takes it."""
         while not self.call.ended and self.call.state == "ai":
             await asyncio.sleep(0.1)
-        with contextlib.suppress(ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed, OSError, RuntimeError):
             await self._send({"event": "stop", "stop": {"callSid": self.call.id}})
-        await self.socket.close()
+        await _close(self.socket, 1000, "")
 
     def stop(self) -> None:
         self.call.caller.media.record(None)
@@ -209,9 +224,12 @@ class _Stream:
         while True:
             message = await self.outbound.get()
             if message is None:
-                await self.socket.close(code=1008, reason="stalled: not reading the audio")
+                await _close(self.socket, 1008, "stalled: not reading the audio")
                 return
-            await self._send(message)
+            try:
+                await self._send(message)
+            except (ConnectionClosed, OSError, RuntimeError):
+                return  # the bot went away; the receiving side winds the stream up
 
     async def _send(self, message: dict[str, Any]) -> None:
         self.sequence += 1
