@@ -18,20 +18,17 @@ import asyncio
 import html
 import json
 import time
-import wave
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from warmline.brain.delivery import decode_uui
 from warmline.brain.turns import Action, AuthState, Turn
 from warmline.calls.engine import Call, CallEngine
 from warmline.calls.handoff import Destination, Handoff
 from warmline.media.negotiation import Negotiation
-from warmline.media.player import Player, Samples
+from warmline.media.player import Player, Samples, save_wav
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
 from warmline.media.tts import EspeakTts
 from warmline.records.report import kpi_report
@@ -244,21 +241,12 @@ def _largest_gap(arrivals: list[float]) -> float:
     return max((b - a for a, b in pairwise(arrivals)), default=0.0)
 
 
-def _write_wav(path: Path, frames: list[Samples]) -> None:
-    audio = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(8000)
-        writer.writeframes(audio.astype("<i2").tobytes())
-
-
 def _report(out: Path, agent: ScriptedAgent, ladder: Ladder, caller: Phone,
             human: Phone) -> dict[str, Any]:
     handoff = agent.handoff
     since = agent.triggered_at if agent.triggered_at is not None else float("inf")
-    _write_wav(out / "caller_heard.wav", caller.heard)
-    _write_wav(out / "human_heard.wav", human.heard)
+    save_wav(out / "caller_heard.wav", caller.heard)
+    save_wav(out / "human_heard.wav", human.heard)
     events = {event.kind: event.at for event in (handoff.events if handoff else [])}
     uui = human.received_invite.get("User-to-User")
     figures: dict[str, Any] = {

@@ -42,14 +42,12 @@ def _bye_after(after_ms: int, from_header: str, to_header: str, cseq: int) -> st
 
 def caller_hangs_up(after_ms: int) -> str:
     """caller_waits.xml's tail: the caller hangs up after ``after_ms``."""
-    caller = '"Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
-    return _bye_after(after_ms, caller, "<sip:ai@[remote_ip]:[remote_port]>[$ai_tag]", 9)
+    return _bye_after(after_ms, _CALLER, "<sip:ai@[remote_ip]:[remote_port]>[$ai_tag]", 9)
 
 
 def human_hangs_up(after_ms: int) -> str:
     """human_answers.xml's tail: the human hangs up after ``after_ms``."""
-    human = "<sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]"
-    return _bye_after(after_ms, human, "[$remote_from]", 1)
+    return _bye_after(after_ms, _HUMAN, "[$remote_from]", 1)
 
 
 @dataclass
@@ -148,17 +146,21 @@ def kinds(handoff: Handoff) -> list[str]:
     return [event.kind for event in handoff.events]
 
 
-def human_presses(digit: str, after_ms: int, then: str = WAIT_FOR_BYE) -> str:
-    """The human keys ``digit`` (SIP INFO dtmf-relay) after ``after_ms``, then ``then``."""
+_CALLER = '"Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]'
+_HUMAN = "<sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]"
+
+
+def _info_after(after_ms: int, from_header: str, to_header: str, cseq: int, digit: str,
+                then: str) -> str:
     return f"""  <pause milliseconds="{after_ms}"/>
   <send retrans="500">
     <![CDATA[
       INFO [next_url] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: <sip:human@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
-      To: [$remote_from]
+      From: {from_header}
+      To: {to_header}
       Call-ID: [call_id]
-      CSeq: 2 INFO
+      CSeq: {cseq} INFO
       Max-Forwards: 70
       Content-Type: application/dtmf-relay
       Content-Length: [len]
@@ -169,6 +171,11 @@ def human_presses(digit: str, after_ms: int, then: str = WAIT_FOR_BYE) -> str:
   </send>
   <recv response="200"/>
 {then}"""
+
+
+def human_presses(digit: str, after_ms: int, then: str = WAIT_FOR_BYE) -> str:
+    """human_answers.xml's tail: the human keys ``digit`` (SIP INFO dtmf-relay), then ``then``."""
+    return _info_after(after_ms, _HUMAN, "[$remote_from]", 2, digit, then)
 
 
 def expect_headers(**checks: tuple[str, str]) -> str:
@@ -182,22 +189,5 @@ def expect_headers(**checks: tuple[str, str]) -> str:
 
 def caller_presses(digit: str, after_ms: int, then: str) -> str:
     """caller_waits.xml's tail: the caller keys ``digit`` (SIP INFO), then ``then``."""
-    return f"""  <pause milliseconds="{after_ms}"/>
-  <send retrans="500">
-    <![CDATA[
-      INFO [next_url] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
-      From: "Caller" <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:ai@[remote_ip]:[remote_port]>[$ai_tag]
-      Call-ID: [call_id]
-      CSeq: 5 INFO
-      Max-Forwards: 70
-      Content-Type: application/dtmf-relay
-      Content-Length: [len]
-
-      Signal={digit}
-      Duration=160
-    ]]>
-  </send>
-  <recv response="200"/>
-{then}"""
+    return _info_after(after_ms, _CALLER, "<sip:ai@[remote_ip]:[remote_port]>[$ai_tag]", 5,
+                       digit, then)

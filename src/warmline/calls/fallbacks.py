@@ -13,15 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import wave
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from warmline.calls.handoff import FallbackAction, Handoff
-from warmline.media.player import Player, Samples
+from warmline.media.player import Player, Samples, save_wav
 from warmline.media.tts import TtsError
 
 if TYPE_CHECKING:
@@ -68,7 +66,7 @@ async def voicemail(engine: CallEngine, call: Call, handoff: Handoff,
         await asyncio.sleep(0.1)
     leg.record(None)
     path = engine.records_dir / "voicemail" / f"{handoff.id}.wav"
-    seconds = _write_wav(path, frames)
+    seconds = save_wav(path, frames)
     handoff.emit("voicemail_saved", path=str(path), seconds=round(seconds, 2))
     handoff.finish("completed", "voicemail recorded", handoff.sip_status)
     if not call.ended:
@@ -94,14 +92,3 @@ async def callback(engine: CallEngine, call: Call, handoff: Handoff,
                              f"at {when}. Goodbye.")
     if not call.ended:
         engine.hang_up(call)
-
-
-def _write_wav(path: Path, frames: list[Samples]) -> float:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    audio = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
-    with wave.open(str(path), "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(8000)
-        writer.writeframes(audio.astype("<i2").tobytes())
-    return len(audio) / 8000

@@ -81,6 +81,18 @@ def _low_pass(samples: npt.NDArray[np.float64], cutoff: float, taps: int = 63
     return np.convolve(samples, kernel / kernel.sum(), mode="same")
 
 
+def save_wav(path: Path, frames: list[Samples], rate: int = 8000) -> float:
+    """Write 16-bit mono ``frames`` (a recording) to ``path``; returns the seconds written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    audio = np.concatenate(frames) if frames else np.zeros(0, dtype=np.int16)
+    with wave.open(str(path), "wb") as writer:
+        writer.setnchannels(1)
+        writer.setsampwidth(2)
+        writer.setframerate(rate)
+        writer.writeframes(audio.astype("<i2").tobytes())
+    return len(audio) / rate
+
+
 class Player:
     """Frames from a buffer, once or looped; silence after the end of a one-shot."""
 
