@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -81,7 +82,9 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
         driver = browser()
         try:
             driver.get(f"{base}/dashboard?token=t0k")
-            wait = WebDriverWait(driver, 10)
+            # rows are redrawn every 2 s: an element found may be replaced before it is read
+            wait = WebDriverWait(driver, 10, ignored_exceptions=(
+                StaleElementReferenceException, NoSuchElementException))
             wait.until(lambda d: d.find_elements(By.ID, f"call-{call_id}"))
             wait.until(lambda d: d.find_elements(By.ID, f"handoff-{handoff_id}"))
             wait.until(lambda d: "billing_dispute" in
@@ -89,9 +92,9 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
                         Select(d.find_element(By.ID, "intent")).options])
             Select(driver.find_element(By.ID, "intent")).select_by_value("billing_dispute")
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart rect"))
-            row = driver.find_element(By.ID, f"handoff-{handoff_id}").text
-            assert handoff_id in row and "billing_dispute" in row
-            assert "transfer share" in driver.find_element(By.ID, "kpis").text
+            wait.until(lambda d: "billing_dispute" in
+                       d.find_element(By.ID, f"handoff-{handoff_id}").text)
+            wait.until(lambda d: "transfer share" in d.find_element(By.ID, "kpis").text)
             shot = tmp_path / "dashboard.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
