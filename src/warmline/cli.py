@@ -22,7 +22,7 @@ from warmline.records.report import kpi_report
 from warmline.records.store import default_url
 from warmline.server import HttpSpec, TlsFiles, serve
 from warmline.sip.compiled import describe
-from warmline.transport.listen import ListenSpec, ListenSpecError, parse_listen
+from warmline.transport.listen import ListenSpec, ListenSpecError, parse_host_port, parse_listen
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -171,19 +171,17 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _http_spec(parser: argparse.ArgumentParser, text: str) -> HttpSpec:
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        parser.error(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return HttpSpec(host, int(port))
+    try:
+        return HttpSpec(*parse_host_port(text))
+    except ValueError as error:
+        parser.error(f"--http {error}")
 
 
 def _port_range(parser: argparse.ArgumentParser, text: str) -> PortRange:
-    start, _, end = text.partition("-")
     try:
-        return PortRange(int(start), int(end))
+        return PortRange.parse(text)
     except ValueError as error:
-        parser.error(f"--media-ports {text!r}: {error}; expected START-END, e.g. 20000-30000")
+        parser.error(f"--media-ports {text!r}: {error}")
 
 
 def _escalation(parser: argparse.ArgumentParser, args: argparse.Namespace,

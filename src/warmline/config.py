@@ -24,7 +24,8 @@ from warmline.brain.routing import Department, Hours, Router, RoutingError
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
 from warmline.calls.handoff import Destination, HandoffError
 from warmline.media.player import AudioFileError, load_wav
-from warmline.transport.listen import ListenSpecError, parse_listen
+from warmline.media.relay import PortRange
+from warmline.transport.listen import ListenSpecError, parse_host_port, parse_listen
 
 
 class ConfigError(ValueError):
@@ -60,9 +61,7 @@ class HttpSection(_Strict):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{value!r} is not HOST:PORT")
+        parse_host_port(value)
         return value
 
 
@@ -81,9 +80,7 @@ class MediaSection(_Strict):
     @field_validator("ports")
     @classmethod
     def _range(cls, value: str) -> str:
-        start, _, end = value.partition("-")
-        if not (start.isdigit() and end.isdigit() and 1024 <= int(start) < int(end) <= 65536):
-            raise ValueError(f"{value!r} is not START-END within 1024-65536")
+        PortRange.parse(value)
         return value
 
     @field_validator("hold_audio")

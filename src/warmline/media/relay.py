@@ -73,6 +73,14 @@ class PortRange:
         self.start, self.end = start + (start % 2), end
         self._next = self.start
 
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        """START-END, e.g. 20000-30000; ValueError saying what is wrong."""
+        start, _, end = text.partition("-")
+        if not (start.isdigit() and end.isdigit()):
+            raise ValueError(f"{text!r} is not START-END, e.g. 20000-30000")
+        return cls(int(start), int(end))
+
     def candidates(self) -> Iterator[int]:
         """Every even port, starting after the last one handed out (spreads reuse)."""
         yield from range(self._next, self.end - 1, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from warmline.records.kpis import REPEAT_WINDOW, compute, facts
@@ -63,7 +64,7 @@ def metrics_text(engine: CallEngine) -> str:
         "# HELP warmline_handoffs Handoffs in the live view, by status.",
         "# TYPE warmline_handoffs gauge",
         *(f'warmline_handoffs{{status="{status}"}} {count}'
-          for status, count in sorted(_count(h.status for h in handoffs).items())),
+          for status, count in sorted(Counter(h.status for h in handoffs).items())),
         "# HELP warmline_trigger_to_first_word_seconds From the request to the human's "
         "first word.",
         "# TYPE warmline_trigger_to_first_word_seconds histogram",
@@ -78,10 +79,3 @@ def metrics_text(engine: CallEngine) -> str:
                   "# TYPE warmline_records_pending gauge",
                   f"warmline_records_pending {engine.records.pending}"]
     return "\n".join(lines) + "\n"
-
-
-def _count(items: Any) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for item in items:
-        counts[item] = counts.get(item, 0) + 1
-    return counts

@@ -43,3 +43,12 @@ def parse_listen(text: str) -> ListenSpec:
     if not is_digits(port_text) or int(port_text) > 65535:
         raise ListenSpecError(f"--sip {text!r}: port must be 0-65535")
     return ListenSpec(transport, host, int(port_text))
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) for an HTTP listener; ValueError saying what is wrong."""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
