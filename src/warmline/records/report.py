@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
 
 from warmline.records.kpis import REPEAT_WINDOW, compute, facts
 from warmline.records.store import connect, read_events
@@ -15,17 +18,21 @@ if TYPE_CHECKING:
 _BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
+@functools.cache
+def _engine(url: str) -> Engine:
+    """One pool per database for the readers (the dashboard asks every 2 s); the tables
+    are checked once, not on every request."""
+    return connect(url)
+
+
 def kpi_report(url: str, days: float, now: float | None = None) -> dict[str, Any]:
     """The KPIs over the last ``days`` from the database at ``url``."""
     now = now if now is not None else time.time()
     since = now - days * 86400
-    engine = connect(url)
-    try:
-        events = read_events(engine, since, now)
-        later = [e for e in read_events(engine, now, now + REPEAT_WINDOW)
-                 if e.kind == "call.started"]
-    finally:
-        engine.dispose()
+    engine = _engine(url)
+    events = read_events(engine, since, now)
+    later = [e for e in read_events(engine, now, now + REPEAT_WINDOW)
+             if e.kind == "call.started"]
     return {"since": since, "until": now, **compute(events, later)}
 
 
@@ -34,11 +41,7 @@ def daily_report(url: str, days: int, intent: str | None = None,
     """Calls and transfers per UTC day over the last ``days`` (oldest first)."""
     now = now if now is not None else time.time()
     first_day = int(now // 86400) - days + 1
-    engine = connect(url)
-    try:
-        events = read_events(engine, first_day * 86400, now)
-    finally:
-        engine.dispose()
+    events = read_events(_engine(url), first_day * 86400, now)
     totals = {day: {"calls": 0, "transfers": 0} for day in range(first_day, first_day + days)}
     for fact in facts(events).values():
         if intent is not None and fact.intent != intent:
