@@ -347,6 +347,43 @@ def test_three_way_conference_each_hears_the_other_two() -> None:
         heard["human"])
 
 
+def test_played_audio_ends_when_replaced_or_silenced_and_a_mix_takes_relay_legs_only() -> None:
+    """What the call logic relies on (plane.py): ``Playback.done`` always resolves,
+    ``silence`` leaves the far end hearing nothing, a foreign leg is refused."""
+
+    class ForeignLeg:
+        """A leg some other media plane opened."""
+
+    async def scenario() -> None:
+        async with loopback_relay(1) as (relay, (caller,)):
+            leg = await relay.open_leg("caller")
+            configure(leg, caller, "pcmu")
+            first = leg.play(Player(ringback(), loop=True))
+            second = leg.play(Player(ringback(), loop=True))
+            await asyncio.wait_for(first.done, 1)  # replaced by other audio
+            assert not second.done.done()
+            assert await drain(caller)  # the second one is heard
+            leg.silence()
+            await asyncio.wait_for(second.done, 1)
+            await drain(caller)  # whatever was on the way before
+            assert await drain(caller) == []
+
+            mix = relay.open_mix()
+            with pytest.raises(TypeError):
+                mix.join(ForeignLeg())  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                leg.route_to(ForeignLeg())
+            mix.join(leg)
+            assert mix.members == [leg]
+            leg.silence()  # leaves the mix by itself
+            assert mix.members == []
+            await drain(caller)
+            assert await drain(caller) == []
+            mix.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_leg_on_hold_sends_nothing() -> None:
     async def scenario() -> tuple[int, int]:
         async with loopback_relay(2) as (relay, (caller, human)):
@@ -400,7 +437,7 @@ def test_legs_send_rtcp_reports_and_keep_the_far_ends(mux: bool) -> None:
             block = senders[-1].blocks[0]
             assert block.ssrc == 0xCAFE and block.cumulative_lost == 5
             assert block.highest_sequence == 559
-            assert leg.rtcp.far_end == about_us
+            assert leg.far_end_report == about_us
             assert leg.rtcp.counters.malformed == 1
         finally:
             await relay.close()

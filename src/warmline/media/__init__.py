@@ -1,1 +1,1 @@
-"""Media: SDP and RTP. Only what the placeholder agent needs lives here so far."""
+"""Media: SDP, RTP/RTCP, codecs, the MediaPlane interface (plane.py) and the embedded relay."""

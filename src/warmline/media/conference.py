@@ -4,6 +4,10 @@ Members send their audio in; every 20 ms each member gets the mix of all the
 others (mix-minus), encoded in its own codec and stamped on its own
 continuous stream. A member that switches to another source (the AI drops out
 and the caller is routed straight to the human) leaves the mix by itself.
+
+This is the embedded relay's :class:`~warmline.media.plane.MediaMix`
+(``EmbeddedRelay.open_mix``); it works on relay legs' packets, so it imports
+relay_leg.py and the relay imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import asyncio
 import numpy as np
 
 from warmline.media.mixer import mix_minus
+from warmline.media.plane import MediaLeg
 from warmline.media.player import Player
-from warmline.media.relay import Pacer, RelayLeg
+from warmline.media.relay_leg import Pacer, RelayLeg
 from warmline.media.rtp import RtpPacket, SyntheticSource
 
 _SILENCE = np.zeros(160, dtype=np.int16)
@@ -52,7 +57,14 @@ class Conference:
     def members(self) -> list[RelayLeg]:
         return list(self._members)
 
-    def join(self, leg: RelayLeg) -> None:
+    def join(self, leg: MediaLeg) -> None:
+        """Mix ``leg`` in: the others hear it and it hears them, until it is given else to hear.
+
+        Only a leg of the embedded relay has packets to mix (TypeError for any
+        other), and only one whose codec can be decoded (ValueError).
+        """
+        if not isinstance(leg, RelayLeg):
+            raise TypeError("conference: legs of the embedded relay only")
         if leg.encoder is None or leg.decoder is None:
             raise ValueError(f"conference: leg {leg.label} has no codec to mix with")
         feed = _MemberFeed(self, leg)

@@ -5,13 +5,16 @@ human are simply bridged, nothing about their packets needs it. A pair goes
 to the forwarder's thread when both legs are latched, routed to each other,
 sending both ways, on one codec (or PCMU<->PCMA) and nobody is listening in
 (no DTMF callback, no first-word detector, no conference, no DTMF being
-sent). Anything that changes that takes the pair back first (relay.py calls
+sent). Anything that changes that takes the pair back first (relay_leg.py calls
 :meth:`FastPath.reclaim`), with the outgoing streams' sequence/timestamp
 state, the reception statistics, the latched addresses and the counters, so
 neither far end sees a seam either way.
 
 Without a compiled forwarder (no gcc, or ``WARMLINE_FASTPATH=0``) the relay
 forwards every packet in Python, with the same results.
+
+What this module needs of a leg is :class:`BridgedLeg`, declared here, so it
+does not import relay_leg.py, which imports it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,11 @@ import os
 import socket
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from warmline.media.rtcp import ReceptionState
-
-if TYPE_CHECKING:
-    from warmline.media.relay import RelayLeg
+from warmline.media.rtcp import ReceptionState, ReceptionStats
+from warmline.media.rtp import ContinuousStream
+from warmline.media.sdp import AudioStream
 
 _TRANSLATION = {("pcmu", "pcma"): 1, ("pcma", "pcmu"): 2}
 
@@ -41,15 +43,57 @@ def _load_forwarder() -> ModuleType | None:
     return module
 
 
+class BridgedLeg(Protocol):
+    """What the fast path reads and changes on a leg (relay_leg.RelayLeg).
+
+    The read-only members decide whether a pair qualifies; ``offload`` and
+    ``remote`` are written back, with the rest of the forwarder's state, when
+    the pair returns to Python. Whatever only has to be "set or not" (a
+    pending source, a conference, a DTMF callback) is typed ``object``.
+    """
+
+    offload: Offload | None
+    remote: tuple[str, int] | None
+
+    @property
+    def target(self) -> BridgedLeg | None: ...
+    @property
+    def source(self) -> object: ...
+    @property
+    def pending(self) -> object: ...
+    @property
+    def stream(self) -> AudioStream | None: ...
+    @property
+    def latched(self) -> bool: ...
+    @property
+    def reception(self) -> ReceptionStats | None: ...
+    @property
+    def open(self) -> bool: ...
+    @property
+    def conference(self) -> object: ...
+    @property
+    def on_dtmf(self) -> object: ...
+    @property
+    def listening_for_words(self) -> bool: ...
+    @property
+    def muted(self) -> bool: ...
+    @property
+    def outgoing(self) -> ContinuousStream: ...
+    def fileno(self) -> int: ...
+    def stop_reading(self) -> None: ...
+    def start_reading(self) -> None: ...
+    def add_counters(self, counts: tuple[int, ...]) -> None: ...
+
+
 @dataclass(eq=False)
 class Offload:
     """A pair of legs the forwarder currently owns."""
 
-    legs: tuple[RelayLeg, RelayLeg]
+    legs: tuple[BridgedLeg, BridgedLeg]
     slots: tuple[int, int]
 
 
-def _plain(leg: RelayLeg) -> bool:
+def _plain(leg: BridgedLeg) -> bool:
     stream = leg.stream
     return (stream is not None and stream.direction == "sendrecv" and leg.latched
             and leg.remote is not None and leg.reception is not None and leg.open
@@ -57,7 +101,7 @@ def _plain(leg: RelayLeg) -> bool:
             and not leg.muted and leg.pending is None)
 
 
-def eligible(a: RelayLeg, b: RelayLeg) -> bool:
+def eligible(a: BridgedLeg, b: BridgedLeg) -> bool:
     """Whether the pair's packets need nothing that only Python does."""
     if not (a.target is b and b.target is a and a.source is b and b.source is a):
         return False
@@ -81,7 +125,7 @@ class FastPath:
         module = _load_forwarder()
         return None if module is None else cls(module)
 
-    def offer(self, leg: RelayLeg) -> bool:
+    def offer(self, leg: BridgedLeg) -> bool:
         """Hand ``leg`` and its peer over if they qualify; True if they now run compiled."""
         peer = leg.target
         if leg.offload is not None or peer is None or not eligible(leg, peer):
@@ -112,13 +156,13 @@ class FastPath:
             leg.add_counters(counters)
             leg.start_reading()
 
-    def reception(self, offload: Offload, leg: RelayLeg) -> ReceptionState:
+    def reception(self, offload: Offload, leg: BridgedLeg) -> ReceptionState:
         """``leg``'s reception statistics as they are now, the pair staying compiled."""
         slot = offload.slots[offload.legs.index(leg)]
         state: ReceptionState = self._forwarder.snapshot(slot)[2]
         return state
 
-    def live_counters(self, offload: Offload, leg: RelayLeg) -> tuple[int, ...]:
+    def live_counters(self, offload: Offload, leg: BridgedLeg) -> tuple[int, ...]:
         slot = offload.slots[offload.legs.index(leg)]
         counters: tuple[int, ...] = self._forwarder.counters(slot)
         return counters
@@ -127,7 +171,7 @@ class FastPath:
         self._forwarder.close()
 
 
-def _spec(leg: RelayLeg, peer: RelayLeg) -> tuple[object, ...]:
+def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:
     """The forwarder's view of ``leg``: socket, far end, codec, stream and statistics."""
     stream, peer_stream, remote, reception = leg.stream, peer.stream, leg.remote, leg.reception
     assert stream is not None and peer_stream is not None

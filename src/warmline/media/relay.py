@@ -1,67 +1,27 @@
-"""The embedded media relay: one UDP socket per leg, forwarding with no gap.
+"""The embedded media relay: the in-process :class:`~warmline.media.plane.MediaPlane`.
 
-A leg receives RTP from its far end (symmetric RTP: it latches to the address
-the first valid packet came from, which NATed phones need) and forwards it to
-the leg it is routed to. The receiving leg re-stamps every packet through its
-own :class:`ContinuousStream`, so the far end sees one SSRC and one sequence
-whatever feeds it (AI, hold audio, human). PCMU<->PCMA is translated per byte;
-other pairs among G.711, G.722 and Opus go through the codecs (codecs.py).
+It binds an even port (RTP) and the odd one above it (RTCP) per leg from a
+configured range, opens legs (relay_leg.py) and mixes (conference.py) on them,
+and owns the compiled fast path they share (fastpath.py). The per-packet work
+is in the legs; this module is only what a deployment configures and what the
+call logic opens legs from.
 
-A pair that is simply bridged moves to the compiled fast path (fastpath.py)
-and comes back whenever something needs Python again; every method that
-changes what a leg sends or listens for takes its pair back first.
+``RelayLeg``, ``PlayerFeed`` and ``Pacer`` are re-exported, so one import
+serves whoever works with the embedded relay's own types (tests, the demo).
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import socket
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Iterator
 
-from warmline.media import g711
-from warmline.media.codecs import Codec, make_codec
-from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
-from warmline.media.fastpath import FastPath, Offload
-from warmline.media.plane import LegAddress, LegCounters
-from warmline.media.player import FRAME_MS, Player, Samples
-from warmline.media.rtcp import ReceptionStats
-from warmline.media.rtcp_session import DEFAULT_INTERVAL, RtcpSession
-from warmline.media.rtp import (
-    MAX_RTP_SIZE,
-    ContinuousStream,
-    RtpError,
-    RtpPacket,
-    SyntheticSource,
-    is_rtcp_type,
-)
-from warmline.media.sdp import AudioStream
-from warmline.media.vad import FirstWordDetector
+from warmline.media.conference import Conference
+from warmline.media.fastpath import FastPath
+from warmline.media.plane import LegAddress, MediaLeg, MediaPlane
+from warmline.media.relay_leg import Pacer, PlayerFeed, RelayLeg
+from warmline.media.rtcp_session import DEFAULT_INTERVAL
 
-_READ_BATCH = 16  # datagrams read per wake-up before other legs get their turn
-_OFFER_RETRY = 50  # packets (a second) before a refused pair is offered to the fast path again
-_TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
-
-
-def _codec_pair(stream: AudioStream) -> tuple[Codec | None, Codec | None]:
-    """Encoder and decoder for the leg's codec; none for a codec we can only pass through."""
-    try:
-        return make_codec(stream.codec.key), make_codec(stream.codec.key)
-    except ValueError:
-        return None, None
-
-
-class Feed(Protocol):
-    """Anything other than a leg that a leg's far end can listen to."""
-
-    def stop(self) -> None: ...
-
-
-class Mixing(Protocol):
-    """A conference a leg sends its audio into (conference.py)."""
-
-    def push(self, leg: RelayLeg, packet: RtpPacket) -> None: ...
+__all__ = ["EmbeddedRelay", "Pacer", "PlayerFeed", "PortRange", "RelayLeg"]
 
 
 class PortRange:
@@ -88,443 +48,6 @@ class PortRange:
 
     def taken(self, port: int) -> None:
         self._next = port + 2 if port + 2 < self.end else self.start
-
-
-class RelayLeg:
-    """One RTP endpoint: a UDP socket, the far end it talks to and what it hears."""
-
-    def __init__(self, label: str, local: LegAddress, sock: socket.socket,
-                 fast_path: FastPath | None = None, rtcp_sock: socket.socket | None = None,
-                 rtcp_interval: float = DEFAULT_INTERVAL) -> None:
-        self.label = label
-        self._local = local
-        self._counters = LegCounters()
-        self._sock: socket.socket | None = sock
-        self.fast_path = fast_path
-        self.offload: Offload | None = None  # set while the compiled forwarder owns the pair
-        self.stream: AudioStream | None = None
-        self.remote: tuple[str, int] | None = None
-        self.remote_ssrc: int | None = None  # the far end's stream, for our report blocks
-        self.latched = False
-        self.target: RelayLeg | None = None
-        self.encoder: Codec | None = None  # for audio sent to this leg's far end
-        self.decoder: Codec | None = None  # for audio received from it
-        self.source: RelayLeg | Feed | None = None  # what this leg's far end hears
-        self.pending: RelayLeg | None = None  # takes over at its first packet
-        self._on_dtmf: Callable[[str], None] | None = None
-        self.on_close: Callable[[RelayLeg], None] | None = None
-        self.conference: Mixing | None = None  # set while the leg is in a 3-way mix
-        self._reception: ReceptionStats | None = None
-        self._muted_until = 0.0  # audio held back while a DTMF event is sent
-        self._dtmf = DtmfReceiver()
-        self._first_word: FirstWordDetector | None = None
-        self._on_first_word: Callable[[float], None] | None = None
-        self._recorder: Callable[[Samples], None] | None = None
-        self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
-                                         secrets.randbits(16), secrets.randbits(32))
-        self.loop = asyncio.get_running_loop()
-        self._reading = False
-        self._next_offer = 0  # the packet count at which to offer the pair to the fast path
-        self._rtcp_sock = rtcp_sock  # local port + 1, for far ends without rtcp-mux
-        self.rtcp = RtcpSession(self, self._send_rtcp, rtcp_interval)
-        self.start_reading()
-        if rtcp_sock is not None:
-            self.loop.add_reader(rtcp_sock.fileno(), self._rtcp_readable)
-
-    @property
-    def local(self) -> LegAddress:
-        return self._local
-
-    @property
-    def counters(self) -> LegCounters:
-        """Packets in and out, those handled by the fast path included."""
-        offload, fast_path = self.offload, self.fast_path
-        if offload is None or fast_path is None:
-            return self._counters
-        live = LegCounters(**vars(self._counters))
-        _add(live, fast_path.live_counters(offload, self))
-        return live
-
-    @property
-    def reception(self) -> ReceptionStats | None:
-        """RFC 3550 loss and jitter of what the far end sends (None before configure)."""
-        offload, fast_path, reception = self.offload, self.fast_path, self._reception
-        if offload is not None and fast_path is not None and reception is not None:
-            reception.restore_state(fast_path.reception(offload, self))
-        return reception
-
-    @property
-    def open(self) -> bool:
-        return self._sock is not None
-
-    @property
-    def muted(self) -> bool:
-        return self._muted_until > self.loop.time()
-
-    @property
-    def listening_for_words(self) -> bool:
-        """Python must see this leg's audio: first-word detection or a recording."""
-        return self._first_word is not None or self._recorder is not None
-
-    def record(self, sink: Callable[[Samples], None] | None) -> None:
-        """Hand every 20 ms of the far end's audio (8 kHz linear) to ``sink``; None stops."""
-        self.take_back()
-        self._recorder = sink
-
-    @property
-    def on_dtmf(self) -> Callable[[str], None] | None:
-        """Called with each digit the far end presses (RFC 4733)."""
-        return self._on_dtmf
-
-    @on_dtmf.setter
-    def on_dtmf(self, callback: Callable[[str], None] | None) -> None:
-        self.take_back()
-        self._on_dtmf = callback
-
-    def take_back(self) -> None:
-        """Bring this leg's pair back from the fast path before Python changes it."""
-        self._next_offer = 0  # whatever changes may make the pair eligible
-        if self.offload is not None and self.fast_path is not None:
-            self.fast_path.reclaim(self.offload)
-
-    def add_counters(self, counts: tuple[int, ...]) -> None:
-        _add(self._counters, counts)
-
-    def fileno(self) -> int:
-        if self._sock is None:
-            raise OSError(f"leg {self.label} is closed")
-        return self._sock.fileno()
-
-    def start_reading(self) -> None:
-        if self._sock is not None and not self._reading:
-            self.loop.add_reader(self._sock.fileno(), self._readable)
-            self._reading = True
-
-    def stop_reading(self) -> None:
-        if self._sock is not None and self._reading:
-            self.loop.remove_reader(self._sock.fileno())
-            self._reading = False
-
-    def configure(self, stream: AudioStream) -> None:
-        self.take_back()
-        self.stream = stream
-        self.encoder, self.decoder = _codec_pair(stream)
-        self.remote = (stream.remote_address, stream.remote_port)
-        self.latched = False
-        self.outgoing.clock_rate = stream.codec.clock_rate
-        self._reception = ReceptionStats(stream.codec.clock_rate)
-        if self._sock is not None:
-            self.rtcp.start()
-
-    def route_to(self, target: object) -> None:
-        """What this leg receives is what ``target``'s far end now hears (and only that)."""
-        if target is not None and not isinstance(target, RelayLeg):
-            raise TypeError("route_to: legs of the embedded relay only")
-        self.take_back()
-        self.target = target
-        if target is not None:
-            target.listen_to(self)
-
-    def listen_to(self, source: RelayLeg | Feed | None) -> None:
-        """Switch what the far end hears; the outgoing stream stays continuous.
-
-        From audio being played to a leg, the switch waits for the leg's first
-        packet: hold music goes on until the human's audio really flows, so
-        the caller never hears the silence in between.
-        """
-        self.take_back()
-        if isinstance(self.source, PlayerFeed) and isinstance(source, RelayLeg):
-            self.pending = source
-            return
-        self._switch(source)
-
-    def _switch(self, source: RelayLeg | Feed | None) -> None:
-        current = self.source
-        if current is not None and not isinstance(current, RelayLeg) and current is not source:
-            current.stop()
-        self.pending = None
-        self.source = source
-
-    def detect_first_word(self, callback: Callable[[float], None]) -> None:
-        """Call ``callback(loop time)`` once, when the far end starts speaking."""
-        self.take_back()
-        self._first_word = FirstWordDetector(8000)
-        self._on_first_word = callback
-
-    def send_dtmf(self, digit: str) -> None:
-        """Send a DTMF digit to the far end as RFC 4733 events (needs telephone-event)."""
-        stream, remote = self.stream, self.remote
-        if stream is None or stream.dtmf_payload_type is None:
-            raise DtmfError(f"leg {self.label}: the far end did not accept telephone-event")
-        if remote is None:
-            return
-        self.take_back()
-        packets = digit_packets(digit)
-        event_ssrc, start = secrets.randbits(32), secrets.randbits(32)
-        step = FRAME_MS / 1000
-        self._muted_until = self.loop.time() + step * len(packets)  # RFC 4733 §2.6
-
-        def send(n: int) -> None:
-            marker, payload = packets[n]
-            packet = RtpPacket(stream.dtmf_payload_type or 0, n, start, event_ssrc, payload,
-                               marker)
-            self.take_back()
-            self._send(self.outgoing.rewrite(packet, self.loop.time()).to_bytes(), remote)
-
-        for n in range(len(packets)):
-            self.loop.call_later(n * step, send, n)
-
-    def play(self, player: Player) -> PlayerFeed:
-        """Play ``player`` to the far end (hold audio, ringback, a prompt) until switched."""
-        feed = PlayerFeed(self, player)
-        self.listen_to(feed)
-        feed.start()
-        return feed
-
-    def close(self) -> None:
-        self.listen_to(None)
-        self.stop_reading()
-        self.rtcp.stop()
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._rtcp_sock is not None:
-            self.loop.remove_reader(self._rtcp_sock.fileno())
-            self._rtcp_sock.close()
-            self._rtcp_sock = None
-        self.target = None
-        if self.on_close is not None:
-            self.on_close(self)
-            self.on_close = None
-
-    # -- receiving --------------------------------------------------------
-    def _readable(self) -> None:
-        sock = self._sock
-        for _ in range(_READ_BATCH):
-            if sock is None or not self._reading:
-                return  # closed, or handed to the fast path, by the last packet
-            try:
-                data, addr = sock.recvfrom(MAX_RTP_SIZE + 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                self._counters.malformed += 1  # an ICMP error surfaced on the socket
-                return
-            self.datagram_received(data, addr)
-
-    def _rtcp_readable(self) -> None:
-        sock = self._rtcp_sock
-        if sock is None:
-            return
-        try:
-            data, addr = sock.recvfrom(MAX_RTP_SIZE)
-        except OSError:
-            return  # nothing there after all, or an ICMP error
-        self._counters.rtcp += 1
-        self.rtcp.receive(data, addr)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        counters = self._counters
-        if len(data) >= 2 and is_rtcp_type(data[1]):
-            counters.rtcp += 1  # rtcp-mux (RFC 5761 §4)
-            self.rtcp.receive(data, addr)
-            return
-        try:
-            packet = RtpPacket.parse(data)
-        except RtpError:
-            counters.malformed += 1
-            return
-        if not self._accept_source(addr):
-            counters.wrong_source += 1
-            return
-        stream = self.stream
-        if stream is None or packet.payload_type not in (stream.payload_type,
-                                                         stream.dtmf_payload_type):
-            counters.unknown_payload += 1
-            return
-        counters.received += 1
-        self.remote_ssrc = packet.ssrc
-        if counters.received >= self._next_offer and self.fast_path is not None:
-            self._forward(packet, stream)
-            if not self.fast_path.offer(self):
-                self._next_offer = counters.received + _OFFER_RETRY
-            return
-        self._forward(packet, stream)
-
-    def _forward(self, packet: RtpPacket, stream: AudioStream) -> None:
-        if self._reception is not None:
-            self._reception.update(packet.sequence, packet.timestamp, self.loop.time())
-        if packet.payload_type == stream.dtmf_payload_type:
-            self._on_telephone_event(packet)
-        elif self._first_word is not None and self.decoder is not None:
-            self._listen_for_words(packet)
-        if self._recorder is not None and self.decoder is not None \
-                and packet.payload_type == stream.payload_type:
-            self._recorder(self.decoder.decode(packet.payload))
-        if self.conference is not None:
-            self.conference.push(self, packet)
-            return
-        target = self.target
-        if target is None:
-            return
-        if target.source is not self:
-            if target.pending is not self:
-                return
-            target._switch(self)
-        target.send_from(packet, stream, self.decoder)
-
-    def _on_telephone_event(self, packet: RtpPacket) -> None:
-        try:
-            digit = self._dtmf.feed(packet.timestamp, packet.payload)
-        except DtmfError:
-            self._counters.malformed += 1
-            return
-        if digit is not None and self._on_dtmf is not None:
-            self._on_dtmf(digit)
-
-    def _listen_for_words(self, packet: RtpPacket) -> None:
-        detector, decoder = self._first_word, self.decoder
-        assert detector is not None and decoder is not None
-        frame = decoder.decode(packet.payload)
-        if len(frame) != 160:
-            return  # webrtcvad takes exact 20 ms frames
-        onset = detector.feed(frame.tobytes(), self.loop.time())
-        if onset is not None:
-            self._first_word = None
-            if self._on_first_word is not None:
-                self._on_first_word(onset)
-
-    def _accept_source(self, addr: tuple[str, int]) -> bool:
-        if self.latched:
-            return self.remote == (addr[0], addr[1])
-        self.remote = (addr[0], addr[1])  # symmetric RTP: answer where it really comes from
-        self.latched = True
-        return True
-
-    # -- sending ----------------------------------------------------------
-    def send_from(self, packet: RtpPacket, source: AudioStream,
-                  decoder: Codec | None = None) -> None:
-        """Forward a packet received on another leg, re-stamped as this leg's stream.
-
-        Same codec: passed through. PCMU<->PCMA: translated per byte. Otherwise
-        decoded with the source leg's decoder and encoded with ours (G.722).
-        """
-        stream, remote = self.stream, self.remote
-        if stream is None or remote is None or self._sock is None:
-            return
-        if self._muted_until and self.loop.time() < self._muted_until:
-            return
-        if stream.direction in ("recvonly", "inactive"):
-            return  # on hold: we agreed not to send (RFC 3264 §5.1)
-        if packet.payload_type == source.dtmf_payload_type:
-            if stream.dtmf_payload_type is None:
-                return
-            packet.payload_type = stream.dtmf_payload_type
-        elif source.codec.key != stream.codec.key:
-            table = _TRANSLATE.get((source.codec.key, stream.codec.key))
-            if table is not None:
-                packet.payload = packet.payload.translate(table)
-            elif decoder is not None and self.encoder is not None:
-                packet.payload = self.encoder.encode(decoder.decode(packet.payload))
-            else:
-                return
-            packet.payload_type = stream.payload_type
-        else:
-            packet.payload_type = stream.payload_type
-        out = self.outgoing.rewrite(packet, self.loop.time(), source.codec.clock_rate)
-        self._send(out.to_bytes(), remote)
-
-    def _send_rtcp(self, data: bytes, destination: tuple[str, int]) -> None:
-        stream = self.stream
-        sock = self._sock if stream is not None and stream.rtcp_mux else self._rtcp_sock
-        if sock is None:
-            return
-        try:
-            sock.sendto(data, destination)
-        except OSError:
-            return  # RTCP is best effort; RTP goes on
-
-    def _send(self, data: bytes, remote: tuple[str, int]) -> None:
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendto(data, remote)
-        except (BlockingIOError, InterruptedError):
-            return  # a full socket buffer drops the packet, as the network would
-        except OSError:
-            return  # the far end's port is unreachable; RTP goes on regardless
-        self._counters.sent += 1
-        self._counters.sent_octets += len(data) - 12
-
-
-def _add(counters: LegCounters, counts: tuple[int, ...]) -> None:
-    received, sent, malformed, unknown_payload, wrong_source, rtcp, sent_octets = counts
-    counters.received += received
-    counters.sent += sent
-    counters.malformed += malformed
-    counters.unknown_payload += unknown_payload
-    counters.wrong_source += wrong_source
-    counters.rtcp += rtcp
-    counters.sent_octets += sent_octets
-
-
-class Pacer:
-    """Calls ``tick`` every 20 ms on the loop clock, without drift, until stopped."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, tick: Callable[[], None]) -> None:
-        self.loop = loop
-        self.tick = tick
-        self._handle: asyncio.TimerHandle | None = None
-        self._started = 0.0
-        self._ticks = 0
-
-    @property
-    def running(self) -> bool:
-        return self._handle is not None
-
-    def start(self) -> None:
-        self._started, self._ticks = self.loop.time(), 0
-        self._fire()
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    def _fire(self) -> None:
-        self._handle = self.loop.call_at(self._started + (self._ticks + 1) * FRAME_MS / 1000,
-                                         self._fire)
-        self._ticks += 1
-        self.tick()
-
-
-class PlayerFeed:
-    """Plays a :class:`Player` into a leg, one 20 ms packet per tick."""
-
-    def __init__(self, leg: RelayLeg, player: Player) -> None:
-        self.leg = leg
-        self.player = player
-        self.source = SyntheticSource()
-        self.pacer = Pacer(leg.loop, self._tick)
-        self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
-
-    def start(self) -> None:
-        self.pacer.start()
-
-    def stop(self) -> None:
-        self.pacer.stop()
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def _tick(self) -> None:
-        leg, stream = self.leg, self.leg.stream
-        if leg.source is not self or self.player.finished:
-            self.stop()
-            return
-        if stream is not None and leg.encoder is not None:
-            payload = leg.encoder.encode(self.player.next_frame())
-            leg.send_from(self.source.packet(stream.payload_type, payload,
-                                             stream.codec.clock_rate), stream)
 
 
 class EmbeddedRelay:
@@ -559,6 +82,10 @@ class EmbeddedRelay:
             return leg
         raise OSError(f"media.ports: no free port in {self.ports.start}-{self.ports.end}")
 
+    def open_mix(self) -> Conference:
+        """A mix-minus conference that legs of this relay can join."""
+        return Conference()
+
     def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
         """RTP on ``port`` and RTCP on ``port + 1``, or None if either is taken."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
@@ -582,3 +109,8 @@ class EmbeddedRelay:
         if self.fast_path is not None:
             self.fast_path.close()
             self.fast_path = None
+
+
+def _conforms(relay: EmbeddedRelay, leg: RelayLeg) -> tuple[MediaPlane, MediaLeg]:
+    """Never called: mypy proves here that the relay and its legs implement plane.py."""
+    return relay, leg

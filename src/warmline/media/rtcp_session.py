@@ -9,6 +9,9 @@ is kept (``far_end``) for the call's records: the loss and jitter the caller
 actually experienced. RTCP goes to the RTP port under rtcp-mux (RFC 5761),
 else to port+1 or the a=rtcp port (RFC 3605), and answers where it comes from
 (symmetric RTCP). Unreadable RTCP is counted and dropped.
+
+What a session needs of its leg is :class:`ReportedLeg`, declared here, so
+this module does not import relay_leg.py, which imports it.
 """
 
 from __future__ import annotations
@@ -18,21 +21,41 @@ import dataclasses
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from warmline.media.plane import LegCounters
 from warmline.media.rtcp import (
     SR,
+    ReceptionStats,
     ReportBlock,
     RtcpError,
     parse_compound,
     receiver_report,
     sender_report,
 )
-
-if TYPE_CHECKING:
-    from warmline.media.relay import RelayLeg
+from warmline.media.rtp import ContinuousStream
+from warmline.media.sdp import AudioStream
 
 DEFAULT_INTERVAL = 5.0
+
+
+class ReportedLeg(Protocol):
+    """What RTCP reads from its leg (relay_leg.RelayLeg): clocks, counts and addresses."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+    @property
+    def outgoing(self) -> ContinuousStream: ...
+    @property
+    def counters(self) -> LegCounters: ...
+    @property
+    def reception(self) -> ReceptionStats | None: ...
+    @property
+    def remote_ssrc(self) -> int | None: ...
+    @property
+    def stream(self) -> AudioStream | None: ...
+    @property
+    def remote(self) -> tuple[str, int] | None: ...
 
 
 @dataclasses.dataclass
@@ -45,7 +68,7 @@ class RtcpCounters:
 class RtcpSession:
     """Reports for ``leg``; ``send(data, (host, port))`` puts a compound packet on the wire."""
 
-    def __init__(self, leg: RelayLeg, send: Callable[[bytes, tuple[str, int]], None],
+    def __init__(self, leg: ReportedLeg, send: Callable[[bytes, tuple[str, int]], None],
                  interval: float = DEFAULT_INTERVAL) -> None:
         self.leg = leg
         self._send = send

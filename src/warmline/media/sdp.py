@@ -5,7 +5,7 @@ PCMU, PCMA, G.722, Opus and telephone-event (RFC 4733), ptime, hold directions,
 rejected streams (port 0) kept in place, and an explicit error carrying the SIP
 status to answer (400 for SDP that does not parse, 488 when nothing fits).
 Parsing costs ~0.2 ms, so this serves the media plane, not the per-call hot
-path of the placeholder agent (see basic_sdp.py).
+path of the SIP-only answerer (see basic_sdp.py).
 """
 
 from __future__ import annotations
