@@ -10,7 +10,7 @@ import cProfile
 import pstats
 import time
 
-from warmline.agents.placeholder import PlaceholderAgent
+from warmline.calls.sip_answerer import SipAnswerer
 from warmline.server import tune_garbage_collector
 from warmline.sip.events import Target
 from warmline.sip.useragent import UserAgent
@@ -42,7 +42,7 @@ def run(calls: int) -> float:
     ua = UserAgent()
     ua.add_listener("udp", "127.0.0.1", 5070)
     clock = [0.0]
-    agent = PlaceholderAgent(ua, lambda: clock[0], "127.0.0.1", 40000)
+    agent = SipAnswerer(ua, lambda: clock[0], "127.0.0.1", 40000)
     start = time.perf_counter()
     for n in range(calls):
         now = clock[0] = n * 0.0005

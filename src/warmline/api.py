@@ -27,29 +27,43 @@ from pydantic import BaseModel, Field, field_validator
 
 from warmline.agents.media_stream import run_stream
 from warmline.brain.turns import Action, AuthState, Turn
-from warmline.calls.engine import CallEngine
-from warmline.calls.handoff import (
-    CallerId,
-    Destination,
-    FallbackAction,
-    Handoff,
-    HandoffError,
-)
 from warmline.dashboard import PAGE
-from warmline.records.report import daily_report, kpi_report, metrics_text
+from warmline.engine import CallEngine
+from warmline.metrics import metrics_text
+from warmline.records.report import daily_report, kpi_report
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
+from warmline.transfer.handoff import (
+    Acceptance,
+    CallerId,
+    CallerIdMode,
+    ConnectBy,
+    Destination,
+    FallbackAction,
+    FallbackKind,
+    Handoff,
+    HandoffError,
+    Problem,
+    TransferMode,
+    destination_uri_problem,
+)
 
 RESOLVE_SECONDS = 2.0
 
 
+HTTP_STATUS = {Problem.INVALID: 422, Problem.TOO_LARGE: 413, Problem.UNKNOWN_CALL: 404,
+               Problem.CONFLICT: 409}
+
+
+def http_status(error: HandoffError) -> int:
+    """The HTTP status that says what kind of problem ``error`` is."""
+    return HTTP_STATUS[error.problem]
+
+
 def _sip_uri(value: str) -> str:
-    try:
-        uri = parse_uri(value)
-    except SipParseError as error:
-        raise ValueError(f"not a SIP URI: {error}") from None
-    if not isinstance(uri, SipUri) or not uri.host:
-        raise ValueError("must be a sip: or sips: URI with a host")
+    problem = destination_uri_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 
@@ -68,7 +82,7 @@ def _identity_uri(value: str | None) -> str | None:
 class CallerIdOptions(BaseModel):
     """What the human's phone shows: the caller, another identity, or a trunk number."""
 
-    mode: Literal["original", "override", "trunk"] = "original"
+    mode: CallerIdMode = CallerIdMode.ORIGINAL
     uri: str | None = None  # override/trunk: the identity to present (sip:, sips:, tel:)
     diversion: bool = False
     history_info: bool = False
@@ -83,16 +97,16 @@ class Attempt(BaseModel):
     """Where to send the caller and how (the request itself and each fallback step)."""
 
     to: str = Field(description="sip: or sips: URI of the human, queue or agent")
-    mode: Literal["blind", "bridge", "warm", "attended"] = "blind"
+    mode: TransferMode = TransferMode.BLIND
     timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
     whisper: str | None = Field(None, max_length=2000,
                                 description="warm/attended: what the human hears first "
                                             "(default: a summary of the context)")
-    accept: Literal["none", "dtmf", "speech"] = Field(
-        "none", description="warm: the human accepts by pressing 1 or by speaking first")
+    accept: Acceptance = Field(
+        Acceptance.NONE, description="warm: the human accepts by pressing 1 or by speaking first")
     accept_timeout: float = Field(10.0, gt=0, le=120)
-    connect: Literal["bridge", "replaces"] = Field(
-        "bridge", description="warm: keep the media (bridge) or send the caller's phone to "
+    connect: ConnectBy = Field(
+        ConnectBy.BRIDGE, description="warm: keep the media (bridge) or send the caller's phone to "
                               "the human with REFER/Replaces when it supports that")
 
     probe: bool = Field(False, description="OPTIONS first; skip the destination unless 2xx")
@@ -107,7 +121,7 @@ class Attempt(BaseModel):
 class FallbackStep(Attempt):
     """Another destination to try when the one before fails."""
 
-    mode: Literal["blind", "bridge", "warm", "attended"] = "bridge"
+    mode: TransferMode = TransferMode.BRIDGE
 
 
 class ActionStep(BaseModel):
@@ -120,7 +134,8 @@ class ActionStep(BaseModel):
     at: float | None = Field(None, description="callback: when, as Unix time")
 
     def build(self) -> FallbackAction:
-        return FallbackAction(self.action, self.max_seconds, self.delay_seconds, self.at)
+        return FallbackAction(FallbackKind(self.action), self.max_seconds, self.delay_seconds,
+                              self.at)
 
 
 class TransferRequest(Attempt):
@@ -227,7 +242,7 @@ def build_app(engine: CallEngine, api_token: str | None = None,
         try:
             engine.transfer(call_id, handoff)
         except HandoffError as error:
-            raise HTTPException(error.status, str(error)) from None
+            raise HTTPException(http_status(error), str(error)) from None
         return TransferAccepted(handoff_id=handoff.id, status=handoff.status)
 
     @app.post("/calls/{call_id}/turns", status_code=201)
@@ -236,7 +251,7 @@ def build_app(engine: CallEngine, api_token: str | None = None,
         try:
             result = engine.add_turn(call_id, turn.build())
         except HandoffError as error:
-            raise HTTPException(error.status, str(error)) from None
+            raise HTTPException(http_status(error), str(error)) from None
         return TurnAccepted(
             fired=[{"trigger": f.trigger, "evidence": f.evidence, "turn": f.turn}
                    for f in result.fired],
@@ -407,7 +422,7 @@ def _handoff(call_id: str, request: TransferRequest) -> Handoff:
     try:
         caller_id = request.caller_id.build()
     except HandoffError as error:
-        raise HTTPException(error.status, str(error)) from None
+        raise HTTPException(http_status(error), str(error)) from None
     return Handoff(call_id, request.destination(), final=request.final, fallback=fallback,
                    context=request.context, caller_id=caller_id, announce=request.announce)
 

@@ -13,7 +13,6 @@ from warmline import __version__
 from warmline.agents.scripted import FlowError, load_flow
 from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
-from warmline.calls.handoff import Destination, HandoffError
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
@@ -22,6 +21,7 @@ from warmline.records.report import kpi_report
 from warmline.records.store import default_url
 from warmline.server import HttpSpec, TlsFiles, serve
 from warmline.sip.compiled import describe
+from warmline.transfer.handoff import Destination, HandoffError
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_host_port, parse_listen
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]

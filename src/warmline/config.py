@@ -22,9 +22,16 @@ from warmline.brain.delivery import HeaderBudget
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.routing import Department, Hours, Router, RoutingError
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
-from warmline.calls.handoff import Destination, HandoffError
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
+from warmline.transfer.handoff import (
+    Acceptance,
+    ConnectBy,
+    Destination,
+    FallbackKind,
+    HandoffError,
+    TransferMode,
+)
 from warmline.transport.listen import ListenSpecError, parse_host_port, parse_listen
 
 
@@ -133,10 +140,10 @@ class ContextSection(_Strict):
 
 class DestinationModel(_Strict):
     uri: str
-    mode: Literal["blind", "bridge", "warm", "attended"] = "warm"
+    mode: TransferMode = TransferMode.WARM
     timeout: float = Field(30, gt=0, le=600)
-    accept: Literal["none", "dtmf", "speech"] = "none"
-    connect: Literal["bridge", "replaces"] = "bridge"
+    accept: Acceptance = Acceptance.NONE
+    connect: ConnectBy = ConnectBy.BRIDGE
     probe: bool = False
 
     def build(self) -> Destination:
@@ -185,7 +192,7 @@ class DepartmentModel(_Strict):
     intents: list[str] = Field(default_factory=list)
     skills: list[str] = Field(default_factory=list)
     hours: HoursModel | None = None
-    after_hours: Literal["voicemail", "callback", "ticket", "ai"] = "voicemail"
+    after_hours: FallbackKind = FallbackKind.VOICEMAIL
     callback_window_minutes: int = Field(120, ge=0, le=7 * 24 * 60)
 
 

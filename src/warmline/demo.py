@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from warmline.brain.delivery import decode_uui
+from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.turns import Action, AuthState, Turn
-from warmline.calls.engine import Call, CallEngine
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
 from warmline.media.negotiation import Negotiation
 from warmline.media.player import Player, Samples, save_wav
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
@@ -36,6 +37,7 @@ from warmline.records.store import RecordWriter, default_url
 from warmline.sip.events import Target
 from warmline.sip.session import CallAnswered, IncomingCall, Session, SessionEvent
 from warmline.sip.useragent import UserAgent
+from warmline.transfer.handoff import HANDOFF_HEADER, Destination, Handoff, TransferMode
 from warmline.transport.listen import ListenSpec
 from warmline.transport.shell import SipShell
 
@@ -163,12 +165,14 @@ async def run_demo(out: Path) -> dict[str, Any]:
     shell = SipShell(UserAgent())
     engine_spec = await shell.listen(ListenSpec("udp", HOST, 0))
     relay = EmbeddedRelay(HOST, PortRange(32200, 32700))
-    engine = CallEngine(shell, relay, HOST, ["PCMU", "PCMA"], records_dir=out / "records")
-    engine.return_announcement = None
     (out / "records").mkdir(parents=True, exist_ok=True)
     database = default_url(out / "records")
-    engine.records = RecordWriter(database, out / "records" / "pending-events.jsonl")
-    engine.escalation.destination = Destination(human.uri, "warm", 15)
+    records = RecordWriter(database, out / "records" / "pending-events.jsonl")
+    engine = CallEngine(shell, relay, HOST, ["PCMU", "PCMA"], records_dir=out / "records",
+                        escalation=EscalationPolicy(
+                            destination=Destination(human.uri, TransferMode.WARM, 15)),
+                        records=records, tts=tts)
+    engine.return_announcement = None
     agent = ScriptedAgent(engine, speech, caller)
     engine.on_call = agent.on_call
     ladder = Ladder({caller.shell.ua.local_address("udp")[1]: "caller",
@@ -195,7 +199,7 @@ async def run_demo(out: Path) -> dict[str, Any]:
             await each.close()
         for each_shell in (shell, caller.shell, human.shell):
             await each_shell.close()
-        engine.records.close()
+        records.close()
     figures = _report(out, agent, ladder, caller, human)
     figures["kpis"] = kpi_report(database, days=1)["overall"]
     return figures
@@ -220,7 +224,7 @@ def _human_phone(phone: Phone, event: SessionEvent, greeting: Samples) -> None:
         return
     session = phone.session = event.session
     invite = session.invite
-    for name in ("X-Warmline-Handoff", "X-Warmline-Intent", "X-Warmline-Sentiment",
+    for name in (HANDOFF_HEADER, "X-Warmline-Intent", "X-Warmline-Sentiment",
                  "X-Warmline-Verified", "X-Warmline-Priority", "User-to-User", "Call-Info",
                  "P-Asserted-Identity", "From"):
         value = invite.get(name.lower())

@@ -1,6 +1,6 @@
 """`warmline serve`: listeners, the UA core, the calls, the HTTP API, clean shutdown.
 
-Without --http every call goes to the placeholder agent (fast G.711 answers,
+Without --http every call goes to the SIP-only answerer (fast G.711 answers,
 no media: what the SIP benchmarks measure). With --http the call engine
 answers calls on the embedded relay, plays hold audio until the AI or a
 transfer takes over, and the control API can transfer them.
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warmline.agents.media_stream import MediaStreamAgent
-from warmline.agents.placeholder import PlaceholderAgent
 from warmline.agents.scripted import Flow, ScriptedAgent
 from warmline.brain.escalation import EscalationPolicy
-from warmline.calls.engine import Call, CallEngine
+from warmline.calls.call import Call
+from warmline.calls.sip_answerer import SipAnswerer
+from warmline.engine import CallEngine
 from warmline.media.player import Player, load_wav
 from warmline.media.relay import EmbeddedRelay, PortRange
 from warmline.records.store import RecordWriter, default_url
@@ -54,7 +55,7 @@ class TlsFiles:
 
 
 class _MediaSink(asyncio.DatagramProtocol):
-    """Absorbs RTP sent to the placeholder so peers see an open port, not ICMP errors."""
+    """Absorbs RTP sent to the SIP-only answerer so peers see an open port, not ICMP errors."""
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         pass
@@ -91,7 +92,7 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
     shell = SipShell(ua, tls_server=tls.server_context(), tls_client=tls.client_context())
     async with contextlib.AsyncExitStack() as stack:
         if http is None:
-            answered = await _placeholder(stack, shell, specs[0].host)
+            answered = await _answer_only(stack, shell, specs[0].host)
         else:
             answered = await _engine(stack, shell, specs[0].host, http,
                                      media_ports or PortRange(20000, 30000),
@@ -112,11 +113,11 @@ async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | No
              counters.garbage_dropped, counters.bad_requests)
 
 
-async def _placeholder(stack: contextlib.AsyncExitStack, shell: SipShell,
+async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
                        host: str) -> Callable[[], int]:
     sink, media_port = await open_media_sink(host)
     stack.callback(sink.close)
-    agent = PlaceholderAgent(shell.ua, shell.now, host, media_port)
+    agent = SipAnswerer(shell.ua, shell.now, host, media_port)
     shell.on_event = agent.on_event
     return lambda: agent.calls_answered
 
@@ -145,16 +146,14 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
                  extra={"call_id": call.id})
         on_call(call)
 
-    engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records)
-    bot = MediaStreamAgent(engine, agent_ws) if agent_ws else None
-    scripted = ScriptedAgent(engine, flow) if flow is not None else None
-    engine.escalation = escalation
     records.mkdir(parents=True, exist_ok=True)
     writer = RecordWriter(database, records / "pending-events.jsonl")
     stack.callback(writer.close)  # after the calls: their last events get written
-    engine.records = writer
-    if hold_audio is not None:
-        engine.set_hold_audio(load_wav(hold_audio, 8000))
+    engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records,
+                        escalation=escalation, records=writer,
+                        hold_audio=load_wav(hold_audio, 8000) if hold_audio else None)
+    bot = MediaStreamAgent(engine, agent_ws) if agent_ws else None
+    scripted = ScriptedAgent(engine, flow) if flow is not None else None
     stack.push_async_callback(engine.close)
     server, task = await start_http(build_app(engine, api_token, database), http.host,
                                     http.port)

@@ -23,8 +23,8 @@ from tests.interop.transfer_peers import (
     kinds,
     run_transfer,
 )
-from warmline.calls.engine import Call
-from warmline.calls.handoff import CallerId, Destination, Handoff, HandoffError
+from warmline.calls.call import Call
+from warmline.transfer.handoff import CallerId, Destination, Handoff, HandoffError
 
 pytestmark = pytest.mark.interop
 

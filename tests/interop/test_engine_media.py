@@ -28,11 +28,12 @@ from tests.interop.peers import (
     speech_files,
 )
 from tests.interop.test_media_bridge import speech_onsets
-from warmline.calls.engine import Call, CallEngine
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
 from warmline.media.player import Player
 from warmline.media.relay import EmbeddedRelay, PortRange
 from warmline.media.tts import EspeakTts
+from warmline.transfer.handoff import Destination, Handoff
 
 pytestmark = pytest.mark.interop
 

@@ -12,9 +12,9 @@ import pytest
 from tests.interop.peers import speech_files
 from tests.interop.test_media_bridge import speech_onsets
 from tests.interop.transfer_peers import WAIT_FOR_BYE, Human, kinds, run_transfer
-from warmline.calls.engine import Call
-from warmline.calls.handoff import Destination, FallbackAction, Handoff
+from warmline.calls.call import Call
 from warmline.media.player import load_wav
+from warmline.transfer.handoff import Destination, FallbackAction, Handoff
 
 pytestmark = pytest.mark.interop
 

@@ -28,7 +28,7 @@ from tests.interop.peers import (
     speech_files,
 )
 from warmline.agents.media_stream import MediaStreamAgent
-from warmline.calls.engine import CallEngine
+from warmline.engine import CallEngine
 from warmline.media import g711
 from warmline.media.relay import EmbeddedRelay, PortRange
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.interop.peers import engine, free_port, relay_block, render_scenario, run_sipp
-from warmline.calls.engine import Call, CallEngine
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange
 

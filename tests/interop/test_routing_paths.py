@@ -20,8 +20,9 @@ from tests.interop.transfer_peers import (
 )
 from warmline.brain.routing import Department, Hours, Router
 from warmline.brain.turns import Turn
-from warmline.calls.engine import Call, CallEngine
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
+from warmline.transfer.handoff import Destination, Handoff
 
 pytestmark = pytest.mark.interop
 EVERY_DAY = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

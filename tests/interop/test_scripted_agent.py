@@ -16,7 +16,8 @@ from tests.interop.transfer_peers import (
     run_transfer,
 )
 from warmline.agents.scripted import ScriptedAgent, load_flow
-from warmline.calls.engine import Call, CallEngine
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
 
 pytestmark = pytest.mark.interop
 
@@ -47,6 +48,7 @@ transfer = {{ to = "{billing.uri}", mode = "bridge", timeout = 5 }}
         configure=configure, started_by_engine=True))
     assert outcome.handoff.context == {"flow_step": "billing", "choice": "1"}
     assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0
-    spoken = [turn.text for turn in outcome.call.conversation.turns if turn.speaker == "ai"]
+    turns = outcome.engine.brain.conversations[outcome.call.id].turns
+    spoken = [turn.text for turn in turns if turn.speaker == "ai"]
     assert spoken == ["Press 1 for billing.", "Connecting you."]
-    assert [t.dtmf for t in outcome.call.conversation.turns if t.dtmf] == ["1"]
+    assert [t.dtmf for t in turns if t.dtmf] == ["1"]

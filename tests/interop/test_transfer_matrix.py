@@ -25,8 +25,8 @@ from tests.interop.transfer_peers import (
     kinds,
     run_transfer,
 )
-from warmline.calls.engine import Call
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.call import Call
+from warmline.transfer.handoff import Destination, Handoff
 
 pytestmark = pytest.mark.interop
 

@@ -13,9 +13,11 @@ import pytest
 
 from tests.interop.peers import engine, free_port, relay_block, render_scenario, run_sipp
 from tests.interop.test_sipp import FAILURE_TAIL, SUCCESS_TAIL
-from warmline.calls.engine import Call, CallEngine
-from warmline.calls.handoff import Destination, Handoff, HandoffError
+from warmline.api import http_status
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
 from warmline.media.relay import EmbeddedRelay, PortRange
+from warmline.transfer.handoff import Destination, Handoff, HandoffError
 
 pytestmark = pytest.mark.interop
 
@@ -36,7 +38,7 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
             handoffs.append(calls.transfer(call.id, handoff))
             with pytest.raises(HandoffError) as second:  # one handoff at a time per call
                 calls.transfer(call.id, Handoff(call.id, destination))
-            assert second.value.status == 409
+            assert http_status(second.value) == 409
 
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
                            lambda call, why, away: returned.append((why, away)))

@@ -13,8 +13,9 @@ import pytest
 
 from tests.interop.peers import free_port
 from tests.interop.transfer_peers import WAIT_FOR_BYE, Human, caller_hangs_up, kinds, run_transfer
-from warmline.calls.engine import Call, CallEngine
-from warmline.calls.handoff import Destination, Handoff
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
+from warmline.transfer.handoff import Destination, Handoff
 
 pytestmark = pytest.mark.interop
 SECRET = "desk-secret"

@@ -16,9 +16,10 @@ from tests.interop.peers import (
     run_sipp,
 )
 from tests.interop.test_sipp import SUCCESS_TAIL
-from warmline.calls.engine import Call, CallEngine
-from warmline.calls.handoff import Handoff
+from warmline.calls.call import Call
+from warmline.engine import CallEngine
 from warmline.media.relay import EmbeddedRelay, PortRange
+from warmline.transfer.handoff import Handoff
 
 WAIT_FOR_BYE = SUCCESS_TAIL  # wait for the other side's BYE and answer it
 
@@ -137,7 +138,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
         await calls.close()
         await relay.close()
     assert calls_seen
-    started = handoffs or calls_seen[0].handoffs
+    started = handoffs or [calls.handoffs[h] for h in calls_seen[0].handoff_ids]
     assert started, "no handoff was started"
     return Outcome(started[0], returned, legs_left, calls_seen[0], calls)
 

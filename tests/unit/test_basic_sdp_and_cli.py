@@ -1,4 +1,4 @@
-"""The placeholder's SDP answer and the command line's error messages."""
+"""The SIP-only answerer's SDP answer and the command line's error messages."""
 
 from __future__ import annotations
 

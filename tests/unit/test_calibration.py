@@ -7,7 +7,7 @@ from pathlib import Path
 
 from warmline.brain.calibration import LOG_NAME, TriggerLog, format_report, report
 from warmline.brain.triggers import Firing
-from warmline.calls.handoff import Destination, Handoff
+from warmline.transfer.handoff import Destination, Handoff
 
 
 def handoff(trigger: str, *steps: str) -> Handoff:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from warmline.calls.handoff import Destination, FallbackAction, Handoff, HandoffError
+from warmline.api import http_status
+from warmline.transfer.handoff import Destination, FallbackAction, Handoff, HandoffError
 
 
 def handoff(**changes: object) -> Handoff:
@@ -27,7 +28,7 @@ def test_bad_requests_are_refused_naming_the_field(bad: dict[str, object], statu
                                                    named: str) -> None:
     with pytest.raises(HandoffError) as refused:
         handoff(**bad).validate()
-    assert refused.value.status == status
+    assert http_status(refused.value) == status
     assert named in str(refused.value)
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from warmline.brain.routing import Department, Hours, Router, RoutingError
-from warmline.calls.handoff import Destination
+from warmline.transfer.handoff import Destination
 
 WEEKDAYS_9_TO_5 = {day: ((time(9), time(17)),) for day in ("mon", "tue", "wed", "thu", "fri")}
 NEW_YORK = Hours("America/New_York", WEEKDAYS_9_TO_5, frozenset({date(2026, 12, 25)}))
@@ -91,7 +91,7 @@ def test_the_policy_plans_destinations_then_the_after_hours_step() -> None:
     from datetime import timedelta
 
     from warmline.brain.escalation import EscalationPolicy
-    from warmline.calls.handoff import FallbackAction
+    from warmline.transfer.handoff import FallbackAction
 
     policy = EscalationPolicy(router=ROUTER)
     first, rest = policy.plan("billing_dispute", set(), utc(2026, 3, 9, 15, 0))

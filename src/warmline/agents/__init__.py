@@ -1,1 +1,1 @@
-"""Agents that hold calls: for now the placeholder that answers everything."""
+"""Agents that hold calls for the AI: scripted flows and WebSocket bots."""

@@ -25,17 +25,17 @@ import json
 import logging
 import secrets
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from warmline.agents.host import AgentHost
+from warmline.calls.call import Call, CallState
 from warmline.media import g711
+from warmline.media.plane import Playback
 from warmline.media.player import Player, Samples
-
-if TYPE_CHECKING:
-    from warmline.calls.engine import Call, CallEngine
 
 log = logging.getLogger("warmline.agents")
 BACKLOG_FRAMES = 250  # 5 s of caller audio unread by the bot: it has stalled
@@ -99,7 +99,7 @@ class StreamPlayer(Player):
 class MediaStreamAgent:
     """Connects every call to the bot at ``url`` for as long as the call is with the AI."""
 
-    def __init__(self, engine: CallEngine, url: str, connect_timeout: float = 5.0) -> None:
+    def __init__(self, engine: AgentHost, url: str, connect_timeout: float = 5.0) -> None:
         self.engine = engine
         self.url = url
         self.connect_timeout = connect_timeout
@@ -125,7 +125,7 @@ class MediaStreamAgent:
             self.disconnected_for_misbehaving += 1
 
 
-async def run_stream(engine: CallEngine, call: Call, socket: Any) -> str | None:
+async def run_stream(engine: AgentHost, call: Call, socket: Any) -> str | None:
     """Serve ``call``'s media stream over ``socket`` (ours or the bot's end of it).
 
     ``socket`` needs ``send(text)``, ``close(code=, reason=)`` and async iteration
@@ -145,7 +145,7 @@ async def run_stream(engine: CallEngine, call: Call, socket: Any) -> str | None:
     finally:
         stream.stop()
         await _close(socket, 1000, "")
-        if not call.ended and call.state == "ai":
+        if not call.ended and call.state is CallState.AI:
             call.caller.media.play(Player(engine.hold_audio(), loop=True))
     return None
 
@@ -170,6 +170,7 @@ class _Stream:
         self.player = StreamPlayer()
         self.sequence = 0
         self.chunk = 0
+        self.playback: Playback | None = None  # the bot's audio on the caller's leg
 
     async def run(self) -> None:
         leg = self.call.caller.media
@@ -180,7 +181,7 @@ class _Stream:
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
         self.player.on_mark = lambda name: self.outbound.put_nowait(
             {"event": "mark", "mark": {"name": name}})
-        leg.play(self.player)
+        self.playback = leg.play(self.player)
         leg.record(self._caller_audio)
         self.call.on_dtmf = lambda digit: self.outbound.put_nowait(
             {"event": "dtmf", "dtmf": {"track": "inbound_track", "digit": digit}})
@@ -194,23 +195,24 @@ class _Stream:
 
     async def _until_the_ai_is_done(self) -> None:
         """Tell the bot ``stop`` and hang up on it when the call ends or a human takes it."""
-        while not self.call.ended and self.call.state == "ai":
+        while not self.call.ended and self.call.state is CallState.AI:
             await asyncio.sleep(0.1)
         with contextlib.suppress(ConnectionClosed, OSError, RuntimeError):
             await self._send({"event": "stop", "stop": {"callSid": self.call.id}})
         await _close(self.socket, 1000, "")
 
     def stop(self) -> None:
+        """The bot's audio stops; whatever the call plays now (ringback, a human) goes on."""
         self.call.caller.media.record(None)
         self.call.on_dtmf = None
-        if not self.call.ended and self.call.caller.media.source is not None:
-            self.call.caller.media.listen_to(None)
+        if self.playback is not None:
+            self.playback.stop()
 
     def _caller(self) -> str:
-        return str(self.call.caller.session.remote_party.uri)
+        return self.call.caller_uri
 
     def _caller_audio(self, samples: Samples) -> None:
-        if self.call.state != "ai":
+        if self.call.state is not CallState.AI:
             return  # with a human: the bot does not listen in
         if self.outbound.qsize() > BACKLOG_FRAMES:
             self.outbound.put_nowait(None)  # tells the sender the bot has stalled

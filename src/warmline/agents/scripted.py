@@ -25,17 +25,15 @@ import asyncio
 import logging
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from warmline.agents.host import AgentHost
 from warmline.brain.turns import Turn
-from warmline.calls.handoff import Destination, Handoff, HandoffError
+from warmline.calls.call import Call, CallState
 from warmline.media.player import AudioFileError, Player, Samples, load_wav
 from warmline.media.tts import TtsError
-
-if TYPE_CHECKING:
-    from warmline.calls.engine import Call, CallEngine
+from warmline.transfer.handoff import Destination, Handoff, HandoffError, TransferMode
 
 MAX_STEPS = 200  # a flow that loops forever still ends
 log = logging.getLogger("warmline.agents")
@@ -57,7 +55,7 @@ class Gather(_Strict):
 
 class TransferStep(_Strict):
     to: str
-    mode: Literal["blind", "bridge", "warm", "attended"] = "warm"
+    mode: TransferMode = TransferMode.WARM
     timeout: float = Field(30, gt=0, le=600)
 
 
@@ -126,7 +124,7 @@ def load_flow(path: Path) -> Flow:
 class ScriptedAgent:
     """Runs ``flow`` on every call the engine hands it."""
 
-    def __init__(self, engine: CallEngine, flow: Flow) -> None:
+    def __init__(self, engine: AgentHost, flow: Flow) -> None:
         self.engine = engine
         self.flow = flow
         self.audio: dict[str, Samples] = {}
@@ -138,7 +136,7 @@ class ScriptedAgent:
         name: str | None = self.flow.start
         slots: dict[str, str] = {}
         for _ in range(MAX_STEPS):
-            if name is None or call.ended or call.state != "ai":
+            if name is None or call.ended or call.state is not CallState.AI:
                 return
             name = await self._step(call, name, self.flow.steps[name], slots)
 
@@ -147,7 +145,7 @@ class ScriptedAgent:
         await self._speak(call, step)
         if step.gather is not None:
             slots[step.gather.slot] = await self._gather(call, step.gather)
-            if call.ended or call.state != "ai":
+            if call.ended or call.state is not CallState.AI:
                 return None  # a digit (0) may have started an escalation meanwhile
         slots.update(step.set)
         if step.transfer is not None:

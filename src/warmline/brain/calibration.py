@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from warmline.brain.triggers import Firing
-from warmline.calls.handoff import Handoff
+from warmline.transfer.handoff import Handoff
 
 LOG_NAME = "triggers.jsonl"
 

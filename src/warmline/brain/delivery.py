@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from warmline.transfer.handoff import HANDOFF_HEADER
+
 UUI_PURPOSE = "isdn-uui"
 
 
@@ -78,7 +80,7 @@ def sip_headers(packet: dict[str, Any], handoff_id: str, screen_pop: str | None,
                 budget: HeaderBudget = HeaderBudget()) -> list[tuple[str, str]]:
     """The context headers for the INVITE to the human, within ``budget``."""
     limit = budget.max_header
-    headers = [("X-Warmline-Handoff", safe_value(handoff_id, limit))]
+    headers = [(HANDOFF_HEADER, safe_value(handoff_id, limit))]
     if packet["intent"]["name"]:
         headers.append(("X-Warmline-Intent", safe_value(str(packet["intent"]["name"]), 64)))
     headers += [

@@ -19,7 +19,7 @@ from warmline.brain.delivery import HeaderBudget
 from warmline.brain.routing import Router
 from warmline.brain.triggers import Firing, TriggerConfig, TriggerState, evaluate
 from warmline.brain.turns import Turn
-from warmline.calls.handoff import Destination, FallbackAction
+from warmline.transfer.handoff import Destination, FallbackAction, FallbackKind
 
 URGENT_TRIGGERS = frozenset({"explicit_request", "sentiment"})
 
@@ -52,16 +52,14 @@ class EscalationPolicy:
         return first, [*others, last]
 
 
-def _after_hours(kind: str, next_opening: datetime | None,
-                 window: timedelta) -> FallbackAction | str:
+def _after_hours(kind: FallbackKind, next_opening: datetime | None,
+                 window: timedelta) -> FallbackAction | FallbackKind:
     """The department's no-answer/after-hours step, with the callback time it can promise."""
-    if kind in ("ai", "ticket"):
+    if kind in (FallbackKind.AI, FallbackKind.TICKET):
         return kind
-    when = (next_opening or datetime.now(UTC)) + (window if kind == "voicemail" else
-                                                   timedelta(0))
-    if kind == "callback":
-        return FallbackAction("callback", at=when.timestamp())
-    return FallbackAction("voicemail", at=when.timestamp())
+    when = (next_opening or datetime.now(UTC)) + (window if kind is FallbackKind.VOICEMAIL
+                                                   else timedelta(0))
+    return FallbackAction(kind, at=when.timestamp())
 
 
 def turn_skills(conversation: Conversation) -> set[str]:

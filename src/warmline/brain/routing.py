@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from warmline.calls.handoff import Destination
+from warmline.transfer.handoff import Destination, FallbackKind
 
-AFTER_HOURS = ("voicemail", "callback", "ticket", "ai")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -77,7 +76,7 @@ class Department:
     intents: frozenset[str] = frozenset()
     skills: frozenset[str] = frozenset()
     hours: Hours | None = None  # None: always open
-    after_hours: str = "voicemail"
+    after_hours: FallbackKind = FallbackKind.VOICEMAIL
     callback_window: timedelta = timedelta(hours=2)  # promised after the next opening
 
     def __post_init__(self) -> None:
@@ -88,9 +87,12 @@ class Department:
                 destination.validate(f"departments.{self.name}.destinations[{index}]")
             except ValueError as error:
                 raise RoutingError(str(error)) from None
-        if self.after_hours not in AFTER_HOURS:
+        try:
+            object.__setattr__(self, "after_hours", FallbackKind(self.after_hours))
+        except ValueError:
+            choices = ", ".join(kind.value for kind in FallbackKind)
             raise RoutingError(f"departments.{self.name}.after_hours: {self.after_hours!r} is "
-                               f"not one of {', '.join(AFTER_HOURS)}")
+                               f"not one of {choices}") from None
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Calls: SIP sessions joined to media legs, and what happens to them (transfers)."""
+"""Calls: SIP sessions joined to media legs (the switchboard), and the SIP-only answerer."""

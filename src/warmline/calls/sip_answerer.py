@@ -1,8 +1,8 @@
-"""The placeholder agent: answers every call with G.711 and waits for the BYE.
+"""The SIP-only answerer: answers every call with G.711 and waits for the BYE.
 
-It stands where the AI agent will be, so that `warmline serve` with no
-configuration is a working SIP endpoint that real peers (sipp, softphones)
-can call, and logs one line per call.
+What `warmline serve` runs without --http: a working SIP endpoint that real
+peers (sipp, softphones) can call, with no media plane, no agent and no
+transfers. It logs one line per call; the SIP benchmarks measure it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from warmline.sip.useragent import UserAgent
 log = logging.getLogger("warmline.calls")
 
 
-class PlaceholderAgent:
+class SipAnswerer:
     """Answers calls; media goes to one shared sink port (it plays and records nothing)."""
 
     def __init__(self, ua: UserAgent, clock: Callable[[], float], media_host: str,
@@ -81,7 +81,7 @@ class PlaceholderAgent:
                             body=session.local_sdp or b"")
         elif request.method == "REFER":
             self.ua.respond(event.transaction, 403, now, session=session,
-                            reason="Forbidden (the placeholder agent does not transfer)")
+                            reason="Forbidden (this endpoint does not transfer calls)")
         else:
             self.ua.respond(event.transaction, 200, now, session=session)
 

@@ -1,21 +1,15 @@
-"""KPIs read back from the records (for `warmline kpis` and GET /kpis), and /metrics."""
+"""KPIs read back from the records (for `warmline kpis` and GET /kpis)."""
 
 from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 
 from warmline.records.kpis import REPEAT_WINDOW, compute, facts
 from warmline.records.store import connect, read_events
-
-if TYPE_CHECKING:
-    from warmline.calls.engine import CallEngine
-
-_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
 @functools.cache
@@ -51,34 +45,3 @@ def daily_report(url: str, days: int, intent: str | None = None,
         day["transfers"] += fact.escalated
     return [{"day": time.strftime("%Y-%m-%d", time.gmtime(day * 86400)), **counts}
             for day, counts in sorted(totals.items())]
-
-
-def metrics_text(engine: CallEngine) -> str:
-    """Counters and a histogram in the Prometheus exposition format, from live state."""
-    calls = list(engine.calls.values())
-    handoffs = list(engine.handoffs.values())
-    waits = [b.at - a.at for h in handoffs
-             for a in h.events[:1] for b in h.events if b.kind == "human_first_word"]
-    lines = [
-        "# HELP warmline_calls Calls in the live view, by state.",
-        "# TYPE warmline_calls gauge",
-        *(f'warmline_calls{{state="{state}"}} {sum(c.state == state for c in calls)}'
-          for state in ("ai", "transferring", "human", "ended")),
-        "# HELP warmline_handoffs Handoffs in the live view, by status.",
-        "# TYPE warmline_handoffs gauge",
-        *(f'warmline_handoffs{{status="{status}"}} {count}'
-          for status, count in sorted(Counter(h.status for h in handoffs).items())),
-        "# HELP warmline_trigger_to_first_word_seconds From the request to the human's "
-        "first word.",
-        "# TYPE warmline_trigger_to_first_word_seconds histogram",
-        *(f'warmline_trigger_to_first_word_seconds_bucket{{le="{bound}"}} '
-          f"{sum(w <= bound for w in waits)}" for bound in _BUCKETS),
-        f'warmline_trigger_to_first_word_seconds_bucket{{le="+Inf"}} {len(waits)}',
-        f"warmline_trigger_to_first_word_seconds_sum {sum(waits):.3f}",
-        f"warmline_trigger_to_first_word_seconds_count {len(waits)}",
-    ]
-    if engine.records is not None:
-        lines += ["# HELP warmline_records_pending Events waiting for the database.",
-                  "# TYPE warmline_records_pending gauge",
-                  f"warmline_records_pending {engine.records.pending}"]
-    return "\n".join(lines) + "\n"

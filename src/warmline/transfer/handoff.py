@@ -6,6 +6,10 @@ why a caller was dropped. A handoff records each step as a timestamped event
 completed or failed with the reason and the SIP status) so the records and
 the KPIs read facts, not guesses. Status only moves forward; a handoff that
 ended stays ended.
+
+The vocabulary (modes, acceptance, fallback actions, statuses) is enums; the
+rules for a destination live here once, and the API and the config file
+check against them.
 """
 
 from __future__ import annotations
@@ -16,23 +20,80 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any
 
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, parse_uri
 
-MODES = ("blind", "bridge", "warm", "attended")
 MAX_CONTEXT_BYTES = 64 * 1024
-ENDED = frozenset({"completed", "failed"})
+HANDOFF_HEADER = "X-Warmline-Handoff"  # the handoff id, in every request a transfer sends
 _ids = itertools.count(1)
 
 
-class HandoffError(ValueError):
-    """A transfer request that cannot be done; ``status`` is the HTTP status to answer."""
+class TransferMode(StrEnum):
+    BLIND = "blind"  # REFER the caller's side, followed to a real outcome by NOTIFY
+    BRIDGE = "bridge"  # warmline calls the human and bridges the media
+    WARM = "warm"  # a whisper (and acceptance) for the human first
+    ATTENDED = "attended"  # a brief 3-way in which the AI introduces the caller
 
-    def __init__(self, message: str, status: int = 400) -> None:
+
+class Acceptance(StrEnum):
+    NONE = "none"
+    DTMF = "dtmf"  # the human presses 1; any other digit declines
+    SPEECH = "speech"  # the human speaks first
+
+
+class ConnectBy(StrEnum):
+    BRIDGE = "bridge"  # warmline keeps the media
+    REPLACES = "replaces"  # REFER with Replaces (RFC 3891) sends the caller's phone over
+
+
+class FallbackKind(StrEnum):
+    AI = "ai"
+    VOICEMAIL = "voicemail"
+    CALLBACK = "callback"
+    TICKET = "ticket"
+
+
+class CallerIdMode(StrEnum):
+    ORIGINAL = "original"
+    OVERRIDE = "override"
+    TRUNK = "trunk"
+
+
+class HandoffStatus(StrEnum):
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"  # a REFER got 202
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    WHISPERING = "whispering"
+    AWAITING_ACCEPTANCE = "awaiting_acceptance"
+    THREE_WAY = "three_way"
+    REPLACING = "replacing"  # REFER with Replaces sent, waiting for its NOTIFY
+    CONNECTED = "connected"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+ENDED = frozenset({HandoffStatus.COMPLETED, HandoffStatus.FAILED})
+
+
+class Problem(Enum):
+    """Why a transfer request cannot be done; the API maps each to its HTTP status."""
+
+    INVALID = "invalid"  # a field is wrong (named in the message)
+    TOO_LARGE = "too large"  # the context is over MAX_CONTEXT_BYTES
+    UNKNOWN_CALL = "unknown call"
+    CONFLICT = "conflict"  # the call cannot take a transfer now
+
+
+class HandoffError(ValueError):
+    """A transfer request that cannot be done; ``problem`` says what kind."""
+
+    def __init__(self, message: str, problem: Problem = Problem.INVALID) -> None:
         super().__init__(message)
-        self.status = status
+        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +106,30 @@ class HandoffEvent:
         return {"at": self.at, "kind": self.kind, **self.detail}
 
 
-ACCEPTANCE = ("none", "dtmf", "speech")
+def destination_uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as a place to send a caller, or None.
+
+    The one rule the API, the config file and in-process callers share.
+    """
+    try:
+        parsed = parse_uri(uri)
+    except SipParseError as error:
+        return f"{uri!r} is not a SIP URI ({error})"
+    if not isinstance(parsed, SipUri) or not parsed.host:
+        return f"{uri!r} must be a sip: or sips: URI"
+    return None
+
+
+def _enum_or_raw(kind: type[StrEnum], value: Any) -> Any:
+    """``value`` as a member of ``kind`` when it names one (validate() reports the rest)."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
+def _choices(kind: type[StrEnum]) -> str:
+    return ", ".join(member.value for member in kind)
 
 
 @dataclass
@@ -53,96 +137,105 @@ class Destination:
     """Where one attempt goes and how.
 
     For a warm transfer: ``whisper`` is what the human hears before being
-    connected (None: a summary from the context); ``accept`` is "none",
-    "dtmf" (the human presses 1; any other digit declines) or "speech" (the
-    human speaks first), within ``accept_timeout`` seconds; ``connect`` is
-    "bridge" (warmline keeps the media) or "replaces" (the caller's phone is
-    sent to the human with REFER and Replaces when it supports that, and
-    bridged when it does not or the REFER fails).
+    connected (None: a summary from the context); ``accept`` says whether the
+    human must accept (DTMF 1 or speaking first) within ``accept_timeout``
+    seconds; ``connect`` is how the two are joined (warmline's bridge, or REFER
+    with Replaces when the caller's phone supports it, bridged when it does not
+    or the REFER fails). Plain strings are taken for the enum fields.
     """
 
     uri: str
-    mode: str
+    mode: TransferMode
     timeout: float
     whisper: str | None = None
-    accept: str = "none"
+    accept: Acceptance = Acceptance.NONE
     accept_timeout: float = 10.0
-    connect: str = "bridge"  # warm: "bridge", or "replaces" (REFER with Replaces, RFC 3891)
+    connect: ConnectBy = ConnectBy.BRIDGE
     probe: bool = False  # OPTIONS first; a destination that does not answer 2xx is skipped
 
+    def __post_init__(self) -> None:
+        self.mode = _enum_or_raw(TransferMode, self.mode)
+        self.accept = _enum_or_raw(Acceptance, self.accept)
+        self.connect = _enum_or_raw(ConnectBy, self.connect)
+
     def validate(self, where: str = "to") -> None:
-        try:
-            uri = parse_uri(self.uri)
-        except SipParseError as error:
-            raise HandoffError(f"{where}: {self.uri!r} is not a SIP URI ({error})", 422) \
-                from None
-        if not isinstance(uri, SipUri) or not uri.host:
-            raise HandoffError(f"{where}: {self.uri!r} must be a sip: or sips: URI", 422)
-        checks = [(self.mode in MODES, f"mode {self.mode!r} is not one of {', '.join(MODES)}"),
-                  (0 < self.timeout <= 600, f"timeout {self.timeout} is not in (0, 600]"),
-                  (self.accept in ACCEPTANCE, f"accept {self.accept!r} is not one of "
-                                              f"{', '.join(ACCEPTANCE)}"),
-                  (0 < self.accept_timeout <= 120, "accept_timeout is not in (0, 120]"),
-                  (self.connect in ("bridge", "replaces"), f"connect {self.connect!r} is "
-                                                           "not bridge or replaces")]
-        for ok, problem in checks:
+        problem = destination_uri_problem(self.uri)
+        if problem is not None:
+            raise HandoffError(f"{where}: {problem}")
+        checks = [
+            (isinstance(self.mode, TransferMode),
+             f"mode {self.mode!r} is not one of {_choices(TransferMode)}"),
+            (0 < self.timeout <= 600, f"timeout {self.timeout} is not in (0, 600]"),
+            (isinstance(self.accept, Acceptance),
+             f"accept {self.accept!r} is not one of {_choices(Acceptance)}"),
+            (0 < self.accept_timeout <= 120, "accept_timeout is not in (0, 120]"),
+            (isinstance(self.connect, ConnectBy),
+             f"connect {self.connect!r} is not one of {_choices(ConnectBy)}")]
+        for ok, problem_text in checks:
             if not ok:
-                raise HandoffError(f"{where}: {problem}", 422)
-
-
-CALLER_ID_MODES = ("original", "override", "trunk")
-
-
-ACTIONS = ("ai", "voicemail", "callback", "ticket")
+                raise HandoffError(f"{where}: {problem_text}")
 
 
 @dataclass(frozen=True)
 class FallbackAction:
     """A fallback step that is not another destination."""
 
-    kind: str  # "ai", "voicemail", "callback" or "ticket"
+    kind: FallbackKind
     max_seconds: float = 60.0  # voicemail: the longest message kept
     delay_seconds: float = 3600.0  # callback: how long from now, when ``at`` is not given
     at: float | None = None  # callback: Unix time; voicemail: the callback promised by then
 
     def __post_init__(self) -> None:
-        if self.kind not in ACTIONS:
-            raise ValueError(f"fallback: {self.kind!r} is not one of {', '.join(ACTIONS)}")
+        try:
+            object.__setattr__(self, "kind", FallbackKind(self.kind))
+        except ValueError:
+            raise ValueError(f"fallback: {self.kind!r} is not one of "
+                             f"{_choices(FallbackKind)}") from None
+
+
+FallbackStep = Destination | FallbackAction
 
 
 @dataclass(frozen=True)
 class CallerId:
     """Who the human's phone shows as calling (carriers lose this most).
 
-    "original": the caller's own From (and P-Asserted-Identity when the
-    caller's INVITE had one); "override": ``uri``; "trunk": ``uri`` (a number
-    the trunk accepts) with the original caller carried in
-    X-Warmline-Original-Caller. ``diversion`` adds Diversion (RFC 5806) and
-    ``history_info`` History-Info (RFC 7044) naming the AI as the diverting
-    party, for PBXs that route or display by them.
+    ORIGINAL: the caller's own From (and P-Asserted-Identity when the caller's
+    INVITE had one); OVERRIDE: ``uri``; TRUNK: ``uri`` (a number the trunk
+    accepts) with the original caller carried in X-Warmline-Original-Caller.
+    ``diversion`` adds Diversion (RFC 5806) and ``history_info`` History-Info
+    (RFC 7044) naming the AI as the diverting party, for PBXs that route or
+    display by them.
     """
 
-    mode: str = "original"
+    mode: CallerIdMode = CallerIdMode.ORIGINAL
     uri: str | None = None
     diversion: bool = False
     history_info: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in CALLER_ID_MODES:
+        try:
+            object.__setattr__(self, "mode", CallerIdMode(self.mode))
+        except ValueError:
             raise HandoffError(f"caller_id.mode: {self.mode!r} is not one of "
-                               f"{', '.join(CALLER_ID_MODES)}", 422)
-        if self.mode != "original" and not self.uri:
-            raise HandoffError(f"caller_id.uri: needed for mode {self.mode!r}", 422)
+                               f"{_choices(CallerIdMode)}") from None
+        if self.mode is not CallerIdMode.ORIGINAL and not self.uri:
+            raise HandoffError(f"caller_id.uri: needed for mode {self.mode.value!r}")
 
 
 @dataclass(eq=False)
 class Handoff:
-    """``first`` None: nobody to call (after hours): the fallback chain runs at once."""
+    """``first`` None: nobody to call (after hours): the fallback chain runs at once.
+
+    ``fallback`` takes plain action names too ("ai", "voicemail", ...).
+    ``headers`` is what the human's INVITE carries of the context (the brain
+    builds them within the header budget); without them the handoff id alone.
+    """
 
     call_id: str
     first: Destination | None
     final: bool = True
-    fallback: list[Destination | FallbackAction | str] = field(default_factory=list)
+    fallback: list[FallbackStep | str] = field(default_factory=list)
     context: dict[str, Any] = field(default_factory=dict)
     caller_id: CallerId = field(default_factory=CallerId)
     packet: dict[str, Any] | None = None  # the context packet (brain/context.py)
@@ -150,10 +243,11 @@ class Handoff:
     id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # screen-pop access
     screen_pop: str | None = None  # the URL of the full packet, when the API is public
+    headers: list[tuple[str, str]] = field(default_factory=list)
     webhook_sent: bool = False
     on_finish: Callable[[Handoff], None] | None = None  # the trigger log hears the outcome
     listener: Callable[[Handoff, HandoffEvent], None] | None = None  # the records, each event
-    status: str = "requested"
+    status: HandoffStatus = HandoffStatus.REQUESTED
     reason: str | None = None
     sip_status: int | None = None
     attempt: Destination | None = None
@@ -169,47 +263,61 @@ class Handoff:
     def ended(self) -> bool:
         return self.status in ENDED
 
+    @property
+    def context_headers(self) -> list[tuple[str, str]]:
+        """The headers the human's INVITE carries (the handoff id at least)."""
+        return self.headers or [(HANDOFF_HEADER, self.id)]
+
     def emit(self, kind: str, **detail: Any) -> None:
         event = HandoffEvent(time.time(), kind, detail)
         self.events.append(event)
         if self.listener is not None:
             self.listener(self, event)
 
-    def progress(self, status: str, **detail: Any) -> None:
+    def progress(self, status: HandoffStatus, **detail: Any) -> None:
         """A step of the current attempt (ringing, answered, connected)."""
         if self.ended:
             return
-        self.status = status
-        self.emit(status, **detail)
+        self.status = HandoffStatus(status)
+        self.emit(self.status.value, **detail)
 
-    def finish(self, status: str, reason: str, sip_status: int | None = None) -> None:
+    def finish(self, status: HandoffStatus, reason: str, sip_status: int | None = None
+               ) -> None:
         if self.ended:
             return
-        self.status, self.reason, self.sip_status = status, reason, sip_status
-        self.emit(status, reason=reason, sip_status=sip_status)
+        self.status, self.reason, self.sip_status = HandoffStatus(status), reason, sip_status
+        self.emit(self.status.value, reason=reason, sip_status=sip_status)
         if self.on_finish is not None:
             self.on_finish(self)
 
+    def steps(self) -> list[FallbackStep]:
+        """The fallback chain with action names made into actions."""
+        return [step if isinstance(step, Destination | FallbackAction)
+                else FallbackAction(FallbackKind(step)) for step in self.fallback]
+
     def validate(self) -> None:
-        """HandoffError (422, 413) naming the field, before anything is dialled."""
-        for index, step in enumerate([self.first, *self.fallback]):
-            where = "to" if index == 0 else f"fallback[{index - 1}]"
-            if step is None and not self.fallback:
-                raise HandoffError("to: no destination and no fallback to run", 422)
+        """HandoffError (INVALID, TOO_LARGE) naming the field, before anything is dialled."""
+        if self.first is None and not self.fallback:
+            raise HandoffError("to: no destination and no fallback to run")
+        if self.first is not None:
+            self.first.validate("to")
+        for index, step in enumerate(self.fallback):
+            where = f"fallback[{index}]"
             if isinstance(step, Destination):
                 step.validate(where)
-            elif isinstance(step, str) and step not in ACTIONS:
+            elif isinstance(step, str) and step not in set(FallbackKind):
                 raise HandoffError(f"{where}: {step!r} is not a destination or one of "
-                                   f"{', '.join(ACTIONS)}", 422)
+                                   f"{_choices(FallbackKind)}")
         try:
             size = len(json.dumps(self.context))
         except (TypeError, ValueError) as error:
-            raise HandoffError(f"context: not JSON ({error})", 422) from None
+            raise HandoffError(f"context: not JSON ({error})") from None
         if size > MAX_CONTEXT_BYTES:
-            raise HandoffError(f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}", 413)
+            raise HandoffError(f"context: {size} bytes, the limit is {MAX_CONTEXT_BYTES}",
+                               Problem.TOO_LARGE)
 
     def whisper_text(self) -> str:
-        """What the human hears first when the attempt does not say (issue 5 refines it)."""
+        """What the human hears first when the attempt does not say."""
         for key in ("whisper", "summary"):
             value = self.context.get(key)
             if isinstance(value, str) and value.strip():
@@ -223,8 +331,8 @@ class Handoff:
 
     def as_dict(self) -> dict[str, Any]:
         attempt = self.attempt or self.first
-        return {"id": self.id, "call_id": self.call_id, "status": self.status,
-                "mode": attempt.mode if attempt else None,
+        return {"id": self.id, "call_id": self.call_id, "status": self.status.value,
+                "mode": str(attempt.mode) if attempt else None,
                 "to": attempt.uri if attempt else None, "final": self.final,
                 "reason": self.reason, "sip_status": self.sip_status, "context": self.context,
                 "packet": self.packet, "screen_pop": self.screen_pop,

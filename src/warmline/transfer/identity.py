@@ -8,11 +8,18 @@ transferee's own INVITE will take it along.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import quote
 
-from warmline.calls.handoff import CallerId
-from warmline.sip.headers import NameAddr
-from warmline.sip.session import Session
+from warmline.transfer.handoff import CallerId, CallerIdMode
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The From and the identity headers of an INVITE to the human."""
+
+    from_: str
+    headers: tuple[tuple[str, str], ...]
 
 
 def with_uri_header(uri: str, name: str, value: str) -> str:
@@ -25,23 +32,25 @@ def with_uri_header(uri: str, name: str, value: str) -> str:
     return f"{uri}{separator}{quote(name, safe='')}={quote(value, safe='')}"
 
 
-def identity_headers(caller: Session, caller_id: CallerId, destination: str
-                     ) -> tuple[NameAddr | str, list[tuple[str, str]]]:
-    """The From and identity headers of the INVITE to the human (see CallerId)."""
-    original = NameAddr(caller.remote_party.uri, caller.remote_party.display_name)
-    asserted = caller.invite.get("p-asserted-identity")
+def identity_for(caller_id: CallerId, original: str, asserted: str | None, dialled: str,
+                 destination: str) -> Identity:
+    """The human's INVITE identity (see CallerId).
+
+    ``original`` is the caller's From as a name-addr, ``asserted`` their
+    P-Asserted-Identity if any, ``dialled`` what they called (the AI's URI,
+    the diverting party).
+    """
     headers: list[tuple[str, str]] = []
-    identity: NameAddr | str = original
-    if caller_id.mode == "original":
-        headers.append(("P-Asserted-Identity", asserted or str(original)))
+    from_ = original
+    if caller_id.mode is CallerIdMode.ORIGINAL:
+        headers.append(("P-Asserted-Identity", asserted or original))
     else:
-        identity = f"<{caller_id.uri}>"
-        headers.append(("P-Asserted-Identity", identity))
-        if caller_id.mode == "trunk":
-            headers.append(("X-Warmline-Original-Caller", asserted or str(original)))
-    diverter = caller.invite.uri  # the number the caller dialled: the AI
+        from_ = f"<{caller_id.uri}>"
+        headers.append(("P-Asserted-Identity", from_))
+        if caller_id.mode is CallerIdMode.TRUNK:
+            headers.append(("X-Warmline-Original-Caller", asserted or original))
     if caller_id.diversion:
-        headers.append(("Diversion", f"<{diverter}>;reason=unconditional;counter=1"))
+        headers.append(("Diversion", f"<{dialled}>;reason=unconditional;counter=1"))
     if caller_id.history_info:
-        headers.append(("History-Info", f"<{diverter}>;index=1,<{destination}>;index=1.1;mp=1"))
-    return identity, headers
+        headers.append(("History-Info", f"<{dialled}>;index=1,<{destination}>;index=1.1;mp=1"))
+    return Identity(from_, tuple(headers))

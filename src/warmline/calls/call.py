@@ -1,0 +1,43 @@
+"""A caller's call as warmline holds it: the caller's leg, the legs added to it, its state."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from warmline.calls.leg import CallLeg
+
+
+class CallState(StrEnum):
+    AI = "ai"  # with the AI agent (also after a transfer that came back)
+    TRANSFERRING = "transferring"
+    HUMAN = "human"  # bridged to a human through warmline
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class Call:
+    id: str
+    caller: CallLeg
+    started_at: float  # the shell's clock when the call was answered
+    state: CallState = CallState.AI
+    on_dtmf: Callable[[str], None] | None = None  # the agent's digit handler, while it has one
+    legs: list[CallLeg] = field(default_factory=list)  # every leg, the caller's first
+    handoff_ids: list[str] = field(default_factory=list)  # handoffs asked for, oldest first
+    ended_at: float | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state is CallState.ENDED
+
+    @property
+    def caller_uri(self) -> str:
+        return str(self.caller.session.remote_party.uri)
+
+    def as_dict(self) -> dict[str, Any]:
+        session = self.caller.session
+        return {"id": self.id, "from": self.caller_uri,
+                "to": str(session.local_party.uri), "state": self.state.value,
+                "started_at": self.started_at, "handoffs": list(self.handoff_ids)}

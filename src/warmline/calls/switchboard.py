@@ -1,0 +1,264 @@
+"""The switchboard: SIP session events in, calls with media legs out.
+
+It sits between the shell (which owns the sockets and runs the sans-IO UA)
+and whoever drives the calls. An inbound INVITE gets a media leg and an SDP
+answer from that leg's negotiation (488 with a Warning when nothing fits);
+every re-INVITE or UPDATE is answered by the leg; digits (RFC 4733 or SIP
+INFO) reach the leg's listener; a hang-up closes the leg so no RTP socket
+outlives its call. It also places the requests a transfer asks for (an
+outbound leg, a REFER, an OPTIONS probe) and hands their SIP events to the
+listener given with each, so the layer above never sees the UA.
+
+Ended calls stay listed for ``RETAIN_SECONDS`` (the API shows them), then
+are forgotten in the order they ended: the records keep them for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from warmline.calls.call import Call, CallState
+from warmline.calls.leg import CallLeg, quoted
+from warmline.media.dtmf import DtmfError, parse_dtmf_relay
+from warmline.media.negotiation import Negotiation
+from warmline.media.plane import MediaPlane
+from warmline.media.sdp import SdpError
+from warmline.sip.session import (
+    CallAnswered,
+    CallConfirmed,
+    CallEnded,
+    CallFailed,
+    CallProgress,
+    IncomingCall,
+    InDialogResponse,
+    ProbeResult,
+    ReferNotify,
+    ReferResponse,
+    ReferSubscription,
+    RequestInDialog,
+    Session,
+    SessionEvent,
+)
+from warmline.transport.shell import SipShell
+
+log = logging.getLogger("warmline.calls")
+RETAIN_SECONDS = 3600.0
+_ids = itertools.count(1)
+
+LegEvent = CallProgress | CallAnswered | CallConfirmed | CallFailed | CallEnded | InDialogResponse
+LEG_EVENTS = (CallProgress, CallAnswered, CallConfirmed, CallFailed, CallEnded,
+              InDialogResponse)  # what happens to a session, as opposed to a request
+LegListener = Callable[[SessionEvent], None]  # progress, answer, failure, end of a leg
+ReferListener = Callable[[ReferResponse | ReferNotify], None]
+
+
+class CallObserver(Protocol):
+    """Who hears about calls: the engine above (agents, brain, records)."""
+
+    def call_started(self, call: Call) -> None: ...
+
+    def call_ended(self, call: Call, reason: str | None) -> None: ...
+
+    def call_forgotten(self, call: Call) -> None: ...
+
+
+class Switchboard:
+    """Answers inbound calls on ``plane`` and places what transfers ask for."""
+
+    def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str,
+                 codecs: list[str], observer: CallObserver) -> None:
+        self.shell = shell
+        self.plane = plane
+        self.media_address = media_address
+        self.codecs = codecs
+        self.observer = observer
+        self.calls: dict[str, Call] = {}
+        self._ended: deque[tuple[float, str]] = deque()  # (ended at, call id), oldest first
+        self._legs: dict[str, CallLeg] = {}  # by session id
+        self._leg_listeners: dict[str, LegListener] = {}  # outbound legs, by session id
+        self._refers: dict[int, ReferListener] = {}  # by id() of the subscription
+        self._probes: dict[int, asyncio.Future[int]] = {}  # by id() of the probe
+        self._tasks: set[asyncio.Task[None]] = set()
+        shell.on_event = self.on_event
+
+    def on_event(self, event: SessionEvent) -> None:
+        if isinstance(event, IncomingCall):
+            self._spawn(self._answer(event.session))
+        elif isinstance(event, ReferResponse | ReferNotify):
+            listener = self._refers.get(id(event.refer))
+            if listener is not None:
+                listener(event)
+        elif isinstance(event, ProbeResult):
+            waiter = self._probes.pop(id(event.probe), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.status)
+        elif isinstance(event, RequestInDialog):
+            self._in_dialog(event)
+        elif isinstance(event, LEG_EVENTS):
+            self._session_event(event)
+
+    def _session_event(self, event: LegEvent) -> None:
+        if event.session.id in self._leg_listeners:
+            self._outbound_event(event)
+        elif isinstance(event, CallEnded | CallFailed):
+            self._ended_session(event.session)
+
+    # ------------------------------------------------------------------ what transfers ask
+    async def dial(self, call: Call, uri: str, from_: str, headers: list[tuple[str, str]],
+                   listener: LegListener) -> CallLeg:
+        """A new media leg and an INVITE to ``uri`` offering the caller's codec first.
+
+        OSError when no media port is free; ValueError when ``uri`` cannot be called.
+        """
+        media = await self.plane.open_leg("human")
+        negotiation = Negotiation(media, self.media_address, self.codecs)
+        first = call.caller.codec or self.codecs[0]
+        offer = negotiation.offer(codecs=[first] + [
+            name for name in self.codecs if name.lower() != first.lower()])
+        try:
+            session = self.shell.run(lambda now: self.shell.ua.invite(
+                uri, now, sdp=offer, headers=headers, from_=from_))
+        except ValueError:
+            media.close()
+            raise
+        leg = CallLeg(session, media, negotiation)
+        call.legs.append(leg)
+        self._legs[session.id] = leg
+        self._leg_listeners[session.id] = listener
+        return leg
+
+    def refer(self, leg: CallLeg, refer_to: str, headers: list[tuple[str, str]],
+              listener: ReferListener) -> ReferSubscription:
+        """REFER ``leg``'s far end to ``refer_to`` with Referred-By naming us."""
+        session = leg.session
+        referred_by = f"<{session.local_party.uri}>"
+        refer = self.shell.run(lambda now: self.shell.ua.refer(
+            session, refer_to, now, referred_by=referred_by, headers=headers))
+        self._refers[id(refer)] = listener
+        return refer
+
+    def forget_refer(self, refer: ReferSubscription) -> None:
+        self._refers.pop(id(refer), None)
+
+    async def probe(self, uri: str, timeout: float) -> int:
+        """OPTIONS ``uri``: its final status, or 408 when nothing answers within ``timeout``."""
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        probe = self.shell.run(lambda now: self.shell.ua.probe(uri, now))
+        self._probes[id(probe)] = waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return 408
+        finally:
+            self._probes.pop(id(probe), None)
+
+    def hang_up(self, leg: CallLeg) -> None:
+        """BYE (CANCEL before an answer, 480 before we answered); the media closes at the end."""
+        session = leg.session
+        self.shell.run(lambda now: self.shell.ua.bye(session, now))
+
+    def cancel(self, leg: CallLeg) -> None:
+        session = leg.session
+        self.shell.run(lambda now: self.shell.ua.cancel(session, now))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for leg in list(self._legs.values()):
+            leg.close()
+        self._legs.clear()
+
+    # ------------------------------------------------------------------ inbound
+    async def _answer(self, session: Session) -> None:
+        media = await self.plane.open_leg("caller")
+        if session.ended:
+            media.close()  # the caller gave up while the leg was being opened
+            return
+        negotiation = Negotiation(media, self.media_address, self.codecs)
+        try:
+            answer = negotiation.answer(session.remote_sdp) if session.remote_sdp \
+                else negotiation.offer()
+        except SdpError as error:
+            media.close()
+            status, warning = error.status, f'305 warmline "{quoted(error.reason)}"'
+            self.shell.run(lambda now: self.shell.ua.reject(
+                session, status, now, headers=[("Warning", warning)]))
+            log.info("call %s refused %d: %s", session.call_id, status, error.reason,
+                     extra={"call_id": session.call_id})
+            return
+        self._forget_ended_calls()
+        leg = CallLeg(session, media, negotiation)
+        self._legs[session.id] = leg
+        call = Call(f"call-{next(_ids)}", leg, self.shell.now(), legs=[leg])
+        self.calls[call.id] = call
+        session.app["call"] = call
+        self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
+        self.observer.call_started(call)
+
+    def _forget_ended_calls(self) -> None:
+        """Drop calls that ended over ``RETAIN_SECONDS`` ago (constant time per call)."""
+        horizon = self.shell.now() - RETAIN_SECONDS
+        ended = self._ended
+        while ended and ended[0][0] < horizon:
+            _, call_id = ended.popleft()
+            call = self.calls.pop(call_id, None)
+            if call is not None:
+                self.observer.call_forgotten(call)
+
+    def _in_dialog(self, event: RequestInDialog) -> None:
+        ua, leg, method = self.shell.ua, self._legs.get(event.session.id), event.request.method
+        if leg is not None and method in ("INVITE", "UPDATE"):
+            self.shell.run(lambda now: leg.renegotiate(ua, event, now))
+        elif method == "REFER":
+            self.shell.run(lambda now: ua.respond(
+                event.transaction, 403, now, session=event.session,
+                reason="Forbidden (warmline transfers calls itself)"))
+        else:
+            self.shell.run(lambda now: ua.respond(event.transaction, 200, now,
+                                                  session=event.session))
+            if method == "INFO" and leg is not None:
+                _info_digit(event, leg)
+
+    def _outbound_event(self, event: LegEvent) -> None:
+        session = event.session
+        listener = self._leg_listeners[session.id]
+        if isinstance(event, CallEnded | CallFailed):
+            del self._leg_listeners[session.id]
+            leg = self._legs.pop(session.id, None)
+            if leg is not None:
+                leg.close()
+        listener(event)
+
+    def _ended_session(self, session: Session) -> None:
+        leg = self._legs.pop(session.id, None)
+        if leg is not None:
+            leg.close()
+        call = session.app.get("call")
+        if not isinstance(call, Call) or call.caller is not leg:
+            return
+        call.state = CallState.ENDED
+        call.ended_at = self.shell.now()
+        self._ended.append((call.ended_at, call.id))
+        self.observer.call_ended(call, session.end_reason)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _info_digit(event: RequestInDialog, leg: CallLeg) -> None:
+    """A digit sent as SIP INFO (application/dtmf-relay) goes where the leg's digits go."""
+    content_type = (event.request.get("content-type") or "").lower()
+    if "dtmf-relay" not in content_type:
+        return
+    try:
+        digit = parse_dtmf_relay(event.request.body)
+    except DtmfError:
+        return
+    leg.digit(digit)

@@ -1,0 +1,188 @@
+"""The engine an AI app holds: calls, transfers and escalation together.
+
+This is the composition root of the in-process API (and what `serve`, the
+demo and the HTTP API are built on): the switchboard answers calls on the
+media plane, the transfers run handoffs on them, the brain turns the AI's
+turns into escalations with their context, and every call and handoff event
+goes to the records. Each part is given what it needs at construction; none
+of them knows this class.
+
+    engine = CallEngine(shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call, on_return)
+    engine.transfer(call.id, Handoff(call.id, Destination(...)))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from warmline.brain.calibration import TriggerLog
+from warmline.brain.escalation import EscalationPolicy
+from warmline.brain.service import Brain, TurnResult
+from warmline.brain.turns import Turn
+from warmline.calls.call import Call
+from warmline.calls.switchboard import Switchboard
+from warmline.media.plane import MediaPlane
+from warmline.media.player import Samples, ringback
+from warmline.media.tts import EspeakTts, TextToSpeech
+from warmline.records.store import Event, RecordWriter
+from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
+from warmline.transfer.handoff import Handoff, HandoffError, HandoffEvent, Problem
+from warmline.transfer.live import TransferServices
+from warmline.transfer.service import Transfers
+from warmline.transport.shell import SipShell
+
+CallHandler = Callable[[Call], None]
+ReturnHandler = Callable[[Call, str, float], None]  # call, why, seconds away
+
+__all__ = ["Call", "CallEngine", "TurnResult"]
+
+
+class CallEngine:
+    """Answers calls, runs handoffs, escalates on triggers, keeps the records.
+
+    ``on_call`` gets every answered call (the AI takes it from there);
+    ``on_return`` hears when a caller comes back to the AI after a handoff.
+    """
+
+    def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
+                 on_call: CallHandler | None = None, on_return: ReturnHandler | None = None,
+                 *, records_dir: Path = Path("warmline-records"),
+                 escalation: EscalationPolicy | None = None,
+                 records: RecordWriter | None = None, tts: TextToSpeech | None = None,
+                 hold_audio: Samples | None = None) -> None:
+        self.on_call: CallHandler = on_call or (lambda call: None)
+        self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
+        self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
+        self.records = records
+        self.tts: TextToSpeech = tts or EspeakTts()
+        self._hold = hold_audio if hold_audio is not None else ringback()
+        self.handoffs: dict[str, Handoff] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
+        self.brain = Brain(escalation or EscalationPolicy(), TriggerLog(records_dir),
+                           self.record)
+        self.switchboard = Switchboard(shell, plane, media_address, codecs, self)
+        self.transfers = Transfers(self.switchboard, TransferServices(
+            self.tts, self.hold_audio, self.brain.deliver, records_dir, self._callbacks),
+            lambda call, why, away: self.on_return(call, why, away))
+
+    # -- what an AI app uses -----------------------------------------------------------
+    @property
+    def calls(self) -> dict[str, Call]:
+        """Live calls, and ended ones for an hour (the API lists them)."""
+        return self.switchboard.calls
+
+    @property
+    def callbacks(self) -> list[ScheduledCallback]:
+        """Callbacks promised to callers nobody could take, newest last."""
+        return self._callbacks.promised
+
+    @property
+    def escalation(self) -> EscalationPolicy:
+        """What a trigger leads to and how context travels (change it in place)."""
+        return self.brain.policy
+
+    @property
+    def return_announcement(self) -> str | None:
+        """Said to a caller coming back to the AI after a failed transfer (None: nothing)."""
+        return self.transfers.return_announcement
+
+    @return_announcement.setter
+    def return_announcement(self, text: str | None) -> None:
+        self.transfers.return_announcement = text
+
+    def transfer(self, call_id: str, handoff: Handoff) -> Handoff:
+        """Start ``handoff`` on the call; HandoffError (its ``problem`` says why) when it cannot.
+
+        An AI app calls this with a :class:`Handoff` and gets the same checks as HTTP.
+        """
+        return self._start(self._call(call_id), handoff)
+
+    def add_turn(self, call_id: str, turn: Turn) -> TurnResult:
+        """Record a conversation turn; a trigger firing may start the configured handoff."""
+        return self.brain.add_turn(self._call(call_id), turn, self._start)
+
+    def escalate(self, call_id: str, reason: str,
+                 context: dict[str, Any] | None = None) -> Handoff:
+        """Escalate now (an agent or a flow decided), routed and packed as a trigger would be."""
+        return self.brain.escalate(self._call(call_id), reason, context, self._start)
+
+    def hang_up(self, call: Call) -> None:
+        """warmline ends the caller's call."""
+        self.switchboard.hang_up(call.caller)
+
+    def record(self, call_id: str, kind: str, data: dict[str, Any],
+               handoff_id: str | None = None, at: float | None = None) -> None:
+        """Queue an event for the records (never blocks the call; see records/store.py)."""
+        if self.records is not None:
+            self.records.add(Event(at if at is not None else time.time(), call_id, kind, data,
+                                   handoff_id))
+
+    def hold_audio(self) -> Samples:
+        return self._hold
+
+    def set_hold_audio(self, samples: Samples) -> None:
+        """What waiting callers hear (default: ringback); 8 kHz mono, looped."""
+        self._hold = samples
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in the background; cancelled by :meth:`close`."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.transfers.close()
+        await self.switchboard.close()
+
+    # -- the switchboard's observer ------------------------------------------------------
+    def call_started(self, call: Call) -> None:
+        call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
+        self.record(call.id, "call.started", {"caller": call.caller_uri,
+                                              "to": str(call.caller.session.local_party.uri)})
+        self.on_call(call)
+
+    def call_ended(self, call: Call, reason: str | None) -> None:
+        self.record(call.id, "call.ended", {"reason": reason})
+        self.transfers.caller_left(call)
+
+    def call_forgotten(self, call: Call) -> None:
+        for handoff_id in call.handoff_ids:
+            self.handoffs.pop(handoff_id, None)
+        self.brain.forget(call.id)
+        self.transfers.forget(call)
+
+    # -- inside ------------------------------------------------------------------------
+    def _start(self, call: Call, handoff: Handoff) -> Handoff:
+        handoff.validate()
+        self.transfers.check(call)
+        self.brain.prepare(call, handoff)
+        call.handoff_ids.append(handoff.id)
+        self.handoffs[handoff.id] = handoff
+        handoff.listener = self._record_handoff_event
+        for earlier in list(handoff.events):  # requested, triggered: before the listener
+            self._record_handoff_event(handoff, earlier)
+        self.transfers.start(call, handoff)
+        return handoff
+
+    def _caller_pressed(self, call: Call, digit: str) -> None:
+        self.brain.caller_pressed(call, digit, self._start)
+        if call.on_dtmf is not None:
+            call.on_dtmf(digit)
+
+    def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
+        self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
+                    event.at)
+
+    def _call(self, call_id: str) -> Call:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise HandoffError(f"no call {call_id}", Problem.UNKNOWN_CALL)
+        return call

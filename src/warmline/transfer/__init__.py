@@ -1,0 +1,1 @@
+"""Transfers: handoffs, the attempts that carry them out, fallbacks, and the chain."""
