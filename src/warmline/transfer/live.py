@@ -25,6 +25,7 @@ from warmline.media.plane import MediaMix
 from warmline.media.player import Player, Samples, ringback, save_wav
 from warmline.media.sdp import SdpError
 from warmline.media.tts import TextToSpeech, TtsError
+from warmline.sip.errors import SipParseError
 from warmline.sip.headers import Replaces
 from warmline.sip.session import (
     CallAnswered,
@@ -110,11 +111,11 @@ class LiveCallControl:
     def caller_facts(self) -> CallerFacts:
         session = self.call.caller.session
         invite = session.invite
-        allowed = {method.strip().upper() for value in invite.values("allow")
-                   for method in value.split(",")}
+        allowed = _tokens(lambda: invite.allow)
         party = session.remote_party
-        return CallerFacts(allows_refer=("REFER" in allowed) if allowed else None,
-                           supports_replaces="replaces" in invite.supported,
+        return CallerFacts(allows_refer=("REFER" in {m.upper() for m in allowed})
+                           if allowed else None,
+                           supports_replaces="replaces" in _tokens(lambda: invite.supported),
                            number=str(party.uri), party=str(party),
                            asserted=invite.get("p-asserted-identity"), dialled=str(invite.uri))
 
@@ -334,6 +335,14 @@ class LiveCallControl:
         mix, self._mix = self._mix, None
         if mix is not None:
             mix.close()
+
+
+def _tokens(read: Callable[[], list[str]]) -> list[str]:
+    """Allow/Supported tokens; none when the header is unreadable (treated as absent)."""
+    try:
+        return read()
+    except SipParseError:
+        return []
 
 
 def _answer_problem(leg: CallLeg, sdp: bytes) -> str | None:
