@@ -3,10 +3,14 @@
 Live calls, recent handoffs with their context and outcome, and the KPIs as
 charts over time, filterable by intent. The page holds no data itself: it
 reads /calls, /handoffs, /kpis and /kpis/daily every few seconds, sending the
-API token given in its URL (``/dashboard?token=...``) when the API has one.
+API token given in its URL (``/dashboard?token=...``) when the API has one;
+which is why api/auth.py lets anyone fetch the page itself.
 """
 
 from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>warmline</title>
@@ -91,3 +95,10 @@ document.getElementById("intent").addEventListener("change", refresh);
 refresh(); setInterval(refresh, 2000);
 </script></body></html>
 """
+
+router = APIRouter()
+
+
+@router.get("/dashboard", response_class=HTMLResponse)
+async def dashboard() -> str:
+    return PAGE

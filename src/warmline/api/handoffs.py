@@ -1,0 +1,62 @@
+"""Routes on handoffs: the recent ones, one in full, its screen-pop, the callbacks promised."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+
+from warmline.api.auth import same_secret
+from warmline.api.dependencies import EngineDep
+from warmline.engine import CallEngine
+from warmline.transfer.handoff import Handoff
+
+router = APIRouter()
+
+
+@router.get("/handoffs")
+async def recent_handoffs(engine: EngineDep, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest handoffs, newest first, with outcome and summary."""
+    if not 0 < limit <= 1000:
+        raise HTTPException(422, "limit: must be in (0, 1000]")
+    recent = list(engine.handoffs.values())[-limit:]
+    return [_handoff_row(handoff) for handoff in reversed(recent)]
+
+
+@router.get("/handoffs/{handoff_id}")
+async def get_handoff(handoff_id: str, engine: EngineDep) -> dict[str, Any]:
+    """Status, events, context and packet (the screen-pop, with the handoff's token)."""
+    return _find(engine, handoff_id).as_dict()
+
+
+@router.get("/handoffs/{handoff_id}/context")
+async def screen_pop(handoff_id: str, engine: EngineDep, token: str = "") -> dict[str, Any]:
+    """The full context packet for the human's desktop (the Call-Info link)."""
+    handoff = _find(engine, handoff_id)
+    if not same_secret(token, handoff.token):
+        raise HTTPException(403, "token: missing or wrong for this handoff")
+    return {"handoff_id": handoff.id, "packet": handoff.packet, "context": handoff.context}
+
+
+@router.get("/callbacks")
+async def list_callbacks(engine: EngineDep) -> list[dict[str, Any]]:
+    """Callbacks promised to callers nobody could take (newest last)."""
+    return [asdict(scheduled) for scheduled in engine.callbacks]
+
+
+def _find(engine: CallEngine, handoff_id: str) -> Handoff:
+    handoff = engine.handoffs.get(handoff_id)
+    if handoff is None:
+        raise HTTPException(404, f"no handoff {handoff_id}")
+    return handoff
+
+
+def _handoff_row(handoff: Handoff) -> dict[str, Any]:
+    """One line of the dashboard's handoff table: who, where to, why, and how it ended."""
+    packet = handoff.packet or {}
+    attempt = handoff.attempt or handoff.first
+    return {"id": handoff.id, "call_id": handoff.call_id, "status": handoff.status,
+            "to": attempt.uri if attempt else None, "reason": handoff.reason,
+            "intent": (packet.get("intent") or {}).get("name"),
+            "summary": packet.get("summary"), "sip_status": handoff.sip_status}

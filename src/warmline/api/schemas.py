@@ -1,0 +1,198 @@
+"""The API's request and response bodies, and what they become in the domain.
+
+pydantic checks shape and ranges and names the field at fault in its 422; the
+rules a destination must follow live in transfer/handoff.py, shared with the
+config file and in-process callers, and are only called from here. Each request
+model builds the domain object it stands for (Destination, Handoff, Turn,
+CallerId), so the routes never copy fields by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from warmline.brain.service import TurnResult
+from warmline.brain.turns import Action, AuthState, Turn
+from warmline.sip.errors import SipParseError
+from warmline.sip.uri import parse_uri
+from warmline.transfer.handoff import (
+    Acceptance,
+    CallerId,
+    CallerIdMode,
+    ConnectBy,
+    Destination,
+    FallbackAction,
+    FallbackKind,
+    Handoff,
+    TransferMode,
+    destination_uri_problem,
+)
+
+
+def _sip_uri(value: str) -> str:
+    problem = destination_uri_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _identity_uri(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        uri = parse_uri(value)
+    except SipParseError as error:
+        raise ValueError(f"not a sip:, sips: or tel: URI: {error}") from None
+    if uri.scheme not in ("sip", "sips", "tel"):
+        raise ValueError("must be a sip:, sips: or tel: URI")
+    return value
+
+
+class CallerIdOptions(BaseModel):
+    """What the human's phone shows: the caller, another identity, or a trunk number."""
+
+    mode: CallerIdMode = CallerIdMode.ORIGINAL
+    uri: str | None = None  # override/trunk: the identity to present (sip:, sips:, tel:)
+    diversion: bool = False
+    history_info: bool = False
+
+    _check_uri = field_validator("uri")(classmethod(lambda cls, value: _identity_uri(value)))
+
+    def build(self) -> CallerId:
+        """HandoffError when the mode needs a uri that is not given."""
+        return CallerId(self.mode, self.uri, self.diversion, self.history_info)
+
+
+class Attempt(BaseModel):
+    """Where to send the caller and how (the request itself and each fallback step)."""
+
+    to: str = Field(description="sip: or sips: URI of the human, queue or agent")
+    mode: TransferMode = TransferMode.BLIND
+    timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
+    whisper: str | None = Field(None, max_length=2000,
+                                description="warm/attended: what the human hears first "
+                                            "(default: a summary of the context)")
+    accept: Acceptance = Field(
+        Acceptance.NONE, description="warm: the human accepts by pressing 1 or by speaking first")
+    accept_timeout: float = Field(10.0, gt=0, le=120)
+    connect: ConnectBy = Field(
+        ConnectBy.BRIDGE, description="warm: keep the media (bridge) or send the caller's phone to "
+                              "the human with REFER/Replaces when it supports that")
+
+    probe: bool = Field(False, description="OPTIONS first; skip the destination unless 2xx")
+
+    _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
+
+    def destination(self) -> Destination:
+        return Destination(self.to, self.mode, self.timeout, self.whisper, self.accept,
+                           self.accept_timeout, self.connect, self.probe)
+
+
+class FallbackStep(Attempt):
+    """Another destination to try when the one before fails."""
+
+    mode: TransferMode = TransferMode.BRIDGE
+
+
+class ActionStep(BaseModel):
+    """A fallback that is not another destination."""
+
+    action: Literal["ai", "voicemail", "callback"]
+    max_seconds: float = Field(60.0, gt=0, le=600, description="voicemail: longest message")
+    delay_seconds: float = Field(3600.0, gt=0, le=30 * 86400,
+                                 description="callback: when, from now")
+    at: float | None = Field(None, description="callback: when, as Unix time")
+
+    def build(self) -> FallbackAction:
+        return FallbackAction(FallbackKind(self.action), self.max_seconds, self.delay_seconds,
+                              self.at)
+
+
+class TransferRequest(Attempt):
+    final: bool = Field(True, description="False: the caller returns to the AI afterwards")
+    announce: str | None = Field(None, max_length=500,
+                                 description="said to the caller before the transfer starts")
+    fallback: list[FallbackStep | ActionStep | Literal["ai", "voicemail", "callback"]] = Field(
+        default_factory=list,
+        description="tried in order: other destinations, then 'voicemail', 'callback' or "
+                    "'ai' (back to the AI, also what happens when the list runs out)")
+    context: dict[str, Any] = Field(default_factory=dict,
+                                    description="what the human should know (JSON object)")
+    caller_id: CallerIdOptions = Field(default_factory=lambda: CallerIdOptions())
+
+    def handoff(self, call_id: str) -> Handoff:
+        """The handoff this request asks for; HandoffError for a caller_id it cannot use
+        (the engine checks the rest when the handoff starts)."""
+        fallback: list[Destination | FallbackAction | str] = [
+            step.destination() if isinstance(step, FallbackStep)
+            else step.build() if isinstance(step, ActionStep) else step
+            for step in self.fallback]
+        return Handoff(call_id, self.destination(), final=self.final, fallback=fallback,
+                       context=self.context, caller_id=self.caller_id.build(),
+                       announce=self.announce)
+
+
+class TransferAccepted(BaseModel):
+    handoff_id: str
+    status: str
+
+
+class ActionModel(BaseModel):
+    name: str = Field(max_length=100)
+    result: str = Field(max_length=100, description="ok, failed, partial ...")
+    detail: str | None = Field(None, max_length=1000)
+
+
+class AuthModel(BaseModel):
+    verified: bool
+    method: str | None = Field(None, max_length=100, description="how, never the values")
+    level: str | None = Field(None, max_length=20)
+
+
+class TurnModel(BaseModel):
+    """One conversation turn as the AI reports it."""
+
+    speaker: Literal["caller", "ai"]
+    text: str = Field("", max_length=10_000)
+    started_at: float | None = None
+    ended_at: float | None = None
+    intent: str | None = Field(None, max_length=100)
+    confidence: float | None = Field(None, ge=0, le=1)
+    sentiment: float | None = Field(None, ge=-1, le=1)
+    slots: dict[str, Any] = Field(default_factory=dict)
+    actions: list[ActionModel] = Field(default_factory=list, max_length=100)
+    auth: AuthModel | None = None
+    dtmf: str | None = Field(None, pattern=r"^[0-9*#A-D]{1,32}$")
+    energy: float | None = Field(None, ge=0, le=100)
+    language: str | None = Field(None, max_length=35)
+    call_type: str | None = Field(None, max_length=50)
+
+    def build(self) -> Turn:
+        return Turn(self.speaker, self.text, self.started_at, self.ended_at, self.intent,
+                    self.confidence, self.sentiment, self.slots,
+                    tuple(Action(a.name, a.result, a.detail) for a in self.actions),
+                    None if self.auth is None else AuthState(self.auth.verified,
+                                                             self.auth.method, self.auth.level),
+                    self.dtmf, self.energy, self.language, self.call_type)
+
+
+class TurnAccepted(BaseModel):
+    fired: list[dict[str, Any]]
+    handoff_id: str | None
+
+    @classmethod
+    def of(cls, result: TurnResult) -> TurnAccepted:
+        """What the AI is told: the triggers that fired, and the handoff they started."""
+        return cls(fired=[{"trigger": f.trigger, "evidence": f.evidence, "turn": f.turn}
+                          for f in result.fired],
+                   handoff_id=result.handoff.id if result.handoff else None)
+
+
+class CsatModel(BaseModel):
+    score: int = Field(ge=1, le=5, description="1 (very unhappy) to 5 (very happy)")
+
+
+class ResolutionModel(BaseModel):
+    resolved: bool

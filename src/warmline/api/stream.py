@@ -1,0 +1,55 @@
+"""The WebSocket a bot connects to for a call's media (Twilio Media Streams framing).
+
+HTTP middleware never sees a WebSocket, so the API token is checked here,
+from ``?token=`` (a browser or bot cannot always set headers on a WebSocket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, WebSocket
+
+from warmline.agents.media_stream import run_stream
+from warmline.api.auth import same_secret
+from warmline.api.dependencies import EngineDep, SettingsDep
+
+router = APIRouter()
+
+
+@router.websocket("/calls/{call_id}/stream")
+async def media_stream(socket: WebSocket, call_id: str, engine: EngineDep,
+                       settings: SettingsDep, token: str = "") -> None:
+    """A bot connects here for a call's media (Twilio Media Streams framing)."""
+    call = engine.calls.get(call_id)
+    if settings.api_token is not None and not same_secret(token, settings.api_token):
+        await socket.close(code=1008, reason="token: missing or wrong")
+        return
+    if call is None or call.ended:
+        await socket.close(code=1008, reason=f"no live call {call_id}")
+        return
+    await socket.accept()
+    await run_stream(engine, call, _ServerSocket(socket))
+
+
+class _ServerSocket:
+    """FastAPI's WebSocket with the shape run_stream expects (send, close, iterate)."""
+
+    def __init__(self, socket: WebSocket) -> None:
+        self.socket = socket
+
+    async def send(self, text: str) -> None:
+        await self.socket.send_text(text)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.socket.close(code=code, reason=reason)
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str | bytes]:
+        while True:
+            message = await self.socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            yield message.get("text") or message.get("bytes") or b""
