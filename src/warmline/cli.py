@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from warmline import __version__
@@ -19,7 +20,8 @@ from warmline.logs import configure as configure_logs
 from warmline.media.relay import PortRange
 from warmline.records.report import kpi_report
 from warmline.records.store import default_url
-from warmline.server import HttpSpec, TlsFiles, serve
+from warmline.server import serve
+from warmline.settings import HttpSpec, ServeSettings, TlsFiles
 from warmline.sip.compiled import describe
 from warmline.transfer.handoff import Destination, HandoffError
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_host_port, parse_listen
@@ -28,6 +30,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = ServeSettings()  # what `serve` runs with when neither a flag nor the config says
     parser = argparse.ArgumentParser(
         prog="warmline",
         description="Hand live calls from an AI voice agent to a human over SIP.")
@@ -43,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser(
         "serve", parents=[common],
-        help="run the engine; with no config every call is answered by a placeholder")
+        help="run the engine; with no config every call is answered by the SIP-only answerer")
     serve_cmd.add_argument(
         "--sip", action="append", metavar="TRANSPORT:HOST:PORT",
-        help="listen on udp:, tcp: or tls: HOST:PORT (repeatable; default udp:127.0.0.1:5070)")
+        help="listen on udp:, tcp: or tls: HOST:PORT (repeatable; default "
+             f"{' '.join(str(spec) for spec in defaults.listen)})")
     serve_cmd.add_argument("--tls-cert", help="PEM certificate chain for tls: listeners")
     serve_cmd.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve_cmd.add_argument("--tls-ca", help="CA bundle to verify TLS peers we connect to")
@@ -54,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--http", metavar="HOST:PORT",
         help="serve the control API (calls, transfers, handoffs) and answer calls with media")
     serve_cmd.add_argument("--media-ports", metavar="START-END", default=None,
-                           help="UDP ports for RTP/RTCP (default 20000-30000)")
+                           help="UDP ports for RTP/RTCP (default "
+                                f"{defaults.media_ports.start}-{defaults.media_ports.stop})")
     serve_cmd.add_argument("--escalate-to", metavar="URI",
                            help="with --http: where a firing trigger sends the caller")
     serve_cmd.add_argument("--escalate-mode", default="warm",
@@ -85,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     kpis_cmd = commands.add_parser("kpis", parents=[common],
                                    help="the five KPIs from the records, overall and per intent")
     kpis_cmd.add_argument("--db", metavar="URL", default=None)
-    kpis_cmd.add_argument("--records", default="warmline-records", metavar="DIR")
+    kpis_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
     kpis_cmd.add_argument("--days", type=float, default=31.0)
     demo_cmd = commands.add_parser(
         "demo", parents=[common],
@@ -97,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     triggers_sub = triggers_cmd.add_subparsers(dest="triggers_command", required=True)
     report_cmd = triggers_sub.add_parser(
         "report", help="per trigger: how often it fired and what happened next")
-    report_cmd.add_argument("--records", default="warmline-records", metavar="DIR")
+    report_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
     report_cmd.add_argument("--days", type=float, default=31.0,
                             help="only the last DAYS days (default 31)")
     return parser
@@ -125,49 +130,83 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    config = None
-    if args.config:
-        try:
-            config = load_config(Path(args.config))
-        except ConfigError as error:  # nothing starts on a broken config
-            for problem in error.problems:
-                print(problem, file=sys.stderr)
-            return 2
-    flow_file = args.flow or (config.agent.flow if config and config.agent else None)
+    """Check the config, the flow and every flag before anything binds, then run."""
     try:
-        flow = load_flow(Path(flow_file)) if flow_file else None
+        config = load_config(Path(args.config)) if args.config else None
+        settings = _serve_settings(parser, args, config)
+    except ConfigError as error:  # nothing starts on a broken config
+        return _config_problems(error)
     except FlowError as error:
         print(error, file=sys.stderr)
         return 2
-    listen = args.sip or (config.sip.listen if config else ["udp:127.0.0.1:5070"])
-    try:
-        specs: list[ListenSpec] = [parse_listen(s) for s in listen]
-    except ListenSpecError as error:
-        parser.error(str(error))
-    if any(spec.transport == "tls" for spec in specs) and not (args.tls_cert and args.tls_key):
-        parser.error("--sip tls:... needs --tls-cert and --tls-key")
-    http_text = args.http or (config.http.listen if config and config.http else None)
-    http = _http_spec(parser, http_text) if http_text else None
-    ports = _port_range(parser, args.media_ports or
-                        (config.media.ports if config else "20000-30000"))
-    escalation = _escalation(parser, args, http, config)
-    records = args.records or (config.storage.records if config else "warmline-records")
-    api_token = args.api_token or (config.http.api_token if config and config.http else None)
-    media = config.media if config else None
+    return _run(settings)
+
+
+def _run(settings: ServeSettings) -> int:
+    """Serve until stopped; a port in use or an unreadable key file is exit status 1."""
     _install_fast_loop()
     try:
-        asyncio.run(serve(specs, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca),
-                          http=http, media_ports=ports, escalation=escalation,
-                          records=Path(records), api_token=api_token,
-                          codecs=list(media.codecs) if media else None,
-                          hold_audio=media.hold_audio if media else None,
-                          database=args.db or (config.storage.database if config else None),
-                          agent_ws=args.agent_ws or (config.agent.ws if config and config.agent
-                                                     else None), flow=flow))
+        asyncio.run(serve(settings))
     except OSError as error:
         print(f"warmline: cannot start: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                    config: WarmlineConfig | None) -> ServeSettings:
+    """Flags win over warmline.toml, which wins over the defaults on ServeSettings.
+
+    One step per concern, in the order the checks have always run, so a
+    command line with several mistakes still gets the same first complaint.
+    """
+    settings = _agent(ServeSettings(), args, config)  # a broken flow file: FlowError
+    settings = _listeners(settings, parser, args, config)
+    settings = _http(settings, parser, args, config)
+    settings = _media(settings, parser, args, config)
+    settings = _escalation(settings, parser, args, config)
+    return _storage(settings, args, config)
+
+
+def _agent(settings: ServeSettings, args: argparse.Namespace,
+           config: WarmlineConfig | None) -> ServeSettings:
+    """--agent-ws and --flow, else [agent]; the flow file is read here (FlowError)."""
+    section = config.agent if config else None
+    flow_file = args.flow or (section.flow if section else None)
+    return replace(settings, agent_ws=args.agent_ws or (section.ws if section else None),
+                   flow=load_flow(Path(flow_file)) if flow_file else None)
+
+
+def _listeners(settings: ServeSettings, parser: argparse.ArgumentParser,
+               args: argparse.Namespace, config: WarmlineConfig | None) -> ServeSettings:
+    """--sip, else [sip] listen, else the default listener."""
+    texts = args.sip or (config.sip.listen if config else None)
+    listen = _listen_specs(parser, texts) if texts else settings.listen
+    return replace(settings, listen=listen, tls=_tls_files(parser, args, listen))
+
+
+def _listen_specs(parser: argparse.ArgumentParser, texts: list[str]) -> tuple[ListenSpec, ...]:
+    try:
+        return tuple(parse_listen(text) for text in texts)
+    except ListenSpecError as error:
+        parser.error(str(error))
+
+
+def _tls_files(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               listen: tuple[ListenSpec, ...]) -> TlsFiles:
+    """Flags only (warmline.toml names no key files); tls: listeners need a cert and key."""
+    if any(spec.transport == "tls" for spec in listen) and not (args.tls_cert and args.tls_key):
+        parser.error("--sip tls:... needs --tls-cert and --tls-key")
+    return TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)
+
+
+def _http(settings: ServeSettings, parser: argparse.ArgumentParser, args: argparse.Namespace,
+          config: WarmlineConfig | None) -> ServeSettings:
+    """--http and --api-token, else [http]; no HTTP listener: the SIP-only answerer."""
+    section = config.http if config else None
+    text = args.http or (section.listen if section else None)
+    return replace(settings, http=_http_spec(parser, text) if text else None,
+                   api_token=args.api_token or (section.api_token if section else None))
 
 
 def _http_spec(parser: argparse.ArgumentParser, text: str) -> HttpSpec:
@@ -177,40 +216,73 @@ def _http_spec(parser: argparse.ArgumentParser, text: str) -> HttpSpec:
         parser.error(f"--http {error}")
 
 
-def _port_range(parser: argparse.ArgumentParser, text: str) -> PortRange:
+def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argparse.Namespace,
+           config: WarmlineConfig | None) -> ServeSettings:
+    """--media-ports, else [media] ports; codecs and hold audio come from warmline.toml only."""
+    text = args.media_ports or (config.media.ports if config else None)
+    if text:
+        settings = replace(settings, media_ports=_port_range(parser, text))
+    if config is None:
+        return settings
+    hold_audio = config.media.hold_audio
+    return replace(settings, codecs=tuple(config.media.codecs),
+                   hold_audio=Path(hold_audio) if hold_audio else None)
+
+
+def _port_range(parser: argparse.ArgumentParser, text: str) -> range:
     try:
-        return PortRange.parse(text)
+        ports = PortRange.parse(text)
     except ValueError as error:
         parser.error(f"--media-ports {text!r}: {error}")
+    return range(ports.start, ports.end)
 
 
-def _escalation(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                http: HttpSpec | None, config: WarmlineConfig | None) -> EscalationPolicy | None:
-    if http is None:
+def _escalation(settings: ServeSettings, parser: argparse.ArgumentParser,
+                args: argparse.Namespace, config: WarmlineConfig | None) -> ServeSettings:
+    """The policy from warmline.toml with --webhook and --escalate-to on top; needs --http."""
+    if settings.http is None:
         if args.escalate_to or args.webhook:
             parser.error("--escalate-to and --webhook need --http (turns arrive over the API)")
-        return None
-    public_url = f"http://{http.host}:{http.port}"
+        return settings
+    public_url = settings.http.url
     policy = config.escalation(public_url) if config else EscalationPolicy(public_url=public_url)
     if args.webhook:
         policy.webhook_url, policy.webhook_secret = args.webhook, args.webhook_secret
     if args.escalate_to:
-        destination = Destination(args.escalate_to, args.escalate_mode, 30)
-        try:
-            destination.validate("--escalate-to")
-        except HandoffError as error:
-            parser.error(str(error))
-        policy.destination = destination
-    return policy
+        policy.destination = _escalate_to(parser, args)
+    return replace(settings, escalation=policy)
+
+
+def _escalate_to(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Destination:
+    destination = Destination(args.escalate_to, args.escalate_mode, 30)
+    try:
+        destination.validate("--escalate-to")
+    except HandoffError as error:
+        parser.error(str(error))
+    return destination
+
+
+def _storage(settings: ServeSettings, args: argparse.Namespace,
+             config: WarmlineConfig | None) -> ServeSettings:
+    """--records and --db, else [storage]; no database at all: SQLite in the records folder."""
+    section = config.storage if config else None
+    records = args.records or (section.records if section else None)
+    return replace(settings, records=Path(records) if records else settings.records,
+                   database=args.db or (section.database if section else None))
+
+
+def _config_problems(error: ConfigError) -> int:
+    """Each problem on its own line (file:line: key: what), and the exit status for them."""
+    for problem in error.problems:
+        print(problem, file=sys.stderr)
+    return 2
 
 
 def _check_config(path: Path) -> int:
     try:
         load_config(path)
     except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        return _config_problems(error)
     print(f"{path}: ok")
     return 0
 

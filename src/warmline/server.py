@@ -14,44 +14,23 @@ import gc
 import logging
 import signal
 import socket
-import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 from warmline.agents.media_stream import MediaStreamAgent
-from warmline.agents.scripted import Flow, ScriptedAgent
-from warmline.brain.escalation import EscalationPolicy
+from warmline.agents.scripted import ScriptedAgent
 from warmline.calls.call import Call
 from warmline.calls.sip_answerer import SipAnswerer
 from warmline.engine import CallEngine
 from warmline.media.player import Player, load_wav
-from warmline.media.relay import EmbeddedRelay, PortRange
-from warmline.records.store import RecordWriter, default_url
-from warmline.sip.useragent import UserAgent, UserAgentConfig
+from warmline.media.relay import EmbeddedRelay
+from warmline.records.store import RecordWriter
+from warmline.settings import HttpSpec, ServeSettings
+from warmline.sip.useragent import UserAgent
 from warmline.transport.listen import ListenSpec
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline")
 DRAIN_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    cert: str | None = None
-    key: str | None = None
-    ca: str | None = None
-
-    def server_context(self) -> ssl.SSLContext | None:
-        if not self.cert:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.cert, self.key)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca)
-        return context
 
 
 class _MediaSink(asyncio.DatagramProtocol):
@@ -69,48 +48,52 @@ async def open_media_sink(host: str) -> tuple[asyncio.DatagramTransport, int]:
     return transport, transport.get_extra_info("sockname")[1]
 
 
-@dataclass(frozen=True)
-class HttpSpec:
-    host: str
-    port: int
-
-
-async def serve(specs: list[ListenSpec], tls: TlsFiles, stop: asyncio.Event | None = None,
-                config: UserAgentConfig | None = None, http: HttpSpec | None = None,
-                media_ports: PortRange | None = None,
-                escalation: EscalationPolicy | None = None,
-                records: Path = Path("warmline-records"), api_token: str | None = None,
-                codecs: list[str] | None = None, hold_audio: str | None = None,
-                database: str | None = None, agent_ws: str | None = None,
-                flow: Flow | None = None) -> None:
+async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    shell = SipShell(UserAgent(settings.user_agent), tls_server=settings.tls.server_context(),
+                     tls_client=settings.tls.client_context())
+    async with contextlib.AsyncExitStack() as stack:
+        answered = await _take_calls(stack, shell, settings)
+        stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
+        await _listen(shell, settings.listen)
+        tune_garbage_collector()
+        await stop.wait()
+        log.info("shutting down: %d live call(s)", len(shell.ua.sessions))
+        await hang_up_all(shell)
+    _log_totals(shell.ua, answered())
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    ua = UserAgent(config or UserAgentConfig())
-    shell = SipShell(ua, tls_server=tls.server_context(), tls_client=tls.client_context())
-    async with contextlib.AsyncExitStack() as stack:
-        if http is None:
-            answered = await _answer_only(stack, shell, specs[0].host)
-        else:
-            answered = await _engine(stack, shell, specs[0].host, http,
-                                     media_ports or PortRange(20000, 30000),
-                                     escalation or EscalationPolicy(), records, api_token,
-                                     codecs or ["PCMU", "PCMA", "G722", "opus"], hold_audio,
-                                     database or default_url(records), agent_ws, flow)
-        stack.push_async_callback(shell.close)
-        for spec in specs:
-            bound = await shell.listen(spec)
-            log.info("warmline listening on %s", bound)
-        tune_garbage_collector()
-        await stop.wait()
-        log.info("shutting down: %d live call(s)", len(ua.sessions))
-        await hang_up_all(shell)
+
+
+async def _listen(shell: SipShell, specs: tuple[ListenSpec, ...]) -> None:
+    for spec in specs:
+        bound = await shell.listen(spec)
+        log.info("warmline listening on %s", bound)
+
+
+def _log_totals(ua: UserAgent, answered: int) -> None:
     counters = ua.counters
     log.info("stopped: %d call(s) answered; %d message(s) received, %d garbage dropped, "
-             "%d bad request(s) answered", answered(), counters.received,
+             "%d bad request(s) answered", answered, counters.received,
              counters.garbage_dropped, counters.bad_requests)
+
+
+async def _take_calls(stack: contextlib.AsyncExitStack, shell: SipShell,
+                      settings: ServeSettings) -> Callable[[], int]:
+    """Wire up whoever answers calls; returns how to count the calls it answered.
+
+    Without an HTTP API nothing could transfer a call, so the SIP-only
+    answerer takes them: fast G.711 answers, no media.
+    """
+    if settings.http is None:
+        return await _answer_only(stack, shell, settings.media_host)
+    return await _engine(stack, shell, settings, settings.http)
 
 
 async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
@@ -122,45 +105,68 @@ async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
     return lambda: agent.calls_answered
 
 
-async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, host: str,
-                  http: HttpSpec, ports: PortRange,
-                  escalation: EscalationPolicy, records: Path,
-                  api_token: str | None, codecs: list[str],
-                  hold_audio: str | None, database: str,
-                  agent_ws: str | None, flow: Flow | None) -> Callable[[], int]:
-    from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
+async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: ServeSettings,
+                  http: HttpSpec) -> Callable[[], int]:
+    """The call engine on the embedded relay, its records, its AI side and the HTTP API.
 
-    relay = EmbeddedRelay(host, ports)
+    Everything goes onto ``stack`` in start order, so it closes in reverse:
+    API, engine, records writer (after the calls' last events), relay.
+    """
+    relay = EmbeddedRelay(settings.media_host, settings.port_range())
     stack.push_async_callback(relay.close)
+    writer = _open_records(stack, settings)
 
     def on_call(call: Call) -> None:
-        if bot is not None:
-            bot.on_call(call)  # the external AI takes the call (hold audio if it cannot)
-        elif scripted is not None:
-            scripted.on_call(call)
-        else:
-            call.caller.media.play(Player(engine.hold_audio(), loop=True))  # never dead air
+        take_call(call)
 
     def on_return(call: Call, why: str, away: float) -> None:
         log.info("call %s back with the AI after %.1f s: %s", call.id, away, why,
                  extra={"call_id": call.id})
-        on_call(call)
+        take_call(call)
 
-    records.mkdir(parents=True, exist_ok=True)
-    writer = RecordWriter(database, records / "pending-events.jsonl")
-    stack.callback(writer.close)  # after the calls: their last events get written
-    engine = CallEngine(shell, relay, host, codecs, on_call, on_return, records_dir=records,
-                        escalation=escalation, records=writer,
-                        hold_audio=load_wav(hold_audio, 8000) if hold_audio else None)
-    bot = MediaStreamAgent(engine, agent_ws) if agent_ws else None
-    scripted = ScriptedAgent(engine, flow) if flow is not None else None
+    hold_audio = None if settings.hold_audio is None else load_wav(settings.hold_audio, 8000)
+    engine = CallEngine(shell, relay, settings.media_host, list(settings.codecs), on_call,
+                        on_return, records_dir=settings.records,
+                        escalation=settings.escalation, records=writer, hold_audio=hold_audio)
+    take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
-    server, task = await start_http(build_app(engine, api_token, database), http.host,
-                                    http.port)
-    stack.push_async_callback(stop_http, server, task)
-    log.info("warmline HTTP API on http://%s:%d (OpenAPI at /openapi.json)", http.host,
-             http.port)
+    await _start_api(stack, engine, settings, http)
     return lambda: len(engine.calls)
+
+
+def _open_records(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> RecordWriter:
+    settings.records.mkdir(parents=True, exist_ok=True)
+    writer = RecordWriter(settings.database_url, settings.records / "pending-events.jsonl")
+    stack.callback(writer.close)
+    return writer
+
+
+def _ai_side(engine: CallEngine, settings: ServeSettings) -> Callable[[Call], None]:
+    """Who takes a call that is with the AI: the bot, else the scripted flow, else hold audio.
+
+    The bot falls back to hold audio itself when it cannot take a call, and
+    with neither a bot nor a flow the caller still hears something: never
+    dead air.
+    """
+    if settings.agent_ws:
+        return MediaStreamAgent(engine, settings.agent_ws).on_call
+    if settings.flow is not None:
+        return ScriptedAgent(engine, settings.flow).on_call
+
+    def hold(call: Call) -> None:
+        call.caller.media.play(Player(engine.hold_audio(), loop=True))
+
+    return hold
+
+
+async def _start_api(stack: contextlib.AsyncExitStack, engine: CallEngine,
+                     settings: ServeSettings, http: HttpSpec) -> None:
+    from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
+
+    server, task = await start_http(build_app(engine, settings.api_token, settings.database_url),
+                                    http.host, http.port)
+    stack.push_async_callback(stop_http, server, task)
+    log.info("warmline HTTP API on %s (OpenAPI at /openapi.json)", http.url)
 
 
 def tune_garbage_collector() -> None:

@@ -1,0 +1,91 @@
+"""What `warmline serve` runs with: one frozen value whose defaults are stated once.
+
+The command line fills it in from flags and warmline.toml, tests and
+benchmarks build it directly, and `server.serve()` reads nothing else. A new
+option is one field here instead of another parameter threaded through the
+CLI, serve() and the engine builder.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warmline.agents.scripted import Flow
+from warmline.brain.escalation import EscalationPolicy
+from warmline.media.relay import PortRange
+from warmline.records.store import default_url
+from warmline.sip.useragent import UserAgentConfig
+from warmline.transport.listen import ListenSpec
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for tls: listeners (cert, key) and for verifying the peers we dial (ca)."""
+
+    cert: str | None = None
+    key: str | None = None
+    ca: str | None = None
+
+    def server_context(self) -> ssl.SSLContext | None:
+        """None without a certificate; the command line then refuses tls: listeners."""
+        if not self.cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca)
+        return context
+
+
+@dataclass(frozen=True)
+class HttpSpec:
+    """Where the control API listens."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything serve() needs; ``http=None`` runs the SIP-only answerer (no media, no API).
+
+    The fields after ``http`` only matter with an HTTP API: the SIP-only
+    answerer is what the SIP benchmarks measure and ignores them.
+    """
+
+    listen: tuple[ListenSpec, ...] = (ListenSpec("udp", "127.0.0.1", 5070),)
+    tls: TlsFiles = TlsFiles()
+    http: HttpSpec | None = None
+    # [start, end) for RTP/RTCP. A range, not a PortRange: that one hands ports out, so
+    # each run builds its own (port_range()) and a settings value stays a value.
+    media_ports: range = range(20000, 30000)
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")  # offered in this order
+    hold_audio: Path | None = None  # a WAV played while nobody talks; None: ringback
+    escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
+    records: Path = Path("warmline-records")  # voicemail, callbacks, the trigger log
+    database: str | None = None  # None: SQLite in ``records`` (see database_url)
+    api_token: str | None = None  # None: the HTTP API asks for no bearer token
+    agent_ws: str | None = None  # the bot's WebSocket; it takes each call first
+    flow: Flow | None = None  # a scripted flow for the calls when there is no bot
+    user_agent: UserAgentConfig = field(default_factory=UserAgentConfig)
+
+    @property
+    def media_host(self) -> str:
+        """The address RTP is offered on: the first listener's."""
+        return self.listen[0].host
+
+    @property
+    def database_url(self) -> str:
+        return self.database or default_url(self.records)
+
+    def port_range(self) -> PortRange:
+        """A fresh allocator over ``media_ports`` for one run."""
+        return PortRange(self.media_ports.start, self.media_ports.stop)

@@ -1,0 +1,106 @@
+"""`warmline serve` settings: a flag wins over warmline.toml, which wins over the default."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from pathlib import Path
+
+import pytest
+
+from warmline.cli import main
+from warmline.server import serve
+from warmline.settings import HttpSpec, ServeSettings
+from warmline.transport.listen import ListenSpec
+
+CONFIG = """
+[sip]
+listen = ["tcp:127.0.0.1:5071"]
+[http]
+listen = "127.0.0.1:8090"
+api_token = "from-config"
+[media]
+ports = "40000-41000"
+codecs = ["PCMA"]
+[storage]
+records = "config-records"
+[context]
+webhook = "https://desk.example.com/config"
+"""
+
+
+def settings_for(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> ServeSettings:
+    """What `warmline ARGV` would hand to serve(), without binding anything."""
+    handed: list[ServeSettings] = []
+
+    async def record(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
+        handed.append(settings)
+
+    monkeypatch.setattr("warmline.cli.serve", record)
+    monkeypatch.setattr("warmline.cli._install_fast_loop", lambda: None)
+    assert main(argv) == 0
+    return handed[0]
+
+
+def test_no_flags_and_no_config_is_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(monkeypatch, ["serve"])
+    assert settings == ServeSettings()
+    assert settings.listen == (ListenSpec("udp", "127.0.0.1", 5070),)
+    assert settings.http is None and settings.media_ports == range(20000, 30000)
+    assert settings.database_url == "sqlite:///warmline-records/records.db"
+
+
+def test_the_config_wins_over_the_defaults(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    config = tmp_path / "warmline.toml"
+    config.write_text(CONFIG)
+    settings = settings_for(monkeypatch, ["serve", "--config", str(config)])
+    assert settings.listen == (ListenSpec("tcp", "127.0.0.1", 5071),)
+    assert settings.http == HttpSpec("127.0.0.1", 8090) and settings.api_token == "from-config"
+    assert settings.media_ports == range(40000, 41000) and settings.codecs == ("PCMA",)
+    assert settings.database_url == "sqlite:///config-records/records.db"
+    assert settings.escalation.public_url == "http://127.0.0.1:8090"
+    assert settings.escalation.webhook_url == "https://desk.example.com/config"
+
+
+def test_flags_win_over_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "warmline.toml"
+    config.write_text(CONFIG)
+    settings = settings_for(monkeypatch, [
+        "serve", "--config", str(config), "--sip", "udp:127.0.0.1:0", "--http", "[::1]:8091",
+        "--api-token", "from-flag", "--media-ports", "50000-50100", "--records", "flag-records",
+        "--db", "sqlite:///flag.db", "--webhook", "https://desk.example.com/flag",
+        "--escalate-to", "sip:human@127.0.0.1:5090", "--escalate-mode", "blind"])
+    assert settings.listen == (ListenSpec("udp", "127.0.0.1", 0),)
+    assert settings.http == HttpSpec("::1", 8091) and settings.api_token == "from-flag"
+    assert settings.media_ports == range(50000, 50100)
+    assert settings.codecs == ("PCMA",)  # no flag for codecs: still the config's
+    assert settings.records == Path("flag-records") and settings.database_url == "sqlite:///flag.db"
+    assert settings.escalation.webhook_url == "https://desk.example.com/flag"
+    assert settings.escalation.destination is not None
+    assert settings.escalation.destination.uri == "sip:human@127.0.0.1:5090"
+
+
+def test_each_run_gets_its_own_port_allocator() -> None:
+    settings = ServeSettings()
+    assert settings.port_range() is not settings.port_range()
+    assert settings.port_range().start == 20000
+
+
+def test_serve_runs_on_one_settings_value_until_stopped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def run_briefly() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        await serve(ServeSettings(listen=(ListenSpec("udp", "127.0.0.1", 0),)), stop)
+
+    thresholds = gc.get_threshold()
+    try:
+        with caplog.at_level(logging.INFO, logger="warmline"):
+            asyncio.run(run_briefly())
+    finally:  # serve() tunes the collector for the whole process
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+    assert "warmline listening on udp:127.0.0.1:" in caplog.text
+    assert "stopped: 0 call(s) answered" in caplog.text
