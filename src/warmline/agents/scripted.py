@@ -145,21 +145,11 @@ class ScriptedAgent:
         await self._speak(call, step)
         if step.gather is not None:
             slots[step.gather.slot] = await self._gather(call, step.gather)
-            if call.ended or call.state is not CallState.AI:
-                return None  # a digit (0) may have started an escalation meanwhile
+        if call.ended or call.state is not CallState.AI:
+            return None  # the caller left, or a digit (0) started an escalation meanwhile
         slots.update(step.set)
-        if step.transfer is not None:
-            destination = Destination(step.transfer.to, step.transfer.mode,
-                                      step.transfer.timeout)
-            self.engine.transfer(call.id, Handoff(call.id, destination, fallback=["ai"],
-                                                  context={"flow_step": name, **slots}))
-            return None
-        if step.escalate is not None:
-            try:
-                self.engine.escalate(call.id, step.escalate, {"flow_step": name, **slots})
-            except HandoffError as error:
-                log.warning("call %s: flow step %s cannot escalate: %s", call.id, name, error,
-                            extra={"call_id": call.id})
+        if step.transfer is not None or step.escalate is not None:
+            self._hand_over(call, name, step, {"flow_step": name, **slots})
             return None
         if step.hangup:
             self.engine.hang_up(call)
@@ -169,6 +159,20 @@ class ScriptedAgent:
         choices = step.next or {}
         gathered = slots.get(step.gather.slot, "") if step.gather else ""
         return choices.get(gathered, choices.get("default"))
+
+    def _hand_over(self, call: Call, name: str, step: Step, context: dict[str, str]) -> None:
+        """The step's transfer or escalation; one the engine refuses is logged, not raised."""
+        try:
+            if step.transfer is not None:
+                destination = Destination(step.transfer.to, step.transfer.mode,
+                                          step.transfer.timeout)
+                self.engine.transfer(call.id, Handoff(call.id, destination, fallback=["ai"],
+                                                      context=context))
+            elif step.escalate is not None:
+                self.engine.escalate(call.id, step.escalate, context)
+        except HandoffError as error:
+            log.warning("call %s: flow step %s cannot hand the call over: %s", call.id, name,
+                        error, extra={"call_id": call.id})
 
     async def _speak(self, call: Call, step: Step) -> None:
         samples = None
@@ -186,7 +190,7 @@ class ScriptedAgent:
                 self.audio[step.say] = samples
         if samples is not None and not call.ended:
             await call.caller.media.play(Player(samples)).done
-            if step.say:
+            if step.say and not call.ended:
                 self.engine.add_turn(call.id, Turn("ai", step.say))
 
     async def _gather(self, call: Call, gather: Gather) -> str:
