@@ -72,3 +72,26 @@ def test_target_refresh_and_out_of_order_cseq() -> None:
     dialog.refresh_target(reinvite)
     assert dialog.remote_target == parse_sip_uri("sip:alice@198.51.100.7:5062")
     assert not dialog.check_remote_cseq(reinvite)  # the same CSeq again: answer 500
+
+
+def test_responses_that_create_the_dialog_copy_record_route_in_order() -> None:
+    """RFC 3261 §12.1.1: a record-routing proxy (Kamailio) must see the route in 1xx and 2xx."""
+    from tests.unit.sipnet import FakeNet
+    from warmline.sip.session import IncomingCall
+    from warmline.sip.useragent import UserAgent
+
+    net = FakeNet()
+    bob = net.add(UserAgent(), "192.0.2.2", 5080)
+    invite = INVITE.replace(b"Content-Length: 0", b"Max-Forwards: 70\r\nContent-Length: 0")
+    bob.receive(invite, Target("udp", "192.0.2.99", 5060), net.now)
+    [incoming] = [e for e in bob.pop_events() if isinstance(e, IncomingCall)]
+    bob.ring(incoming.session, net.now)
+    bob.answer(incoming.session, b"v=0\r\n", net.now)
+    sent = [parse_message(t.data) for t in bob.pop_transmissions()]
+    answers = [m for m in sent if isinstance(m, Response) and m.status in (180, 200)]
+    assert [m.status for m in answers] == [180, 200]
+    for answer in answers:
+        assert answer.values("record-route") == ["<sip:p2.example.com;lr>",
+                                                 "<sip:p1.example.com:5070;lr;transport=tcp>"]
+    errors = [m for m in sent if isinstance(m, Response) and m.status >= 300]
+    assert not errors

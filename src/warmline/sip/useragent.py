@@ -309,8 +309,8 @@ class UserAgent:
         session.dialog = dialog
         session.local_sdp = sdp
         response = make_response(request, 200, to_tag=session.local_tag, headers=[
-            ("Contact", str(contact)), ("Allow", _ALLOW), ("Supported", _SUPPORTED),
-            ("Content-Type", _SDP), *(headers or []),
+            *_record_route(request), ("Contact", str(contact)), ("Allow", _ALLOW),
+            ("Supported", _SUPPORTED), ("Content-Type", _SDP), *(headers or []),
         ], body=sdp)
         session.state = SessionState.ANSWERED
         self.layer.respond(transaction, response, now)
@@ -408,7 +408,8 @@ class UserAgent:
         transaction = self._incoming(session)
         contact = self.contact_for(_transport_of(session))
         response = make_response(session.invite, status, to_tag=session.local_tag,
-                                 headers=[("Contact", str(contact))])
+                                 headers=[*_record_route(session.invite),
+                                          ("Contact", str(contact))])
         self.layer.respond(transaction, response, now)
 
     def _via(self, transport: str) -> str:
@@ -1017,3 +1018,12 @@ def _event_id(event: str) -> int | None:
         if name.strip() == "id" and is_digits(value.strip()):
             return int(value.strip())
     return None
+
+
+def _record_route(request: Request) -> list[tuple[str, str]]:
+    """The request's Record-Route, for a response that creates a dialog (RFC 3261 §12.1.1).
+
+    Proxies that record-route (Kamailio's record_route()) learn the route of
+    the dialog from it; without it the ACK and every later request bypass them.
+    """
+    return [("Record-Route", value) for value in request.values("record-route")]
