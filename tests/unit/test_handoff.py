@@ -17,6 +17,8 @@ def handoff(**changes: object) -> Handoff:
     ({"first": Destination("http://x", "bridge", 5)}, 422, "to: 'http://x' must be a sip:"),
     ({"first": Destination("tel:+15550100", "bridge", 5)}, 422, "must be a sip: or sips:"),
     ({"first": Destination("sip:h@127.0.0.1", "psychic", 5)}, 422, "to: mode 'psychic'"),
+    ({"first": Destination("sip:h@pbx?X-Inj=1&Subject=hi", "bridge", 5)}, 422,
+     "carries URI headers (X-Inj, Subject)"),
     ({"first": Destination("sip:h@127.0.0.1", "warm", 0)}, 422, "to: timeout 0"),
     ({"first": Destination("sip:h@127.0.0.1", "warm", 5, accept="maybe")}, 422, "accept"),
     ({"fallback": [Destination("sip:", "bridge", 5)]}, 422, "fallback[0]: 'sip:'"),

@@ -375,3 +375,46 @@ def test_options_probe_reports_the_answer_or_the_timeout() -> None:
     assert timed_out.probe is silent and timed_out.status == 408
     with pytest.raises(ValueError, match="sip: or sips:"):
         alice.probe("tel:+15550100", net.now)
+
+
+def test_invite_fails_over_to_the_next_resolved_target_on_timeout_and_503() -> None:
+    """RFC 3263 §4.3: a dead first target, then one answering 503, then the one that works."""
+    net, alice, bob = pair()
+    busy = net.add(UserAgent(rng=random.Random(3)), "127.0.0.3", 5090)
+    dead = Target("udp", "127.0.0.9", 5060)  # nobody listens there
+    outbound = alice.invite("sip:bob@pbx.example", net.now, sdp=SDP_A,
+                            targets=[dead, Target("udp", "127.0.0.3", 5090), Target("udp", *BOB)])
+    net.advance(31.0)
+    assert not net.take(busy) and len(net.outside) >= 6  # still retransmitting to the dead one
+    net.advance(2.0)  # Timer B (64*T1) fires: on to the second target
+    [to_busy] = [e for e in net.take(busy) if isinstance(e, IncomingCall)]
+    busy.reject(to_busy.session, 503, net.now)
+    net.flush()
+    [incoming] = [e for e in net.take(bob) if isinstance(e, IncomingCall)]
+    bob.answer(incoming.session, SDP_B, net.now)
+    net.flush()
+    assert only(net.take(alice), CallAnswered)[0].session is outbound
+    assert alice.counters.failovers == 2 and outbound.target == Target("udp", *BOB)
+    branches = {parse_message(t.data).top_via.branch for _, _, t in net.wire  # type: ignore[union-attr]
+                if t.data.startswith(b"INVITE ")}
+    assert len(branches) == 3  # a new transaction each time
+
+
+def test_the_last_target_failing_fails_the_call() -> None:
+    net, alice, _ = pair()
+    outbound = alice.invite("sip:bob@pbx.example", net.now, sdp=SDP_A,
+                            targets=[Target("udp", "127.0.0.9", 5060)])
+    net.advance(33.0)
+    [failed] = only(net.take(alice), CallFailed)
+    assert failed.session is outbound and failed.status == 408
+
+
+def test_destination_uri_headers_and_method_are_not_sent() -> None:
+    """RFC 3261 §19.1.5: headers in a URI are not copied into the Request-URI or To."""
+    net, alice, bob = pair()
+    alice.invite("sip:bob@127.0.0.2:5080;method=BYE?X-Inj=1&Subject=hi", net.now, sdp=SDP_A)
+    [incoming] = [e for e in net.take(bob) if isinstance(e, IncomingCall)]
+    invite = incoming.session.invite
+    assert str(invite.uri) == "sip:bob@127.0.0.2:5080"
+    assert invite.get("x-inj") is None and invite.get("subject") is None
+    assert "?" not in (invite.get("to") or "") and "method" not in (invite.get("to") or "")

@@ -47,6 +47,7 @@ class Session:
     hangup_after_ack: bool = False
     auth_attempts: int = 0
     early_dialogs: dict[str, Dialog] = field(default_factory=dict)  # by remote tag
+    fallback_targets: list[Target] = field(default_factory=list)  # RFC 3263 failover, in order
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None

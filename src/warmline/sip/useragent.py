@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from warmline.sip.auth import Credentials, DigestClient, DigestServer
@@ -108,6 +108,7 @@ class Counters:
     bad_requests: int = 0
     bad_responses_dropped: int = 0
     stray_responses: int = 0
+    failovers: int = 0  # INVITEs sent on to the next resolved target (RFC 3263 §4.3)
 
 
 @dataclass
@@ -225,12 +226,18 @@ class UserAgent:
         sdp: bytes | None = None,
         headers: list[tuple[str, str]] | None = None,
         target: Target | None = None,
+        targets: Sequence[Target] = (),
     ) -> Session:
-        """Start an outbound call. ``target`` overrides where the INVITE is sent."""
-        uri = parse_uri(to) if isinstance(to, str) else to
-        if not isinstance(uri, SipUri):
-            raise ValueError(f"can only call sip: or sips: URIs, not {to}")
-        target = target or target_for_uri(uri)
+        """Start an outbound call.
+
+        ``targets`` are where to send the INVITE, in order (RFC 3263: the resolver's
+        list); on a transport error, a timeout or a 503 before any other answer the
+        next one gets the same request as a new transaction (§4.3). ``target`` is
+        one fixed destination; with neither, the URI's literal host and port.
+        """
+        uri = _request_uri(to)
+        targets = list(targets) or [target or target_for_uri(uri)]
+        target = targets[0]
         local_tag = self._new_id()
         if from_ is None:
             caller = NameAddr(self.contact_for("udp").sip_uri.replace(
@@ -252,17 +259,15 @@ class UserAgent:
             *(headers or []),
         ], sdp or b"")
         session = Session(self._new_id(), False, request, SessionState.CALLING, local_tag,
-                          target=target, local_sdp=sdp)
+                          target=target, local_sdp=sdp, fallback_targets=targets[1:])
         self._sessions[(request.call_id, local_tag)] = session
         self._send_invite(session, request, now)
         return session
 
-    def probe(self, to: str | SipUri, now: float) -> Probe:
+    def probe(self, to: str | SipUri, now: float, target: Target | None = None) -> Probe:
         """Send OPTIONS outside any dialog; a :class:`ProbeResult` reports the answer."""
-        uri = parse_uri(to) if isinstance(to, str) else to
-        if not isinstance(uri, SipUri):
-            raise ValueError(f"can only probe sip: or sips: URIs, not {to}")
-        target = target_for_uri(uri)
+        uri = _request_uri(to)
+        target = target or target_for_uri(uri)
         caller = NameAddr(self.contact_for(target.transport).sip_uri.replace(
             scheme="sip", params=()))
         request = Request("OPTIONS", uri, [
@@ -796,6 +801,8 @@ class UserAgent:
             return
         if status in (401, 407) and self._retry_with_auth(session, transaction, response, now):
             return
+        if status == 503 and self._try_next_target(session, transaction, now):
+            return
         self._end(session, f"{status} {response.reason}", status)
         self._events.append(CallFailed(session, status, response.reason))
 
@@ -855,6 +862,21 @@ class UserAgent:
             self.layer.send_raw(session._ack_target, session._ack_wire)
         elif session.state is SessionState.CONFIRMED:
             self._drop_forked_answer(session, session.invite, response, now)
+
+    def _try_next_target(self, session: Session, transaction: ClientTransaction,
+                         now: float) -> bool:
+        """RFC 3263 §4.3: the same INVITE, as a new transaction, to the next target."""
+        if not session.fallback_targets or session.cancel_requested or session.early_dialogs:
+            return False
+        target = session.target = session.fallback_targets.pop(0)
+        old = transaction.request
+        retry = Request(old.method, old.uri, [(n, v) for n, v in old.headers if n != "via"],
+                        old.body)
+        retry.set("Contact", str(self.contact_for(target.transport)))
+        session.invite = retry
+        self.counters.failovers += 1
+        self._send_invite(session, retry, now)
+        return True
 
     def _retry_with_auth(self, session: Session, transaction: ClientTransaction,
                          response: Response, now: float) -> bool:
@@ -949,6 +971,8 @@ class UserAgent:
         if pending is None or pending.session is None:
             return
         session = pending.session
+        if pending.kind == "invite" and self._try_next_target(session, transaction, now):
+            return
         if pending.kind == "invite" and not session.ended:
             status, reason = (503, "Service Unavailable (transport error)") if transport_error \
                 else (408, "Request Timeout")
@@ -1027,3 +1051,17 @@ def _record_route(request: Request) -> list[tuple[str, str]]:
     the dialog from it; without it the ACK and every later request bypass them.
     """
     return [("Record-Route", value) for value in request.values("record-route")]
+
+
+def _request_uri(to: str | SipUri) -> SipUri:
+    """``to`` fit for a Request-URI and To: no headers, no method (RFC 3261 §19.1.5).
+
+    A destination's URI headers are not sent: a URI from configuration or an
+    API request must not inject headers into our INVITE.
+    """
+    uri = parse_uri(to) if isinstance(to, str) else to
+    if not isinstance(uri, SipUri):
+        raise ValueError(f"can only call sip: or sips: URIs, not {to}")
+    if not uri.headers and uri.param("method") is None:
+        return uri
+    return uri.replace(headers=(), params=tuple(p for p in uri.params if p[0] != "method"))

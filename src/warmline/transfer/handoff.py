@@ -117,6 +117,10 @@ def destination_uri_problem(uri: str) -> str | None:
         return f"{uri!r} is not a SIP URI ({error})"
     if not isinstance(parsed, SipUri) or not parsed.host:
         return f"{uri!r} must be a sip: or sips: URI"
+    if parsed.headers or parsed.param("method") is not None:
+        names = ", ".join(name for name, _ in parsed.headers) or "method"
+        return (f"{uri!r} carries URI headers ({names}): they are never sent (RFC 3261 "
+                f"§19.1.5); give what the human should know as context")
     return None
 
 
