@@ -218,7 +218,8 @@ def _http_spec(parser: argparse.ArgumentParser, text: str) -> HttpSpec:
 
 def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argparse.Namespace,
            config: WarmlineConfig | None) -> ServeSettings:
-    """--media-ports, else [media] ports; codecs and hold audio come from warmline.toml only."""
+    """--media-ports, else [media] ports; codecs, hold audio and the advertised RTP address
+    come from warmline.toml only."""
     text = args.media_ports or (config.media.ports if config else None)
     if text:
         settings = replace(settings, media_ports=_port_range(parser, text))
@@ -226,7 +227,8 @@ def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argpa
         return settings
     hold_audio = config.media.hold_audio
     return replace(settings, codecs=tuple(config.media.codecs),
-                   hold_audio=Path(hold_audio) if hold_audio else None)
+                   hold_audio=Path(hold_audio) if hold_audio else None,
+                   media_advertise=config.media.advertise)
 
 
 def _port_range(parser: argparse.ArgumentParser, text: str) -> range:

@@ -81,6 +81,7 @@ def _all_codecs() -> list[CodecName]:
 
 class MediaSection(_Strict):
     ports: str = "20000-30000"
+    advertise: str | None = None  # the RTP address for SDP when it is not the SIP listener's
     codecs: list[CodecName] = Field(default_factory=_all_codecs, min_length=1)
     hold_audio: str | None = None
 

@@ -92,15 +92,15 @@ async def _take_calls(stack: contextlib.AsyncExitStack, shell: SipShell,
     answerer takes them: fast G.711 answers, no media.
     """
     if settings.http is None:
-        return await _answer_only(stack, shell, settings.media_host)
+        return await _answer_only(stack, shell, settings.media_host, settings.media_address)
     return await _engine(stack, shell, settings, settings.http)
 
 
 async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
-                       host: str) -> Callable[[], int]:
+                       host: str, advertised: str) -> Callable[[], int]:
     sink, media_port = await open_media_sink(host)
     stack.callback(sink.close)
-    agent = SipAnswerer(shell.ua, shell.now, host, media_port)
+    agent = SipAnswerer(shell.ua, shell.now, advertised, media_port)
     shell.on_event = agent.on_event
     return lambda: agent.calls_answered
 
@@ -125,7 +125,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
         take_call(call)
 
     hold_audio = None if settings.hold_audio is None else load_wav(settings.hold_audio, 8000)
-    engine = CallEngine(shell, relay, settings.media_host, list(settings.codecs), on_call,
+    engine = CallEngine(shell, relay, settings.media_address, list(settings.codecs), on_call,
                         on_return, records_dir=settings.records,
                         escalation=settings.escalation, records=writer, hold_audio=hold_audio)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive

@@ -68,6 +68,7 @@ class ServeSettings:
     # each run builds its own (port_range()) and a settings value stays a value.
     media_ports: range = range(20000, 30000)
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")  # offered in this order
+    media_advertise: str | None = None  # the RTP address put in SDP; None: see media_address
     hold_audio: Path | None = None  # a WAV played while nobody talks; None: ringback
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     records: Path = Path("warmline-records")  # voicemail, callbacks, the trigger log
@@ -79,8 +80,14 @@ class ServeSettings:
 
     @property
     def media_host(self) -> str:
-        """The address RTP is offered on: the first listener's."""
+        """The address RTP sockets bind: the first listener's."""
         return self.listen[0].host
+
+    @property
+    def media_address(self) -> str:
+        """The address SDP offers for RTP (c=): ``media_advertise``, else what the first
+        listener advertises, else its own address (behind NAT peers must send here)."""
+        return self.media_advertise or self.listen[0].public[0]
 
     @property
     def database_url(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from warmline.cli import main
@@ -85,3 +87,24 @@ def test_json_logs_carry_the_ids() -> None:
     assert line["msg"] == "handoff handoff-3 done" and line["level"] == "info"
     assert (line["call_id"], line["handoff_id"]) == ("call-2", "handoff-3")
     assert line["ts"].endswith("Z")
+
+
+@pytest.mark.parametrize(("text", "public"), [
+    ("udp:0.0.0.0:5060;advertise=203.0.113.7", ("203.0.113.7", 5060)),
+    ("tcp:[::1]:5060;advertise=[2001:db8::1]:5080", ("2001:db8::1", 5080)),
+    ("udp:127.0.0.1:5060;advertise=sip.example.com:5062", ("sip.example.com", 5062)),
+])
+def test_a_listener_may_advertise_another_address(text: str, public: tuple[str, int]) -> None:
+    spec = parse_listen(text)
+    assert spec.public == public and str(parse_listen(str(spec))) == str(spec)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("udp:127.0.0.1:5060;advertise=", "the only option is ;advertise=HOST[:PORT]"),
+    ("udp:127.0.0.1:5060;via=1.2.3.4", "the only option is ;advertise=HOST[:PORT]"),
+    ("udp:127.0.0.1:5060;advertise=bad_host!", "advertise needs an IP address or a host name"),
+    ("udp:127.0.0.1:5060;advertise=1.2.3.4:99999", "advertised port must be 1-65535"),
+])
+def test_a_bad_advertised_address_is_refused_naming_it(text: str, problem: str) -> None:
+    with pytest.raises(ListenSpecError, match=re.escape(problem)):
+        parse_listen(text)

@@ -1,13 +1,21 @@
-"""Listener specifications as given on the command line: ``udp:127.0.0.1:5070``."""
+"""Listener specifications as given on the command line: ``udp:127.0.0.1:5070``.
+
+Behind NAT (or on 0.0.0.0) the address a listener binds is not the one peers
+must use: ``udp:10.0.0.5:5060;advertise=203.0.113.7:5060`` binds the first and
+puts the second in Via and Contact (the port defaults to the bound one).
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from warmline.sip.uri import is_digits
 
 TRANSPORTS = ("udp", "tcp", "tls")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 class ListenSpecError(ValueError):
@@ -19,15 +27,74 @@ class ListenSpec:
     transport: str
     host: str
     port: int
+    advertise_host: str | None = None  # what peers are told instead (NAT, 0.0.0.0)
+    advertise_port: int | None = None
+
+    @property
+    def public(self) -> tuple[str, int]:
+        """The address for Via and Contact: the advertised one, else the bound one."""
+        return self.advertise_host or self.host, self.advertise_port or self.port
+
+    def bound_to(self, port: int) -> ListenSpec:
+        """This spec with the port the socket really got (port 0 picks one)."""
+        return ListenSpec(self.transport, self.host, port, self.advertise_host,
+                          self.advertise_port)
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
+        text = f"{self.transport}:{_bracketed(self.host)}:{self.port}"
+        if self.advertise_host is not None:
+            text += f";advertise={_bracketed(self.advertise_host)}"
+            if self.advertise_port is not None:
+                text += f":{self.advertise_port}"
+        return text
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def parse_listen(text: str) -> ListenSpec:
-    """Parse ``transport:host:port`` (IPv6 hosts in brackets); port 0 picks a free one."""
-    transport, sep, rest = text.partition(":")
+    """Parse ``transport:host:port[;advertise=host[:port]]`` (IPv6 hosts in brackets).
+
+    Port 0 picks a free one.
+    """
+    address, _, options = text.partition(";")
+    spec = _parse_address(text, address)
+    if not options:
+        return spec
+    name, _, value = options.partition("=")
+    if name.strip().lower() != "advertise" or not value.strip():
+        raise ListenSpecError(f"--sip {text!r}: the only option is ;advertise=HOST[:PORT]")
+    host, port = _advertised(text, value.strip())
+    return ListenSpec(spec.transport, spec.host, spec.port, host, port)
+
+
+def _advertised(text: str, value: str) -> tuple[str, int | None]:
+    """HOST[:PORT] (an IP, IPv6 in brackets, or a DNS name)."""
+    if value.startswith("["):
+        host, _, port_text = value[1:].partition("]")
+        port_text = port_text.removeprefix(":")
+    elif value.count(":") == 1:
+        host, _, port_text = value.partition(":")
+    else:
+        host, port_text = value, ""
+    if not host or not (_is_address(host) or _HOSTNAME.match(host)):
+        raise ListenSpecError(f"--sip {text!r}: advertise needs an IP address or a host name")
+    if port_text and (not is_digits(port_text) or not 0 < int(port_text) <= 65535):
+        raise ListenSpecError(f"--sip {text!r}: advertised port must be 1-65535")
+    return host, int(port_text) if port_text else None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_address(text: str, address: str) -> ListenSpec:
+    transport, sep, rest = address.partition(":")
     transport = transport.lower()
     if not sep or transport not in TRANSPORTS:
         raise ListenSpecError(f"--sip {text!r}: expected udp:HOST:PORT, tcp:HOST:PORT or tls:...")
@@ -36,10 +103,8 @@ def parse_listen(text: str) -> ListenSpec:
         port_text = port_text.removeprefix(":")
     else:
         host, _, port_text = rest.rpartition(":")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ListenSpecError(f"--sip {text!r}: host must be an IP address") from None
+    if not _is_address(host):
+        raise ListenSpecError(f"--sip {text!r}: host must be an IP address")
     if not is_digits(port_text) or int(port_text) > 65535:
         raise ListenSpecError(f"--sip {text!r}: port must be 0-65535")
     return ListenSpec(transport, host, int(port_text))

@@ -102,8 +102,7 @@ class SipShell:
             transport, protocol = await self.loop.create_datagram_endpoint(
                 lambda: _UdpEndpoint(self), local_addr=(spec.host, spec.port), family=family)
             _enlarge_buffers(transport.get_extra_info("socket"))
-            port = transport.get_extra_info("sockname")[1]
-            bound = ListenSpec("udp", spec.host, port)
+            bound = spec.bound_to(transport.get_extra_info("sockname")[1])
             self._udp.append((bound, protocol))
         else:
             context = self.tls_server if spec.transport == "tls" else None
@@ -112,9 +111,8 @@ class SipShell:
             server = await self.loop.create_server(
                 self.connections.factory(spec.transport), spec.host, spec.port, ssl=context)
             self._servers.append(server)
-            port = server.sockets[0].getsockname()[1]
-            bound = ListenSpec(spec.transport, spec.host, port)
-        self.ua.add_listener(bound.transport, bound.host, bound.port)
+            bound = spec.bound_to(server.sockets[0].getsockname()[1])
+        self.ua.add_listener(bound.transport, *bound.public)
         return bound
 
     async def close(self) -> None:
