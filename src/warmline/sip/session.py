@@ -6,10 +6,12 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmline.sip.auth import Credentials
 from warmline.sip.dialog import Dialog
 from warmline.sip.events import Target
 from warmline.sip.headers import NameAddr, Replaces
 from warmline.sip.message import Request, Response
+from warmline.sip.registration import Registration
 from warmline.sip.scheduler import TimerHandle
 from warmline.sip.transaction import ClientTransaction, InviteServerTransaction
 
@@ -48,6 +50,7 @@ class Session:
     auth_attempts: int = 0
     early_dialogs: dict[str, Dialog] = field(default_factory=dict)  # by remote tag
     fallback_targets: list[Target] = field(default_factory=list)  # RFC 3263 failover, in order
+    credentials: Credentials | None = None  # the trunk's, for its challenges
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None
@@ -90,6 +93,8 @@ class Probe:
 
     uri: str
     status: int | None = None  # final status; 408 timed out, 503 transport error
+    response: Response | None = None  # the final answer (its Allow, Supported ...)
+    credentials: Credentials | None = None  # answers the destination's challenge
 
 
 # -- events handed to the application ------------------------------------
@@ -172,6 +177,13 @@ class ProbeResult:
     status: int
 
 
+@dataclass(frozen=True, slots=True)
+class RegistrationChanged:
+    """A registration's state, status or reason changed (see ``registration``)."""
+
+    registration: Registration
+
+
 SessionEvent = (
     IncomingCall
     | CallProgress
@@ -184,4 +196,5 @@ SessionEvent = (
     | ReferResponse
     | ReferNotify
     | ProbeResult
+    | RegistrationChanged
 )

@@ -42,8 +42,9 @@ from warmline.sip.message import (
     validate_request,
     validate_response,
 )
+from warmline.sip.registration import Next, Registration
 from warmline.sip.responses import error_reply, make_response, salvage_headers
-from warmline.sip.scheduler import Scheduler
+from warmline.sip.scheduler import Scheduler, TimerHandle
 from warmline.sip.session import (
     CallAnswered,
     CallConfirmed,
@@ -57,6 +58,7 @@ from warmline.sip.session import (
     ReferNotify,
     ReferResponse,
     ReferSubscription,
+    RegistrationChanged,
     RequestInDialog,
     Session,
     SessionEvent,
@@ -114,10 +116,11 @@ class Counters:
 @dataclass
 class _Pending:
     session: Session | None
-    kind: str  # invite, reinvite, bye, cancel, refer, request, probe, fork-bye (silent)
+    kind: str  # invite, reinvite, bye, cancel, refer, request, probe, register, fork-bye
     refer: ReferSubscription | None = None
     auth_attempts: int = 0
     probe: Probe | None = None
+    registration: Registration | None = None
 
 
 class UserAgent:
@@ -147,6 +150,8 @@ class UserAgent:
         self._digest_server = (DigestServer(self.config.auth_realm, self.config.auth_users)
                                if self.config.auth_users else None)
         self._digest_client = DigestClient(list(self.config.credentials))
+        self._trunk_digests: dict[Credentials, DigestClient] = {}
+        self._registrations: dict[Registration, tuple[Target, TimerHandle | None]] = {}
 
     # ------------------------------------------------------------------ set-up
     def add_listener(self, transport: str, host: str, port: int) -> None:
@@ -227,6 +232,7 @@ class UserAgent:
         headers: list[tuple[str, str]] | None = None,
         target: Target | None = None,
         targets: Sequence[Target] = (),
+        credentials: Credentials | None = None,
     ) -> Session:
         """Start an outbound call.
 
@@ -234,6 +240,7 @@ class UserAgent:
         list); on a transport error, a timeout or a 503 before any other answer the
         next one gets the same request as a new transaction (§4.3). ``target`` is
         one fixed destination; with neither, the URI's literal host and port.
+        ``credentials`` answer this call's challenges (a trunk's account).
         """
         uri = _request_uri(to)
         targets = list(targets) or [target or target_for_uri(uri)]
@@ -259,13 +266,18 @@ class UserAgent:
             *(headers or []),
         ], sdp or b"")
         session = Session(self._new_id(), False, request, SessionState.CALLING, local_tag,
-                          target=target, local_sdp=sdp, fallback_targets=targets[1:])
+                          target=target, local_sdp=sdp, fallback_targets=targets[1:],
+                          credentials=credentials)
         self._sessions[(request.call_id, local_tag)] = session
         self._send_invite(session, request, now)
         return session
 
-    def probe(self, to: str | SipUri, now: float, target: Target | None = None) -> Probe:
-        """Send OPTIONS outside any dialog; a :class:`ProbeResult` reports the answer."""
+    def probe(self, to: str | SipUri, now: float, target: Target | None = None,
+              credentials: Credentials | None = None) -> Probe:
+        """Send OPTIONS outside any dialog; a :class:`ProbeResult` reports the answer.
+
+        A 401/407 is answered once with ``credentials`` (or the UA's own).
+        """
         uri = _request_uri(to)
         target = target or target_for_uri(uri)
         caller = NameAddr(self.contact_for(target.transport).sip_uri.replace(
@@ -280,10 +292,94 @@ class UserAgent:
             ("Accept", _SDP),
             ("User-Agent", self.config.user_agent),
         ])
-        probe = Probe(str(uri))
+        probe = Probe(str(uri), credentials=credentials)
         transaction = self.layer.send_request(request, target, now)
         self._pending[transaction] = _Pending(None, "probe", probe=probe)
         return probe
+
+    # ------------------------------------------------------------------ registration
+    def register(self, registrar: str | SipUri, aor: str | SipUri, now: float, *,
+                 name: str = "", expires: int = 600, target: Target | None = None,
+                 credentials: Credentials | None = None) -> Registration:
+        """Bind our Contact for ``aor`` at ``registrar`` and keep it bound (refresh, back-off).
+
+        Every change of state is a :class:`RegistrationChanged` event.
+        """
+        registrar_uri, aor_uri = _request_uri(registrar), _request_uri(aor)
+        target = target or target_for_uri(registrar_uri)
+        registration = Registration(
+            name or str(aor_uri), registrar_uri, aor_uri,
+            self.contact_for(target.transport, aor_uri.user or "warmline"),
+            f"{self._new_id()}{self._new_id()}", self._new_id(), expires=expires,
+            credentials=credentials, _rng=self._rng)
+        self._registrations[registration] = (target, None)
+        self._send_register(registration, now)
+        return registration
+
+    def unregister(self, registration: Registration, now: float) -> None:
+        """Remove the binding (Expires: 0); no more refreshes."""
+        if registration not in self._registrations:
+            return
+        registration.unregistering = True
+        self._send_register(registration, now)
+
+    @property
+    def registrations(self) -> list[Registration]:
+        return list(self._registrations)
+
+    def _send_register(self, registration: Registration, now: float) -> None:
+        target, timer = self._registrations[registration]
+        if timer is not None:
+            timer.cancel()
+        self._registrations[registration] = (target, None)
+        request = registration.request()
+        challenge = registration.challenge
+        if challenge is not None and (answer := self._answer_challenge(
+                challenge, request, registration.credentials)) is not None:
+            header = "authorization" if challenge.status == 401 else "proxy-authorization"
+            request.set(header, answer)
+        request.add("Via", self._via(target.transport), first=True)
+        request.add("User-Agent", self.config.user_agent)
+        transaction = self.layer.send_request(request, target, now)
+        self._pending[transaction] = _Pending(None, "register", registration=registration)
+        self._events.append(RegistrationChanged(registration))
+
+    def _registration_answered(self, registration: Registration, step: Next,
+                               now: float) -> None:
+        self._events.append(RegistrationChanged(registration))
+        if step is Next.DONE:
+            self._registrations.pop(registration, None)
+            return
+        if step is Next.RETRY_NOW:
+            self._send_register(registration, now)
+            return
+        when = registration.refresh_at if step is Next.REFRESH else registration.retry_at
+        target, _ = self._registrations[registration]
+        timer = self.scheduler.call_at(when or now, lambda at: self._send_register(
+            registration, at))
+        self._registrations[registration] = (target, timer)
+
+    def _answer_challenge(self, challenge: Response, request: Request,
+                          credentials: Credentials | None) -> str | None:
+        """The Authorization (or Proxy-) value for ``request`` answering ``challenge``."""
+        header = "www-authenticate" if challenge.status == 401 else "proxy-authenticate"
+        text = challenge.get(header)
+        if text is None:
+            return None
+        try:
+            return self._digest_for(credentials).authorization(text, request.method,
+                                                               str(request.uri))
+        except SipParseError:
+            return None
+
+    def _digest_for(self, credentials: Credentials | None) -> DigestClient:
+        """The trunk's own digest client (its nonce counts), or the UA's."""
+        if credentials is None:
+            return self._digest_client
+        client = self._trunk_digests.get(credentials)
+        if client is None:
+            client = self._trunk_digests[credentials] = DigestClient([credentials])
+        return client
 
     def cancel(self, session: Session, now: float) -> None:
         """CANCEL an outbound call; sent once a provisional arrived (RFC 3261 §9.1)."""
@@ -761,8 +857,11 @@ class UserAgent:
         if response.status >= 200:
             del self._pending[transaction]
             if pending.probe is not None:
-                pending.probe.status = response.status
-                self._events.append(ProbeResult(pending.probe, response.status))
+                self._probe_answered(pending, transaction, response, now)
+            if pending.registration is not None:
+                registration = pending.registration
+                self._registration_answered(registration,
+                                            registration.answered(response, now), now)
         session = pending.session
         if session is None:
             return
@@ -884,7 +983,7 @@ class UserAgent:
         if session.auth_attempts >= 2:
             return False
         retry = self._authorized_copy(transaction.request, response,
-                                      transaction.request.cseq.seq + 1)
+                                      transaction.request.cseq.seq + 1, session.credentials)
         if retry is None:
             return False
         session.auth_attempts += 1
@@ -903,7 +1002,8 @@ class UserAgent:
         dialog = session.dialog
         if dialog is None or pending.auth_attempts >= 2:
             return False
-        retry = self._authorized_copy(transaction.request, response, dialog.local_seq + 1)
+        retry = self._authorized_copy(transaction.request, response, dialog.local_seq + 1,
+                                      session.credentials)
         if retry is None:
             return False
         dialog.local_seq += 1
@@ -916,17 +1016,11 @@ class UserAgent:
                              auth_attempts=pending.auth_attempts + 1)
         return True
 
-    def _authorized_copy(self, old: Request, response: Response, seq: int) -> Request | None:
+    def _authorized_copy(self, old: Request, response: Response, seq: int,
+                         credentials: Credentials | None = None) -> Request | None:
         """``old`` with a new CSeq and an answer to the 401/407 challenge, or None."""
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
         reply = "authorization" if response.status == 401 else "proxy-authorization"
-        challenge = response.get(header)
-        if challenge is None:
-            return None
-        try:
-            answer = self._digest_client.authorization(challenge, old.method, str(old.uri))
-        except SipParseError:
-            return None
+        answer = self._answer_challenge(response, old, credentials)
         if answer is None:
             return None
         retry = Request(old.method, old.uri, [(n, v) for n, v in old.headers if n != "via"],
@@ -961,10 +1055,33 @@ class UserAgent:
 
         self.scheduler.call_at(now + delay, retry)
 
+    def _probe_answered(self, pending: _Pending, transaction: ClientTransaction,
+                        response: Response, now: float) -> None:
+        """A probe's final answer; one challenge is answered before reporting."""
+        probe = pending.probe
+        assert probe is not None
+        if response.status in (401, 407) and pending.auth_attempts == 0:
+            retry = self._authorized_copy(transaction.request, response,
+                                          transaction.request.cseq.seq + 1, probe.credentials)
+            if retry is not None:
+                retry.add("Via", self._via(transaction.target.transport), first=True)
+                again = self.layer.send_request(retry, transaction.target, now)
+                self._pending[again] = _Pending(None, "probe", auth_attempts=1, probe=probe)
+                return
+        probe.status, probe.response = response.status, response
+        self._events.append(ProbeResult(probe, response.status))
+
     def _on_timeout(self, transaction: object, now: float, transport_error: bool) -> None:
         if not isinstance(transaction, ClientTransaction):
             return
         pending = self._pending.pop(transaction, None)
+        if pending is not None and pending.registration is not None:
+            status, reason = (503, "no route to the registrar (transport error)") \
+                if transport_error else (408, "the registrar did not answer")
+            registration = pending.registration
+            self._registration_answered(registration,
+                                        registration.failed(status, reason, now), now)
+            return
         if pending is not None and pending.probe is not None:
             pending.probe.status = 503 if transport_error else 408
             self._events.append(ProbeResult(pending.probe, pending.probe.status))
