@@ -165,6 +165,7 @@ def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace,
     settings = _http(settings, parser, args, config)
     settings = _media(settings, parser, args, config)
     settings = _escalation(settings, parser, args, config)
+    settings = _network(settings, config)
     return _storage(settings, args, config)
 
 
@@ -262,6 +263,15 @@ def _escalate_to(parser: argparse.ArgumentParser, args: argparse.Namespace) -> D
     except HandoffError as error:
         parser.error(str(error))
     return destination
+
+
+def _network(settings: ServeSettings, config: WarmlineConfig | None) -> ServeSettings:
+    """[dns] and [trunks.*] come from warmline.toml only (passwords never on a command line);
+    a password that cannot be read stopped `load_config` already, naming the key."""
+    if config is None:
+        return settings
+    return replace(settings, trunks=config.build_trunks(),
+                   dns_servers=tuple(config.dns.nameservers()), dns_timeout=config.dns.timeout)
 
 
 def _storage(settings: ServeSettings, args: argparse.Namespace,

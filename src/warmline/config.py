@@ -10,20 +10,33 @@ the first broken file. The example, with every key commented, is
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 import tomllib
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from warmline.brain.delivery import HeaderBudget
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.routing import Department, Hours, Router, RoutingError
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
+from warmline.calls.trunks import Trunk, Trunks
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
+from warmline.sip.auth import Credentials
+from warmline.sip.errors import SipParseError
+from warmline.sip.uri import SipUri, parse_uri
 from warmline.transfer.handoff import (
     Acceptance,
     ConnectBy,
@@ -212,6 +225,105 @@ class AgentSection(_Strict):
     flow: str | None = Field(None, description="a scripted flow (TOML) answering the calls")
 
 
+class DnsSection(_Strict):
+    """Where RFC 3263 lookups go; none: /etc/resolv.conf (and /etc/hosts)."""
+
+    servers: list[str] = Field(default_factory=list)  # "HOST:PORT" or "HOST" (port 53)
+    timeout: float = Field(2.0, gt=0, le=30)
+
+    @field_validator("servers")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _nameserver(value)
+        return values
+
+    def nameservers(self) -> list[tuple[str, int]]:
+        return [_nameserver(value) for value in self.servers]
+
+
+def _nameserver(text: str) -> tuple[str, int]:
+    """HOST[:PORT] of a DNS server (an IP address; IPv6 in brackets)."""
+    host, port = (text.rsplit(":", 1) if text.count(":") == 1 or text.startswith("[")
+                  else (text, "53"))
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: a DNS server is an IP address[:port]") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    return host, int(port)
+
+
+class TrunkSection(_Strict):
+    """A carrier or PBX: where calls go, the account it challenges, whether to register.
+
+    The password never sits in this file or on the command line: it is read from
+    an environment variable or a file (a secret mounted by the platform).
+    """
+
+    uri: str  # sip:pbx.example.com[:port][;transport=tcp]: the domain and registrar
+    username: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    realm: str | None = None  # answer only this realm's challenges (None: any)
+    registers: bool = Field(False, alias="register")  # ("register" is a BaseModel method)
+    expires: int = Field(600, ge=60, le=86400)
+    outbound_proxy: str | None = None
+    caller_id: str | None = None  # From of calls through this trunk
+    destinations: list[str] = Field(default_factory=list)  # globs; empty: the uri's domain
+
+    @field_validator("uri", "outbound_proxy")
+    @classmethod
+    def _sip(cls, value: str | None) -> str | None:
+        if value is not None and not isinstance(_parsed(value), SipUri):
+            raise ValueError(f"{value!r} is not a sip: or sips: URI")
+        return value
+
+    @model_validator(mode="after")
+    def _account(self) -> TrunkSection:
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        if (self.password_env or self.password_file) and not self.username:
+            raise ValueError("username: needed with a password")
+        if self.registers and not self.username:
+            raise ValueError("username: needed to register")
+        return self
+
+    def build(self, name: str) -> Trunk:
+        """The trunk, its password read now (ValueError naming the key when it cannot be)."""
+        uri = _parsed(self.uri)
+        proxy = _parsed(self.outbound_proxy) if self.outbound_proxy else None
+        assert isinstance(uri, SipUri) and (proxy is None or isinstance(proxy, SipUri))
+        credentials = None
+        if self.username:
+            credentials = Credentials(self.username, self._password(name), self.realm)
+        return Trunk(name, uri, credentials, self.registers, self.expires, proxy,
+                     self.caller_id, tuple(self.destinations))
+
+    def _password(self, name: str) -> str:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"trunks.{name}.password_env: {self.password_env} is not set")
+            return value
+        if self.password_file:
+            try:
+                return Path(self.password_file).read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise ValueError(f"trunks.{name}.password_file: cannot read "
+                                 f"{self.password_file}: {error.strerror}") from None
+        return ""
+
+
+def _parsed(text: str) -> object:
+    try:
+        return parse_uri(text)
+    except SipParseError:
+        return None
+
+
 class WarmlineConfig(_Strict):
     sip: SipSection = Field(default_factory=SipSection)
     http: HttpSection | None = None
@@ -222,6 +334,12 @@ class WarmlineConfig(_Strict):
     departments: list[DepartmentModel] = Field(default_factory=list)
     routing: RoutingSection | None = None
     agent: AgentSection | None = None
+    dns: DnsSection = Field(default_factory=DnsSection)
+    trunks: dict[str, TrunkSection] = Field(default_factory=dict)
+
+    def build_trunks(self) -> Trunks:
+        """The trunks in file order, passwords read (ValueError naming the key)."""
+        return Trunks(tuple(section.build(name) for name, section in self.trunks.items()))
 
     def escalation(self, public_url: str | None) -> EscalationPolicy:
         """The policy for the engine (the router is built here; its errors are RoutingError)."""
@@ -260,6 +378,7 @@ def load(path: Path) -> WarmlineConfig:
                            for item in error.errors()]) from None
     try:
         config.escalation(None)
+        config.build_trunks()
     except (RoutingError, HandoffError, ValueError) as error:
         key = str(error).split(":", 1)[0]
         raise ConfigError([f"{path}:{_line_of(text, key.split('.'))}: {error}"]) from None

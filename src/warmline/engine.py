@@ -24,15 +24,25 @@ from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.service import Brain, TurnResult
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
+from warmline.calls.registrations import TrunkRegistrations
 from warmline.calls.switchboard import Switchboard
+from warmline.calls.trunks import NoRoute, Trunks
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Samples, ringback
 from warmline.media.tts import EspeakTts, TextToSpeech
 from warmline.records.store import Event, RecordWriter
+from warmline.sip.registration import Registration
 from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
-from warmline.transfer.handoff import Handoff, HandoffError, HandoffEvent, Problem
+from warmline.transfer.handoff import (
+    Destination,
+    Handoff,
+    HandoffError,
+    HandoffEvent,
+    Problem,
+)
 from warmline.transfer.live import TransferServices
 from warmline.transfer.service import Transfers
+from warmline.transport.resolver import Resolver
 from warmline.transport.shell import SipShell
 
 CallHandler = Callable[[Call], None]
@@ -53,7 +63,8 @@ class CallEngine:
                  *, records_dir: Path = Path("warmline-records"),
                  escalation: EscalationPolicy | None = None,
                  records: RecordWriter | None = None, tts: TextToSpeech | None = None,
-                 hold_audio: Samples | None = None) -> None:
+                 hold_audio: Samples | None = None, trunks: Trunks | None = None,
+                 resolver: Resolver | None = None) -> None:
         self.on_call: CallHandler = on_call or (lambda call: None)
         self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
         self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
@@ -65,7 +76,10 @@ class CallEngine:
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
         self.brain = Brain(escalation or EscalationPolicy(), TriggerLog(records_dir),
                            self.record)
-        self.switchboard = Switchboard(shell, plane, media_address, codecs, self)
+        self.switchboard = Switchboard(shell, plane, media_address, codecs, self,
+                                       trunks=trunks, resolver=resolver)
+        self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
+                                                self.switchboard.resolver)
         self.transfers = Transfers(self.switchboard, TransferServices(
             self.tts, self.hold_audio, self.brain.deliver, records_dir, self._callbacks),
             lambda call, why, away: self.on_return(call, why, away))
@@ -111,6 +125,11 @@ class CallEngine:
         """Escalate now (an agent or a flow decided), routed and packed as a trigger would be."""
         return self.brain.escalate(self._call(call_id), reason, context, self._start)
 
+    async def reachable(self, destination: str) -> None:
+        """Route and resolve ``destination`` as a call to it would (NoRoute, ResolutionError)."""
+        route = self.switchboard.trunks.route(destination)
+        await self.switchboard.resolver.resolve(route.next_hop)
+
     def hang_up(self, call: Call) -> None:
         """warmline ends the caller's call."""
         self.switchboard.hang_up(call.caller)
@@ -136,9 +155,14 @@ class CallEngine:
         task.add_done_callback(self._tasks.discard)
         return task
 
+    def start(self) -> None:
+        """Register the trunks that ask for it (once the SIP listeners are open)."""
+        self.registrations.start()
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.registrations.stop()
         await self.transfers.close()
         await self.switchboard.close()
 
@@ -153,6 +177,9 @@ class CallEngine:
         self.record(call.id, "call.ended", {"reason": reason})
         self.transfers.caller_left(call)
 
+    def registration_changed(self, registration: Registration) -> None:
+        self.registrations.changed(registration)
+
     def call_forgotten(self, call: Call) -> None:
         for handoff_id in call.handoff_ids:
             self.handoffs.pop(handoff_id, None)
@@ -162,6 +189,7 @@ class CallEngine:
     # -- inside ------------------------------------------------------------------------
     def _start(self, call: Call, handoff: Handoff) -> Handoff:
         handoff.validate()
+        self._check_routes(handoff)
         self.transfers.check(call)
         self.brain.prepare(call, handoff)
         call.handoff_ids.append(handoff.id)
@@ -171,6 +199,16 @@ class CallEngine:
             self._record_handoff_event(handoff, earlier)
         self.transfers.start(call, handoff)
         return handoff
+
+    def _check_routes(self, handoff: Handoff) -> None:
+        """A tel: destination no trunk serves is refused now, naming the field."""
+        for index, step in enumerate([handoff.first, *handoff.fallback]):
+            if isinstance(step, Destination):
+                try:
+                    self.switchboard.trunks.route(step.uri)
+                except NoRoute as error:
+                    where = "to" if index == 0 else f"fallback[{index - 1}]"
+                    raise HandoffError(f"{where}: {error}") from None
 
     def _caller_pressed(self, call: Call, digit: str) -> None:
         self.brain.caller_pressed(call, digit, self._start)

@@ -14,7 +14,8 @@ import gc
 import logging
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from warmline.agents.media_stream import MediaStreamAgent
 from warmline.agents.scripted import ScriptedAgent
@@ -55,14 +56,16 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     shell = SipShell(UserAgent(settings.user_agent), tls_server=settings.tls.server_context(),
                      tls_client=settings.tls.client_context())
     async with contextlib.AsyncExitStack() as stack:
-        answered = await _take_calls(stack, shell, settings)
+        side = await _take_calls(stack, shell, settings)
         stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
         await _listen(shell, settings.listen)
+        side.start()
         tune_garbage_collector()
         await stop.wait()
         log.info("shutting down: %d live call(s)", len(shell.ua.sessions))
+        await side.drain()
         await hang_up_all(shell)
-    _log_totals(shell.ua, answered())
+    _log_totals(shell.ua, side.answered())
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -84,8 +87,21 @@ def _log_totals(ua: UserAgent, answered: int) -> None:
              counters.garbage_dropped, counters.bad_requests)
 
 
+@dataclass(frozen=True)
+class CallSide:
+    """Whoever answers calls, as serve() drives it: count, start after listening, drain."""
+
+    answered: Callable[[], int]
+    start: Callable[[], None] = lambda: None  # the listeners are open (register the trunks)
+    drain: Callable[[], Awaitable[None]] = lambda: _nothing()  # before the calls are hung up
+
+
+async def _nothing() -> None:
+    return None
+
+
 async def _take_calls(stack: contextlib.AsyncExitStack, shell: SipShell,
-                      settings: ServeSettings) -> Callable[[], int]:
+                      settings: ServeSettings) -> CallSide:
     """Wire up whoever answers calls; returns how to count the calls it answered.
 
     Without an HTTP API nothing could transfer a call, so the SIP-only
@@ -97,16 +113,16 @@ async def _take_calls(stack: contextlib.AsyncExitStack, shell: SipShell,
 
 
 async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
-                       host: str, advertised: str) -> Callable[[], int]:
+                       host: str, advertised: str) -> CallSide:
     sink, media_port = await open_media_sink(host)
     stack.callback(sink.close)
     agent = SipAnswerer(shell.ua, shell.now, advertised, media_port)
     shell.on_event = agent.on_event
-    return lambda: agent.calls_answered
+    return CallSide(lambda: agent.calls_answered)
 
 
 async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: ServeSettings,
-                  http: HttpSpec) -> Callable[[], int]:
+                  http: HttpSpec) -> CallSide:
     """The call engine on the embedded relay, its records, its AI side and the HTTP API.
 
     Everything goes onto ``stack`` in start order, so it closes in reverse:
@@ -127,11 +143,12 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
     hold_audio = None if settings.hold_audio is None else load_wav(settings.hold_audio, 8000)
     engine = CallEngine(shell, relay, settings.media_address, list(settings.codecs), on_call,
                         on_return, records_dir=settings.records,
-                        escalation=settings.escalation, records=writer, hold_audio=hold_audio)
+                        escalation=settings.escalation, records=writer, hold_audio=hold_audio,
+                        trunks=settings.trunks, resolver=settings.resolver())
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)
-    return lambda: len(engine.calls)
+    return CallSide(lambda: len(engine.calls), engine.start, engine.registrations.stop)
 
 
 def _open_records(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> RecordWriter:

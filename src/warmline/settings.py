@@ -14,10 +14,12 @@ from pathlib import Path
 
 from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
+from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
 from warmline.records.store import default_url
 from warmline.sip.useragent import UserAgentConfig
 from warmline.transport.listen import ListenSpec
+from warmline.transport.resolver import Resolver
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class ServeSettings:
     agent_ws: str | None = None  # the bot's WebSocket; it takes each call first
     flow: Flow | None = None  # a scripted flow for the calls when there is no bot
     user_agent: UserAgentConfig = field(default_factory=UserAgentConfig)
+    trunks: Trunks = field(default_factory=Trunks)  # carriers and PBXs (accounts, registration)
+    dns_servers: tuple[tuple[str, int], ...] = ()  # none: /etc/resolv.conf and /etc/hosts
+    dns_timeout: float = 2.0  # seconds per DNS question
 
     @property
     def media_host(self) -> str:
@@ -92,6 +97,10 @@ class ServeSettings:
     @property
     def database_url(self) -> str:
         return self.database or default_url(self.records)
+
+    def resolver(self) -> Resolver:
+        """A fresh RFC 3263 resolver for one run (its cache lives as long as the run)."""
+        return Resolver(self.dns_servers, timeout=self.dns_timeout)
 
     def port_range(self) -> PortRange:
         """A fresh allocator over ``media_ports`` for one run."""

@@ -15,7 +15,7 @@ def handoff(**changes: object) -> Handoff:
 
 @pytest.mark.parametrize(("bad", "status", "named"), [
     ({"first": Destination("http://x", "bridge", 5)}, 422, "to: 'http://x' must be a sip:"),
-    ({"first": Destination("tel:+15550100", "bridge", 5)}, 422, "must be a sip: or sips:"),
+    ({"first": Destination("mailto:x@y", "bridge", 5)}, 422, "must be a sip:, sips: or tel:"),
     ({"first": Destination("sip:h@127.0.0.1", "psychic", 5)}, 422, "to: mode 'psychic'"),
     ({"first": Destination("sip:h@pbx?X-Inj=1&Subject=hi", "bridge", 5)}, 422,
      "carries URI headers (X-Inj, Subject)"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from warmline.api import calls, dashboard, handoffs, reports, stream
+from warmline.api import calls, dashboard, handoffs, reports, stream, trunks
 from warmline.api.auth import install_auth
 from warmline.api.dependencies import ApiSettings, provide
 from warmline.engine import CallEngine
@@ -21,6 +21,6 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     if api_token is not None:
         install_auth(app, api_token, engine.handoffs)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,
-                   dashboard.router):
+                   trunks.router, dashboard.router):
         app.include_router(routes)
     return app

@@ -35,7 +35,7 @@ async def list_calls(engine: EngineDep) -> list[dict[str, Any]]:
 async def transfer(call_id: str, body: TransferRequest, engine: EngineDep) -> TransferAccepted:
     with handoff_errors_as_http():
         handoff = body.handoff(call_id)
-    await check_routable(handoff)
+    await check_routable(handoff, engine)
     with handoff_errors_as_http():
         engine.transfer(call_id, handoff)
     return TransferAccepted(handoff_id=handoff.id, status=handoff.status)

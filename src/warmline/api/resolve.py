@@ -1,46 +1,34 @@
-"""The request-time DNS check: a destination whose host does not resolve could never ring.
+"""The request-time routing check: a destination nothing can reach could never ring.
 
 CallEngine.transfer is synchronous and checks a handoff without the network;
-the API looks each host up before handing the request over, so the client
-hears 422 naming the field now instead of reading a failed handoff later.
-An IP address needs no lookup, and a lookup slower than RESOLVE_SECONDS counts
-as not resolving.
+the API routes and resolves each destination (RFC 3263: NAPTR, SRV, A/AAAA,
+through the trunks) before handing the request over, so the client hears 422
+naming the field now instead of reading a failed handoff later. The answers
+are cached, so the transfer that follows does not ask DNS again.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-
 from fastapi import HTTPException
 
-from warmline.sip.uri import SipUri, parse_uri
+from warmline.calls.trunks import NoRoute
+from warmline.engine import CallEngine
 from warmline.transfer.handoff import Destination, Handoff
+from warmline.transport.resolver import ResolutionError
 
-RESOLVE_SECONDS = 2.0
 
-
-async def check_routable(handoff: Handoff) -> None:
-    """422 naming ``to`` or ``fallback[i].to`` for the first host that does not resolve."""
-    loop = asyncio.get_running_loop()
+async def check_routable(handoff: Handoff, engine: CallEngine) -> None:
+    """422 naming ``to`` or ``fallback[i].to`` for the first destination that cannot be
+    reached: no trunk for a tel: number, or a name that does not resolve."""
     steps = [handoff.first, *handoff.fallback]
     for index, step in enumerate(steps):
         if not isinstance(step, Destination):
             continue
-        uri = parse_uri(step.uri)
-        host = uri.host.strip("[]") if isinstance(uri, SipUri) else ""
-        if not host or _is_address(host):
-            continue
         where = "to" if index == 0 else f"fallback[{index - 1}].to"
         try:
-            await asyncio.wait_for(loop.getaddrinfo(host, None), RESOLVE_SECONDS)
-        except (OSError, TimeoutError):
-            raise HTTPException(422, f"{where}: host {host!r} does not resolve") from None
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+            await engine.reachable(step.uri)
+        except NoRoute as error:
+            raise HTTPException(422, f"{where}: {error}") from None
+        except ResolutionError as error:
+            raise HTTPException(422, f"{where}: {error.name} does not resolve "
+                                     f"({error.reason})") from None

@@ -24,10 +24,12 @@ from typing import Any, Protocol
 
 from warmline.calls.call import Call, CallState
 from warmline.calls.leg import CallLeg, quoted
+from warmline.calls.trunks import Trunks
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
 from warmline.media.plane import MediaPlane
 from warmline.media.sdp import SdpError
+from warmline.sip.registration import Registration
 from warmline.sip.session import (
     CallAnswered,
     CallConfirmed,
@@ -40,10 +42,12 @@ from warmline.sip.session import (
     ReferNotify,
     ReferResponse,
     ReferSubscription,
+    RegistrationChanged,
     RequestInDialog,
     Session,
     SessionEvent,
 )
+from warmline.transport.resolver import Resolver
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
@@ -66,13 +70,18 @@ class CallObserver(Protocol):
 
     def call_forgotten(self, call: Call) -> None: ...
 
+    def registration_changed(self, registration: Registration) -> None: ...
+
 
 class Switchboard:
     """Answers inbound calls on ``plane`` and places what transfers ask for."""
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str,
-                 codecs: list[str], observer: CallObserver) -> None:
+                 codecs: list[str], observer: CallObserver, *, trunks: Trunks | None = None,
+                 resolver: Resolver | None = None) -> None:
         self.shell = shell
+        self.trunks = trunks or Trunks()
+        self.resolver = resolver or Resolver()
         self.plane = plane
         self.media_address = media_address
         self.codecs = codecs
@@ -99,6 +108,8 @@ class Switchboard:
                 waiter.set_result(event.status)
         elif isinstance(event, RequestInDialog):
             self._in_dialog(event)
+        elif isinstance(event, RegistrationChanged):
+            self.observer.registration_changed(event.registration)
         elif isinstance(event, LEG_EVENTS):
             self._session_event(event)
 
@@ -113,16 +124,24 @@ class Switchboard:
                    listener: LegListener) -> CallLeg:
         """A new media leg and an INVITE to ``uri`` offering the caller's codec first.
 
-        OSError when no media port is free; ValueError when ``uri`` cannot be called.
+        The destination is routed (a trunk's account, outbound proxy and caller ID)
+        and its next hop resolved (RFC 3263) before anything is opened: NoRoute or
+        ResolutionError then, OSError when no media port is free, ValueError when
+        ``uri`` cannot be called.
         """
+        route = self.trunks.route(uri)
+        resolution = await self.resolver.resolve(route.next_hop)
         media = await self.plane.open_leg("human")
         negotiation = Negotiation(media, self.media_address, self.codecs)
         first = call.caller.codec or self.codecs[0]
         offer = negotiation.offer(codecs=[first] + [
             name for name in self.codecs if name.lower() != first.lower()])
+        trunk = route.trunk
+        caller_id = trunk.caller_id if trunk and trunk.caller_id else from_
         try:
             session = self.shell.run(lambda now: self.shell.ua.invite(
-                uri, now, sdp=offer, headers=headers, from_=from_))
+                route.request_uri, now, sdp=offer, headers=[*route.headers, *headers],
+                from_=caller_id, targets=resolution.targets, credentials=route.credentials))
         except ValueError:
             media.close()
             raise
@@ -146,9 +165,16 @@ class Switchboard:
         self._refers.pop(id(refer), None)
 
     async def probe(self, uri: str, timeout: float) -> int:
-        """OPTIONS ``uri``: its final status, or 408 when nothing answers within ``timeout``."""
+        """OPTIONS ``uri``: its final status, or 408 when nothing answers within ``timeout``.
+
+        Routed and resolved like a call (NoRoute, ResolutionError).
+        """
+        route = self.trunks.route(uri)
+        resolution = await self.resolver.resolve(route.next_hop)
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        probe = self.shell.run(lambda now: self.shell.ua.probe(uri, now))
+        probe = self.shell.run(lambda now: self.shell.ua.probe(
+            route.request_uri, now, target=resolution.targets[0],
+            credentials=route.credentials))
         self._probes[id(probe)] = waiter
         try:
             return await asyncio.wait_for(waiter, timeout)

@@ -52,7 +52,7 @@ def compute_response(
 @dataclass(frozen=True, slots=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a log line or a traceback
     realm: str | None = None  # None: answer any realm
 
 

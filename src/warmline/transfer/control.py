@@ -73,11 +73,15 @@ class LegAnswered:
 
 @dataclass(frozen=True, slots=True)
 class LegFailed:
-    """A dialled leg never got answered: a final error, a timeout, or it could not be sent."""
+    """A dialled leg never got answered: a final error, a timeout, or it could not be sent.
+
+    ``unresolved`` names the DNS name that could not be resolved, when that was why.
+    """
 
     leg: LegId
     status: int | None
     reason: str
+    unresolved: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +110,15 @@ class ReferNotified:
 
 @dataclass(frozen=True, slots=True)
 class ProbeAnswered:
-    """The final status of an OPTIONS probe (408 when nothing answered in time)."""
+    """The final status of an OPTIONS probe (408 when nothing answered in time).
+
+    ``unresolved`` names the DNS name that could not be resolved (status 0, ``reason`` why).
+    """
 
     uri: str
     status: int
+    unresolved: str | None = None
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

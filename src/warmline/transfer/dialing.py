@@ -68,8 +68,12 @@ class HumanDial:
     def handle(self, event: TransferEvent) -> bool:
         """Take the events of the dial; True when ``event`` was one of them."""
         match event:
-            case ProbeAnswered(uri=uri, status=status) if self.state is DialState.PROBING:
-                self._probed(uri, status)
+            case ProbeAnswered(uri=uri, status=status, unresolved=name, reason=reason) \
+                    if self.state is DialState.PROBING:
+                if name is not None or status == 0:
+                    self._unreachable(name, reason)
+                else:
+                    self._probed(uri, status)
             case WebhookDone(kind=WebhookKind.WEBHOOK) if self.state is DialState.NOTIFYING:
                 self._ring()
             case LegProgress(leg=leg, status=status) if leg == self.leg:
@@ -77,8 +81,13 @@ class HumanDial:
                     self.handoff.progress(HandoffStatus.RINGING, sip_status=status)
             case LegAnswered(leg=leg) if leg == self.leg:
                 self._on_answer(event)
-            case LegFailed(leg=leg, status=status, reason=reason) if leg == self.leg:
-                self._on_failure(status, reason)
+            case LegFailed(leg=leg, status=status, reason=reason, unresolved=name) \
+                    if leg == self.leg:
+                if name is not None and self.state is DialState.RINGING:
+                    self.control.cancel_timer(RING_TIMER)
+                    self._unreachable(name, reason)
+                else:
+                    self._on_failure(status, reason)
             case TimerFired(key=key) if key == RING_TIMER:
                 self._ring_timeout()
             case _:
@@ -99,6 +108,15 @@ class HumanDial:
         else:
             self.state = DialState.GONE
             self._failed(f"not available: OPTIONS answered {status}", status)
+
+    def _unreachable(self, name: str | None, reason: str) -> None:
+        """The destination's name did not resolve (or nothing can route to it)."""
+        self.state = DialState.GONE
+        if name is not None:
+            self.handoff.emit("dns_failed", name=name, reason=reason)
+            self._failed(f"dns_failed: {reason}", None)
+        else:
+            self._failed(f"cannot call {self.destination.uri}: {reason}", None)
 
     def _notify_desk(self) -> None:
         self.state = DialState.NOTIFYING

@@ -24,7 +24,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from warmline.sip.errors import SipParseError
-from warmline.sip.uri import SipUri, parse_uri
+from warmline.sip.uri import SipUri, TelUri, parse_uri
 
 MAX_CONTEXT_BYTES = 64 * 1024
 HANDOFF_HEADER = "X-Warmline-Handoff"  # the handoff id, in every request a transfer sends
@@ -109,14 +109,17 @@ class HandoffEvent:
 def destination_uri_problem(uri: str) -> str | None:
     """What is wrong with ``uri`` as a place to send a caller, or None.
 
-    The one rule the API, the config file and in-process callers share.
+    The one rule the API, the config file and in-process callers share. A tel:
+    number is fine here; the engine refuses it when no trunk serves it.
     """
     try:
         parsed = parse_uri(uri)
     except SipParseError as error:
         return f"{uri!r} is not a SIP URI ({error})"
+    if isinstance(parsed, TelUri):
+        return None if parsed.number.strip("+") else f"{uri!r} has no number"
     if not isinstance(parsed, SipUri) or not parsed.host:
-        return f"{uri!r} must be a sip: or sips: URI"
+        return f"{uri!r} must be a sip:, sips: or tel: URI"
     if parsed.headers or parsed.param("method") is not None:
         names = ", ".join(name for name, _ in parsed.headers) or "method"
         return (f"{uri!r} carries URI headers ({names}): they are never sent (RFC 3261 "

@@ -61,6 +61,7 @@ from warmline.transfer.control import (
 )
 from warmline.transfer.handoff import Handoff
 from warmline.transfer.identity import Identity, with_uri_header
+from warmline.transport.resolver import ResolutionError
 
 log = logging.getLogger("warmline.transfer")
 CALLER = LegId(0)
@@ -159,7 +160,10 @@ class LiveCallControl:
         try:
             leg = await self.switchboard.dial(self.call, uri, identity.from_,
                                               [*headers, *identity.headers], heard)
-        except (OSError, ValueError) as error:
+        except ResolutionError as error:
+            self._post(LegFailed(leg_id, None, str(error), unresolved=error.name))
+            return
+        except (OSError, ValueError) as error:  # no media port; a URI nothing can call
             self._post(LegFailed(leg_id, None, str(error)))
             return
         self._legs[leg_id] = leg
@@ -219,7 +223,14 @@ class LiveCallControl:
 
     def probe(self, uri: str) -> None:
         async def probing() -> None:
-            status = await self.switchboard.probe(uri, self.services.probe_seconds)
+            try:
+                status = await self.switchboard.probe(uri, self.services.probe_seconds)
+            except ResolutionError as error:
+                self._post(ProbeAnswered(uri, 0, error.name, str(error)))
+                return
+            except ValueError as error:  # no trunk for a tel: number
+                self._post(ProbeAnswered(uri, 0, reason=str(error)))
+                return
             self._post(ProbeAnswered(uri, status))
 
         self._spawn(probing())
