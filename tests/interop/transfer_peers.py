@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.interop.peers import (
     SippResult,
@@ -88,7 +89,8 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
                        caller_markers: dict[str, str] | None = None,
                        announcement: str | None = None,
                        configure: Callable[[CallEngine], None] | None = None,
-                       started_by_engine: bool = False) -> Outcome:
+                       started_by_engine: bool = False,
+                       engine_options: dict[str, Any] | None = None) -> Outcome:
     """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass.
 
     ``started_by_engine``: ``make_handoff`` starts the handoff itself (a trigger did).
@@ -114,7 +116,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
 
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU", "PCMA"], on_call,
                            lambda call, why, away: returned.append((why, away)),
-                           records_dir=tmp_path / "records")
+                           records_dir=tmp_path / "records", **(engine_options or {}))
         calls.return_announcement = announcement
         if configure is not None:
             configure(calls)
