@@ -50,18 +50,25 @@ def relay_block(size: int = 60) -> int:
     raise RuntimeError("no free relay block")
 
 
+_HANDED_OUT: set[int] = set()  # never the same port twice in one run: a peer picked
+# earlier may not have bound it yet (two sipps racing for one port failed a run)
+
+
 def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 right now."""
-    for _ in range(50):
+    """A port free for both UDP and TCP on 127.0.0.1 right now, not handed out before."""
+    for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
-            port = udp.getsockname()[1]
+            port = int(udp.getsockname()[1])
+            if port in _HANDED_OUT:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
                 try:
                     tcp.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-                return int(port)
+                _HANDED_OUT.add(port)
+                return port
     raise RuntimeError("no free port pair found")
 
 
