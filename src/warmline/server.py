@@ -54,7 +54,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     shell = SipShell(UserAgent(settings.user_agent), tls_server=settings.tls.server_context(),
-                     tls_client=settings.tls.client_context())
+                     tls_client=settings.tls.client_context(), resolver=settings.resolver())
     async with contextlib.AsyncExitStack() as stack:
         side = await _take_calls(stack, shell, settings)
         stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
@@ -144,7 +144,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
     engine = CallEngine(shell, relay, settings.media_address, list(settings.codecs), on_call,
                         on_return, records_dir=settings.records,
                         escalation=settings.escalation, records=writer, hold_audio=hold_audio,
-                        trunks=settings.trunks, resolver=settings.resolver())
+                        trunks=settings.trunks, resolver=shell.resolver)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)

@@ -47,7 +47,8 @@ from warmline.sip.session import (
     Session,
     SessionEvent,
 )
-from warmline.transport.resolver import Resolver
+from warmline.sip.uri import SipUri
+from warmline.transport.resolver import Resolution, Resolver
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
@@ -81,7 +82,7 @@ class Switchboard:
                  resolver: Resolver | None = None) -> None:
         self.shell = shell
         self.trunks = trunks or Trunks()
-        self.resolver = resolver or Resolver()
+        self.resolver = resolver or shell.resolver
         self.plane = plane
         self.media_address = media_address
         self.codecs = codecs
@@ -130,7 +131,7 @@ class Switchboard:
         ``uri`` cannot be called.
         """
         route = self.trunks.route(uri)
-        resolution = await self.resolver.resolve(route.next_hop)
+        resolution = await self._resolve(route.next_hop)
         media = await self.plane.open_leg("human")
         negotiation = Negotiation(media, self.media_address, self.codecs)
         first = call.caller.codec or self.codecs[0]
@@ -161,6 +162,15 @@ class Switchboard:
         self._refers[id(refer)] = listener
         return refer
 
+    async def _resolve(self, next_hop: SipUri) -> Resolution:
+        """RFC 3263 targets for ``next_hop``; a TLS target is verified against the URI's
+        domain (RFC 5922), whatever address it resolved to."""
+        resolution = await self.resolver.resolve(next_hop)
+        for target in resolution.targets:
+            if target.transport == "tls":
+                self.shell.tls_names[(target.host, target.port)] = next_hop.bare_host
+        return resolution
+
     def forget_refer(self, refer: ReferSubscription) -> None:
         self._refers.pop(id(refer), None)
 
@@ -170,7 +180,7 @@ class Switchboard:
         Routed and resolved like a call (NoRoute, ResolutionError).
         """
         route = self.trunks.route(uri)
-        resolution = await self.resolver.resolve(route.next_hop)
+        resolution = await self._resolve(route.next_hop)
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         probe = self.shell.run(lambda now: self.shell.ua.probe(
             route.request_uri, now, target=resolution.targets[0],

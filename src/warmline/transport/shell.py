@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import socket
 import ssl
-from collections.abc import Callable
-from typing import TypeVar, cast
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar, cast
 
 from warmline.sip.errors import SipParseError
 from warmline.sip.events import Target, Transmit
 from warmline.sip.session import SessionEvent
+from warmline.sip.uri import SipUri
 from warmline.sip.useragent import UserAgent
 from warmline.transport.listen import ListenSpec
+from warmline.transport.resolver import ResolutionError, Resolver
 from warmline.transport.stream import ConnectionRegistry, StreamConnection
 
 log = logging.getLogger("warmline.transport")
@@ -63,6 +66,14 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         for address in _icmp_destinations(self._errors):
             self.shell.unreachable(Target("udp", address[0], address[1]))
         log.debug("udp error: %s", exc)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _icmp_error_reader(sock: socket.socket | None) -> socket.socket | None:
@@ -126,8 +137,13 @@ class SipShell:
         *,
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.ua = agent
+        self.resolver = resolver or Resolver()  # for a next hop that is a name (a Contact)
+        # the name a TLS peer's certificate must carry, by resolved address (RFC 5922 §4:
+        # the domain of the sips: URI, not the address we happened to resolve it to)
+        self.tls_names: dict[tuple[str, int], str] = {}
         self.on_event: EventHandler = on_event or (lambda event: None)
         self.tls_server = tls_server
         self.tls_client = tls_client
@@ -253,12 +269,31 @@ class SipShell:
         connection.write(transmit.data)
 
     def _send_udp(self, target: Target, data: bytes) -> None:
+        if not _is_address(target.host):  # a Contact or Via naming a host: resolve first
+            self._spawn(self._send_udp_to_name(target, data))
+            return
         want_v6 = ":" in target.host
         for spec, endpoint in self._udp:
             if (":" in spec.host) == want_v6 and endpoint.transport is not None:
                 endpoint.transport.sendto(data, (target.host, target.port))
                 return
         log.warning("no UDP listener for %s; dropped %d bytes", target.host, len(data))
+
+    async def _send_udp_to_name(self, target: Target, data: bytes) -> None:
+        try:
+            resolution = await self.resolver.resolve(
+                SipUri(host=target.host, port=target.port, params=(("transport", "udp"),)))
+        except ResolutionError as error:
+            log.warning("cannot send to %s:%s: %s", target.host, target.port, error)
+            self.unreachable(target)
+            return
+        found = resolution.targets[0]
+        self._send_udp(Target("udp", found.host, found.port), data)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
 
     def _connect(self, target: Target) -> StreamConnection:
         connection = self.connections.factory(target.transport)()
@@ -267,11 +302,13 @@ class SipShell:
         if target.transport == "tls" and context is None:
             context = ssl.create_default_context()
 
+        name = self.tls_names.get((target.host, target.port), target.host)
+
         async def open_connection() -> None:
             try:
                 await self.loop.create_connection(
                     lambda: connection, target.host, target.port, ssl=context,
-                    server_hostname=target.host if context else None)
+                    server_hostname=name if context else None)
             except (OSError, ssl.SSLError) as error:
                 log.warning("cannot connect to %s:%s/%s: %s", target.host, target.port,
                             target.transport, error)
@@ -279,9 +316,7 @@ class SipShell:
                 self.ua.transport_error(target, self.loop.time())
                 self.flush()
 
-        task = self.loop.create_task(open_connection())
-        self._connecting.add(task)
-        task.add_done_callback(self._connecting.discard)
+        self._spawn(open_connection())
         return connection
 
     def unreachable(self, target: Target) -> None:
