@@ -85,3 +85,17 @@ def test_a_name_that_does_not_exist_fails_at_once_with_the_reason(tmp_path: Path
     assert handoff.reason == "dns_failed: nowhere.pbx.test: no such name"
     assert outcome.returned and outcome.returned[0][0] == handoff.reason
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(("trouble", "reason"), [("silent", "did not answer within"),
+                                                 ("garbage", "unreadable DNS answer")])
+def test_a_dns_server_in_trouble_is_one_clear_outcome_and_the_caller_is_not_left(
+        tmp_path: Path, trouble: str, reason: str) -> None:
+    with DnsServer(zone(), **{trouble: ["pbx.test"]}) as dns:  # type: ignore[arg-type]
+        outcome = asyncio.run(run_transfer(
+            tmp_path, caller_hangs_up(3500), transfer_to("sip:human@pbx.test"), [],
+            engine_options={"resolver": Resolver([dns.address], timeout=0.5)}))  # type: ignore[arg-type]
+    handoff = outcome.handoff
+    [failed] = [e for e in handoff.events if e.kind == "dns_failed"]
+    assert reason in failed.detail["reason"] and handoff.status == "failed"
+    assert outcome.returned  # back with the AI, told why

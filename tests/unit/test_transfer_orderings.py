@@ -222,6 +222,15 @@ def test_an_unavailable_probe_skips_the_destination_without_ringing_it() -> None
     assert record.reason == "callback scheduled" and "probed" in kinds(record)
 
 
+def test_a_destination_that_keeps_challenging_fails_as_an_authentication_failure() -> None:
+    record = handoff(TransferMode.BRIDGE)
+    control, returned = start(record)
+    human = ring(control)
+    control.feed(LegFailed(human, 407, "Proxy Authentication Required"))
+    assert record.reason == "authentication failed: 407 Proxy Authentication Required"
+    assert returned and record.sip_status == 407
+
+
 def test_an_unusable_answer_hangs_the_human_up_and_falls_back() -> None:
     record = handoff(TransferMode.BRIDGE)
     control, returned = start(record)

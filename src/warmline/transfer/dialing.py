@@ -165,6 +165,8 @@ def failure_kind(status: int) -> str:
     """What a final status means for a transfer, in the words the records use."""
     if status in (486, 600):
         return "busy"
+    if status in (401, 407):  # still challenged after our credentials: wrong or missing
+        return "authentication failed"
     if status in (408, 480, 487):
         return "no answer"
     if status in (603, 403):
