@@ -1,7 +1,11 @@
-"""A real Kamailio in front of warmline: record-routing proxy + dispatcher, no database.
+"""A real Kamailio around warmline, no database: a dispatching proxy, or a registrar/PBX.
 
     with kamailio(tmp_path, ["sip:127.0.0.1:5071", "sip:127.0.0.1:5072"]) as proxy:
         ...call sip:ai@{proxy.host}:{proxy.port}; proxy.traces(), proxy.tm_stats()
+
+    account = PbxAccount("pbx.test", "warmline", "s3cret", human="sip:human@127.0.0.1:5080")
+    with kamailio_registrar(tmp_path, account) as pbx:
+        ...warmline registers as warmline@pbx.test; pbx.traces("register"), pbx.location()
 
 The config (CONFIG below) is rendered per test into the work directory and is
 also the layout we document for operators: `record_route()` on requests that
@@ -25,8 +29,8 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.interop.peers import free_port
@@ -231,17 +235,269 @@ failure_route[DS_FAILOVER] {
 	}
 }"""  # noqa: E501 (Kamailio script lines stay whole)
 
+REGISTRAR_CONFIG = r"""#!KAMAILIO
+#
+# A PBX (or a carrier's edge) that warmline registers with as a trunk: registrar
+# with digest auth, no database. Rendered by tests/interop/kamailio.py.
+#
+#  * REGISTER (RFC 3261 section 10): challenged with 401 (qop=auth) in the realm
+#    of the To domain, then save("location") in memory (usrloc db_mode 0).
+#    max_expires caps every binding, so a short value makes the client refresh
+#    within seconds; Expires: 0 removes the binding.
+#  * INVITE to a user registered here: lookup("location") sends it to the
+#    registered contact, unauthenticated (a carrier delivering a call to the
+#    PBX's user: how callers reach warmline).
+#  * INVITE to the human's user: only for the account, challenged with 407
+#    (proxy authentication, qop=auth), then relayed to the human's phone.
+#  * record_route() on initial INVITEs, loose_route() for requests in a dialog.
+# Operators: the account and password come from a subscriber table (auth_db)
+# in a real PBX; the domain is what the trunk's uri names (DNS: NAPTR/SRV/A).
+
+####### Rendered per deployment (per test) #######
+#!define WL_CTL_SOCKET "unix:@@CTL_SOCKET@@"
+#!define WL_REALM "@@DOMAIN@@"
+#!define WL_USER "@@USERNAME@@"
+#!define WL_PASSWORD "@@PASSWORD@@"
+#!define WL_HUMAN_USER "@@HUMAN_USER@@"
+#!define WL_HUMAN_URI "@@HUMAN_URI@@"
+@@TRACE_DEFINE@@
+@@HUMAN_DEFINE@@
+
+####### Global parameters #########
+debug=@@DEBUG@@
+log_stderror=yes
+memdbg=5
+memlog=5
+children=2
+auto_aliases=no
+alias="@@DOMAIN@@"            # the domain the account registers in (any port)
+alias="@@DOMAIN@@:@@PORT@@"
+dns=no
+rev_dns=no
+disable_tcp=yes
+listen=udp:@@HOST@@:@@PORT@@
+
+####### Modules #########
+loadmodule "kex.so"
+loadmodule "corex.so"
+loadmodule "tm.so"
+loadmodule "tmx.so"
+loadmodule "sl.so"
+loadmodule "rr.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "xlog.so"
+loadmodule "sanity.so"
+loadmodule "ctl.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+
+modparam("ctl", "binrpc", WL_CTL_SOCKET)
+modparam("tm", "fr_timer", 2000)
+modparam("tm", "fr_inv_timer", 30000)
+modparam("rr", "enable_full_lr", 0)
+modparam("rr", "append_fromtag", 0)
+
+# bindings in memory only; kamcmd ul.dump lists them
+modparam("usrloc", "db_mode", 0)
+modparam("usrloc", "timer_interval", 1)
+modparam("registrar", "min_expires", 1)
+modparam("registrar", "max_expires", @@MAX_EXPIRES@@)
+modparam("registrar", "default_expires", @@MAX_EXPIRES@@)
+
+# nonces live long enough for a refresh to reuse the last one (nc + 1)
+modparam("auth", "nonce_expire", 300)
+
+####### Routing logic #########
+
+request_route {
+	route(REQINIT);
+
+	if (is_method("CANCEL")) {
+		if (t_check_trans()) {
+			route(RELAY);
+		}
+		exit;
+	}
+
+	if (!is_method("ACK")) {
+		if (t_precheck_trans()) {
+			t_check_trans();
+			exit;
+		}
+		t_check_trans();
+	}
+
+	route(WITHINDLG);
+
+	### initial requests only from here (no To tag)
+	remove_hf("Route");
+
+	if (is_method("REGISTER")) {
+		route(REGISTRAR);
+	}
+
+	if (!(uri == myself)) {
+		sl_send_reply("403", "Not a domain served here");
+		exit;
+	}
+	if ($rU == $null) {
+		sl_send_reply("484", "Address Incomplete");
+		exit;
+	}
+	if ($rU == WL_HUMAN_USER) {
+		route(HUMAN);
+	}
+	route(LOCATION);
+}
+
+route[RELAY] {
+	if (!t_relay()) {
+		sl_reply_error();
+	}
+	exit;
+}
+
+route[REQINIT] {
+	force_rport();
+	if (!mf_process_maxfwd_header("10")) {
+		sl_send_reply("483", "Too Many Hops");
+		exit;
+	}
+	if (is_method("OPTIONS") && uri == myself && $rU == $null) {
+		sl_send_reply("200", "Keepalive");
+		exit;
+	}
+	if (!sanity_check("1511", "7")) {
+		xlog("L_WARN", "malformed SIP message from $si:$sp\n");
+		exit;
+	}
+}
+
+route[WITHINDLG] {
+	if (!has_totag()) {
+		return;
+	}
+#!ifdef WITH_TRACE
+	xlog("L_NOTICE", "WLTRACE in-dialog method=$rm callid=$ci cseq=$cs src=$si:$sp route=$hdr(Route) ruri=$ru\n");
+#!endif
+	if (loose_route()) {
+		route(RELAY);
+	}
+	if (is_method("ACK")) {
+		if (t_check_trans()) {
+			route(RELAY);
+		}
+		exit;
+	}
+	xlog("L_WARN", "WLTRACE no-route method=$rm callid=$ci src=$si:$sp ruri=$ru\n");
+	sl_send_reply("404", "Not here");
+	exit;
+}
+
+# REGISTER: digest (401) for the account, then the binding in memory.
+# auth= is the code of pv_www_authenticate: 1 ok, -2 wrong password, -5 no credentials
+route[REGISTRAR] {
+	$var(auth) = 1;
+	if (!pv_www_authenticate("$td", WL_PASSWORD, "0")) {
+		$var(auth) = $rc;
+	} else if ($au != WL_USER) {
+		$var(auth) = -3;
+	}
+	if ($var(auth) != 1) {
+#!ifdef WITH_TRACE
+		xlog("L_NOTICE", "WLTRACE register outcome=challenged auth=$var(auth) callid=$ci cseq=$cs src=$si:$sp to=$tu expires=$hdr(Expires) user=$au\n");
+#!endif
+		www_challenge("$td", "1");
+		exit;
+	}
+	consume_credentials();
+	if (!save("location")) {
+		xlog("L_WARN", "WLTRACE register outcome=save-failed callid=$ci cseq=$cs src=$si:$sp\n");
+		sl_reply_error();
+		exit;
+	}
+#!ifdef WITH_TRACE
+	xlog("L_NOTICE", "WLTRACE register outcome=saved auth=$var(auth) callid=$ci cseq=$cs src=$si:$sp to=$tu expires=$hdr(Expires) user=$au contact=$ct\n");
+#!endif
+	exit;
+}
+
+# An INVITE to the human: the account's only (407), then the human's phone.
+route[HUMAN] {
+#!ifdef WITH_HUMAN
+	$var(auth) = 1;
+	if (!pv_proxy_authenticate(WL_REALM, WL_PASSWORD, "0")) {
+		$var(auth) = $rc;
+	} else if ($au != WL_USER) {
+		$var(auth) = -3;
+	}
+	if ($var(auth) != 1) {
+#!ifdef WITH_TRACE
+		xlog("L_NOTICE", "WLTRACE human outcome=challenged auth=$var(auth) method=$rm callid=$ci cseq=$cs src=$si:$sp user=$au\n");
+#!endif
+		proxy_challenge(WL_REALM, "1");
+		exit;
+	}
+	consume_credentials();
+	if (is_method("INVITE")) {
+		record_route();
+	}
+	$ru = WL_HUMAN_URI;
+#!ifdef WITH_TRACE
+	xlog("L_NOTICE", "WLTRACE human outcome=relayed auth=$var(auth) method=$rm callid=$ci cseq=$cs src=$si:$sp user=$au ruri=$ru\n");
+#!endif
+	route(RELAY);
+#!else
+	sl_send_reply("480", "No human here");
+	exit;
+#!endif
+}
+
+# An INVITE to a user registered here: to its registered contact.
+route[LOCATION] {
+	if (!lookup("location")) {
+		xlog("L_NOTICE", "WLTRACE not-registered method=$rm callid=$ci src=$si:$sp ruri=$ru\n");
+		sl_send_reply("404", "Not registered");
+		exit;
+	}
+	if (is_method("INVITE")) {
+		record_route();
+	}
+#!ifdef WITH_TRACE
+	xlog("L_NOTICE", "WLTRACE initial method=$rm callid=$ci cseq=$cs src=$si:$sp ruri=$ru\n");
+#!endif
+	route(RELAY);
+}
+
+# every reply Kamailio relays (not the ones it sends itself)
+reply_route {
+#!ifdef WITH_TRACE
+	xlog("L_NOTICE", "WLTRACE reply method=$rm status=$rs callid=$ci cseq=$cs src=$si:$sp\n");
+#!endif
+}"""  # noqa: E501 (Kamailio script lines stay whole)
+
 
 @dataclass(frozen=True)
 class Trace:
-    """One WLTRACE line: a request Kamailio routed."""
+    """One WLTRACE line: a request Kamailio routed (or, as a registrar, answered)."""
 
-    kind: str      # "initial", "in-dialog", "failover", "no-route", "no-backend"
+    # proxy: "initial", "in-dialog", "failover", "no-route", "no-backend";
+    # registrar: "register", "human", "initial", "not-registered", "in-dialog", "reply"
+    kind: str
     fields: dict[str, str]
 
     @property
     def method(self) -> str:
         return self.fields.get("method", "")
+
+    @property
+    def outcome(self) -> str:
+        """register/human: "challenged", "saved", "relayed", "save-failed"."""
+        return self.fields.get("outcome", "")
 
     @property
     def source_port(self) -> int:
@@ -252,13 +508,25 @@ _TRACE = re.compile(r"WLTRACE (\S+) (.*)$")
 _FIELD = re.compile(r"(\w+)=(\S*)")
 
 
+@dataclass(frozen=True)
+class Binding:
+    """One contact bound at the registrar (kamcmd ul.dump)."""
+
+    aor: str
+    contact: str
+    expires: int  # seconds left
+    cseq: int  # of the REGISTER that last refreshed it
+    call_id: str
+    last_modified: int  # unix time of that REGISTER
+
+
 @dataclass
 class Kamailio:
     host: str
     port: int
     rundir: Path
     config: Path
-    list_file: Path
+    list_file: Path | None  # the dispatcher's (proxy); None for the registrar
     log_path: Path
     process: subprocess.Popen[bytes]
 
@@ -305,6 +573,18 @@ class Kamailio:
         text = self.rpc("dispatcher.list")
         return dict(re.findall(r"URI:\s*(\S+)\s+FLAGS:\s*(\w+)", text))
 
+    def location(self) -> list[Binding]:
+        """The registrar's bindings now (usrloc in memory), from `kamcmd ul.dump`."""
+        bindings = []
+        for aor, block in re.findall(r"AoR:\s*(\S+)(.*?)(?=AoR:|\Z)", self.rpc("ul.dump"),
+                                     re.DOTALL):
+            for contact in re.split(r"\bContact:\s*\{", block)[1:]:
+                field = dict(re.findall(r"^\s*([\w-]+):\s*(.*?)\s*$", contact, re.MULTILINE))
+                bindings.append(Binding(aor, field["Address"], int(field["Expires"]),
+                                        int(field["CSeq"]), field["Call-ID"],
+                                        int(field.get("Last-Modified", "0"))))
+        return bindings
+
 
 def render_config(host: str, port: int, list_file: Path, ctl_socket: str, *,
                   fr_timer_ms: int = 1000, debug: int = 2, trace: bool = True) -> str:
@@ -337,6 +617,45 @@ def options_ping(host: str, port: int, timeout: float = 0.3) -> bool:
             return False
 
 
+@dataclass(frozen=True)
+class PbxAccount:
+    """The one account of a registrar config: who registers, and the human behind it."""
+
+    domain: str  # the realm, an alias of the registrar, what a trunk's uri names
+    username: str
+    password: str = field(repr=False)
+    human: str | None = None  # where INVITEs to human_user@domain go (a phone's URI)
+    human_user: str = "human"
+
+    @property
+    def aor(self) -> str:
+        return f"sip:{self.username}@{self.domain}"
+
+    @property
+    def human_aor(self) -> str:
+        return f"sip:{self.human_user}@{self.domain}"
+
+
+def render_registrar_config(host: str, port: int, account: PbxAccount, ctl_socket: str, *,
+                            max_expires: int = 6, debug: int = 2, trace: bool = True) -> str:
+    for name, value in (("password", account.password), ("username", account.username),
+                        ("domain", account.domain), ("human", account.human or "")):
+        if re.search(r'["\\\s$]', value):  # a Kamailio string literal; $ would be a variable
+            raise ValueError(f"{name}: no quotes, backslashes, blanks or $ in a test config")
+    values = {"HOST": host, "PORT": str(port), "CTL_SOCKET": ctl_socket,
+              "DOMAIN": account.domain, "USERNAME": account.username,
+              "PASSWORD": account.password, "HUMAN_USER": account.human_user,
+              "HUMAN_URI": account.human or "sip:nobody.invalid",
+              "MAX_EXPIRES": str(max_expires), "DEBUG": str(debug),
+              "TRACE_DEFINE": "#!define WITH_TRACE" if trace else "# (tracing off)",
+              "HUMAN_DEFINE": "#!define WITH_HUMAN" if account.human else "# (no human)"}
+    text = REGISTRAR_CONFIG
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", value)
+    assert "@@" not in text, "unrendered marker left in the Kamailio config"
+    return text
+
+
 @contextlib.contextmanager
 def kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
              fr_timer_ms: int = 1000, debug: int = 2, trace: bool = True,
@@ -347,29 +666,65 @@ def kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
     gets SIGTERM by PID, and its process group SIGKILL if it is still there 5 s later.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    # the ctl socket path must fit in sun_path (108 bytes): keep the run dir short
-    rundir = Path(tempfile.mkdtemp(prefix="kam-", dir="/tmp"))
-    port = free_port()
     list_file = workdir / "dispatcher.list"
     list_file.write_text("# setid destination [flags priority attrs]\n" + "".join(
         f"1 {uri} 0 0 duid=warmline{n}\n" for n, uri in enumerate(backends, 1)))
+
+    def render(port: int, ctl_socket: str) -> str:
+        return render_config(host, port, list_file, ctl_socket, fr_timer_ms=fr_timer_ms,
+                             debug=debug, trace=trace)
+
+    with _running(workdir, host, render, list_file, lifetime, start_timeout) as proxy:
+        yield proxy
+
+
+@contextlib.contextmanager
+def kamailio_registrar(workdir: Path, account: PbxAccount, *, host: str = "127.0.0.1",
+                       max_expires: int = 6, debug: int = 2, trace: bool = True,
+                       lifetime: float = 60.0,
+                       start_timeout: float = 10.0) -> Iterator[Kamailio]:
+    """Kamailio on ``host``:<free port> (UDP) as the registrar of ``account`` (a PBX).
+
+    ``account.username`` registers in ``account.domain`` with ``account.password``
+    (401, bindings capped at ``max_expires`` seconds); INVITEs to a registered user
+    go to its contact; INVITEs to ``account.human_aor`` need the account (407) and go
+    to ``account.human``. Traces: "register", "human", "initial", "in-dialog",
+    "reply"; bindings: ``location()``. Bounded and stopped like :func:`kamailio`.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def render(port: int, ctl_socket: str) -> str:
+        return render_registrar_config(host, port, account, ctl_socket,
+                                       max_expires=max_expires, debug=debug, trace=trace)
+
+    with _running(workdir, host, render, None, lifetime, start_timeout) as registrar:
+        yield registrar
+
+
+@contextlib.contextmanager
+def _running(workdir: Path, host: str, render: Callable[[int, str], str],
+             list_file: Path | None, lifetime: float,
+             start_timeout: float) -> Iterator[Kamailio]:
+    """Render the config for a free port, start Kamailio, wait for its OPTIONS and ctl."""
+    # the ctl socket path must fit in sun_path (108 bytes): keep the run dir short
+    rundir = Path(tempfile.mkdtemp(prefix="kam-", dir="/tmp"))
+    port = free_port()
     config = workdir / "kamailio.cfg"
-    config.write_text(render_config(host, port, list_file, f"{rundir}/kamailio_ctl",
-                                    fr_timer_ms=fr_timer_ms, debug=debug, trace=trace))
+    config.write_text(render(port, f"{rundir}/kamailio_ctl"))
     log_path = workdir / "kamailio.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
         ["timeout", "-k", "5", f"{lifetime:.0f}", KAMAILIO, "-f", str(config), "-DD", "-E",
          "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"), "-m", "64", "-M", "8"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    proxy = Kamailio(host, port, rundir, config, list_file, log_path, process)
+    running = Kamailio(host, port, rundir, config, list_file, log_path, process)
     try:
         deadline = time.monotonic() + start_timeout
         while not (options_ping(host, port) and (rundir / "kamailio_ctl").exists()):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"kamailio did not start:\n{proxy.log()[-4000:]}")
+                raise AssertionError(f"kamailio did not start:\n{running.log()[-4000:]}")
             time.sleep(0.05)
-        yield proxy
+        yield running
     finally:
         stop_kamailio(process)
         log.close()

@@ -60,6 +60,7 @@ class TrunkRegistrations:
         self.resolver = resolver
         self.statuses = {trunk.name: TrunkStatus(trunk) for trunk in trunks.trunks}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     def start(self) -> None:
         for status in self.statuses.values():
@@ -90,12 +91,19 @@ class TrunkRegistrations:
                      f" for {registration.granted} s" if registration.granted else "")
 
     async def stop(self) -> None:
-        """Remove every binding (Expires: 0) and wait a little for the registrars."""
+        """Remove every binding (Expires: 0) and wait a little for the registrars.
+
+        Only bindings that may exist are removed: a registration that was refused
+        (a wrong password) is left alone, so shutdown does not send the refused
+        credentials again (carriers count failed logins). Safe to call twice.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         for task in list(self._tasks):
             task.cancel()
         bound = [s.registration for s in self.statuses.values()
-                 if s.registration is not None
-                 and s.registration.state is not RegistrationState.UNREGISTERED]
+                 if s.registration is not None and s.registration.granted is not None]
         for registration in bound:
             self._unregister(registration)
         deadline = time.monotonic() + UNREGISTER_WAIT
@@ -124,7 +132,7 @@ class TrunkRegistrations:
     def _start(self, trunk: Trunk, target: Target) -> Registration:
         return self.shell.run(lambda now: self.shell.ua.register(
             trunk.uri, trunk.aor, now, name=trunk.name, expires=trunk.expires, target=target,
-            credentials=trunk.credentials))
+            credentials=trunk.credentials, headers=trunk.route_headers))
 
 
 def _left(deadline: float | None, now: float) -> float | None:

@@ -51,6 +51,15 @@ class Trunk:
         """Where requests through this trunk are sent first."""
         return self.outbound_proxy or self.uri
 
+    @property
+    def route_headers(self) -> list[tuple[str, str]]:
+        """A pre-loaded Route to the outbound proxy (loose routing, RFC 3261 §8.1.2)."""
+        proxy = self.outbound_proxy
+        if proxy is None:
+            return []
+        lr = proxy if proxy.lr else proxy.replace(params=(*proxy.params, ("lr", None)))
+        return [("Route", f"<{lr}>")]
+
     def request_uri(self, destination: str) -> SipUri:
         """``destination`` as a SIP URI on this trunk (tel: numbers become user=phone)."""
         uri = _parse(destination)
@@ -73,12 +82,8 @@ class Route:
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        """A pre-loaded Route to the trunk's outbound proxy (loose routing)."""
-        proxy = self.trunk.outbound_proxy if self.trunk else None
-        if proxy is None:
-            return []
-        lr = proxy if proxy.lr else proxy.replace(params=(*proxy.params, ("lr", None)))
-        return [("Route", f"<{lr}>")]
+        """A pre-loaded Route to the trunk's outbound proxy, if it has one."""
+        return self.trunk.route_headers if self.trunk else []
 
     @property
     def credentials(self) -> Credentials | None:

@@ -55,6 +55,7 @@ class Registration:
     tag: str
     expires: int = 600  # asked for; a 423 raises it
     credentials: Credentials | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)  # a pre-loaded Route ...
     state: RegistrationState = RegistrationState.UNREGISTERED
     status: int | None = None  # the last final status (408 timeout, 503 transport error)
     reason: str = "not registered yet"
@@ -81,6 +82,7 @@ class Registration:
             ("CSeq", f"{self._cseq} REGISTER"),
             ("Contact", str(self.contact)),
             ("Expires", str(expires)),
+            *self.headers,
         ])
 
     def answered(self, response: Response, now: float) -> Next:

@@ -300,7 +300,8 @@ class UserAgent:
     # ------------------------------------------------------------------ registration
     def register(self, registrar: str | SipUri, aor: str | SipUri, now: float, *,
                  name: str = "", expires: int = 600, target: Target | None = None,
-                 credentials: Credentials | None = None) -> Registration:
+                 credentials: Credentials | None = None,
+                 headers: list[tuple[str, str]] | None = None) -> Registration:
         """Bind our Contact for ``aor`` at ``registrar`` and keep it bound (refresh, back-off).
 
         Every change of state is a :class:`RegistrationChanged` event.
@@ -311,7 +312,7 @@ class UserAgent:
             name or str(aor_uri), registrar_uri, aor_uri,
             self.contact_for(target.transport, aor_uri.user or "warmline"),
             f"{self._new_id()}{self._new_id()}", self._new_id(), expires=expires,
-            credentials=credentials, _rng=self._rng)
+            credentials=credentials, headers=list(headers or []), _rng=self._rng)
         self._registrations[registration] = (target, None)
         self._send_register(registration, now)
         return registration

@@ -43,7 +43,7 @@ class CallerFacts:
     allows_refer: bool | None  # None: the INVITE had no Allow header
     supports_replaces: bool
     number: str  # the caller's URI (callbacks)
-    party: str  # the caller's From as a name-addr (the human's caller ID)
+    party: str  # the caller's From as a name-addr, no tag (the human's caller ID, RFC 3325)
     asserted: str | None  # their P-Asserted-Identity, if any
     dialled: str  # the Request-URI they called: the AI (Diversion, History-Info)
 

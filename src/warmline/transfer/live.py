@@ -26,7 +26,7 @@ from warmline.media.player import Player, Samples, ringback, save_wav
 from warmline.media.sdp import SdpError
 from warmline.media.tts import TextToSpeech, TtsError
 from warmline.sip.errors import SipParseError
-from warmline.sip.headers import Replaces
+from warmline.sip.headers import NameAddr, Replaces
 from warmline.sip.session import (
     CallAnswered,
     CallEnded,
@@ -117,7 +117,8 @@ class LiveCallControl:
         return CallerFacts(allows_refer=("REFER" in {m.upper() for m in allowed})
                            if allowed else None,
                            supports_replaces="replaces" in _tokens(lambda: invite.supported),
-                           number=str(party.uri), party=str(party),
+                           number=str(party.uri),
+                           party=str(NameAddr(party.uri, party.display_name)),  # no From tag
                            asserted=invite.get("p-asserted-identity"), dialled=str(invite.uri))
 
     @property

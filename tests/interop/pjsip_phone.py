@@ -1,0 +1,203 @@
+"""A human's softphone on PJSIP (pjsua2-python), run as its own process.
+
+    with pjsip_phone(tmp_path / "human", port, ring_ms=300, hangup_after_ms=1500) as phone:
+        ...call phone.uri; phone.wait("done"); phone.events("state"), phone.invites()
+
+The phone listens on 127.0.0.1:PORT (UDP) as ``sip:human@127.0.0.1:PORT`` with no
+registrar, answers the first INVITE (180, then 200 after ``ring_ms``; a second
+one gets 486), hangs up ``hangup_after_ms`` after the call is confirmed (0: waits
+for the other side's BYE), and exits half a second after the call ended. It
+prints one JSON object a line: ``ready``, ``incoming`` (the raw INVITE as PJSIP
+received it), ``state`` (each call state with its last status), ``hangup``,
+``done`` (code 0 once a call ended). PJSIP is the stack inside many real
+softphones: it copies Record-Route into its responses and routes its ACK/BYE
+with the route set.
+
+Bounded: ``lifetime`` inside the phone, `timeout` around it, stopped by PID. The
+pjsua2 module is only imported in the phone's own process (one Endpoint per
+process); it leaves with ``os._exit`` right after its last line, because
+destroying pjsua2 objects late can assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.interop.peers import stop_process
+
+ROOT = Path(__file__).resolve().parents[2]  # `python -m tests.interop.pjsip_phone` runs here
+
+
+@dataclass
+class PjsipPhone:
+    port: int
+    output: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def uri(self) -> str:
+        return f"sip:human@127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace")
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The JSON lines it printed (PJSIP's own start-up lines are skipped)."""
+        found = []
+        for line in self.text().splitlines():
+            if line.startswith("{"):
+                event = json.loads(line)
+                if kind is None or event["event"] == kind:
+                    found.append(event)
+        return found
+
+    def invites(self) -> list[str]:
+        return [event["invite"] for event in self.events("incoming")]
+
+    def states(self) -> list[tuple[str, int]]:
+        return [(event["state"], event["code"]) for event in self.events("state")]
+
+    def wait(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if found := self.events(kind):
+                return found[-1]
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"the PJSIP phone printed no {kind!r}:\n{self.text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def pjsip_phone(workdir: Path, port: int, *, ring_ms: int = 300, hangup_after_ms: int = 0,
+                lifetime: float = 30.0) -> Iterator[PjsipPhone]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    output = workdir / "pjsip-phone.log"
+    handle = output.open("wb")
+    process = subprocess.Popen(
+        ["timeout", "-k", "2", f"{lifetime + 5:.0f}", sys.executable, "-m", __name__,
+         "--port", str(port), "--ring-ms", str(ring_ms),
+         "--hangup-after-ms", str(hangup_after_ms), "--lifetime", str(lifetime)],
+        stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
+    phone = PjsipPhone(port, output, process)
+    try:
+        phone.wait("ready")
+        yield phone
+    finally:
+        stop_process(process, timeout=5)
+        handle.close()
+
+
+# -- the phone's own process -------------------------------------------------------
+
+def _emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, "t": round(time.monotonic(), 3), **fields}), flush=True)
+
+
+def _run_phone(args: argparse.Namespace) -> int:
+    import pjsua2 as pj
+
+    @dataclass
+    class Phone:
+        call: Any = None
+        ring_until: float | None = None
+        hangup_at: float | None = None
+        finished_at: float | None = None
+
+    phone = Phone()
+
+    class PhoneCall(pj.Call):  # type: ignore[misc]
+        def onCallState(self, prm: Any) -> None:  # pjsua2's callback name
+            info = self.getInfo()
+            _emit("state", state=info.stateText, code=info.lastStatusCode,
+                  reason=info.lastReason)
+            if info.state == pj.PJSIP_INV_STATE_CONFIRMED and args.hangup_after_ms:
+                phone.hangup_at = time.monotonic() + args.hangup_after_ms / 1000
+            if info.state == pj.PJSIP_INV_STATE_DISCONNECTED and self is phone.call:
+                phone.finished_at = time.monotonic()
+
+    class PhoneAccount(pj.Account):  # type: ignore[misc]
+        def onIncomingCall(self, prm: Any) -> None:  # pjsua2's callback name
+            call = PhoneCall(self, prm.callId)
+            _emit("incoming", invite=prm.rdata.wholeMsg, source=prm.rdata.srcAddress)
+            answer = pj.CallOpParam()
+            if phone.call is not None:  # one call only
+                answer.statusCode = 486
+                call.answer(answer)
+                return
+            phone.call = call
+            answer.statusCode = 180
+            call.answer(answer)
+            phone.ring_until = time.monotonic() + args.ring_ms / 1000
+
+    deadline = time.monotonic() + args.lifetime
+    endpoint = pj.Endpoint()
+    endpoint.libCreate()
+    config = pj.EpConfig()
+    config.uaConfig.threadCnt = 0
+    config.uaConfig.mainThreadOnly = True
+    config.uaConfig.userAgent = "pjsua2-human"
+    config.logConfig.level = args.log_level
+    config.logConfig.consoleLevel = args.log_level
+    endpoint.libInit(config)
+    transport = pj.TransportConfig()
+    transport.port = args.port
+    transport.boundAddress = "127.0.0.1"
+    transport.publicAddress = "127.0.0.1"
+    endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+    endpoint.libStart()
+    endpoint.audDevManager().setNullDev()
+    account_config = pj.AccountConfig()
+    account_config.idUri = f"sip:human@127.0.0.1:{args.port}"
+    media = account_config.mediaConfig.transportConfig
+    media.boundAddress = "127.0.0.1"
+    media.publicAddress = "127.0.0.1"
+    account = PhoneAccount()
+    account.create(account_config)
+    _emit("ready", uri=account_config.idUri)
+
+    code = 1  # no call ended within the lifetime
+    while time.monotonic() < deadline:
+        endpoint.libHandleEvents(10)
+        now = time.monotonic()
+        if phone.ring_until is not None and now >= phone.ring_until:
+            phone.ring_until = None
+            answer = pj.CallOpParam()
+            answer.statusCode = 200
+            phone.call.answer(answer)
+        if phone.hangup_at is not None and now >= phone.hangup_at:
+            phone.hangup_at = None
+            _emit("hangup")
+            phone.call.hangup(pj.CallOpParam())
+        # a little longer after the end: answer retransmissions, finish the BYE transaction
+        if phone.finished_at is not None and now >= phone.finished_at + 0.5:
+            code = 0
+            break
+    _emit("done", code=code)
+    return code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ring-ms", type=int, default=300)
+    parser.add_argument("--hangup-after-ms", type=int, default=0)
+    parser.add_argument("--lifetime", type=float, default=30.0)
+    parser.add_argument("--log-level", type=int, default=0)
+    code = _run_phone(parser.parse_args())
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()
