@@ -7,7 +7,7 @@
     with kamailio_registrar(tmp_path, account) as pbx:
         ...warmline registers as warmline@pbx.test; pbx.traces("register"), pbx.location()
 
-The configs (examples/kamailio/*.cfg, @@MARKERS@@ filled in) are rendered per test and are
+The configs (examples/kamailio/*.cfg, their markers filled in) are rendered per test and are
 also the layout we document for operators: `record_route()` on requests that
 create a dialog, `loose_route()` for the requests inside one, the dispatcher
 spreading initial INVITEs round-robin over the warmline instances of a plain
