@@ -18,6 +18,7 @@ from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
 from warmline.media.relay import PortRange
+from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
 from warmline.records.report import kpi_report
 from warmline.records.store import default_url
 from warmline.server import serve
@@ -105,7 +106,61 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
     report_cmd.add_argument("--days", type=float, default=31.0,
                             help="only the last DAYS days (default 31)")
+    _add_probe_command(commands, common)
     return parser
+
+
+PROBE_EPILOG = """\
+exit status:
+  0  reachable and OK: 2xx to OPTIONS (with --call: answered, and audio came back)
+  1  reachable but refused or failed: a final error status, auth failed, no answer
+     within --timeout (408), unreachable (503), with --call not answered or no audio
+  2  usage error: bad URI, unknown trunk, tel: without a trunk, broken config, bad --sip
+  3  DNS failure: no such name, no records, DNS timeout
+
+Each step (DNS, OPTIONS, the call's answer, its BYE) is bounded by --timeout.
+Trunk passwords come from the config's password_env/password_file and are never printed."""
+
+
+def _add_probe_command(commands: argparse._SubParsersAction[argparse.ArgumentParser],
+                       common: argparse.ArgumentParser) -> None:
+    """`warmline probe`: what a destination offers, before it goes into a transfer plan."""
+    probe_cmd = commands.add_parser(
+        "probe", parents=[common], epilog=PROBE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="check a destination before it goes into a transfer plan: DNS, OPTIONS, "
+             "auth, optionally a test call",
+        description="Resolve a destination (RFC 3263), send it OPTIONS (status, round trip,\n"
+                    "Allow/Supported: REFER, Replaces, timer, 100rel; the auth outcome) and,\n"
+                    "with --call, place a short test call with a 1 kHz tone.")
+    probe_cmd.add_argument("destination", metavar="URI",
+                           help="sip:, sips: or tel: (tel: needs a trunk that serves it)")
+    probe_cmd.add_argument("--trunk", metavar="NAME",
+                           help="go through this [trunks.NAME] (default: the first trunk "
+                                "that serves the destination, else directly)")
+    probe_cmd.add_argument("--config", metavar="FILE",
+                           help="warmline.toml for [trunks.*] and [dns]")
+    probe_cmd.add_argument("--call", action="store_true",
+                           help="also place a short test call (G.711, 1 s tone), count the "
+                                "RTP that comes back, then BYE")
+    probe_cmd.add_argument("--json", action="store_true",
+                           help="print one JSON object instead of the report")
+    probe_cmd.add_argument("--timeout", metavar="S", type=_probe_seconds,
+                           default=DEFAULT_TIMEOUT,
+                           help=f"bound on each step in seconds (default {DEFAULT_TIMEOUT:g})")
+    probe_cmd.add_argument("--sip", metavar="udp:HOST:PORT",
+                           help="where the probe sends from (default: the local address "
+                                "that routes to the destination, any free port)")
+
+
+def _probe_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds <= 60:
+        raise argparse.ArgumentTypeError("--timeout must be more than 0 and at most 60")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(Path(args.file))
     if args.command == "demo":
         return _demo(Path(args.out))
+    if args.command == "probe":
+        return _probe(args)
     if args.command == "triggers":
         since = time.time() - args.days * 86400
         print(format_report(report(Path(args.records) / LOG_NAME, since)))
@@ -307,6 +364,34 @@ def _demo(out: Path) -> int:
     print_report(figures, out)
     connected = figures["trigger_to_connected_s"] is not None
     return 0 if connected and figures["largest_gap_ms"] < 60 else 1
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """Read the config and --sip here; the checks and the report are warmline.probe's."""
+    try:
+        settings = _probe_settings(args)
+    except ConfigError as error:
+        report = ProbeReport(args.destination, args.call, problem="; ".join(error.problems))
+    except ListenSpecError as error:
+        report = ProbeReport(args.destination, args.call, problem=str(error))
+    else:
+        _install_fast_loop()
+        report = asyncio.run(run_probe(settings))
+    print(render(report, as_json=args.json))
+    return report.exit_code
+
+
+def _probe_settings(args: argparse.Namespace) -> ProbeSettings:
+    """Trunks and DNS servers from --config (passwords read there, never printed)."""
+    settings = ProbeSettings(args.destination, trunk=args.trunk, call=args.call,
+                             timeout=args.timeout,
+                             listen=parse_listen(args.sip) if args.sip else None)
+    if not args.config:
+        return settings
+    config = load_config(Path(args.config))
+    return replace(settings, trunks=config.build_trunks(),
+                   nameservers=tuple(config.dns.nameservers()),
+                   dns_timeout=config.dns.timeout)
 
 
 def _install_fast_loop() -> None:
