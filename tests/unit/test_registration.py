@@ -154,3 +154,12 @@ def test_a_probe_answers_one_challenge_with_the_trunk_credentials() -> None:
     [result] = [e for e in ua.pop_events() if isinstance(e, ProbeResult)]
     assert result.status == 200 and probe.response is not None
     assert probe.response.get("allow") == "INVITE, REFER"
+
+
+def test_a_probe_through_an_outbound_proxy_carries_the_pre_loaded_route() -> None:
+    ua = agent()
+    ua.probe("sip:pbx.test", 0.0, target=REGISTRAR,
+             headers=[("Route", "<sip:edge.pbx.test;lr>")])
+    [sent] = ua.pop_transmissions()
+    request = parse_message(sent.data)
+    assert isinstance(request, Request) and request.get("route") == "<sip:edge.pbx.test;lr>"

@@ -184,7 +184,7 @@ class Switchboard:
         waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         probe = self.shell.run(lambda now: self.shell.ua.probe(
             route.request_uri, now, target=resolution.targets[0],
-            credentials=route.credentials))
+            credentials=route.credentials, headers=route.headers))
         self._probes[id(probe)] = waiter
         try:
             return await asyncio.wait_for(waiter, timeout)

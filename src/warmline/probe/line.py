@@ -109,7 +109,8 @@ class ProbeLine:
         self.trace.clear()
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         probe = self.shell.run(lambda now: self.shell.ua.probe(
-            route.request_uri, now, target=target, credentials=route.credentials))
+            route.request_uri, now, target=target, credentials=route.credentials,
+            headers=route.headers))
         self._probes[id(probe)] = done
         try:
             status, reason = await asyncio.wait_for(done, timeout), ""

@@ -273,7 +273,8 @@ class UserAgent:
         return session
 
     def probe(self, to: str | SipUri, now: float, target: Target | None = None,
-              credentials: Credentials | None = None) -> Probe:
+              credentials: Credentials | None = None,
+              headers: list[tuple[str, str]] | None = None) -> Probe:
         """Send OPTIONS outside any dialog; a :class:`ProbeResult` reports the answer.
 
         A 401/407 is answered once with ``credentials`` (or the UA's own).
@@ -291,6 +292,7 @@ class UserAgent:
             ("CSeq", "1 OPTIONS"),
             ("Accept", _SDP),
             ("User-Agent", self.config.user_agent),
+            *(headers or []),  # a pre-loaded Route through an outbound proxy
         ])
         probe = Probe(str(uri), credentials=credentials)
         transaction = self.layer.send_request(request, target, now)
