@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from warmline.agents.media_stream import MediaStreamAgent
 from warmline.agents.scripted import ScriptedAgent
@@ -53,7 +53,9 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     """Run until SIGINT/SIGTERM (or ``stop``), then hang up live calls and close."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    shell = SipShell(UserAgent(settings.user_agent), tls_server=settings.tls.server_context(),
+    user_agent = replace(settings.user_agent, credentials=[
+        *settings.user_agent.credentials, *settings.trunks.accounts])
+    shell = SipShell(UserAgent(user_agent), tls_server=settings.tls.server_context(),
                      tls_client=settings.tls.client_context(), resolver=settings.resolver())
     async with contextlib.AsyncExitStack() as stack:
         side = await _take_calls(stack, shell, settings)

@@ -82,3 +82,11 @@ def test_trunk_and_dns_problems_name_the_key(tmp_path: Path, text: str, problem:
     with pytest.raises(ConfigError) as broken:
         load(path)
     assert problem in str(broken.value), str(broken.value)
+
+
+def test_a_challenge_is_answered_with_the_account_for_its_realm() -> None:
+    from warmline.sip.auth import Credentials, DigestClient
+
+    anywhere, carrier = Credentials("any", "a"), Credentials("acme", "c", "sip.carrier.test")
+    client = DigestClient([anywhere, carrier])
+    assert client.find("sip.carrier.test") is carrier and client.find("other") is anywhere

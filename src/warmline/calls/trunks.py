@@ -96,6 +96,13 @@ class Trunks:
 
     trunks: tuple[Trunk, ...] = ()
 
+    @property
+    def accounts(self) -> list[Credentials]:
+        """Every trunk's account: the UA answers a challenge to a request outside a trunk's
+        own calls with the one for its realm (a carrier challenging the REFER or BYE of a
+        call it sent us)."""
+        return [trunk.credentials for trunk in self.trunks if trunk.credentials]
+
     def route(self, destination: str) -> Route:
         """How to call ``destination``; NoRoute when nothing can (tel: without a trunk)."""
         for trunk in self.trunks:

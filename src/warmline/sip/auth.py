@@ -64,10 +64,9 @@ class DigestClient:
     _counts: dict[str, int] = field(default_factory=dict)
 
     def find(self, realm: str) -> Credentials | None:
-        for cred in self.credentials:
-            if cred.realm in (None, realm):
-                return cred
-        return None
+        """The account for ``realm``: one named for it first, else one for any realm."""
+        exact = next((cred for cred in self.credentials if cred.realm == realm), None)
+        return exact or next((cred for cred in self.credentials if cred.realm is None), None)
 
     def authorization(self, challenge_text: str, method: str, uri: str) -> str | None:
         """The Authorization value answering ``challenge_text``, or None if we have no creds."""
