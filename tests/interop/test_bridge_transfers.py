@@ -158,9 +158,10 @@ def test_an_options_probe_skips_a_destination_that_is_not_there(tmp_path: Path) 
 
     outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(3500), make, [present]))
     probed = next(e for e in outcome.handoff.events if e.kind == "probed")
-    assert probed.detail["sip_status"] == 408 and probed.detail["to"] == absent.uri
+    status = probed.detail["sip_status"]  # 503 at once from the ICMP error, else 408 at 2 s
+    assert status in (408, 503) and probed.detail["to"] == absent.uri
     failed = next(e for e in outcome.handoff.events if e.kind == "attempt_failed")
-    assert failed.detail["reason"] == "not available: OPTIONS answered 408"
+    assert failed.detail["reason"] == f"not available: OPTIONS answered {status}"
     assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0
 
 
