@@ -10,7 +10,6 @@ the first broken file. The example, with every key commented, is
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -36,7 +35,7 @@ from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
 from warmline.sip.auth import Credentials
 from warmline.sip.errors import SipParseError
-from warmline.sip.uri import SipUri, parse_uri
+from warmline.sip.uri import SipUri, is_digits, is_ip_address, parse_uri
 from warmline.transfer.handoff import (
     Acceptance,
     ConnectBy,
@@ -243,15 +242,17 @@ class DnsSection(_Strict):
 
 
 def _nameserver(text: str) -> tuple[str, int]:
-    """HOST[:PORT] of a DNS server (an IP address; IPv6 in brackets)."""
-    host, port = (text.rsplit(":", 1) if text.count(":") == 1 or text.startswith("[")
-                  else (text, "53"))
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: a DNS server is an IP address[:port]") from None
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    """HOST[:PORT] of a DNS server (an IP address; IPv6 in brackets with a port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, "53"  # IPv4 without a port, or a bare IPv6 address
+    if not is_ip_address(host):
+        raise ValueError(f"{text!r}: a DNS server is an IP address[:port]")
+    if not is_digits(port) or not 0 < int(port) < 65536:
         raise ValueError(f"{text!r}: port must be 1-65535")
     return host, int(port)
 

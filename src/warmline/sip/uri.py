@@ -10,6 +10,7 @@ kept decoded and re-escaped on output so that
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,15 @@ def is_digits(text: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts superscript and full-width digits,
     which int() rejects or silently reads, and SIP's DIGIT is %x30-39."""
     return text.isascii() and text.isdigit()
+
+
+def is_ip_address(host: str) -> bool:
+    """An IPv4 or IPv6 literal (no brackets): no DNS needed to reach it."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def param_value(params: Params, name: str) -> str | None:

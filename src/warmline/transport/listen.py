@@ -7,11 +7,10 @@ puts the second in Via and Contact (the port defaults to the bound one).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 
-from warmline.sip.uri import is_digits
+from warmline.sip.uri import is_digits, is_ip_address
 
 TRANSPORTS = ("udp", "tcp", "tls")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
@@ -78,19 +77,11 @@ def _advertised(text: str, value: str) -> tuple[str, int | None]:
         host, _, port_text = value.partition(":")
     else:
         host, port_text = value, ""
-    if not host or not (_is_address(host) or _HOSTNAME.match(host)):
+    if not host or not (is_ip_address(host) or _HOSTNAME.match(host)):
         raise ListenSpecError(f"--sip {text!r}: advertise needs an IP address or a host name")
     if port_text and (not is_digits(port_text) or not 0 < int(port_text) <= 65535):
         raise ListenSpecError(f"--sip {text!r}: advertised port must be 1-65535")
     return host, int(port_text) if port_text else None
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _parse_address(text: str, address: str) -> ListenSpec:
@@ -103,7 +94,7 @@ def _parse_address(text: str, address: str) -> ListenSpec:
         port_text = port_text.removeprefix(":")
     else:
         host, _, port_text = rest.rpartition(":")
-    if not _is_address(host):
+    if not is_ip_address(host):
         raise ListenSpecError(f"--sip {text!r}: host must be an IP address")
     if not is_digits(port_text) or int(port_text) > 65535:
         raise ListenSpecError(f"--sip {text!r}: port must be 0-65535")

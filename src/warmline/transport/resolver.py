@@ -15,7 +15,6 @@ way DNS can fail ends as a :class:`ResolutionError` with a short reason.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import socket
@@ -39,7 +38,7 @@ import dns.rdtypes.IN.SRV
 import dns.resolver
 
 from warmline.sip.events import Target
-from warmline.sip.uri import SipUri
+from warmline.sip.uri import SipUri, is_ip_address
 
 log = logging.getLogger("warmline.transport")
 
@@ -216,7 +215,7 @@ class Resolver:
     ) -> list[Target]:
         """RFC 3263 §4: the first rule that applies decides how much DNS is needed."""
         explicit, fallback = self._transport_choice(uri, name, default_transport)
-        if _is_ip_address(name):
+        if is_ip_address(name):
             steps.append(f"{name}: an IP address, no DNS")
             self._require(name, fallback)
             return [Target(fallback, name, uri.port or DEFAULT_PORTS[fallback])]
@@ -501,7 +500,7 @@ def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
     table: dict[str, list[str]] = {}
     for line in text.splitlines():
         fields = line.split("#", 1)[0].split()
-        if len(fields) < 2 or not _is_ip_address(fields[0].split("%", 1)[0]):
+        if len(fields) < 2 or not is_ip_address(fields[0].split("%", 1)[0]):
             continue
         for alias in fields[1:]:
             known = table.setdefault(alias.lower().rstrip("."), [])
@@ -527,14 +526,6 @@ def _name_of(uri: SipUri) -> str:
     if name.startswith("[") and name.endswith("]"):
         name = name[1:-1]
     return name.lower().rstrip(".")
-
-
-def _is_ip_address(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _service(transport: str, name: str) -> _Service:

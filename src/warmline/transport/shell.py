@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ from typing import Any, TypeVar, cast
 from warmline.sip.errors import SipParseError
 from warmline.sip.events import Target, Transmit
 from warmline.sip.session import SessionEvent
-from warmline.sip.uri import SipUri
+from warmline.sip.uri import SipUri, is_ip_address
 from warmline.sip.useragent import UserAgent
 from warmline.transport.listen import ListenSpec
 from warmline.transport.resolver import ResolutionError, Resolver
@@ -66,14 +65,6 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         for address in _icmp_destinations(self._errors):
             self.shell.unreachable(Target("udp", address[0], address[1]))
         log.debug("udp error: %s", exc)
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _icmp_error_reader(sock: socket.socket | None) -> socket.socket | None:
@@ -269,7 +260,7 @@ class SipShell:
         connection.write(transmit.data)
 
     def _send_udp(self, target: Target, data: bytes) -> None:
-        if not _is_address(target.host):  # a Contact or Via naming a host: resolve first
+        if not is_ip_address(target.host):  # a Contact or Via naming a host: resolve first
             self._spawn(self._send_udp_to_name(target, data))
             return
         want_v6 = ":" in target.host
