@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -360,3 +362,20 @@ def test_shutdown_removes_the_binding(tmp_path: Path,
     assert [t.outcome for t in registers(kam)].count("challenged") == 1, registers(kam)
     assert left == [], f"binding left at the registrar: {left}"
     assert log.index("trunk pbx: unregistered") < log.index("stopped:"), log
+
+
+def test_probe_finds_the_pbx_through_dns_and_reaches_it(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`warmline probe` against the same PBX: NAPTR -> SRV -> A, then its OPTIONS answer."""
+    password = new_password()
+    with pbx(tmp_path, PbxAccount(DOMAIN, USER, password)) as (kam, dns):
+        config = tmp_path / "probe.toml"
+        config.write_text(f'[dns]\nservers = ["127.0.0.1:{dns.address[1]}"]\n')
+        run = subprocess.run([sys.executable, "-m", "warmline", "probe", f"sip:{DOMAIN}",
+                              "--config", str(config), "--json", "--timeout", "2"],
+                             capture_output=True, text=True, timeout=30)
+    report = json.loads(run.stdout)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert report["dns"]["targets"] == [f"udp:127.0.0.1:{kam.port}"]
+    assert any(step.startswith(f"SRV _sip._udp.{DOMAIN}") for step in report["dns"]["steps"])
+    assert report["options"]["status"] == 200
