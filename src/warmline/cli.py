@@ -323,12 +323,15 @@ def _escalate_to(parser: argparse.ArgumentParser, args: argparse.Namespace) -> D
 
 
 def _network(settings: ServeSettings, config: WarmlineConfig | None) -> ServeSettings:
-    """[dns] and [trunks.*] come from warmline.toml only (passwords never on a command line);
+    """[dns], [trunks.*] and the session timer come from warmline.toml only (passwords never
+    on a command line);
     a password that cannot be read stopped `load_config` already, naming the key."""
     if config is None:
         return settings
     return replace(settings, trunks=config.build_trunks(),
-                   dns_servers=tuple(config.dns.nameservers()), dns_timeout=config.dns.timeout)
+                   dns_servers=tuple(config.dns.nameservers()), dns_timeout=config.dns.timeout,
+                   user_agent=replace(settings.user_agent,
+                                      session_timer=config.sip.session_timer()))
 
 
 def _storage(settings: ServeSettings, args: argparse.Namespace,

@@ -35,6 +35,7 @@ from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
 from warmline.sip.auth import Credentials
 from warmline.sip.errors import SipParseError
+from warmline.sip.session_timer import SessionTimerSettings
 from warmline.sip.uri import SipUri, is_digits, is_ip_address, parse_uri
 from warmline.transfer.handoff import (
     Acceptance,
@@ -61,6 +62,19 @@ class _Strict(BaseModel):
 
 class SipSection(_Strict):
     listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5070"], min_length=1)
+    # RFC 4028: a call not refreshed within this many seconds is ended (0: no session timer)
+    session_expires: int = Field(1800, ge=0, le=86400)
+    min_se: int = Field(90, ge=90, le=86400)  # the shortest interval accepted (422 below)
+
+    @model_validator(mode="after")
+    def _interval(self) -> SipSection:
+        if 0 < self.session_expires < self.min_se:
+            raise ValueError(f"session_expires: {self.session_expires} is below min_se "
+                             f"({self.min_se}); 0 turns session timers off")
+        return self
+
+    def session_timer(self) -> SessionTimerSettings:
+        return SessionTimerSettings(self.session_expires, self.min_se)
 
     @field_validator("listen")
     @classmethod

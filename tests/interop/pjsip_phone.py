@@ -1,7 +1,11 @@
-"""A human's softphone on PJSIP (pjsua2-python), run as its own process.
+"""A softphone on PJSIP (pjsua2-python), run as its own process: a human, or a caller.
 
     with pjsip_phone(tmp_path / "human", port, ring_ms=300, hangup_after_ms=1500) as phone:
         ...call phone.uri; phone.wait("done"); phone.events("state"), phone.invites()
+    with pjsip_phone(tmp_path / "caller", port, dial="sip:ai@127.0.0.1:5070") as caller:
+        ...the phone calls warmline at once
+
+``session_expires`` turns on PJSIP's RFC 4028 session timers with that interval.
 
 The phone listens on 127.0.0.1:PORT (UDP) as ``sip:human@127.0.0.1:PORT`` with no
 registrar, answers the first INVITE (180, then 200 after ``ring_ms``; a second
@@ -44,9 +48,11 @@ class PjsipPhone:
     output: Path
     process: subprocess.Popen[bytes]
 
+    user: str = "human"
+
     @property
     def uri(self) -> str:
-        return f"sip:human@127.0.0.1:{self.port}"
+        return f"sip:{self.user}@127.0.0.1:{self.port}"
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -80,16 +86,20 @@ class PjsipPhone:
 
 @contextlib.contextmanager
 def pjsip_phone(workdir: Path, port: int, *, ring_ms: int = 300, hangup_after_ms: int = 0,
-                lifetime: float = 30.0) -> Iterator[PjsipPhone]:
+                lifetime: float = 30.0, dial: str | None = None, session_expires: int = 0,
+                user: str = "human") -> Iterator[PjsipPhone]:
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / "pjsip-phone.log"
     handle = output.open("wb")
     process = subprocess.Popen(
         ["timeout", "-k", "2", f"{lifetime + 5:.0f}", sys.executable, "-m", __name__,
          "--port", str(port), "--ring-ms", str(ring_ms),
-         "--hangup-after-ms", str(hangup_after_ms), "--lifetime", str(lifetime)],
+         "--hangup-after-ms", str(hangup_after_ms), "--lifetime", str(lifetime),
+         "--session-expires", str(session_expires), "--user", user,
+         "--log-level", os.environ.get("PJSIP_LOG", "0"),
+         *(["--dial", dial] if dial else [])],
         stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
-    phone = PjsipPhone(port, output, process)
+    phone = PjsipPhone(port, output, process, user)
     try:
         phone.wait("ready")
         yield phone
@@ -158,13 +168,20 @@ def _run_phone(args: argparse.Namespace) -> int:
     endpoint.libStart()
     endpoint.audDevManager().setNullDev()
     account_config = pj.AccountConfig()
-    account_config.idUri = f"sip:human@127.0.0.1:{args.port}"
+    account_config.idUri = f"sip:{args.user}@127.0.0.1:{args.port}"
+    if args.session_expires:  # RFC 4028 on, with this interval (PJSIP's floor is 90 s)
+        account_config.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
+        account_config.callConfig.timerSessExpiresSec = args.session_expires
+        account_config.callConfig.timerMinSESec = 90
     media = account_config.mediaConfig.transportConfig
     media.boundAddress = "127.0.0.1"
     media.publicAddress = "127.0.0.1"
     account = PhoneAccount()
     account.create(account_config)
     _emit("ready", uri=account_config.idUri)
+    if args.dial:
+        phone.call = PhoneCall(account)
+        phone.call.makeCall(args.dial, pj.CallOpParam(True))
 
     code = 1  # no call ended within the lifetime
     while time.monotonic() < deadline:
@@ -194,6 +211,9 @@ def main() -> None:
     parser.add_argument("--hangup-after-ms", type=int, default=0)
     parser.add_argument("--lifetime", type=float, default=30.0)
     parser.add_argument("--log-level", type=int, default=0)
+    parser.add_argument("--session-expires", type=int, default=0)
+    parser.add_argument("--user", default="human")
+    parser.add_argument("--dial", default=None)
     code = _run_phone(parser.parse_args())
     sys.stdout.flush()
     os._exit(code)

@@ -207,3 +207,13 @@ def test_trying_is_sent_when_the_tu_is_slow_and_repeated_on_retransmission() -> 
     layer.respond(transaction, response_to(invite, 180), now=0.6)
     assert layer.receive_request(request(), PEER_UDP, now=1.0) == []
     assert [t.data[:11] for t in layer.pop_transmissions()][-1] == b"SIP/2.0 180"
+
+
+def test_cancelled_far_deadlines_do_not_pile_up_in_the_scheduler() -> None:
+    """Session timers are cancelled when calls end; their entries must not stay for 30 min."""
+    from warmline.sip.scheduler import Scheduler
+
+    scheduler = Scheduler()
+    for n in range(100_000):
+        scheduler.call_at(1800.0 + n, lambda at: None).cancel()
+    assert len(scheduler._heap) < 2048 and len(scheduler) == 0

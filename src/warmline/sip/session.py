@@ -13,6 +13,7 @@ from warmline.sip.headers import NameAddr, Replaces
 from warmline.sip.message import Request, Response
 from warmline.sip.registration import Registration
 from warmline.sip.scheduler import TimerHandle
+from warmline.sip.session_timer import Agreement
 from warmline.sip.transaction import ClientTransaction, InviteServerTransaction
 
 
@@ -51,12 +52,16 @@ class Session:
     early_dialogs: dict[str, Dialog] = field(default_factory=dict)  # by remote tag
     fallback_targets: list[Target] = field(default_factory=list)  # RFC 3263 failover, in order
     credentials: Credentials | None = None  # the trunk's, for its challenges
+    timer: Agreement | None = None  # the RFC 4028 session timer in force
+    timer_retries: int = 0  # 422s answered on the initial INVITE
+    peer_methods: frozenset[str] = frozenset()  # the far end's Allow (UPDATE for refreshes)
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None
     _retransmit: TimerHandle | None = None
     _reinvite_pending: bool = False
     _incoming_reinvite: InviteServerTransaction | None = None
+    _timer_handle: TimerHandle | None = None
 
     @property
     def call_id(self) -> str:

@@ -64,6 +64,16 @@ from warmline.sip.session import (
     SessionEvent,
     SessionState,
 )
+from warmline.sip.session_timer import (
+    Agreement,
+    Refresher,
+    SessionTimerSettings,
+    TooBrief,
+    as_uac,
+    as_uas,
+    min_se_of,
+    request_headers,
+)
 from warmline.sip.timers import TimerSettings
 from warmline.sip.transaction import (
     ClientTransaction,
@@ -76,7 +86,7 @@ from warmline.sip.uri import SipUri, TelUri, is_digits, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE")
 KNOWN_UNSUPPORTED = frozenset({"REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH", "PRACK"})
-SUPPORTED_OPTIONS = ("replaces", "norefersub")
+SUPPORTED_OPTIONS = ("replaces", "norefersub", "timer")
 _ALLOW = ", ".join(ALLOWED_METHODS)
 _SUPPORTED = ", ".join(SUPPORTED_OPTIONS)
 _SDP = "application/sdp"
@@ -93,6 +103,8 @@ class UserAgentConfig:
     auth_realm: str = "warmline"
     auth_users: dict[str, str] = field(default_factory=dict)
     credentials: list[Credentials] = field(default_factory=list)
+    # RFC 4028: every call refreshed (or ended) within this; interval 0: off
+    session_timer: SessionTimerSettings = field(default_factory=SessionTimerSettings)
 
     def __post_init__(self) -> None:
         for network in self.trusted_networks or []:
@@ -262,6 +274,7 @@ class UserAgent:
             ("Allow", _ALLOW),
             ("Supported", _SUPPORTED),
             ("User-Agent", self.config.user_agent),
+            *_unless_given(request_headers(self.config.session_timer), headers),
             *extra,
             *(headers or []),
         ], sdp or b"")
@@ -412,11 +425,15 @@ class UserAgent:
         dialog.state = DialogState.CONFIRMED
         session.dialog = dialog
         session.local_sdp = sdp
+        session.peer_methods = _methods(request)
+        agreement, timer_headers = self._timer_as_uas(request)
         response = make_response(request, 200, to_tag=session.local_tag, headers=[
             *_record_route(request), ("Contact", str(contact)), ("Allow", _ALLOW),
-            ("Supported", _SUPPORTED), ("Content-Type", _SDP), *(headers or []),
+            ("Supported", _SUPPORTED), *timer_headers, ("Content-Type", _SDP),
+            *(headers or []),
         ], body=sdp)
         session.state = SessionState.ANSWERED
+        self._arm_session_timer(session, agreement, now)
         self.layer.respond(transaction, response, now)
         self._retransmit_2xx(session, transaction.target, transaction.wire or b"", now)
 
@@ -449,13 +466,18 @@ class UserAgent:
         self._send_in_dialog(session, session.dialog.create_request("BYE"), "bye", now)
 
     def reinvite(self, session: Session, sdp: bytes, now: float) -> None:
-        """Renegotiate media; a 491 is retried after the RFC 3261 §14.1 back-off."""
+        """Renegotiate media; a 491 is retried after the RFC 3261 §14.1 back-off.
+
+        It refreshes the session timer too (RFC 4028 §7.4).
+        """
         dialog = self._confirmed_dialog(session)
         if session._reinvite_pending:
             raise RuntimeError("a re-INVITE is already pending on this session")
         session._reinvite_pending = True
         session.local_sdp = sdp
-        request = dialog.create_request("INVITE", [("Content-Type", _SDP)], sdp)
+        request = dialog.create_request("INVITE", [
+            ("Content-Type", _SDP), ("Supported", _SUPPORTED),
+            *self._refresh_headers(session)], sdp)
         self._send_in_dialog(session, request, "reinvite", now)
 
     def refer(
@@ -488,12 +510,118 @@ class UserAgent:
         if not isinstance(transaction, ServerTransaction):
             raise TypeError("respond() needs the transaction from a RequestInDialog event")
         tag = session.local_tag if session else None
-        response = make_response(transaction.request, status, reason, to_tag=tag,
-                                 headers=headers, body=body)
+        extra = list(headers or [])
+        request = transaction.request
+        if session is not None and 200 <= status < 300 and request.method in ("INVITE",
+                                                                             "UPDATE"):
+            agreement, timer_headers = self._timer_as_uas(request)
+            extra += timer_headers
+            self._arm_session_timer(session, agreement, now)  # a refresh from the far end
+        response = make_response(request, status, reason, to_tag=tag, headers=extra,
+                                 body=body)
         if isinstance(transaction, InviteServerTransaction) and session is not None:
             self._answer_reinvite(session, transaction, response, now)
             return
         self.layer.respond(transaction, response, now)
+
+    # ------------------------------------------------------------------ session timers
+    def _timer_as_uas(self, request: Request) -> tuple[Agreement | None, list[tuple[str, str]]]:
+        """Our side of RFC 4028 for a 2xx to ``request`` (checked by _timer_refusal before)."""
+        try:
+            return as_uas(request, self.config.session_timer)
+        except (TooBrief, SipParseError):
+            return None, []
+
+    def _timer_refusal(self, request: Request, to_tag: str | None = None) -> Response | None:
+        """422 with our Min-SE for a Session-Expires below it, 400 for a malformed one."""
+        try:
+            as_uas(request, self.config.session_timer)
+        except TooBrief as brief:
+            return make_response(request, 422, to_tag=to_tag,
+                                 headers=[("Min-SE", str(brief.min_se))])
+        except SipParseError as error:
+            return make_response(request, 400, error.reason, to_tag=to_tag)
+        return None
+
+    def _refresh_headers(self, session: Session) -> list[tuple[str, str]]:
+        """Session-Expires for a re-INVITE or UPDATE of ours: it refreshes the timer too."""
+        timer = session.timer
+        if timer is None:
+            return request_headers(self.config.session_timer)
+        return request_headers(self.config.session_timer, timer.interval,
+                               Refresher.UAC if timer.we_refresh else None)
+
+    def _arm_session_timer(self, session: Session, agreement: Agreement | None,
+                           now: float) -> None:
+        """(Re)start the timer after a 2xx that set or refreshed it; None: no timer."""
+        self._disarm_session_timer(session)
+        session.timer = agreement
+        if agreement is None:
+            return
+        delay = agreement.refresh_after() if agreement.we_refresh else agreement.expire_after()
+        session._timer_handle = self.scheduler.call_at(now + delay,
+                                                       _SessionTimerFire(self, session).fire)
+
+    def _disarm_session_timer(self, session: Session) -> None:
+        handle, session._timer_handle = session._timer_handle, None
+        if handle is not None:
+            handle.cancel()
+
+    def _session_timer_fired(self, session: Session, now: float) -> None:
+        timer = session.timer
+        if timer is None or session.state is not SessionState.CONFIRMED:
+            return
+        if not timer.we_refresh:  # no refresh came in time: the far end is gone (§10)
+            session.end_reason = "session timer expired"
+            self.bye(session, now)
+            return
+        if session._reinvite_pending:
+            return  # a re-INVITE on its way refreshes the session itself
+        dialog = session.dialog
+        if "UPDATE" in session.peer_methods and dialog is not None:
+            update = dialog.create_request("UPDATE", [("Supported", _SUPPORTED),
+                                                      *self._refresh_headers(session)])
+            self._send_in_dialog(session, update, "refresh", now)
+        else:
+            self.reinvite(session, session.local_sdp or b"", now)
+
+    def _refresh_answered(self, session: Session, transaction: ClientTransaction,
+                          response: Response, now: float) -> None:
+        """The final answer to an UPDATE that refreshed the session."""
+        if response.is_success:
+            self._arm_session_timer(session, as_uac(response), now)
+        elif response.status in (408, 481):
+            self._session_gone(session, response.status, now)
+        elif response.status == 422 and session.timer is not None:
+            longer = min_se_of(response)
+            session.timer = Agreement(max(longer, session.timer.interval), True)
+            self._session_timer_fired(session, now)
+
+    def _session_gone(self, session: Session, status: int, now: float) -> None:
+        """A refresh answered 408 or 481 (or unanswered): the session is over (§10)."""
+        session.end_reason = f"session refresh failed ({status})"
+        if status == 481:
+            self._end(session, session.end_reason)
+            self._events.append(CallEnded(session, False, session.end_reason))
+            return
+        self.bye(session, now)
+
+    def _retry_longer(self, session: Session, transaction: ClientTransaction,
+                      response: Response, now: float) -> bool:
+        """422 to our INVITE: once more with the interval the far end asks for (§7.3)."""
+        if session.timer_retries >= 1 or not self.config.session_timer.enabled:
+            return False
+        old = transaction.request
+        interval = min_se_of(response)
+        retry = Request(old.method, old.uri, [(n, v) for n, v in old.headers if n != "via"],
+                        old.body)
+        retry.set("CSeq", f"{old.cseq.seq + 1} {old.method}")
+        retry.set("Session-Expires", str(interval))
+        retry.set("Min-SE", str(interval))
+        session.timer_retries += 1
+        session.invite = retry
+        self._send_invite(session, retry, now)
+        return True
 
     # ================================================================== internals
     def _incoming(self, session: Session) -> InviteServerTransaction:
@@ -578,6 +706,7 @@ class UserAgent:
 
     def _end(self, session: Session, reason: str, status: int | None = None) -> None:
         self._stop_retransmit(session)
+        self._disarm_session_timer(session)
         session.state = SessionState.TERMINATED
         session.end_reason = session.end_reason or reason
         session.end_status = status
@@ -709,6 +838,10 @@ class UserAgent:
             self.layer.respond(transaction, make_response(
                 request, 415, to_tag=local_tag, headers=[("Accept", _SDP)]), now)
             return
+        refusal = self._timer_refusal(request, local_tag)
+        if refusal is not None:
+            self.layer.respond(transaction, refusal, now)
+            return
         replaces = None
         if request.get("replaces") is not None:
             replaces = request.replaces
@@ -782,11 +915,17 @@ class UserAgent:
             self._end(session, "remote hangup")
             self._events.append(CallEnded(session, True, "remote hangup"))
             return
+        if method in ("INVITE", "UPDATE") and (refusal := self._timer_refusal(request)):
+            self.layer.respond(transaction, refusal, now)
+            return
         if method == "INVITE" and not self._accept_reinvite(session, request, transaction, now):
             return
         if method in TARGET_REFRESH:
             dialog.refresh_target(request)
         if method == "NOTIFY" and self._on_refer_notify(session, request, transaction, now):
+            return
+        if method == "UPDATE" and not request.body:  # a session refresh, nothing to negotiate
+            self.respond(transaction, 200, now, session=session)
             return
         self._events.append(RequestInDialog(session, request, transaction))
 
@@ -886,6 +1025,8 @@ class UserAgent:
             self._events.append(ReferResponse(pending.refer, response.status))
         elif pending.kind == "request" and response.status >= 200:
             self._events.append(InDialogResponse(session, transaction.method, response))
+        elif pending.kind == "refresh" and response.status >= 200:
+            self._refresh_answered(session, transaction, response, now)
 
     def _on_invite_response(self, session: Session, transaction: ClientTransaction,
                             response: Response, now: float) -> None:
@@ -904,6 +1045,8 @@ class UserAgent:
         if status in (401, 407) and self._retry_with_auth(session, transaction, response, now):
             return
         if status == 503 and self._try_next_target(session, transaction, now):
+            return
+        if status == 422 and self._retry_longer(session, transaction, response, now):
             return
         self._end(session, f"{status} {response.reason}", status)
         self._events.append(CallFailed(session, status, response.reason))
@@ -942,6 +1085,8 @@ class UserAgent:
             self.bye(session, now)
             return
         session.state = SessionState.CONFIRMED
+        session.peer_methods = _methods(response)
+        self._arm_session_timer(session, as_uac(response), now)
         self._events.append(CallAnswered(session, response))
 
     def _drop_forked_answer(self, session: Session, invite: Request, response: Response,
@@ -1041,6 +1186,9 @@ class UserAgent:
             session.dialog.refresh_target(response)
             session.remote_sdp = response.body or session.remote_sdp
             self._send_ack(session, transaction.request, now)
+            self._arm_session_timer(session, as_uac(response), now)
+        elif response.status in (408, 481) and session.timer is not None:
+            self._session_gone(session, response.status, now)
         elif response.status == 491 and session.local_sdp is not None:
             self._schedule_glare_retry(session, now)
             return
@@ -1104,6 +1252,10 @@ class UserAgent:
         elif pending.kind == "reinvite":
             session._reinvite_pending = False
             self._events.append(InDialogResponse(session, "INVITE", None))
+            if session.timer is not None:
+                self._session_gone(session, 408, now)
+        elif pending.kind == "refresh":
+            self._session_gone(session, 408, now)
         elif pending.kind == "refer" and pending.refer is not None:
             pending.refer.status = 408
             pending.refer.done = True
@@ -1185,3 +1337,31 @@ def _request_uri(to: str | SipUri) -> SipUri:
     if not uri.headers and uri.param("method") is None:
         return uri
     return uri.replace(headers=(), params=tuple(p for p in uri.params if p[0] != "method"))
+
+
+class _SessionTimerFire:
+    """The session timer's callback as an object, not a closure (no reference cycle)."""
+
+    __slots__ = ("session", "ua")
+
+    def __init__(self, ua: UserAgent, session: Session) -> None:
+        self.ua = ua
+        self.session = session
+
+    def fire(self, at: float) -> None:
+        self.ua._session_timer_fired(self.session, at)
+
+
+def _methods(message: Request | Response) -> frozenset[str]:
+    """The methods a peer's Allow lists (none when it has no readable Allow)."""
+    try:
+        return frozenset(method.upper() for method in message.allow)
+    except SipParseError:
+        return frozenset()
+
+
+def _unless_given(defaults: list[tuple[str, str]],
+                  given: list[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """``defaults`` minus the headers the application set itself (its values win)."""
+    names = {name.lower() for name, _ in given or []}
+    return [(name, value) for name, value in defaults if name.lower() not in names]
