@@ -331,7 +331,8 @@ def _network(settings: ServeSettings, config: WarmlineConfig | None) -> ServeSet
     return replace(settings, trunks=config.build_trunks(),
                    dns_servers=tuple(config.dns.nameservers()), dns_timeout=config.dns.timeout,
                    user_agent=replace(settings.user_agent,
-                                      session_timer=config.sip.session_timer()))
+                                      session_timer=config.sip.session_timer()),
+                   trusted_identity=tuple(config.sip.trusted_identity))
 
 
 def _storage(settings: ServeSettings, args: argparse.Namespace,

@@ -10,6 +10,7 @@ the first broken file. The example, with every key commented, is
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -65,6 +66,19 @@ class SipSection(_Strict):
     # RFC 4028: a call not refreshed within this many seconds is ended (0: no session timer)
     session_expires: int = Field(1800, ge=0, le=86400)
     min_se: int = Field(90, ge=90, le=86400)  # the shortest interval accepted (422 below)
+    # networks (CIDR) whose P-Asserted-Identity is believed (RFC 3325): a carrier's SBC, a
+    # PBX; from anyone else it is dropped and the human sees the caller's From
+    trusted_identity: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_identity")
+    @classmethod
+    def _networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a network (10.0.0.0/8, ::1/128)") from None
+        return values
 
     @model_validator(mode="after")
     def _interval(self) -> SipSection:

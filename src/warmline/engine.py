@@ -14,8 +14,9 @@ of them knows this class.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ class CallEngine:
 
     ``on_call`` gets every answered call (the AI takes it from there);
     ``on_return`` hears when a caller comes back to the AI after a handoff.
+    ``trusted_identity``: the networks (CIDR) whose P-Asserted-Identity is believed;
+    from anywhere else it is dropped (RFC 3325), so nobody can claim a bank's number.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -64,7 +67,8 @@ class CallEngine:
                  escalation: EscalationPolicy | None = None,
                  records: RecordWriter | None = None, tts: TextToSpeech | None = None,
                  hold_audio: Samples | None = None, trunks: Trunks | None = None,
-                 resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None,
+                 trusted_identity: Sequence[str] = ()) -> None:
         self.on_call: CallHandler = on_call or (lambda call: None)
         self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
         self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
@@ -76,8 +80,9 @@ class CallEngine:
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
         self.brain = Brain(escalation or EscalationPolicy(), TriggerLog(records_dir),
                            self.record)
-        self.switchboard = Switchboard(shell, plane, media_address, codecs, self,
-                                       trunks=trunks, resolver=resolver)
+        self.switchboard = Switchboard(
+            shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
+            trusted_identity=[ipaddress.ip_network(n, strict=False) for n in trusted_identity])
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
         self.transfers = Transfers(self.switchboard, TransferServices(

@@ -82,6 +82,7 @@ class ServeSettings:
     trunks: Trunks = field(default_factory=Trunks)  # carriers and PBXs (accounts, registration)
     dns_servers: tuple[tuple[str, int], ...] = ()  # none: /etc/resolv.conf and /etc/hosts
     dns_timeout: float = 2.0  # seconds per DNS question
+    trusted_identity: tuple[str, ...] = ()  # networks whose P-Asserted-Identity is believed
 
     @property
     def media_host(self) -> str:

@@ -27,6 +27,8 @@ class Call:
     legs: list[CallLeg] = field(default_factory=list)  # every leg, the caller's first
     handoff_ids: list[str] = field(default_factory=list)  # handoffs asked for, oldest first
     ended_at: float | None = None
+    # the caller's P-Asserted-Identity, kept only when it came from a trusted peer (RFC 3325)
+    asserted_identity: str | None = None
 
     @property
     def ended(self) -> bool:

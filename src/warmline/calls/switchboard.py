@@ -16,10 +16,11 @@ are forgotten in the order they ended: the records keep them for good.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from warmline.calls.call import Call, CallState
@@ -58,6 +59,7 @@ _ids = itertools.count(1)
 LegEvent = CallProgress | CallAnswered | CallConfirmed | CallFailed | CallEnded | InDialogResponse
 LEG_EVENTS = (CallProgress, CallAnswered, CallConfirmed, CallFailed, CallEnded,
               InDialogResponse)  # what happens to a session, as opposed to a request
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LegListener = Callable[[SessionEvent], None]  # progress, answer, failure, end of a leg
 ReferListener = Callable[[ReferResponse | ReferNotify], None]
 
@@ -79,8 +81,10 @@ class Switchboard:
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str,
                  codecs: list[str], observer: CallObserver, *, trunks: Trunks | None = None,
-                 resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None,
+                 trusted_identity: Sequence[IPNetwork] = ()) -> None:
         self.shell = shell
+        self.trusted_identity = tuple(trusted_identity)  # whose P-Asserted-Identity we take
         self.trunks = trunks or Trunks()
         self.resolver = resolver or shell.resolver
         self.plane = plane
@@ -230,11 +234,28 @@ class Switchboard:
         self._forget_ended_calls()
         leg = CallLeg(session, media, negotiation)
         self._legs[session.id] = leg
-        call = Call(f"call-{next(_ids)}", leg, self.shell.now(), legs=[leg])
+        call = Call(f"call-{next(_ids)}", leg, self.shell.now(), legs=[leg],
+                    asserted_identity=self._asserted_identity(session))
         self.calls[call.id] = call
         session.app["call"] = call
         self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
         self.observer.call_started(call)
+
+    def _asserted_identity(self, session: Session) -> str | None:
+        """The caller's P-Asserted-Identity if a trusted peer sent it (RFC 3325 §5).
+
+        From anyone else it is just a claim: a stranger could put a bank's number
+        there. It is dropped, and the human sees the caller's From instead.
+        """
+        asserted = session.invite.get("p-asserted-identity")
+        source = session.source
+        if asserted is None or source is None:
+            return None
+        if _in_networks(source.host, self.trusted_identity):
+            return asserted
+        log.debug("call from %s: P-Asserted-Identity from an untrusted peer dropped",
+                  source.host, extra={"call_id": session.call_id})
+        return None
 
     def _forget_ended_calls(self) -> None:
         """Drop calls that ended over ``RETAIN_SECONDS`` ago (constant time per call)."""
@@ -286,6 +307,14 @@ class Switchboard:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _in_networks(host: str, networks: Sequence[IPNetwork]) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def _info_digit(event: RequestInDialog, leg: CallLeg) -> None:

@@ -39,6 +39,7 @@ class Session:
     server_transaction: InviteServerTransaction | None = None
     client_transaction: ClientTransaction | None = None
     flow: Target | None = None  # the connection an inbound stream call came over
+    source: Target | None = None  # where an inbound INVITE came from (trust decisions)
     target: Target | None = None  # where an outbound INVITE was sent
     local_sdp: bytes | None = None
     remote_sdp: bytes | None = None

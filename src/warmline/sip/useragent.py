@@ -851,7 +851,8 @@ class UserAgent:
                 return
         session = Session(self._new_id(), True, request, SessionState.INCOMING, local_tag,
                           server_transaction=transaction, remote_sdp=request.body or None,
-                          flow=source if source.reliable else None, replaces=replaces)
+                          flow=source if source.reliable else None, replaces=replaces,
+                          source=source)
         self._sessions[(request.call_id, local_tag)] = session
         self._events.append(IncomingCall(session))
 

@@ -44,8 +44,10 @@ class CallerFacts:
     supports_replaces: bool
     number: str  # the caller's URI (callbacks)
     party: str  # the caller's From as a name-addr, no tag (the human's caller ID, RFC 3325)
-    asserted: str | None  # their P-Asserted-Identity, if any
+    asserted: str | None  # their P-Asserted-Identity, only from a trusted peer
     dialled: str  # the Request-URI they called: the AI (Diversion, History-Info)
+    identity: tuple[str, ...] = ()  # their Identity headers (RFC 8224 PASSporTs), as sent
+    privacy: str | None = None  # their Privacy header (RFC 3323)
 
 
 # -- events ---------------------------------------------------------------------

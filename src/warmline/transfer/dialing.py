@@ -125,7 +125,7 @@ class HumanDial:
     def _ring(self) -> None:
         destination, facts = self.destination, self.control.caller_facts
         identity = identity_for(self.handoff.caller_id, facts.party, facts.asserted,
-                                facts.dialled, destination.uri)
+                                facts.dialled, destination.uri, facts.identity, facts.privacy)
         self.state = DialState.RINGING
         self.leg = self.control.dial(destination.uri, identity, self.handoff.context_headers)
         self.control.set_timer(RING_TIMER, destination.timeout)

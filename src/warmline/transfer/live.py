@@ -119,7 +119,9 @@ class LiveCallControl:
                            supports_replaces="replaces" in _tokens(lambda: invite.supported),
                            number=str(party.uri),
                            party=str(NameAddr(party.uri, party.display_name)),  # no From tag
-                           asserted=invite.get("p-asserted-identity"), dialled=str(invite.uri))
+                           asserted=self.call.asserted_identity, dialled=str(invite.uri),
+                           identity=tuple(invite.values("identity")),
+                           privacy=invite.get("privacy"))
 
     @property
     def caller_gone(self) -> bool:
