@@ -115,3 +115,33 @@ def test_offer_puts_the_callers_codec_first_and_reads_the_answer_back() -> None:
 def test_unknown_codec_in_our_config_names_the_key() -> None:
     with pytest.raises(sdp.SdpError, match=r"media\.codecs"):
         sdp.offer("127.0.0.1", 4000, ["speex"], session_id=1, version=1)
+
+
+def test_telephone_event_runs_on_the_audio_codec_s_clock() -> None:
+    """RFC 4733 §2.1: opus/48000 goes with telephone-event/48000 (liblinphone checks it)."""
+    from warmline.media import sdp
+
+    ours = sdp.offer("127.0.0.1", 4000, ["opus", "PCMU"], session_id=1, version=1).decode()
+    assert "telephone-event/48000" in ours and "telephone-event/8000" in ours
+    offered = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               b"m=audio 5000 RTP/AVP 111 101 102\r\na=rtpmap:111 opus/48000/2\r\n"
+               b"a=rtpmap:101 telephone-event/8000\r\na=rtpmap:102 telephone-event/48000\r\n")
+    answer, stream = sdp.answer(offered, "127.0.0.1", 4000, ["opus"], session_id=1, version=1)
+    assert stream.dtmf_payload_type == 102 and stream.dtmf_clock_rate == 48000
+    assert b"telephone-event/48000" in answer and b"telephone-event/8000" not in answer
+    _, stream = sdp.answer(offered.replace(b"111 opus/48000/2", b"0 PCMU/8000")
+                           .replace(b"audio 5000 RTP/AVP 111", b"audio 5000 RTP/AVP 0"),
+                           "127.0.0.1", 4000, ["PCMU"], session_id=1, version=1)
+    assert stream.dtmf_payload_type == 101 and stream.dtmf_clock_rate == 8000
+
+
+def test_an_srtp_offer_is_refused_naming_the_profile_not_the_codecs() -> None:
+    from warmline.media import sdp
+
+    offered = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               b"m=audio 5000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+               b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+               b"inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n")
+    with pytest.raises(sdp.SdpError, match="media profile RTP/SAVP is not supported") as refused:
+        sdp.answer(offered, "127.0.0.1", 4000, ["PCMU"], session_id=1, version=1)
+    assert refused.value.status == 488

@@ -256,7 +256,7 @@ class RelayLeg:
         if remote is None:
             return
         self.take_back()
-        packets = digit_packets(digit)
+        packets = digit_packets(digit, clock_rate=stream.dtmf_clock_rate)
         event_ssrc, start = secrets.randbits(32), secrets.randbits(32)
         step = FRAME_MS / 1000
         self._muted_until = self.loop.time() + step * len(packets)  # RFC 4733 §2.6

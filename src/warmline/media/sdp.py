@@ -36,6 +36,12 @@ CODECS = {
     "opus": Codec("opus", 48000, channels=2, fmtp="minptime=10;useinbandfec=1"),
 }
 TELEPHONE_EVENT = Codec("telephone-event", 8000, fmtp="0-16")
+DTMF_RATES = (8000, 16000, 48000)  # telephone-event clocks we read (RFC 4733 §2.1)
+
+
+def telephone_event(clock_rate: int) -> Codec:
+    """RFC 4733 events on ``clock_rate``: the audio codec's clock, as §2.1 asks."""
+    return Codec("telephone-event", clock_rate, fmtp="0-16")
 _STATIC_NAMES = {codec.static_payload: codec for codec in CODECS.values()}
 # Our direction given theirs: what they only send, we only receive (RFC 3264 §6.1).
 _MIRROR = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly",
@@ -65,6 +71,7 @@ class AudioStream:
     remote_fmtp: str | None = None
     rtcp_mux: bool = False  # RTCP shares the RTP port (RFC 5761), both ways
     remote_rtcp_port: int | None = None  # a=rtcp (RFC 3605); None: the RTP port + 1
+    dtmf_clock_rate: int = 8000  # the telephone-event's clock (the audio's, when offered)
 
     @property
     def rtcp_port(self) -> int:
@@ -94,8 +101,9 @@ def offer(address: str, port: int, codecs: list[str], *, session_id: int, versio
     next_dynamic = iter(range(96, 128))
     formats = [(codec.static_payload if codec.static_payload is not None else next(next_dynamic),
                 codec) for codec in chosen]
-    if dtmf:
-        formats.append((next(next_dynamic), TELEPHONE_EVENT))
+    if dtmf:  # one per audio clock: opus/48000 is paired with telephone-event/48000
+        for rate in dict.fromkeys(codec.clock_rate for codec in chosen):
+            formats.append((next(next_dynamic), telephone_event(rate)))
     media = _media_section(port, formats, direction, ptime)
     return _write(address, session_id, version, [media])
 
@@ -120,18 +128,25 @@ def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
             continue
         payload, codec, dtmf = pick
         remote_direction = _direction(session, media)
+        dtmf_codec = _payload_names(media).get(dtmf) if dtmf is not None else None
         agreed = AudioStream(
             payload, codec, dtmf, int(media.get("ptime") or ptime),
             _remote_address(session, media), int(media["port"]),
             _MIRROR[remote_direction], _fmtp(media, payload), "rtcpMux" in media,
-            _rtcp_port(media))
-        formats = [(payload, codec)] + ([(dtmf, TELEPHONE_EVENT)] if dtmf is not None else [])
+            _rtcp_port(media), dtmf_codec.clock_rate if dtmf_codec else 8000)
+        formats = [(payload, codec)]
+        if dtmf is not None and dtmf_codec is not None:
+            formats.append((dtmf, dtmf_codec))
         section = _media_section(port, formats, agreed.direction, agreed.ptime,
                                  protocol=media.get("protocol", "RTP/AVP"))
         if agreed.rtcp_mux:
             section["rtcpMux"] = "rtcp-mux"  # we demultiplex by packet type anyway
         answered.append(section)
     if agreed is None:
+        profiles = _unsupported_profiles(session)
+        if profiles:
+            raise SdpError(f"media profile {', '.join(profiles)} is not supported "
+                           f"(we take RTP/AVP)")
         offered = ", ".join(_offered_names(session)) or "nothing"
         raise SdpError(f"no common codec (offered {offered}; we take {', '.join(supported)})")
     return _write(address, session_id, version, answered), agreed
@@ -148,11 +163,14 @@ def read_answer(answer_text: bytes) -> AudioStream:
         for payload in payloads:
             codec = names.get(payload)
             if codec is not None and codec.key in CODECS:
-                return AudioStream(payload, codec, _dtmf(payloads, names),
+                dtmf = _dtmf(payloads, names, codec.clock_rate)
+                return AudioStream(payload, codec, dtmf,
                                    int(media.get("ptime") or 20),
                                    _remote_address(session, media), int(media["port"]),
                                    _MIRROR[_direction(session, media)], _fmtp(media, payload),
-                                   remote_rtcp_port=_rtcp_port(media))
+                                   remote_rtcp_port=_rtcp_port(media),
+                                   dtmf_clock_rate=names[dtmf].clock_rate
+                                   if dtmf is not None else 8000)
     raise SdpError("the answer accepted no audio codec we offered")
 
 
@@ -176,9 +194,10 @@ def _payload_names(media: dict[str, Any]) -> dict[int, Codec]:
     names: dict[int, Codec] = {pt: codec for pt, codec in _STATIC_NAMES.items()
                                if pt is not None}
     for rtp in media.get("rtp", []):
-        name = str(rtp.get("codec", "")).lower()
-        base = CODECS.get(name) or (TELEPHONE_EVENT if name == "telephone-event" else None)
-        if base is not None and int(rtp.get("rate") or 0) == base.clock_rate:
+        name, rate = str(rtp.get("codec", "")).lower(), int(rtp.get("rate") or 0)
+        base = CODECS.get(name) or (telephone_event(rate) if name == "telephone-event"
+                                    and rate in DTMF_RATES else None)
+        if base is not None and rate == base.clock_rate:
             names[int(rtp["payload"])] = base
         else:
             names.pop(int(rtp["payload"]), None)  # a static number remapped to something else
@@ -195,13 +214,18 @@ def _pick(media: dict[str, Any], wanted: list[str]) -> tuple[int, Codec, int | N
     for payload in payloads:  # the offerer's order of preference (RFC 3264 §6.1)
         codec = names.get(payload)
         if codec is not None and codec.key in wanted:
-            return payload, codec, _dtmf(payloads, names)
+            return payload, codec, _dtmf(payloads, names, codec.clock_rate)
     return None
 
 
-def _dtmf(payloads: list[int], names: dict[int, Codec]) -> int | None:
-    return next((pt for pt in payloads if pt in names
-                 and names[pt].key == "telephone-event"), None)
+def _dtmf(payloads: list[int], names: dict[int, Codec], clock_rate: int) -> int | None:
+    """The telephone-event on the audio's clock (RFC 4733 §2.1), else the 8 kHz one."""
+    events = [pt for pt in payloads if pt in names and names[pt].key == "telephone-event"]
+    for rate in (clock_rate, 8000):
+        matching = next((pt for pt in events if names[pt].clock_rate == rate), None)
+        if matching is not None:
+            return matching
+    return events[0] if events else None
 
 
 def _direction(session: dict[str, Any], media: dict[str, Any]) -> str:
@@ -240,6 +264,13 @@ def _offered_names(session: dict[str, Any]) -> list[str]:
                 codec = table.get(payload)
                 names.append(codec.name if codec else str(payload))
     return names
+
+
+def _unsupported_profiles(session: dict[str, Any]) -> list[str]:
+    """Audio transport profiles offered that we do not speak (RTP/SAVP: SDES-SRTP ...)."""
+    found = [str(media.get("protocol", "")) for media in session["media"]
+             if media.get("type") == "audio" and media.get("port")]
+    return list(dict.fromkeys(p for p in found if p.upper() != "RTP/AVP"))
 
 
 def _rejected(media: dict[str, Any]) -> dict[str, Any]:
