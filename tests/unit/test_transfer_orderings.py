@@ -108,6 +108,23 @@ def test_blind_caller_hanging_up_at_any_step_fails_and_nothing_follows(
     assert not control.did("hang_up") and not returned and not control.did("dial")
 
 
+def test_blind_without_a_subscription_succeeds_when_the_transferee_hangs_up() -> None:
+    """RFC 4488: a 202 with Refer-Sub: false means no NOTIFY will tell the outcome."""
+    record = handoff(TransferMode.BLIND)
+    control, returned = start(record)
+    control.feed(ReferAnswered(refer_of(control), 202, subscribed=False), CallerHungUp())
+    assert record.status is HandoffStatus.COMPLETED and "Refer-Sub false" in str(record.reason)
+    assert not control.did("hang_up") and not returned
+
+
+def test_blind_without_a_subscription_and_no_hang_up_falls_back() -> None:
+    record = handoff(TransferMode.BLIND)
+    control, returned = start(record)
+    control.feed(ReferAnswered(refer_of(control), 202, subscribed=False))
+    control.advance(21.0)
+    assert record.status is HandoffStatus.FAILED and returned
+
+
 def test_blind_refused_refer_becomes_a_bridge_to_the_same_place() -> None:
     record = handoff(TransferMode.BLIND)
     control, _ = start(record)
@@ -332,7 +349,8 @@ def test_warm_replaces_final_notify_after_the_replaced_dialog_ended() -> None:
     control, _ = start(record)
     human = drive_warm(control, "accepting")  # no acceptance asked: replacing now
     refer = refer_of(control)
-    assert control.last("refer")[3] == f"sip:human@pbx?Replaces=consult-{human}"
+    assert control.last("refer")[3] == (f"sip:human@pbx?Replaces=consult-{human}"
+                                        f"&X-Warmline-Handoff={record.id}")
     assert record.status is HandoffStatus.REPLACING
     control.feed(ReferAnswered(refer, 202), ReferNotified(refer, 100, False))
     control.feed(LegEnded(human))  # the human's phone ends the dialog it replaced

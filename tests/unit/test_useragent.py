@@ -418,3 +418,26 @@ def test_destination_uri_headers_and_method_are_not_sent() -> None:
     assert str(invite.uri) == "sip:bob@127.0.0.2:5080"
     assert invite.get("x-inj") is None and invite.get("subject") is None
     assert "?" not in (invite.get("to") or "") and "method" not in (invite.get("to") or "")
+
+
+def test_a_refer_accepted_without_a_subscription_is_reported_so() -> None:
+    """RFC 4488: 202 with Refer-Sub: false: no NOTIFY will come, and none is waited for."""
+    net, alice, bob = pair()
+    outbound, inbound = call(net, alice, bob)
+    refer = alice.refer(outbound, "<sip:carol@127.0.0.3>", net.now)
+    [asked] = only(net.take(bob), RequestInDialog)
+    bob.respond(asked.transaction, 202, net.now, session=inbound,
+                headers=[("Refer-Sub", "false")])
+    [accepted] = only(net.take(alice), ReferResponse)
+    assert accepted.status == 202 and not accepted.subscribed and refer.done
+
+
+def test_an_invite_replacing_an_unknown_dialog_gets_481() -> None:
+    """RFC 3891 §3: Replaces naming a dialog we do not have."""
+    net, _, bob = pair()
+    data = raw_request("INVITE", extra="Contact: <sip:a@127.0.0.1:5070>\r\n"
+                       "Replaces: nosuch@call;to-tag=a;from-tag=b\r\n")
+    bob.receive(data, Target("udp", *ALICE), net.now)
+    answers = [parse_message(t.data) for t in bob.pop_transmissions()]
+    assert [m.status for m in answers if isinstance(m, Response) and m.status >= 200] == [481]
+    assert not bob.sessions

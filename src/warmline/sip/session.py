@@ -166,6 +166,7 @@ class InDialogResponse:
 class ReferResponse:
     refer: ReferSubscription
     status: int
+    subscribed: bool = True  # False: accepted with Refer-Sub: false, no NOTIFY will come
 
 
 @dataclass(frozen=True, slots=True)

@@ -1020,10 +1020,13 @@ class UserAgent:
             self._end(session, session.end_reason or "local hangup")
             self._events.append(CallEnded(session, False, session.end_reason or "local hangup"))
         elif pending.kind == "refer" and pending.refer is not None and response.status >= 200:
-            pending.refer.status = response.status
-            if not response.is_success:
-                pending.refer.done = True
-            self._events.append(ReferResponse(pending.refer, response.status))
+            refer = pending.refer
+            refer.status = response.status
+            # RFC 4488: a 2xx with Refer-Sub: false means no NOTIFY will report the outcome
+            subscribed = (response.get("refer-sub") or "true").strip().lower() != "false"
+            if not response.is_success or not subscribed:
+                refer.done = True
+            self._events.append(ReferResponse(refer, response.status, subscribed))
         elif pending.kind == "request" and response.status >= 200:
             self._events.append(InDialogResponse(session, transaction.method, response))
         elif pending.kind == "refresh" and response.status >= 200:

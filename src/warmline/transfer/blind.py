@@ -25,12 +25,14 @@ from warmline.transfer.identity import with_uri_header
 
 REFER_REFUSALS = frozenset({403, 405, 420, 489, 501, 603})
 NOTIFY_TIMER = "notify"
+UNSUBSCRIBED = "transferred (the transferee hung up; it sends no NOTIFY: Refer-Sub false)"
 
 
 class BlindAttempt(Attempt):
     """REFER the caller's side to the destination and follow the NOTIFYs."""
 
     refer: ReferId | None = None
+    unsubscribed = False  # accepted with Refer-Sub: false: no NOTIFY will come (RFC 4488)
 
     def start(self) -> None:
         control, handoff = self.control, self.handoff
@@ -50,12 +52,16 @@ class BlindAttempt(Attempt):
         if self.finished:
             return  # a second final NOTIFY, a late 202: the outcome is already known
         match event:
-            case ReferAnswered(refer=refer, status=status) if refer == self.refer:
+            case ReferAnswered(refer=refer, status=status, subscribed=subscribed) \
+                    if refer == self.refer:
+                self.unsubscribed = not subscribed
                 self._answered(status)
             case ReferNotified(refer=refer, status=status, final=final) if refer == self.refer:
                 self._notified(status, final)
             case TimerFired(key=key) if key == NOTIFY_TIMER:
                 self.fail(f"no final NOTIFY within {self.destination.timeout:g} s", 408)
+            case CallerHungUp() if self.unsubscribed:
+                self._transferred_without_report()
             case CallerHungUp():
                 self.fail("caller hung up", None)
 
@@ -77,6 +83,12 @@ class BlindAttempt(Attempt):
         self.succeed(f"the transferee reports {status}")
         self.control.hang_up(self.control.caller)
         self.handoff.finish(HandoffStatus.COMPLETED, "transferred (REFER)", status)
+
+    def _transferred_without_report(self) -> None:
+        """Refer-Sub: false: the transferee ending our call within the timeout is the only
+        sign the transfer went through; no BYE then (the caller's side already left)."""
+        self.succeed("the transferee ended the original call")
+        self.handoff.finish(HandoffStatus.COMPLETED, UNSUBSCRIBED, self.handoff.sip_status)
 
     def release(self) -> None:
         self.control.cancel_timer(NOTIFY_TIMER)

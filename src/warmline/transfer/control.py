@@ -95,10 +95,15 @@ class LegEnded:
 
 @dataclass(frozen=True, slots=True)
 class ReferAnswered:
-    """The final response to a REFER (202 Accepted, or a refusal)."""
+    """The final response to a REFER (202 Accepted, or a refusal).
+
+    ``subscribed`` False: accepted with Refer-Sub: false (RFC 4488), so no NOTIFY
+    will say how the transfer went.
+    """
 
     refer: ReferId
     status: int
+    subscribed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,7 +211,7 @@ class LiveCallControl:
 
         def heard(event: ReferResponse | ReferNotify) -> None:
             if isinstance(event, ReferResponse):
-                self._post(ReferAnswered(refer_id, event.status))
+                self._post(ReferAnswered(refer_id, event.status, event.subscribed))
             else:
                 self._post(ReferNotified(refer_id, event.status, event.final))
 

@@ -45,6 +45,7 @@ from warmline.transfer.handoff import (
     Handoff,
     HandoffStatus,
 )
+from warmline.transfer.identity import with_uri_header
 from warmline.transfer.speech import PreparedSpeech
 
 ACCEPT_TIMER = "accept"
@@ -182,8 +183,9 @@ class WarmAttempt(Attempt):
         human = self.human
         assert human is not None
         self.stage = WarmStage.REPLACING
-        self.replacing = self.control.refer(self.control.caller,
-                                            self.control.replaces_target(human),
+        target = with_uri_header(self.control.replaces_target(human), HANDOFF_HEADER,
+                                 self.handoff.id)  # the human's side can match its context
+        self.replacing = self.control.refer(self.control.caller, target,
                                             [(HANDOFF_HEADER, self.handoff.id)])
         self.handoff.progress(HandoffStatus.REPLACING)
         self.control.set_timer(REPLACES_TIMER, self.destination.timeout)
