@@ -95,17 +95,37 @@ def test_blind_final_notify_before_the_202_still_completes() -> None:
     assert not control.timer_set("notify")
 
 
-@pytest.mark.parametrize("before_hangup", [[], ["202"], ["202", "180"]])
-def test_blind_caller_hanging_up_at_any_step_fails_and_nothing_follows(
+def test_blind_caller_hanging_up_before_the_202_fails_and_nothing_follows() -> None:
+    record = handoff(TransferMode.BLIND)
+    control, returned = start(record)
+    refer = refer_of(control)
+    control.feed(CallerHungUp(), ReferAnswered(refer, 202), ReferNotified(refer, 200, True))
+    assert record.status is HandoffStatus.FAILED and record.reason == "caller hung up"
+    assert not control.did("hang_up") and not returned and not control.did("dial")
+
+
+@pytest.mark.parametrize("before_hangup", [["202"], ["202", "180"]])
+def test_blind_final_notify_after_the_transferee_hung_up_still_completes(
         before_hangup: list[str]) -> None:
+    """The transferee may end our call before reporting; its subscription outlives it."""
     record = handoff(TransferMode.BLIND)
     control, returned = start(record)
     refer = refer_of(control)
     steps = {"202": ReferAnswered(refer, 202), "180": ReferNotified(refer, 180, False)}
     control.feed(*(steps[name] for name in before_hangup), CallerHungUp())
-    control.feed(ReferNotified(refer, 200, True))  # too late: the dialog is gone
+    assert not record.ended  # not "caller hung up" yet: the report may be on its way
+    control.feed(ReferNotified(refer, 200, True))
+    assert record.status is HandoffStatus.COMPLETED and record.reason == "transferred (REFER)"
+    assert not control.did("hang_up") and not returned  # the caller's side already left
+
+
+def test_blind_transferee_hanging_up_with_no_report_fails_at_the_timeout() -> None:
+    record = handoff(TransferMode.BLIND)
+    control, returned = start(record)
+    control.feed(ReferAnswered(refer_of(control), 202), CallerHungUp())
+    control.advance(21.0)
     assert record.status is HandoffStatus.FAILED and record.reason == "caller hung up"
-    assert not control.did("hang_up") and not returned and not control.did("dial")
+    assert not returned
 
 
 def test_blind_without_a_subscription_succeeds_when_the_transferee_hangs_up() -> None:
@@ -382,6 +402,20 @@ def test_warm_replaces_refused_bridges_the_consultation_instead() -> None:
     control.feed(ReferAnswered(refer_of(control), 501))
     assert "replaces_failed" in kinds(record)
     assert control.last("bridge") == ("bridge", CALLER, human)
+
+
+def test_warm_replaces_caller_hanging_up_before_its_final_notify_still_completes() -> None:
+    """The caller's phone may hang up on us once the human answered its INVITE with
+    Replaces, then report; the human's phone ends the replaced dialog meanwhile."""
+    record = handoff(TransferMode.WARM, connect=ConnectBy.REPLACES)
+    control, returned = start(record)
+    human = drive_warm(control, "accepting")
+    refer = refer_of(control)
+    control.feed(ReferAnswered(refer, 202), CallerHungUp(), LegEnded(human))
+    assert record.status is HandoffStatus.REPLACING and not control.did("bridge")
+    control.feed(ReferNotified(refer, 200, True))
+    assert record.status is HandoffStatus.COMPLETED and not control.did("hang_up")
+    assert not returned
 
 
 def test_warm_replaces_success_makes_sure_the_consult_ends() -> None:

@@ -441,3 +441,25 @@ def test_an_invite_replacing_an_unknown_dialog_gets_481() -> None:
     answers = [parse_message(t.data) for t in bob.pop_transmissions()]
     assert [m.status for m in answers if isinstance(m, Response) and m.status >= 200] == [481]
     assert not bob.sessions
+
+
+def test_a_refer_s_final_notify_after_the_bye_is_still_taken() -> None:
+    """RFC 6665 §4.5 / RFC 5057: the REFER subscription outlives the INVITE usage."""
+    net, alice, bob = pair()
+    outbound, inbound = call(net, alice, bob)
+    refer = alice.refer(outbound, "<sip:carol@127.0.0.3>", net.now)
+    [asked] = only(net.take(bob), RequestInDialog)
+    bob.respond(asked.transaction, 202, net.now, session=inbound)
+    bob.bye(inbound, net.now)  # the transferee hangs up the old call first ...
+    assert only(net.take(alice), CallEnded)
+    notify = [("Event", f"refer;id={refer.request.cseq.seq}"),
+              ("Subscription-State", "terminated;reason=noresource"),
+              ("Content-Type", "message/sipfrag;version=2.0")]
+    inbound.state = SessionState.CONFIRMED  # bob still holds the dialog for its subscription
+    bob.request(inbound, "NOTIFY", net.now, headers=notify, body=b"SIP/2.0 200 OK\r\n")
+    [report] = only(net.take(alice), ReferNotify)  # ... then reports: still heard
+    assert (report.status, report.final) == (200, True)
+    assert [e.response.status for e in only(net.take(bob), InDialogResponse)] == [200]
+    net.advance(33.0)  # after 64*T1 the dialog is gone for good
+    bob.request(inbound, "NOTIFY", net.now, headers=notify, body=b"SIP/2.0 200 OK\r\n")
+    assert [e.response.status for e in only(net.take(bob), InDialogResponse)] == [481]

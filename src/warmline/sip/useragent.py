@@ -157,6 +157,7 @@ class UserAgent:
         self._sessions: dict[tuple[str, str], Session] = {}  # (call-id, local tag)
         self._pending: dict[ClientTransaction, _Pending] = {}
         self._refers: dict[tuple[str, str, int], ReferSubscription] = {}
+        self._notify_only: dict[tuple[str, str], Session] = {}  # ended, a REFER still open
         self._trusted = [ipaddress.ip_network(n, strict=False)
                          for n in self.config.trusted_networks or []]
         self._digest_server = (DigestServer(self.config.auth_realm, self.config.auth_users)
@@ -443,7 +444,7 @@ class UserAgent:
         response = make_response(session.invite, status, reason, to_tag=session.local_tag,
                                   headers=headers)
         self.layer.respond(transaction, response, now)
-        self._end(session, "rejected", status)
+        self._end(session, "rejected", status, now=now)
 
     # ------------------------------------------------------------------ in dialog
     def bye(self, session: Session, now: float) -> None:
@@ -601,7 +602,7 @@ class UserAgent:
         """A refresh answered 408 or 481 (or unanswered): the session is over (§10)."""
         session.end_reason = f"session refresh failed ({status})"
         if status == 481:
-            self._end(session, session.end_reason)
+            self._end(session, session.end_reason, now=now)
             self._events.append(CallEnded(session, False, session.end_reason))
             return
         self.bye(session, now)
@@ -704,15 +705,37 @@ class UserAgent:
             session._retransmit.cancel()
             session._retransmit = None
 
-    def _end(self, session: Session, reason: str, status: int | None = None) -> None:
+    def _end(self, session: Session, reason: str, status: int | None = None, *,
+             now: float) -> None:
         self._stop_retransmit(session)
         self._disarm_session_timer(session)
         session.state = SessionState.TERMINATED
         session.end_reason = session.end_reason or reason
         session.end_status = status
-        self._sessions.pop((session.call_id, session.local_tag), None)
-        for key in [k for k, r in self._refers.items() if r.session is session]:
-            del self._refers[key]
+        key = (session.call_id, session.local_tag)
+        self._sessions.pop(key, None)
+        open_refers = [k for k, r in self._refers.items() if r.session is session and not r.done]
+        for refer_key in [k for k, r in self._refers.items() if r.session is session]:
+            if refer_key not in open_refers:
+                del self._refers[refer_key]
+        if open_refers and session.dialog is not None:
+            self._keep_for_notify(session, open_refers, now)
+
+    def _keep_for_notify(self, session: Session, refer_keys: list[tuple[str, str, int]],
+                         now: float) -> None:
+        """The INVITE usage ended, but a REFER subscription outlives it (RFC 5057 §5.2,
+        RFC 6665 §4.5): its final NOTIFY may still come (a transferee often hangs up the
+        old call before reporting), so the dialog stays for NOTIFY alone, for 64*T1."""
+        key = (session.call_id, session.local_tag)
+        self._notify_only[key] = session
+        give_up = self.config.timers.t1 * 64
+
+        def forget(_: float) -> None:
+            self._notify_only.pop(key, None)
+            for refer_key in refer_keys:
+                self._refers.pop(refer_key, None)
+
+        self.scheduler.call_at(now + give_up, forget)
 
     # ------------------------------------------------------------------ receiving
     def reject_unparsable(self, data: bytes, source: Target, error: SipParseError) -> None:
@@ -890,7 +913,7 @@ class UserAgent:
             return
         self.layer.respond(invite_tx, make_response(invite_tx.request, 487,
                                                     to_tag=session.local_tag), now)
-        self._end(session, "cancelled by caller", 487)
+        self._end(session, "cancelled by caller", 487, now=now)
         self._events.append(CallEnded(session, True, "cancelled"))
 
     def _session_for_server(self, transaction: InviteServerTransaction) -> Session | None:
@@ -901,7 +924,10 @@ class UserAgent:
         return None
 
     def _on_in_dialog(self, request: Request, transaction: ServerTransaction, now: float) -> None:
-        session = self._sessions.get((request.call_id, request.to.tag or ""))
+        key = (request.call_id, request.to.tag or "")
+        session = self._sessions.get(key)
+        if session is None and request.method == "NOTIFY":
+            session = self._notify_only.get(key)  # a REFER's report after the call ended
         dialog = session.dialog if session else None
         if session is None or dialog is None or dialog.remote_tag != (request.from_.tag or ""):
             self.layer.respond(transaction, make_response(request, 481), now)
@@ -913,7 +939,7 @@ class UserAgent:
         method = request.method
         if method == "BYE":
             self.layer.respond(transaction, make_response(request, 200), now)
-            self._end(session, "remote hangup")
+            self._end(session, "remote hangup", now=now)
             self._events.append(CallEnded(session, True, "remote hangup"))
             return
         if method in ("INVITE", "UPDATE") and (refusal := self._timer_refusal(request)):
@@ -1017,7 +1043,7 @@ class UserAgent:
         elif pending.kind == "reinvite":
             self._on_reinvite_response(session, transaction, response, now)
         elif pending.kind == "bye" and response.status >= 200:
-            self._end(session, session.end_reason or "local hangup")
+            self._end(session, session.end_reason or "local hangup", now=now)
             self._events.append(CallEnded(session, False, session.end_reason or "local hangup"))
         elif pending.kind == "refer" and pending.refer is not None and response.status >= 200:
             refer = pending.refer
@@ -1052,7 +1078,7 @@ class UserAgent:
             return
         if status == 422 and self._retry_longer(session, transaction, response, now):
             return
-        self._end(session, f"{status} {response.reason}", status)
+        self._end(session, f"{status} {response.reason}", status, now=now)
         self._events.append(CallFailed(session, status, response.reason))
 
     def _track_early_dialog(self, session: Session, transaction: ClientTransaction,
@@ -1248,10 +1274,10 @@ class UserAgent:
         if pending.kind == "invite" and not session.ended:
             status, reason = (503, "Service Unavailable (transport error)") if transport_error \
                 else (408, "Request Timeout")
-            self._end(session, reason, status)
+            self._end(session, reason, status, now=now)
             self._events.append(CallFailed(session, status, reason))
         elif pending.kind == "bye":
-            self._end(session, session.end_reason or "local hangup (BYE timed out)")
+            self._end(session, session.end_reason or "local hangup (BYE timed out)", now=now)
             self._events.append(CallEnded(session, False, "BYE timed out"))
         elif pending.kind == "reinvite":
             session._reinvite_pending = False

@@ -33,6 +33,8 @@ class BlindAttempt(Attempt):
 
     refer: ReferId | None = None
     unsubscribed = False  # accepted with Refer-Sub: false: no NOTIFY will come (RFC 4488)
+    accepted = False  # the REFER got its 2xx
+    caller_left = False  # the transferee ended our call before its final NOTIFY
 
     def start(self) -> None:
         control, handoff = self.control, self.handoff
@@ -59,14 +61,23 @@ class BlindAttempt(Attempt):
             case ReferNotified(refer=refer, status=status, final=final) if refer == self.refer:
                 self._notified(status, final)
             case TimerFired(key=key) if key == NOTIFY_TIMER:
-                self.fail(f"no final NOTIFY within {self.destination.timeout:g} s", 408)
+                if self.caller_left:
+                    self.fail("caller hung up", None)
+                else:
+                    self.fail(f"no final NOTIFY within {self.destination.timeout:g} s", 408)
             case CallerHungUp() if self.unsubscribed:
                 self._transferred_without_report()
+            case CallerHungUp() if self.accepted:
+                # RFC 5589 asks the transferee to report before hanging up, but the two
+                # may cross: its subscription outlives the call (RFC 6665), so the final
+                # NOTIFY is still waited for, until the timeout
+                self.caller_left = True
             case CallerHungUp():
                 self.fail("caller hung up", None)
 
     def _answered(self, status: int) -> None:
         if 200 <= status < 300:
+            self.accepted = True
             self.handoff.progress(HandoffStatus.ACCEPTED, sip_status=status)
         elif status >= 300:
             self.refused_refer = status in REFER_REFUSALS
@@ -78,10 +89,12 @@ class BlindAttempt(Attempt):
                 self.handoff.progress(HandoffStatus.RINGING, sip_status=status)
             return
         if not 200 <= status < 300:
-            self.fail(f"transfer failed ({status})", status)
+            self.fail("caller hung up" if self.caller_left else f"transfer failed ({status})",
+                      status)
             return
         self.succeed(f"the transferee reports {status}")
-        self.control.hang_up(self.control.caller)
+        if not self.caller_left:
+            self.control.hang_up(self.control.caller)
         self.handoff.finish(HandoffStatus.COMPLETED, "transferred (REFER)", status)
 
     def _transferred_without_report(self) -> None:

@@ -76,6 +76,7 @@ class WarmAttempt(Attempt):
         self.playback: PlaybackId | None = None
         self.replacing: ReferId | None = None
         self.consult_ended = False  # the human's phone ended the consultation dialog
+        self.caller_left = False  # the caller's phone ended our call before its final NOTIFY
 
     @property
     def human(self) -> LegId | None:
@@ -211,13 +212,16 @@ class WarmAttempt(Attempt):
                 self._replaces_failed(f"no final NOTIFY within {self.destination.timeout:g} s",
                                       408)
             case CallerHungUp():
-                self.fail("caller hung up", None)
+                # the caller's phone may hang up on us as soon as its INVITE with Replaces
+                # is answered, before its final NOTIFY: the subscription outlives the call
+                self.caller_left = True
 
     def _replaced(self, status: int) -> None:
         self.stage = WarmStage.DONE
         self.control.cancel_timer(REPLACES_TIMER)
         self.succeed("connected by REFER with Replaces")
-        self.control.hang_up(self.control.caller)
+        if not self.caller_left:
+            self.control.hang_up(self.control.caller)
         if not self.consult_ended:  # the human's phone ends it; we make sure after a moment
             self.control.set_timer(CONSULT_TIMER, CONSULT_GRACE)
         self.handoff.finish(HandoffStatus.COMPLETED, "connected by REFER with Replaces", status)
@@ -226,6 +230,9 @@ class WarmAttempt(Attempt):
         """Bridge the consultation instead, unless the human's line has gone meanwhile."""
         self.control.cancel_timer(REPLACES_TIMER)
         self.replacing = None
+        if self.caller_left:
+            self.fail("caller hung up", status)
+            return
         if self.consult_ended:
             self.fail(f"{why}; the human's line has ended", status)
             return
