@@ -54,6 +54,10 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
             human_result = await human
             assert human_result.returncode == 0, human_result.output[-3000:]
         await asyncio.sleep(0.3)
+        for _ in range(100):  # a REFER's report may still come after the caller left
+            if all(handoff.ended for handoff in handoffs):
+                break
+            await asyncio.sleep(0.05)
         legs_left = bool(relay.legs)
         for _ in range(40):
             if not running.ua.sessions:

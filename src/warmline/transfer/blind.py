@@ -25,6 +25,7 @@ from warmline.transfer.identity import with_uri_header
 
 REFER_REFUSALS = frozenset({403, 405, 420, 489, 501, 603})
 NOTIFY_TIMER = "notify"
+REPORT_GRACE = 4.0  # seconds a final NOTIFY is still awaited after the transferee hung up
 UNSUBSCRIBED = "transferred (the transferee hung up; it sends no NOTIFY: Refer-Sub false)"
 
 
@@ -72,6 +73,7 @@ class BlindAttempt(Attempt):
                 # may cross: its subscription outlives the call (RFC 6665), so the final
                 # NOTIFY is still waited for, until the timeout
                 self.caller_left = True
+                self.control.set_timer(NOTIFY_TIMER, REPORT_GRACE)
             case CallerHungUp():
                 self.fail("caller hung up", None)
 

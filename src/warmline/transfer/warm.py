@@ -21,6 +21,7 @@ from enum import Enum
 
 from warmline.media.player import Samples
 from warmline.transfer.attempt import Attempt, Runner
+from warmline.transfer.blind import REPORT_GRACE
 from warmline.transfer.control import (
     CallControl,
     CallerHungUp,
@@ -215,6 +216,7 @@ class WarmAttempt(Attempt):
                 # the caller's phone may hang up on us as soon as its INVITE with Replaces
                 # is answered, before its final NOTIFY: the subscription outlives the call
                 self.caller_left = True
+                self.control.set_timer(REPLACES_TIMER, REPORT_GRACE)
 
     def _replaced(self, status: int) -> None:
         self.stage = WarmStage.DONE
