@@ -87,7 +87,9 @@ class PjsipPhone:
 @contextlib.contextmanager
 def pjsip_phone(workdir: Path, port: int, *, ring_ms: int = 300, hangup_after_ms: int = 0,
                 lifetime: float = 30.0, dial: str | None = None, session_expires: int = 0,
-                user: str = "human") -> Iterator[PjsipPhone]:
+                user: str = "human", require_100rel: bool = False,
+                log_level: int | None = None) -> Iterator[PjsipPhone]:
+    """``log_level`` 4 puts PJSIP's own trace of every SIP message in the phone's log."""
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / "pjsip-phone.log"
     handle = output.open("wb")
@@ -96,8 +98,10 @@ def pjsip_phone(workdir: Path, port: int, *, ring_ms: int = 300, hangup_after_ms
          "--port", str(port), "--ring-ms", str(ring_ms),
          "--hangup-after-ms", str(hangup_after_ms), "--lifetime", str(lifetime),
          "--session-expires", str(session_expires), "--user", user,
-         "--log-level", os.environ.get("PJSIP_LOG", "0"),
-         *(["--dial", dial] if dial else [])],
+         "--log-level", str(log_level if log_level is not None
+                             else os.environ.get("PJSIP_LOG", "0")),
+         *(["--dial", dial] if dial else []),
+         *(["--require-100rel"] if require_100rel else [])],
         stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
     phone = PjsipPhone(port, output, process, user)
     try:
@@ -169,6 +173,8 @@ def _run_phone(args: argparse.Namespace) -> int:
     endpoint.audDevManager().setNullDev()
     account_config = pj.AccountConfig()
     account_config.idUri = f"sip:{args.user}@127.0.0.1:{args.port}"
+    if args.require_100rel:  # RFC 3262: its 18x are reliable, and it demands ours to be
+        account_config.callConfig.prackUse = pj.PJSUA_100REL_MANDATORY
     if args.session_expires:  # RFC 4028 on, with this interval (PJSIP's floor is 90 s)
         account_config.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
         account_config.callConfig.timerSessExpiresSec = args.session_expires
@@ -214,6 +220,7 @@ def main() -> None:
     parser.add_argument("--session-expires", type=int, default=0)
     parser.add_argument("--user", default="human")
     parser.add_argument("--dial", default=None)
+    parser.add_argument("--require-100rel", action="store_true")
     code = _run_phone(parser.parse_args())
     sys.stdout.flush()
     os._exit(code)

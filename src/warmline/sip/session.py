@@ -56,6 +56,9 @@ class Session:
     timer: Agreement | None = None  # the RFC 4028 session timer in force
     timer_retries: int = 0  # 422s answered on the initial INVITE
     peer_methods: frozenset[str] = frozenset()  # the far end's Allow (UPDATE for refreshes)
+    rseq: int = 0  # the RSeq of our last reliable 1xx (RFC 3262)
+    unacked_rseq: int | None = None  # our reliable 1xx waiting for its PRACK
+    rseqs: dict[str, int] = field(default_factory=dict)  # reliable 1xx PRACKed, by remote tag
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None

@@ -43,6 +43,7 @@ from warmline.sip.message import (
     validate_response,
 )
 from warmline.sip.registration import Next, Registration
+from warmline.sip.reliable import RAck, rack_of, reliable_rseq, wants_reliable
 from warmline.sip.responses import error_reply, make_response, salvage_headers
 from warmline.sip.scheduler import Scheduler, TimerHandle
 from warmline.sip.session import (
@@ -84,9 +85,10 @@ from warmline.sip.transaction import (
 from warmline.sip.transaction_layer import TransactionLayer, response_target
 from warmline.sip.uri import SipUri, TelUri, is_digits, parse_uri
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE")
-KNOWN_UNSUPPORTED = frozenset({"REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH", "PRACK"})
-SUPPORTED_OPTIONS = ("replaces", "norefersub", "timer")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE",
+                   "PRACK")
+KNOWN_UNSUPPORTED = frozenset({"REGISTER", "SUBSCRIBE", "MESSAGE", "PUBLISH"})
+SUPPORTED_OPTIONS = ("replaces", "norefersub", "timer", "100rel")
 _ALLOW = ", ".join(ALLOWED_METHODS)
 _SUPPORTED = ", ".join(SUPPORTED_OPTIONS)
 _SDP = "application/sdp"
@@ -433,6 +435,8 @@ class UserAgent:
             ("Supported", _SUPPORTED), *timer_headers, ("Content-Type", _SDP),
             *(headers or []),
         ], body=sdp)
+        self._stop_retransmit(session)  # a reliable 1xx still unacknowledged: over now
+        session.unacked_rseq = None
         session.state = SessionState.ANSWERED
         self._arm_session_timer(session, agreement, now)
         self.layer.respond(transaction, response, now)
@@ -524,6 +528,43 @@ class UserAgent:
             self._answer_reinvite(session, transaction, response, now)
             return
         self.layer.respond(transaction, response, now)
+
+    # ------------------------------------------------------------------ 100rel (RFC 3262)
+    def _prack_if_reliable(self, session: Session, transaction: ClientTransaction,
+                           response: Response, now: float) -> bool:
+        """PRACK a reliable 1xx in its early dialog; True when it was a retransmission."""
+        rseq = reliable_rseq(response)
+        tag = response.to.tag or ""
+        early = session.early_dialogs.get(tag)
+        if rseq is None or early is None:
+            return False
+        last = session.rseqs.get(tag)
+        if last is not None and rseq <= last:
+            return True  # our PRACK's own transaction retransmits if it was lost (§4)
+        session.rseqs[tag] = rseq
+        rack = RAck(rseq, response.cseq.seq, response.cseq.method)
+        prack = early.create_request("PRACK", [("RAck", str(rack))])
+        target = self._target_of(session, early)
+        prack.add("Via", self._via(target.transport), first=True)
+        self._pending[self.layer.send_request(prack, target, now)] = _Pending(session, "prack")
+        return False
+
+    def _on_prack(self, request: Request, transaction: ServerTransaction, now: float) -> None:
+        """A PRACK for our reliable 1xx: stop retransmitting it, answer 200 (§3)."""
+        session = self._sessions.get((request.call_id, request.to.tag or ""))
+        try:
+            rack = rack_of(request)
+        except SipParseError as error:
+            self.layer.respond(transaction, make_response(request, 400, error.reason), now)
+            return
+        if session is None or not session.inbound or rack.rseq != session.unacked_rseq or \
+                rack.cseq != session.invite.cseq.seq:
+            self.layer.respond(transaction, make_response(request, 481), now)
+            return
+        session.unacked_rseq = None
+        if session.state is SessionState.INCOMING:
+            self._stop_retransmit(session)
+        self.layer.respond(transaction, make_response(request, 200), now)
 
     # ------------------------------------------------------------------ session timers
     def _timer_as_uas(self, request: Request) -> tuple[Agreement | None, list[tuple[str, str]]]:
@@ -638,12 +679,25 @@ class UserAgent:
         return session.dialog
 
     def _provisional(self, session: Session, status: int, now: float) -> None:
+        """A 1xx; reliable (RFC 3262) when the caller requires 100rel, one at a time."""
         transaction = self._incoming(session)
         contact = self.contact_for(_transport_of(session))
+        reliable = wants_reliable(session.invite)
+        if reliable and session.unacked_rseq is not None:
+            return  # §3: no second reliable 1xx before the first is PRACKed
+        headers = [*_record_route(session.invite), ("Contact", str(contact))]
+        if reliable:
+            session.rseq = session.rseq + 1 if session.rseq else self._rng.randint(1, 2**30)
+            session.unacked_rseq = session.rseq
+            headers += [("Require", "100rel"), ("RSeq", str(session.rseq))]
         response = make_response(session.invite, status, to_tag=session.local_tag,
-                                 headers=[*_record_route(session.invite),
-                                          ("Contact", str(contact))])
+                                 headers=headers)
         self.layer.respond(transaction, response, now)
+        if reliable:
+            resend = _ReliableProvisional(self, session, transaction.target,
+                                          transaction.wire or b"", now + self.config.timers.timeout)
+            session._retransmit = self.scheduler.call_at(now + self.config.timers.t1,
+                                                         resend.fire)
 
     def _via(self, transport: str) -> str:
         host, port = self.local_address(transport)
@@ -834,6 +888,8 @@ class UserAgent:
         assert isinstance(transaction, ServerTransaction)
         if request.method == "CANCEL":
             self._on_cancel(request, transaction, now)
+        elif request.method == "PRACK":
+            self._on_prack(request, transaction, now)
         elif request.to.tag is not None:
             self._on_in_dialog(request, transaction, now)
         elif request.method == "INVITE":
@@ -1067,6 +1123,8 @@ class UserAgent:
                 session.cancel_sent = True
             if status > 100:
                 self._track_early_dialog(session, transaction, response)
+                if self._prack_if_reliable(session, transaction, response, now):
+                    return  # a retransmission of a reliable 1xx already PRACKed
                 self._events.append(CallProgress(session, response))
             return
         if 200 <= status < 300:
@@ -1292,6 +1350,39 @@ class UserAgent:
             self._events.append(ReferResponse(pending.refer, 408))
         elif pending.kind == "request":
             self._events.append(InDialogResponse(session, transaction.method, None))
+
+
+class _ReliableProvisional:
+    """Re-sends a reliable 1xx at T1, 2*T1 ... until its PRACK; 504 after 64*T1 (RFC 3262 §3).
+
+    An object rather than a closure, like _TwoXXRetransmitter: no reference cycle.
+    """
+
+    __slots__ = ("give_up", "interval", "session", "target", "ua", "wire")
+
+    def __init__(self, ua: UserAgent, session: Session, target: Target, wire: bytes,
+                 give_up: float) -> None:
+        self.ua = ua
+        self.session = session
+        self.target = target
+        self.wire = wire
+        self.give_up = give_up
+        self.interval = ua.config.timers.t1
+
+    def fire(self, at: float) -> None:
+        session, ua = self.session, self.ua
+        session._retransmit = None
+        if session.state is not SessionState.INCOMING or session.unacked_rseq is None:
+            return
+        if at >= self.give_up:
+            ua.reject(session, 504, at, reason="Server Time-out (no PRACK)")
+            ua._events.append(CallEnded(session, False, "no PRACK for a reliable 1xx"))
+            return
+        if not self.target.reliable:
+            ua.layer.send_raw(self.target, self.wire)
+        self.interval *= 2
+        session._retransmit = ua.scheduler.call_at(min(at + self.interval, self.give_up),
+                                                   self.fire)
 
 
 class _TwoXXRetransmitter:
