@@ -94,7 +94,7 @@ def test_options_to_serve_is_200_with_refer_and_a_round_trip(
     assert code == 0 and report["exit_code"] == 0, report
     assert options["status"] == 200 and "REFER" in options["allow"] and options["rtt_ms"] > 0
     assert options["features"] == {"REFER": True, "Replaces": True, "timer": True,
-                                   "100rel": False}
+                                   "100rel": True}
     assert options["auth"] == "not challenged" and report["call"] is None
 
 

@@ -90,3 +90,14 @@ def test_a_challenge_is_answered_with_the_account_for_its_realm() -> None:
     anywhere, carrier = Credentials("any", "a"), Credentials("acme", "c", "sip.carrier.test")
     client = DigestClient([anywhere, carrier])
     assert client.find("sip.carrier.test") is carrier and client.find("other") is anywhere
+
+
+def test_a_trunk_still_resolving_its_registrar_shows_as_registering_not_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from warmline.calls.registrations import TrunkStatus
+
+    carrier, _ = trunks(tmp_path, monkeypatch).trunks
+    status = TrunkStatus(carrier)
+    assert status.as_dict(0.0)["state"] == "registering"
+    status.problem = "dns_failed: sip.carrier.test: no such name"
+    assert status.as_dict(0.0)["state"] == "failed"

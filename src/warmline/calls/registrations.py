@@ -43,8 +43,9 @@ class TrunkStatus:
                                 if trunk.outbound_proxy else None}
         if not trunk.register:
             return {**view, "state": "not registering"}
-        if registration is None:
-            return {**view, "state": RegistrationState.FAILED.value, "reason": self.problem}
+        if registration is None:  # resolving the registrar, or that failed
+            state = RegistrationState.FAILED if self.problem else RegistrationState.REGISTERING
+            return {**view, "state": state.value, "reason": self.problem or "resolving"}
         return {**view, "state": registration.state.value, "status": registration.status,
                 "reason": registration.reason, "expires": registration.granted,
                 "refresh_in": _left(registration.refresh_at, now),
