@@ -18,6 +18,7 @@ from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
 from warmline.media.relay import PortRange
+from warmline.media.sdes import SrtpPolicy
 from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
 from warmline.records.report import kpi_report
 from warmline.records.store import default_url
@@ -285,6 +286,7 @@ def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argpa
         return settings
     hold_audio = config.media.hold_audio
     return replace(settings, codecs=tuple(config.media.codecs),
+                   srtp=SrtpPolicy(config.media.srtp),
                    hold_audio=Path(hold_audio) if hold_audio else None,
                    media_advertise=config.media.advertise)
 

@@ -34,6 +34,7 @@ from warmline.brain.triggers import ComplexityRule, TriggerConfig
 from warmline.calls.trunks import Trunk, Trunks
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
+from warmline.media.sdes import SrtpPolicy
 from warmline.sip.auth import Credentials
 from warmline.sip.errors import SipParseError
 from warmline.sip.session_timer import SessionTimerSettings
@@ -113,6 +114,7 @@ class HttpSection(_Strict):
 
 
 CodecName = Literal["PCMU", "PCMA", "G722", "opus"]
+SrtpName = Literal["off", "accept", "require"]
 
 
 def _all_codecs() -> list[CodecName]:
@@ -124,6 +126,8 @@ class MediaSection(_Strict):
     advertise: str | None = None  # the RTP address for SDP when it is not the SIP listener's
     codecs: list[CodecName] = Field(default_factory=_all_codecs, min_length=1)
     hold_audio: str | None = None
+    # SDES-SRTP (RFC 4568): "off", "accept" (answer RTP/SAVP, offer RTP) or "require"
+    srtp: SrtpName = "accept"
 
     @field_validator("ports")
     @classmethod
@@ -302,6 +306,7 @@ class TrunkSection(_Strict):
     outbound_proxy: str | None = None
     caller_id: str | None = None  # From of calls through this trunk
     destinations: list[str] = Field(default_factory=list)  # globs; empty: the uri's domain
+    srtp: SrtpName | None = None  # the legs we place through it; None: [media] srtp
 
     @field_validator("uri", "outbound_proxy")
     @classmethod
@@ -329,7 +334,8 @@ class TrunkSection(_Strict):
         if self.username:
             credentials = Credentials(self.username, self._password(name), self.realm)
         return Trunk(name, uri, credentials, self.registers, self.expires, proxy,
-                     self.caller_id, tuple(self.destinations))
+                     self.caller_id, tuple(self.destinations),
+                     SrtpPolicy(self.srtp) if self.srtp else None)
 
     def _password(self, name: str) -> str:
         if self.password_env:

@@ -30,6 +30,7 @@ from warmline.calls.switchboard import Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Samples, ringback
+from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech
 from warmline.records.store import Event, RecordWriter
 from warmline.sip.registration import Registration
@@ -59,6 +60,7 @@ class CallEngine:
     ``on_return`` hears when a caller comes back to the AI after a handoff.
     ``trusted_identity``: the networks (CIDR) whose P-Asserted-Identity is believed;
     from anywhere else it is dropped (RFC 3325), so nobody can claim a bank's number.
+    ``srtp``: when legs use SDES-SRTP (a trunk's own policy wins for legs through it).
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -68,7 +70,8 @@ class CallEngine:
                  records: RecordWriter | None = None, tts: TextToSpeech | None = None,
                  hold_audio: Samples | None = None, trunks: Trunks | None = None,
                  resolver: Resolver | None = None,
-                 trusted_identity: Sequence[str] = ()) -> None:
+                 trusted_identity: Sequence[str] = (),
+                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT) -> None:
         self.on_call: CallHandler = on_call or (lambda call: None)
         self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
         self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
@@ -82,7 +85,8 @@ class CallEngine:
                            self.record)
         self.switchboard = Switchboard(
             shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
-            trusted_identity=[ipaddress.ip_network(n, strict=False) for n in trusted_identity])
+            trusted_identity=[ipaddress.ip_network(n, strict=False) for n in trusted_identity],
+            srtp=srtp)
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
         self.transfers = Transfers(self.switchboard, TransferServices(

@@ -16,6 +16,7 @@ from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
 from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
+from warmline.media.sdes import SrtpPolicy
 from warmline.records.store import default_url
 from warmline.sip.useragent import UserAgentConfig
 from warmline.transport.listen import ListenSpec
@@ -70,6 +71,7 @@ class ServeSettings:
     # each run builds its own (port_range()) and a settings value stays a value.
     media_ports: range = range(20000, 30000)
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")  # offered in this order
+    srtp: SrtpPolicy = SrtpPolicy.ACCEPT  # SDES-SRTP: answered when offered, not offered
     media_advertise: str | None = None  # the RTP address put in SDP; None: see media_address
     hold_audio: Path | None = None  # a WAV played while nobody talks; None: ringback
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)

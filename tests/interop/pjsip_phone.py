@@ -6,6 +6,9 @@
         ...the phone calls warmline at once
 
 ``session_expires`` turns on PJSIP's RFC 4028 session timers with that interval.
+``srtp`` makes SDES-SRTP mandatory (RTP/SAVP with a=crypto, over plain UDP
+signalling); ``tone_hz`` plays a sine into the call and ``record`` writes what
+the phone hears to a WAV, so a test can check the audio from both ends.
 
 The phone listens on 127.0.0.1:PORT (UDP) as ``sip:human@127.0.0.1:PORT`` with no
 registrar, answers the first INVITE (180, then 200 after ``ring_ms``; a second
@@ -88,7 +91,8 @@ class PjsipPhone:
 def pjsip_phone(workdir: Path, port: int, *, ring_ms: int = 300, hangup_after_ms: int = 0,
                 lifetime: float = 30.0, dial: str | None = None, session_expires: int = 0,
                 user: str = "human", require_100rel: bool = False,
-                log_level: int | None = None) -> Iterator[PjsipPhone]:
+                log_level: int | None = None, srtp: bool = False, tone_hz: int = 0,
+                record: Path | None = None) -> Iterator[PjsipPhone]:
     """``log_level`` 4 puts PJSIP's own trace of every SIP message in the phone's log."""
     workdir.mkdir(parents=True, exist_ok=True)
     output = workdir / "pjsip-phone.log"
@@ -101,7 +105,9 @@ def pjsip_phone(workdir: Path, port: int, *, ring_ms: int = 300, hangup_after_ms
          "--log-level", str(log_level if log_level is not None
                              else os.environ.get("PJSIP_LOG", "0")),
          *(["--dial", dial] if dial else []),
-         *(["--require-100rel"] if require_100rel else [])],
+         *(["--require-100rel"] if require_100rel else []),
+         *(["--srtp"] if srtp else []), "--tone-hz", str(tone_hz),
+         *(["--record", str(record)] if record else [])],
         stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
     phone = PjsipPhone(port, output, process, user)
     try:
@@ -129,8 +135,17 @@ def _run_phone(args: argparse.Namespace) -> int:
         finished_at: float | None = None
 
     phone = Phone()
+    media_ports: list[Any] = []  # the tone and the recorder, alive as long as the call
 
     class PhoneCall(pj.Call):  # type: ignore[misc]
+        def onCallMediaState(self, prm: Any) -> None:  # pjsua2's callback name
+            info = self.getInfo()
+            for index, media in enumerate(info.media):
+                if media.type == pj.PJMEDIA_TYPE_AUDIO and \
+                        media.status == pj.PJSUA_CALL_MEDIA_ACTIVE and not media_ports:
+                    _connect_audio(self.getAudioMedia(index))
+                    _emit("media")
+
         def onCallState(self, prm: Any) -> None:  # pjsua2's callback name
             info = self.getInfo()
             _emit("state", state=info.stateText, code=info.lastStatusCode,
@@ -153,6 +168,24 @@ def _run_phone(args: argparse.Namespace) -> int:
             answer.statusCode = 180
             call.answer(answer)
             phone.ring_until = time.monotonic() + args.ring_ms / 1000
+
+    def _connect_audio(call_audio: Any) -> None:
+        if args.tone_hz:
+            tone = pj.ToneGenerator()
+            tone.createToneGenerator()
+            tone_desc = pj.ToneDesc()
+            tone_desc.freq1 = tone_desc.freq2 = args.tone_hz
+            tone_desc.on_msec, tone_desc.off_msec, tone_desc.volume = 30000, 0, 0
+            tones = pj.ToneDescVector()
+            tones.append(tone_desc)
+            tone.play(tones, True)
+            tone.startTransmit(call_audio)
+            media_ports.append(tone)
+        if args.record:
+            recorder = pj.AudioMediaRecorder()
+            recorder.createRecorder(args.record)
+            call_audio.startTransmit(recorder)
+            media_ports.append(recorder)
 
     deadline = time.monotonic() + args.lifetime
     endpoint = pj.Endpoint()
@@ -179,6 +212,12 @@ def _run_phone(args: argparse.Namespace) -> int:
         account_config.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
         account_config.callConfig.timerSessExpiresSec = args.session_expires
         account_config.callConfig.timerMinSESec = 90
+    if args.srtp:  # SDES only, and without demanding sips: signalling (PJSIP's default)
+        account_config.mediaConfig.srtpUse = pj.PJMEDIA_SRTP_MANDATORY
+        account_config.mediaConfig.srtpSecureSignaling = 0
+        keyings = pj.IntVector()
+        keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
+        account_config.mediaConfig.srtpOpt.keyings = keyings
     media = account_config.mediaConfig.transportConfig
     media.boundAddress = "127.0.0.1"
     media.publicAddress = "127.0.0.1"
@@ -206,6 +245,7 @@ def _run_phone(args: argparse.Namespace) -> int:
         if phone.finished_at is not None and now >= phone.finished_at + 0.5:
             code = 0
             break
+    media_ports.clear()  # the recorder writes its WAV header as it is destroyed
     _emit("done", code=code)
     return code
 
@@ -221,6 +261,9 @@ def main() -> None:
     parser.add_argument("--user", default="human")
     parser.add_argument("--dial", default=None)
     parser.add_argument("--require-100rel", action="store_true")
+    parser.add_argument("--srtp", action="store_true")
+    parser.add_argument("--tone-hz", type=int, default=0)
+    parser.add_argument("--record", default=None)
     code = _run_phone(parser.parse_args())
     sys.stdout.flush()
     os._exit(code)

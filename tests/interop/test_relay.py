@@ -19,7 +19,9 @@ from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange, RelayLeg
 from warmline.media.rtcp import SR, ReportBlock, parse_compound, receiver_report
 from warmline.media.rtp import RtpPacket, is_rtcp_type
+from warmline.media.sdes import CryptoSuite, SrtpKeys
 from warmline.media.sdp import CODECS, AudioStream
+from warmline.media.srtp import SrtpTransform
 
 pytestmark = pytest.mark.interop
 
@@ -443,5 +445,58 @@ def test_legs_send_rtcp_reports_and_keep_the_far_ends(mux: bool) -> None:
             await relay.close()
             phone.close()
             phone_rtcp.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_srtp_leg_bridges_to_a_plain_leg_both_ways_with_rtcp_protected() -> None:
+    """SRTP caller, plain RTP human: each hears the other's audio, the caller's
+    packets (and SRTCP) keyed with the leg's key; a forged packet is dropped and
+    does not latch; the pair stays in Python (the fast path has no libsrtp)."""
+    caller_key, leg_key = bytes(range(30)), bytes(range(40, 70))
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
+    phone_side = SrtpTransform(SrtpKeys(suite, caller_key, leg_key))  # what the phone holds
+
+    async def scenario() -> None:
+        async with loopback_relay(3) as (relay, (caller, human, stranger)):
+            secure = await relay.open_leg("caller")
+            plain = await relay.open_leg("human")
+            host, port = caller.getsockname()
+            secure.configure(AudioStream(0, CODECS["pcmu"], 101, 20, host, port, "sendrecv",
+                                         rtcp_mux=True,
+                                         srtp=SrtpKeys(suite, leg_key, caller_key)))
+            configure(plain, human, "pcma")
+            secure.route_to(plain)
+            plain.route_to(secure)
+            forged = RtpPacket(0, 1, 0, 0xBAD, b"\x00" * 160).to_bytes() + bytes(10)
+            stranger.sendto(forged, (secure.local.host, secure.local.port))
+            voice = bytes(range(0, 160))
+            for n in range(60):
+                packet = RtpPacket(0, 7000 + n, 160 * n, 0xCA11, voice).to_bytes()
+                caller.sendto(phone_side.protect(packet), (secure.local.host, secure.local.port))
+                reply = RtpPacket(8, 300 + n, 160 * n, 0x4A, g711.ULAW_TO_ALAW[:160]).to_bytes()
+                human.sendto(reply, (plain.local.host, plain.local.port))
+                await asyncio.sleep(0.01)
+            caller.sendto(phone_side.protect_rtcp(receiver_report(0xCA11, [])),
+                          (secure.local.host, secure.local.port))
+            await asyncio.sleep(0.2)
+            heard_by_human = await drain(human)
+            assert len(heard_by_human) >= 55
+            assert {p.payload for p in heard_by_human} == {voice.translate(g711.ULAW_TO_ALAW)}
+            heard_by_caller = []
+            while True:
+                try:
+                    data = caller.recv(2048)
+                except BlockingIOError:
+                    break
+                if not is_rtcp_type(data[1]):
+                    heard_by_caller.append(RtpPacket.parse(phone_side.unprotect(data)))
+            assert len(heard_by_caller) >= 55
+            assert {p.payload for p in heard_by_caller} == {
+                g711.ULAW_TO_ALAW[:160].translate(g711.ALAW_TO_ULAW)}
+            assert secure.counters.malformed == 1 and secure.counters.wrong_source == 0
+            assert secure.remote == caller.getsockname()
+            assert secure.counters.rtcp == 1 and secure.rtcp.counters.malformed == 0
+            assert secure.offload is None and plain.offload is None
 
     asyncio.run(scenario())

@@ -12,6 +12,17 @@ from warmline.config import ConfigError, load
 EXAMPLE = Path(__file__).resolve().parents[2] / "warmline.example.toml"
 
 
+def test_srtp_policies_reach_the_media_and_the_trunks(tmp_path: Path) -> None:
+    from warmline.media.sdes import SrtpPolicy
+
+    config = load(write(tmp_path, '[media]\nsrtp = "off"\n[trunks.teams]\n'
+                                  'uri = "sip:sip.pstnhub.example"\nsrtp = "require"\n'
+                                  '[trunks.pbx]\nuri = "sip:pbx.example"\n'))
+    assert config.media.srtp == "off"
+    teams, pbx = config.build_trunks().trunks
+    assert teams.srtp is SrtpPolicy.REQUIRE and pbx.srtp is None
+
+
 def test_the_commented_example_is_valid_and_builds_the_router() -> None:
     config = load(EXAMPLE)
     policy = config.escalation("http://127.0.0.1:8080")
@@ -33,6 +44,8 @@ def write(tmp_path: Path, text: str) -> Path:
      "warmline.toml:2: triggers.confidence_threshold: Input should be less than or equal to 1"),
     ('[media]\nports = "10-20"\n', "warmline.toml:2: media.ports:"),
     ('[media]\ncodecs = ["PCMU", "G729"]\n', "warmline.toml:2: media.codecs.1:"),
+    ('[media]\nsrtp = "maybe"\n', "warmline.toml:2: media.srtp: Input should be 'off', "),
+    ('[trunks.t]\nuri = "sip:t.example"\nsrtp = "yes"\n', "warmline.toml:3: trunks.t.srtp:"),
     ('[media]\nhold_audio = "/nonexistent/hold.wav"\n',
      "audio file not found: /nonexistent/hold.wav"),
     ('[context]\nwebhook = "ftp://x"\n', "warmline.toml:2: context.webhook:"),

@@ -133,15 +133,3 @@ def test_telephone_event_runs_on_the_audio_codec_s_clock() -> None:
                            .replace(b"audio 5000 RTP/AVP 111", b"audio 5000 RTP/AVP 0"),
                            "127.0.0.1", 4000, ["PCMU"], session_id=1, version=1)
     assert stream.dtmf_payload_type == 101 and stream.dtmf_clock_rate == 8000
-
-
-def test_an_srtp_offer_is_refused_naming_the_profile_not_the_codecs() -> None:
-    from warmline.media import sdp
-
-    offered = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-               b"m=audio 5000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
-               b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 "
-               b"inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n")
-    with pytest.raises(sdp.SdpError, match="media profile RTP/SAVP is not supported") as refused:
-        sdp.answer(offered, "127.0.0.1", 4000, ["PCMU"], session_id=1, version=1)
-    assert refused.value.status == 488

@@ -29,6 +29,7 @@ from warmline.calls.trunks import Trunks
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
 from warmline.media.plane import MediaPlane
+from warmline.media.sdes import SrtpPolicy
 from warmline.media.sdp import SdpError
 from warmline.sip.registration import Registration
 from warmline.sip.session import (
@@ -82,8 +83,10 @@ class Switchboard:
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str,
                  codecs: list[str], observer: CallObserver, *, trunks: Trunks | None = None,
                  resolver: Resolver | None = None,
-                 trusted_identity: Sequence[IPNetwork] = ()) -> None:
+                 trusted_identity: Sequence[IPNetwork] = (),
+                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT) -> None:
         self.shell = shell
+        self.srtp = srtp
         self.trusted_identity = tuple(trusted_identity)  # whose P-Asserted-Identity we take
         self.trunks = trunks or Trunks()
         self.resolver = resolver or shell.resolver
@@ -137,11 +140,12 @@ class Switchboard:
         route = self.trunks.route(uri)
         resolution = await self._resolve(route.next_hop)
         media = await self.plane.open_leg("human")
-        negotiation = Negotiation(media, self.media_address, self.codecs)
+        trunk = route.trunk
+        srtp = trunk.srtp if trunk is not None and trunk.srtp is not None else self.srtp
+        negotiation = Negotiation(media, self.media_address, self.codecs, srtp)
         first = call.caller.codec or self.codecs[0]
         offer = negotiation.offer(codecs=[first] + [
             name for name in self.codecs if name.lower() != first.lower()])
-        trunk = route.trunk
         caller_id = trunk.caller_id if trunk and trunk.caller_id else from_
         try:
             session = self.shell.run(lambda now: self.shell.ua.invite(
@@ -219,7 +223,7 @@ class Switchboard:
         if session.ended:
             media.close()  # the caller gave up while the leg was being opened
             return
-        negotiation = Negotiation(media, self.media_address, self.codecs)
+        negotiation = Negotiation(media, self.media_address, self.codecs, self.srtp)
         try:
             answer = negotiation.answer(session.remote_sdp) if session.remote_sdp \
                 else negotiation.offer()

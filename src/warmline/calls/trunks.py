@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+from warmline.media.sdes import SrtpPolicy
 from warmline.sip.auth import Credentials
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, TelUri, parse_uri
@@ -32,6 +33,7 @@ class Trunk:
     outbound_proxy: SipUri | None = None  # every initial request goes through it
     caller_id: str | None = None  # the From of calls through this trunk (a number it accepts)
     destinations: tuple[str, ...] = ()  # globs over the URI; () -> URIs on the trunk's host
+    srtp: SrtpPolicy | None = None  # for legs placed through it; None: the [media] policy
 
     def serves(self, destination: str) -> bool:
         if self.destinations:

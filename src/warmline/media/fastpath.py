@@ -5,10 +5,14 @@ human are simply bridged, nothing about their packets needs it. A pair goes
 to the forwarder's thread when both legs are latched, routed to each other,
 sending both ways, on one codec (or PCMU<->PCMA) and nobody is listening in
 (no DTMF callback, no first-word detector, no conference, no DTMF being
-sent). Anything that changes that takes the pair back first (relay_leg.py calls
-:meth:`FastPath.reclaim`), with the outgoing streams' sequence/timestamp
-state, the reception statistics, the latched addresses and the counters, so
-neither far end sees a seam either way.
+sent) and neither leg uses SRTP. Anything that changes that takes the pair
+back first (relay_leg.py calls :meth:`FastPath.reclaim`), with the outgoing
+streams' sequence/timestamp state, the reception statistics, the latched
+addresses and the counters, so neither far end sees a seam either way.
+
+SRTP legs stay in Python: the forwarder does not link libsrtp, and for an
+SRTP pair the per-packet cost is mostly the AES and HMAC work that libsrtp
+does in C either way (bench/srtp_relay.py measures what is left).
 
 Without a compiled forwarder (no gcc, or ``WARMLINE_FASTPATH=0``) the relay
 forwards every packet in Python, with the same results.
@@ -95,7 +99,8 @@ class Offload:
 
 def _plain(leg: BridgedLeg) -> bool:
     stream = leg.stream
-    return (stream is not None and stream.direction == "sendrecv" and leg.latched
+    return (stream is not None and stream.direction == "sendrecv" and stream.srtp is None
+            and leg.latched
             and leg.remote is not None and leg.reception is not None and leg.open
             and leg.conference is None and leg.on_dtmf is None and not leg.listening_for_words
             and not leg.muted and leg.pending is None)

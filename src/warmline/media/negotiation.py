@@ -9,6 +9,10 @@ already in use when it is still offered, so nothing transcodes mid-call
 without need; our direction is the mirror of the peer's, narrowed by our own
 hold; an unusable re-offer is refused (SdpError, 488) and the stream goes on
 as agreed before.
+
+SRTP (RFC 4568): our key for each suite is drawn once per leg and kept across
+re-offers, so a hold does not rekey the stream (the far end's key is taken
+afresh from every offer and answer); what we offer follows ``srtp``.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import secrets
 
-from warmline.media import sdp
+from warmline.media import sdes, sdp
 from warmline.media.plane import MediaLeg
+from warmline.media.sdes import CryptoSuite, SdesKey, SrtpPolicy
 from warmline.media.sdp import AudioStream, SdpError
 
 _NARROWED_BY_OUR_HOLD = {"sendrecv": "sendonly", "recvonly": "inactive", "sendonly": "sendonly",
@@ -27,7 +32,8 @@ _NARROWED_BY_OUR_HOLD = {"sendrecv": "sendonly", "recvonly": "inactive", "sendon
 class Negotiation:
     """Offer/answer state for ``leg``, whose SDP says ``address`` and the leg's port."""
 
-    def __init__(self, leg: MediaLeg, address: str, codecs: list[str]) -> None:
+    def __init__(self, leg: MediaLeg, address: str, codecs: list[str],
+                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT) -> None:
         if not codecs:
             raise SdpError("media.codecs: at least one codec is needed", 500)
         self.leg = leg
@@ -38,6 +44,9 @@ class Negotiation:
         self.stream: AudioStream | None = None
         self.holding = False  # we hold the far end (we send hold audio, expect nothing back)
         self._last_media: bytes | None = None  # our last SDP without its o= line
+        self.srtp = srtp
+        self._keys: dict[CryptoSuite, bytes] = {}  # ours, per suite, for the leg's life
+        self._offered: tuple[SdesKey, ...] = ()  # the crypto of our outstanding offer
 
     def answer(self, offer: bytes) -> bytes:
         """Our answer to an initial offer or a re-offer; configures the leg.
@@ -47,7 +56,8 @@ class Negotiation:
         """
         keep = self.stream.codec.name if self.stream is not None else None
         text, stream = sdp.answer(offer, self.address, self.leg.local.port, self.codecs,
-                                  session_id=self.session_id, version=self.version, keep=keep)
+                                  session_id=self.session_id, version=self.version, keep=keep,
+                                  srtp=self.srtp, key_for=self._key)
         if self.holding:
             stream = _with_direction(stream, _NARROWED_BY_OUR_HOLD[stream.direction])
             text = _rewrite_direction(text, stream.direction)
@@ -62,18 +72,38 @@ class Negotiation:
             self.holding = hold
         names = codecs or self._preferred_codecs()
         direction = "sendonly" if self.holding else "sendrecv"
+        self._offered = self._offered_keys()
         text = sdp.offer(self.address, self.leg.local.port, names,
-                         session_id=self.session_id, version=self.version, direction=direction)
+                         session_id=self.session_id, version=self.version, direction=direction,
+                         crypto=self._offered)
         return self._stamp(text)
 
     def accept(self, answer: bytes) -> AudioStream:
         """The far end's answer to our offer; configures the leg."""
-        stream = sdp.read_answer(answer)
+        stream = sdp.read_answer(answer, self._offered)
         self.stream = stream
         self.leg.configure(stream)
         return stream
 
     # ------------------------------------------------------------------ helpers
+    def _key(self, suite: CryptoSuite) -> bytes:
+        if suite not in self._keys:
+            self._keys[suite] = sdes.new_key(suite).key
+        return self._keys[suite]
+
+    def _offered_keys(self) -> tuple[SdesKey, ...]:
+        """RTP/SAVP keys for an offer: the suite in use alone once agreed, else both.
+
+        A re-offer keeps the agreed suite and key so the stream is not rekeyed;
+        a first offer lists the 80-bit tag first, then the 32-bit one.
+        """
+        current = self.stream.srtp if self.stream is not None else None
+        if current is not None:
+            return (SdesKey(1, current.suite, self._key(current.suite)),)
+        if not self.srtp.offers_srtp:
+            return ()
+        return tuple(SdesKey(tag, suite, self._key(suite))
+                     for tag, suite in enumerate(CryptoSuite, start=1))
     def _preferred_codecs(self) -> list[str]:
         """The codec in use first: a re-offer that still lists it keeps it (no transcoding)."""
         if self.stream is None:

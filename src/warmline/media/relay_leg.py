@@ -7,6 +7,11 @@ own :class:`ContinuousStream`, so the far end sees one SSRC and one sequence
 whatever feeds it (AI, hold audio, human). PCMU<->PCMA is translated per byte;
 other pairs among G.711, G.722 and Opus go through the codecs (codecs.py).
 
+A leg whose stream agreed SRTP (RFC 4568 keys) unprotects what it receives
+before anything else looks at it (what fails authentication is dropped and
+does not latch the far end) and protects what it sends and its RTCP, so an
+SRTP leg and a plain RTP leg bridge, transcode and conference like any two.
+
 A pair that is simply bridged moves to the compiled fast path (fastpath.py)
 and comes back whenever something needs Python again; every method that
 changes what a leg sends or listens for takes its pair back first.
@@ -41,6 +46,7 @@ from warmline.media.rtp import (
     is_rtcp_type,
 )
 from warmline.media.sdp import AudioStream
+from warmline.media.srtp import SrtpError, SrtpTransform
 from warmline.media.vad import FirstWordDetector
 
 _READ_BATCH = 16  # datagrams read per wake-up before other legs get their turn
@@ -103,6 +109,7 @@ class RelayLeg:
         self._first_word: FirstWordDetector | None = None
         self._on_first_word: Callable[[float], None] | None = None
         self._recorder: Callable[[Samples], None] | None = None
+        self._srtp: SrtpTransform | None = None
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
         self.loop = asyncio.get_running_loop()
@@ -196,6 +203,7 @@ class RelayLeg:
     def configure(self, stream: AudioStream) -> None:
         self.take_back()
         self.stream = stream
+        self._srtp = _transform(self._srtp, stream)
         self.encoder, self.decoder = _codec_pair(stream)
         self.remote = (stream.remote_address, stream.remote_port)
         self.latched = False
@@ -317,15 +325,31 @@ class RelayLeg:
             data, addr = sock.recvfrom(MAX_RTP_SIZE)
         except OSError:
             return  # nothing there after all, or an ICMP error
+        self._receive_rtcp(data, addr)
+
+    def _receive_rtcp(self, data: bytes, addr: tuple[str, int]) -> None:
+        srtp = self._srtp
+        if srtp is not None:
+            try:
+                data = srtp.unprotect_rtcp(data)
+            except SrtpError:
+                self._counters.malformed += 1
+                return
         self._counters.rtcp += 1
         self.rtcp.receive(data, addr)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         counters = self._counters
         if len(data) >= 2 and is_rtcp_type(data[1]):
-            counters.rtcp += 1  # rtcp-mux (RFC 5761 §4)
-            self.rtcp.receive(data, addr)
+            self._receive_rtcp(data, addr)  # rtcp-mux (RFC 5761 §4)
             return
+        srtp = self._srtp
+        if srtp is not None:
+            try:
+                data = srtp.unprotect(data)
+            except SrtpError:
+                counters.malformed += 1  # forged, replayed or keyed otherwise: dropped
+                return
         try:
             packet = RtpPacket.parse(data)
         except RtpError:
@@ -437,21 +461,37 @@ class RelayLeg:
         if sock is None:
             return
         try:
+            if self._srtp is not None:
+                data = self._srtp.protect_rtcp(data)
             sock.sendto(data, destination)
-        except OSError:
+        except (OSError, SrtpError):
             return  # RTCP is best effort; RTP goes on
 
     def _send(self, data: bytes, remote: tuple[str, int]) -> None:
         if self._sock is None:
             return
+        payload_octets = len(data) - 12
         try:
+            if self._srtp is not None:
+                data = self._srtp.protect(data)
             self._sock.sendto(data, remote)
+        except SrtpError:
+            return  # libsrtp refused (a key past its packet limit): nothing sent in clear
         except (BlockingIOError, InterruptedError):
             return  # a full socket buffer drops the packet, as the network would
         except OSError:
             return  # the far end's port is unreachable; RTP goes on regardless
         self._counters.sent += 1
-        self._counters.sent_octets += len(data) - 12
+        self._counters.sent_octets += payload_octets
+
+
+def _transform(current: SrtpTransform | None, stream: AudioStream) -> SrtpTransform | None:
+    """The leg's SRTP contexts for ``stream``: kept while the keys are unchanged."""
+    if stream.srtp is None:
+        return None
+    if current is not None and current.keys == stream.srtp:
+        return current
+    return SrtpTransform(stream.srtp)
 
 
 def _add(counters: LegCounters, counts: tuple[int, ...]) -> None:

@@ -2,18 +2,24 @@
 
 sdp-transform turns text into dicts and back; warmline owns the negotiation:
 PCMU, PCMA, G.722, Opus and telephone-event (RFC 4733), ptime, hold directions,
-rejected streams (port 0) kept in place, and an explicit error carrying the SIP
-status to answer (400 for SDP that does not parse, 488 when nothing fits).
+rejected streams (port 0) kept in place, RTP/SAVP with SDES keys (RFC 4568,
+sdes.py) as the SRTP policy allows, and an explicit error carrying the SIP
+status to answer (400 for SDP that does not parse, 488 when nothing fits, with
+the reason: the profile or crypto attribute refused, or the codecs offered).
 Parsing costs ~0.2 ms, so this serves the media plane, not the per-call hot
 path of the SIP-only answerer (see basic_sdp.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sdp_transform
+
+from warmline.media import sdes
+from warmline.media.sdes import CryptoError, CryptoSuite, SdesKey, SrtpKeys, SrtpPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +78,7 @@ class AudioStream:
     rtcp_mux: bool = False  # RTCP shares the RTP port (RFC 5761), both ways
     remote_rtcp_port: int | None = None  # a=rtcp (RFC 3605); None: the RTP port + 1
     dtmf_clock_rate: int = 8000  # the telephone-event's clock (the audio's, when offered)
+    srtp: SrtpKeys | None = None  # RTP/SAVP: the suite and keys; None: plain RTP
 
     @property
     def rtcp_port(self) -> int:
@@ -94,9 +101,17 @@ def parse(text: bytes) -> dict[str, Any]:
     return session
 
 
+KeySource = Callable[[CryptoSuite], bytes]  # our master key for a suite (kept per leg)
+_PLAIN_PROFILES = ("RTP/AVP", "RTP/AVPF")
+
+
 def offer(address: str, port: int, codecs: list[str], *, session_id: int, version: int,
-          direction: str = "sendrecv", ptime: int = 20, dtmf: bool = True) -> bytes:
-    """An audio offer listing ``codecs`` in order of preference (put the caller's first)."""
+          direction: str = "sendrecv", ptime: int = 20, dtmf: bool = True,
+          crypto: Sequence[SdesKey] = ()) -> bytes:
+    """An audio offer listing ``codecs`` in order of preference (put the caller's first).
+
+    With ``crypto`` the stream is RTP/SAVP and lists those keys in that order.
+    """
     chosen = [_known(name) for name in codecs]
     next_dynamic = iter(range(96, 128))
     formats = [(codec.static_payload if codec.static_payload is not None else next(next_dynamic),
@@ -104,56 +119,107 @@ def offer(address: str, port: int, codecs: list[str], *, session_id: int, versio
     if dtmf:  # one per audio clock: opus/48000 is paired with telephone-event/48000
         for rate in dict.fromkeys(codec.clock_rate for codec in chosen):
             formats.append((next(next_dynamic), telephone_event(rate)))
-    media = _media_section(port, formats, direction, ptime)
+    media = _media_section(port, formats, direction, ptime,
+                           protocol="RTP/SAVP" if crypto else "RTP/AVP")
+    if crypto:
+        media["crypto"] = [key.attribute() for key in crypto]
     return _write(address, session_id, version, [media])
 
 
 def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
            session_id: int, version: int, ptime: int = 20,
-           keep: str | None = None) -> tuple[bytes, AudioStream]:
+           keep: str | None = None, srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
+           key_for: KeySource | None = None) -> tuple[bytes, AudioStream]:
     """Answer the first usable audio stream; every other stream is refused with port 0.
 
     The offerer's order decides, except that ``keep`` (the codec of a stream
-    being renegotiated) wins while it is still offered (RFC 3264 §8.3.2).
+    being renegotiated) wins while it is still offered (RFC 3264 §8.3.2). An
+    RTP/SAVP stream is answered with the offer's first usable crypto attribute
+    and our key for its suite from ``key_for``, as ``srtp`` allows.
     """
     session = parse(offer_text)
     wanted = [_known(name).key for name in supported]
     answered: list[dict[str, Any]] = []
+    refusals: list[str] = []
     agreed: AudioStream | None = None
     for media in session["media"]:
-        pick = None if agreed is not None else (
-            (keep is not None and _pick(media, [keep.lower()])) or _pick(media, wanted))
+        if agreed is not None or media.get("type") != "audio" or not media["port"]:
+            answered.append(_rejected(media))
+            continue
+        try:
+            crypto = _transport(media, srtp)
+        except CryptoError as error:
+            refusals.append(str(error))
+            answered.append(_rejected(media))
+            continue
+        pick = (keep is not None and _pick(media, [keep.lower()])) or _pick(media, wanted)
         if pick is None:
             answered.append(_rejected(media))
             continue
-        payload, codec, dtmf = pick
-        remote_direction = _direction(session, media)
-        dtmf_codec = _payload_names(media).get(dtmf) if dtmf is not None else None
-        agreed = AudioStream(
-            payload, codec, dtmf, int(media.get("ptime") or ptime),
-            _remote_address(session, media), int(media["port"]),
-            _MIRROR[remote_direction], _fmtp(media, payload), "rtcpMux" in media,
-            _rtcp_port(media), dtmf_codec.clock_rate if dtmf_codec else 8000)
-        formats = [(payload, codec)]
-        if dtmf is not None and dtmf_codec is not None:
-            formats.append((dtmf, dtmf_codec))
-        section = _media_section(port, formats, agreed.direction, agreed.ptime,
-                                 protocol=media.get("protocol", "RTP/AVP"))
-        if agreed.rtcp_mux:
-            section["rtcpMux"] = "rtcp-mux"  # we demultiplex by packet type anyway
-        answered.append(section)
+        keys = None if crypto is None else SrtpKeys(
+            crypto.suite, _our_key(key_for, crypto.suite), crypto.key)
+        agreed = _agreed(session, media, pick, ptime, keys)
+        answered.append(_answer_section(media, port, pick, agreed, crypto))
     if agreed is None:
-        profiles = _unsupported_profiles(session)
-        if profiles:
-            raise SdpError(f"media profile {', '.join(profiles)} is not supported "
-                           f"(we take RTP/AVP)")
+        if refusals:
+            raise SdpError("; ".join(dict.fromkeys(refusals)))
         offered = ", ".join(_offered_names(session)) or "nothing"
         raise SdpError(f"no common codec (offered {offered}; we take {', '.join(supported)})")
     return _write(address, session_id, version, answered), agreed
 
 
-def read_answer(answer_text: bytes) -> AudioStream:
-    """What the far end accepted in its answer to our offer."""
+def _transport(media: dict[str, Any], srtp: SrtpPolicy) -> SdesKey | None:
+    """The offered crypto attribute we take, None for plain RTP; CryptoError says why not."""
+    protocol = str(media.get("protocol", ""))
+    if protocol.upper() in _PLAIN_PROFILES:
+        if srtp is SrtpPolicy.REQUIRE:
+            raise CryptoError(f"media profile {protocol} refused: SRTP is required "
+                              f"(RTP/SAVP with a=crypto)")
+        return None
+    if not sdes.is_secure_profile(protocol):
+        raise CryptoError(f"media profile {protocol} is not supported "
+                          f"(we take RTP/AVP, and RTP/SAVP with a=crypto)")
+    if srtp is SrtpPolicy.OFF:
+        raise CryptoError(f"media profile {protocol} refused: SRTP is turned off")
+    try:
+        return sdes.choose(list(media.get("crypto", [])))
+    except CryptoError as error:
+        raise CryptoError(f"{protocol}: {error}") from None
+
+
+def _our_key(key_for: KeySource | None, suite: CryptoSuite) -> bytes:
+    return key_for(suite) if key_for is not None else sdes.new_key(suite).key
+
+
+def _agreed(session: dict[str, Any], media: dict[str, Any], pick: tuple[int, Codec, int | None],
+            ptime: int, keys: SrtpKeys | None) -> AudioStream:
+    payload, codec, dtmf = pick
+    dtmf_codec = _payload_names(media).get(dtmf) if dtmf is not None else None
+    return AudioStream(
+        payload, codec, dtmf, int(media.get("ptime") or ptime),
+        _remote_address(session, media), int(media["port"]),
+        _MIRROR[_direction(session, media)], _fmtp(media, payload), "rtcpMux" in media,
+        _rtcp_port(media), dtmf_codec.clock_rate if dtmf_codec else 8000, keys)
+
+
+def _answer_section(media: dict[str, Any], port: int, pick: tuple[int, Codec, int | None],
+                    agreed: AudioStream, crypto: SdesKey | None) -> dict[str, Any]:
+    payload, codec, dtmf = pick
+    formats = [(payload, codec)]
+    dtmf_codec = _payload_names(media).get(dtmf) if dtmf is not None else None
+    if dtmf is not None and dtmf_codec is not None:
+        formats.append((dtmf, dtmf_codec))
+    section = _media_section(port, formats, agreed.direction, agreed.ptime,
+                             protocol=media.get("protocol", "RTP/AVP"))
+    if agreed.rtcp_mux:
+        section["rtcpMux"] = "rtcp-mux"  # we demultiplex by packet type anyway
+    if crypto is not None and agreed.srtp is not None:  # same tag and suite, our key
+        section["crypto"] = [SdesKey(crypto.tag, crypto.suite, agreed.srtp.local).attribute()]
+    return section
+
+
+def read_answer(answer_text: bytes, offered: Sequence[SdesKey] = ()) -> AudioStream:
+    """What the far end accepted in its answer to our offer (``offered``: our crypto keys)."""
     session = parse(answer_text)
     for media in session["media"]:
         if media.get("type") != "audio" or not media["port"]:
@@ -170,8 +236,32 @@ def read_answer(answer_text: bytes) -> AudioStream:
                                    _MIRROR[_direction(session, media)], _fmtp(media, payload),
                                    remote_rtcp_port=_rtcp_port(media),
                                    dtmf_clock_rate=names[dtmf].clock_rate
-                                   if dtmf is not None else 8000)
+                                   if dtmf is not None else 8000,
+                                   srtp=_answered_keys(media, offered))
     raise SdpError("the answer accepted no audio codec we offered")
+
+
+def _answered_keys(media: dict[str, Any], offered: Sequence[SdesKey]) -> SrtpKeys | None:
+    """The keys of an answer to our RTP/SAVP offer: one of our tags, same suite, their key."""
+    protocol = str(media.get("protocol", ""))
+    if not offered:
+        if sdes.is_secure_profile(protocol):
+            raise SdpError(f"the answer uses {protocol}, but we offered RTP/AVP")
+        return None
+    if not sdes.is_secure_profile(protocol):
+        raise SdpError(f"the answer uses {protocol}, but we offered RTP/SAVP (SRTP required)")
+    attributes = list(media.get("crypto", []))
+    if len(attributes) != 1:
+        raise SdpError(f"the answer has {len(attributes)} a=crypto attributes, not 1")
+    try:
+        theirs = sdes.parse(attributes[0])
+    except CryptoError as error:
+        raise SdpError(f"the answer's crypto: {error}") from None
+    ours = next((key for key in offered if key.tag == theirs.tag), None)
+    if ours is None or ours.suite is not theirs.suite:
+        raise SdpError(f"the answer's crypto tag {theirs.tag} {theirs.suite.value} "
+                       f"is not one we offered")
+    return SrtpKeys(theirs.suite, ours.key, theirs.key)
 
 
 # ---------------------------------------------------------------- helpers
@@ -205,10 +295,6 @@ def _payload_names(media: dict[str, Any]) -> dict[int, Codec]:
 
 
 def _pick(media: dict[str, Any], wanted: list[str]) -> tuple[int, Codec, int | None] | None:
-    if media.get("type") != "audio" or not media["port"]:
-        return None
-    if "RTP/AVP" not in str(media.get("protocol", "")).upper():
-        return None
     payloads = _payload_list(media)
     names = _payload_names(media)
     for payload in payloads:  # the offerer's order of preference (RFC 3264 §6.1)
@@ -264,13 +350,6 @@ def _offered_names(session: dict[str, Any]) -> list[str]:
                 codec = table.get(payload)
                 names.append(codec.name if codec else str(payload))
     return names
-
-
-def _unsupported_profiles(session: dict[str, Any]) -> list[str]:
-    """Audio transport profiles offered that we do not speak (RTP/SAVP: SDES-SRTP ...)."""
-    found = [str(media.get("protocol", "")) for media in session["media"]
-             if media.get("type") == "audio" and media.get("port")]
-    return list(dict.fromkeys(p for p in found if p.upper() != "RTP/AVP"))
 
 
 def _rejected(media: dict[str, Any]) -> dict[str, Any]:
