@@ -233,7 +233,8 @@ def _agent(settings: ServeSettings, args: argparse.Namespace,
     section = config.agent if config else None
     flow_file = args.flow or (section.flow if section else None)
     return replace(settings, agent_ws=args.agent_ws or (section.ws if section else None),
-                   flow=load_flow(Path(flow_file)) if flow_file else None)
+                   flow=load_flow(Path(flow_file)) if flow_file else None,
+                   early_media=section.early_media if section else settings.early_media)
 
 
 def _listeners(settings: ServeSettings, parser: argparse.ArgumentParser,

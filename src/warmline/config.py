@@ -254,6 +254,9 @@ class AgentSection(_Strict):
     ws: str | None = Field(None, pattern=r"^wss?://",
                            description="the bot's WebSocket (Twilio Media Streams framing)")
     flow: str | None = Field(None, description="a scripted flow (TOML) answering the calls")
+    early_media: float = Field(6.0, ge=0, le=60, description=(
+        "seconds a call may ring with early media (183 + ringback) while the bot connects; "
+        "answered as soon as it is there; 0 answers at once"))
 
 
 class DnsSection(_Strict):

@@ -61,6 +61,8 @@ class CallEngine:
     ``trusted_identity``: the networks (CIDR) whose P-Asserted-Identity is believed;
     from anywhere else it is dropped (RFC 3325), so nobody can claim a bank's number.
     ``srtp``: when legs use SDES-SRTP (a trunk's own policy wins for legs through it).
+    ``early_media``: calls ring with early media (183, ringback) until the AI side
+    calls :meth:`answer`, at most that many seconds; None answers them at once.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -71,7 +73,8 @@ class CallEngine:
                  hold_audio: Samples | None = None, trunks: Trunks | None = None,
                  resolver: Resolver | None = None,
                  trusted_identity: Sequence[str] = (),
-                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT) -> None:
+                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
+                 early_media: float | None = None) -> None:
         self.on_call: CallHandler = on_call or (lambda call: None)
         self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
         self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
@@ -86,7 +89,7 @@ class CallEngine:
         self.switchboard = Switchboard(
             shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
             trusted_identity=[ipaddress.ip_network(n, strict=False) for n in trusted_identity],
-            srtp=srtp)
+            srtp=srtp, early_media=early_media)
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
         self.transfers = Transfers(self.switchboard, TransferServices(
@@ -117,6 +120,10 @@ class CallEngine:
     @return_announcement.setter
     def return_announcement(self, text: str | None) -> None:
         self.transfers.return_announcement = text
+
+    def answer(self, call: Call) -> None:
+        """The AI side is ready: a call still ringing with early media is answered now."""
+        self.switchboard.answer(call)
 
     def transfer(self, call_id: str, handoff: Handoff) -> Handoff:
         """Start ``handoff`` on the call; HandoffError (its ``problem`` says why) when it cannot.
@@ -201,6 +208,7 @@ class CallEngine:
         self._check_routes(handoff)
         self.transfers.check(call)
         self.brain.prepare(call, handoff)
+        self.switchboard.answer(call)  # still ringing with early media: answered first
         call.handoff_ids.append(handoff.id)
         self.handoffs[handoff.id] = handoff
         handoff.listener = self._record_handoff_event

@@ -147,7 +147,9 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         on_return, records_dir=settings.records,
                         escalation=settings.escalation, records=writer, hold_audio=hold_audio,
                         trunks=settings.trunks, resolver=shell.resolver,
-                        trusted_identity=settings.trusted_identity, srtp=settings.srtp)
+                        trusted_identity=settings.trusted_identity, srtp=settings.srtp,
+                        early_media=settings.early_media
+                        if settings.agent_ws and settings.early_media > 0 else None)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)

@@ -79,6 +79,7 @@ class ServeSettings:
     database: str | None = None  # None: SQLite in ``records`` (see database_url)
     api_token: str | None = None  # None: the HTTP API asks for no bearer token
     agent_ws: str | None = None  # the bot's WebSocket; it takes each call first
+    early_media: float = 6.0  # with agent_ws: seconds of ringback (183) while it connects; 0 off
     flow: Flow | None = None  # a scripted flow for the calls when there is no bot
     user_agent: UserAgentConfig = field(default_factory=UserAgentConfig)
     trunks: Trunks = field(default_factory=Trunks)  # carriers and PBXs (accounts, registration)

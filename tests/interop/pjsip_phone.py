@@ -245,7 +245,9 @@ def _run_phone(args: argparse.Namespace) -> int:
         if phone.finished_at is not None and now >= phone.finished_at + 0.5:
             code = 0
             break
-    media_ports.clear()  # the recorder writes its WAV header as it is destroyed
+    media_ports.clear()  # the recorder writes its WAV header as it is destroyed,
+    for _ in range(20):  # which the conference bridge does on its next clock ticks
+        endpoint.libHandleEvents(10)
     _emit("done", code=code)
     return code
 

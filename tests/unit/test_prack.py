@@ -80,3 +80,55 @@ def test_a_prack_naming_nothing_we_sent_gets_481_and_a_garbled_one_400() -> None
         bob.receive(base.format(b=branch, rack=rack).encode(), Target("udp", *ALICE), net.now)
         answers = [parse_message(t.data) for t in bob.pop_transmissions()]
         assert [m.status for m in answers if isinstance(m, Response)] == [status]
+
+
+ANSWER = SDP.replace(b"4000", b"5000")
+
+
+def test_early_media_goes_in_a_reliable_183_and_the_200_waits_for_its_prack() -> None:
+    """RFC 3262 §3: a 2xx may not overtake an unPRACKed reliable 1xx with a session
+    description; RFC 6337 §3.1.1: the 2xx repeats the answer the 183 gave."""
+    net, alice, bob = pair()
+    first_prack = [True]
+
+    def lose_first_prack(transmit: object) -> bool:
+        data = getattr(transmit, "data", b"")
+        if data.startswith(b"PRACK ") and first_prack[0]:
+            first_prack[0] = False
+            return True
+        return False
+
+    net.drop = lose_first_prack
+    outbound = alice.invite("sip:bob@x", net.now, sdp=SDP, target=Target("udp", *BOB))
+    [incoming] = [e for e in net.take(bob) if isinstance(e, IncomingCall)]
+    bob.ring(incoming.session, net.now, 183, sdp=ANSWER)
+    net.flush()
+    [early] = messages(net, bob, b"SIP/2.0 183")
+    assert early.get("require") == "100rel" and early.body == ANSWER
+    assert early.get("content-type") == "application/sdp"
+    bob.answer(incoming.session, ANSWER, net.now)
+    net.flush()
+    assert not messages(net, bob, b"SIP/2.0 200")  # held: the PRACK was lost
+    net.advance(1.0)  # alice's PRACK transaction retransmits
+    finals = [m for m in messages(net, bob, b"SIP/2.0 200") if m.cseq.method == "INVITE"]
+    assert finals and finals[0].body == ANSWER
+    assert [e for e in net.take(alice) if isinstance(e, CallAnswered)]
+    assert outbound.remote_sdp == ANSWER
+
+
+def test_early_media_to_a_caller_without_100rel_is_unreliable_and_not_held() -> None:
+    net, _, bob = pair()
+    invite = ("INVITE sip:bob@127.0.0.2:5080 SIP/2.0\r\n"
+              "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKold1;rport\r\n"
+              "From: <sip:old@x>;tag=o1\r\nTo: <sip:bob@x>\r\nCall-ID: old-phone\r\n"
+              "CSeq: 1 INVITE\r\nContact: <sip:old@127.0.0.1:5070>\r\nMax-Forwards: 70\r\n"
+              f"Content-Type: application/sdp\r\nContent-Length: {len(SDP)}\r\n\r\n")
+    bob.receive(invite.encode() + SDP, Target("udp", *ALICE), net.now)
+    [incoming] = [e for e in net.take(bob) if isinstance(e, IncomingCall)]
+    bob.ring(incoming.session, net.now, 183, sdp=ANSWER)
+    bob.answer(incoming.session, ANSWER, net.now)
+    net.flush()
+    [early] = messages(net, bob, b"SIP/2.0 183")
+    assert early.get("rseq") is None and early.body == ANSWER
+    [final] = messages(net, bob, b"SIP/2.0 200")
+    assert final.body == ANSWER

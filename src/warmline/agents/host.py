@@ -36,3 +36,6 @@ class AgentHost(Protocol):
                  context: dict[str, Any] | None = None) -> Handoff: ...
 
     def hang_up(self, call: Call) -> None: ...
+
+    def answer(self, call: Call) -> None:
+        """Answer a call that rings with early media until its AI is ready (else nothing)."""

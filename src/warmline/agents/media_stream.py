@@ -114,11 +114,13 @@ class MediaStreamAgent:
             socket = await websockets.connect(self.url, open_timeout=self.connect_timeout,
                                               max_size=1 << 20)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
+            self.engine.answer(call)  # no bot: answered all the same, to hold audio
             log.warning("call %s: bot at %s unreachable (%s); the caller keeps hold audio",
                         call.id, self.url, error, extra={"call_id": call.id})
             if not call.ended:
                 call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
             return
+        self.engine.answer(call)  # the bot is there: the ringing ends
         self.sessions += 1
         dropped = await run_stream(self.engine, call, socket)
         if dropped is not None:

@@ -21,12 +21,13 @@ class CallState(StrEnum):
 class Call:
     id: str
     caller: CallLeg
-    started_at: float  # the shell's clock when the call was answered
+    started_at: float  # the shell's clock when the call arrived and was taken
     state: CallState = CallState.AI
     on_dtmf: Callable[[str], None] | None = None  # the agent's digit handler, while it has one
     legs: list[CallLeg] = field(default_factory=list)  # every leg, the caller's first
     handoff_ids: list[str] = field(default_factory=list)  # handoffs asked for, oldest first
     ended_at: float | None = None
+    answered_at: float | None = None  # our 2xx went out (after early media, if any)
     # the caller's P-Asserted-Identity, kept only when it came from a trusted peer (RFC 3325)
     asserted_identity: str | None = None
 
@@ -42,4 +43,5 @@ class Call:
         session = self.caller.session
         return {"id": self.id, "from": self.caller_uri,
                 "to": str(session.local_party.uri), "state": self.state.value,
-                "started_at": self.started_at, "handoffs": list(self.handoff_ids)}
+                "started_at": self.started_at, "answered": self.answered_at is not None,
+                "handoffs": list(self.handoff_ids)}

@@ -29,6 +29,7 @@ from warmline.calls.trunks import Trunks
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
 from warmline.media.negotiation import Negotiation
 from warmline.media.plane import MediaPlane
+from warmline.media.player import Player, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.sdp import SdpError
 from warmline.sip.registration import Registration
@@ -84,9 +85,12 @@ class Switchboard:
                  codecs: list[str], observer: CallObserver, *, trunks: Trunks | None = None,
                  resolver: Resolver | None = None,
                  trusted_identity: Sequence[IPNetwork] = (),
-                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT) -> None:
+                 srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
+                 early_media: float | None = None) -> None:
         self.shell = shell
         self.srtp = srtp
+        self.early_media = early_media  # seconds of ringback before an answer; None: at once
+        self._unanswered: dict[str, tuple[bytes, asyncio.TimerHandle]] = {}  # by call id
         self.trusted_identity = tuple(trusted_identity)  # whose P-Asserted-Identity we take
         self.trunks = trunks or Trunks()
         self.resolver = resolver or shell.resolver
@@ -242,8 +246,38 @@ class Switchboard:
                     asserted_identity=self._asserted_identity(session))
         self.calls[call.id] = call
         session.app["call"] = call
-        self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
+        if self.early_media is not None and session.remote_sdp:
+            self._ring_with_early_media(call, answer, self.early_media)
+        else:
+            self._send_answer(call, answer)
         self.observer.call_started(call)
+
+    def answer(self, call: Call) -> None:
+        """Answer a call still ringing with early media (its AI is ready); else nothing."""
+        pending = self._unanswered.pop(call.id, None)
+        if pending is None or call.caller.session.ended:
+            return
+        answer, deadline = pending
+        deadline.cancel()
+        self._send_answer(call, answer)
+
+    def _ring_with_early_media(self, call: Call, answer: bytes, limit: float) -> None:
+        """183 with our answer, ringback on the stream, until :meth:`answer` or ``limit``.
+
+        The caller hears ringing, not an answered silence, while the AI gets
+        ready, and is not charged for it; the answer goes at ``limit`` whatever
+        happens, so nobody rings for ever.
+        """
+        session = call.caller.session
+        self.shell.run(lambda now: self.shell.ua.ring(session, now, 183, sdp=answer))
+        call.caller.media.play(Player(ringback(), loop=True))
+        deadline = asyncio.get_running_loop().call_later(limit, self.answer, call)
+        self._unanswered[call.id] = (answer, deadline)
+
+    def _send_answer(self, call: Call, answer: bytes) -> None:
+        session = call.caller.session
+        self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
+        call.answered_at = self.shell.now()
 
     def _asserted_identity(self, session: Session) -> str | None:
         """The caller's P-Asserted-Identity if a trusted peer sent it (RFC 3325 §5).
@@ -304,6 +338,9 @@ class Switchboard:
             return
         call.state = CallState.ENDED
         call.ended_at = self.shell.now()
+        unanswered = self._unanswered.pop(call.id, None)
+        if unanswered is not None:
+            unanswered[1].cancel()  # hung up while ringing
         self._ended.append((call.ended_at, call.id))
         self.observer.call_ended(call, session.end_reason)
 

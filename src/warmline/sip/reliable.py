@@ -39,6 +39,15 @@ def wants_reliable(request: Request) -> bool:
         return False
 
 
+def supports_reliable(request: Request) -> bool:
+    """Whether the UAC can take reliable provisionals (100rel in Supported or Require)."""
+    try:
+        return wants_reliable(request) or "100rel" in (
+            token.lower() for token in request.supported)
+    except SipParseError:
+        return False
+
+
 def reliable_rseq(response: Response) -> int | None:
     """The RSeq of a reliable provisional response, or None if it is not one."""
     if not 100 < response.status < 200:

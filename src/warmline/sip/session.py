@@ -58,6 +58,8 @@ class Session:
     peer_methods: frozenset[str] = frozenset()  # the far end's Allow (UPDATE for refreshes)
     rseq: int = 0  # the RSeq of our last reliable 1xx (RFC 3262)
     unacked_rseq: int | None = None  # our reliable 1xx waiting for its PRACK
+    unacked_has_sdp: bool = False  # that 1xx carried our answer: no 2xx before its PRACK
+    deferred_answer: tuple[bytes, list[tuple[str, str]]] | None = None  # a 2xx held for it
     rseqs: dict[str, int] = field(default_factory=dict)  # reliable 1xx PRACKed, by remote tag
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None

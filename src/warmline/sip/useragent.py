@@ -43,7 +43,13 @@ from warmline.sip.message import (
     validate_response,
 )
 from warmline.sip.registration import Next, Registration
-from warmline.sip.reliable import RAck, rack_of, reliable_rseq, wants_reliable
+from warmline.sip.reliable import (
+    RAck,
+    rack_of,
+    reliable_rseq,
+    supports_reliable,
+    wants_reliable,
+)
 from warmline.sip.responses import error_reply, make_response, salvage_headers
 from warmline.sip.scheduler import Scheduler, TimerHandle
 from warmline.sip.session import (
@@ -412,15 +418,29 @@ class UserAgent:
             session.cancel_sent = True
 
     # ------------------------------------------------------------------ inbound calls
-    def ring(self, session: Session, now: float, status: int = 180) -> None:
-        self._provisional(session, status, now)
+    def ring(self, session: Session, now: float, status: int = 180,
+             sdp: bytes | None = None) -> None:
+        """A provisional response; with ``sdp`` (a 183) it carries our answer: early media.
+
+        The answer goes reliably when the caller supports 100rel (RFC 3262), and
+        the 2xx that follows waits for its PRACK (§3); :meth:`answer` then repeats
+        the same SDP, as RFC 6337 §3.1.1 asks.
+        """
+        self._provisional(session, status, now, sdp)
 
     def answer(
         self, session: Session, sdp: bytes, now: float,
         headers: list[tuple[str, str]] | None = None,
     ) -> None:
-        """Send 2xx with an SDP answer; retransmitted until the ACK (RFC 3261 §13.3.1.4)."""
+        """Send 2xx with an SDP answer; retransmitted until the ACK (RFC 3261 §13.3.1.4).
+
+        After a reliable 183 with SDP that is not yet PRACKed the 2xx is held and
+        sent when the PRACK comes (RFC 3262 §3), or never if it does not.
+        """
         transaction = self._incoming(session)
+        if session.unacked_rseq is not None and session.unacked_has_sdp:
+            session.deferred_answer = (sdp, list(headers or []))
+            return
         request = session.invite
         user = request.uri.user if isinstance(request.uri, SipUri) else None
         contact = self.contact_for(_transport_of(session), user or "warmline")
@@ -437,6 +457,7 @@ class UserAgent:
         ], body=sdp)
         self._stop_retransmit(session)  # a reliable 1xx still unacknowledged: over now
         session.unacked_rseq = None
+        session.deferred_answer = None
         session.state = SessionState.ANSWERED
         self._arm_session_timer(session, agreement, now)
         self.layer.respond(transaction, response, now)
@@ -565,6 +586,9 @@ class UserAgent:
         if session.state is SessionState.INCOMING:
             self._stop_retransmit(session)
         self.layer.respond(transaction, make_response(request, 200), now)
+        deferred, session.deferred_answer = session.deferred_answer, None
+        if deferred is not None and session.state is SessionState.INCOMING:
+            self.answer(session, deferred[0], now, deferred[1])
 
     # ------------------------------------------------------------------ session timers
     def _timer_as_uas(self, request: Request) -> tuple[Agreement | None, list[tuple[str, str]]]:
@@ -678,20 +702,27 @@ class UserAgent:
             raise RuntimeError(f"session {session.id} has no confirmed dialog")
         return session.dialog
 
-    def _provisional(self, session: Session, status: int, now: float) -> None:
-        """A 1xx; reliable (RFC 3262) when the caller requires 100rel, one at a time."""
+    def _provisional(self, session: Session, status: int, now: float,
+                     sdp: bytes | None = None) -> None:
+        """A 1xx; reliable (RFC 3262) when the caller requires 100rel, or supports it and
+        the 1xx carries our answer; one reliable 1xx at a time."""
         transaction = self._incoming(session)
         contact = self.contact_for(_transport_of(session))
-        reliable = wants_reliable(session.invite)
+        invite = session.invite
+        reliable = wants_reliable(invite) or (sdp is not None and supports_reliable(invite))
         if reliable and session.unacked_rseq is not None:
             return  # §3: no second reliable 1xx before the first is PRACKed
-        headers = [*_record_route(session.invite), ("Contact", str(contact))]
+        headers = [*_record_route(invite), ("Contact", str(contact))]
         if reliable:
             session.rseq = session.rseq + 1 if session.rseq else self._rng.randint(1, 2**30)
             session.unacked_rseq = session.rseq
+            session.unacked_has_sdp = sdp is not None
             headers += [("Require", "100rel"), ("RSeq", str(session.rseq))]
-        response = make_response(session.invite, status, to_tag=session.local_tag,
-                                 headers=headers)
+        if sdp is not None:
+            session.local_sdp = sdp
+            headers += [("Allow", _ALLOW), ("Supported", _SUPPORTED), ("Content-Type", _SDP)]
+        response = make_response(invite, status, to_tag=session.local_tag, headers=headers,
+                                 body=sdp or b"")
         self.layer.respond(transaction, response, now)
         if reliable:
             resend = _ReliableProvisional(self, session, transaction.target,
