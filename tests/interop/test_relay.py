@@ -308,6 +308,29 @@ def test_leg_sends_dtmf_paced_and_keeps_reception_statistics() -> None:
         leg.send_dtmf("1")  # the far end never accepted RFC 4733 events
 
 
+def test_dtmf_relayed_between_event_clocks_keeps_its_duration_in_time() -> None:
+    """RFC 4733 §2.5.1.3: the duration counts the event's clock; 100 ms is 4800 at
+    48 kHz (opus) and 800 at 8 kHz (PCMU)."""
+    async def scenario() -> list[RtpPacket]:
+        async with loopback_relay(2) as (relay, (opus_phone, pcmu_phone)):
+            opus, pcmu = await relay.open_leg("caller"), await relay.open_leg("human")
+            host, port = opus_phone.getsockname()
+            opus.configure(AudioStream(111, CODECS["opus"], 101, 20, host, port, "sendrecv",
+                                       dtmf_clock_rate=48000))
+            configure(pcmu, pcmu_phone, "pcmu")
+            opus.route_to(pcmu)
+            pcmu.route_to(opus)
+            event = bytes([5, 0x0A]) + (4800).to_bytes(2, "big")
+            opus_phone.sendto(RtpPacket(101, 1, 9600, 0x77, event, True).to_bytes(),
+                              (opus.local.host, opus.local.port))
+            return await drain(pcmu_phone)
+
+    [relayed] = asyncio.run(scenario())
+    assert relayed.payload_type == 101
+    assert TelephoneEvent.parse(relayed.payload).duration == 800
+    assert relayed.payload[:2] == bytes([5, 0x0A])
+
+
 def peak_frequencies(packets: list[RtpPacket]) -> set[int]:
     """The tones (to 10 Hz) standing out in what a socket received."""
     audio = np.concatenate([g711.ulaw_decode(p.payload) for p in packets]).astype(np.float64)

@@ -114,7 +114,8 @@ def eligible(a: BridgedLeg, b: BridgedLeg) -> bool:
         return False
     assert a.stream is not None and b.stream is not None
     codec_a, codec_b = a.stream.codec, b.stream.codec
-    return codec_a.clock_rate == codec_b.clock_rate and (
+    same_event_clock = a.stream.dtmf_clock_rate == b.stream.dtmf_clock_rate  # no rescaling
+    return codec_a.clock_rate == codec_b.clock_rate and same_event_clock and (
         codec_a.key == codec_b.key or (codec_a.key, codec_b.key) in _TRANSLATION)
 
 

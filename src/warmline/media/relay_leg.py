@@ -441,6 +441,9 @@ class RelayLeg:
             if stream.dtmf_payload_type is None:
                 return
             packet.payload_type = stream.dtmf_payload_type
+            if source.dtmf_clock_rate != stream.dtmf_clock_rate:
+                packet.payload = _rescale_event(packet.payload, source.dtmf_clock_rate,
+                                                stream.dtmf_clock_rate)
         elif source.codec.key != stream.codec.key:
             table = _TRANSLATE.get((source.codec.key, stream.codec.key))
             if table is not None:
@@ -492,6 +495,15 @@ def _transform(current: SrtpTransform | None, stream: AudioStream) -> SrtpTransf
     if current is not None and current.keys == stream.srtp:
         return current
     return SrtpTransform(stream.srtp)
+
+
+def _rescale_event(payload: bytes, source_rate: int, target_rate: int) -> bytes:
+    """An RFC 4733 event whose duration (bytes 2-3, in its clock's units) is re-counted
+    on the target's telephone-event clock; what is not an event passes unchanged."""
+    if len(payload) < 4:
+        return payload
+    duration = int.from_bytes(payload[2:4], "big") * target_rate // source_rate
+    return payload[:2] + min(duration, 0xFFFF).to_bytes(2, "big") + payload[4:]
 
 
 def _add(counters: LegCounters, counts: tuple[int, ...]) -> None:
