@@ -11,7 +11,7 @@ import pytest
 from tests.unit.sipnet import FakeNet
 from warmline.sip.auth import Credentials, DigestServer
 from warmline.sip.events import Target
-from warmline.sip.message import Response, parse_message
+from warmline.sip.message import Request, Response, parse_message
 from warmline.sip.session import (
     CallAnswered,
     CallConfirmed,
@@ -441,6 +441,36 @@ def test_an_invite_replacing_an_unknown_dialog_gets_481() -> None:
     answers = [parse_message(t.data) for t in bob.pop_transmissions()]
     assert [m.status for m in answers if isinstance(m, Response) and m.status >= 200] == [481]
     assert not bob.sessions
+
+
+def test_an_invite_with_a_replaces_that_does_not_parse_gets_400() -> None:
+    """RFC 3891 §6.1: call-id, to-tag and from-tag; without them the INVITE is refused,
+    not left with 100 Trying for ever."""
+    net, _, bob = pair()
+    data = raw_request("INVITE", extra="Contact: <sip:a@127.0.0.1:5070>\r\n"
+                       "Replaces: x@y;to-tag=a\r\n")
+    bob.receive(data, Target("udp", *ALICE), net.now)
+    answers = [parse_message(t.data) for t in bob.pop_transmissions()]
+    [final] = [m for m in answers if isinstance(m, Response) and m.status >= 200]
+    assert final.status == 400 and final.reason.startswith("Bad Replaces")
+    assert not bob.sessions
+
+
+def test_an_invite_replacing_our_dialog_is_answered_and_the_old_one_ended_by_bye() -> None:
+    """RFC 3891 §3: once the new INVITE is accepted, the replaced dialog is hung up."""
+    net, alice, bob = pair()
+    outbound, inbound = call(net, alice, bob)
+    replaces = (f"Replaces: {outbound.call_id};to-tag={inbound.local_tag};"
+                f"from-tag={outbound.local_tag}\r\n")
+    data = raw_request("INVITE", extra=f"Contact: <sip:c@127.0.0.1:5070>\r\n{replaces}")
+    bob.receive(data, Target("udp", *ALICE), net.now)
+    [incoming] = only(net.take(bob), IncomingCall)
+    assert incoming.session.replaced is inbound
+    bob.answer(incoming.session, SDP_B, net.now)
+    byes = [m for m in (parse_message(t.data) for t in bob.pop_transmissions())
+            if isinstance(m, Request) and m.method == "BYE"]
+    assert [m.call_id for m in byes] == [outbound.call_id]
+    assert inbound.end_reason == "replaced (RFC 3891)" and incoming.session.replaced is None
 
 
 def test_a_refer_s_final_notify_after_the_bye_is_still_taken() -> None:

@@ -44,6 +44,7 @@ _CANONICAL_SPECIAL = {
     "mime-version": "MIME-Version",
     "rack": "RAck",
     "rseq": "RSeq",
+    "min-se": "Min-SE",
     "sip-etag": "SIP-ETag",
     "sip-if-match": "SIP-If-Match",
     "user-to-user": "User-to-User",

@@ -44,6 +44,7 @@ class Session:
     local_sdp: bytes | None = None
     remote_sdp: bytes | None = None
     replaces: Replaces | None = None
+    replaced: Session | None = None  # the dialog our 2xx to this INVITE ends (RFC 3891 §3)
     end_reason: str | None = None
     end_status: int | None = None
     cancel_requested: bool = False

@@ -462,6 +462,10 @@ class UserAgent:
         self._arm_session_timer(session, agreement, now)
         self.layer.respond(transaction, response, now)
         self._retransmit_2xx(session, transaction.target, transaction.wire or b"", now)
+        replaced, session.replaced = session.replaced, None
+        if replaced is not None and not replaced.ended:  # RFC 3891 §3: the old dialog ends
+            replaced.end_reason = "replaced (RFC 3891)"
+            self.bye(replaced, now)
 
     def reject(self, session: Session, status: int, now: float, reason: str | None = None,
                headers: list[tuple[str, str]] | None = None) -> None:
@@ -952,17 +956,23 @@ class UserAgent:
         if refusal is not None:
             self.layer.respond(transaction, refusal, now)
             return
-        replaces = None
+        replaces, replaced = None, None
         if request.get("replaces") is not None:
-            replaces = request.replaces
-            if replaces is None or self._find_replaced(replaces) is None:
+            try:
+                replaces = request.replaces
+            except SipParseError as error:  # RFC 3891 §6.1 needs call-id, to-tag, from-tag
+                self.layer.respond(transaction, make_response(
+                    request, 400, f"Bad Replaces: {error.reason}", to_tag=local_tag), now)
+                return
+            replaced = self._find_replaced(replaces) if replaces is not None else None
+            if replaced is None:
                 self.layer.respond(transaction, make_response(request, 481, to_tag=local_tag),
                                    now)
                 return
         session = Session(self._new_id(), True, request, SessionState.INCOMING, local_tag,
                           server_transaction=transaction, remote_sdp=request.body or None,
                           flow=source if source.reliable else None, replaces=replaces,
-                          source=source)
+                          source=source, replaced=replaced)
         self._sessions[(request.call_id, local_tag)] = session
         self._events.append(IncomingCall(session))
 
