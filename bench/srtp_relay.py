@@ -166,7 +166,8 @@ def _drain(socks: list[socket.socket], received: list[int],
             except BlockingIOError:
                 break
             received[index] += 1
-            samples[index] = data
+            if samples[index] is None:  # the first: its rollover counter is 0 for certain
+                samples[index] = data
 
 
 def _check_samples(mode: str, calls: int, samples: list[bytes | None]) -> None:
