@@ -26,6 +26,12 @@ def test_the_original_caller_travels_with_their_signed_identity() -> None:
     assert found["Identity"] == [PASSPORT]  # copied as it came, never re-signed
 
 
+def test_carrying_the_signed_identity_can_be_turned_off() -> None:
+    made = identity_for(CallerId(CallerIdMode.ORIGINAL, identity=False), CALLER, None,
+                        "sip:ai@warmline.test", "sip:agent@pbx.test", (PASSPORT,))
+    assert made.from_ == CALLER and "Identity" not in dict(made.headers)
+
+
 def test_a_trusted_assertion_is_passed_on_as_it_came() -> None:
     _, found = headers(CallerIdMode.ORIGINAL, asserted="<sip:+15550100@sbc.carrier.test>")
     assert found["P-Asserted-Identity"] == ["<sip:+15550100@sbc.carrier.test>"]

@@ -57,12 +57,13 @@ class CallerIdOptions(BaseModel):
     uri: str | None = None  # override/trunk: the identity to present (sip:, sips:, tel:)
     diversion: bool = False
     history_info: bool = False
+    identity: bool = True  # original mode: pass the caller's Identity header (RFC 8224) on
 
     _check_uri = field_validator("uri")(classmethod(lambda cls, value: _identity_uri(value)))
 
     def build(self) -> CallerId:
         """HandoffError when the mode needs a uri that is not given."""
-        return CallerId(self.mode, self.uri, self.diversion, self.history_info)
+        return CallerId(self.mode, self.uri, self.diversion, self.history_info, self.identity)
 
 
 class Attempt(BaseModel):

@@ -212,13 +212,15 @@ class CallerId:
     accepts) with the original caller carried in X-Warmline-Original-Caller.
     ``diversion`` adds Diversion (RFC 5806) and ``history_info`` History-Info
     (RFC 7044) naming the AI as the diverting party, for PBXs that route or
-    display by them.
+    display by them. ``identity`` (ORIGINAL only) passes the caller's signed
+    Identity header (RFC 8224) on unchanged; off, the human's side sees none.
     """
 
     mode: CallerIdMode = CallerIdMode.ORIGINAL
     uri: str | None = None
     diversion: bool = False
     history_info: bool = False
+    identity: bool = True
 
     def __post_init__(self) -> None:
         try:

@@ -56,7 +56,8 @@ def identity_for(caller_id: CallerId, original: str, asserted: str | None, diall
     from_ = original
     if caller_id.mode is CallerIdMode.ORIGINAL:
         headers.append(("P-Asserted-Identity", asserted or original))
-        headers += [("Identity", value) for value in signed]
+        if caller_id.identity:
+            headers += [("Identity", value) for value in signed]
         if _private(privacy):
             from_ = ANONYMOUS
     else:
