@@ -207,8 +207,11 @@ class CallEngine:
         handoff.validate()
         self._check_routes(handoff)
         self.transfers.check(call)
-        self.brain.prepare(call, handoff)
         self.switchboard.answer(call)  # still ringing with early media: answered first
+        if call.caller.session.dialog is None:
+            raise HandoffError("the call is still ringing (its 200 waits for the caller's "
+                               "PRACK); ask again once it is answered", Problem.CONFLICT)
+        self.brain.prepare(call, handoff)
         call.handoff_ids.append(handoff.id)
         self.handoffs[handoff.id] = handoff
         handoff.listener = self._record_handoff_event

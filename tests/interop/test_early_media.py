@@ -21,8 +21,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import (
+    engine,
+    free_port,
+    relay_block,
+    start_serve,
+    stop_serve,
+    wait_for_log,
+)
 from tests.interop.pjsip_phone import pjsip_phone
+from warmline.calls.call import Call, CallState
+from warmline.engine import CallEngine
+from warmline.media.relay import EmbeddedRelay, PortRange
+from warmline.sip.session import CallAnswered, CallFailed
+from warmline.transfer.handoff import Destination, Handoff, HandoffError, Problem
 
 pytestmark = pytest.mark.interop
 BOT_DELAY = 2.0  # seconds the bot's WebSocket handshake takes
@@ -94,6 +106,65 @@ def test_a_caller_hears_ringback_as_early_media_until_the_bot_is_there(tmp_path:
     with wave.open(str(heard)) as recording:
         rate = recording.getframerate()
         samples = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2")
-    ringing = samples[: int(rate * (BOT_DELAY - 0.6))].astype(np.float64)
+    media = caller.wait("media")  # the recorder starts with the early media stream
+    assert media["t"] <= early["t"] + 0.1
+    ringing = samples[:int(rate * (confirmed["t"] - media["t"] - 0.2))].astype(np.float64)
+    assert len(ringing) > rate  # over a second of audio heard before the 200
     assert band(ringing, rate, 440) > 30 and band(ringing, rate, 480) > 30, \
         "no ringback heard before the answer"
+
+
+SDP = (b"v=0\r\no=phone 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+
+
+@pytest.mark.parametrize("while_ringing", ["hang up", "transfer"])
+def test_what_the_ai_side_does_while_the_call_still_rings(while_ringing: str,
+                                                         tmp_path: Path) -> None:
+    """A hang-up while ringing ends the call (480, the leg closed, recorded as ended);
+    a transfer asked before the 200 could go (held for the PRACK) is refused 409-style
+    and the call is answered as soon as the PRACK comes."""
+    seen: dict[str, object] = {}
+
+    async def scenario() -> None:
+        base = relay_block()
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 20))
+        async with engine("udp") as served, engine("udp") as phone:
+            calls = CallEngine(served.shell, relay, "127.0.0.1", ["PCMU"],
+                               records_dir=tmp_path / "records", early_media=5.0)
+
+            def on_call(call: Call) -> None:
+                seen["call"] = call
+                if while_ringing == "hang up":
+                    calls.hang_up(call)
+                    return
+                try:
+                    calls.transfer(call.id, Handoff(call.id, Destination(
+                        "sip:human@127.0.0.1:9", "blind", 5)))
+                except HandoffError as error:
+                    seen["refused"] = error
+
+            calls.on_call = on_call
+            phone.shell.run(lambda now: phone.shell.ua.invite(
+                f"sip:ai@127.0.0.1:{served.spec.port}", now, sdp=SDP))
+            await asyncio.sleep(1.0)
+            seen["phone"] = [event for _, event in phone.events]
+            seen["state"] = seen["call"].state  # type: ignore[attr-defined]
+            seen["open"] = seen["call"].caller.media.open  # type: ignore[attr-defined]
+            await calls.close()
+        await relay.close()
+
+    asyncio.run(scenario())
+    call, events = seen["call"], seen["phone"]
+    assert isinstance(call, Call) and isinstance(events, list)
+    if while_ringing == "hang up":
+        [failed] = [e for e in events if isinstance(e, CallFailed)]
+        assert failed.status == 480 and not any(isinstance(e, CallAnswered) for e in events)
+        assert seen["state"] is CallState.ENDED and seen["open"] is False
+        assert call.answered_at is None
+    else:
+        refused = seen["refused"]
+        assert isinstance(refused, HandoffError) and refused.problem is Problem.CONFLICT
+        assert "still ringing" in str(refused) and not call.handoff_ids
+        assert any(isinstance(e, CallAnswered) for e in events)  # the PRACK let the 200 go
+        assert call.answered_at is not None and seen["state"] is CallState.AI

@@ -472,21 +472,27 @@ def test_legs_send_rtcp_reports_and_keep_the_far_ends(mux: bool) -> None:
     asyncio.run(scenario())
 
 
-def test_an_srtp_leg_bridges_to_a_plain_leg_both_ways_with_rtcp_protected() -> None:
+@pytest.mark.parametrize("mux", [True, False])
+def test_an_srtp_leg_bridges_to_a_plain_leg_both_ways_with_rtcp_protected(mux: bool) -> None:
     """SRTP caller, plain RTP human: each hears the other's audio, the caller's
-    packets (and SRTCP) keyed with the leg's key; a forged packet is dropped and
-    does not latch; the pair stays in Python (the fast path has no libsrtp)."""
+    packets and the leg's RTCP (rtcp-mux or its own port) keyed with the leg's key;
+    SRTCP from the phone is read; a forged packet is dropped and does not latch; the
+    pair stays in Python (the fast path has no libsrtp)."""
     caller_key, leg_key = bytes(range(30)), bytes(range(40, 70))
     suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
     phone_side = SrtpTransform(SrtpKeys(suite, caller_key, leg_key))  # what the phone holds
 
     async def scenario() -> None:
-        async with loopback_relay(3) as (relay, (caller, human, stranger)):
+        base = relay_block()
+        relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 40), rtcp_interval=0.15)
+        caller, caller_rtcp, human, stranger = endpoint(), endpoint(), endpoint(), endpoint()
+        try:
             secure = await relay.open_leg("caller")
             plain = await relay.open_leg("human")
             host, port = caller.getsockname()
             secure.configure(AudioStream(0, CODECS["pcmu"], 101, 20, host, port, "sendrecv",
-                                         rtcp_mux=True,
+                                         rtcp_mux=mux,
+                                         remote_rtcp_port=caller_rtcp.getsockname()[1],
                                          srtp=SrtpKeys(suite, leg_key, caller_key)))
             configure(plain, human, "pcma")
             secure.route_to(plain)
@@ -500,26 +506,35 @@ def test_an_srtp_leg_bridges_to_a_plain_leg_both_ways_with_rtcp_protected() -> N
                 reply = RtpPacket(8, 300 + n, 160 * n, 0x4A, g711.ULAW_TO_ALAW[:160]).to_bytes()
                 human.sendto(reply, (plain.local.host, plain.local.port))
                 await asyncio.sleep(0.01)
-            caller.sendto(phone_side.protect_rtcp(receiver_report(0xCA11, [])),
-                          (secure.local.host, secure.local.port))
-            await asyncio.sleep(0.2)
+            rtcp_port = secure.local.port if mux else secure.local.port + 1
+            caller_rtcp.sendto(phone_side.protect_rtcp(receiver_report(0xCA11, [])),
+                               (secure.local.host, rtcp_port))
+            await asyncio.sleep(0.3)
             heard_by_human = await drain(human)
             assert len(heard_by_human) >= 55
             assert {p.payload for p in heard_by_human} == {voice.translate(g711.ULAW_TO_ALAW)}
-            heard_by_caller = []
-            while True:
-                try:
-                    data = caller.recv(2048)
-                except BlockingIOError:
-                    break
-                if not is_rtcp_type(data[1]):
-                    heard_by_caller.append(RtpPacket.parse(phone_side.unprotect(data)))
+            heard_by_caller, reports = [], []
+            for sock in (caller, caller_rtcp):
+                while True:
+                    try:
+                        data = sock.recv(2048)
+                    except BlockingIOError:
+                        break
+                    if is_rtcp_type(data[1]):
+                        reports += parse_compound(phone_side.unprotect_rtcp(data))
+                    else:
+                        heard_by_caller.append(RtpPacket.parse(phone_side.unprotect(data)))
             assert len(heard_by_caller) >= 55
             assert {p.payload for p in heard_by_caller} == {
                 g711.ULAW_TO_ALAW[:160].translate(g711.ALAW_TO_ULAW)}
+            assert any(r.kind == SR and r.ssrc == secure.outgoing.ssrc for r in reports)
             assert secure.counters.malformed == 1 and secure.counters.wrong_source == 0
             assert secure.remote == caller.getsockname()
             assert secure.counters.rtcp == 1 and secure.rtcp.counters.malformed == 0
             assert secure.offload is None and plain.offload is None
+        finally:
+            await relay.close()
+            for sock in (caller, caller_rtcp, human, stranger):
+                sock.close()
 
     asyncio.run(scenario())

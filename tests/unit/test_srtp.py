@@ -69,6 +69,9 @@ def test_a_plain_offer_gets_plain_rtp_by_default() -> None:
     (f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^20|1:4", "master key index (MKI)"),
     (f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY} UNENCRYPTED_SRTP",
      "session parameter 'UNENCRYPTED_SRTP'"),
+    (f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY} WSH=64 UNENCRYPTED_SRTP",
+     "session parameter 'UNENCRYPTED_SRTP'"),  # sdp-transform keeps only the first
+    ("1 AES_CM_128_HMAC_SHA1_80", "is not 'tag suite key-params'"),
     (f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|forever", "key lifetime 'forever'"),
     (f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY};inline:{KEY}", "several keys"),
     (f"1234567890 AES_CM_128_HMAC_SHA1_80 inline:{KEY}", "not 1 to 9 digits"),
@@ -178,11 +181,12 @@ def test_keys_are_fresh_per_leg() -> None:
         CryptoSuite.AES_CM_128_HMAC_SHA1_80)
 
 
-def test_parse_rejects_what_sdp_transform_lets_through() -> None:
+def test_parse_reads_what_we_write_and_refuses_other_key_methods() -> None:
     with pytest.raises(CryptoError, match="key method 'uri'"):
-        sdes.parse({"id": 1, "suite": "AES_CM_128_HMAC_SHA1_80", "config": "uri:sip:x"})
+        sdes.parse("1 AES_CM_128_HMAC_SHA1_80 uri:sip:x")
     key = SdesKey(5, CryptoSuite.AES_CM_128_HMAC_SHA1_80, bytes(30))
-    assert sdes.parse(key.attribute()) == key
+    assert sdes.parse(sdes.value(key)) == key
+    assert sdes.parse(f"5 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^31 WSH=128 KDR=0").tag == 5
 
 
 # ---------------------------------------------------------------- the transform
@@ -215,3 +219,21 @@ def test_the_transform_round_trips_and_refuses_tampering_and_replays(suite: Cryp
     assert bob.unprotect_rtcp(alice.protect_rtcp(report)) == report
     with pytest.raises(SrtpError, match="SRTCP packet refused"):
         bob.unprotect_rtcp(report)
+
+
+def test_a_far_end_rekey_keeps_our_sending_context_and_its_rollover_counter() -> None:
+    """RFC 4568 §7.1.4 / RFC 3711 §3.3.1: only the side whose key changed starts again.
+    Our stream wraps its sequence right after the far end rekeys; a fresh sending
+    context would restart the rollover counter and the far end would refuse it."""
+    suite = CryptoSuite.AES_CM_128_HMAC_SHA1_80
+    ours, theirs, their_new = bytes(range(30)), bytes(range(50, 80)), bytes(range(80, 110))
+    leg = SrtpTransform(SrtpKeys(suite, ours, theirs))
+    phone = SrtpTransform(SrtpKeys(suite, theirs, ours))
+    assert phone.unprotect(leg.protect(rtp(65535))) == rtp(65535)
+    rekeyed = SrtpTransform(SrtpKeys(suite, ours, their_new), keep_from=leg)
+    assert phone.unprotect(rekeyed.protect(rtp(0))) == rtp(0)  # rollover counter 1 kept
+    restarted = SrtpTransform(SrtpKeys(suite, ours, their_new))
+    with pytest.raises(SrtpError):
+        phone.unprotect(restarted.protect(rtp(1)))  # what a rebuilt context would send
+    new_phone = SrtpTransform(SrtpKeys(suite, their_new, ours))
+    assert rekeyed.unprotect(new_phone.protect(rtp(5))) == rtp(5)  # their new key is used

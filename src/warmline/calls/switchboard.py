@@ -130,6 +130,10 @@ class Switchboard:
             self._outbound_event(event)
         elif isinstance(event, CallEnded | CallFailed):
             self._ended_session(event.session)
+        elif isinstance(event, CallConfirmed):
+            call = event.session.app.get("call")
+            if isinstance(call, Call) and call.answered_at is None:
+                call.answered_at = self.shell.now()  # a 200 that waited for a PRACK
 
     # ------------------------------------------------------------------ what transfers ask
     async def dial(self, call: Call, uri: str, from_: str, headers: list[tuple[str, str]],
@@ -277,7 +281,8 @@ class Switchboard:
     def _send_answer(self, call: Call, answer: bytes) -> None:
         session = call.caller.session
         self.shell.run(lambda now: self.shell.ua.answer(session, answer, now))
-        call.answered_at = self.shell.now()
+        if session.dialog is not None:  # sent, not held for the PRACK of a reliable 183
+            call.answered_at = self.shell.now()
 
     def _asserted_identity(self, session: Session) -> str | None:
         """The caller's P-Asserted-Identity if a trusted peer sent it (RFC 3325 §5).

@@ -489,12 +489,12 @@ class RelayLeg:
 
 
 def _transform(current: SrtpTransform | None, stream: AudioStream) -> SrtpTransform | None:
-    """The leg's SRTP contexts for ``stream``: kept while the keys are unchanged."""
+    """The leg's SRTP contexts for ``stream``: each side kept while its key is unchanged."""
     if stream.srtp is None:
         return None
     if current is not None and current.keys == stream.srtp:
         return current
-    return SrtpTransform(stream.srtp)
+    return SrtpTransform(stream.srtp, keep_from=current)
 
 
 def _rescale_event(payload: bytes, source_rate: int, target_rate: int) -> bytes:

@@ -77,32 +77,44 @@ def is_secure_profile(protocol: str) -> bool:
     return protocol.upper() in _SECURE_PROFILES
 
 
+def value(key: SdesKey) -> str:
+    """The attribute's value as :func:`parse` reads it."""
+    return f"{key.tag} {key.suite.value} inline:{base64.b64encode(key.key).decode()}"
+
+
 def new_key(suite: CryptoSuite, tag: int = 1) -> SdesKey:
     """A fresh master key and salt from the OS's CSPRNG (RFC 4568 §8.1)."""
     return SdesKey(tag, suite, secrets.token_bytes(MASTER_KEY_AND_SALT))
 
 
-def parse(attribute: dict[str, object]) -> SdesKey:
-    """One crypto attribute as sdp-transform parsed it; CryptoError says what is wrong."""
-    tag = str(attribute.get("id", ""))
+def parse(value: str) -> SdesKey:
+    """One crypto attribute's value (after ``a=crypto:``); CryptoError says what is wrong.
+
+    Read here from the raw line, every session parameter included: sdp-transform
+    keeps only the first, and a parameter we do not do (UNENCRYPTED_SRTP after
+    a WSH=) must refuse the attribute, not be dropped unseen (RFC 4568 §6.3).
+    """
+    fields = value.strip().split()
+    if len(fields) < 3:
+        raise CryptoError(f"crypto attribute {value.strip()!r} is not 'tag suite key-params'")
+    tag, suite_name, key_params, *session_params = fields
     if not _TAG.match(tag):
         raise CryptoError(f"crypto tag {tag!r} is not 1 to 9 digits")
-    suite_name = str(attribute.get("suite", ""))
     try:
         suite = CryptoSuite(suite_name)
     except ValueError:
         raise CryptoError(f"crypto suite {suite_name!r} is not supported (we take "
                           f"{', '.join(s.value for s in CryptoSuite)})") from None
-    _check_session_params(str(attribute.get("sessionConfig") or ""))
-    return SdesKey(int(tag), suite, _inline_key(str(attribute.get("config", ""))))
+    _check_session_params(session_params)
+    return SdesKey(int(tag), suite, _inline_key(key_params))
 
 
-def choose(attributes: list[dict[str, object]]) -> SdesKey:
+def choose(values: list[str]) -> SdesKey:
     """The first attribute we can honour, in the offerer's order (RFC 4568 §7.1.1)."""
     reasons: list[str] = []
-    for attribute in attributes:
+    for value in values:
         try:
-            return parse(attribute)
+            return parse(value)
         except CryptoError as error:
             reasons.append(str(error))
     if not reasons:
@@ -132,9 +144,9 @@ def _inline_key(key_params: str) -> bytes:
     return key
 
 
-def _check_session_params(params: str) -> None:
+def _check_session_params(params: list[str]) -> None:
     """Session parameters change the transform; one we do not do refuses the attribute."""
-    for param in params.split():
+    for param in params:
         if _WINDOW_HINT.match(param) or param == "KDR=0":
             continue  # a replay window hint, or the key derivation rate we use anyway
         raise CryptoError(f"crypto session parameter {param!r} is not supported")

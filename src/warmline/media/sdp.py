@@ -138,16 +138,17 @@ def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
     and our key for its suite from ``key_for``, as ``srtp`` allows.
     """
     session = parse(offer_text)
+    crypto_values = _crypto_values(offer_text)
     wanted = [_known(name).key for name in supported]
     answered: list[dict[str, Any]] = []
     refusals: list[str] = []
     agreed: AudioStream | None = None
-    for media in session["media"]:
+    for index, media in enumerate(session["media"]):
         if agreed is not None or media.get("type") != "audio" or not media["port"]:
             answered.append(_rejected(media))
             continue
         try:
-            crypto = _transport(media, srtp)
+            crypto = _transport(media, srtp, crypto_values[index])
         except CryptoError as error:
             refusals.append(str(error))
             answered.append(_rejected(media))
@@ -168,7 +169,21 @@ def answer(offer_text: bytes, address: str, port: int, supported: list[str], *,
     return _write(address, session_id, version, answered), agreed
 
 
-def _transport(media: dict[str, Any], srtp: SrtpPolicy) -> SdesKey | None:
+def _crypto_values(text: bytes) -> list[list[str]]:
+    """Each m= section's ``a=crypto`` values, whole (sdp-transform drops all session
+    parameters but the first, and RFC 4568 §6.3 needs to see every one)."""
+    sections: list[list[str]] = []
+    for raw in text.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            sections.append([])
+        elif line.startswith("a=crypto:") and sections:
+            sections[-1].append(line.removeprefix("a=crypto:"))
+    return sections
+
+
+def _transport(media: dict[str, Any], srtp: SrtpPolicy,
+               crypto_values: list[str]) -> SdesKey | None:
     """The offered crypto attribute we take, None for plain RTP; CryptoError says why not."""
     protocol = str(media.get("protocol", ""))
     if protocol.upper() in _PLAIN_PROFILES:
@@ -182,7 +197,7 @@ def _transport(media: dict[str, Any], srtp: SrtpPolicy) -> SdesKey | None:
     if srtp is SrtpPolicy.OFF:
         raise CryptoError(f"media profile {protocol} refused: SRTP is turned off")
     try:
-        return sdes.choose(list(media.get("crypto", [])))
+        return sdes.choose(crypto_values)
     except CryptoError as error:
         raise CryptoError(f"{protocol}: {error}") from None
 
@@ -221,7 +236,8 @@ def _answer_section(media: dict[str, Any], port: int, pick: tuple[int, Codec, in
 def read_answer(answer_text: bytes, offered: Sequence[SdesKey] = ()) -> AudioStream:
     """What the far end accepted in its answer to our offer (``offered``: our crypto keys)."""
     session = parse(answer_text)
-    for media in session["media"]:
+    crypto_values = _crypto_values(answer_text)
+    for index, media in enumerate(session["media"]):
         if media.get("type") != "audio" or not media["port"]:
             continue
         payloads = _payload_list(media)
@@ -237,11 +253,13 @@ def read_answer(answer_text: bytes, offered: Sequence[SdesKey] = ()) -> AudioStr
                                    remote_rtcp_port=_rtcp_port(media),
                                    dtmf_clock_rate=names[dtmf].clock_rate
                                    if dtmf is not None else 8000,
-                                   srtp=_answered_keys(media, offered))
+                                   srtp=_answered_keys(media, crypto_values[index],
+                                                       offered))
     raise SdpError("the answer accepted no audio codec we offered")
 
 
-def _answered_keys(media: dict[str, Any], offered: Sequence[SdesKey]) -> SrtpKeys | None:
+def _answered_keys(media: dict[str, Any], crypto_values: list[str],
+                   offered: Sequence[SdesKey]) -> SrtpKeys | None:
     """The keys of an answer to our RTP/SAVP offer: one of our tags, same suite, their key."""
     protocol = str(media.get("protocol", ""))
     if not offered:
@@ -250,11 +268,10 @@ def _answered_keys(media: dict[str, Any], offered: Sequence[SdesKey]) -> SrtpKey
         return None
     if not sdes.is_secure_profile(protocol):
         raise SdpError(f"the answer uses {protocol}, but we offered RTP/SAVP (SRTP required)")
-    attributes = list(media.get("crypto", []))
-    if len(attributes) != 1:
-        raise SdpError(f"the answer has {len(attributes)} a=crypto attributes, not 1")
+    if len(crypto_values) != 1:
+        raise SdpError(f"the answer has {len(crypto_values)} a=crypto attributes, not 1")
     try:
-        theirs = sdes.parse(attributes[0])
+        theirs = sdes.parse(crypto_values[0])
     except CryptoError as error:
         raise SdpError(f"the answer's crypto: {error}") from None
     ours = next((key for key in offered if key.tag == theirs.tag), None)

@@ -481,8 +481,9 @@ class UserAgent:
         if session.state in (SessionState.CALLING,):
             self.cancel(session, now)
             return
-        if session.state is SessionState.INCOMING:
+        if session.state is SessionState.INCOMING:  # not answered yet (early media)
             self.reject(session, 480, now)
+            self._events.append(CallEnded(session, False, "local hangup"))
             return
         if session.dialog is None or session.state in (SessionState.TERMINATED,
                                                         SessionState.TERMINATING):
