@@ -1,4 +1,7 @@
-"""Records on SQLite and on the PostgreSQL running here: same code, same KPIs, nothing lost."""
+"""Records on SQLite and on the PostgreSQL running here: same code, same KPIs, nothing lost.
+
+Outages, kill -9 and exact counts: test_records_outage.py.
+"""
 
 from __future__ import annotations
 
@@ -63,11 +66,11 @@ def fixture_events() -> list[Event]:
 
 
 def test_kpis_match_the_hand_computed_figures(database_url: str, tmp_path: Path) -> None:
-    writer = RecordWriter(database_url, tmp_path / "spill.jsonl")
+    writer = RecordWriter(database_url, tmp_path / "records")
     for event in fixture_events():
         writer.add(event)
     writer.close()
-    assert writer.written == 19 and not (tmp_path / "spill.jsonl").exists()
+    assert writer.written == 19 and writer.pending == 0
     report = kpi_report(database_url, days=1, now=T0 + 7200)
     assert report["overall"] == {
         "calls": 4, "transfers": 2, "transfer_share": 0.5,
@@ -92,20 +95,19 @@ def test_an_empty_period_gives_zeros(database_url: str) -> None:
 def test_an_unreachable_database_keeps_every_event(tmp_path: Path) -> None:
     missing = tmp_path / "not-yet" / "records.db"  # SQLite cannot open it: the folder is absent
     url = f"sqlite:///{missing}"
-    writer = RecordWriter(url, tmp_path / "spill.jsonl", retry_seconds=0.05)
+    writer = RecordWriter(url, tmp_path / "records", retry_seconds=0.05)
     for event in fixture_events()[:5]:
         writer.add(event)
     writer.close(timeout=0.5)
-    assert writer.written == 0 and writer.failures > 0
-    assert len((tmp_path / "spill.jsonl").read_text().splitlines()) == 5
+    assert writer.written == 0 and writer.failures > 0 and writer.pending == 5
     missing.parent.mkdir()  # the database is back
-    writer = RecordWriter(url, tmp_path / "spill.jsonl")  # replays the spill first
+    writer = RecordWriter(url, tmp_path / "records")  # ships the journal first
     writer.add(fixture_events()[5])
     writer.close()
     engine = connect(url)
     assert [e.kind for e in read_events(engine)] == [e.kind for e in fixture_events()[:6]]
     engine.dispose()
-    assert not (tmp_path / "spill.jsonl").exists()
+    assert writer.pending == 0
 
 
 def test_the_kpis_command_prints_the_report(database_url: str,

@@ -5,29 +5,36 @@ PostgreSQL): ``sqlite:///warmline-records/records.db`` by default, a
 ``postgresql+psycopg://...`` URL for several engines sharing state. The
 tables are created on first use, with a schema version row for migrations.
 
-Events are written from a thread of their own, never on the call path: the
-engine queues them and carries on. If the database is unreachable, the
-queue waits and retries with back-off, keeping every event; at shutdown
-whatever could not be written is spilled to ``pending-events.jsonl`` next to
-the records and replayed at the next start. Nothing is lost.
+Nothing is lost: ``RecordWriter.add`` commits each event to a local journal
+(``journal.py``) before it returns, and a thread ships the journal to the
+database, deleting events there only after the database committed them. An
+outage of any length, a clean shutdown or ``kill -9`` leaves the events in the
+journal, shipped when the database answers, at the latest at the next start.
+Shipping is at-least-once; storing is exactly-once because every event
+carries a unique ``uid`` that the insert skips when already stored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
+import math
+import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
+    Executable,
     Float,
+    Index,
     Integer,
     MetaData,
     String,
@@ -35,12 +42,17 @@ from sqlalchemy import (
     Text,
     create_engine,
     insert,
+    inspect,
     select,
+    text,
+    update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.dialects import postgresql, sqlite
+
+from warmline.records.journal import FLUSH_SECONDS, Entry, Journal
 
 log = logging.getLogger("warmline.records")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the uid column that makes shipping idempotent
 metadata = MetaData()
 events_table = Table(
     "warmline_events", metadata,
@@ -50,7 +62,9 @@ events_table = Table(
     Column("handoff_id", String(64), nullable=True, index=True),
     Column("kind", String(64), nullable=False, index=True),
     Column("data", Text, nullable=False),
+    Column("uid", String(32), nullable=True),  # NULL only on rows stored by version 1
 )
+uid_index = Index("ix_warmline_events_uid", events_table.c.uid, unique=True)
 schema_table = Table("warmline_schema", metadata, Column("version", Integer, nullable=False))
 
 
@@ -62,9 +76,10 @@ class Event:
     data: dict[str, Any]
     handoff_id: str | None = None
 
-    def row(self) -> dict[str, Any]:
-        return {"at": self.at, "call_id": self.call_id, "handoff_id": self.handoff_id,
-                "kind": self.kind, "data": json.dumps(self.data, default=str)}
+    def entry(self) -> Entry:
+        """The event as journaled, under a new unique id."""
+        return Entry(uuid.uuid4().hex, self.at, self.call_id, self.handoff_id, self.kind,
+                     json.dumps(self.data, default=str))
 
 
 def default_url(folder: Path) -> str:
@@ -72,116 +87,297 @@ def default_url(folder: Path) -> str:
 
 
 def connect(url: str) -> Engine:
-    """An engine for ``url`` with the tables in place (created if missing)."""
-    engine = create_engine(url, pool_pre_ping=True)
+    """An engine for ``url`` with the tables in place (created if missing, migrated if old)."""
+    # a database that drops packets must not hold the shipper for the OS's TCP timeout
+    options = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
+    engine = create_engine(url, pool_pre_ping=True, **options)
     metadata.create_all(engine)
     with engine.begin() as connection:
-        if connection.execute(select(schema_table.c.version)).first() is None:
+        version = connection.execute(select(schema_table.c.version)).scalar()
+        if version is None:
             connection.execute(insert(schema_table).values(version=SCHEMA_VERSION))
+        elif version < 2:
+            _add_uid_column(connection)
+            connection.execute(update(schema_table).values(version=2))
     return engine
 
 
-class RecordWriter:
-    """Queues events and writes them in batches from a thread; survives a database outage."""
+def _add_uid_column(connection: Connection) -> None:
+    """Version 1 to 2. Old rows keep a NULL uid (a unique index allows many NULLs on
+    both databases). If two engines migrate at once, the loser's connect fails and
+    the writer simply retries it."""
+    columns = {column["name"] for column in inspect(connection).get_columns("warmline_events")}
+    if "uid" not in columns:
+        connection.execute(text("ALTER TABLE warmline_events ADD COLUMN uid VARCHAR(32)"))
+    uid_index.create(connection, checkfirst=True)
 
-    def __init__(self, url: str, spill: Path, retry_seconds: float = 0.5) -> None:
+
+def insert_events(engine: Engine, entries: Sequence[Entry]) -> None:
+    """Store ``entries`` in one transaction, skipping those whose uid is already stored:
+    a crash between this commit and the journal's delete ships the batch again."""
+    rows = [entry.row() for entry in entries]
+    with engine.begin() as connection:
+        statement = _insert_skipping_stored(connection.dialect.name)
+        if statement is None:
+            rows = _not_stored(connection, rows)
+            statement = insert(events_table)
+        if rows:
+            connection.execute(statement, rows)
+
+
+def _insert_skipping_stored(dialect: str) -> Executable | None:
+    if dialect == "postgresql":
+        return postgresql.insert(events_table).on_conflict_do_nothing(index_elements=["uid"])
+    if dialect == "sqlite":
+        return sqlite.insert(events_table).on_conflict_do_nothing(index_elements=["uid"])
+    return None
+
+
+def _not_stored(connection: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For other databases: the rows whose uid is not there yet (same transaction)."""
+    stored = set(connection.execute(select(events_table.c.uid).where(
+        events_table.c.uid.in_([row["uid"] for row in rows]))).scalars())
+    return [row for row in rows if row["uid"] not in stored]
+
+
+class RecordWriter:
+    """Journals every event on local disk, then ships it to the database from a thread.
+
+    Durable means: once ``add`` returned, no crash of this process (``kill -9``
+    included), no database outage and no shutdown loses the event; a power cut
+    or kernel crash loses at most the last ``FLUSH_SECONDS`` (50 ms) of events,
+    which a thread fsyncs (see journal.py for why not on every add). ``add``
+    costs tens of microseconds on the caller's thread and never raises: if the
+    journal cannot be written (a full disk), the event is held in memory and
+    shipped from there, the failure is logged as an error and counted in
+    ``journal_failures``; only past ``MEMORY_LIMIT`` held events with the
+    journal still failing is an event dropped, and counted in ``lost``.
+    """
+
+    BATCH = 500
+    MEMORY_LIMIT = 100_000
+
+    def __init__(self, url: str, folder: Path, retry_seconds: float = 0.5) -> None:
+        """Open (or create) ``folder/journal.db``, move an old install's
+        ``pending-events.jsonl`` into it, and start shipping."""
         self.url = url
-        self.spill = spill
+        self.folder = folder
         self.retry_seconds = retry_seconds
-        self._queue: queue.Queue[Event | None] = queue.Queue()
+        self.written = 0  # events this writer saw committed to the database
+        self.failures = 0  # failed attempts to reach the database
+        self.journal_failures = 0  # events the journal could not take
+        self.lost = 0  # events dropped (journal failing and memory full, or added after close)
+        self._lock = threading.Lock()  # the journal's connection and the held events
+        self._memory: list[Entry] = []  # events the journal could not take
         self._engine: Engine | None = None
-        self.written = 0
-        self.failures = 0
-        self._thread = threading.Thread(target=self._run, name="warmline-records", daemon=True)
-        self._replay_spill()
-        self._thread.start()
+        self._wake, self._closing, self._stopped = (threading.Event(), threading.Event(),
+                                                    threading.Event())
+        self._deadline = math.inf
+        self._dirty = False
+        self._outage = 0  # failed attempts since the database last answered
+        self._closed = False
+        self._journal_broken = False
+        self._journal: Journal | None = None
+        with self._lock:
+            self._open_journal()
+        self._shipper = threading.Thread(target=self._ship_loop, name="warmline-records",
+                                         daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop,
+                                         name="warmline-records-fsync", daemon=True)
+        self._shipper.start()
+        self._flusher.start()
 
     def add(self, event: Event) -> None:
-        self._queue.put(event)
+        """Journal ``event``; when this returns it survives any crash of the process."""
+        entry = event.entry()
+        with self._lock:
+            if self._closed:
+                self.lost += 1
+                log.error("records: event %s of call %s added after close: lost",
+                          event.kind, event.call_id)
+                return
+            if not self._journaled([entry]):
+                self.journal_failures += 1
+                self._hold(entry)
+        self._dirty = True
+        self._wake.set()
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        """Events not yet in the database: journaled or held in memory (cheap: counters)."""
+        return (self._journal.count if self._journal is not None else 0) + len(self._memory)
+
+    @property
+    def writable(self) -> bool:
+        """Whether new events reach the local journal (for /readyz; no I/O). A database
+        outage leaves this true: events are safe on disk and ship later. A full disk or
+        an unopenable journal makes it false: events would be held in memory only."""
+        return self._journal is not None and not self._journal_broken and not self._closed
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (up to ``timeout``); spill the rest to the file."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-        left = self._drain()
-        if left:
-            self._spill(left)
-        if self._engine is not None:
+        """Ship what can be shipped within ``timeout`` and stop. What is left stays in
+        the journal and ships at the next start; a failed attempt ends the wait at once,
+        so closing during an outage is quick and loses nothing."""
+        self._deadline = time.monotonic() + timeout
+        self._closing.set()
+        self._wake.set()
+        self._shipper.join(timeout)
+        self._stopped.set()
+        self._flusher.join()
+        with self._lock:
+            self._closed = True
+            self._keep_memory()
+            if self._journal is not None:
+                self._journal.close()
+        if self.pending:
+            log.warning("records: %d event(s) not yet in the database are kept in %s and "
+                        "ship at the next start", self.pending, self.folder / "journal.db")
+        if self._engine is not None and not self._shipper.is_alive():
             self._engine.dispose()
 
-    # -- the writer thread ------------------------------------------------------------
-    def _run(self) -> None:
-        batch: list[Event] = []
-        stopping = False
-        while not (stopping and not batch):
-            if not batch:
-                item = self._queue.get()
-                if item is None:
-                    stopping = True
-                    continue
-                batch.append(item)
-            while len(batch) < 500:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            if self._write(batch):
-                batch = []
-            elif stopping:
-                self._spill(batch)
-                return
-            else:
-                time.sleep(self.retry_seconds)  # the database is away: keep the batch
+    # -- the journal (all under self._lock) ---------------------------------------------
+    def _open_journal(self) -> None:
+        try:
+            self._journal = Journal(self.folder / "journal.db")
+        except (sqlite3.Error, OSError) as error:
+            self._journal_failed(error)
+            return
+        try:
+            moved = self._journal.import_spill(self.folder / "pending-events.jsonl")
+        except (sqlite3.Error, OSError) as error:  # the file stays for the next start
+            log.error("records: cannot move pending-events.jsonl into the journal: %s", error)
+            return
+        if moved:
+            log.info("records: %d event(s) from pending-events.jsonl moved to the journal",
+                     moved)
 
-    def _write(self, batch: list[Event]) -> bool:
+    def _journaled(self, entries: list[Entry]) -> bool:
+        """Append to the journal (reopening it if it could not be opened before)."""
+        if self._journal is None:
+            self._open_journal()
+            if self._journal is None:
+                return False
+        try:
+            self._journal.append(entries)
+        except sqlite3.Error as error:
+            self._journal_failed(error)
+            return False
+        if self._journal_broken:
+            self._journal_broken = False
+            log.error("records: the journal is writable again")
+        return True
+
+    def _journal_failed(self, error: Exception) -> None:
+        if not self._journal_broken:
+            self._journal_broken = True
+            log.error("records: cannot write the journal in %s (%s): events are held in "
+                      "memory, not on disk, until it can", self.folder, error)
+
+    def _hold(self, entry: Entry) -> None:
+        if len(self._memory) < self.MEMORY_LIMIT:
+            self._memory.append(entry)
+            return
+        self.lost += 1
+        if self.lost in (1, 10, 100) or self.lost % 1000 == 0:
+            log.error("records: %d event(s) lost: the journal cannot be written and %d "
+                      "are held in memory already", self.lost, len(self._memory))
+
+    def _keep_memory(self) -> None:
+        """At close: the held events go to the journal, or are counted and logged lost."""
+        if not self._memory or self._journaled(self._memory):
+            self._memory.clear()
+            return
+        self.lost += len(self._memory)
+        log.error("records: %d event(s) lost at close: the journal cannot be written",
+                  len(self._memory))
+        self._memory.clear()
+
+    # -- the shipper thread ---------------------------------------------------------------
+    def _ship_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            batch = self._next_batch()
+            if not batch:
+                if self._closing.is_set():
+                    return
+                self._wake.wait()
+            elif self._ship(batch):
+                if time.monotonic() > self._deadline:
+                    return
+            elif self._closing.is_set():
+                return  # the rest ships at the next start
+            else:
+                self._closing.wait(self.retry_seconds)  # the database is away
+
+    def _next_batch(self) -> list[Entry]:
+        """The oldest journaled events, else those held in memory (after trying to
+        journal those again: the disk may have room by now)."""
+        with self._lock:
+            if self._memory and self._journaled(self._memory):
+                self._memory.clear()
+            journal = None if self._closed else self._journal
+        if journal is not None:
+            try:
+                batch = journal.oldest(self.BATCH)
+            except sqlite3.Error as error:
+                log.error("records: cannot read the journal: %s", error)
+                batch = []
+            if batch:
+                return batch
+        with self._lock:
+            return self._memory[:self.BATCH]
+
+    def _ship(self, batch: list[Entry]) -> bool:
         try:
             if self._engine is None:
                 self._engine = connect(self.url)
-            with self._engine.begin() as connection:
-                connection.execute(insert(events_table), [event.row() for event in batch])
-        except SQLAlchemyError as error:
-            self.failures += 1
-            if self.failures in (1, 10, 100) or self.failures % 1000 == 0:
-                log.warning("records: %d event(s) waiting, database unavailable: %s",
-                            len(batch) + self.pending, str(error).splitlines()[0])
+            insert_events(self._engine, batch)
+        except Exception as error:  # any failure (driver missing too): keep and retry
+            self._database_failed(error, len(batch))
             return False
+        if self._outage:
+            log.info("records: the database answers again after %d failed attempt(s); "
+                     "%d event(s) to ship", self._outage, self.pending)
+            self._outage = 0
         self.written += len(batch)
-        return True
+        return self._forget(batch)
 
-    def _drain(self) -> list[Event]:
-        left: list[Event] = []
-        while True:
+    def _forget(self, batch: list[Entry]) -> bool:
+        """The batch is in the database: drop it from the journal or from memory."""
+        with self._lock:
+            if self._closed:
+                return False  # close() gave up waiting; shipped again next start, skipped
+            if not batch[0].seq:
+                del self._memory[:len(batch)]
+                return True
+            assert self._journal is not None
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return left
-            if item is not None:
-                left.append(item)
+                self._journal.remove(batch[0].seq, batch[-1].seq)
+            except sqlite3.Error as error:  # shipped again later, skipped as stored
+                self._journal_failed(error)
+                return False
+            return True
 
-    def _spill(self, events: Iterable[Event]) -> None:
-        self.spill.parent.mkdir(parents=True, exist_ok=True)
-        with self.spill.open("a", encoding="utf-8") as file:
-            for event in events:
-                file.write(json.dumps(event.row()) + "\n")
+    def _database_failed(self, error: Exception, size: int) -> None:
+        self.failures += 1
+        self._outage += 1
+        if self._outage in (1, 10, 100) or self._outage % 1000 == 0:
+            log.warning("records: %d event(s) waiting in the journal, database "
+                        "unavailable: %s", max(size, self.pending),
+                        (str(error).splitlines() or [type(error).__name__])[0])
 
-    def _replay_spill(self) -> None:
-        if not self.spill.exists():
-            return
-        replay = self.spill.with_suffix(".replaying")
-        self.spill.rename(replay)
-        for line in replay.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            self._queue.put(Event(row["at"], row["call_id"], row["kind"], json.loads(row["data"]),
-                                  row["handoff_id"]))
-        replay.unlink()
+    # -- the fsync thread -----------------------------------------------------------------
+    def _flush_loop(self) -> None:
+        """fsync the journal's WAL every FLUSH_SECONDS while events arrive."""
+        while not self._stopped.wait(FLUSH_SECONDS):
+            journal = self._journal
+            if not self._dirty or journal is None:
+                continue
+            self._dirty = False
+            try:
+                journal.flush()
+            except (sqlite3.Error, OSError) as error:
+                log.error("records: cannot fsync the journal: %s", error)
 
 
 def read_events(engine: Engine, since: float = 0.0, until: float = float("inf")

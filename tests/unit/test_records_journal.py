@@ -1,0 +1,244 @@
+"""The records' local journal: no event lost through outages, closes, crashes or a full disk.
+
+The "database" is SQLite here; it is down while its folder is missing (SQLite
+cannot open the file) and back once the folder exists. PostgreSQL, the network
+outage and ``kill -9`` are in tests/interop/test_records_outage.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from warmline.records.journal import Journal
+from warmline.records.store import Event, RecordWriter, connect, insert_events, read_events
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def events(count: int, start: int = 0) -> list[Event]:
+    return [Event(1_790_000_000.0 + n, f"call-{n % 40}", "call.turn", {"n": n})
+            for n in range(start, start + count)]
+
+
+def stored(url: str) -> tuple[int, int]:
+    """(rows, distinct uids) in the database."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows, uids = connection.execute(
+            text("SELECT count(*), count(DISTINCT uid) FROM warmline_events")).one()
+    engine.dispose()
+    return rows, uids
+
+
+def journaled(folder: Path) -> int:
+    db = sqlite3.connect(folder / "journal.db")
+    count: int = db.execute("SELECT count(*) FROM journal").fetchone()[0]
+    db.close()
+    return count
+
+
+@pytest.fixture
+def down(tmp_path: Path) -> tuple[str, Path]:
+    """A database URL that is unreachable until the returned folder is created."""
+    folder = tmp_path / "db"
+    return f"sqlite:///{folder / 'records.db'}", folder
+
+
+def test_an_outage_then_recovery_stores_every_event_once(
+        down: tuple[str, Path], tmp_path: Path) -> None:
+    url, db_folder = down
+    writer = RecordWriter(url, tmp_path / "records", retry_seconds=0.02)
+    for event in events(800):
+        writer.add(event)
+    assert writer.pending == 800  # on disk, not yet in the database
+    wait_until(lambda: writer.failures >= 3)
+    assert writer.pending == 800 and writer.written == 0
+    db_folder.mkdir()  # the database is back
+    wait_until(lambda: writer.pending == 0)
+    writer.close()
+    assert stored(url) == (800, 800) and writer.written == 800 and writer.lost == 0
+    assert journaled(tmp_path / "records") == 0
+
+
+def test_a_clean_close_in_an_outage_keeps_everything_for_the_next_start(
+        down: tuple[str, Path], tmp_path: Path) -> None:
+    url, db_folder = down
+    folder = tmp_path / "records"
+    writer = RecordWriter(url, folder, retry_seconds=0.02)
+    for event in events(800):
+        writer.add(event)
+    wait_until(lambda: writer.failures > 0)
+    started = time.monotonic()
+    writer.close(timeout=10)
+    assert time.monotonic() - started < 2.0  # a failed attempt ends the wait, not 10 s
+    assert (writer.pending, writer.lost, journaled(folder)) == (800, 0, 800)
+    assert not (folder / "pending-events.jsonl").exists()
+    db_folder.mkdir()
+    again = RecordWriter(url, folder)
+    again.close()
+    assert again.written == 800
+    assert stored(url) == (800, 800) and again.pending == 0 and journaled(folder) == 0
+
+
+def test_a_batch_shipped_twice_is_stored_once(tmp_path: Path) -> None:
+    """A crash between the database's commit and the journal's delete: shipped again."""
+    url, folder = f"sqlite:///{tmp_path / 'records.db'}", tmp_path / "records"
+    journal = Journal(folder / "journal.db")
+    journal.append([event.entry() for event in events(50)])
+    engine = connect(url)
+    insert_events(engine, journal.oldest(500))  # committed; then the process "dies"
+    engine.dispose()
+    journal.close()
+    assert stored(url) == (50, 50) and journaled(folder) == 50
+    writer = RecordWriter(url, folder)
+    writer.close()
+    assert stored(url) == (50, 50) and writer.written == 50 and journaled(folder) == 0
+
+
+def test_pending_counts_exactly_what_is_not_in_the_database(
+        down: tuple[str, Path], tmp_path: Path) -> None:
+    url, db_folder = down
+    folder = tmp_path / "records"
+    writer = RecordWriter(url, folder, retry_seconds=0.02)
+    seen = []
+    for n, event in enumerate(events(120), 1):
+        writer.add(event)
+        if n in (1, 10, 120):
+            seen.append(writer.pending)
+    assert seen == [1, 10, 120]
+    writer.close(timeout=0.2)
+    writer = RecordWriter(url, folder, retry_seconds=0.02)
+    assert writer.pending == 120  # read from the journal at start
+    db_folder.mkdir()
+    wait_until(lambda: writer.pending == 0)
+    assert stored(url)[0] == 120
+    writer.add(events(1, 500)[0])
+    wait_until(lambda: writer.pending == 0)
+    writer.close()
+    assert stored(url) == (121, 121)
+
+
+def test_adds_from_several_threads_while_shipping(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    writer = RecordWriter(url, tmp_path / "records")
+
+    def add(start: int) -> None:
+        for event in events(250, start):
+            writer.add(event)
+
+    threads = [threading.Thread(target=add, args=(n * 1000,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    assert stored(url) == (1000, 1000) and writer.pending == 0
+
+
+def test_the_old_spill_file_moves_into_the_journal(tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Installs from before the journal left pending-events.jsonl (and, after a crash
+    while replaying it, pending-events.replaying): both are shipped, once."""
+    url, folder = f"sqlite:///{tmp_path / 'records.db'}", tmp_path / "records"
+    folder.mkdir()
+    old = [json.dumps({"at": 1.0 + n, "call_id": "A", "handoff_id": None, "kind": "k",
+                       "data": json.dumps({"n": n})}) for n in range(5)]
+    (folder / "pending-events.replaying").write_text("\n".join(old[:2]) + "\n")
+    (folder / "pending-events.jsonl").write_text("\n".join(old[2:]) + '\n{"at": 9.0, "ca')
+    journal = Journal(folder / "journal.db")
+    assert journal.import_spill(folder / "pending-events.jsonl") == 5
+    (folder / "pending-events.jsonl").write_text("\n".join(old[2:]) + "\n")
+    assert journal.import_spill(folder / "pending-events.jsonl") == 3  # crash before unlink
+    assert journal.count == 5  # ... adds nothing
+    journal.close()
+    assert "not an event, skipped" in caplog.text  # the torn last line
+    (folder / "pending-events.jsonl").write_text(old[0] + "\n")  # left by another old run
+    writer = RecordWriter(url, folder)
+    writer.close()
+    engine = connect(url)
+    assert [e.data["n"] for e in read_events(engine)] == [0, 0, 1, 2, 3, 4]
+    engine.dispose()
+    assert sorted(path.name for path in folder.iterdir()) == ["journal.db"]
+
+
+def test_a_version_1_database_gains_the_uid_column(tmp_path: Path) -> None:
+    """A records.db made before the journal keeps its rows and takes new ones."""
+    path, folder = tmp_path / "records.db", tmp_path / "records"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE warmline_events (id INTEGER NOT NULL, at FLOAT NOT NULL,
+            call_id VARCHAR(64) NOT NULL, handoff_id VARCHAR(64), kind VARCHAR(64) NOT NULL,
+            data TEXT NOT NULL, PRIMARY KEY (id));
+        CREATE TABLE warmline_schema (version INTEGER NOT NULL);
+        INSERT INTO warmline_schema VALUES (1);
+        INSERT INTO warmline_events (at, call_id, kind, data) VALUES (1.0, 'A', 'old', '{}');
+        INSERT INTO warmline_events (at, call_id, kind, data) VALUES (2.0, 'A', 'old', '{}');
+    """)
+    db.close()
+    writer = RecordWriter(f"sqlite:///{path}", folder)
+    for event in events(3):
+        writer.add(event)
+    writer.close()
+    connect(f"sqlite:///{path}").dispose()  # a second start migrates nothing
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM warmline_schema").fetchall() == [(2,)]
+    assert db.execute("SELECT count(*), count(uid) FROM warmline_events").fetchone() == (5, 3)
+    index = db.execute("SELECT sql FROM sqlite_master WHERE name = 'ix_warmline_events_uid'")
+    assert "UNIQUE" in index.fetchone()[0]
+    db.close()
+
+
+def fill_journal(writer: RecordWriter) -> Callable[[], None]:
+    """Make the journal's disk "full" (SQLite's page limit raises the same SQLITE_FULL
+    as a full disk); returns what frees it."""
+    db = writer._journal._db  # type: ignore[union-attr]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    return lambda: db.execute("PRAGMA max_page_count = 1073741823") and None
+
+
+def test_a_full_journal_disk_neither_fails_add_nor_loses_events(
+        down: tuple[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url, db_folder = down
+    writer = RecordWriter(url, tmp_path / "records", retry_seconds=0.02)
+    free = fill_journal(writer)
+    for event in events(2000):
+        writer.add(event)  # never raises
+    assert writer.journal_failures > 0 and writer.pending == 2000 and writer.lost == 0
+    assert "cannot write the journal" in caplog.text and not writer.writable  # /readyz
+    db_folder.mkdir()  # the database answers while the disk is still full: from memory
+    wait_until(lambda: writer.pending == 0)
+    free()
+    writer.add(events(1, 5000)[0])
+    assert writer.writable
+    writer.close()
+    assert stored(url) == (2001, 2001) and writer.lost == 0
+
+
+def test_a_full_disk_at_close_during_an_outage_is_counted_as_lost(
+        down: tuple[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The one case where events can go: never silently."""
+    url, _ = down
+    writer = RecordWriter(url, tmp_path / "records", retry_seconds=0.02)
+    fill_journal(writer)
+    with caplog.at_level(logging.ERROR, "warmline.records"):
+        for event in events(2000):
+            writer.add(event)
+        held = writer.pending - journaled(tmp_path / "records")
+        writer.close(timeout=0.2)
+    assert held > 0 and writer.lost == held
+    assert f"{held} event(s) lost at close" in caplog.text
