@@ -5,7 +5,8 @@ evidence) and every handoff's outcome is appended to ``triggers.jsonl`` in
 the records folder; `warmline triggers report` reads it back and shows, per
 trigger, how often it fired, how many firings became handoffs, how many of
 those reached a human, and what happened otherwise, so the thresholds can be
-reviewed each month against what they led to.
+reviewed each month against what they led to. The evidence comes from
+redacted turns, and each line is redacted once more as it is written.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warmline.brain.redact import redact_value
 from warmline.brain.triggers import Firing
 from warmline.transfer.handoff import Handoff
 
 LOG_NAME = "triggers.jsonl"
+IDS = frozenset({"call_id", "handoff_id"})  # random hex, never anything said
 
 
 class TriggerLog:
@@ -43,9 +46,11 @@ class TriggerLog:
                       "next": _what_followed(kinds)})
 
     def _append(self, record: dict[str, Any]) -> None:
+        """One line; redacted again here, since the journal outlives every call."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as log:
-            log.write(json.dumps({"at": time.time(), **record}, default=str) + "\n")
+            log.write(json.dumps({"at": time.time(), **redact_value(record, IDS)}, default=str)
+                      + "\n")
 
 
 def _what_followed(kinds: list[str]) -> str:

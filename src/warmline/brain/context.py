@@ -6,7 +6,9 @@ caller is and what was verified (and how, never the secret), what they want
 trajectory), what the AI already tried (actions and results), and the
 transcript with times; plus why the AI escalated (trigger and evidence),
 priority and language. Every text in it is redacted (redact.py) before it
-is built, so nothing downstream can leak what the caller read out.
+is built, so nothing downstream can leak what the caller read out; keys
+pressed in a row make one transcript line that shows how many, not which,
+once there are more than two (a PIN keyed in).
 
 The summary comes from a pluggable :class:`Summarizer`; the offline default
 writes it from the structured turns ("Maria, identity verified, billing
@@ -16,17 +18,14 @@ whisper a warm transfer plays to the human.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict
 from typing import Any, Protocol
 
-from warmline.brain.redact import redact
+from warmline.brain.redact import mask_keys, redact, redact_value
 from warmline.brain.triggers import Firing, TriggerState
 from warmline.brain.turns import Action, AuthState, Turn
 
 SCHEMA_VERSION = "1.0"
-_SECRET_KEY = re.compile(r"(?i)(?:pin|otp|passw|passcode|secret|cvv|cvc|card_?number|ssn|"
-                         r"social|national_?id|security_?answer|token)")
 SENTIMENT_LEVELS = ((0.75, "angry"), (0.5, "frustrated"), (0.25, "annoyed"), (0.0, "calm"))
 
 
@@ -83,8 +82,8 @@ def build_packet(*, call_id: str, caller_number: str, turns: list[Turn],
     packet: dict[str, Any] = {
         "version": SCHEMA_VERSION,
         "call_id": call_id,
-        "caller": {"number": caller_number, "name": _clean(slots.get("name"))},
-        "authentication": {"verified": auth.verified, "method": auth.method,
+        "caller": {"number": caller_number, "name": redact_value(slots.get("name"))},
+        "authentication": {"verified": auth.verified, "method": redact_value(auth.method),
                            "level": auth.level},
         "intent": {"name": latest_intent.intent if latest_intent else None,
                    "confidence": latest_intent.confidence if latest_intent else None},
@@ -93,10 +92,10 @@ def build_packet(*, call_id: str, caller_number: str, turns: list[Turn],
                       "score": round(state.frustration, 3),
                       "trajectory": trajectory(state.frustration_history)},
         "actions": [_action(action) for action in actions],
-        "slots": _clean({key: value for key, value in slots.items() if key != "name"}),
-        "transcript": [_line(turn) for turn in turns if turn.text or turn.dtmf],
+        "slots": redact_value({key: value for key, value in slots.items() if key != "name"}),
+        "transcript": _transcript(turns),
         "trigger": None if firing is None else {"name": firing.trigger,
-                                                "evidence": _clean(firing.evidence)},
+                                                "evidence": redact_value(firing.evidence)},
         "priority": priority,
         "language": language,
     }
@@ -112,36 +111,44 @@ def _summary(summarizer: Summarizer | None, packet: dict[str, Any], turns: list[
     try:
         return str(summarizer.summarize(packet, turns))
     except Exception as error:  # a plug-in must never block a transfer
-        packet["summary_error"] = f"{type(error).__name__}: {error}"[:200]
+        packet["summary_error"] = redact(f"{type(error).__name__}: {error}")[:200]
         return fallback.summarize(packet, turns)
 
 
 def _action(action: Action) -> dict[str, Any]:
-    return {key: _clean(value) for key, value in asdict(action).items()}
+    return {key: redact_value(value) for key, value in asdict(action).items()}
 
 
-def _line(turn: Turn) -> dict[str, Any]:
-    text = redact(turn.text) if turn.text else f"[pressed {turn.dtmf}]"
-    return {"speaker": turn.speaker, "text": text, "started_at": turn.started_at,
-            "ended_at": turn.ended_at}
+def _transcript(turns: list[Turn]) -> list[dict[str, Any]]:
+    """The lines said, redacted; keys pressed one after another make one line.
 
-
-def _clean(value: Any) -> Any:
-    """Redact every string inside ``value`` (slots and evidence can hold what was said).
-
-    Values under secret-sounding keys (pin, otp, password, cvv, card, ssn...)
-    go entirely; long numbers are checked as card numbers too.
+    A phone sends each key as its own turn, so a PIN or a card number keyed in
+    would otherwise be spelled out line by line; as one line it shows only how
+    many keys (mask_keys).
     """
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, bool) or value is None or isinstance(value, float):
-        return value
-    if isinstance(value, int):
-        text = redact(str(value))
-        return value if text == str(value) else text
-    if isinstance(value, dict):
-        return {key: "[redacted]" if _SECRET_KEY.search(str(key)) else _clean(item)
-                for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return redact(str(value))
+    lines: list[dict[str, Any]] = []
+    keyed: list[Turn] = []
+    for turn in turns:
+        if turn.dtmf and not turn.text and (not keyed or keyed[-1].speaker == turn.speaker):
+            keyed.append(turn)
+            continue
+        if keyed:
+            lines.append(_keys_line(keyed))
+            keyed = []
+        if turn.dtmf and not turn.text:
+            keyed.append(turn)  # the other side's keys start a line of their own
+        elif turn.text:
+            lines.append(_line(turn.speaker, redact(turn.text), turn, turn))
+    if keyed:
+        lines.append(_keys_line(keyed))
+    return lines
+
+
+def _keys_line(keyed: list[Turn]) -> dict[str, Any]:
+    pressed = mask_keys("".join(turn.dtmf or "" for turn in keyed))
+    return _line(keyed[0].speaker, f"[pressed {pressed}]", keyed[0], keyed[-1])
+
+
+def _line(speaker: str, text: str, first: Turn, last: Turn) -> dict[str, Any]:
+    return {"speaker": speaker, "text": text, "started_at": first.started_at,
+            "ended_at": last.ended_at}

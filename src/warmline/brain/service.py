@@ -8,6 +8,11 @@ the REST API, an in-process AI), is prepared here before it runs: the
 packet as of now, the screen-pop link, the SIP headers within the budget,
 and the trigger log's hook on its outcome. The webhook to the desk is sent
 from here too. The transfer layer below knows none of this.
+
+These are the two doors by which words come in, so redaction happens here
+(redact.py): a turn is redacted before anything keeps, evaluates, logs or
+journals it, and a handoff's free text (its context, whispers and
+announcement) before it is stored, served, recorded or spoken.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from typing import Any
 from warmline.brain.calibration import TriggerLog
 from warmline.brain.delivery import send_webhook, sip_headers
 from warmline.brain.escalation import Conversation, EscalationPolicy, turn_skills
+from warmline.brain.redact import redact, redact_value
 from warmline.brain.triggers import Firing
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call, CallState
 from warmline.transfer.control import WebhookKind
-from warmline.transfer.handoff import Handoff, HandoffError, Problem
+from warmline.transfer.handoff import Destination, Handoff, HandoffError, Problem
 
 log = logging.getLogger("warmline.calls")
 
@@ -52,7 +58,9 @@ class Brain:
         self.conversations.pop(call_id, None)
 
     def prepare(self, call: Call, handoff: Handoff) -> None:
-        """The packet, screen-pop link, SIP headers and outcome hook for ``handoff``."""
+        """The packet, screen-pop link, SIP headers and outcome hook for ``handoff``;
+        its free text redacted first."""
+        redact_handoff(handoff)
         policy = self.policy
         if handoff.packet is None:
             handoff.packet = self._conversation(call).packet(call.id, call.caller_uri, policy)
@@ -67,6 +75,7 @@ class Brain:
         """Record a turn; a trigger firing may start the configured handoff via ``start``."""
         if call.ended:
             raise HandoffError(f"call {call.id} has ended", Problem.CONFLICT)
+        turn = turn.redacted()
         conversation = self._conversation(call)
         previous = conversation.turns[-1].intent if conversation.turns else None
         fired = conversation.add(turn, self.policy.triggers)
@@ -141,3 +150,18 @@ class Brain:
                  handoff.status, handoff.reason, handoff.sip_status,
                  extra={"call_id": handoff.call_id, "handoff_id": handoff.id})
         self.trigger_log.outcome(handoff)
+
+
+def redact_handoff(handoff: Handoff) -> None:
+    """What the asker wrote freely (REST ``context`` at any depth, whispers, the
+    announcement) redacted in place; destinations, being routing, are not touched.
+
+    Done before the handoff is stored (the screen-pop serves it), recorded or
+    run (whispers are spoken to the human, the announcement is recorded).
+    """
+    handoff.context = redact_value(handoff.context)
+    if handoff.announce:
+        handoff.announce = redact(handoff.announce)
+    for step in (handoff.first, *handoff.fallback):
+        if isinstance(step, Destination) and step.whisper:
+            step.whisper = redact(step.whisper)

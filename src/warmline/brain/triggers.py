@@ -15,6 +15,8 @@
   system access the AI lacks").
 
 Thresholds are configured, with overrides per intent and per call type.
+The turns they see are already redacted (Turn.redacted): no trigger needs the
+digits of a card or a code, and evidence is logged and journaled.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from warmline.brain.redact import mask_keys
 from warmline.brain.turns import Turn
 
 _VADER = SentimentIntensityAnalyzer()
@@ -158,7 +161,8 @@ def _explicit(config: TriggerConfig, turn: Turn, index: int) -> Firing | None:
     if not config.explicit_request:
         return None
     if turn.dtmf and "0" in turn.dtmf:
-        return Firing("explicit_request", {"dtmf": turn.dtmf}, index)
+        # a 0 inside a PIN keyed in at once: the evidence says how many keys, not which
+        return Firing("explicit_request", {"dtmf": mask_keys(turn.dtmf)}, index)
     phrase = asks_for_a_person(turn.text)
     if phrase is None:
         return None

@@ -6,12 +6,19 @@ calls for a human and what the human must learn. A turn carries the words
 slots gathered, the actions tried with their results, the authentication
 state (what was verified and how, never the secret itself), caller DTMF, and
 optionally the caller's loudness relative to their own start (energy).
+
+The brain keeps only :meth:`Turn.redacted` copies: the triggers look for
+words about people and feelings and compare amounts, never the digits of a
+card or a code, so nothing the caller read out is held where a log line, the
+trigger log or a packet could pick it up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from warmline.brain.redact import redact, redact_value
 
 SPEAKERS = ("caller", "ai")
 
@@ -54,3 +61,14 @@ class Turn:
             raise ValueError(f"confidence: {self.confidence} is not in [0, 1]")
         if self.sentiment is not None and not -1 <= self.sentiment <= 1:
             raise ValueError(f"sentiment: {self.sentiment} is not in [-1, 1]")
+
+    def redacted(self) -> Turn:
+        """This turn with its free text (words, slots, actions, how the caller was
+        verified) redacted; the keys pressed stay, for the 0 that asks for a person."""
+        auth = self.auth
+        if auth is not None and auth.method:
+            auth = replace(auth, method=redact(auth.method))
+        return replace(self, text=redact(self.text), slots=redact_value(self.slots),
+                       actions=tuple(Action(redact(a.name), redact(a.result),
+                                            None if a.detail is None else redact(a.detail))
+                                     for a in self.actions), auth=auth)
