@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
+import os
+import secrets
 import sys
 import time
 from dataclasses import replace
@@ -14,6 +17,7 @@ from warmline import __version__
 from warmline.agents.scripted import FlowError, load_flow
 from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
+from warmline.brain.redact import redact
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
@@ -24,11 +28,16 @@ from warmline.records.report import kpi_report
 from warmline.records.store import default_url
 from warmline.server import serve
 from warmline.settings import HttpSpec, ServeSettings, TlsFiles
+from warmline.sip.access import AccessMode, RateLimit
 from warmline.sip.compiled import describe
+from warmline.sip.useragent import UserAgentConfig
 from warmline.transfer.handoff import Destination, HandoffError
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_host_port, parse_listen
+from warmline.transport.stream import StreamLimits
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
+API_TOKEN_ENV = "WARMLINE_API_TOKEN"
+WEBHOOK_SECRET_ENV = "WARMLINE_WEBHOOK_SECRET"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,10 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
                            choices=["blind", "bridge", "warm", "attended"])
     serve_cmd.add_argument("--webhook", metavar="URL",
                            help="POST the signed context packet here before the human rings")
-    serve_cmd.add_argument("--webhook-secret", default="",
-                           help="HMAC-SHA256 key for X-Warmline-Signature")
-    serve_cmd.add_argument("--api-token", default=None,
-                           help="require 'Authorization: Bearer TOKEN' on the HTTP API")
+    serve_cmd.add_argument("--webhook-secret-file", metavar="FILE", default=None,
+                           help="the HMAC-SHA256 key for X-Warmline-Signature, read from FILE "
+                                f"(or ${WEBHOOK_SECRET_ENV})")
+    serve_cmd.add_argument("--api-token-file", metavar="FILE", default=None,
+                           help="require 'Authorization: Bearer TOKEN' on the HTTP API, the "
+                                f"token read from FILE (or ${API_TOKEN_ENV}); without one, "
+                                "an API on a non-loopback address gets a generated token")
     serve_cmd.add_argument("--records", default=None, metavar="DIR",
                            help="where voicemail, callbacks and the trigger log are kept")
     serve_cmd.add_argument("--agent-ws", metavar="URL", default=None,
@@ -167,7 +179,7 @@ def _probe_seconds(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logs(args.log_level, args.log_format)
+    configure_logs(args.log_level, args.log_format, redact=redact)
     if args.command == "serve":
         return _serve(parser, args)
     if args.command == "kpis":
@@ -224,6 +236,7 @@ def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace,
     settings = _media(settings, parser, args, config)
     settings = _escalation(settings, parser, args, config)
     settings = _network(settings, config)
+    settings = _limits(settings, parser, config)
     return _storage(settings, args, config)
 
 
@@ -262,11 +275,44 @@ def _tls_files(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def _http(settings: ServeSettings, parser: argparse.ArgumentParser, args: argparse.Namespace,
           config: WarmlineConfig | None) -> ServeSettings:
-    """--http and --api-token, else [http]; no HTTP listener: the SIP-only answerer."""
+    """--http, else [http]; no HTTP listener: the SIP-only answerer. The API token from
+    --api-token-file, else $WARMLINE_API_TOKEN, else [http] api_token_env/_file; an API
+    that others can reach never runs open: it gets a generated token, printed once."""
     section = config.http if config else None
     text = args.http or (section.listen if section else None)
-    return replace(settings, http=_http_spec(parser, text) if text else None,
-                   api_token=args.api_token or (section.api_token if section else None))
+    if not text:
+        return settings
+    http = _http_spec(parser, text)
+    token = _secret_flag(parser, "--api-token-file", args.api_token_file) \
+        or os.environ.get(API_TOKEN_ENV) or (section.api_token() if section else None)
+    if not token and not is_loopback(http.host):
+        token = secrets.token_urlsafe(24)
+        print(f"warmline: the API on {http.url} is reachable from other machines and no "
+              f"token was given, so this one was made for this run (set {API_TOKEN_ENV} "
+              f"or --api-token-file to choose it):\n  {token}", file=sys.stderr)
+    return replace(settings, http=http, api_token=token or None)
+
+
+def _secret_flag(parser: argparse.ArgumentParser, flag: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as error:
+        parser.error(f"{flag} {path}: cannot read: {error.strerror}")
+    if not value:
+        parser.error(f"{flag} {path}: the file is empty")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (a name other than localhost: no)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _http_spec(parser: argparse.ArgumentParser, text: str) -> HttpSpec:
@@ -287,7 +333,7 @@ def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argpa
         return settings
     hold_audio = config.media.hold_audio
     return replace(settings, codecs=tuple(config.media.codecs),
-                   srtp=SrtpPolicy(config.media.srtp),
+                   srtp=SrtpPolicy(config.media.srtp), rtp_timeout=config.media.rtp_timeout,
                    hold_audio=Path(hold_audio) if hold_audio else None,
                    media_advertise=config.media.advertise)
 
@@ -309,8 +355,12 @@ def _escalation(settings: ServeSettings, parser: argparse.ArgumentParser,
         return settings
     public_url = settings.http.url
     policy = config.escalation(public_url) if config else EscalationPolicy(public_url=public_url)
+    secret = _secret_flag(parser, "--webhook-secret-file", args.webhook_secret_file) \
+        or os.environ.get(WEBHOOK_SECRET_ENV)
+    if secret:
+        policy.webhook_secret = secret
     if args.webhook:
-        policy.webhook_url, policy.webhook_secret = args.webhook, args.webhook_secret
+        policy.webhook_url = args.webhook
     if args.escalate_to:
         policy.destination = _escalate_to(parser, args)
     return replace(settings, escalation=policy)
@@ -333,9 +383,35 @@ def _network(settings: ServeSettings, config: WarmlineConfig | None) -> ServeSet
         return settings
     return replace(settings, trunks=config.build_trunks(),
                    dns_servers=tuple(config.dns.nameservers()), dns_timeout=config.dns.timeout,
-                   user_agent=replace(settings.user_agent,
-                                      session_timer=config.sip.session_timer()),
+                   user_agent=_user_agent(settings.user_agent, config),
+                   destination_policy=config.destination_policy(),
                    trusted_identity=tuple(config.sip.trusted_identity))
+
+
+def _user_agent(base: UserAgentConfig, config: WarmlineConfig) -> UserAgentConfig:
+    """[sip] access (trusted networks, the challenge's accounts) and [limits] for SIP."""
+    sip, limits = config.sip, config.limits
+    return replace(base, session_timer=sip.session_timer(), trusted_networks=list(sip.trusted),
+                   access=sip.access, auth_realm=sip.realm, auth_users=sip.auth_users(),
+                   source_limit=RateLimit(limits.sip_rate, limits.sip_burst),
+                   max_transactions=limits.max_transactions, retry_after=limits.retry_after)
+
+
+def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
+            config: WarmlineConfig | None) -> ServeSettings:
+    """[limits] beyond the SIP core's; a listener asking for a challenge needs accounts."""
+    if any(spec.access is AccessMode.CHALLENGE for spec in settings.listen) \
+            and not settings.user_agent.auth_users:
+        parser.error("a listener with ;access=challenge needs [[sip.accounts]] in --config "
+                     "to check the answers against")
+    if config is None:
+        return settings
+    limits = config.limits
+    return replace(settings, max_calls=limits.max_calls, http_body=limits.http_body,
+                   ws_message=limits.ws_message, ws_audio_seconds=limits.ws_audio_seconds,
+                   stream_limits=StreamLimits(limits.tcp_idle_timeout,
+                                              limits.tcp_message_deadline,
+                                              limits.tcp_per_source, limits.tcp_total))
 
 
 def _storage(settings: ServeSettings, args: argparse.Namespace,

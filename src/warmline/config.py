@@ -35,6 +35,7 @@ from warmline.calls.trunks import Trunk, Trunks
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
+from warmline.sip.access import LOOPBACK, AccessMode, parse_networks
 from warmline.sip.auth import Credentials
 from warmline.sip.errors import SipParseError
 from warmline.sip.session_timer import SessionTimerSettings
@@ -47,6 +48,7 @@ from warmline.transfer.handoff import (
     HandoffError,
     TransferMode,
 )
+from warmline.transfer.policy import DestinationPattern, DestinationPolicy, PolicyError
 from warmline.transport.listen import ListenSpecError, parse_host_port, parse_listen
 
 
@@ -62,6 +64,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def read_secret(key: str, env: str | None, file: str | None) -> str | None:
+    """A secret from the environment variable ``env`` or the file ``file`` (trailing
+    newline stripped); None when neither is given. Never from the config file itself
+    or a command-line flag, which other users of the machine can read (``ps``).
+    ValueError naming ``key`` when the variable is unset or the file unreadable."""
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ValueError(f"{key}_env: {env} is not set")
+        return value
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ValueError(f"{key}_file: cannot read {file}: {error.strerror}") from None
+    return None
+
+
+def _no_inline_secret(data: Any, key: str) -> Any:
+    """A ``key = "..."`` secret written into the file is refused, saying what to use."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(f"{key}: secrets are not read from the config file; "
+                         f"give {key}_env (an environment variable) or {key}_file")
+    return data
+
+
+class SipAccount(_Strict):
+    """Who may answer our digest challenge on a listener with access = "challenge"."""
+
+    username: str = Field(min_length=1)
+    password_env: str | None = None
+    password_file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SipAccount:
+        if bool(self.password_env) == bool(self.password_file):
+            raise ValueError("give password_env or password_file (one of them)")
+        return self
+
+    def password(self, index: int) -> str:
+        """The password; ValueError naming the key when it is missing or empty (an empty
+        password would let anyone who knows the username in)."""
+        key = f"sip.accounts.{index}.password"
+        value = read_secret(key, self.password_env, self.password_file)
+        if not value:
+            raise ValueError(f"{key}: empty")
+        return value
+
+
 class SipSection(_Strict):
     listen: list[str] = Field(default_factory=lambda: ["udp:127.0.0.1:5070"], min_length=1)
     # RFC 4028: a call not refreshed within this many seconds is ended (0: no session timer)
@@ -70,8 +121,15 @@ class SipSection(_Strict):
     # networks (CIDR) whose P-Asserted-Identity is believed (RFC 3325): a carrier's SBC, a
     # PBX; from anyone else it is dropped and the human sees the caller's From
     trusted_identity: list[str] = Field(default_factory=list)
+    # sources whose calls and OPTIONS are taken without a challenge (sip/access.py)
+    trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+    # a new request from anyone else, on a listener naming no ;access=: "trusted" (403),
+    # "challenge" (digest, answered with one of the accounts) or "open" (taken)
+    access: AccessMode = AccessMode.TRUSTED
+    accounts: list[SipAccount] = Field(default_factory=list)
+    realm: str = "warmline"
 
-    @field_validator("trusted_identity")
+    @field_validator("trusted_identity", "trusted")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -86,7 +144,18 @@ class SipSection(_Strict):
         if 0 < self.session_expires < self.min_se:
             raise ValueError(f"session_expires: {self.session_expires} is below min_se "
                              f"({self.min_se}); 0 turns session timers off")
+        challenging = self.access is AccessMode.CHALLENGE or any(
+            parse_listen(value).access is AccessMode.CHALLENGE for value in self.listen)
+        if challenging and not self.accounts:
+            raise ValueError("accounts: access \"challenge\" needs at least one "
+                             "[[sip.accounts]] to check the answers against")
         return self
+
+    def auth_users(self) -> dict[str, str]:
+        """username -> password of the accounts (passwords read now; ValueError naming
+        the key when one cannot be)."""
+        return {account.username: account.password(index)
+                for index, account in enumerate(self.accounts)}
 
     def session_timer(self) -> SessionTimerSettings:
         return SessionTimerSettings(self.session_expires, self.min_se)
@@ -104,7 +173,16 @@ class SipSection(_Strict):
 
 class HttpSection(_Strict):
     listen: str = "127.0.0.1:8080"
-    api_token: str | None = None
+    api_token_env: str | None = None  # the variable holding the API token
+    api_token_file: str | None = None  # or the file holding it
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_not_inline(cls, data: Any) -> Any:
+        return _no_inline_secret(data, "api_token")
+
+    def api_token(self) -> str | None:
+        return read_secret("http.api_token", self.api_token_env, self.api_token_file)
 
     @field_validator("listen")
     @classmethod
@@ -128,6 +206,8 @@ class MediaSection(_Strict):
     hold_audio: str | None = None
     # SDES-SRTP (RFC 4568): "off", "accept" (answer RTP/SAVP, offer RTP) or "require"
     srtp: SrtpName = "accept"
+    # a caller sending neither RTP nor RTCP this many seconds is hung up (0: never)
+    rtp_timeout: float = Field(60.0, ge=0, le=86400)
 
     @field_validator("ports")
     @classmethod
@@ -179,8 +259,18 @@ class ContextSection(_Strict):
     uui_bytes: int = Field(128, ge=16, le=1024)
     max_total: int = Field(2048, ge=256, le=16384)
     webhook: str | None = Field(None, pattern=r"^https?://")
-    webhook_secret: str = ""
+    webhook_secret_env: str | None = None  # the HMAC key for X-Warmline-Signature
+    webhook_secret_file: str | None = None
     webhook_timeout: float = Field(2.0, gt=0, le=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_not_inline(cls, data: Any) -> Any:
+        return _no_inline_secret(data, "webhook_secret")
+
+    def webhook_secret(self) -> str:
+        return read_secret("context.webhook_secret", self.webhook_secret_env,
+                           self.webhook_secret_file) or ""
 
 
 class DestinationModel(_Strict):
@@ -341,18 +431,8 @@ class TrunkSection(_Strict):
                      SrtpPolicy(self.srtp) if self.srtp else None)
 
     def _password(self, name: str) -> str:
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"trunks.{name}.password_env: {self.password_env} is not set")
-            return value
-        if self.password_file:
-            try:
-                return Path(self.password_file).read_text(encoding="utf-8").strip()
-            except OSError as error:
-                raise ValueError(f"trunks.{name}.password_file: cannot read "
-                                 f"{self.password_file}: {error.strerror}") from None
-        return ""
+        return read_secret(f"trunks.{name}.password", self.password_env,
+                           self.password_file) or ""
 
 
 def _parsed(text: str) -> object:
@@ -362,8 +442,52 @@ def _parsed(text: str) -> object:
         return None
 
 
+class TransferSection(_Strict):
+    # destinations a transfer asked for over the API may go to, besides addresses in
+    # [sip] trusted: sip:USER@HOST[:PORT], sips:..., tel:NUMBER, each part a glob
+    allow: list[str] = Field(default_factory=list)
+    # addresses a transfer may reach directly (not through a trunk) without a pattern
+    trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+
+    @field_validator("trusted")
+    @classmethod
+    def _trusted_networks(cls, values: list[str]) -> list[str]:
+        parse_networks(values, "trusted")
+        return values
+
+    @field_validator("allow")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                DestinationPattern.parse(value)
+            except PolicyError as error:
+                raise ValueError(str(error).removeprefix("transfer.allow: ")) from None
+        return values
+
+
+class LimitsSection(_Strict):
+    """What one source, or everyone, may take of the engine: past each, a refusal
+    (a SIP 503 with Retry-After, an HTTP 413/503, a closed connection), never a hang."""
+
+    sip_rate: float = Field(50.0, ge=0)  # messages a second from one untrusted source; 0 off
+    sip_burst: float = Field(100.0, ge=0)  # ... in bursts up to this many
+    max_transactions: int = Field(20_000, ge=0)  # SIP server transactions held; 0: no cap
+    max_calls: int = Field(1_000, ge=0)  # calls at once; past it new ones get 503; 0: no cap
+    retry_after: int = Field(5, ge=1, le=3600)  # seconds, in each 503
+    tcp_idle_timeout: float = Field(300.0, ge=0)  # an inbound connection no call uses
+    tcp_message_deadline: float = Field(10.0, ge=0)  # to finish a message once begun
+    tcp_per_source: int = Field(64, ge=0)  # inbound TCP/TLS connections from one address
+    tcp_total: int = Field(10_000, ge=0)  # inbound TCP/TLS connections in all
+    http_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)  # bytes per request body
+    ws_message: int = Field(65_536, ge=1024, le=16 * 1_048_576)  # bytes per WebSocket message
+    ws_audio_seconds: float = Field(120.0, gt=0, le=3600)  # a bot's audio queued ahead of playing
+
+
 class WarmlineConfig(_Strict):
     sip: SipSection = Field(default_factory=SipSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    transfer: TransferSection = Field(default_factory=TransferSection)
     http: HttpSection | None = None
     media: MediaSection = Field(default_factory=MediaSection)
     storage: StorageSection = Field(default_factory=StorageSection)
@@ -375,6 +499,9 @@ class WarmlineConfig(_Strict):
     dns: DnsSection = Field(default_factory=DnsSection)
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
 
+    def destination_policy(self) -> DestinationPolicy:
+        return DestinationPolicy.build(self.transfer.allow, self.transfer.trusted)
+
     def build_trunks(self) -> Trunks:
         """The trunks in file order, passwords read (ValueError naming the key)."""
         return Trunks(tuple(section.build(name) for name, section in self.trunks.items()))
@@ -385,7 +512,7 @@ class WarmlineConfig(_Strict):
             triggers=self.triggers.build(),
             budget=HeaderBudget(self.context.max_header, self.context.uui_bytes,
                                 self.context.max_total),
-            webhook_url=self.context.webhook, webhook_secret=self.context.webhook_secret,
+            webhook_url=self.context.webhook, webhook_secret=self.context.webhook_secret(),
             webhook_timeout=self.context.webhook_timeout, public_url=public_url)
         if self.departments:
             from datetime import timedelta
@@ -417,6 +544,9 @@ def load(path: Path) -> WarmlineConfig:
     try:
         config.escalation(None)
         config.build_trunks()
+        config.sip.auth_users()
+        if config.http is not None:
+            config.http.api_token()
     except (RoutingError, HandoffError, ValueError) as error:
         key = str(error).split(":", 1)[0]
         raise ConfigError([f"{path}:{_line_of(text, key.split('.'))}: {error}"]) from None

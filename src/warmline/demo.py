@@ -167,7 +167,7 @@ async def run_demo(out: Path) -> dict[str, Any]:
     relay = EmbeddedRelay(HOST, PortRange(32200, 32700))
     (out / "records").mkdir(parents=True, exist_ok=True)
     database = default_url(out / "records")
-    records = RecordWriter(database, out / "records" / "pending-events.jsonl")
+    records = RecordWriter(database, out / "records")
     engine = CallEngine(shell, relay, HOST, ["PCMU", "PCMA"], records_dir=out / "records",
                         escalation=EscalationPolicy(
                             destination=Destination(human.uri, TransferMode.WARM, 15)),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -22,12 +23,15 @@ from typing import Any
 
 from warmline.brain.calibration import TriggerLog
 from warmline.brain.escalation import EscalationPolicy
+from warmline.brain.redact import redact_value
 from warmline.brain.service import Brain, TurnResult
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
+from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.registrations import TrunkRegistrations
-from warmline.calls.switchboard import Switchboard
+from warmline.calls.switchboard import Overload, Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
+from warmline.calls.watchdog import SilenceWatchdog
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Samples, ringback
 from warmline.media.sdes import SrtpPolicy
@@ -43,10 +47,14 @@ from warmline.transfer.handoff import (
     Problem,
 )
 from warmline.transfer.live import TransferServices
+from warmline.transfer.policy import DestinationPolicy
 from warmline.transfer.service import Transfers
-from warmline.transport.resolver import Resolver
+from warmline.transport.resolver import ResolutionError, Resolver
 from warmline.transport.shell import SipShell
 
+log = logging.getLogger("warmline")
+# event data the records keep verbatim: what calls are routed by, and file paths
+ROUTING_KEYS = frozenset({"to", "caller", "uri", "number", "path"})
 CallHandler = Callable[[Call], None]
 ReturnHandler = Callable[[Call, str, float], None]  # call, why, seconds away
 
@@ -63,6 +71,11 @@ class CallEngine:
     ``srtp``: when legs use SDES-SRTP (a trunk's own policy wins for legs through it).
     ``early_media``: calls ring with early media (183, ringback) until the AI side
     calls :meth:`answer`, at most that many seconds; None answers them at once.
+    ``destination_policy``: checked by the API for the destinations a request names.
+    ``journal``: the dialogs owned, so that a start after a crash ends what it left up.
+    ``rtp_timeout``: a caller sending neither RTP nor RTCP this long is hung up (0: never).
+    ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
+    core's Retry-After (0: no cap), as is one that finds every media port taken.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -74,7 +87,11 @@ class CallEngine:
                  resolver: Resolver | None = None,
                  trusted_identity: Sequence[str] = (),
                  srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
-                 early_media: float | None = None) -> None:
+                 early_media: float | None = None, max_calls: int = 0,
+                 destination_policy: DestinationPolicy | None = None,
+                 journal: DialogJournal | None = None, rtp_timeout: float = 0.0) -> None:
+        # where a transfer asked for from outside may go; None: anywhere (in-process use)
+        self.destination_policy = destination_policy
         self.on_call: CallHandler = on_call or (lambda call: None)
         self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
         self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
@@ -89,7 +106,9 @@ class CallEngine:
         self.switchboard = Switchboard(
             shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
             trusted_identity=[ipaddress.ip_network(n, strict=False) for n in trusted_identity],
-            srtp=srtp, early_media=early_media)
+            srtp=srtp, early_media=early_media, max_calls=max_calls,
+            retry_after=shell.ua.config.retry_after, journal=journal)
+        self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
         self.transfers = Transfers(self.switchboard, TransferServices(
@@ -146,16 +165,20 @@ class CallEngine:
         route = self.switchboard.trunks.route(destination)
         await self.switchboard.resolver.resolve(route.next_hop)
 
-    def hang_up(self, call: Call) -> None:
-        """warmline ends the caller's call."""
-        self.switchboard.hang_up(call.caller)
+    def hang_up(self, call: Call, reason: str | None = None) -> None:
+        """warmline ends the caller's call (``reason``: a Reason header for the BYE)."""
+        self.switchboard.hang_up(call.caller, reason)
 
     def record(self, call_id: str, kind: str, data: dict[str, Any],
                handoff_id: str | None = None, at: float | None = None) -> None:
-        """Queue an event for the records (never blocks the call; see records/store.py)."""
+        """Journal an event for the records (tens of µs on local disk; see records/store.py).
+
+        Its data is redacted here, whoever wrote it (a safety net: the words came in
+        redacted already); the URIs calls are routed by stay as they are.
+        """
         if self.records is not None:
-            self.records.add(Event(at if at is not None else time.time(), call_id, kind, data,
-                                   handoff_id))
+            self.records.add(Event(at if at is not None else time.time(), call_id, kind,
+                                   redact_value(data, ROUTING_KEYS), handoff_id))
 
     def hold_audio(self) -> Samples:
         return self._hold
@@ -172,8 +195,69 @@ class CallEngine:
         return task
 
     def start(self) -> None:
-        """Register the trunks that ask for it (once the SIP listeners are open)."""
+        """Once the SIP listeners are open: end the calls a crashed run left up, register
+        the trunks that ask for it, and watch for callers gone silent."""
+        self.switchboard.end_left_over()
         self.registrations.start()
+        if self.switchboard.trunks.trunks:
+            self.spawn(self._trust_the_trunks())
+        if self.watchdog is not None:
+            self.spawn(self._watch_for_silence(self.watchdog))
+
+    async def _trust_the_trunks(self) -> None:
+        """A trunk's calls come from its addresses: trust them as [sip] trusted would, so
+        a carrier configured as a trunk is not refused 403 or rate-limited. Each name is
+        resolved as a call to it would be (RFC 3263); one that fails is logged."""
+        shell = self.switchboard.shell
+        for trunk in self.switchboard.trunks.trunks:
+            hops = {trunk.uri, trunk.next_hop}
+            for hop in hops:
+                try:
+                    resolution = await self.switchboard.resolver.resolve(hop)
+                except ResolutionError as error:
+                    log.warning("trunk %s: %s does not resolve (%s); its calls are trusted only "
+                                "from [sip] trusted", trunk.name, hop.bare_host, error.reason)
+                    continue
+                addresses = sorted({target.host for target in resolution.targets})
+                shell.ua.trust(addresses)
+                log.info("trunk %s: calls from %s trusted", trunk.name, ", ".join(addresses))
+
+    async def _watch_for_silence(self, watchdog: SilenceWatchdog) -> None:
+        interval = min(5.0, watchdog.timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                ended = watchdog.sweep(list(self.calls.values()), self.switchboard.shell.now())
+            except Exception:  # a bug here must not stop the watch for the other calls
+                log.exception("silence watchdog: sweep failed")
+                continue
+            for call in ended:
+                log.warning("call %s ended: no RTP or RTCP from the caller for %g s", call.id,
+                            watchdog.timeout, extra={"call_id": call.id})
+
+    def readiness(self) -> dict[str, bool]:
+        """What /readyz checks: a SIP listener is open, the records can be written, a
+        call could get media ports now. Each cheap: no I/O."""
+        records = self.records
+        return {"sip": self.switchboard.shell.listening,
+                "records": records is None or records.writable,
+                "media_ports": self.switchboard.plane.spare_legs() > 0}
+
+    def refusals(self) -> dict[str, int]:
+        """Everything refused to protect the engine so far, by reason (for /metrics)."""
+        shell = self.switchboard.shell
+        counters, streams = shell.ua.counters, shell.connections.refusals
+        refused = self.switchboard.refused
+        return {"sip_untrusted": counters.refused_untrusted,
+                "sip_challenged": counters.challenged,
+                "sip_rate_limited": counters.rate_limited,
+                "sip_overloaded": counters.overloaded,
+                "calls_over_max": refused[Overload.MAX_CALLS],
+                "calls_no_media_ports": refused[Overload.NO_MEDIA_PORTS],
+                "tcp_over_source_cap": streams.over_source_cap,
+                "tcp_over_total_cap": streams.over_total_cap,
+                "tcp_idle": streams.idle,
+                "tcp_slow_message": streams.slow_message}
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import logging
+import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from warmline.agents.media_stream import MediaStreamAgent
 from warmline.agents.scripted import ScriptedAgent
 from warmline.calls.call import Call
+from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.sip_answerer import SipAnswerer
 from warmline.engine import CallEngine
 from warmline.media.player import Player, load_wav
@@ -56,7 +60,8 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     user_agent = replace(settings.user_agent, credentials=[
         *settings.user_agent.credentials, *settings.trunks.accounts])
     shell = SipShell(UserAgent(user_agent), tls_server=settings.tls.server_context(),
-                     tls_client=settings.tls.client_context(), resolver=settings.resolver())
+                     tls_client=settings.tls.client_context(), resolver=settings.resolver(),
+                     stream_limits=settings.stream_limits)
     async with contextlib.AsyncExitStack() as stack:
         side = await _take_calls(stack, shell, settings)
         stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
@@ -148,6 +153,9 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         escalation=settings.escalation, records=writer, hold_audio=hold_audio,
                         trunks=settings.trunks, resolver=shell.resolver,
                         trusted_identity=settings.trusted_identity, srtp=settings.srtp,
+                        max_calls=settings.max_calls,
+                        destination_policy=settings.destination_policy,
+                        journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
@@ -158,9 +166,41 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
 
 def _open_records(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> RecordWriter:
     settings.records.mkdir(parents=True, exist_ok=True)
-    writer = RecordWriter(settings.database_url, settings.records / "pending-events.jsonl")
+    stack.enter_context(_records_lock(settings.records))
+    writer = RecordWriter(settings.database_url, settings.records)
     stack.callback(writer.close)
     return writer
+
+
+def _dialog_journal(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> DialogJournal:
+    """The dialogs we own (calls/dialog_journal.py); closed after the calls are hung up."""
+    journal = DialogJournal(settings.records / "dialogs.db")
+    stack.callback(journal.close)
+    return journal
+
+
+@contextlib.contextmanager
+def _records_lock(folder: Path) -> Iterator[None]:
+    """One engine per records folder: a second one would ship the first's journal and,
+    worse, BYE every call of the first as 'left up by a crash' (its dialog journal).
+    OSError naming the folder and the holder's PID when another engine has it."""
+    path = folder / "warmline.lock"
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise OSError(f"records folder {folder} is in use by another warmline (PID {holder}); "
+                      "give each engine its own --records") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()  # closing releases the lock
 
 
 def _ai_side(engine: CallEngine, settings: ServeSettings) -> Callable[[Call], None]:
@@ -171,7 +211,8 @@ def _ai_side(engine: CallEngine, settings: ServeSettings) -> Callable[[Call], No
     dead air.
     """
     if settings.agent_ws:
-        return MediaStreamAgent(engine, settings.agent_ws).on_call
+        return MediaStreamAgent(engine, settings.agent_ws, max_message=settings.ws_message,
+                                audio_seconds=settings.ws_audio_seconds).on_call
     if settings.flow is not None:
         return ScriptedAgent(engine, settings.flow).on_call
 
@@ -185,8 +226,11 @@ async def _start_api(stack: contextlib.AsyncExitStack, engine: CallEngine,
                      settings: ServeSettings, http: HttpSpec) -> None:
     from warmline.api import build_app, start_http, stop_http  # FastAPI only when asked for
 
-    server, task = await start_http(build_app(engine, settings.api_token, settings.database_url),
-                                    http.host, http.port)
+    app = build_app(engine, settings.api_token, settings.database_url, settings.http_body)
+    # a media stream per call, and room for the API's own requests besides
+    concurrency = settings.max_calls + 500 if settings.max_calls else None
+    server, task = await start_http(app, http.host, http.port, ws_max_size=settings.ws_message,
+                                    concurrency=concurrency)
     stack.push_async_callback(stop_http, server, task)
     log.info("warmline HTTP API on %s (OpenAPI at /openapi.json)", http.url)
 

@@ -18,9 +18,20 @@ from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
 from warmline.records.store import default_url
+from warmline.sip.access import LOOPBACK, AccessMode, RateLimit
 from warmline.sip.useragent import UserAgentConfig
+from warmline.transfer.policy import DestinationPolicy
 from warmline.transport.listen import ListenSpec
 from warmline.transport.resolver import Resolver
+from warmline.transport.stream import StreamLimits
+
+
+def secure_user_agent() -> UserAgentConfig:
+    """The SIP core as `serve` runs it unless told otherwise: calls taken from loopback
+    only (others get 403 until [sip] trusted or a challenge lets them in), 50 messages a
+    second per untrusted source, at most 20,000 server transactions (then 503)."""
+    return UserAgentConfig(trusted_networks=list(LOOPBACK), access=AccessMode.TRUSTED,
+                           source_limit=RateLimit(50.0, 100.0), max_transactions=20_000)
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,16 @@ class ServeSettings:
     agent_ws: str | None = None  # the bot's WebSocket; it takes each call first
     early_media: float = 6.0  # with agent_ws: seconds of ringback (183) while it connects; 0 off
     flow: Flow | None = None  # a scripted flow for the calls when there is no bot
-    user_agent: UserAgentConfig = field(default_factory=UserAgentConfig)
+    user_agent: UserAgentConfig = field(default_factory=secure_user_agent)
+    # TCP/TLS: idle timeout, message deadline, per-source and total caps
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
+    rtp_timeout: float = 60.0  # a caller sending neither RTP nor RTCP this long is hung up; 0 off
+    max_calls: int = 1_000  # calls at once; past it a new one gets 503 + Retry-After; 0: any
+    http_body: int = 1_048_576  # bytes per HTTP request body (413 past it)
+    ws_message: int = 65_536  # bytes per WebSocket message from a bot (closed 1009 past it)
+    # where a transfer asked for over the API may go (default: loopback addresses only)
+    destination_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    ws_audio_seconds: float = 120.0  # a bot's audio queued ahead of playing; past it: dropped
     trunks: Trunks = field(default_factory=Trunks)  # carriers and PBXs (accounts, registration)
     dns_servers: tuple[tuple[str, int], ...] = ()  # none: /etc/resolv.conf and /etc/hosts
     dns_timeout: float = 2.0  # seconds per DNS question

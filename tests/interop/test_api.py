@@ -33,9 +33,11 @@ async def first_call(client: httpx.AsyncClient) -> dict[str, object]:
 
 def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
     sip_port, http_port, media = free_port(), free_port(), relay_block()
-    server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
-                          f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}"],
-                         tmp_path)
+    config = tmp_path / "warmline.toml"  # a name that does not resolve, allowed to be asked
+    config.write_text('[transfer]\nallow = ["sip:*@no-such-host.invalid"]\n')
+    server = start_serve(["--config", str(config), "--sip", f"udp:127.0.0.1:{sip_port}",
+                          "--http", f"127.0.0.1:{http_port}",
+                          "--media-ports", f"{media}-{media + 40}"], tmp_path)
     scenario = render_scenario("refer_notify_bye.xml", tmp_path, final="200 OK",
                                tail=SUCCESS_TAIL)
 
@@ -57,6 +59,8 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
                 f"{transfer}?slow": ({"to": human, "timeout": 0}, 422, "timeout"),
                 f"{transfer}?nowhere": ({"to": "sip:human@no-such-host.invalid"}, 422,
                                         "does not resolve"),
+                f"{transfer}?premium": ({"to": "sip:+19005550100@gw.example.com"}, 403,
+                                        "not an allowed destination"),
                 f"{transfer}?badstep": ({"to": human, "fallback": ["somewhere"]}, 422,
                                         "fallback"),
             }
@@ -91,7 +95,7 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
     assert [e["kind"] for e in handoff["events"]][:3] == ["requested", "attempt", "accepted"]
 
 
-def test_serve_runs_from_a_config_file(tmp_path: Path) -> None:
+def test_serve_runs_from_a_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sip_port, http_port, media = free_port(), free_port(), relay_block()
     config = tmp_path / "warmline.toml"
     config.write_text(f"""
@@ -99,7 +103,7 @@ def test_serve_runs_from_a_config_file(tmp_path: Path) -> None:
 listen = ["udp:127.0.0.1:{sip_port}"]
 [http]
 listen = "127.0.0.1:{http_port}"
-api_token = "from-the-file"
+api_token_env = "WARMLINE_TEST_API_TOKEN"
 [media]
 ports = "{media}-{media + 40}"
 codecs = ["PCMA"]
@@ -107,6 +111,7 @@ codecs = ["PCMA"]
 name = "billing"
 destinations = [{{ uri = "sip:billing@127.0.0.1:5999", mode = "warm" }}]
 """)
+    monkeypatch.setenv("WARMLINE_TEST_API_TOKEN", "from-the-file")  # start_serve passes it on
     server = start_serve(["--config", str(config)], tmp_path)
     try:
         wait_for_log(server, f"listening on udp:127.0.0.1:{sip_port}")

@@ -40,10 +40,11 @@ def browser() -> webdriver.Chrome:
 def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
     sip_port, http_port, human_port = free_port(), free_port(), free_port()
     media = relay_block()
+    (tmp_path / "token").write_text("t0k\n")
     server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
                           f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}",
                           "--escalate-to", f"sip:human@127.0.0.1:{human_port}",
-                          "--escalate-mode", "bridge", "--api-token", "t0k"], tmp_path)
+                          "--escalate-mode", "bridge", "--api-token-file", "token"], tmp_path)
     human_dir = tmp_path / "human"
     human_dir.mkdir()
     human = render_scenario("human_answers.xml", human_dir, ring_ms="100", tail=WAIT_FOR_BYE,

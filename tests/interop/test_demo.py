@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ def test_the_demo_runs_an_escalation_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for line in ("SIP ladder", "human ◀──INVITE── warmline",
                  "What the human's phone received before answering",
-                 "X-Warmline-Intent: billing_dispute", "Handoff handoff-1: completed"):
+                 "X-Warmline-Intent: billing_dispute"):
         assert line in done.stdout, line
+    assert re.search(r"Handoff handoff-[0-9a-f]{16}: completed", done.stdout)
     figures = json.loads((out / "report.json").read_text())
     assert figures["status"] == "completed" and figures["largest_gap_ms"] < 60
     assert figures["human_received_uui"]["i"] == "billing_dispute"

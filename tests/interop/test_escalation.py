@@ -59,12 +59,13 @@ async def wait_for(client: httpx.AsyncClient, path: str, ready: Any) -> Any:
 def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path) -> None:
     sip_port, http_port, human_port = free_port(), free_port(), free_port()
     media = relay_block()
+    (tmp_path / "token").write_text("admin-secret\n")
     server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
                           f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}",
                           "--escalate-to", f"sip:human@127.0.0.1:{human_port}",
-                          "--escalate-mode", "bridge", "--api-token", "admin-secret"], tmp_path)
+                          "--escalate-mode", "bridge", "--api-token-file", "token"], tmp_path)
     checks = expect_headers(uui=("User-to-User", "^ *[0-9a-f]+;encoding=hex;purpose=isdn-uui$"),
-                            info=("Call-Info", "/handoffs/handoff-[0-9]+[?]token=[^>]+>"),
+                            info=("Call-Info", "/handoffs/handoff-[0-9a-f]+[?]token=[^>]+>"),
                             intent=("X-Warmline-Intent", "^ *billing_dispute$"),
                             verified=("X-Warmline-Verified", "^ *yes$"))
     human_dir = tmp_path / "human"

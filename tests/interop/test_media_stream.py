@@ -147,10 +147,12 @@ def test_a_bot_can_also_connect_to_warmline_for_a_call(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
             [call_id] = calls.calls
             url = f"ws://127.0.0.1:{http_port}/calls/{call_id}/stream"
-            with pytest.raises(websockets.exceptions.InvalidStatus, match="403"):
-                async with websockets.connect(url + "?token=wrong") as refused:
-                    await refused.recv()
-            async with websockets.connect(url + "?token=s3cret") as bot:
+            own = calls.calls[call_id].token  # the bot holds its call's token, not the API's
+            for wrong in ("wrong", "s3cret"):  # the API token never goes in a URL
+                with pytest.raises(websockets.exceptions.InvalidStatus, match="403"):
+                    async with websockets.connect(url + f"?token={wrong}") as refused:
+                        await refused.recv()
+            async with websockets.connect(url + f"?token={own}") as bot:
                 first, start = json.loads(await bot.recv()), json.loads(await bot.recv())
                 seen["events"] = [first["event"], start["event"]]
                 inbound = 0
@@ -168,7 +170,8 @@ def test_a_bot_can_also_connect_to_warmline_for_a_call(tmp_path: Path) -> None:
                     if message["event"] == "mark":
                         seen["mark"] = message["mark"]["name"]
                         break
-            async with websockets.connect(url + "?token=s3cret") as rude:
+            async with websockets.connect(
+                    url, additional_headers={"Authorization": "Bearer s3cret"}) as rude:
                 await rude.recv()
                 await rude.send("garbage")
                 with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:

@@ -98,6 +98,9 @@ password_env = "{PASSWORD_ENV}"
 realm = "{DOMAIN}"
 register = true
 expires = 60
+
+[transfer]
+allow = ["sip:*@{DOMAIN}"]  # the humans behind the PBX; nothing else is dialled
 """)
     monkeypatch.setenv(PASSWORD_ENV, password)  # start_serve passes os.environ on
     workdir = tmp_path / "warmline"

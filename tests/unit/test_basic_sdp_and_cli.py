@@ -100,8 +100,8 @@ def test_a_listener_may_advertise_another_address(text: str, public: tuple[str, 
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("udp:127.0.0.1:5060;advertise=", "the only option is ;advertise=HOST[:PORT]"),
-    ("udp:127.0.0.1:5060;via=1.2.3.4", "the only option is ;advertise=HOST[:PORT]"),
+    ("udp:127.0.0.1:5060;advertise=", "options are ;advertise=HOST[:PORT] and ;access="),
+    ("udp:127.0.0.1:5060;via=1.2.3.4", "options are ;advertise=HOST[:PORT] and ;access="),
     ("udp:127.0.0.1:5060;advertise=bad_host!", "advertise needs an IP address or a host name"),
     ("udp:127.0.0.1:5060;advertise=1.2.3.4:99999", "advertised port must be 1-65535"),
 ])

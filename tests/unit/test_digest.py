@@ -57,3 +57,19 @@ def test_server_refuses_forged_wrong_and_stale_answers() -> None:
     late = good.authorization(challenge, "INVITE", "sip:x") or ""
     assert server.verify(late, "INVITE", 100.0) == (False, True)
     assert server.verify("garbage", "INVITE", 1.0) == (False, False)
+
+
+def test_an_answer_cannot_be_replayed_or_moved_to_another_uri() -> None:
+    from warmline.sip.uri import parse_uri
+
+    server = DigestServer("pbx", {"ai": "pw"})
+    client = DigestClient([Credentials("ai", "pw")])
+    challenge = server.challenge(now=0.0)
+    first = client.authorization(challenge, "INVITE", "sip:agent@pbx") or ""
+    target = parse_uri("sip:agent@pbx")
+    assert server.verify(first, "INVITE", 1.0, target) == (True, False)
+    assert server.verify(first, "INVITE", 2.0, target) == (False, False)  # replayed: same nc
+    second = client.authorization(challenge, "INVITE", "sip:agent@pbx") or ""
+    elsewhere = parse_uri("sip:+19005550100@pbx")
+    assert server.verify(second, "INVITE", 3.0, elsewhere) == (False, False)  # another target
+    assert server.verify(second, "INVITE", 3.0, target) == (True, False)  # nc 2 > 1: good

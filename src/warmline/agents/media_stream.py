@@ -39,14 +39,16 @@ from warmline.media.player import Player, Samples
 
 log = logging.getLogger("warmline.agents")
 BACKLOG_FRAMES = 250  # 5 s of caller audio unread by the bot: it has stalled
+MAX_MARKS = 1000  # marks waiting to be reached; a bot sending more is broken
 _SILENCE = np.zeros(160, dtype=np.int16)
 
 
 class StreamPlayer(Player):
     """Audio pushed by the bot, played as it comes; marks report when they are reached."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_seconds: float = 120.0) -> None:
         super().__init__(np.zeros(0, dtype=np.int16))
+        self.max_samples = int(max_seconds * 8000)  # queued past this: the bot is broken
         self._chunks: deque[Samples] = deque()
         self._marks: deque[tuple[int, str]] = deque()  # (samples still ahead, name)
         self.queued = 0
@@ -57,10 +59,17 @@ class StreamPlayer(Player):
         return False  # a stream plays (silence) until the call or the bot ends
 
     def push(self, samples: Samples) -> None:
+        """Queue the bot's audio; a bot that sends far ahead of real time is dropped
+        (_Misbehaving) rather than allowed to fill memory with minutes of speech."""
+        if self.queued + len(samples) > self.max_samples:
+            raise _Misbehaving(f"over {self.max_samples // 8000} s of audio queued "
+                               "([limits] ws_audio_seconds)")
         self._chunks.append(samples)
         self.queued += len(samples)
 
     def mark(self, name: str) -> None:
+        if len(self._marks) >= MAX_MARKS:
+            raise _Misbehaving(f"over {MAX_MARKS} marks waiting")
         self._marks.append((self.queued, name))
         self._reach_marks()
 
@@ -99,10 +108,13 @@ class StreamPlayer(Player):
 class MediaStreamAgent:
     """Connects every call to the bot at ``url`` for as long as the call is with the AI."""
 
-    def __init__(self, engine: AgentHost, url: str, connect_timeout: float = 5.0) -> None:
+    def __init__(self, engine: AgentHost, url: str, connect_timeout: float = 5.0, *,
+                 max_message: int = 65_536, audio_seconds: float = 120.0) -> None:
         self.engine = engine
         self.url = url
         self.connect_timeout = connect_timeout
+        self.max_message = max_message  # bytes per message from the bot
+        self.audio_seconds = audio_seconds  # the bot's audio queued ahead of playing
         self.sessions = 0
         self.disconnected_for_misbehaving = 0
 
@@ -112,7 +124,7 @@ class MediaStreamAgent:
     async def _session(self, call: Call) -> None:
         try:
             socket = await websockets.connect(self.url, open_timeout=self.connect_timeout,
-                                              max_size=1 << 20)
+                                              max_size=self.max_message)
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
             self.engine.answer(call)  # no bot: answered all the same, to hold audio
             log.warning("call %s: bot at %s unreachable (%s); the caller keeps hold audio",
@@ -122,19 +134,20 @@ class MediaStreamAgent:
             return
         self.engine.answer(call)  # the bot is there: the ringing ends
         self.sessions += 1
-        dropped = await run_stream(self.engine, call, socket)
+        dropped = await run_stream(self.engine, call, socket, self.audio_seconds)
         if dropped is not None:
             self.disconnected_for_misbehaving += 1
 
 
-async def run_stream(engine: AgentHost, call: Call, socket: Any) -> str | None:
+async def run_stream(engine: AgentHost, call: Call, socket: Any,
+                     audio_seconds: float = 120.0) -> str | None:
     """Serve ``call``'s media stream over ``socket`` (ours or the bot's end of it).
 
     ``socket`` needs ``send(text)``, ``close(code=, reason=)`` and async iteration
     over incoming messages. Returns why the bot was dropped, or None. Whatever
     happens, the caller is left with hold audio, never silence.
     """
-    stream = _Stream(call, socket)
+    stream = _Stream(call, socket, audio_seconds)
     try:
         await stream.run()
     except _Misbehaving as error:
@@ -164,12 +177,12 @@ class _Misbehaving(Exception):
 class _Stream:
     """One call's stream: caller audio out, bot audio in."""
 
-    def __init__(self, call: Call, socket: Any) -> None:
+    def __init__(self, call: Call, socket: Any, audio_seconds: float = 120.0) -> None:
         self.call = call
         self.socket = socket
         self.sid = "MZ" + secrets.token_hex(16)
         self.outbound: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.player = StreamPlayer()
+        self.player = StreamPlayer(audio_seconds)
         self.sequence = 0
         self.chunk = 0
         self.playback: Playback | None = None  # the bot's audio on the caller's leg
@@ -179,7 +192,8 @@ class _Stream:
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send({"event": "start", "start": {
             "streamSid": self.sid, "callSid": self.call.id, "accountSid": "warmline",
-            "tracks": ["inbound"], "customParameters": {"from": self._caller()},
+            "tracks": ["inbound"], "customParameters": {
+                "from": self._caller(), "call_token": self.call.token},
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
         self.player.on_mark = lambda name: self.outbound.put_nowait(
             {"event": "mark", "mark": {"name": name}})

@@ -4,23 +4,28 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from warmline.api import calls, dashboard, handoffs, reports, stream, trunks
+from warmline.api import calls, dashboard, handoffs, health, reports, stream, trunks
 from warmline.api.auth import install_auth
 from warmline.api.dependencies import ApiSettings, provide
+from warmline.api.limits import install_limits
 from warmline.engine import CallEngine
 
 
 def build_app(engine: CallEngine, api_token: str | None = None,
-              records_url: str | None = None) -> FastAPI:
+              records_url: str | None = None, body_limit: int = 1_048_576) -> FastAPI:
     """The API over ``engine``. With ``api_token`` every request needs
-    ``Authorization: Bearer <token>``, except that a handoff's own token (in its
-    Call-Info link) opens that handoff alone (api/auth.py). Without ``records_url``
-    (the records database) the KPI routes answer 404."""
+    ``Authorization: Bearer <token>``, except that a call's or a handoff's own token
+    opens that call or handoff alone (api/auth.py). Without ``records_url`` (the
+    records database) the KPI routes answer 404. Bodies over ``body_limit`` bytes
+    get 413 (api/limits.py)."""
     app = FastAPI(title="warmline", summary="Hand live calls from an AI agent to a human.")
-    provide(app, engine, ApiSettings(api_token, records_url))
+    settings = ApiSettings(api_token, records_url)
+    provide(app, engine, settings)
     if api_token is not None:
-        install_auth(app, api_token, engine.handoffs)
+        install_auth(app, api_token, engine.handoffs, engine.calls, settings.refusals)
+    # added last, so it runs first: a huge body is refused before auth reads anything
+    install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,
-                   trunks.router, dashboard.router):
+                   trunks.router, dashboard.router, health.router):
         app.include_router(routes)
     return app

@@ -1,11 +1,17 @@
-"""Who may use the API: the holder of the API token, or of one handoff's own token.
+"""Who may use the API: the holder of the API token, or of one call's or handoff's own token.
 
 With an API token, every HTTP request needs ``Authorization: Bearer <token>``
-or gets 401, with two exceptions. The human's desktop holds no API token, only
-the link in the Call-Info of the INVITE that rang it (``/handoffs/{id}?token=``),
-so a handoff's own token opens GET /handoffs/{id} and /handoffs/{id}/context for
-that handoff and nothing else. And /dashboard is open, because the page holds
-no data: it calls the API with the token given in its own URL.
+or gets 401, with three exceptions, each a narrow key instead of the master one:
+
+- The human's desktop holds only the link in the Call-Info of the INVITE that
+  rang it (``/handoffs/{id}?token=``): a handoff's own token opens GET
+  /handoffs/{id} and /handoffs/{id}/context for that handoff and nothing else.
+- A bot holds only its call's token (sent in the stream's ``start`` message):
+  as a Bearer token or ``?token=`` it opens /calls/{id}/... for that call alone
+  (its media stream, turns, transfer, CSAT), so a leaked bot cannot touch the
+  other calls or read the records.
+- /dashboard, /healthz and /readyz are open: the page holds no data (it calls
+  the API with the token in its own URL) and the probes say only yes or no.
 
 HTTP middleware never sees a WebSocket, so the media stream checks the token
 itself (api/stream.py), with the same comparison.
@@ -19,10 +25,13 @@ from collections.abc import Mapping
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import HTTPConnection
 
+from warmline.api.dependencies import HttpRefusals
+from warmline.calls.call import Call
 from warmline.transfer.handoff import Handoff
 
-OPEN_PATHS = frozenset({"/dashboard"})
+OPEN_PATHS = frozenset({"/dashboard", "/healthz", "/readyz"})
 
 
 def same_secret(given: str | None, expected: str) -> bool:
@@ -32,21 +41,39 @@ def same_secret(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
-def install_auth(app: FastAPI, api_token: str, handoffs: Mapping[str, Handoff]) -> None:
-    """Refuse (401) each HTTP request to ``app`` that the token rules above do not let in."""
+def install_auth(app: FastAPI, api_token: str, handoffs: Mapping[str, Handoff],
+                 calls: Mapping[str, Call], refusals: HttpRefusals) -> None:
+    """Refuse (401, counted) each HTTP request that the token rules above do not let in."""
 
     async def require_token(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if (same_secret(_bearer(request), api_token) or _opens_its_handoff(request, handoffs)
-                or request.url.path in OPEN_PATHS):
+        if (same_secret(bearer(request), api_token) or _opens_its_handoff(request, handoffs)
+                or _opens_its_call(request, calls) or request.url.path in OPEN_PATHS):
             return await call_next(request)
+        refusals.unauthorised += 1
         return JSONResponse({"detail": "Authorization: a Bearer token is needed"}, 401)
 
     app.add_middleware(BaseHTTPMiddleware, dispatch=require_token)
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: HTTPConnection) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+def call_token_opens(connection: HTTPConnection, call: Call | None) -> bool:
+    """Whether ``connection`` carries ``call``'s own token (Bearer or ``?token=``)."""
+    if call is None:
+        return False
+    given = bearer(connection) or connection.query_params.get("token")
+    return same_secret(given, call.token)
+
+
+def _opens_its_call(request: Request, calls: Mapping[str, Call]) -> bool:
+    """A request under /calls/{id}/ carrying that call's token."""
+    parts = request.url.path.strip("/").split("/")
+    if len(parts) < 3 or parts[0] != "calls":
+        return False
+    return call_token_opens(request, calls.get(parts[1]))
 
 
 def _opens_its_handoff(request: Request, handoffs: Mapping[str, Handoff]) -> bool:

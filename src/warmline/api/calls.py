@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from warmline.api.dependencies import EngineDep
 from warmline.api.errors import handoff_errors_as_http
-from warmline.api.resolve import check_routable
+from warmline.api.resolve import check_allowed, check_routable
 from warmline.api.schemas import (
     CsatModel,
     ResolutionModel,
@@ -29,12 +29,14 @@ async def list_calls(engine: EngineDep) -> list[dict[str, Any]]:
 
 
 # The checks, first failure answers: the body (pydantic, 422), its caller_id (422), the
-# destination hosts in DNS (422), then the engine (404, 409, 413, 422).
+# destinations against the allow-list (403), their hosts in DNS (422), then the engine
+# (404, 409, 413, 422).
 # (A docstring here would become the OpenAPI description, which has none today.)
 @router.post("/calls/{call_id}/transfer", status_code=202)
 async def transfer(call_id: str, body: TransferRequest, engine: EngineDep) -> TransferAccepted:
     with handoff_errors_as_http():
         handoff = body.handoff(call_id)
+    check_allowed(handoff, engine)
     await check_routable(handoff, engine)
     with handoff_errors_as_http():
         engine.transfer(call_id, handoff)

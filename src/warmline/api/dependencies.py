@@ -8,7 +8,7 @@ parameter of its own, so the OpenAPI schema does not show them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, FastAPI
@@ -17,10 +17,19 @@ from starlette.requests import HTTPConnection
 from warmline.engine import CallEngine
 
 
+@dataclass
+class HttpRefusals:
+    """Requests the API refused before any route ran, by reason (for /metrics)."""
+
+    unauthorised: int = 0
+    body_too_large: int = 0
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     api_token: str | None = None  # None: the API is open to anyone who can reach it
     records_url: str | None = None  # None: no database, so no KPIs
+    refusals: HttpRefusals = field(default_factory=HttpRefusals)  # counted as they happen
 
 
 def provide(app: FastAPI, engine: CallEngine, settings: ApiSettings) -> None:

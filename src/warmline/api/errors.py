@@ -15,7 +15,7 @@ from fastapi import HTTPException
 from warmline.transfer.handoff import HandoffError, Problem
 
 HTTP_STATUS = {Problem.INVALID: 422, Problem.TOO_LARGE: 413, Problem.UNKNOWN_CALL: 404,
-               Problem.CONFLICT: 409}
+               Problem.CONFLICT: 409, Problem.FORBIDDEN: 403}
 
 
 def http_status(error: HandoffError) -> int:

@@ -25,9 +25,16 @@ class EmbeddedHttpServer(uvicorn.Server):
         yield
 
 
-async def start_http(app: FastAPI, host: str, port: int) -> tuple[EmbeddedHttpServer,
-                                                                  asyncio.Task[None]]:
-    """Serve ``app`` on a socket bound here, so a taken port is an OSError, not an exit."""
+async def start_http(app: FastAPI, host: str, port: int, *, ws_max_size: int = 65_536,
+                     concurrency: int | None = None,
+                     ) -> tuple[EmbeddedHttpServer, asyncio.Task[None]]:
+    """Serve ``app`` on a socket bound here, so a taken port is an OSError, not an exit.
+
+    A WebSocket message over ``ws_max_size`` bytes closes that socket (1009); a
+    connection idle between requests is closed after 5 s, and one sending its
+    headers too slowly by h11's own limits, so idle sockets do not pile up. Past
+    ``concurrency`` connections at once (media streams included) uvicorn answers 503.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,8 +43,9 @@ async def start_http(app: FastAPI, host: str, port: int) -> tuple[EmbeddedHttpSe
     except OSError as error:
         sock.close()
         raise OSError(f"--http {host}:{port}: {error.strerror}") from None
-    server = EmbeddedHttpServer(uvicorn.Config(app, log_level="warning", lifespan="off",
-                                               access_log=False))
+    server = EmbeddedHttpServer(uvicorn.Config(
+        app, log_level="warning", lifespan="off", access_log=False, ws_max_size=ws_max_size,
+        timeout_keep_alive=5, limit_concurrency=concurrency))
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     while not server.started and not task.done():
         await asyncio.sleep(0.01)

@@ -10,7 +10,7 @@ from warmline.engine import CallEngine
 _BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 
 
-def metrics_text(engine: CallEngine) -> str:
+def metrics_text(engine: CallEngine, http_refusals: dict[str, int] | None = None) -> str:
     """Counters and a histogram in the Prometheus exposition format, from live state."""
     calls = list(engine.calls.values())
     handoffs = list(engine.handoffs.values())
@@ -34,8 +34,23 @@ def metrics_text(engine: CallEngine) -> str:
         f"warmline_trigger_to_first_word_seconds_sum {sum(waits):.3f}",
         f"warmline_trigger_to_first_word_seconds_count {len(waits)}",
     ]
+    lines += ["# HELP warmline_refusals_total Requests, calls and connections refused to "
+              "protect the engine, by reason.",
+              "# TYPE warmline_refusals_total counter",
+              *(f'warmline_refusals_total{{reason="{reason}"}} {count}'
+                for reason, count in {**engine.refusals(), **(http_refusals or {})}.items())]
     if engine.records is not None:
-        lines += ["# HELP warmline_records_pending Events waiting for the database.",
+        records = engine.records
+        lines += ["# HELP warmline_records_pending Events not yet in the database "
+                  "(in the local journal or, if it cannot be written, in memory).",
                   "# TYPE warmline_records_pending gauge",
-                  f"warmline_records_pending {engine.records.pending}"]
+                  f"warmline_records_pending {records.pending}",
+                  "# HELP warmline_records_journal_failures_total Events the local journal "
+                  "could not take (disk full?): held in memory instead.",
+                  "# TYPE warmline_records_journal_failures_total counter",
+                  f"warmline_records_journal_failures_total {records.journal_failures}",
+                  "# HELP warmline_records_lost_total Events dropped: journal failing and "
+                  "memory full.",
+                  "# TYPE warmline_records_lost_total counter",
+                  f"warmline_records_lost_total {records.lost}"]
     return "\n".join(lines) + "\n"

@@ -43,9 +43,11 @@ async def kpis_daily(settings: SettingsDep, days: int = 14,
 
 
 @router.get("/metrics")
-async def metrics(engine: EngineDep) -> Response:
+async def metrics(engine: EngineDep, settings: SettingsDep) -> Response:
     """Prometheus text format: counters and the trigger-to-first-word histogram."""
-    return Response(metrics_text(engine), media_type=PROMETHEUS_TEXT)
+    refused = {"http_unauthorised": settings.refusals.unauthorised,
+               "http_body_too_large": settings.refusals.body_too_large}
+    return Response(metrics_text(engine, refused), media_type=PROMETHEUS_TEXT)
 
 
 def _records_url(settings: ApiSettings) -> str:

@@ -17,14 +17,36 @@ from warmline.transfer.handoff import Destination, Handoff
 from warmline.transport.resolver import ResolutionError
 
 
+def check_allowed(handoff: Handoff, engine: CallEngine) -> None:
+    """403 naming ``to`` or ``fallback[i].to`` for a destination the engine's policy does
+    not allow (transfer/policy.py): checked before DNS is even asked."""
+    policy = engine.destination_policy
+    if policy is None:
+        return
+    for where, step in _destinations(handoff):
+        problem = policy.problem(step.uri, _through_trunk(engine, step.uri))
+        if problem is not None:
+            raise HTTPException(403, f"{where}: {problem}")
+
+
+def _through_trunk(engine: CallEngine, uri: str) -> bool:
+    """Whether a call to ``uri`` would go out through a trunk (a carrier or PBX account)."""
+    try:
+        return engine.switchboard.trunks.route(uri).trunk is not None
+    except (NoRoute, ValueError):
+        return False  # not callable at all: check_routable says why (422)
+
+
+def _destinations(handoff: Handoff) -> list[tuple[str, Destination]]:
+    steps = [handoff.first, *handoff.fallback]
+    return [("to" if index == 0 else f"fallback[{index - 1}].to", step)
+            for index, step in enumerate(steps) if isinstance(step, Destination)]
+
+
 async def check_routable(handoff: Handoff, engine: CallEngine) -> None:
     """422 naming ``to`` or ``fallback[i].to`` for the first destination that cannot be
     reached: no trunk for a tel: number, or a name that does not resolve."""
-    steps = [handoff.first, *handoff.fallback]
-    for index, step in enumerate(steps):
-        if not isinstance(step, Destination):
-            continue
-        where = "to" if index == 0 else f"fallback[{index - 1}].to"
+    for where, step in _destinations(handoff):
         try:
             await engine.reachable(step.uri)
         except NoRoute as error:

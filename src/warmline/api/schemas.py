@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from warmline.brain.service import TurnResult
 from warmline.brain.turns import Action, AuthState, Turn
@@ -29,6 +29,12 @@ from warmline.transfer.handoff import (
     TransferMode,
     destination_uri_problem,
 )
+
+
+class ApiModel(BaseModel):
+    """Refuses NaN and infinities (JSON has neither; Python's parser takes them)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
 
 def _sip_uri(value: str) -> str:
@@ -50,7 +56,7 @@ def _identity_uri(value: str | None) -> str | None:
     return value
 
 
-class CallerIdOptions(BaseModel):
+class CallerIdOptions(ApiModel):
     """What the human's phone shows: the caller, another identity, or a trunk number."""
 
     mode: CallerIdMode = CallerIdMode.ORIGINAL
@@ -66,7 +72,7 @@ class CallerIdOptions(BaseModel):
         return CallerId(self.mode, self.uri, self.diversion, self.history_info, self.identity)
 
 
-class Attempt(BaseModel):
+class Attempt(ApiModel):
     """Where to send the caller and how (the request itself and each fallback step)."""
 
     to: str = Field(description="sip: or sips: URI of the human, queue or agent")
@@ -97,7 +103,7 @@ class FallbackStep(Attempt):
     mode: TransferMode = TransferMode.BRIDGE
 
 
-class ActionStep(BaseModel):
+class ActionStep(ApiModel):
     """A fallback that is not another destination."""
 
     action: Literal["ai", "voicemail", "callback"]
@@ -135,24 +141,24 @@ class TransferRequest(Attempt):
                        announce=self.announce)
 
 
-class TransferAccepted(BaseModel):
+class TransferAccepted(ApiModel):
     handoff_id: str
     status: str
 
 
-class ActionModel(BaseModel):
+class ActionModel(ApiModel):
     name: str = Field(max_length=100)
     result: str = Field(max_length=100, description="ok, failed, partial ...")
     detail: str | None = Field(None, max_length=1000)
 
 
-class AuthModel(BaseModel):
+class AuthModel(ApiModel):
     verified: bool
     method: str | None = Field(None, max_length=100, description="how, never the values")
     level: str | None = Field(None, max_length=20)
 
 
-class TurnModel(BaseModel):
+class TurnModel(ApiModel):
     """One conversation turn as the AI reports it."""
 
     speaker: Literal["caller", "ai"]
@@ -179,7 +185,7 @@ class TurnModel(BaseModel):
                     self.dtmf, self.energy, self.language, self.call_type)
 
 
-class TurnAccepted(BaseModel):
+class TurnAccepted(ApiModel):
     fired: list[dict[str, Any]]
     handoff_id: str | None
 
@@ -191,9 +197,9 @@ class TurnAccepted(BaseModel):
                    handoff_id=result.handoff.id if result.handoff else None)
 
 
-class CsatModel(BaseModel):
+class CsatModel(ApiModel):
     score: int = Field(ge=1, le=5, description="1 (very unhappy) to 5 (very happy)")
 
 
-class ResolutionModel(BaseModel):
+class ResolutionModel(ApiModel):
     resolved: bool

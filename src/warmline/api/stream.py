@@ -1,7 +1,9 @@
 """The WebSocket a bot connects to for a call's media (Twilio Media Streams framing).
 
-HTTP middleware never sees a WebSocket, so the API token is checked here,
-from ``?token=`` (a browser or bot cannot always set headers on a WebSocket).
+HTTP middleware never sees a WebSocket, so the token is checked here: the
+call's own token as ``?token=`` (a bot cannot always set headers on a
+WebSocket, and a URL ends up in logs, so it carries a key to this call only),
+or the API token as an ``Authorization: Bearer`` header, never in the URL.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, WebSocket
 
 from warmline.agents.media_stream import run_stream
-from warmline.api.auth import same_secret
+from warmline.api.auth import bearer, call_token_opens, same_secret
 from warmline.api.dependencies import EngineDep, SettingsDep
 
 router = APIRouter()
@@ -19,11 +21,12 @@ router = APIRouter()
 
 @router.websocket("/calls/{call_id}/stream")
 async def media_stream(socket: WebSocket, call_id: str, engine: EngineDep,
-                       settings: SettingsDep, token: str = "") -> None:
+                       settings: SettingsDep) -> None:
     """A bot connects here for a call's media (Twilio Media Streams framing)."""
     call = engine.calls.get(call_id)
-    if settings.api_token is not None and not same_secret(token, settings.api_token):
-        await socket.close(code=1008, reason="token: missing or wrong")
+    if settings.api_token is not None and not (
+            same_secret(bearer(socket), settings.api_token) or call_token_opens(socket, call)):
+        await socket.close(code=1008, reason="token: this call's token is needed")
         return
     if call is None or call.ended:
         await socket.close(code=1008, reason=f"no live call {call_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -30,6 +31,9 @@ class Call:
     answered_at: float | None = None  # our 2xx went out (after early media, if any)
     # the caller's P-Asserted-Identity, kept only when it came from a trusted peer (RFC 3325)
     asserted_identity: str | None = None
+    # opens this call's own routes (its media stream, turns, transfer) and nothing else:
+    # what a bot is given instead of the API token (api/auth.py)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
 
     @property
     def ended(self) -> bool:
@@ -44,4 +48,5 @@ class Call:
         return {"id": self.id, "from": self.caller_uri,
                 "to": str(session.local_party.uri), "state": self.state.value,
                 "started_at": self.started_at, "answered": self.answered_at is not None,
+                "token": self.token,  # for its bot: opens this call's routes only
                 "handoffs": list(self.handoff_ids)}

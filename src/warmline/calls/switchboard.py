@@ -16,14 +16,17 @@ are forgotten in the order they ended: the records keep them for good.
 from __future__ import annotations
 
 import asyncio
+import enum
+import functools
 import ipaddress
-import itertools
 import logging
-from collections import deque
+import secrets
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from warmline.calls.call import Call, CallState
+from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.leg import CallLeg, quoted
 from warmline.calls.trunks import Trunks
 from warmline.media.dtmf import DtmfError, parse_dtmf_relay
@@ -32,6 +35,8 @@ from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.sdp import SdpError
+from warmline.sip.dialog_memo import DialogMemo
+from warmline.sip.errors import SipParseError
 from warmline.sip.registration import Registration
 from warmline.sip.session import (
     CallAnswered,
@@ -46,6 +51,7 @@ from warmline.sip.session import (
     ReferResponse,
     ReferSubscription,
     RegistrationChanged,
+    RememberedDialogEnded,
     RequestInDialog,
     Session,
     SessionEvent,
@@ -56,11 +62,21 @@ from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
 RETAIN_SECONDS = 3600.0
-_ids = itertools.count(1)
+# Q.850 cause 41, temporary failure: the call was lost, calling again may work
+LEFT_OVER_REASON = 'Q.850;cause=41;text="warmline restarted; the call was lost"'
+LEFT_OVER_TRIES, LEFT_OVER_RETRY_SECONDS = 3, 10.0
+
+
+def new_call_id() -> str:
+    """``call-`` and 64 random bits: an id seen in one call's URL tells nothing of the
+    next (sequential ids let anyone holding a token walk every call)."""
+    return f"call-{secrets.token_hex(8)}"
+
 
 LegEvent = CallProgress | CallAnswered | CallConfirmed | CallFailed | CallEnded | InDialogResponse
 LEG_EVENTS = (CallProgress, CallAnswered, CallConfirmed, CallFailed, CallEnded,
               InDialogResponse)  # what happens to a session, as opposed to a request
+JOURNALED = (CallAnswered, CallConfirmed, CallFailed, CallEnded, RememberedDialogEnded)
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LegListener = Callable[[SessionEvent], None]  # progress, answer, failure, end of a leg
 ReferListener = Callable[[ReferResponse | ReferNotify], None]
@@ -78,6 +94,13 @@ class CallObserver(Protocol):
     def registration_changed(self, registration: Registration) -> None: ...
 
 
+class Overload(enum.Enum):
+    """Why a new call was answered 503."""
+
+    MAX_CALLS = "max calls"
+    NO_MEDIA_PORTS = "no media ports"
+
+
 class Switchboard:
     """Answers inbound calls on ``plane`` and places what transfers ask for."""
 
@@ -86,8 +109,15 @@ class Switchboard:
                  resolver: Resolver | None = None,
                  trusted_identity: Sequence[IPNetwork] = (),
                  srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
-                 early_media: float | None = None) -> None:
+                 early_media: float | None = None, max_calls: int = 0,
+                 retry_after: int = 5, journal: DialogJournal | None = None) -> None:
         self.shell = shell
+        self.journal = journal  # the dialogs we own, for the next start after a crash
+        self.left_over_ended = 0  # dialogs a crashed run left, ended by this one
+        self._left_over_tries: dict[str, int] = {}  # BYEs sent, by memo key
+        self.max_calls = max_calls  # calls at once; a new one past it gets 503 (0: no cap)
+        self.retry_after = retry_after
+        self.refused: Counter[Overload] = Counter()  # calls answered 503, by reason
         self.srtp = srtp
         self.early_media = early_media  # seconds of ringback before an answer; None: at once
         self._unanswered: dict[str, tuple[bytes, asyncio.TimerHandle]] = {}  # by call id
@@ -108,6 +138,8 @@ class Switchboard:
         shell.on_event = self.on_event
 
     def on_event(self, event: SessionEvent) -> None:
+        if self.journal is not None and isinstance(event, JOURNALED):
+            self._journal(self.journal, event)
         if isinstance(event, IncomingCall):
             self._spawn(self._answer(event.session))
         elif isinstance(event, ReferResponse | ReferNotify):
@@ -124,6 +156,59 @@ class Switchboard:
             self.observer.registration_changed(event.registration)
         elif isinstance(event, LEG_EVENTS):
             self._session_event(event)
+
+    def _journal(self, journal: DialogJournal, event: SessionEvent) -> None:
+        """Keep the dialog journal in step: a row per confirmed dialog, until it ends."""
+        if isinstance(event, RememberedDialogEnded):
+            self._left_over_answered(journal, event)
+            return
+        assert isinstance(event, LEG_EVENTS)
+        session = event.session
+        if isinstance(event, CallConfirmed | CallAnswered):
+            memo = self.shell.ua.memo_of(session)
+            if memo is not None:
+                journal.remember(memo)
+                session.app["memo_key"] = memo.key
+        elif isinstance(event, CallEnded | CallFailed):
+            key = session.app.pop("memo_key", None)
+            if isinstance(key, str):
+                journal.forget(key)
+
+    def _left_over_answered(self, journal: DialogJournal, event: RememberedDialogEnded) -> None:
+        """Forget the row once the far end answered; no answer (408) or no route (503):
+        try again a little later (the network may not be up yet), then give up."""
+        memo = event.memo
+        tries = self._left_over_tries.get(memo.key, 1)
+        if event.status in (408, 503) and tries < LEFT_OVER_TRIES:
+            self._left_over_tries[memo.key] = tries + 1
+            asyncio.get_running_loop().call_later(
+                LEFT_OVER_RETRY_SECONDS, self.shell.run,
+                functools.partial(self._end_remembered, memo, LEFT_OVER_REASON))
+            return
+        self._left_over_tries.pop(memo.key, None)
+        journal.forget(memo.key)
+        self.left_over_ended += 1
+        log.info("ended a call the last run left up (Call-ID %s): %d", memo.call_id,
+                 event.status)
+
+    def _end_remembered(self, memo: DialogMemo, reason: str, now: float) -> None:
+        self.shell.ua.end_remembered(memo, now, reason)
+
+    def end_left_over(self, reason: str = LEFT_OVER_REASON) -> int:
+        """BYE every dialog a crashed run left in the journal; how many were sent."""
+        if self.journal is None:
+            return 0
+        memos = self.journal.left_over()
+        for memo in memos:
+            try:
+                self.shell.run(functools.partial(self._end_remembered, memo, reason))
+            except (SipParseError, ValueError) as error:
+                log.warning("dialog journal: cannot end %s: %s", memo.call_id, error)
+                self.journal.forget(memo.key)
+        if memos:
+            log.warning("ending %d call(s) the last run left up (it did not stop cleanly)",
+                        len(memos))
+        return len(memos)
 
     def _session_event(self, event: LegEvent) -> None:
         if event.session.id in self._leg_listeners:
@@ -209,10 +294,11 @@ class Switchboard:
         finally:
             self._probes.pop(id(probe), None)
 
-    def hang_up(self, leg: CallLeg) -> None:
-        """BYE (CANCEL before an answer, 480 before we answered); the media closes at the end."""
+    def hang_up(self, leg: CallLeg, reason: str | None = None) -> None:
+        """BYE (CANCEL before an answer, 480 before we answered); the media closes at the end.
+        ``reason``: a Reason header (RFC 3326) for the BYE."""
         session = leg.session
-        self.shell.run(lambda now: self.shell.ua.bye(session, now))
+        self.shell.run(lambda now: self.shell.ua.bye(session, now, reason))
 
     def cancel(self, leg: CallLeg) -> None:
         session = leg.session
@@ -225,9 +311,21 @@ class Switchboard:
             leg.close()
         self._legs.clear()
 
+    @property
+    def live_calls(self) -> int:
+        """Calls not ended yet (the remembered ones minus those ended)."""
+        return len(self.calls) - len(self._ended)
+
     # ------------------------------------------------------------------ inbound
     async def _answer(self, session: Session) -> None:
-        media = await self.plane.open_leg("caller")
+        if self.max_calls and self.live_calls >= self.max_calls:
+            self._refuse(session, Overload.MAX_CALLS, f"{self.max_calls} calls at once")
+            return
+        try:
+            media = await self.plane.open_leg("caller")
+        except OSError as error:  # every media port taken: say so, never leave it ringing
+            self._refuse(session, Overload.NO_MEDIA_PORTS, str(error))
+            return
         if session.ended:
             media.close()  # the caller gave up while the leg was being opened
             return
@@ -246,7 +344,7 @@ class Switchboard:
         self._forget_ended_calls()
         leg = CallLeg(session, media, negotiation)
         self._legs[session.id] = leg
-        call = Call(f"call-{next(_ids)}", leg, self.shell.now(), legs=[leg],
+        call = Call(new_call_id(), leg, self.shell.now(), legs=[leg],
                     asserted_identity=self._asserted_identity(session))
         self.calls[call.id] = call
         session.app["call"] = call
@@ -255,6 +353,20 @@ class Switchboard:
         else:
             self._send_answer(call, answer)
         self.observer.call_started(call)
+
+    def _refuse(self, session: Session, why: Overload, detail: str) -> None:
+        """503 with Retry-After, so the caller's side tries elsewhere or later (RFC 3261
+        §21.5.4) instead of hearing nothing; counted by reason for the metrics."""
+        self.refused[why] += 1
+        if session.ended:
+            return
+        headers = [("Retry-After", str(self.retry_after)),
+                   ("Warning", f'399 warmline "{quoted(detail)}"')]
+        self.shell.run(lambda now: self.shell.ua.reject(
+            session, 503, now, f"Service Unavailable ({why.value})", headers=headers))
+        count = self.refused[why]
+        if count in (1, 10, 100) or count % 1000 == 0:
+            log.warning("call refused 503 (%s, %d so far): %s", why.value, count, detail)
 
     def answer(self, call: Call) -> None:
         """Answer a call still ringing with early media (its AI is ready); else nothing."""

@@ -180,5 +180,8 @@ class MediaPlane(Protocol):
     def open_mix(self) -> MediaMix:
         """An empty mix; legs of this plane can join it."""
 
+    def spare_legs(self) -> int:
+        """How many more legs could be opened now (for readiness; an estimate)."""
+
     async def close(self) -> None:
         """Close every leg still open and release what the plane holds."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from warmline.sip.errors import SipParseError
 from warmline.sip.headers import Challenge, parse_auth, quote_string
+from warmline.sip.uri import parse_uri
 
 _HASHES = {"MD5": hashlib.md5, "SHA-256": hashlib.sha256}
 
@@ -131,6 +132,7 @@ class DigestServer:
         self.algorithm = algorithm
         self.nonce_lifetime = nonce_lifetime
         self._secret = secret or secrets.token_bytes(32)
+        self._counts: dict[str, int] = {}  # the last nonce count accepted, by nonce
 
     def challenge(self, now: float, *, stale: bool = False) -> str:
         stamp = f"{now:.3f}"
@@ -142,8 +144,15 @@ class DigestServer:
         )
         return text + (", stale=true" if stale else "")
 
-    def verify(self, authorization: str, method: str, now: float) -> tuple[bool, bool]:
-        """Check an Authorization value: returns (accepted, nonce_was_stale)."""
+    def verify(self, authorization: str, method: str, now: float,
+               request_uri: object = None) -> tuple[bool, bool]:
+        """Check an Authorization value: returns (accepted, nonce_was_stale).
+
+        An answer is good for one request only: its ``uri`` must be this request's
+        (parsed and compared, when ``request_uri`` is given) and its nonce count must
+        grow (RFC 7616 §3.4.5), so an answer captured on the wire cannot be replayed
+        from elsewhere, to another destination or a second time.
+        """
         try:
             answer: Challenge = parse_auth(authorization)
         except SipParseError:
@@ -169,7 +178,26 @@ class DigestServer:
             return False, False
         if fresh > self.nonce_lifetime:
             return False, True
+        if not _same_uri(params.get("uri", ""), request_uri) or not self._counted(
+                nonce, params, now):
+            return False, False
         return True, False
+
+    def _counted(self, nonce: str, params: dict[str, str], now: float) -> bool:
+        """qop=auth with a nonce count above the last one seen for this nonce."""
+        if params.get("qop") != "auth":
+            return False
+        try:
+            count = int(params.get("nc", ""), 16)
+        except ValueError:
+            return False
+        if count <= self._counts.get(nonce, 0):
+            return False
+        if len(self._counts) >= 50_000:  # forget nonces past their lifetime
+            self._counts = {known: seen for known, seen in self._counts.items()
+                            if (self._nonce_age(known, now) or 1e18) <= self.nonce_lifetime}
+        self._counts[nonce] = count
+        return True
 
     def _nonce_age(self, nonce: str, now: float) -> float | None:
         """Seconds since this engine issued ``nonce``, or None if it did not issue it."""
@@ -181,3 +209,13 @@ class DigestServer:
             return now - float(stamp)
         except ValueError:
             return None
+
+
+def _same_uri(answered: str, request_uri: object) -> bool:
+    """Whether the digest's ``uri`` names the request's URI (True when none is given)."""
+    if request_uri is None:
+        return True
+    try:
+        return parse_uri(answered) == request_uri
+    except SipParseError:
+        return False

@@ -511,6 +511,11 @@ class StreamFramer:
         self.max_size = max_size
         self._buffer = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a message not complete yet (0 between messages)."""
+        return len(self._buffer)
+
     def feed(self, data: bytes) -> list[bytes]:
         self._buffer += data
         messages: list[bytes] = []

@@ -8,6 +8,7 @@ from typing import Any
 
 from warmline.sip.auth import Credentials
 from warmline.sip.dialog import Dialog
+from warmline.sip.dialog_memo import DialogMemo
 from warmline.sip.events import Target
 from warmline.sip.headers import NameAddr, Replaces
 from warmline.sip.message import Request, Response
@@ -197,6 +198,14 @@ class RegistrationChanged:
     registration: Registration
 
 
+@dataclass(frozen=True, slots=True)
+class RememberedDialogEnded:
+    """The BYE for a dialog a crashed run left up got its answer (``status``: 408 none)."""
+
+    memo: DialogMemo
+    status: int
+
+
 SessionEvent = (
     IncomingCall
     | CallProgress
@@ -210,4 +219,5 @@ SessionEvent = (
     | ReferNotify
     | ProbeResult
     | RegistrationChanged
+    | RememberedDialogEnded
 )

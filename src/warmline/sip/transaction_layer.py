@@ -112,6 +112,15 @@ class TransactionLayer:
         transaction.guard_cancel(now)
         self._schedule(transaction)
 
+    @property
+    def server_count(self) -> int:
+        """Server transactions held now (answered ones stay for their Timer J/I)."""
+        return len(self._servers)
+
+    def holds(self, request: Request) -> bool:
+        """Whether ``request`` belongs to a server transaction we already hold."""
+        return server_key(request) in self._servers
+
     # -- incoming ---------------------------------------------------------
     def receive_request(
         self, request: Request, source: Target, now: float

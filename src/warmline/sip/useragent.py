@@ -8,13 +8,20 @@ drive time with :meth:`handle_timer`, act with :meth:`invite`, :meth:`answer`,
 
 from __future__ import annotations
 
-import ipaddress
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from warmline.sip.access import (
+    AccessMode,
+    RateLimit,
+    SourceLimiter,
+    in_networks,
+    parse_networks,
+)
 from warmline.sip.auth import Credentials, DigestClient, DigestServer
 from warmline.sip.dialog import TARGET_REFRESH, Dialog, DialogState, target_for_uri
+from warmline.sip.dialog_memo import DialogMemo
 from warmline.sip.errors import SipParseError
 from warmline.sip.events import (
     RequestReceived,
@@ -66,6 +73,7 @@ from warmline.sip.session import (
     ReferResponse,
     ReferSubscription,
     RegistrationChanged,
+    RememberedDialogEnded,
     RequestInDialog,
     Session,
     SessionEvent,
@@ -107,19 +115,33 @@ class UserAgentConfig:
     user_agent: str = "warmline/0.1"
     timers: TimerSettings = field(default_factory=TimerSettings)
     max_message_size: int = DEFAULT_MAX_SIZE
-    trusted_networks: list[str] | None = None  # None: trust every source
+    trusted_networks: list[str] | None = None  # None: no network is trusted
+    # what a listener that names no mode does with a new request from an untrusted
+    # source; None: OPEN without trusted networks, else CHALLENGE with auth_users, else
+    # TRUSTED (a library embedding the core is open; `serve` passes its own)
+    access: AccessMode | None = None
     auth_realm: str = "warmline"
     auth_users: dict[str, str] = field(default_factory=dict)
     credentials: list[Credentials] = field(default_factory=list)
     # RFC 4028: every call refreshed (or ended) within this; interval 0: off
     session_timer: SessionTimerSettings = field(default_factory=SessionTimerSettings)
+    source_limit: RateLimit = field(default_factory=RateLimit)  # untrusted sources only
+    # server transactions held at once; past it new requests get 503 (0: no limit)
+    max_transactions: int = 0
+    retry_after: int = 5  # seconds, in every 503 we send when overloaded
 
     def __post_init__(self) -> None:
-        for network in self.trusted_networks or []:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError as error:
-                raise ValueError(f"trusted_networks: {network!r} is not a network") from error
+        parse_networks(self.trusted_networks or [], "trusted_networks")
+        if self.default_access is AccessMode.CHALLENGE and not self.auth_users:
+            raise ValueError("access: challenge needs at least one account to check answers")
+
+    @property
+    def default_access(self) -> AccessMode:
+        if self.access is not None:
+            return self.access
+        if self.trusted_networks is None:
+            return AccessMode.OPEN
+        return AccessMode.CHALLENGE if self.auth_users else AccessMode.TRUSTED
 
 
 @dataclass
@@ -131,6 +153,10 @@ class Counters:
     bad_responses_dropped: int = 0
     stray_responses: int = 0
     failovers: int = 0  # INVITEs sent on to the next resolved target (RFC 3263 §4.3)
+    refused_untrusted: int = 0  # 403 to a source outside the trusted networks
+    challenged: int = 0  # 401 sent to an untrusted source (first try or a wrong answer)
+    rate_limited: int = 0  # messages dropped unread: their source was over its rate
+    overloaded: int = 0  # 503 because the transaction table was full
 
 
 @dataclass
@@ -141,6 +167,7 @@ class _Pending:
     auth_attempts: int = 0
     probe: Probe | None = None
     registration: Registration | None = None
+    memo: DialogMemo | None = None  # a BYE for a dialog a crashed run left up
 
 
 class UserAgent:
@@ -166,8 +193,9 @@ class UserAgent:
         self._pending: dict[ClientTransaction, _Pending] = {}
         self._refers: dict[tuple[str, str, int], ReferSubscription] = {}
         self._notify_only: dict[tuple[str, str], Session] = {}  # ended, a REFER still open
-        self._trusted = [ipaddress.ip_network(n, strict=False)
-                         for n in self.config.trusted_networks or []]
+        self._trusted = parse_networks(self.config.trusted_networks or [])
+        self._trust_cache: dict[str, bool] = {}
+        self._limiter = SourceLimiter(self.config.source_limit)
         self._digest_server = (DigestServer(self.config.auth_realm, self.config.auth_users)
                                if self.config.auth_users else None)
         self._digest_client = DigestClient(list(self.config.credentials))
@@ -203,9 +231,17 @@ class UserAgent:
         return NameAddr(SipUri(host=host, user=user, port=port, params=params, scheme=scheme))
 
     # ------------------------------------------------------------------ driving
-    def receive(self, data: bytes, source: Target, now: float) -> None:
-        """Process one datagram or one framed stream message."""
+    def receive(self, data: bytes, source: Target, now: float,
+                access: AccessMode | None = None) -> None:
+        """Process one datagram or one framed stream message.
+
+        ``access`` is the mode of the listener it came in on (None: the config's).
+        """
         self.counters.received += 1
+        if self._limiter.limit.enabled and not self.is_trusted(source.host) \
+                and not self._limiter.allow(source.host, now):
+            self.counters.rate_limited += 1
+            return
         try:
             message = parse_message(data, max_size=self.config.max_message_size)
         except SipParseError as error:
@@ -214,7 +250,7 @@ class UserAgent:
         if isinstance(message, Response):
             self._receive_response(message, now)
         else:
-            self._receive_request(message, source, now)
+            self._receive_request(message, source, now, access or self.config.default_access)
 
     def transport_error(self, target: Target, now: float) -> None:
         """A connection to ``target`` failed: its client transactions fail now (§8.1.3.1)."""
@@ -476,8 +512,9 @@ class UserAgent:
         self._end(session, "rejected", status, now=now)
 
     # ------------------------------------------------------------------ in dialog
-    def bye(self, session: Session, now: float) -> None:
-        """Hang up a confirmed (or answered, not yet ACKed) call."""
+    def bye(self, session: Session, now: float, reason: str | None = None) -> None:
+        """Hang up a confirmed (or answered, not yet ACKed) call; ``reason`` is a Reason
+        header value (RFC 3326) saying why, e.g. ``SIP;cause=408;text="no RTP"``."""
         if session.state in (SessionState.CALLING,):
             self.cancel(session, now)
             return
@@ -494,7 +531,27 @@ class UserAgent:
         self._stop_retransmit(session)
         session.state = SessionState.TERMINATING
         session.end_reason = session.end_reason or "local hangup"
-        self._send_in_dialog(session, session.dialog.create_request("BYE"), "bye", now)
+        headers = [("Reason", reason)] if reason else []
+        self._send_in_dialog(session, session.dialog.create_request("BYE", headers), "bye", now)
+
+    def memo_of(self, session: Session) -> DialogMemo | None:
+        """What a later run needs to end ``session``'s dialog (None: not confirmed)."""
+        dialog = session.dialog
+        if dialog is None or session.state is not SessionState.CONFIRMED:
+            return None
+        # the remote target (or the route set), not the connection it came over: that
+        # connection dies with us, and the port it came from is nobody's listener
+        target = target_for_uri(dialog.next_hop(), _transport_of(session))
+        return DialogMemo.of(dialog, target)
+
+    def end_remembered(self, memo: DialogMemo, now: float, reason: str) -> None:
+        """BYE a dialog an earlier run owned (sip/dialog_memo.py); its answer, or 408 when
+        none comes, is a RememberedDialogEnded event. SipParseError for a broken memo."""
+        request = memo.dialog().create_request("BYE", [("Reason", reason)])
+        target = memo.target
+        request.add("Via", self._via(target.transport), first=True)
+        transaction = self.layer.send_request(request, target, now)
+        self._pending[transaction] = _Pending(None, "remembered-bye", memo=memo)
 
     def reinvite(self, session: Session, sdp: bytes, now: float) -> None:
         """Renegotiate media; a 491 is retried after the RFC 3261 §14.1 back-off.
@@ -844,7 +901,8 @@ class UserAgent:
             target = source
         self.layer.send_raw(target, response.to_bytes())
 
-    def _receive_request(self, request: Request, source: Target, now: float) -> None:
+    def _receive_request(self, request: Request, source: Target, now: float,
+                         access: AccessMode) -> None:
         try:
             validate_request(request)
         except SipParseError as error:
@@ -852,14 +910,15 @@ class UserAgent:
             if request.method != "ACK":
                 self._stateless(make_response(request, error.status, error.reason), source)
             return
-        refusal = self._precheck(request, source, now)
+        refusal = self._precheck(request, source, now, access) or self._overload(request, source)
         if refusal is not None:
             if request.method != "ACK":
                 self._stateless(refusal, source)
             return
         self._dispatch(self.layer.receive_request(request, source, now), now)
 
-    def _precheck(self, request: Request, source: Target, now: float) -> Response | None:
+    def _precheck(self, request: Request, source: Target, now: float,
+                  access: AccessMode) -> Response | None:
         """Stateless refusals: 501/405, 416, 420, 403/401 for untrusted sources."""
         method = request.method
         if method not in ALLOWED_METHODS:
@@ -872,31 +931,89 @@ class UserAgent:
             if unsupported:
                 return make_response(request, 420,
                                      headers=[("Unsupported", ", ".join(unsupported))])
-        if method in ("ACK", "CANCEL") or request.to.tag is not None:
+        if method == "ACK":
             return None
-        return self._authenticate(request, source, now)
+        if method == "CANCEL" or request.to.tag is not None:
+            return self._names_nothing_held(request, source, access)
+        return self._authenticate(request, source, now, access)
 
-    def _authenticate(self, request: Request, source: Target, now: float) -> Response | None:
-        if not self._trusted or self._is_trusted(source.host):
+    def _names_nothing_held(self, request: Request, source: Target,
+                            access: AccessMode) -> Response | None:
+        """481, statelessly, for an untrusted source's CANCEL or in-dialog request that
+        names no transaction or dialog of ours: otherwise each would hold a server
+        transaction for 32 s, and a stranger could fill the table with them."""
+        if access is AccessMode.OPEN or self.is_trusted(source.host):
             return None
-        if self._digest_server is None:
+        if request.method == "CANCEL":
+            held = self.layer.find_invite_server(request) is not None
+        else:
+            held = self._knows_dialog(request) or self.layer.holds(request)
+        if held:
+            return None
+        self.counters.refused_untrusted += 1
+        return make_response(request, 481)
+
+    def _knows_dialog(self, request: Request) -> bool:
+        key = (request.call_id, request.to.tag or "")
+        return key in self._sessions or key in self._notify_only
+
+    def _authenticate(self, request: Request, source: Target, now: float,
+                      access: AccessMode) -> Response | None:
+        """None when ``source`` may start this request; else the 403 or 401 it gets.
+
+        In-dialog requests never get here: they need a dialog that an admitted
+        request created, and CANCEL and ACK only touch a transaction it opened.
+        """
+        if access is AccessMode.OPEN or self.is_trusted(source.host):
+            return None
+        if access is AccessMode.TRUSTED or self._digest_server is None:
+            self.counters.refused_untrusted += 1
             return make_response(request, 403, "Forbidden (untrusted source)")
         answer = request.get("authorization")
         stale = False
         if answer is not None:
-            accepted, stale = self._digest_server.verify(answer, request.method, now)
+            accepted, stale = self._digest_server.verify(answer, request.method, now,
+                                                         request.uri)
             if accepted:
                 return None
+        self.counters.challenged += 1
         challenge = self._digest_server.challenge(now, stale=stale)
         return make_response(request, 401, to_tag=self._new_id(),
                              headers=[("WWW-Authenticate", challenge)])
 
-    def _is_trusted(self, host: str) -> bool:
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self._trusted)
+    def _overload(self, request: Request, source: Target) -> Response | None:
+        """A 503 with Retry-After when the transaction table is full (never silence).
+
+        Only a new request is refused: a retransmission, ACK or CANCEL belongs to a
+        transaction we already hold, and a request in a live dialog (its BYE above
+        all) must still end or change it. Untrusted sources get 90% of the table, so
+        the trusted carrier always finds room. The table is bounded so a flood costs
+        bounded memory; the per-source limit usually stops it earlier.
+        """
+        limit = self.config.max_transactions
+        if not limit or request.method in ("ACK", "CANCEL"):
+            return None
+        room = limit if self.is_trusted(source.host) else limit * 9 // 10
+        if self.layer.server_count < room or self.layer.holds(request) \
+                or (request.to.tag is not None and self._knows_dialog(request)):
+            return None
+        self.counters.overloaded += 1
+        return make_response(request, 503, "Service Unavailable (overloaded)",
+                             headers=[("Retry-After", str(self.config.retry_after))])
+
+    def trust(self, addresses: Sequence[str]) -> None:
+        """Trust these addresses too (a trunk's resolved next hops, learnt at start)."""
+        self._trusted = (*self._trusted, *parse_networks(addresses))
+        self._trust_cache.clear()
+
+    def is_trusted(self, host: str) -> bool:
+        """Whether ``host`` is in the trusted networks (cached per address)."""
+        trusted = self._trust_cache.get(host)
+        if trusted is None:
+            if len(self._trust_cache) > 4096:
+                self._trust_cache.clear()
+            trusted = self._trust_cache[host] = in_networks(host, self._trusted)
+        return trusted
 
     def _receive_response(self, response: Response, now: float) -> None:
         try:
@@ -1129,6 +1246,8 @@ class UserAgent:
                 registration = pending.registration
                 self._registration_answered(registration,
                                             registration.answered(response, now), now)
+            if pending.memo is not None:
+                self._events.append(RememberedDialogEnded(pending.memo, response.status))
         session = pending.session
         if session is None:
             return
@@ -1366,6 +1485,9 @@ class UserAgent:
         if pending is not None and pending.probe is not None:
             pending.probe.status = 503 if transport_error else 408
             self._events.append(ProbeResult(pending.probe, pending.probe.status))
+        if pending is not None and pending.memo is not None:
+            self._events.append(RememberedDialogEnded(pending.memo,
+                                                      503 if transport_error else 408))
         if pending is None or pending.session is None:
             return
         session = pending.session

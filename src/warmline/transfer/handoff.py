@@ -14,7 +14,6 @@ check against them.
 
 from __future__ import annotations
 
-import itertools
 import json
 import secrets
 import time
@@ -28,7 +27,6 @@ from warmline.sip.uri import SipUri, TelUri, parse_uri
 
 MAX_CONTEXT_BYTES = 64 * 1024
 HANDOFF_HEADER = "X-Warmline-Handoff"  # the handoff id, in every request a transfer sends
-_ids = itertools.count(1)
 
 
 class TransferMode(StrEnum):
@@ -86,6 +84,7 @@ class Problem(Enum):
     TOO_LARGE = "too large"  # the context is over MAX_CONTEXT_BYTES
     UNKNOWN_CALL = "unknown call"
     CONFLICT = "conflict"  # the call cannot take a transfer now
+    FORBIDDEN = "forbidden"  # the destination is not on the allow-list (transfer/policy.py)
 
 
 class HandoffError(ValueError):
@@ -249,7 +248,7 @@ class Handoff:
     caller_id: CallerId = field(default_factory=CallerId)
     packet: dict[str, Any] | None = None  # the context packet (brain/context.py)
     announce: str | None = None  # said to the caller before anything is dialled
-    id: str = field(default_factory=lambda: f"handoff-{next(_ids)}")
+    id: str = field(default_factory=lambda: f"handoff-{secrets.token_hex(8)}")  # unguessable
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))  # screen-pop access
     screen_pop: str | None = None  # the URL of the full packet, when the API is public
     headers: list[tuple[str, str]] = field(default_factory=list)

@@ -3,13 +3,19 @@
 Behind NAT (or on 0.0.0.0) the address a listener binds is not the one peers
 must use: ``udp:10.0.0.5:5060;advertise=203.0.113.7:5060`` binds the first and
 puts the second in Via and Contact (the port defaults to the bound one).
+
+``;access=trusted|challenge|open`` says what the listener does with a new
+request from outside the trusted networks (sip/access.py); without it the
+``[sip] access`` default applies. An internal listener for the PBX and a
+public one that challenges can then run side by side.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from warmline.sip.access import AccessMode
 from warmline.sip.uri import is_digits, is_ip_address
 
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -28,6 +34,7 @@ class ListenSpec:
     port: int
     advertise_host: str | None = None  # what peers are told instead (NAT, 0.0.0.0)
     advertise_port: int | None = None
+    access: AccessMode | None = None  # None: the [sip] access default
 
     @property
     def public(self) -> tuple[str, int]:
@@ -36,8 +43,7 @@ class ListenSpec:
 
     def bound_to(self, port: int) -> ListenSpec:
         """This spec with the port the socket really got (port 0 picks one)."""
-        return ListenSpec(self.transport, self.host, port, self.advertise_host,
-                          self.advertise_port)
+        return replace(self, port=port)
 
     def __str__(self) -> str:
         text = f"{self.transport}:{_bracketed(self.host)}:{self.port}"
@@ -45,6 +51,8 @@ class ListenSpec:
             text += f";advertise={_bracketed(self.advertise_host)}"
             if self.advertise_port is not None:
                 text += f":{self.advertise_port}"
+        if self.access is not None:
+            text += f";access={self.access.value}"
         return text
 
 
@@ -53,19 +61,31 @@ def _bracketed(host: str) -> str:
 
 
 def parse_listen(text: str) -> ListenSpec:
-    """Parse ``transport:host:port[;advertise=host[:port]]`` (IPv6 hosts in brackets).
-
-    Port 0 picks a free one.
+    """Parse ``transport:host:port[;advertise=host[:port]][;access=MODE]`` (IPv6 hosts in
+    brackets). Port 0 picks a free one.
     """
-    address, _, options = text.partition(";")
+    address, *options = text.split(";")
     spec = _parse_address(text, address)
-    if not options:
-        return spec
-    name, _, value = options.partition("=")
-    if name.strip().lower() != "advertise" or not value.strip():
-        raise ListenSpecError(f"--sip {text!r}: the only option is ;advertise=HOST[:PORT]")
-    host, port = _advertised(text, value.strip())
-    return ListenSpec(spec.transport, spec.host, spec.port, host, port)
+    for option in options:
+        name, _, value = option.partition("=")
+        name, value = name.strip().lower(), value.strip()
+        if name == "advertise" and value:
+            host, port = _advertised(text, value)
+            spec = replace(spec, advertise_host=host, advertise_port=port)
+        elif name == "access" and value:
+            spec = replace(spec, access=_access(text, value))
+        else:
+            raise ListenSpecError(f"--sip {text!r}: options are ;advertise=HOST[:PORT] and "
+                                  ";access=trusted|challenge|open")
+    return spec
+
+
+def _access(text: str, value: str) -> AccessMode:
+    try:
+        return AccessMode(value.lower())
+    except ValueError:
+        raise ListenSpecError(f"--sip {text!r}: access must be trusted, challenge or "
+                              "open") from None
 
 
 def _advertised(text: str, value: str) -> tuple[str, int | None]:

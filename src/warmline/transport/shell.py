@@ -17,6 +17,7 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar, cast
 
+from warmline.sip.access import AccessMode
 from warmline.sip.errors import SipParseError
 from warmline.sip.events import Target, Transmit
 from warmline.sip.session import SessionEvent
@@ -24,7 +25,7 @@ from warmline.sip.uri import SipUri, is_ip_address
 from warmline.sip.useragent import UserAgent
 from warmline.transport.listen import ListenSpec
 from warmline.transport.resolver import ResolutionError, Resolver
-from warmline.transport.stream import ConnectionRegistry, StreamConnection
+from warmline.transport.stream import ConnectionRegistry, StreamConnection, StreamLimits
 
 log = logging.getLogger("warmline.transport")
 T = TypeVar("T")
@@ -32,8 +33,9 @@ EventHandler = Callable[[SessionEvent], None]
 
 
 class _UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, shell: SipShell) -> None:
+    def __init__(self, shell: SipShell, access: AccessMode | None = None) -> None:
         self.shell = shell
+        self.access = access  # the listener's mode for new requests from untrusted sources
         self.transport: asyncio.DatagramTransport | None = None
         self._sources: dict[tuple[str, int], Target] = {}
         self._errors: socket.socket | None = None  # reads which destination an ICMP error names
@@ -53,7 +55,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
             if len(self._sources) > 65536:
                 self._sources.clear()
             source = self._sources[addr] = Target("udp", addr[0], addr[1])
-        self.shell.receive(data, source)
+        self.shell.receive(data, source, self.access)
 
     def error_received(self, exc: Exception) -> None:
         """An ICMP error (port unreachable ...): fail what was sent there now, not at Timer B.
@@ -129,6 +131,7 @@ class SipShell:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         resolver: Resolver | None = None,
+        stream_limits: StreamLimits | None = None,
     ) -> None:
         self.ua = agent
         self.resolver = resolver or Resolver()  # for a next hop that is a name (a Contact)
@@ -140,7 +143,9 @@ class SipShell:
         self.tls_client = tls_client
         self.loop = asyncio.get_running_loop()
         self.connections = ConnectionRegistry(self.receive, self._broken_stream,
-                                              agent.config.max_message_size)
+                                              agent.config.max_message_size, stream_limits,
+                                              self.loop.time, agent.is_trusted)
+        self._sweeper: asyncio.TimerHandle | None = None
         self._udp: list[tuple[ListenSpec, _UdpEndpoint]] = []
         self._servers: list[asyncio.Server] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -157,7 +162,8 @@ class SipShell:
         if spec.transport == "udp":
             family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
             transport, protocol = await self.loop.create_datagram_endpoint(
-                lambda: _UdpEndpoint(self), local_addr=(spec.host, spec.port), family=family)
+                lambda: _UdpEndpoint(self, spec.access), local_addr=(spec.host, spec.port),
+                family=family)
             _enlarge_buffers(transport.get_extra_info("socket"))
             bound = spec.bound_to(transport.get_extra_info("sockname")[1])
             self._udp.append((bound, protocol))
@@ -166,13 +172,30 @@ class SipShell:
             if spec.transport == "tls" and context is None:
                 raise ValueError(f"--sip {spec}: TLS needs a certificate and key")
             server = await self.loop.create_server(
-                self.connections.factory(spec.transport), spec.host, spec.port, ssl=context)
+                self.connections.factory(spec.transport, spec.access, inbound=True),
+                spec.host, spec.port, ssl=context)
             self._servers.append(server)
+            self._sweep_connections()
             bound = spec.bound_to(server.sockets[0].getsockname()[1])
         self.ua.add_listener(bound.transport, *bound.public)
         return bound
 
+    def _sweep_connections(self) -> None:
+        """Every second: close slow-to-finish and idle inbound connections (stream.py)."""
+        if self._sweeper is not None:
+            return
+
+        def sweep() -> None:
+            in_use = {session.flow.connection for session in self.ua.sessions
+                      if session.flow is not None and session.flow.connection is not None}
+            self.connections.sweep(in_use)
+            self._sweeper = self.loop.call_later(1.0, sweep)
+
+        self._sweeper = self.loop.call_later(1.0, sweep)
+
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._timer is not None:
             self._timer.cancel()
         for _, endpoint in self._udp:
@@ -186,15 +209,22 @@ class SipShell:
         for task in list(self._connecting):
             task.cancel()
 
+    @property
+    def listening(self) -> bool:
+        """Whether a SIP listener is open (for readiness)."""
+        return any(endpoint.transport is not None and not endpoint.transport.is_closing()
+                   for _, endpoint in self._udp) or any(
+            server.is_serving() for server in self._servers)
+
     # ------------------------------------------------------------------ driving
     def now(self) -> float:
         return self.loop.time()
 
-    def receive(self, data: bytes, source: Target) -> None:
+    def receive(self, data: bytes, source: Target, access: AccessMode | None = None) -> None:
         if self.tap is not None:
             self.tap("in", data, source)
         try:
-            self.ua.receive(data, source, self.loop.time())
+            self.ua.receive(data, source, self.loop.time(), access)
         except Exception:  # a core bug must cost one message, not the engine
             self.internal_errors += 1
             log.exception("internal error on a message from %s:%s", source.host, source.port)

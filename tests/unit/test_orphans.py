@@ -1,0 +1,136 @@
+"""No orphan legs: a crashed run's dialogs ended by the next one, silent callers hung up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.unit.sipnet import FakeNet
+from tests.unit.test_useragent import ALICE, BOB, SDP_A, SDP_B
+from warmline.calls.call import Call, CallState
+from warmline.calls.dialog_journal import DialogJournal
+from warmline.calls.watchdog import SilenceWatchdog
+from warmline.media.plane import LegCounters
+from warmline.sip.dialog_memo import CSEQ_JUMP, DialogMemo
+from warmline.sip.events import Target
+from warmline.sip.message import Request, parse_message
+from warmline.sip.session import CallEnded, IncomingCall, RememberedDialogEnded, Session
+from warmline.sip.useragent import UserAgent
+
+REASON = 'Q.850;cause=41;text="warmline restarted"'
+
+
+def confirmed_call() -> tuple[FakeNet, UserAgent, UserAgent, Session]:
+    """Alice (warmline) calls Bob; returns Alice's confirmed session."""
+    net = FakeNet()
+    alice, bob = net.add(UserAgent(), *ALICE), net.add(UserAgent(), *BOB)
+    session = alice.invite("sip:bob@127.0.0.2:5080", net.now, sdp=SDP_A,
+                           target=Target("udp", *BOB))
+    net.flush()
+    [incoming] = [e for e in net.events[id(bob)] if isinstance(e, IncomingCall)]
+    bob.answer(incoming.session, SDP_B, net.now)
+    net.flush()
+    return net, alice, bob, session
+
+
+def test_a_new_agent_ends_a_dialog_from_its_memo_with_a_reason(tmp_path: Path) -> None:
+    net, alice, bob, session = confirmed_call()
+    memo = alice.memo_of(session)
+    assert memo is not None
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    journal.remember(memo)
+    journal.close()
+    # the process dies; a new one on the same address reads the journal
+    del net.agents[ALICE]
+    reborn = net.add(UserAgent(), *ALICE)
+    [left] = DialogJournal(tmp_path / "dialogs.db").left_over()
+    assert left == memo
+    reborn.end_remembered(left, net.now, REASON)
+    net.flush()
+    byes = [parse_message(t.data) for _, _, t in net.wire if t.data.startswith(b"BYE ")]
+    assert len(byes) == 1 and isinstance(byes[0], Request)
+    assert byes[0].get("reason") == REASON
+    assert byes[0].cseq.seq == memo.local_seq + CSEQ_JUMP + 1  # past any sent before
+    assert any(isinstance(e, CallEnded) for e in net.events[id(bob)])  # Bob's call is over
+    [done] = [e for e in net.events[id(reborn)] if isinstance(e, RememberedDialogEnded)]
+    assert done.status == 200 and done.memo == memo
+
+
+def test_a_memo_nobody_answers_ends_as_408(tmp_path: Path) -> None:
+    net, alice, _, session = confirmed_call()
+    memo = alice.memo_of(session)
+    assert memo is not None
+    del net.agents[BOB]  # the far end is gone too
+    alice.end_remembered(memo, net.now, REASON)
+    net.advance(40)
+    [done] = [e for e in net.events[id(alice)] if isinstance(e, RememberedDialogEnded)]
+    assert done.status == 408
+
+
+def test_the_journal_drops_rows_it_cannot_read(tmp_path: Path) -> None:
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    journal._db.execute("INSERT INTO dialogs VALUES ('torn', '{\"call_id\": ')")
+    assert journal.left_over() == [] and len(journal) == 0
+    assert DialogMemo.from_json(DialogMemo("c", "l", "r", "<sip:a@h>", "<sip:b@h>", "sip:b@h",
+                                           "<sip:a@h>", 3, (), "udp", "h", 5060).to_json()).key \
+        == "c;l"
+
+
+@dataclass
+class FakeStream:
+    direction: str = "sendrecv"
+
+
+@dataclass
+class FakeNegotiation:
+    stream: FakeStream | None = field(default_factory=FakeStream)
+
+
+@dataclass
+class FakeMedia:
+    counters: LegCounters = field(default_factory=LegCounters)
+
+
+@dataclass
+class FakeLeg:
+    media: FakeMedia = field(default_factory=FakeMedia)
+    negotiation: FakeNegotiation = field(default_factory=FakeNegotiation)
+
+
+def fake_call(name: str, answered: bool = True, direction: str = "sendrecv") -> Call:
+    leg = FakeLeg(negotiation=FakeNegotiation(FakeStream(direction)))
+    return Call(name, leg, 0.0, answered_at=0.0 if answered else None)
+
+
+def test_a_caller_silent_past_the_timeout_is_hung_up_and_no_other() -> None:
+    hung_up: list[tuple[str, str]] = []
+    watchdog = SilenceWatchdog(30.0, lambda call, reason: hung_up.append((call.id, reason)))
+    talking, silent, ringing, held = (fake_call("talking"), fake_call("silent"),
+                                      fake_call("ringing", answered=False),
+                                      fake_call("held", direction="sendonly"))
+    calls = [talking, silent, ringing, held]
+    for second in range(0, 61, 5):
+        talking.caller.media.counters.received += 250  # RTP keeps coming
+        if second == 20:
+            silent.caller.media.counters.rtcp += 1  # an RTCP report counts as alive
+        watchdog.sweep(calls, float(second))
+    assert hung_up == [("silent", 'SIP;cause=408;text="no RTP or RTCP from the caller for 30 s"')]
+    assert watchdog.ended == 1
+    talking.state = CallState.ENDED
+    watchdog.sweep(calls, 100.0)
+    assert "talking" not in watchdog._seen  # ended calls are forgotten
+
+
+def test_two_engines_never_share_a_records_folder(tmp_path: Path) -> None:
+    import os
+
+    import pytest
+
+    from warmline.server import _records_lock
+
+    with _records_lock(tmp_path):
+        with pytest.raises(OSError, match=f"in use by another warmline \\(PID {os.getpid()}\\)"):
+            with _records_lock(tmp_path):
+                pass
+    with _records_lock(tmp_path):  # released with the first engine
+        pass
