@@ -120,7 +120,8 @@ class Outcome:
         late = sum(ms > 200 for ms in self.first_response_ms)
         growth = (self.rss_settled - self.rss_before) / self.rss_before * 100
         return (f"  {self.server:9} real calls {self.real_ok}/{self.real_calls} ok, "
-                f"{self.real_failed} failed; answered (INVITE to 200) p50 {self.percentile(0.5):.1f} ms, "
+                f"{self.real_failed} failed; answered (INVITE to 200) "
+                f"p50 {self.percentile(0.5):.1f} ms, "
                 f"p99 {self.percentile(0.99):.1f} ms, max {max(self.first_response_ms or [0]):.1f}"
                 f" ms, {late} over 200 ms\n"
                 f"  {'':9} flood: {self.flood_sent} INVITEs sent, {self.flood_answered} calls "

@@ -128,9 +128,8 @@ def test_two_engines_never_share_a_records_folder(tmp_path: Path) -> None:
 
     from warmline.server import _records_lock
 
-    with _records_lock(tmp_path):
-        with pytest.raises(OSError, match=f"in use by another warmline \\(PID {os.getpid()}\\)"):
-            with _records_lock(tmp_path):
-                pass
+    held = f"in use by another warmline \\(PID {os.getpid()}\\)"
+    with _records_lock(tmp_path), pytest.raises(OSError, match=held), _records_lock(tmp_path):
+        pass
     with _records_lock(tmp_path):  # released with the first engine
         pass

@@ -131,7 +131,10 @@ def test_the_finder_finds_every_secret_however_spaced() -> None:
 
 # -- a CallEngine with stand-in calls ------------------------------------------------------
 class Records:
-    """Stands in for RecordWriter: keeps each event."""
+    """Stands in for RecordWriter: keeps each event (and reads healthy to /metrics)."""
+
+    pending = journal_failures = lost = 0
+    writable = True
 
     def __init__(self) -> None:
         self.events: list[Any] = []

@@ -75,7 +75,8 @@ class CallerIdOptions(ApiModel):
 class Attempt(ApiModel):
     """Where to send the caller and how (the request itself and each fallback step)."""
 
-    to: str = Field(description="sip: or sips: URI of the human, queue or agent")
+    to: str = Field(description="sip:, sips: or tel: URI of the human, queue or agent",
+                    pattern=r"^(sip|sips|tel):", max_length=2048)
     mode: TransferMode = TransferMode.BLIND
     timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
     whisper: str | None = Field(None, max_length=2000,
