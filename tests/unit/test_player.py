@@ -85,3 +85,18 @@ def test_ringback_cadences() -> None:
     assert len(uk) == int((0.4 + 0.2 + 0.4 + 2.0) * 8000)
     with pytest.raises(ValueError, match=r"media\.ringback"):
         ringback(8000, "mars")
+
+
+def test_a_bot_sending_far_ahead_of_real_time_is_dropped_not_buffered() -> None:
+    from warmline.agents.media_stream import StreamPlayer, _Misbehaving
+
+    player = StreamPlayer(max_seconds=2.0)
+    second = np.zeros(8000, dtype=np.int16)
+    player.push(second)
+    player.push(second)  # two seconds queued: the cap, still fine
+    with pytest.raises(_Misbehaving, match="ws_audio_seconds"):
+        player.push(second[:160])
+    for _ in range(50):
+        player.next_frame()  # one second played: room again
+    player.push(second)
+    assert player.queued == 16000  # two seconds again
