@@ -18,6 +18,7 @@ from warmline.agents.scripted import FlowError, load_flow
 from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.redact import redact
+from warmline.brain.status_events import DEFAULT_KINDS, StatusCallbackSettings
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
@@ -407,6 +408,11 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
     if config is None:
         return settings
     limits = config.limits
+    events = config.events
+    if events.url:
+        settings = replace(settings, events=StatusCallbackSettings(
+            events.url, events.secret(),
+            frozenset(events.kinds) if events.kinds else DEFAULT_KINDS, events.attempts))
     return replace(settings, max_calls=limits.max_calls, http_body=limits.http_body,
                    ws_message=limits.ws_message, ws_audio_seconds=limits.ws_audio_seconds,
                    stream_limits=StreamLimits(limits.tcp_idle_timeout,
@@ -443,7 +449,12 @@ def _demo(out: Path) -> int:
     from warmline.demo import print_report, run_demo
 
     _install_fast_loop()
-    figures = asyncio.run(run_demo(out))
+    started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"[{time.monotonic() - started:5.1f} s] {line}", flush=True)
+
+    figures = asyncio.run(run_demo(out, say))
     print_report(figures, out)
     connected = figures["trigger_to_connected_s"] is not None
     return 0 if connected and figures["largest_gap_ms"] < 60 else 1

@@ -442,6 +442,34 @@ def _parsed(text: str) -> object:
         return None
 
 
+class EventsSection(_Strict):
+    """Status callbacks (brain/status_events.py): every call and handoff step, signed."""
+
+    url: str | None = Field(None, pattern=r"^https?://")  # None: nothing is pushed
+    secret_env: str | None = None  # the signing key (whsec_... or any text)
+    secret_file: str | None = None
+    kinds: list[str] | None = None  # record kinds pushed; None: the defaults
+    attempts: int = Field(6, ge=1, le=20)  # per event, with back-off from 1 s doubling
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_not_inline(cls, data: Any) -> Any:
+        return _no_inline_secret(data, "secret")
+
+    @model_validator(mode="after")
+    def _signed(self) -> EventsSection:
+        if self.url and not (self.secret_env or self.secret_file):
+            raise ValueError("secret_env: a url needs a signing secret (secret_env or "
+                             "secret_file), so receivers can verify what they get")
+        return self
+
+    def secret(self) -> str:
+        value = read_secret("events.secret", self.secret_env, self.secret_file)
+        if self.url and not value:
+            raise ValueError("events.secret: empty")
+        return value or ""
+
+
 class TransferSection(_Strict):
     # destinations a transfer asked for over the API may go to, besides addresses in
     # [sip] trusted: sip:USER@HOST[:PORT], sips:..., tel:NUMBER, each part a glob
@@ -488,6 +516,7 @@ class WarmlineConfig(_Strict):
     sip: SipSection = Field(default_factory=SipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     transfer: TransferSection = Field(default_factory=TransferSection)
+    events: EventsSection = Field(default_factory=EventsSection)
     http: HttpSection | None = None
     media: MediaSection = Field(default_factory=MediaSection)
     storage: StorageSection = Field(default_factory=StorageSection)
@@ -545,6 +574,7 @@ def load(path: Path) -> WarmlineConfig:
         config.escalation(None)
         config.build_trunks()
         config.sip.auth_users()
+        config.events.secret()
         if config.http is not None:
             config.http.api_token()
     except (RoutingError, HandoffError, ValueError) as error:

@@ -18,6 +18,7 @@ import asyncio
 import html
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -41,6 +42,7 @@ from warmline.transfer.handoff import HANDOFF_HEADER, Destination, Handoff, Tran
 from warmline.transport.listen import ListenSpec
 from warmline.transport.shell import SipShell
 
+Narrator = Callable[[str], None]  # a line for the person watching the demo
 HOST = "127.0.0.1"
 SCRIPT: list[tuple[str, str, dict[str, Any]]] = [
     ("ai", "Hello, this is the billing assistant. How can I help you today?", {}),
@@ -124,7 +126,9 @@ class Ladder:
 class ScriptedAgent:
     """The AI side of the demo: speaks its lines and reports each turn as an AI would."""
 
-    def __init__(self, engine: CallEngine, speech: dict[str, Samples], caller: Phone) -> None:
+    def __init__(self, engine: CallEngine, speech: dict[str, Samples], caller: Phone,
+                 say: Narrator = lambda line: None) -> None:
+        self.say = say  # tells the person watching what happens, as it happens
         self.engine = engine
         self.speech = speech
         self.caller = caller
@@ -138,12 +142,15 @@ class ScriptedAgent:
     async def _converse(self, call: Call) -> None:
         try:
             for speaker, text, reading in SCRIPT:
+                self.say(f"{'AI' if speaker == 'ai' else 'Maria'}: {text}")
                 speaking = call.caller.media.play(Player(self.speech[text])).done \
                     if speaker == "ai" else self.caller.say(self.speech[text])
                 await speaking
                 await asyncio.sleep(0.3)
                 result = self.engine.add_turn(call.id, Turn(speaker, text, **reading))
                 if result.handoff is not None:
+                    self.say(f"trigger {result.fired[0].trigger if result.fired else '?'} "
+                             f"fired: warm transfer to the human")
                     self.handoff = result.handoff
                     self.triggered_at = asyncio.get_running_loop().time()
                     return
@@ -152,9 +159,11 @@ class ScriptedAgent:
                 self.done.set_result(None)
 
 
-async def run_demo(out: Path) -> dict[str, Any]:
-    """Run the escalation; returns the figures (also written as report.html in ``out``)."""
+async def run_demo(out: Path, say: Narrator = lambda line: None) -> dict[str, Any]:
+    """Run the escalation; returns the figures (also written as report.html in ``out``).
+    ``say`` hears a line at each step, so the person watching sees it happen."""
     out.mkdir(parents=True, exist_ok=True)
+    say("making the voices (espeak-ng) ...")
     tts = EspeakTts()
     loop = asyncio.get_running_loop()
     texts = [text for _, text, _ in SCRIPT] + [HUMAN_LINE, CALLER_LINE]
@@ -173,7 +182,7 @@ async def run_demo(out: Path) -> dict[str, Any]:
                             destination=Destination(human.uri, TransferMode.WARM, 15)),
                         records=records, tts=tts)
     engine.return_announcement = None
-    agent = ScriptedAgent(engine, speech, caller)
+    agent = ScriptedAgent(engine, speech, caller, say)
     engine.on_call = agent.on_call
     ladder = Ladder({caller.shell.ua.local_address("udp")[1]: "caller",
                      human.shell.ua.local_address("udp")[1]: "human"})
@@ -181,16 +190,19 @@ async def run_demo(out: Path) -> dict[str, Any]:
     human.shell.on_event = lambda event: _human_phone(human, event, speech[HUMAN_LINE])
     caller.shell.on_event = lambda event: _caller_phone(caller, event)
     try:
+        say("Maria calls the AI agent (SIP INVITE to warmline)")
         caller.session = caller.shell.run(lambda now: caller.shell.ua.invite(
             f"sip:ai@{HOST}:{engine_spec.port}", now, sdp=caller.negotiation.offer(),
             from_='"Maria" <sip:+15550100@127.0.0.1>'))
         await asyncio.wait_for(agent.done, 60)
         await _wait_for(lambda: agent.handoff is not None and
                         any(e.kind == "human_first_word" for e in agent.handoff.events), 30)
+        say("the human heard the whisper and speaks to Maria")
         await asyncio.sleep(1.0)
         await caller.say(speech[CALLER_LINE])
         await asyncio.sleep(1.5)
         session = caller.session
+        say("Maria hangs up; writing the report")
         caller.shell.run(lambda now: caller.shell.ua.bye(session, now))
         await asyncio.sleep(1.0)
     finally:
@@ -288,17 +300,34 @@ def _html(figures: dict[str, Any], ladder: Ladder) -> str:
                    f"<td>{html.escape(summary)}</td></tr>"
                    for at, direction, who, summary in ladder.rows)
     context = html.escape(json.dumps(figures["human_received"], indent=2))
+    timeline = _timeline_rows(figures["events"])
     return f"""<!doctype html><meta charset="utf-8"><title>warmline demo</title>
 <h1>warmline demo: {html.escape(str(figures['status']))}</h1>
 <p>Summary the human heard: <b>{html.escape(str(figures['summary']))}</b></p>
 <ul><li>Largest gap in the caller's audio from the trigger on: {figures['largest_gap_ms']} ms</li>
 <li>Trigger to the human's first word: {figures['trigger_to_human_first_word_s']} s</li></ul>
+<h2>Handoff timeline</h2>
+<table><tr><th>s after the request</th><th>event</th><th>detail</th></tr>{timeline}</table>
 <h2>What the human's phone received</h2><pre>{context}</pre>
 <h2>SIP ladder (as warmline saw it)</h2>
 <table><tr><th>s</th><th>peer</th><th></th><th>message</th></tr>{rows}</table>
 <h2>Recordings</h2><p>Caller: <audio controls src="caller_heard.wav"></audio>
 Human: <audio controls src="human_heard.wav"></audio></p>
 """
+
+
+def _timeline_rows(events: list[dict[str, Any]]) -> str:
+    """One row per handoff event, timed from the first (the request)."""
+    if not events:
+        return ""
+    start = events[0]["at"]
+    rows = []
+    for event in events:
+        detail = {key: value for key, value in event.items() if key not in ("at", "kind")}
+        rows.append(f"<tr><td>{event['at'] - start:.2f}</td>"
+                    f"<td>{html.escape(str(event['kind']))}</td>"
+                    f"<td>{html.escape(json.dumps(detail, default=str))}</td></tr>")
+    return "".join(rows)
 
 
 def print_report(figures: dict[str, Any], out: Path) -> None:

@@ -25,6 +25,7 @@ from warmline.brain.calibration import TriggerLog
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.redact import redact_value
 from warmline.brain.service import Brain, TurnResult
+from warmline.brain.status_events import StatusCallbacks
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
@@ -74,6 +75,7 @@ class CallEngine:
     ``destination_policy``: checked by the API for the destinations a request names.
     ``journal``: the dialogs owned, so that a start after a crash ends what it left up.
     ``rtp_timeout``: a caller sending neither RTP nor RTCP this long is hung up (0: never).
+    ``status_events``: signed status callbacks (brain/status_events.py), or None.
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
     """
@@ -89,7 +91,10 @@ class CallEngine:
                  srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
                  early_media: float | None = None, max_calls: int = 0,
                  destination_policy: DestinationPolicy | None = None,
-                 journal: DialogJournal | None = None, rtp_timeout: float = 0.0) -> None:
+                 journal: DialogJournal | None = None, rtp_timeout: float = 0.0,
+                 status_events: StatusCallbacks | None = None) -> None:
+        # every recorded call and handoff step, pushed to an integrator's URL as it happens
+        self.status_events = status_events
         # where a transfer asked for from outside may go; None: anywhere (in-process use)
         self.destination_policy = destination_policy
         self.on_call: CallHandler = on_call or (lambda call: None)
@@ -176,9 +181,12 @@ class CallEngine:
         Its data is redacted here, whoever wrote it (a safety net: the words came in
         redacted already); the URIs calls are routed by stay as they are.
         """
+        at = at if at is not None else time.time()
+        clean = redact_value(data, ROUTING_KEYS)
         if self.records is not None:
-            self.records.add(Event(at if at is not None else time.time(), call_id, kind,
-                                   redact_value(data, ROUTING_KEYS), handoff_id))
+            self.records.add(Event(at, call_id, kind, clean, handoff_id))
+        if self.status_events is not None:
+            self.status_events.publish(call_id, kind, clean, handoff_id, at)
 
     def hold_audio(self) -> Samples:
         return self._hold
@@ -262,6 +270,8 @@ class CallEngine:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.status_events is not None:
+            await self.status_events.close()
         await self.registrations.stop()
         await self.transfers.close()
         await self.switchboard.close()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from warmline.agents.media_stream import MediaStreamAgent
 from warmline.agents.scripted import ScriptedAgent
+from warmline.brain.status_events import StatusCallbacks
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.sip_answerer import SipAnswerer
@@ -156,6 +157,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         max_calls=settings.max_calls,
                         destination_policy=settings.destination_policy,
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
+                        status_events=_status_events(settings),
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
@@ -170,6 +172,14 @@ def _open_records(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> 
     writer = RecordWriter(settings.database_url, settings.records)
     stack.callback(writer.close)
     return writer
+
+
+def _status_events(settings: ServeSettings) -> StatusCallbacks | None:
+    """Signed status callbacks to [events] url, when one is configured."""
+    if settings.events is None:
+        return None
+    log.info("status callbacks to %s", settings.events.url)
+    return settings.events.build()
 
 
 def _dialog_journal(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> DialogJournal:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
+from warmline.brain.status_events import StatusCallbackSettings
 from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
@@ -101,6 +102,7 @@ class ServeSettings:
     ws_message: int = 65_536  # bytes per WebSocket message from a bot (closed 1009 past it)
     # where a transfer asked for over the API may go (default: loopback addresses only)
     destination_policy: DestinationPolicy = field(default_factory=DestinationPolicy)
+    events: StatusCallbackSettings | None = None  # signed status callbacks; None: off
     ws_audio_seconds: float = 120.0  # a bot's audio queued ahead of playing; past it: dropped
     trunks: Trunks = field(default_factory=Trunks)  # carriers and PBXs (accounts, registration)
     dns_servers: tuple[tuple[str, int], ...] = ()  # none: /etc/resolv.conf and /etc/hosts

@@ -96,6 +96,10 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
             wait.until(lambda d: "billing_dispute" in
                        d.find_element(By.ID, f"handoff-{handoff_id}").text)
             wait.until(lambda d: "transfer share" in d.find_element(By.ID, "kpis").text)
+            kpis = driver.find_element(By.ID, "kpis").text
+            assert "100%" in kpis and "no data" in kpis  # one call, escalated; no FCR report
+            values = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#chart text.value")]
+            assert "1/1" in values, values  # the day's bar is labelled transfers/calls
             shot = tmp_path / "dashboard.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000

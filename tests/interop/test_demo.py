@@ -31,5 +31,12 @@ def test_the_demo_runs_an_escalation_end_to_end(tmp_path: Path) -> None:
     assert figures["trigger"]["name"] == "explicit_request"
     assert 0 < figures["trigger_to_human_first_word_s"] < 15
     assert len(load_wav(out / "human_heard.wav", 8000)) > 8000 * 3  # whisper + the caller
-    assert "<audio" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "<audio" in report and "Handoff timeline" in report
+    assert "<td>connected</td>" in report and "<td>human_first_word</td>" in report
+    # it says what happens as it happens, not after a silent half minute
+    lines = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert lines[0].endswith("making the voices (espeak-ng) ...")
+    assert any("fired: warm transfer to the human" in line for line in lines)
+    assert all(float(line[1:6]) < 30 for line in lines[:3])
     assert "KPIs from the records" in done.stdout and "transfer share 100%" in done.stdout

@@ -19,6 +19,8 @@ EXAMPLES = 25  # per operation: a few seconds in all
 
 
 def test_no_generated_request_gets_a_server_error(rig: Rig) -> None:  # noqa: F811
+    # the calls are stand-ins with no SIP dialog behind them: a hang-up is only noted
+    rig.engine.switchboard.hang_up = lambda leg, reason=None: None  # type: ignore[method-assign]
     schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(rig.engine))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10  # the schema was read, not skipped

@@ -67,6 +67,22 @@ async def resolution(call_id: str, body: ResolutionModel, engine: EngineDep) -> 
     return {"call_id": call_id, "resolved": body.resolved}
 
 
+@router.post("/calls/{call_id}/hangup", status_code=202)
+async def hang_up(call_id: str, engine: EngineDep) -> dict[str, Any]:
+    """End the call (the bot is done): BYE to the caller, saying why (RFC 3326 Reason).
+    409 when it has ended already; a call still ringing is refused with 480."""
+    _require_call(engine, call_id)
+    call = engine.calls[call_id]
+    if call.ended:
+        raise HTTPException(409, f"call {call_id} has ended")
+    engine.hang_up(call, HANGUP_REASON)
+    engine.record(call_id, "call.hangup_requested", {})
+    return {"call_id": call_id, "status": "hanging up"}
+
+
+HANGUP_REASON = 'SIP;cause=200;text="the AI agent ended the call"'
+
+
 def _require_call(engine: CallEngine, call_id: str) -> None:
     """404 for a call the engine does not know. Called in the route, not as a dependency,
     so an invalid body still gets its 422 first."""

@@ -45,22 +45,42 @@ function kpiBox(label, value) {
   const b = document.createElement("b"); b.appendChild(text(value ?? "-"));
   div.appendChild(b); div.appendChild(text(label)); return div;
 }
-function chart(days) {
+function svgEl(name, attrs, content) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", name);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, value);
+  if (content !== undefined) el.textContent = content;
+  return el;
+}
+function chart(days) {  // calls (light) and transfers (dark) per day, with a y axis and values
   const svg = document.getElementById("chart"); svg.innerHTML = "";
   const max = Math.max(1, ...days.map(d => d.calls));
-  const width = 640 / Math.max(days.length, 1);
+  const left = 40, top = 20, bottom = 150, plot = 640 - left;
+  const width = plot / Math.max(days.length, 1);
+  svg.appendChild(svgEl("line", {x1: left, y1: top, x2: left, y2: bottom, stroke: "#888"}));
+  svg.appendChild(svgEl("line", {x1: left, y1: bottom, x2: 640, y2: bottom, stroke: "#888"}));
+  for (const tick of [0, Math.round(max / 2), max]) {
+    const y = bottom - (bottom - top) * tick / max;
+    svg.appendChild(svgEl("text", {x: left - 6, y: y + 4, "text-anchor": "end"}, tick));
+  }
+  svg.appendChild(svgEl("text", {x: 0, y: 12}, "calls"));
   days.forEach((d, i) => {
+    const x = left + i * width + 4;
     for (const [value, colour] of [[d.calls, "#bcd"], [d.transfers, "#27a"]]) {
-      const h = 140 * value / max;
-      const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
-      r.setAttribute("x", i * width + 4); r.setAttribute("y", 150 - h);
-      r.setAttribute("width", width - 8); r.setAttribute("height", h);
-      r.setAttribute("fill", colour); svg.appendChild(r);
+      const h = (bottom - top) * value / max;
+      svg.appendChild(svgEl("rect", {x, y: bottom - h, width: width - 8, height: h,
+                                     fill: colour}));
     }
-    const t = document.createElementNS("http://www.w3.org/2000/svg", "text");
-    t.setAttribute("x", i * width + 4); t.setAttribute("y", 170); t.textContent = d.day.slice(5);
-    svg.appendChild(t);
+    svg.appendChild(svgEl("text", {x, y: bottom - (bottom - top) * d.calls / max - 4,
+                                   class: "value"}, d.transfers + "/" + d.calls));
+    svg.appendChild(svgEl("text", {x, y: 170}, d.day.slice(5)));
   });
+  svg.appendChild(svgEl("rect", {x: 420, y: 4, width: 10, height: 10, fill: "#bcd"}));
+  svg.appendChild(svgEl("text", {x: 434, y: 13}, "calls"));
+  svg.appendChild(svgEl("rect", {x: 480, y: 4, width: 10, height: 10, fill: "#27a"}));
+  svg.appendChild(svgEl("text", {x: 494, y: 13}, "transfers (value: transfers/calls)"));
+}
+function percent(share) {  // a share 0..1 as "40%"; none reported: "no data"
+  return share === null || share === undefined ? "no data" : Math.round(share * 100) + "%";
 }
 async function refresh() {
   const intent = document.getElementById("intent").value;
@@ -74,14 +94,14 @@ async function refresh() {
       select.appendChild(o); }
   const figures = kpis ? (intent ? (kpis.by_intent[intent] || {}) : kpis.overall) : {};
   const box = document.getElementById("kpis"); box.innerHTML = "";
-  box.appendChild(kpiBox("transfer share", figures.transfer_share));
+  box.appendChild(kpiBox("transfer share", percent(figures.transfer_share)));
   box.appendChild(kpiBox("CSAT escalated / AI-only",
     (figures.csat_escalated ?? "-") + " / " + (figures.csat_ai_only ?? "-")));
-  box.appendChild(kpiBox("first-call resolution", figures.first_call_resolution));
+  box.appendChild(kpiBox("first-call resolution", percent(figures.first_call_resolution)));
   box.appendChild(kpiBox("trigger to first word p50 / p90 (s)",
     (figures.trigger_to_first_word_p50 ?? "-") + " / " +
     (figures.trigger_to_first_word_p90 ?? "-")));
-  box.appendChild(kpiBox("repeat contact 48 h", figures.repeat_contact_48h));
+  box.appendChild(kpiBox("repeat contact 48 h", percent(figures.repeat_contact_48h)));
   const table = document.getElementById("calls"); clear(table);
   for (const c of (calls || []).filter(c => c.state !== "ended"))
     row(table, [c.id, c.from, c.state], "call-" + c.id);

@@ -64,6 +64,7 @@ class Brain:
         policy = self.policy
         if handoff.packet is None:
             handoff.packet = self._conversation(call).packet(call.id, call.caller_uri, policy)
+            _intent_from_request(handoff.packet, handoff.context)
         if policy.public_url:
             handoff.screen_pop = (f"{policy.public_url}/handoffs/{handoff.id}"
                                   f"?token={handoff.token}")
@@ -165,3 +166,12 @@ def redact_handoff(handoff: Handoff) -> None:
     for step in (handoff.first, *handoff.fallback):
         if isinstance(step, Destination) and step.whisper:
             step.whisper = redact(step.whisper)
+
+
+def _intent_from_request(packet: dict[str, Any], context: dict[str, Any]) -> None:
+    """A transfer asked for over REST may name the intent (``context.intent``) when no
+    turn did: the packet, and so X-Warmline-Intent, carry it instead of nothing."""
+    intent = context.get("intent")
+    if packet["intent"]["name"] is None and isinstance(intent, str) and intent.strip():
+        packet["intent"] = {"name": intent.strip()[:100], "confidence": None,
+                            "source": "request"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,7 +23,7 @@ class CallState(StrEnum):
 class Call:
     id: str
     caller: CallLeg
-    started_at: float  # the shell's clock when the call arrived and was taken
+    started_at: float  # the shell's clock when the call arrived and was taken (monotonic)
     state: CallState = CallState.AI
     on_dtmf: Callable[[str], None] | None = None  # the agent's digit handler, while it has one
     legs: list[CallLeg] = field(default_factory=list)  # every leg, the caller's first
@@ -34,6 +35,7 @@ class Call:
     # opens this call's own routes (its media stream, turns, transfer) and nothing else:
     # what a bot is given instead of the API token (api/auth.py)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
+    started_wall: float = field(default_factory=time.time)  # the same moment, as Unix time
 
     @property
     def ended(self) -> bool:
@@ -47,6 +49,6 @@ class Call:
         session = self.caller.session
         return {"id": self.id, "from": self.caller_uri,
                 "to": str(session.local_party.uri), "state": self.state.value,
-                "started_at": self.started_at, "answered": self.answered_at is not None,
+                "started_at": self.started_wall, "answered": self.answered_at is not None,
                 "token": self.token,  # for its bot: opens this call's routes only
                 "handoffs": list(self.handoff_ids)}

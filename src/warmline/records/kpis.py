@@ -102,7 +102,9 @@ def _kpis(calls: list[CallFacts], followers: list[Event]) -> dict[str, Any]:
         "transfer_share": _share(len(escalated), len(calls)),
         "csat_escalated": _mean([score for call in escalated for score in call.csat]),
         "csat_ai_only": _mean([score for call in ai_only for score in call.csat]),
-        "first_call_resolution": _share(sum(1 for c in reported if c.resolved), len(reported)),
+        # None, not 0.0, when no call's resolution was reported: no data is not 0%
+        "first_call_resolution": _share(sum(1 for c in reported if c.resolved), len(reported))
+        if reported else None,
         "trigger_to_first_word_p50": _percentile(waits, 0.5),
         "trigger_to_first_word_p90": _percentile(waits, 0.9),
         "repeat_contact_48h": _share(repeats, len(calls)),

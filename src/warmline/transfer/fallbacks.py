@@ -143,7 +143,8 @@ class CallbackPromise(FallbackStep):
         action, handoff = self.action, self.handoff
         at = action.at if action.at is not None else time.time() + action.delay_seconds
         self.control.save_callback(handoff, at)
-        handoff.emit("callback_scheduled", at=at, number=self.control.caller_facts.number)
+        handoff.emit("callback_scheduled", callback_at=at,
+                     number=self.control.caller_facts.number)
         handoff.finish(HandoffStatus.COMPLETED, "callback scheduled", handoff.sip_status)
         when = time.strftime("%H:%M", time.localtime(at))
         self.speech = Utterance(self.control, self.control.caller, "callback",

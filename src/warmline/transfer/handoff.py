@@ -102,7 +102,7 @@ class HandoffEvent:
     detail: dict[str, Any]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": self.at, "kind": self.kind, **self.detail}
+        return {**self.detail, "at": self.at, "kind": self.kind}  # detail never hides when
 
 
 def destination_uri_problem(uri: str) -> str | None:
