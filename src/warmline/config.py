@@ -280,10 +280,14 @@ class DestinationModel(_Strict):
     accept: Acceptance = Acceptance.NONE
     connect: ConnectBy = ConnectBy.BRIDGE
     probe: bool = False
+    # rung at the same time as uri (simultaneous ring: "on-call staff, 120 s"); the first
+    # to answer takes the call
+    ring_with: list[str] = Field(default_factory=list)
 
     def build(self) -> Destination:
         return Destination(self.uri, self.mode, self.timeout, accept=self.accept,
-                           connect=self.connect, probe=self.probe)
+                           connect=self.connect, probe=self.probe,
+                           ring_with=tuple(self.ring_with))
 
 
 _SPAN = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")

@@ -102,6 +102,25 @@ def test_temporary_transfer_returns_the_caller_to_the_ai(tmp_path: Path) -> None
     assert outcome.legs_left == 0
 
 
+def test_a_group_rings_at_once_and_the_first_to_answer_takes_the_call(tmp_path: Path) -> None:
+    """Simultaneous ring (the on-call staff): the phone that keeps ringing is CANCELed
+    "Call completed elsewhere" the moment the other answers (checked by its sipp)."""
+    beaten = Human("human_rings_elsewhere.xml")
+    answering = Human("human_answers.xml", {"ring_ms": "400", "tail": WAIT_FOR_BYE})
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(beaten.uri, "bridge", 10,
+                                            ring_with=(answering.uri,)))
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(1500), make,
+                                       [beaten, answering]))
+    handoff = outcome.handoff
+    answered = next(e for e in handoff.events if e.kind == "answered")
+    assert answered.detail["by"] == answering.uri
+    assert handoff.status == "completed" and "connected" in kinds(handoff)
+    assert outcome.legs_left == 0
+
+
 def test_the_caller_hanging_up_while_the_human_rings_cancels_the_human(tmp_path: Path) -> None:
     ringing = Human("human_rings.xml")
     outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(600),

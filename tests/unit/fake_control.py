@@ -46,6 +46,7 @@ class FakeCallControl:
     state: CallState = CallState.AI
     clock: float = 0.0
     actions: list[tuple[Any, ...]] = field(default_factory=list)
+    cancel_reasons: dict[LegId, str | None] = field(default_factory=dict)  # by leg
     run: HandoffRun | None = None
     _timers: list[tuple[float, int, str]] = field(default_factory=list)
     _live_timers: dict[str, int] = field(default_factory=dict)  # key -> generation
@@ -104,8 +105,9 @@ class FakeCallControl:
         self.actions.append(("dial", leg, uri, identity, headers))
         return leg
 
-    def cancel(self, leg: LegId) -> None:
+    def cancel(self, leg: LegId, reason: str | None = None) -> None:
         self.actions.append(("cancel", leg))
+        self.cancel_reasons[leg] = reason
 
     def hang_up(self, leg: LegId) -> None:
         self.actions.append(("hang_up", leg))

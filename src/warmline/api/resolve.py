@@ -24,9 +24,10 @@ def check_allowed(handoff: Handoff, engine: CallEngine) -> None:
     if policy is None:
         return
     for where, step in _destinations(handoff):
-        problem = policy.problem(step.uri, _through_trunk(engine, step.uri))
-        if problem is not None:
-            raise HTTPException(403, f"{where}: {problem}")
+        for uri in step.uris:
+            problem = policy.problem(uri, _through_trunk(engine, uri))
+            if problem is not None:
+                raise HTTPException(403, f"{where}: {problem}")
 
 
 def _through_trunk(engine: CallEngine, uri: str) -> bool:
@@ -47,10 +48,11 @@ async def check_routable(handoff: Handoff, engine: CallEngine) -> None:
     """422 naming ``to`` or ``fallback[i].to`` for the first destination that cannot be
     reached: no trunk for a tel: number, or a name that does not resolve."""
     for where, step in _destinations(handoff):
-        try:
-            await engine.reachable(step.uri)
-        except NoRoute as error:
-            raise HTTPException(422, f"{where}: {error}") from None
-        except ResolutionError as error:
-            raise HTTPException(422, f"{where}: {error.name} does not resolve "
-                                     f"({error.reason})") from None
+        for uri in step.uris:
+            try:
+                await engine.reachable(uri)
+            except NoRoute as error:
+                raise HTTPException(422, f"{where}: {error}") from None
+            except ResolutionError as error:
+                raise HTTPException(422, f"{where}: {error.name} does not resolve "
+                                         f"({error.reason})") from None

@@ -18,6 +18,7 @@ from warmline.brain.turns import Action, AuthState, Turn
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import parse_uri
 from warmline.transfer.handoff import (
+    MAX_GROUP,
     Acceptance,
     CallerId,
     CallerIdMode,
@@ -90,12 +91,24 @@ class Attempt(ApiModel):
                               "the human with REFER/Replaces when it supports that")
 
     probe: bool = Field(False, description="OPTIONS first; skip the destination unless 2xx")
+    ring_with: list[str] = Field(
+        default_factory=list, max_length=MAX_GROUP - 1,
+        description="rung at the same time as 'to' (simultaneous ring): the first to answer "
+                    "takes the call, the others are cancelled 'Call completed elsewhere'")
 
     _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
 
+    @field_validator("ring_with")
+    @classmethod
+    def _check_group(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _sip_uri(value)
+        return values
+
     def destination(self) -> Destination:
         return Destination(self.to, self.mode, self.timeout, self.whisper, self.accept,
-                           self.accept_timeout, self.connect, self.probe)
+                           self.accept_timeout, self.connect, self.probe,
+                           tuple(self.ring_with))
 
 
 class FallbackStep(Attempt):

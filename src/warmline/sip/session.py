@@ -50,6 +50,7 @@ class Session:
     end_status: int | None = None
     cancel_requested: bool = False
     cancel_sent: bool = False
+    cancel_reason: str | None = None  # the Reason header our CANCEL carries
     hangup_after_ack: bool = False
     auth_attempts: int = 0
     early_dialogs: dict[str, Dialog] = field(default_factory=dict)  # by remote tag

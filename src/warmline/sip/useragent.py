@@ -442,12 +442,15 @@ class UserAgent:
             client = self._trunk_digests[credentials] = DigestClient([credentials])
         return client
 
-    def cancel(self, session: Session, now: float) -> None:
-        """CANCEL an outbound call; sent once a provisional arrived (RFC 3261 §9.1)."""
+    def cancel(self, session: Session, now: float, reason: str | None = None) -> None:
+        """CANCEL an outbound call; sent once a provisional arrived (RFC 3261 §9.1).
+        ``reason``: a Reason header (RFC 3326), e.g. ``SIP;cause=200;text="Call completed
+        elsewhere"`` so the phones of a group that lost the race do not log a missed call."""
         transaction = session.client_transaction
         if session.inbound or session.state is not SessionState.CALLING or transaction is None:
             return
         session.cancel_requested = True
+        session.cancel_reason = reason
         session.state = SessionState.TERMINATING
         if transaction.last_response is not None:
             self._send_cancel(session, transaction, now)
@@ -516,7 +519,7 @@ class UserAgent:
         """Hang up a confirmed (or answered, not yet ACKed) call; ``reason`` is a Reason
         header value (RFC 3326) saying why, e.g. ``SIP;cause=408;text="no RTP"``."""
         if session.state in (SessionState.CALLING,):
-            self.cancel(session, now)
+            self.cancel(session, now, reason)
             return
         if session.state is SessionState.INCOMING:  # not answered yet (early media)
             self.reject(session, 480, now)
@@ -814,6 +817,7 @@ class UserAgent:
             ("To", invite.get("to") or ""),
             ("Call-ID", invite.call_id),
             ("CSeq", f"{invite.cseq.seq} CANCEL"),
+            *([("Reason", session.cancel_reason)] if session.cancel_reason else []),
         ])
         transaction = self.layer.send_request(cancel, invite_tx.target, now)
         self._pending[transaction] = _Pending(session, "cancel")

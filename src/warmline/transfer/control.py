@@ -210,8 +210,9 @@ class CallControl(Protocol):
         Then :class:`LegProgress`, and :class:`LegAnswered` or :class:`LegFailed`.
         """
 
-    def cancel(self, leg: LegId) -> None:
-        """CANCEL a dialled leg that has not answered (a BYE if it answered meanwhile)."""
+    def cancel(self, leg: LegId, reason: str | None = None) -> None:
+        """CANCEL a dialled leg that has not answered (a BYE if it answered meanwhile);
+        ``reason`` a Reason header (RFC 3326) for it."""
 
     def hang_up(self, leg: LegId) -> None:
         """End ``leg`` (BYE, or CANCEL before an answer) and close its media."""

@@ -8,6 +8,13 @@ then the INVITE carrying the context headers and the caller's identity,
 with a ring timeout that CANCELs. Whatever the order of the answers, a dial
 that was given up on never connects: a 200 that crosses our CANCEL is
 answered with a BYE (the control does that when the leg is hung up).
+
+A destination with ``ring_with`` is a group rung at once (simultaneous ring,
+the on-call staff): one INVITE per URI, one ring timeout for all; the first
+to answer takes the call and the others are CANCELed with
+``Reason: SIP;cause=200;text="Call completed elsewhere"`` (RFC 3326), so
+their phones log no missed call. The attempt fails only when every member
+has failed (busy if any was busy) or the timeout runs out.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from warmline.transfer.handoff import Destination, Handoff, HandoffStatus
 from warmline.transfer.identity import identity_for
 
 RING_TIMER = "ring"
+COMPLETED_ELSEWHERE = 'SIP;cause=200;text="Call completed elsewhere"'
 
 
 class DialState(Enum):
@@ -56,7 +64,9 @@ class HumanDial:
         self._answered = answered
         self._failed = failed
         self.state = DialState.IDLE
-        self.leg: LegId | None = None
+        self.leg: LegId | None = None  # the leg that answered (before that: the first dialled)
+        self.ringing: dict[LegId, str] = {}  # legs dialled and not failed yet: their URI
+        self._failures: list[tuple[int | None, str]] = []  # (status, reason) of the others
 
     def start(self) -> None:
         if self.destination.probe:
@@ -76,18 +86,14 @@ class HumanDial:
                     self._probed(uri, status)
             case WebhookDone(kind=WebhookKind.WEBHOOK) if self.state is DialState.NOTIFYING:
                 self._ring()
-            case LegProgress(leg=leg, status=status) if leg == self.leg:
+            case LegProgress(leg=leg, status=status) if leg in self.ringing:
                 if 180 <= status < 190 and self.state is DialState.RINGING:
                     self.handoff.progress(HandoffStatus.RINGING, sip_status=status)
-            case LegAnswered(leg=leg) if leg == self.leg:
+            case LegAnswered(leg=leg) if leg in self.ringing:
                 self._on_answer(event)
             case LegFailed(leg=leg, status=status, reason=reason, unresolved=name) \
-                    if leg == self.leg:
-                if name is not None and self.state is DialState.RINGING:
-                    self.control.cancel_timer(RING_TIMER)
-                    self._unreachable(name, reason)
-                else:
-                    self._on_failure(status, reason)
+                    if leg in self.ringing:
+                self._member_failed(leg, status, reason, name)
             case TimerFired(key=key) if key == RING_TIMER:
                 self._ring_timeout()
             case _:
@@ -95,10 +101,14 @@ class HumanDial:
         return True
 
     def give_up(self) -> None:
-        """Stop whatever is under way; a leg dialled is cancelled or hung up."""
+        """Stop whatever is under way; every leg dialled is cancelled or hung up."""
         self.control.cancel_timer(RING_TIMER)
-        if self.leg is not None and self.state in (DialState.RINGING, DialState.ANSWERED):
+        if self.state is DialState.RINGING:
+            for leg in list(self.ringing):
+                self.control.hang_up(leg)
+        elif self.state is DialState.ANSWERED and self.leg is not None:
             self.control.hang_up(self.leg)
+        self.ringing.clear()
         self.state = DialState.GONE
 
     def _probed(self, uri: str, status: int) -> None:
@@ -124,41 +134,75 @@ class HumanDial:
 
     def _ring(self) -> None:
         destination, facts = self.destination, self.control.caller_facts
-        identity = identity_for(self.handoff.caller_id, facts.party, facts.asserted,
-                                facts.dialled, destination.uri, facts.identity, facts.privacy)
         self.state = DialState.RINGING
-        self.leg = self.control.dial(destination.uri, identity, self.handoff.context_headers)
+        for uri in destination.uris:
+            identity = identity_for(self.handoff.caller_id, facts.party, facts.asserted,
+                                    facts.dialled, uri, facts.identity, facts.privacy)
+            leg = self.control.dial(uri, identity, self.handoff.context_headers)
+            self.ringing[leg] = uri
+            self.leg = self.leg or leg
         self.control.set_timer(RING_TIMER, destination.timeout)
 
     def _on_answer(self, event: LegAnswered) -> None:
         if self.state is not DialState.RINGING:
-            return  # given up meanwhile: hang_up() has sent the BYE
+            return  # given up meanwhile (or another answered first): its BYE is on its way
         self.control.cancel_timer(RING_TIMER)
         if event.problem is not None:
             self.give_up()
             self._failed(f"the destination's answer is unusable: {event.problem}", 488)
             return
+        self.leg = event.leg
+        self._cancel_the_others(event.leg)
         self.state = DialState.ANSWERED
-        self.handoff.progress(HandoffStatus.ANSWERED, sip_status=event.status)
+        self.handoff.progress(HandoffStatus.ANSWERED, sip_status=event.status,
+                              **({"by": self.ringing[event.leg]} if self.destination.ring_with
+                                 else {}))
         self._answered()
 
-    def _on_failure(self, status: int | None, reason: str) -> None:
+    def _cancel_the_others(self, winner: LegId) -> None:
+        for leg in list(self.ringing):
+            if leg != winner:
+                self.control.cancel(leg, COMPLETED_ELSEWHERE)
+                del self.ringing[leg]
+
+    def _member_failed(self, leg: LegId, status: int | None, reason: str,
+                       unresolved: str | None) -> None:
+        """One leg of the attempt failed; the attempt fails with the last of them."""
         if self.state is not DialState.RINGING:
             return
+        uri = self.ringing.pop(leg)
+        if self.ringing:  # others still ring: note this one and wait for them
+            self.handoff.emit("ring_failed", to=uri, sip_status=status, reason=reason)
+            self._failures.append((status, reason))
+            return
         self.control.cancel_timer(RING_TIMER)
+        if unresolved is not None and not self.destination.ring_with:
+            self._unreachable(unresolved, reason)
+            return
         self.state = DialState.GONE
+        status, reason = _most_telling([*self._failures, (status, reason)])
         if status is None:
-            self._failed(f"cannot call {self.destination.uri}: {reason}", None)
+            self._failed(f"cannot call {uri}: {reason}", None)
         else:
             self._failed(f"{failure_kind(status)}: {status} {reason}".rstrip(), status)
 
     def _ring_timeout(self) -> None:
         if self.state is not DialState.RINGING:
             return
-        assert self.leg is not None
-        self.control.cancel(self.leg)
+        for leg in list(self.ringing):
+            self.control.cancel(leg)
+        self.ringing.clear()
         self.state = DialState.GONE
         self._failed(f"no answer within {self.destination.timeout:g} s", 408)
+
+
+def _most_telling(failures: list[tuple[int | None, str]]) -> tuple[int | None, str]:
+    """The group's failure as one: busy if anybody was busy (they are there, just
+    occupied), else the last one."""
+    for status, reason in failures:
+        if status in (486, 600):
+            return status, reason
+    return failures[-1]
 
 
 def failure_kind(status: int) -> str:

@@ -77,6 +77,9 @@ class HandoffStatus(StrEnum):
 ENDED = frozenset({HandoffStatus.COMPLETED, HandoffStatus.FAILED})
 
 
+MAX_GROUP = 20  # URIs rung at once by one attempt (simultaneous ring)
+
+
 class Problem(Enum):
     """Why a transfer request cannot be done; the API maps each to its HTTP status."""
 
@@ -158,6 +161,14 @@ class Destination:
     accept_timeout: float = 10.0
     connect: ConnectBy = ConnectBy.BRIDGE
     probe: bool = False  # OPTIONS first; a destination that does not answer 2xx is skipped
+    # rung at the same time as ``uri`` (a group: the on-call staff); the first to answer
+    # takes the call, the others are CANCELed "completed elsewhere"
+    ring_with: tuple[str, ...] = ()
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        """Every URI this attempt rings at once (``uri`` first)."""
+        return (self.uri, *self.ring_with)
 
     def __post_init__(self) -> None:
         self.mode = _enum_or_raw(TransferMode, self.mode)
@@ -165,9 +176,14 @@ class Destination:
         self.connect = _enum_or_raw(ConnectBy, self.connect)
 
     def validate(self, where: str = "to") -> None:
-        problem = destination_uri_problem(self.uri)
-        if problem is not None:
-            raise HandoffError(f"{where}: {problem}")
+        for uri in self.uris:
+            problem = destination_uri_problem(uri)
+            if problem is not None:
+                raise HandoffError(f"{where}: {problem}")
+        if len(set(self.uris)) != len(self.uris):
+            raise HandoffError(f"{where}: a URI is rung twice in one group")
+        if len(self.uris) > MAX_GROUP:
+            raise HandoffError(f"{where}: at most {MAX_GROUP} URIs are rung at once")
         checks = [
             (isinstance(self.mode, TransferMode),
              f"mode {self.mode!r} is not one of {_choices(TransferMode)}"),

@@ -190,12 +190,12 @@ class LiveCallControl:
             self._close_mix()
             self._post(LegEnded(leg_id))
 
-    def cancel(self, leg: LegId) -> None:
-        self.hang_up(leg)  # the UA CANCELs before an answer and BYEs after one
+    def cancel(self, leg: LegId, reason: str | None = None) -> None:
+        self.hang_up(leg, reason)  # the UA CANCELs before an answer and BYEs after one
 
-    def hang_up(self, leg: LegId) -> None:
+    def hang_up(self, leg: LegId, reason: str | None = None) -> None:
         if leg == CALLER:
-            self.switchboard.hang_up(self.call.caller)
+            self.switchboard.hang_up(self.call.caller, reason)
             return
         self._abandoned.add(leg)
         self._close_mix()
@@ -203,7 +203,7 @@ class LiveCallControl:
         if call_leg is None:
             return  # still opening (see _dial), or over
         if not call_leg.session.ended:
-            self.switchboard.hang_up(call_leg)
+            self.switchboard.hang_up(call_leg, reason)
         call_leg.media.close()
 
     def refer(self, leg: LegId, target: str, headers: list[tuple[str, str]]) -> ReferId:
