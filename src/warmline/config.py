@@ -17,6 +17,7 @@ import tomllib
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -30,6 +31,7 @@ from pydantic import (
 from warmline.brain.delivery import HeaderBudget
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.routing import Department, Hours, Router, RoutingError
+from warmline.brain.status_events import StatusCallbackSettings
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
 from warmline.calls.trunks import Trunk, Trunks
 from warmline.media.player import AudioFileError, load_wav
@@ -460,6 +462,19 @@ class EventsSection(_Strict):
     def _secret_not_inline(cls, data: Any) -> Any:
         return _no_inline_secret(data, "secret")
 
+    @field_validator("url")
+    @classmethod
+    def _reachable_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            try:
+                port_ok = parts.port is None or 0 < parts.port < 65536
+            except ValueError:
+                port_ok = False
+            if not parts.hostname or not port_ok:
+                raise ValueError(f"{value!r} is not an http(s) URL with a host and a valid port")
+        return value
+
     @model_validator(mode="after")
     def _signed(self) -> EventsSection:
         if self.url and not (self.secret_env or self.secret_file):
@@ -468,9 +483,15 @@ class EventsSection(_Strict):
         return self
 
     def secret(self) -> str:
+        """The signing secret, checked usable now (ValueError naming the key)."""
         value = read_secret("events.secret", self.secret_env, self.secret_file)
         if self.url and not value:
             raise ValueError("events.secret: empty")
+        if value:
+            try:
+                StatusCallbackSettings(self.url or "http://x", value).signer_check()
+            except Exception as error:  # the library's own error for a malformed key
+                raise ValueError(f"events.secret: not usable for signing ({error})") from None
         return value or ""
 
 

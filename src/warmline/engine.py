@@ -270,11 +270,11 @@ class CallEngine:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self.status_events is not None:
-            await self.status_events.close()
         await self.registrations.stop()
         await self.transfers.close()
         await self.switchboard.close()
+        if self.status_events is not None:  # last: the events of the above go out too
+            await self.status_events.close()
 
     # -- the switchboard's observer ------------------------------------------------------
     def call_started(self, call: Call) -> None:

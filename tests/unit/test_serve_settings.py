@@ -176,3 +176,19 @@ def test_sip_access_and_limits_reach_the_core(monkeypatch: pytest.MonkeyPatch,
     default = ServeSettings()
     assert default.user_agent.default_access.value == "trusted"
     assert default.destination_policy.problem("sip:a@10.0.0.1") is not None
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ('[events]\nurl = "http://127.0.0.1:99999/hook"\nsecret_env = "X"\n', "valid port"),
+    ('[events]\nurl = "https://crm.example/hook"\n', "secret_env"),
+    ('[events]\nurl = "https://crm.example/hook"\nsecret_env = "WARMLINE_TEST_EVENTS"\n',
+     "events.secret: not usable"),
+])
+def test_status_callbacks_are_checked_at_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              text: str, named: str) -> None:
+    monkeypatch.setenv("WARMLINE_TEST_EVENTS", "whsec_not*base64!")
+    config = tmp_path / "warmline.toml"
+    config.write_text(text)
+    assert main(["config", "check", str(config)]) == 2
+    assert named in capsys.readouterr().err

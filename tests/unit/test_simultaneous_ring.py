@@ -94,3 +94,26 @@ def test_a_group_naming_one_uri_twice_is_refused() -> None:
         assert "twice" in str(error)
     else:
         raise AssertionError("a duplicate URI in a group was accepted")
+
+
+def test_a_group_is_for_modes_that_keep_the_media_and_is_never_probed() -> None:
+    for options, named in (({"mode": Mode.BLIND}, "ring_with needs mode"),
+                           ({"mode": Mode.BRIDGE, "probe": True}, "probe is for one")):
+        try:
+            Destination("sip:a@x", timeout=30, ring_with=("sip:b@x",),
+                        **options).validate()  # type: ignore[arg-type]
+        except HandoffError as error:
+            assert named in str(error)
+        else:
+            raise AssertionError(f"{options} with a group was accepted")
+
+
+def test_one_member_answering_with_unusable_sdp_leaves_the_others_ringing() -> None:
+    record = group_handoff()
+    control, _ = start(record)
+    legs = ring_all(control)
+    control.feed(LegAnswered(legs["sip:ana@pbx.example"], 200, problem="no common codec"))
+    assert ("hang_up", legs["sip:ana@pbx.example"]) in control.actions
+    assert record.status is HandoffStatus.RINGING  # Ben and Chen still ring
+    control.feed(LegAnswered(legs["sip:ben@pbx.example"], 200))
+    assert record.status is HandoffStatus.CONNECTED

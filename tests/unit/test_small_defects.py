@@ -57,3 +57,14 @@ def test_a_bot_can_end_its_call_and_only_its_call(rig: Rig) -> None:  # noqa: F8
                         headers={"Authorization": "Bearer master"}).status_code == 404
     assert len(ended) == 1 and "ended the call" in (ended[0][1] or "")
     assert [event.kind for event in rig.records.events][-1] == "call.hangup_requested"
+
+
+def test_a_second_hangup_while_the_bye_is_out_changes_nothing(rig: Rig) -> None:  # noqa: F811
+    ended: list[str | None] = []
+    rig.engine.switchboard.hang_up = (  # type: ignore[method-assign]
+        lambda leg, reason=None: ended.append(reason))
+    with TestClient(build_app(rig.engine)) as api:
+        assert api.post("/calls/call-pii-2/hangup").status_code == 202
+        assert api.post("/calls/call-pii-2/hangup").status_code == 202
+    assert len(ended) == 1
+    assert [e.kind for e in rig.records.events].count("call.hangup_requested") == 1

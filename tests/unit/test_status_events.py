@@ -108,3 +108,55 @@ def test_the_engine_pushes_what_it_records_redacted(rig: Any) -> None:  # noqa: 
     rig.engine.status_events = Collector()
     rig.engine.record("call-pii-1", "call.ended", {"reason": "card 4111 1111 1111 1111"})
     assert pushed == [("call-pii-1", "call.ended", {"reason": "card [card number]"})]
+
+
+def test_a_bug_costs_one_event_not_the_rest() -> None:
+    async def scenario() -> tuple[list[str], StatusCallbacks]:
+        sent: list[str] = []
+        events = StatusCallbacks("http://127.0.0.1:9/x", SECRET, {"call.started"})
+
+        async def post(client: Any, event: Any, body: str) -> str:
+            if event.call_id == "call-1":
+                raise RuntimeError("a bug in the signer")
+            sent.append(event.call_id)
+            return "delivered"
+
+        events._post = post  # type: ignore[method-assign]
+        for n in (1, 2, 3):
+            events.publish(f"call-{n}", "call.started", {}, None, float(n))
+        for _ in range(50):
+            if len(sent) == 2:
+                break
+            await asyncio.sleep(0.02)
+        await events.close()
+        return sent, events
+
+    sent, events = asyncio.run(scenario())
+    assert sent == ["call-2", "call-3"] and events.counts.given_up == 1
+
+
+def test_every_event_is_delivered_dropped_or_pending_none_lost_quietly() -> None:
+    async def scenario() -> StatusCallbacks:
+        events = StatusCallbacks("http://127.0.0.1:9/x", SECRET, {"call.started"},
+                                 max_queued=3)
+        release = asyncio.Event()
+
+        async def post(client: Any, event: Any, body: str) -> str:
+            await release.wait()  # the receiver is slow while the queue overflows
+            return "delivered"
+
+        events._post = post  # type: ignore[method-assign]
+        for n in range(10):
+            events.publish(f"call-{n}", "call.started", {}, None, float(n))
+            await asyncio.sleep(0)
+        release.set()
+        for _ in range(50):
+            if not events.pending:
+                break
+            await asyncio.sleep(0.02)
+        await events.close()
+        return events
+
+    events = asyncio.run(scenario())
+    counts = events.counts
+    assert counts.delivered + counts.dropped == 10 and counts.dropped > 0

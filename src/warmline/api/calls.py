@@ -75,8 +75,10 @@ async def hang_up(call_id: str, engine: EngineDep) -> dict[str, Any]:
     call = engine.calls[call_id]
     if call.ended:
         raise HTTPException(409, f"call {call_id} has ended")
-    engine.hang_up(call, HANGUP_REASON)
-    engine.record(call_id, "call.hangup_requested", {})
+    if not call.hangup_requested:  # a second request while the BYE is out changes nothing
+        call.hangup_requested = True
+        engine.record(call_id, "call.hangup_requested", {})  # before the call.ended it causes
+        engine.hang_up(call, HANGUP_REASON)
     return {"call_id": call_id, "status": "hanging up"}
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import uuid
@@ -51,6 +52,12 @@ class StatusCallbackSettings:
 
     def build(self) -> StatusCallbacks:
         return StatusCallbacks(self.url, self.secret, self.kinds, attempts=self.attempts)
+
+    def signer_check(self) -> None:
+        """Raise the signing library's error now if the secret cannot sign."""
+        from standardwebhooks.webhooks import Webhook
+
+        Webhook(_standard_secret(self.secret))
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,7 @@ class StatusCallbacks:
         self._queue: deque[StatusEvent] = deque(maxlen=max_queued)
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
+        self._closed = False
 
     def publish(self, call_id: str, kind: str, data: dict[str, Any],
                 handoff_id: str | None, at: float) -> None:
@@ -105,9 +113,11 @@ class StatusCallbacks:
             return
         if len(self._queue) == self._queue.maxlen:
             self.counts.dropped += 1
+        if self._closed:
+            return
         self._queue.append(StatusEvent(kind, call_id, at, data, handoff_id))
         self._wake.set()
-        if self._worker is None:
+        if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._deliver_forever())
 
     @property
@@ -115,13 +125,18 @@ class StatusCallbacks:
         return len(self._queue)
 
     async def close(self, grace: float = 2.0) -> None:
-        """Give what is queued ``grace`` seconds to go out, then stop."""
-        if self._worker is None:
+        """Give what is queued ``grace`` seconds to go out, then stop (later events are
+        not sent)."""
+        self._closed = True
+        worker = self._worker
+        if worker is None:
             return
         deadline = asyncio.get_running_loop().time() + grace
-        while self._queue and asyncio.get_running_loop().time() < deadline:
+        while self._queue and not worker.done() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
-        self._worker.cancel()
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker  # its HTTP client closes
 
     async def _deliver_forever(self) -> None:
         import httpx
@@ -132,9 +147,13 @@ class StatusCallbacks:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._deliver(client, self._queue[0])
-                if self._queue:
-                    self._queue.popleft()
+                event = self._queue.popleft()  # taken now: a full queue drops others
+                try:
+                    await self._deliver(client, event)
+                except Exception:  # a bug or a broken event costs that event, not the rest
+                    self.counts.given_up += 1
+                    log.exception("status callback %s (%s) could not be sent", event.id,
+                                  event.kind)
 
     async def _deliver(self, client: Any, event: StatusEvent) -> None:
         body = event.body()

@@ -36,6 +36,7 @@ class Call:
     # what a bot is given instead of the API token (api/auth.py)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
     started_wall: float = field(default_factory=time.time)  # the same moment, as Unix time
+    hangup_requested: bool = False  # POST /calls/{id}/hangup came (the BYE may be out)
 
     @property
     def ended(self) -> bool:

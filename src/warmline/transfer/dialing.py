@@ -66,7 +66,7 @@ class HumanDial:
         self.state = DialState.IDLE
         self.leg: LegId | None = None  # the leg that answered (before that: the first dialled)
         self.ringing: dict[LegId, str] = {}  # legs dialled and not failed yet: their URI
-        self._failures: list[tuple[int | None, str]] = []  # (status, reason) of the others
+        self._failures: list[tuple[int | None, str]] = []  # (status, failure) of the others
 
     def start(self) -> None:
         if self.destination.probe:
@@ -140,17 +140,19 @@ class HumanDial:
                                     facts.dialled, uri, facts.identity, facts.privacy)
             leg = self.control.dial(uri, identity, self.handoff.context_headers)
             self.ringing[leg] = uri
-            self.leg = self.leg or leg
+            if self.leg is None:
+                self.leg = leg
         self.control.set_timer(RING_TIMER, destination.timeout)
 
     def _on_answer(self, event: LegAnswered) -> None:
         if self.state is not DialState.RINGING:
             return  # given up meanwhile (or another answered first): its BYE is on its way
-        self.control.cancel_timer(RING_TIMER)
         if event.problem is not None:
-            self.give_up()
-            self._failed(f"the destination's answer is unusable: {event.problem}", 488)
+            problem = f"the destination's answer is unusable: {event.problem}"
+            self.control.hang_up(event.leg)  # a member of a group: the others ring on
+            self._member_failed(event.leg, 488, problem, None, worded=problem)
             return
+        self.control.cancel_timer(RING_TIMER)
         self.leg = event.leg
         self._cancel_the_others(event.leg)
         self.state = DialState.ANSWERED
@@ -166,25 +168,24 @@ class HumanDial:
                 del self.ringing[leg]
 
     def _member_failed(self, leg: LegId, status: int | None, reason: str,
-                       unresolved: str | None) -> None:
-        """One leg of the attempt failed; the attempt fails with the last of them."""
+                       unresolved: str | None, worded: str | None = None) -> None:
+        """One leg of the attempt failed; the attempt fails when the last one has.
+        ``worded``: the failure as the records should say it, when not from a SIP reason."""
         if self.state is not DialState.RINGING:
             return
         uri = self.ringing.pop(leg)
+        failure = worded or _wording(status, reason, uri)
         if self.ringing:  # others still ring: note this one and wait for them
-            self.handoff.emit("ring_failed", to=uri, sip_status=status, reason=reason)
-            self._failures.append((status, reason))
+            self.handoff.emit("ring_failed", to=uri, sip_status=status, reason=failure)
+            self._failures.append((status, failure))
             return
         self.control.cancel_timer(RING_TIMER)
         if unresolved is not None and not self.destination.ring_with:
             self._unreachable(unresolved, reason)
             return
         self.state = DialState.GONE
-        status, reason = _most_telling([*self._failures, (status, reason)])
-        if status is None:
-            self._failed(f"cannot call {uri}: {reason}", None)
-        else:
-            self._failed(f"{failure_kind(status)}: {status} {reason}".rstrip(), status)
+        status, failure = _most_telling([*self._failures, (status, failure)])
+        self._failed(failure, status)
 
     def _ring_timeout(self) -> None:
         if self.state is not DialState.RINGING:
@@ -194,6 +195,13 @@ class HumanDial:
         self.ringing.clear()
         self.state = DialState.GONE
         self._failed(f"no answer within {self.destination.timeout:g} s", 408)
+
+
+def _wording(status: int | None, reason: str, uri: str) -> str:
+    """A leg's failure in the words the records use."""
+    if status is None:
+        return f"cannot call {uri}: {reason}"
+    return f"{failure_kind(status)}: {status} {reason}".rstrip()
 
 
 def _most_telling(failures: list[tuple[int | None, str]]) -> tuple[int | None, str]:

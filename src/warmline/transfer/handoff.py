@@ -180,8 +180,13 @@ class Destination:
             problem = destination_uri_problem(uri)
             if problem is not None:
                 raise HandoffError(f"{where}: {problem}")
-        if len(set(self.uris)) != len(self.uris):
+        if len({uri.lower() for uri in self.uris}) != len(self.uris):
             raise HandoffError(f"{where}: a URI is rung twice in one group")
+        if self.ring_with and self.mode is TransferMode.BLIND:
+            raise HandoffError(f"{where}: ring_with needs mode bridge, warm or attended "
+                               "(a REFER sends the caller to one place)")
+        if self.ring_with and self.probe:
+            raise HandoffError(f"{where}: probe is for one destination, not a ring_with group")
         if len(self.uris) > MAX_GROUP:
             raise HandoffError(f"{where}: at most {MAX_GROUP} URIs are rung at once")
         checks = [

@@ -100,6 +100,7 @@ class LiveCallControl:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._mix: MediaMix | None = None
+        self._mix_legs: set[LegId] = set()  # the legs in the three-way mix
         self._caller_digits: Callable[[str], None] | None = None  # the AI's, while bridged
         self._recordings: dict[LegId, list[Samples]] = {}
 
@@ -184,10 +185,10 @@ class LiveCallControl:
             self._post(LegAnswered(leg_id, event.response.status,
                                    _answer_problem(leg, event.response.body)))
         elif isinstance(event, CallFailed):
-            self._close_mix()
+            self._leave_mix(leg_id)
             self._post(LegFailed(leg_id, event.status, event.reason))
         elif isinstance(event, CallEnded):
-            self._close_mix()
+            self._leave_mix(leg_id)
             self._post(LegEnded(leg_id))
 
     def cancel(self, leg: LegId, reason: str | None = None) -> None:
@@ -198,7 +199,7 @@ class LiveCallControl:
             self.switchboard.hang_up(self.call.caller, reason)
             return
         self._abandoned.add(leg)
-        self._close_mix()
+        self._leave_mix(leg)
         call_leg = self._legs.get(leg)
         if call_leg is None:
             return  # still opening (see _dial), or over
@@ -281,6 +282,7 @@ class LiveCallControl:
     def three_way(self, caller: LegId, human: LegId, introduction: Samples | None
                   ) -> PlaybackId | None:
         mix = self._mix = self.switchboard.plane.open_mix()
+        self._mix_legs = {caller, human}
         for leg in (caller, human):
             media = self._legs[leg].media
             media.route_to(None)
@@ -347,8 +349,15 @@ class LiveCallControl:
 
     def _close_mix(self) -> None:
         mix, self._mix = self._mix, None
+        self._mix_legs = set()
         if mix is not None:
             mix.close()
+
+    def _leave_mix(self, leg: LegId) -> None:
+        """A leg ended: the three-way mix closes if it was in it. Another leg (a member
+        of a ring group that lost the race, cancelled) leaves the mix alone."""
+        if leg in self._mix_legs:
+            self._close_mix()
 
 
 def _tokens(read: Callable[[], list[str]]) -> list[str]:
