@@ -317,9 +317,11 @@ class CallEngine:
     def _check_routes(self, handoff: Handoff) -> None:
         """A tel: destination no trunk serves is refused now, naming the field."""
         for index, step in enumerate([handoff.first, *handoff.fallback]):
-            if isinstance(step, Destination):
+            if not isinstance(step, Destination):
+                continue
+            for uri in step.uris:  # every member of a ring group
                 try:
-                    self.switchboard.trunks.route(step.uri)
+                    self.switchboard.trunks.route(uri)
                 except NoRoute as error:
                     where = "to" if index == 0 else f"fallback[{index - 1}]"
                     raise HandoffError(f"{where}: {error}") from None
