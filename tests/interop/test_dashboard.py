@@ -100,6 +100,10 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
             assert "100%" in kpis and "no data" in kpis  # one call, escalated; no FCR report
             values = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "#chart text.value")]
             assert "1/1" in values, values  # the day's bar is labelled transfers/calls
+            health = driver.find_element(By.ID, "health").text
+            assert "sip: ok" in health and "records: ok" in health, health
+            destinations = driver.find_element(By.ID, "destinations").text
+            assert f"sip:human@127.0.0.1:{human_port}" in destinations, destinations
             shot = tmp_path / "dashboard.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000

@@ -68,3 +68,17 @@ def test_a_second_hangup_while_the_bye_is_out_changes_nothing(rig: Rig) -> None:
         assert api.post("/calls/call-pii-2/hangup").status_code == 202
     assert len(ended) == 1
     assert [e.kind for e in rig.records.events].count("call.hangup_requested") == 1
+
+
+def test_the_handoff_table_says_how_long_the_caller_waited_and_who_answered() -> None:
+    from warmline.api.handoffs import _handoff_row
+    from warmline.transfer.handoff import Destination, HandoffEvent
+
+    handoff = Handoff("call-1", Destination("sip:ana@pbx", "bridge", 30,
+                                            ring_with=("sip:ben@pbx",)))
+    start = handoff.events[0].at
+    assert _handoff_row(handoff)["wait_s"] is None  # still running
+    handoff.events += [HandoffEvent(start + 4.0, "answered", {"by": "sip:ben@pbx"}),
+                       HandoffEvent(start + 6.5, "connected", {})]
+    row = _handoff_row(handoff)
+    assert row["wait_s"] == 6.5 and row["answered_by"] == "sip:ben@pbx"

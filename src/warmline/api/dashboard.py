@@ -20,14 +20,20 @@ PAGE = """<!doctype html>
  table { border-collapse: collapse; } td, th { padding: .25em .6em; border-bottom: 1px solid #ddd;
  text-align: left; } .kpi { display: inline-block; margin-right: 2em; }
  .kpi b { display: block; font-size: 1.6em; } svg text { font-size: 11px; }
+ .ok { color: #185; } .bad { color: #b22; font-weight: bold; } #health span { margin-right: 1.2em; }
 </style></head><body>
 <h1>warmline</h1>
+<div id="health"></div>
 <label>Intent: <select id="intent"><option value="">all</option></select></label>
 <div id="kpis"></div>
 <h2>Transfers per day</h2><svg id="chart" width="640" height="180"></svg>
-<h2>Live calls</h2><table id="calls"><tr><th>call</th><th>from</th><th>state</th></tr></table>
+<h2>Live calls</h2><table id="calls"><tr><th>call</th><th>from</th><th>state</th>
+<th>duration</th></tr></table>
 <h2>Recent handoffs</h2><table id="handoffs"><tr><th>handoff</th><th>status</th>
-<th>to</th><th>intent</th><th>reason</th><th>summary</th></tr></table>
+<th>to</th><th>answered by</th><th>wait (s)</th><th>intent</th><th>reason</th><th>summary</th>
+</tr></table>
+<h2>Outcome by destination</h2><table id="destinations"><tr><th>destination</th>
+<th>handoffs</th><th>connected</th><th>mean wait (s)</th></tr></table>
 <script>
 const token = new URLSearchParams(location.search).get("token");
 const headers = token ? {Authorization: "Bearer " + token} : {};
@@ -79,6 +85,37 @@ function chart(days) {  // calls (light) and transfers (dark) per day, with a y 
   svg.appendChild(svgEl("rect", {x: 480, y: 4, width: 10, height: 10, fill: "#27a"}));
   svg.appendChild(svgEl("text", {x: 494, y: 13}, "transfers (value: transfers/calls)"));
 }
+function duration(startedAt) {  // Unix seconds -> "m:ss" until now
+  const seconds = Math.max(0, Math.round(Date.now() / 1000 - startedAt));
+  return Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0");
+}
+async function health() {  // /readyz answers 503 with its checks when not ready
+  const box = document.getElementById("health"); box.innerHTML = "";
+  const ready = await fetch("/readyz").then(r => r.json()).catch(() => null);
+  const trunks = await get("/trunks");
+  const items = Object.entries((ready || {}).checks || {"engine": false})
+    .map(([name, ok]) => [name, ok ? "ok" : "failing", ok]);
+  for (const t of trunks || [])
+    items.push(["trunk " + t.name, t.state, !["failed"].includes(t.state)]);
+  for (const [name, state, ok] of items) {
+    const span = document.createElement("span"); span.className = ok ? "ok" : "bad";
+    span.appendChild(text(name + ": " + state)); box.appendChild(span); }
+}
+function byDestination(handoffs) {
+  const groups = {};
+  for (const h of handoffs) {
+    const g = groups[h.to] = groups[h.to] || {count: 0, connected: 0, waits: []};
+    g.count += 1;
+    if (h.answered_by) g.connected += 1;
+    if (h.wait_s != null) g.waits.push(h.wait_s);
+  }
+  const table = document.getElementById("destinations"); clear(table);
+  for (const [to, g] of Object.entries(groups)) {
+    const mean = g.waits.length ? (g.waits.reduce((a, b) => a + b, 0) / g.waits.length)
+      .toFixed(1) : "-";
+    row(table, [to, g.count, percent(g.connected / g.count), mean]);
+  }
+}
 function percent(share) {  // a share 0..1 as "40%"; none reported: "no data"
   return share === null || share === undefined ? "no data" : Math.round(share * 100) + "%";
 }
@@ -104,10 +141,14 @@ async function refresh() {
   box.appendChild(kpiBox("repeat contact 48 h", percent(figures.repeat_contact_48h)));
   const table = document.getElementById("calls"); clear(table);
   for (const c of (calls || []).filter(c => c.state !== "ended"))
-    row(table, [c.id, c.from, c.state], "call-" + c.id);
+    row(table, [c.id, c.from, c.state, duration(c.started_at)], "call-" + c.id);
   const list = document.getElementById("handoffs"); clear(list);
-  for (const h of (handoffs || []).filter(h => !intent || h.intent === intent))
-    row(list, [h.id, h.status, h.to, h.intent, h.reason, h.summary], "handoff-" + h.id);
+  const shown = (handoffs || []).filter(h => !intent || h.intent === intent);
+  for (const h of shown)
+    row(list, [h.id, h.status, h.to, h.answered_by, h.wait_s, h.intent, h.reason, h.summary],
+        "handoff-" + h.id);
+  byDestination(shown);
+  await health();
   chart(daily || []);
   document.body.dataset.refreshed = String(Date.now());
 }

@@ -59,4 +59,27 @@ def _handoff_row(handoff: Handoff) -> dict[str, Any]:
     return {"id": handoff.id, "call_id": handoff.call_id, "status": handoff.status,
             "to": attempt.uri if attempt else None, "reason": handoff.reason,
             "intent": (packet.get("intent") or {}).get("name"),
-            "summary": packet.get("summary"), "sip_status": handoff.sip_status}
+            "summary": packet.get("summary"), "sip_status": handoff.sip_status,
+            "wait_s": _wait(handoff), "answered_by": _answered_by(handoff)}
+
+
+def _wait(handoff: Handoff) -> float | None:
+    """Seconds from the request to the caller being connected, or to the end when nobody
+    was; None while it runs."""
+    if not handoff.events:
+        return None
+    start = handoff.events[0].at
+    for event in handoff.events:
+        if event.kind in ("connected", "completed", "failed"):
+            return round(event.at - start, 1)
+    return None
+
+
+def _answered_by(handoff: Handoff) -> str | None:
+    """Who answered (in a ring group: the member who won), if anybody did."""
+    answered = [event for event in handoff.events if event.kind == "answered"]
+    if not answered:
+        return None
+    by = answered[-1].detail.get("by") or answered[-1].detail.get("to")
+    attempt = handoff.attempt or handoff.first
+    return str(by) if by else (attempt.uri if attempt else None)
