@@ -60,11 +60,11 @@ function svgEl(name, attrs, content) {
 function chart(days) {  // calls (light) and transfers (dark) per day, with a y axis and values
   const svg = document.getElementById("chart"); svg.innerHTML = "";
   const max = Math.max(1, ...days.map(d => d.calls));
-  const left = 40, top = 20, bottom = 150, plot = 640 - left;
+  const left = 40, top = 36, bottom = 150, plot = 640 - left;
   const width = plot / Math.max(days.length, 1);
   svg.appendChild(svgEl("line", {x1: left, y1: top, x2: left, y2: bottom, stroke: "#888"}));
   svg.appendChild(svgEl("line", {x1: left, y1: bottom, x2: 640, y2: bottom, stroke: "#888"}));
-  for (const tick of [0, Math.round(max / 2), max]) {
+  for (const tick of [...new Set([0, Math.round(max / 2), max])]) {
     const y = bottom - (bottom - top) * tick / max;
     svg.appendChild(svgEl("text", {x: left - 6, y: y + 4, "text-anchor": "end"}, tick));
   }
@@ -80,10 +80,10 @@ function chart(days) {  // calls (light) and transfers (dark) per day, with a y 
                                    class: "value"}, d.transfers + "/" + d.calls));
     svg.appendChild(svgEl("text", {x, y: 170}, d.day.slice(5)));
   });
-  svg.appendChild(svgEl("rect", {x: 420, y: 4, width: 10, height: 10, fill: "#bcd"}));
-  svg.appendChild(svgEl("text", {x: 434, y: 13}, "calls"));
-  svg.appendChild(svgEl("rect", {x: 480, y: 4, width: 10, height: 10, fill: "#27a"}));
-  svg.appendChild(svgEl("text", {x: 494, y: 13}, "transfers (value: transfers/calls)"));
+  svg.appendChild(svgEl("rect", {x: 300, y: 4, width: 10, height: 10, fill: "#bcd"}));
+  svg.appendChild(svgEl("text", {x: 314, y: 13}, "calls"));
+  svg.appendChild(svgEl("rect", {x: 360, y: 4, width: 10, height: 10, fill: "#27a"}));
+  svg.appendChild(svgEl("text", {x: 374, y: 13}, "transfers (labels: transfers/calls)"));
 }
 function duration(startedAt) {  // Unix seconds -> "m:ss" until now
   const seconds = Math.max(0, Math.round(Date.now() / 1000 - startedAt));
