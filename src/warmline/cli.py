@@ -27,6 +27,7 @@ from warmline.media.sdes import SrtpPolicy
 from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
 from warmline.records.report import kpi_report
 from warmline.records.store import default_url
+from warmline.records.trace import TracedMessage, find_trace, ladder, pcap
 from warmline.server import serve
 from warmline.settings import HttpSpec, ServeSettings, TlsFiles
 from warmline.sip.access import AccessMode, RateLimit
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
     report_cmd.add_argument("--days", type=float, default=31.0,
                             help="only the last DAYS days (default 31)")
+    trace_cmd = commands.add_parser(
+        "trace", parents=[common],
+        help="the SIP messages of a past call or handoff, as a ladder (or a pcap)")
+    trace_cmd.add_argument("id", metavar="CALL_OR_HANDOFF_ID")
+    trace_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
+    trace_cmd.add_argument("--pcap", metavar="FILE",
+                           help="also write the messages as a pcap (Wireshark, sngrep)")
     _add_probe_command(commands, common)
     return parser
 
@@ -193,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(Path(args.out))
     if args.command == "probe":
         return _probe(args)
+    if args.command == "trace":
+        return _trace(args)
     if args.command == "triggers":
         since = time.time() - args.days * 86400
         print(format_report(report(Path(args.records) / LOG_NAME, since)))
@@ -458,6 +468,38 @@ def _demo(out: Path) -> int:
     print_report(figures, out)
     connected = figures["trigger_to_connected_s"] is not None
     return 0 if connected and figures["largest_gap_ms"] < 60 else 1
+
+
+def _trace(args: argparse.Namespace) -> int:
+    """Print a call's SIP ladder from the records folder; 1 when there is no trace."""
+    try:
+        call_id, messages = find_trace(Path(args.records), args.id)
+    except LookupError as error:
+        print(f"warmline trace: {error}", file=sys.stderr)
+        return 1
+    print(f"SIP trace of {call_id} ({len(messages)} messages):")
+    print(ladder(messages))
+    if args.pcap:
+        local = _local_address(messages) or ("127.0.0.1", 5060)
+        Path(args.pcap).write_bytes(pcap(messages, local))
+        print(f"pcap written to {args.pcap}")
+    return 0
+
+
+def _local_address(messages: list[TracedMessage]) -> tuple[str, int] | None:
+    """warmline's own address as the messages show it: the host of our Via on what we
+    sent (the top Via of an outgoing request names us)."""
+    for message in messages:
+        if message.direction == "out" and not message.text.startswith("SIP/2.0"):
+            for line in message.text.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() in ("via", "v"):
+                    sent_by = value.split()[1].split(";")[0] if len(value.split()) > 1 else ""
+                    host, _, port = sent_by.rpartition(":")
+                    if host and port.isdigit():
+                        return host, int(port)
+                    break
+    return None
 
 
 def _probe(args: argparse.Namespace) -> int:

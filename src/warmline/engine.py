@@ -38,6 +38,7 @@ from warmline.media.player import Samples, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech
 from warmline.records.store import Event, RecordWriter
+from warmline.records.trace import SipTrace, write_trace
 from warmline.sip.registration import Registration
 from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
 from warmline.transfer.handoff import (
@@ -54,6 +55,7 @@ from warmline.transport.resolver import ResolutionError, Resolver
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline")
+TRACE_DELAY = 5.0  # seconds after the call ends before its SIP trace is written
 # event data the records keep verbatim: what calls are routed by, and file paths
 ROUTING_KEYS = frozenset({"to", "caller", "uri", "number", "path"})
 CallHandler = Callable[[Call], None]
@@ -76,6 +78,7 @@ class CallEngine:
     ``journal``: the dialogs owned, so that a start after a crash ends what it left up.
     ``rtp_timeout``: a caller sending neither RTP nor RTCP this long is hung up (0: never).
     ``status_events``: signed status callbacks (brain/status_events.py), or None.
+    ``sip_trace``: the shell's tap, kept per call and written to ``traces/`` at its end.
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
     """
@@ -92,7 +95,11 @@ class CallEngine:
                  early_media: float | None = None, max_calls: int = 0,
                  destination_policy: DestinationPolicy | None = None,
                  journal: DialogJournal | None = None, rtp_timeout: float = 0.0,
-                 status_events: StatusCallbacks | None = None) -> None:
+                 status_events: StatusCallbacks | None = None,
+                 sip_trace: SipTrace | None = None) -> None:
+        # every SIP message of recent calls, written beside the records when a call ends
+        self.sip_trace = sip_trace
+        self._traces_due: dict[str, asyncio.TimerHandle] = {}
         # every recorded call and handoff step, pushed to an integrator's URL as it happens
         self.status_events = status_events
         # where a transfer asked for from outside may go; None: anywhere (in-process use)
@@ -273,6 +280,11 @@ class CallEngine:
         await self.registrations.stop()
         await self.transfers.close()
         await self.switchboard.close()
+        for call_id, due in list(self._traces_due.items()):  # ended calls' traces: now
+            due.cancel()
+            call = self.calls.get(call_id)
+            if call is not None:
+                self._write_trace(call)
         if self.status_events is not None:  # last: the events of the above go out too
             await self.status_events.close()
 
@@ -286,6 +298,21 @@ class CallEngine:
     def call_ended(self, call: Call, reason: str | None) -> None:
         self.record(call.id, "call.ended", {"reason": reason})
         self.transfers.caller_left(call)
+        if self.sip_trace is not None:  # a few seconds on, so the legs' last BYEs are in it
+            self._traces_due[call.id] = asyncio.get_running_loop().call_later(
+                TRACE_DELAY, self._write_trace, call)
+
+    def _write_trace(self, call: Call) -> None:
+        """``traces/<call id>.jsonl``: every SIP message of the call's legs (records/trace.py).
+        The words in them were redacted where they came in; the rest is routing."""
+        self._traces_due.pop(call.id, None)
+        assert self.sip_trace is not None
+        call_ids = {leg.session.call_id for leg in call.legs}
+        try:
+            write_trace(self.records_dir, call.id, list(call.handoff_ids),
+                        self.sip_trace.take(sorted(call_ids)))
+        except OSError as error:
+            log.warning("call %s: SIP trace not written: %s", call.id, error)
 
     def registration_changed(self, registration: Registration) -> None:
         self.registrations.changed(registration)

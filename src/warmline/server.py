@@ -30,6 +30,7 @@ from warmline.engine import CallEngine
 from warmline.media.player import Player, load_wav
 from warmline.media.relay import EmbeddedRelay
 from warmline.records.store import RecordWriter
+from warmline.records.trace import SipTrace
 from warmline.settings import HttpSpec, ServeSettings
 from warmline.sip.useragent import UserAgent
 from warmline.transport.listen import ListenSpec
@@ -157,9 +158,11 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         max_calls=settings.max_calls,
                         destination_policy=settings.destination_policy,
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
-                        status_events=_status_events(settings),
+                        status_events=_status_events(settings), sip_trace=SipTrace(),
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
+    if engine.sip_trace is not None:
+        shell.tap = engine.sip_trace.tap  # every message in and out, kept per call
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)

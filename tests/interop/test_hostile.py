@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -242,6 +244,11 @@ def test_the_api_keeps_tokens_narrow_bodies_small_and_premium_numbers_out(
         assert stop_serve(server) == 0
     log = server.log()
     assert "Traceback" not in log and "master-secret" not in log
+    traced = subprocess.run([sys.executable, "-m", "warmline", "trace", call["id"],
+                             "--records", str(tmp_path / "warmline-records")],
+                            capture_output=True, text=True, timeout=30)
+    assert traced.returncode == 0, traced.stderr  # written at the call's end (or shutdown)
+    assert "──INVITE──▶ warmline" in traced.stdout and "◀──BYE── warmline" in traced.stdout
 
 
 async def _stream_opens(http: int, call_id: str, token: str) -> str:

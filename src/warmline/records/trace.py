@@ -1,0 +1,171 @@
+"""The SIP trace of every call: each message warmline sent or received, kept with the records.
+
+When a transfer goes wrong in production the question is always "what did the
+PBX actually send?", and the answer must not need a packet capture started
+beforehand. So the shell's tap hands every message to :class:`SipTrace`,
+which keeps the recent ones per Call-ID in memory (bounded in calls,
+messages per call and bytes per message), and when a call ends the engine
+writes its legs' messages to ``traces/<call id>.jsonl`` beside the records.
+``warmline trace CALL|HANDOFF`` prints them as a ladder with timings, or
+writes a pcap that Wireshark and sngrep open.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from warmline.sip.events import Target
+
+_CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE | re.MULTILINE)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+
+
+@dataclass(frozen=True)
+class TracedMessage:
+    at: float  # Unix time
+    direction: str  # "in" or "out"
+    transport: str
+    host: str
+    port: int
+    text: str
+
+    def as_json(self) -> str:
+        return json.dumps({"at": self.at, "dir": self.direction, "transport": self.transport,
+                           "host": self.host, "port": self.port, "text": self.text})
+
+    @classmethod
+    def from_json(cls, line: str) -> TracedMessage:
+        row = json.loads(line)
+        return cls(row["at"], row["dir"], row["transport"], row["host"], row["port"],
+                   row["text"])
+
+    @property
+    def summary(self) -> str:
+        """``INVITE`` or ``200 OK``: the start line without the URI and version."""
+        first = self.text.split("\r\n", 1)[0]
+        return first[8:] if first.startswith("SIP/2.0 ") else first.split(" ", 1)[0]
+
+
+class SipTrace:
+    """Recent SIP messages by Call-ID: at most ``max_calls`` dialogs' worth and
+    ``max_total`` bytes in all (the least recent dialogs forgotten first),
+    ``max_messages`` a dialog, each message cut at ``max_bytes``."""
+
+    def __init__(self, max_calls: int = 2000, max_messages: int = 300,
+                 max_bytes: int = 8192, max_total: int = 32 * 1024 * 1024) -> None:
+        self.max_calls, self.max_messages, self.max_bytes = max_calls, max_messages, max_bytes
+        self.max_total = max_total
+        self._by_call_id: OrderedDict[str, list[TracedMessage]] = OrderedDict()
+        self._total = 0  # characters held
+
+    def tap(self, direction: str, data: bytes, peer: Target) -> None:
+        """The shell's tap: keep ``data`` under its Call-ID (a message without one: not)."""
+        found = _CALL_ID.search(data, 0, 4096)
+        if found is None:
+            return
+        call_id = found.group(1).strip().decode("utf-8", "replace")
+        messages = self._by_call_id.pop(call_id, None)
+        if messages is None:
+            messages = []
+            if len(self._by_call_id) >= self.max_calls:
+                self._forget_oldest()
+        self._by_call_id[call_id] = messages
+        if len(messages) < self.max_messages:
+            text = data[:self.max_bytes].decode("utf-8", "replace")
+            messages.append(TracedMessage(time.time(), direction, peer.transport, peer.host,
+                                          peer.port, text))
+            self._total += len(text)
+            while self._total > self.max_total and len(self._by_call_id) > 1:
+                self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        _, dropped = self._by_call_id.popitem(last=False)
+        self._total -= sum(len(message.text) for message in dropped)
+
+    def take(self, call_ids: Iterable[str]) -> list[TracedMessage]:
+        """The messages of these Call-IDs, oldest first, forgotten here."""
+        taken: list[TracedMessage] = []
+        for call_id in call_ids:
+            taken += self._by_call_id.pop(call_id, [])
+        self._total -= sum(len(message.text) for message in taken)
+        return sorted(taken, key=lambda message: message.at)
+
+
+def trace_path(folder: Path, call_id: str) -> Path:
+    if not _SAFE_NAME.match(call_id):
+        raise ValueError(f"{call_id!r} is not a call id")
+    return folder / "traces" / f"{call_id}.jsonl"
+
+
+def write_trace(folder: Path, call_id: str, handoff_ids: list[str],
+                messages: list[TracedMessage]) -> Path:
+    """``traces/<call id>.jsonl``: a header line (the call, its handoffs), then a line a
+    message."""
+    path = trace_path(folder, call_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = json.dumps({"call_id": call_id, "handoff_ids": handoff_ids})
+    path.write_text("\n".join([header, *(m.as_json() for m in messages)]) + "\n",
+                    encoding="utf-8")
+    return path
+
+
+def find_trace(folder: Path, wanted: str) -> tuple[str, list[TracedMessage]]:
+    """The trace of a call id, or of the call a handoff id belongs to; LookupError naming
+    what was looked for when there is none."""
+    directory = folder / "traces"
+    candidates = [directory / f"{wanted}.jsonl"] if _SAFE_NAME.match(wanted) else []
+    candidates += sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    for path in candidates:
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        header = json.loads(lines[0]) if lines else {}
+        if wanted == header.get("call_id") or wanted in header.get("handoff_ids", []):
+            return header["call_id"], [TracedMessage.from_json(line) for line in lines[1:]]
+    raise LookupError(f"no SIP trace for {wanted} in {directory}")
+
+
+def ladder(messages: list[TracedMessage]) -> str:
+    """One line a message: seconds from the first, the peer, the arrow and the message."""
+    if not messages:
+        return "(no messages)"
+    start = messages[0].at
+    lines = []
+    for message in messages:
+        peer = f"{message.host}:{message.port}"
+        arrow = f"{peer:>21} ──{message.summary}──▶ warmline" if message.direction == "in" \
+            else f"{peer:>21} ◀──{message.summary}── warmline"
+        lines.append(f"  {message.at - start:8.3f} s  {arrow}")
+    return "\n".join(lines)
+
+
+def pcap(messages: list[TracedMessage], local: tuple[str, int]) -> bytes:
+    """The messages as a pcap (raw IPv4 + UDP, LINKTYPE_RAW) for Wireshark or sngrep;
+    ``local`` is warmline's address. IPv6 peers and streams are written as IPv4/UDP to
+    the same ports: the SIP is what matters."""
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101)]
+    for message in messages:
+        payload = message.text.encode("utf-8", "replace")
+        here, there = (_ipv4(local[0]), local[1]), (_ipv4(message.host), message.port)
+        source, destination = (there, here) if message.direction == "in" else (here, there)
+        udp = struct.pack("!HHHH", source[1], destination[1], 8 + len(payload), 0) + payload
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                         source[0], destination[0]) + udp
+        seconds = int(message.at)
+        out.append(struct.pack("<IIII", seconds, int((message.at - seconds) * 1e6),
+                               len(ip), len(ip)) + ip)
+    return b"".join(out)
+
+
+def _ipv4(host: str) -> bytes:
+    parts = host.split(".")
+    if len(parts) == 4 and all(part.isdigit() and int(part) < 256 for part in parts):
+        return bytes(int(part) for part in parts)
+    return bytes([127, 0, 0, 1])
