@@ -10,7 +10,6 @@ the first broken file. The example, with every key commented, is
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -134,11 +133,7 @@ class SipSection(_Strict):
     @field_validator("trusted_identity", "trusted")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                ipaddress.ip_network(value, strict=False)
-            except ValueError:
-                raise ValueError(f"{value!r} is not a network (10.0.0.0/8, ::1/128)") from None
+        parse_networks(values, "network")
         return values
 
     @model_validator(mode="after")

@@ -14,7 +14,6 @@ of them knows this class.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -39,6 +38,7 @@ from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech
 from warmline.records.store import Event, RecordWriter
 from warmline.records.trace import SipTrace, write_trace
+from warmline.sip.access import parse_networks
 from warmline.sip.registration import Registration
 from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
 from warmline.transfer.handoff import (
@@ -117,7 +117,7 @@ class CallEngine:
                            self.record)
         self.switchboard = Switchboard(
             shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
-            trusted_identity=[ipaddress.ip_network(n, strict=False) for n in trusted_identity],
+            trusted_identity=parse_networks(trusted_identity, "trusted_identity"),
             srtp=srtp, early_media=early_media, max_calls=max_calls,
             retry_after=shell.ua.config.retry_after, journal=journal)
         self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None

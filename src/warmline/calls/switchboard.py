@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-import ipaddress
 import logging
 import secrets
 from collections import Counter, deque
@@ -35,6 +34,7 @@ from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.sdp import SdpError
+from warmline.sip.access import Network, in_networks
 from warmline.sip.dialog_memo import DialogMemo
 from warmline.sip.errors import SipParseError
 from warmline.sip.registration import Registration
@@ -77,7 +77,6 @@ LegEvent = CallProgress | CallAnswered | CallConfirmed | CallFailed | CallEnded 
 LEG_EVENTS = (CallProgress, CallAnswered, CallConfirmed, CallFailed, CallEnded,
               InDialogResponse)  # what happens to a session, as opposed to a request
 JOURNALED = (CallAnswered, CallConfirmed, CallFailed, CallEnded, RememberedDialogEnded)
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 LegListener = Callable[[SessionEvent], None]  # progress, answer, failure, end of a leg
 ReferListener = Callable[[ReferResponse | ReferNotify], None]
 
@@ -107,7 +106,7 @@ class Switchboard:
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str,
                  codecs: list[str], observer: CallObserver, *, trunks: Trunks | None = None,
                  resolver: Resolver | None = None,
-                 trusted_identity: Sequence[IPNetwork] = (),
+                 trusted_identity: Sequence[Network] = (),
                  srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
                  early_media: float | None = None, max_calls: int = 0,
                  retry_after: int = 5, journal: DialogJournal | None = None) -> None:
@@ -406,7 +405,7 @@ class Switchboard:
         source = session.source
         if asserted is None or source is None:
             return None
-        if _in_networks(source.host, self.trusted_identity):
+        if in_networks(source.host, self.trusted_identity):
             return asserted
         log.debug("call from %s: P-Asserted-Identity from an untrusted peer dropped",
                   source.host, extra={"call_id": session.call_id})
@@ -465,14 +464,6 @@ class Switchboard:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _in_networks(host: str, networks: Sequence[IPNetwork]) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
 
 
 def _info_digit(event: RequestInDialog, leg: CallLeg) -> None:
