@@ -29,7 +29,7 @@ from warmline.records.report import kpi_report
 from warmline.records.store import default_url
 from warmline.records.trace import TracedMessage, find_trace, ladder, pcap
 from warmline.server import serve
-from warmline.settings import HttpSpec, ServeSettings, TlsFiles
+from warmline.settings import HepSettings, HttpSpec, ServeSettings, TlsFiles
 from warmline.sip.access import AccessMode, RateLimit
 from warmline.sip.compiled import describe
 from warmline.sip.useragent import UserAgentConfig
@@ -423,6 +423,10 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
         settings = replace(settings, events=StatusCallbackSettings(
             events.url, events.secret(),
             frozenset(events.kinds) if events.kinds else DEFAULT_KINDS, events.attempts))
+    collector = config.trace.collector()
+    if collector is not None:
+        settings = replace(settings, hep=HepSettings(collector, config.trace.hep_capture_id,
+                                                     config.trace.password()))
     return replace(settings, max_calls=limits.max_calls, http_body=limits.http_body,
                    ws_message=limits.ws_message, ws_audio_seconds=limits.ws_audio_seconds,
                    stream_limits=StreamLimits(limits.tcp_idle_timeout,

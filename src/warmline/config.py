@@ -490,6 +490,42 @@ class EventsSection(_Strict):
         return value or ""
 
 
+class TraceSection(_Strict):
+    """A copy of every SIP message to a Homer or sngrep collector (transport/hep.py)."""
+
+    hep: str | None = Field(None, pattern=r"^udp:")  # "udp:HOST:PORT"; None: no copy sent
+    hep_capture_id: int = Field(2001, ge=0, le=2**32 - 1)  # names this node in Homer
+    hep_password_env: str | None = None  # Homer's optional auth key
+    hep_password_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_not_inline(cls, data: Any) -> Any:
+        return _no_inline_secret(data, "hep_password")
+
+    @field_validator("hep")
+    @classmethod
+    def _collector(cls, value: str | None) -> str | None:
+        if value is not None:
+            _collector_address(value)
+        return value
+
+    def collector(self) -> tuple[str, int] | None:
+        return None if self.hep is None else _collector_address(self.hep)
+
+    def password(self) -> str | None:
+        return read_secret("trace.hep_password", self.hep_password_env, self.hep_password_file)
+
+
+def _collector_address(value: str) -> tuple[str, int]:
+    """``udp:HOST:PORT`` (an IPv6 host in brackets) as (host, port); ValueError otherwise."""
+    host, _, port = value.removeprefix("udp:").rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not udp:HOST:PORT")
+    return host, int(port)
+
+
 class TransferSection(_Strict):
     # destinations a transfer asked for over the API may go to, besides addresses in
     # [sip] trusted: sip:USER@HOST[:PORT], sips:..., tel:NUMBER, each part a glob
@@ -537,6 +573,7 @@ class WarmlineConfig(_Strict):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     transfer: TransferSection = Field(default_factory=TransferSection)
     events: EventsSection = Field(default_factory=EventsSection)
+    trace: TraceSection = Field(default_factory=TraceSection)
     http: HttpSection | None = None
     media: MediaSection = Field(default_factory=MediaSection)
     storage: StorageSection = Field(default_factory=StorageSection)
@@ -595,6 +632,7 @@ def load(path: Path) -> WarmlineConfig:
         config.build_trunks()
         config.sip.auth_users()
         config.events.secret()
+        config.trace.password()
         if config.http is not None:
             config.http.api_token()
     except (RoutingError, HandoffError, ValueError) as error:

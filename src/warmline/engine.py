@@ -22,7 +22,7 @@ from typing import Any
 
 from warmline.brain.calibration import TriggerLog
 from warmline.brain.escalation import EscalationPolicy
-from warmline.brain.redact import redact_value
+from warmline.brain.redact import redact, redact_value
 from warmline.brain.service import Brain, TurnResult
 from warmline.brain.status_events import StatusCallbacks
 from warmline.brain.turns import Turn
@@ -37,7 +37,7 @@ from warmline.media.player import Samples, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech
 from warmline.records.store import Event, RecordWriter
-from warmline.records.trace import SipTrace, write_trace
+from warmline.records.trace import SipTrace, TracedMessage, cleaned, write_trace
 from warmline.sip.access import parse_networks
 from warmline.sip.registration import Registration
 from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
@@ -100,6 +100,7 @@ class CallEngine:
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
+        self._written: set[str] = set()  # calls whose trace went to traces/ (until forgotten)
         # every recorded call and handoff step, pushed to an integrator's URL as it happens
         self.status_events = status_events
         # where a transfer asked for from outside may go; None: anywhere (in-process use)
@@ -304,20 +305,34 @@ class CallEngine:
 
     def _write_trace(self, call: Call) -> None:
         """``traces/<call id>.jsonl``: every SIP message of the call's legs (records/trace.py).
-        The words in them were redacted where they came in; the rest is routing."""
+        The words in them were redacted where they came in; each message is redacted again
+        here, as log lines are (a PBX's own headers, anything that slipped past), and the
+        keys the caller pressed (SIP INFO) are taken out."""
         self._traces_due.pop(call.id, None)
+        self._written.add(call.id)
         assert self.sip_trace is not None
         call_ids = {leg.session.call_id for leg in call.legs}
         try:
             write_trace(self.records_dir, call.id, list(call.handoff_ids),
-                        self.sip_trace.take(sorted(call_ids)))
+                        self.sip_trace.take(sorted(call_ids)), redact)
         except OSError as error:
             log.warning("call %s: SIP trace not written: %s", call.id, error)
+
+    def live_sip_messages(self, wanted: str) -> tuple[str, list[TracedMessage]] | None:
+        """The SIP trace so far of a call (or a handoff's call) not yet written to
+        ``traces/`` (then records.trace.find_trace has it), redacted; None otherwise."""
+        handoff = self.handoffs.get(wanted)
+        call = self.calls.get(handoff.call_id if handoff is not None else wanted)
+        if call is None or self.sip_trace is None or call.id in self._written:
+            return None
+        legs = sorted({leg.session.call_id for leg in call.legs})
+        return call.id, cleaned(self.sip_trace.peek(legs), redact)
 
     def registration_changed(self, registration: Registration) -> None:
         self.registrations.changed(registration)
 
     def call_forgotten(self, call: Call) -> None:
+        self._written.discard(call.id)
         for handoff_id in call.handoff_ids:
             self.handoffs.pop(handoff_id, None)
         self.brain.forget(call.id)

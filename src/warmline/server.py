@@ -32,7 +32,9 @@ from warmline.media.relay import EmbeddedRelay
 from warmline.records.store import RecordWriter
 from warmline.records.trace import SipTrace
 from warmline.settings import HttpSpec, ServeSettings
+from warmline.sip.events import Target
 from warmline.sip.useragent import UserAgent
+from warmline.transport.hep import Endpoint, HepSender
 from warmline.transport.listen import ListenSpec
 from warmline.transport.shell import SipShell
 
@@ -161,12 +163,33 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         status_events=_status_events(settings), sip_trace=SipTrace(),
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
-    if engine.sip_trace is not None:
-        shell.tap = engine.sip_trace.tap  # every message in and out, kept per call
+    shell.tap = await _taps(stack, engine.sip_trace, settings)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)
     return CallSide(lambda: len(engine.calls), engine.start, engine.registrations.stop)
+
+
+async def _taps(stack: contextlib.AsyncExitStack, trace: SipTrace | None,
+                settings: ServeSettings) -> Callable[[str, bytes, Target], None] | None:
+    """What sees every SIP message in and out: the per-call trace, and the HEP v3 copy
+    to a collector when [trace] hep names one."""
+    taps = [trace.tap] if trace is not None else []
+    if settings.hep is not None:
+        local = {spec.transport: Endpoint(*spec.public) for spec in settings.listen}
+        sender = HepSender(settings.hep.collector, local, capture_id=settings.hep.capture_id,
+                           password=settings.hep.password)
+        await sender.open()
+        stack.callback(sender.close)
+        taps.append(sender.tap)
+        log.info("a HEP v3 copy of every SIP message to %s:%d", *settings.hep.collector)
+    if len(taps) < 2:
+        return taps[0] if taps else None
+
+    def every_tap(direction: str, data: bytes, peer: Target) -> None:
+        for tap in taps:
+            tap(direction, data, peer)
+    return every_tap
 
 
 def _open_records(stack: contextlib.AsyncExitStack, settings: ServeSettings) -> RecordWriter:

@@ -69,6 +69,15 @@ class HttpSpec:
 
 
 @dataclass(frozen=True)
+class HepSettings:
+    """Where the HEP v3 copy of every SIP message goes ([trace] in warmline.toml)."""
+
+    collector: tuple[str, int]
+    capture_id: int = 2001
+    password: str | None = None
+
+
+@dataclass(frozen=True)
 class ServeSettings:
     """Everything serve() needs; ``http=None`` runs the SIP-only answerer (no media, no API).
 
@@ -108,6 +117,7 @@ class ServeSettings:
     dns_servers: tuple[tuple[str, int], ...] = ()  # none: /etc/resolv.conf and /etc/hosts
     dns_timeout: float = 2.0  # seconds per DNS question
     trusted_identity: tuple[str, ...] = ()  # networks whose P-Asserted-Identity is believed
+    hep: HepSettings | None = None  # a HEP v3 copy of every SIP message; None: none
 
     @property
     def media_host(self) -> str:

@@ -80,6 +80,11 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
                 "speaker": "caller", "text": "I want to talk to an agent",
                 "intent": "billing_dispute", "confidence": 0.9}).json()
             handoff_id = fired["handoff_id"]
+            # the ladder's trace needs the API token: not the call's (a bot holds that)
+            call_token = calls[0]["token"]
+            assert httpx.get(f"{base}/traces/{call_id}").status_code == 401
+            assert httpx.get(f"{base}/traces/{call_id}?token={call_token}").status_code == 401
+            assert client.get("/traces/no-such-call").status_code == 404
         driver = browser()
         try:
             driver.get(f"{base}/dashboard?token=t0k")
@@ -104,6 +109,16 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
             assert "sip: ok" in health and "records: ok" in health, health
             destinations = driver.find_element(By.ID, "destinations").text
             assert f"sip:human@127.0.0.1:{human_port}" in destinations, destinations
+            wait.until(lambda d: "100%" in d.find_element(By.ID, "intent-billing_dispute").text)
+            bars = [t.text for t in driver.find_elements(By.CSS_SELECTOR,
+                                                         "#intent-chart text.value")]
+            assert "100% of 1 calls transferred" in bars, bars
+            driver.find_element(By.ID, f"handoff-{handoff_id}").click()
+            wait.until(lambda d: "INVITE" in d.find_element(By.ID, "ladder").text)
+            ladder = driver.find_element(By.ID, "ladder").text
+            assert "--INVITE-->  warmline" in ladder, ladder  # the caller's, received
+            towards_the_human = f"127.0.0.1:{human_port}  <--INVITE--  warmline"
+            assert towards_the_human in ladder, ladder
             shot = tmp_path / "dashboard.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000

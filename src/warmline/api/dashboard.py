@@ -1,7 +1,8 @@
 """The dashboard: one self-contained page over the API (no build step, no CDN).
 
-Live calls, recent handoffs with their context and outcome, and the KPIs as
-charts over time, filterable by intent. The page holds no data itself: it
+Live calls, recent handoffs with their context and outcome, the KPIs as
+charts over time and per intent, and the SIP ladder of a call or handoff
+(click its row; /traces/{id}). The page holds no data itself: it
 reads /calls, /handoffs, /kpis and /kpis/daily every few seconds, sending the
 API token given in its URL (``/dashboard?token=...``) when the API has one;
 which is why api/auth.py lets anyone fetch the page itself.
@@ -20,6 +21,8 @@ PAGE = """<!doctype html>
  table { border-collapse: collapse; } td, th { padding: .25em .6em; border-bottom: 1px solid #ddd;
  text-align: left; } .kpi { display: inline-block; margin-right: 2em; }
  .kpi b { display: block; font-size: 1.6em; } svg text { font-size: 11px; }
+ tr.pick { cursor: pointer; } tr.pick:hover { background: #eef; }
+ #ladder { background: #f6f6f6; padding: .6em; max-height: 24em; overflow: auto; }
  .ok { color: #185; } .bad { color: #b22; font-weight: bold; } #health span { margin-right: 1.2em; }
 </style></head><body>
 <h1>warmline</h1>
@@ -27,6 +30,10 @@ PAGE = """<!doctype html>
 <label>Intent: <select id="intent"><option value="">all</option></select></label>
 <div id="kpis"></div>
 <h2>Transfers per day</h2><svg id="chart" width="640" height="180"></svg>
+<h2>By intent (last 31 days)</h2><table id="intents"><tr><th>intent</th><th>calls</th>
+<th>transfer share</th><th>first-call resolution</th><th>CSAT escalated / AI-only</th>
+<th>first word p50 (s)</th><th>repeat 48 h</th></tr></table>
+<svg id="intent-chart" width="640" height="40"></svg>
 <h2>Live calls</h2><table id="calls"><tr><th>call</th><th>from</th><th>state</th>
 <th>duration</th></tr></table>
 <h2>Recent handoffs</h2><table id="handoffs"><tr><th>handoff</th><th>status</th>
@@ -34,13 +41,16 @@ PAGE = """<!doctype html>
 </tr></table>
 <h2>Outcome by destination</h2><table id="destinations"><tr><th>destination</th>
 <th>handoffs</th><th>connected</th><th>mean wait (s)</th></tr></table>
+<h2>SIP ladder <small id="ladder-of">(click a call or a handoff)</small></h2>
+<pre id="ladder"></pre>
 <script>
 const token = new URLSearchParams(location.search).get("token");
 const headers = token ? {Authorization: "Bearer " + token} : {};
 const get = (path) => fetch(path, {headers}).then(r => r.ok ? r.json() : null);
 const text = (value) => document.createTextNode(value == null ? "" : String(value));
-function row(table, cells, id) {
+function row(table, cells, id, onPick) {
   const tr = document.createElement("tr"); if (id) tr.id = id;
+  if (onPick) { tr.className = "pick"; tr.addEventListener("click", onPick); }
   for (const cell of cells) { const td = document.createElement("td");
     td.appendChild(text(cell)); tr.appendChild(td); }
   table.appendChild(tr);
@@ -84,6 +94,39 @@ function chart(days) {  // calls (light) and transfers (dark) per day, with a y 
   svg.appendChild(svgEl("text", {x: 314, y: 13}, "calls"));
   svg.appendChild(svgEl("rect", {x: 360, y: 4, width: 10, height: 10, fill: "#27a"}));
   svg.appendChild(svgEl("text", {x: 374, y: 13}, "transfers (labels: transfers/calls)"));
+}
+function intentChart(byIntent) {  // transfer share per intent, one labelled bar each
+  const svg = document.getElementById("intent-chart"); svg.innerHTML = "";
+  const rows = Object.entries(byIntent);
+  svg.setAttribute("height", String(20 + rows.length * 22));
+  rows.forEach(([name, k], i) => {
+    const y = 4 + i * 22, share = k.transfer_share || 0;
+    svg.appendChild(svgEl("text", {x: 0, y: y + 13}, name));
+    svg.appendChild(svgEl("rect", {x: 140, y, width: 1 + 400 * share, height: 16,
+                                   fill: "#27a"}));
+    svg.appendChild(svgEl("text", {x: 146 + 400 * share, y: y + 13, class: "value"},
+                          percent(share) + " of " + k.calls + " calls transferred"));
+  });
+}
+function intents(byIntent) {
+  const table = document.getElementById("intents"); clear(table);
+  for (const [name, k] of Object.entries(byIntent))
+    row(table, [name, k.calls, percent(k.transfer_share), percent(k.first_call_resolution),
+                (k.csat_escalated ?? "-") + " / " + (k.csat_ai_only ?? "-"),
+                k.trigger_to_first_word_p50 ?? "-", percent(k.repeat_contact_48h)],
+        "intent-" + name);
+  intentChart(byIntent);
+}
+async function showLadder(id) {  // the SIP messages of a call or handoff, with timings
+  const pre = document.getElementById("ladder");
+  document.getElementById("ladder-of").textContent = "of " + id;
+  const trace = await get("/traces/" + encodeURIComponent(id));
+  if (!trace) { pre.textContent = "no SIP trace for " + id; return; }
+  pre.textContent = trace.messages.map(m => m.offset_s.toFixed(3).padStart(8) + " s  " +
+    m.peer.padStart(21) + (m.direction === "in" ? "  --" + m.summary + "-->  warmline"
+                                                : "  <--" + m.summary + "--  warmline"))
+    .join("\\n") || "(no messages)";
+  pre.dataset.call = trace.call_id;
 }
 function duration(startedAt) {  // Unix seconds -> "m:ss" until now
   const seconds = Math.max(0, Math.round(Date.now() / 1000 - startedAt));
@@ -141,13 +184,15 @@ async function refresh() {
   box.appendChild(kpiBox("repeat contact 48 h", percent(figures.repeat_contact_48h)));
   const table = document.getElementById("calls"); clear(table);
   for (const c of (calls || []).filter(c => c.state !== "ended"))
-    row(table, [c.id, c.from, c.state, duration(c.started_at)], "call-" + c.id);
+    row(table, [c.id, c.from, c.state, duration(c.started_at)], "call-" + c.id,
+        () => showLadder(c.id));
   const list = document.getElementById("handoffs"); clear(list);
   const shown = (handoffs || []).filter(h => !intent || h.intent === intent);
   for (const h of shown)
     row(list, [h.id, h.status, h.to, h.answered_by, h.wait_s, h.intent, h.reason, h.summary],
-        "handoff-" + h.id);
+        "handoff-" + h.id, () => showLadder(h.id));
   byDestination(shown);
+  intents((kpis || {}).by_intent || {});
   await health();
   chart(daily || []);
   document.body.dataset.refreshed = String(Date.now());

@@ -17,14 +17,18 @@ import re
 import struct
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from warmline.sip.events import Target
 
 _CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE | re.MULTILINE)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+# a key pressed during the call, carried in a SIP INFO (RFC 2976 with dtmf-relay or
+# application/dtmf): one digit a message, so the text redaction cannot see a card number
+_DTMF_BODY = re.compile(r"^(Content-Type|c)[ \t]*:[ \t]*application/dtmf", re.I | re.M)
+DTMF = "[dtmf]"
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,19 @@ class SipTrace:
         return sorted(taken, key=lambda message: message.at)
 
 
+    def peek(self, call_ids: Iterable[str]) -> list[TracedMessage]:
+        """The messages of these Call-IDs so far, oldest first, kept here (a live call)."""
+        return sorted((message for call_id in call_ids
+                       for message in self._by_call_id.get(call_id, [])),
+                      key=lambda message: message.at)
+
+
+def cleaned(messages: Iterable[TracedMessage],
+            clean: Callable[[str], str]) -> list[TracedMessage]:
+    """Each message with the keys pressed taken out and ``clean`` (redaction) applied."""
+    return [replace(m, text=clean(without_keypresses(m.text))) for m in messages]
+
+
 def trace_path(folder: Path, call_id: str) -> Path:
     if not _SAFE_NAME.match(call_id):
         raise ValueError(f"{call_id!r} is not a call id")
@@ -105,15 +122,27 @@ def trace_path(folder: Path, call_id: str) -> Path:
 
 
 def write_trace(folder: Path, call_id: str, handoff_ids: list[str],
-                messages: list[TracedMessage]) -> Path:
+                messages: list[TracedMessage],
+                clean: Callable[[str], str] = lambda text: text) -> Path:
     """``traces/<call id>.jsonl``: a header line (the call, its handoffs), then a line a
-    message."""
+    message, each passed through ``clean`` (the engine's redaction of personal data) with
+    the keys the caller pressed taken out first."""
     path = trace_path(folder, call_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = json.dumps({"call_id": call_id, "handoff_ids": handoff_ids})
-    path.write_text("\n".join([header, *(m.as_json() for m in messages)]) + "\n",
+    path.write_text("\n".join([header, *(m.as_json() for m in cleaned(messages, clean))])
+                    + "\n",
                     encoding="utf-8")
     return path
+
+
+def without_keypresses(text: str) -> str:
+    """``text`` with the body of a DTMF INFO replaced by ``[dtmf]`` (the headers kept, the
+    Content-Length left as sent so the ladder still shows what was on the wire)."""
+    head, separator, body = text.partition("\r\n\r\n")
+    if not separator or not body or not _DTMF_BODY.search(head):
+        return text
+    return head + separator + DTMF
 
 
 def find_trace(folder: Path, wanted: str) -> tuple[str, list[TracedMessage]]:
@@ -125,10 +154,16 @@ def find_trace(folder: Path, wanted: str) -> tuple[str, list[TracedMessage]]:
     for path in candidates:
         if not path.is_file():
             continue
-        lines = path.read_text(encoding="utf-8").splitlines()
-        header = json.loads(lines[0]) if lines else {}
-        if wanted == header.get("call_id") or wanted in header.get("handoff_ids", []):
-            return header["call_id"], [TracedMessage.from_json(line) for line in lines[1:]]
+        with path.open(encoding="utf-8") as lines:  # the header first: most files are not it
+            try:
+                header = json.loads(lines.readline() or "{}")
+            except ValueError:
+                continue  # not one of ours, or cut short by a full disk
+            if not isinstance(header, dict):
+                continue
+            if wanted == header.get("call_id") or wanted in header.get("handoff_ids", []):
+                return header["call_id"], [TracedMessage.from_json(line) for line in lines
+                                           if line.strip()]
     raise LookupError(f"no SIP trace for {wanted} in {directory}")
 
 
