@@ -22,6 +22,7 @@ from warmline.brain.status_events import DEFAULT_KINDS, StatusCallbackSettings
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
+from warmline.media.fastpath import describe_forwarder
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
 from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="warmline",
         description="Hand live calls from an AI voice agent to a human over SIP.")
     parser.add_argument("--version", action="version",
-                        version=f"warmline {__version__} ({describe()})")
+                        version=f"warmline {__version__} ({describe()}; "
+                                f"{describe_forwarder()})")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     parser.add_argument("--log-format", default="text", choices=["text", "json"],
                         help="json: one JSON object per line, with call_id/handoff_id")
