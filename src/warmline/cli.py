@@ -431,6 +431,7 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
                                                      config.trace.password()))
     return replace(settings, max_calls=limits.max_calls, http_body=limits.http_body,
                    ws_message=limits.ws_message, ws_audio_seconds=limits.ws_audio_seconds,
+                   keep_ended_calls=limits.keep_ended_calls,
                    stream_limits=StreamLimits(limits.tcp_idle_timeout,
                                               limits.tcp_message_deadline,
                                               limits.tcp_per_source, limits.tcp_total))

@@ -566,6 +566,9 @@ class LimitsSection(_Strict):
     http_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)  # bytes per request body
     ws_message: int = Field(65_536, ge=1024, le=16 * 1_048_576)  # bytes per WebSocket message
     ws_audio_seconds: float = Field(120.0, gt=0, le=3600)  # a bot's audio queued ahead of playing
+    # seconds an ended call stays in memory (GET /calls lists it); then it is read from the
+    # records: memory stays flat however many calls the last hour carried
+    keep_ended_calls: float = Field(120.0, ge=5, le=86_400)
 
 
 class WarmlineConfig(_Strict):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from warmline.brain.turns import Turn
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.registrations import TrunkRegistrations
-from warmline.calls.switchboard import Overload, Switchboard
+from warmline.calls.switchboard import KEEP_ENDED_SECONDS, Overload, Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
 from warmline.calls.watchdog import SilenceWatchdog
 from warmline.media.plane import MediaPlane
@@ -55,6 +56,7 @@ from warmline.transport.resolver import ResolutionError, Resolver
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline")
+PAST_HANDOFFS = 500  # handoffs of forgotten calls still listed by GET /handoffs
 TRACE_DELAY = 5.0  # seconds after the call ends before its SIP trace is written
 # event data the records keep verbatim: what calls are routed by, and file paths
 ROUTING_KEYS = frozenset({"to", "caller", "uri", "number", "path"})
@@ -79,6 +81,7 @@ class CallEngine:
     ``rtp_timeout``: a caller sending neither RTP nor RTCP this long is hung up (0: never).
     ``status_events``: signed status callbacks (brain/status_events.py), or None.
     ``sip_trace``: the shell's tap, kept per call and written to ``traces/`` at its end.
+    ``keep_ended_calls``: seconds an ended call stays in ``calls`` (then: the records).
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
     """
@@ -96,7 +99,8 @@ class CallEngine:
                  destination_policy: DestinationPolicy | None = None,
                  journal: DialogJournal | None = None, rtp_timeout: float = 0.0,
                  status_events: StatusCallbacks | None = None,
-                 sip_trace: SipTrace | None = None) -> None:
+                 sip_trace: SipTrace | None = None,
+                 keep_ended_calls: float = KEEP_ENDED_SECONDS) -> None:
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
@@ -111,7 +115,9 @@ class CallEngine:
         self.records = records
         self.tts: TextToSpeech = tts or EspeakTts()
         self._hold = hold_audio if hold_audio is not None else ringback()
-        self.handoffs: dict[str, Handoff] = {}
+        self.handoffs: dict[str, Handoff] = {}  # of the calls in ``calls``
+        # the latest handoffs of calls already forgotten, for the dashboard's list
+        self.past_handoffs: deque[Handoff] = deque(maxlen=PAST_HANDOFFS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
         self.brain = Brain(escalation or EscalationPolicy(), TriggerLog(records_dir),
@@ -120,7 +126,8 @@ class CallEngine:
             shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
             trusted_identity=parse_networks(trusted_identity, "trusted_identity"),
             srtp=srtp, early_media=early_media, max_calls=max_calls,
-            retry_after=shell.ua.config.retry_after, journal=journal)
+            retry_after=shell.ua.config.retry_after, journal=journal,
+            keep_ended=keep_ended_calls)
         self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
@@ -334,7 +341,9 @@ class CallEngine:
     def call_forgotten(self, call: Call) -> None:
         self._written.discard(call.id)
         for handoff_id in call.handoff_ids:
-            self.handoffs.pop(handoff_id, None)
+            handoff = self.handoffs.pop(handoff_id, None)
+            if handoff is not None:
+                self.past_handoffs.append(handoff)
         self.brain.forget(call.id)
         self.transfers.forget(call)
 

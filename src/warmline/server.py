@@ -175,6 +175,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         destination_policy=settings.destination_policy,
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
                         status_events=_status_events(settings), sip_trace=SipTrace(),
+                        keep_ended_calls=settings.keep_ended_calls,
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
     shell.tap = await _taps(stack, engine.sip_trace, settings)

@@ -118,6 +118,7 @@ class ServeSettings:
     dns_timeout: float = 2.0  # seconds per DNS question
     trusted_identity: tuple[str, ...] = ()  # networks whose P-Asserted-Identity is believed
     hep: HepSettings | None = None  # a HEP v3 copy of every SIP message; None: none
+    keep_ended_calls: float = 120.0  # seconds GET /calls lists an ended call; then: records
 
     @property
     def media_host(self) -> str:
