@@ -37,6 +37,14 @@ async def control_recording(call_id: str, body: RecordingRequest,
     return RecordingStatus(call_id=call_id, recording=phase)
 
 
+@router.get("/calls/{call_id}/recording")
+async def recording_status(call_id: str, engine: EngineDep) -> RecordingStatus:
+    """Whether the call is being recorded now (announcing, recording, paused) or not."""
+    if call_id not in engine.calls:
+        raise HTTPException(404, f"no call {call_id}")
+    return RecordingStatus(call_id=call_id, recording=engine.recordings.phase(call_id))
+
+
 @router.get("/recordings/{call_id}.wav", response_class=FileResponse)
 async def recording_file(call_id: str, engine: EngineDep, settings: SettingsDep
                          ) -> FileResponse:
