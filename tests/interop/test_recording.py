@@ -196,3 +196,60 @@ def test_a_recorded_call_with_consent_pause_and_the_file_served_with_the_token(
         assert band_energy(heard, HEARD_HZ) > 20 * band_energy(heard, CALLER_HZ)
         assert np.sqrt(np.mean(said.astype(np.float64) ** 2)) > 2000
         assert np.sqrt(np.mean(heard.astype(np.float64) ** 2)) > 2000
+
+
+def test_handoff_mode_announces_then_records_then_transfers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mode = "handoff": nothing is kept while the call is with the AI; the transfer asked
+    for waits for the consent, then the recording and the REFER go out in that order."""
+    from tests.interop.test_sipp import SUCCESS_TAIL
+
+    sip_port, http_port, media_port = free_port(), free_port(), free_port() // 2 * 2
+    config, _ = write_files(tmp_path, sip_port, http_port)
+    config.write_text(config.read_text().replace('mode = "call"', 'mode = "handoff"'))
+    monkeypatch.setenv("WARMLINE_RECORDING_TOKEN", TOKEN)
+    scenario = render_scenario("refer_notify_bye.xml", tmp_path, final="200 OK",
+                               tail=SUCCESS_TAIL)
+    api = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def drive_transfer() -> tuple[str, str, list[str]]:
+        sipp = asyncio.ensure_future(run_sipp(
+            ["-sf", str(scenario), f"127.0.0.1:{sip_port}", "-p", str(free_port()),
+             "-mi", "127.0.0.1", "-mp", str(media_port), "-m", "1"], tmp_path, timeout=30))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}",
+                                     headers=api) as client:
+            for _ in range(200):
+                listed = (await client.get("/calls")).json()
+                if listed:
+                    break
+                await asyncio.sleep(0.05)
+            call_id = listed[0]["id"]
+            status = f"/calls/{call_id}/recording"
+            before = (await client.get(status)).json()["recording"]
+            transfer = f"/calls/{call_id}/transfer"
+            body = {"to": "sip:human@127.0.0.1:5999", "mode": "blind"}
+            accepted = await client.post(transfer, json=body)
+            assert accepted.status_code == 202, accepted.text
+            during = (await client.get(status)).json()["recording"]
+            second = await client.post(transfer, json=body)  # one handoff at a time
+            assert second.status_code == 409 and accepted.json()["handoff_id"] in second.text
+            result = await sipp
+            assert result.returncode == 0, result.output[-3000:]
+            return call_id, str(accepted.json()["handoff_id"]), [str(before), str(during)]
+
+    server = start_serve(["--config", str(config)], tmp_path)
+    try:
+        wait_for_log(server, "HTTP API")
+        call_id, handoff_id, phases = asyncio.run(drive_transfer())
+    finally:
+        assert stop_serve(server) == 0, server.log()
+    assert phases == ["None", "announcing"]
+    events = events_of(tmp_path / "records", call_id)
+    kinds = [kind for _, kind, _ in events]
+    order = [kinds.index(kind) for kind in ("handoff.requested", "call.recording_started",
+                                            "handoff.accepted", "call.recording_stopped")]
+    assert order == sorted(order), kinds
+    at = {kind: when for when, kind, _ in events}
+    assert at["call.recording_started"] - at["handoff.requested"] > 0.8  # the consent played
+    assert (tmp_path / "records" / "recordings" / f"{call_id}.wav").is_file()
+    assert handoff_id
