@@ -258,3 +258,27 @@ def test_a_caller_gone_during_the_consent_is_never_recorded(tmp_path: Path) -> N
     assert events == [] and "capture" not in leg.log
     assert recordings.phase("call-2") is None
     assert not (tmp_path / "recordings" / "call-2.wav").exists()
+
+
+def test_the_file_is_served_with_the_api_token_only(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from warmline.api import build_app
+
+    recordings = CallRecordings(RecordingSettings(), tmp_path, FakeTts(), lambda *_: None)
+    recordings.folder.mkdir()
+    (recordings.folder / "call-1.wav").write_bytes(b"RIFF....WAVE")
+    (tmp_path / "secret.wav").write_bytes(b"not a recording")
+    engine = cast(Any, SimpleNamespace(calls={}, handoffs={}, recordings=recordings))
+    api = {"Authorization": "Bearer T"}
+    with TestClient(build_app(engine, api_token="T")) as locked:
+        assert locked.get("/recordings/call-1.wav").status_code == 401
+        served = locked.get("/recordings/call-1.wav", headers=api)
+        assert served.status_code == 200 and served.content == b"RIFF....WAVE"
+        assert locked.get("/recordings/call-2.wav", headers=api).status_code == 404
+        assert locked.get("/recordings/..%2Fsecret.wav", headers=api).status_code == 404
+        recordings._closing["call-1"] = cast(Any, object())  # its last chunks on the way
+        assert locked.get("/recordings/call-1.wav", headers=api).status_code == 409
+    with TestClient(build_app(engine)) as open_api:  # no token: recordings are not served
+        refused = open_api.get("/recordings/call-1.wav")
+        assert refused.status_code == 403 and "token" in refused.text

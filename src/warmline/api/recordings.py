@@ -54,7 +54,7 @@ async def recording_file(call_id: str, engine: EngineDep, settings: SettingsDep
                                  "([http] token_env or token_file)")
     if not _CALL_ID.match(call_id):
         raise HTTPException(404, f"no recording for call {call_id}")
-    if engine.recordings.phase(call_id) is not None:
+    if engine.recordings.being_written(call_id):
         raise HTTPException(409, f"call {call_id} is still being recorded")
     path = engine.recordings.path(call_id)
     if not path.is_file():

@@ -86,6 +86,7 @@ class CallRecordings:
         self.tts = tts
         self.journal = journal
         self._live: dict[str, _Recording] = {}
+        self._closing: dict[str, asyncio.Future[None]] = {}  # stopped, file not yet complete
         self._consent: Samples | None = None  # synthesized once, at the first recording
 
     def phase(self, call_id: str) -> RecordingPhase | None:
@@ -131,7 +132,8 @@ class CallRecordings:
         if recorder is None:
             return None
         call.caller.media.capture(None)
-        done = asyncio.wrap_future(recorder.stop())
+        done = self._closing[call.id] = asyncio.wrap_future(recorder.stop())
+        done.add_done_callback(lambda _: self._closing.pop(call.id, None))
         self.journal(call.id, "call.recording_stopped",
                      {"path": recorder.path.name,
                       "seconds": round(recorder.frames_written / RATE, 2),
@@ -146,10 +148,14 @@ class CallRecordings:
 
     async def close(self) -> None:
         """Finish every file (the engine is closing)."""
-        pending = [done for done in (self.stop(entry.call) for entry in
-                                     list(self._live.values())) if done is not None]
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        for entry in list(self._live.values()):
+            self.stop(entry.call)
+        if self._closing:
+            await asyncio.gather(*self._closing.values(), return_exceptions=True)
+
+    def being_written(self, call_id: str) -> bool:
+        """Whether the call's file is still open: recording, or its last chunks on the way."""
+        return call_id in self._live or call_id in self._closing
 
     # -- inside ----------------------------------------------------------------------
     def _recorder(self, call: Call, phase: RecordingPhase, action: str) -> StereoRecorder:

@@ -61,7 +61,7 @@ class _WavFile:
     """The file, written only on the writer thread. Created 0600: it holds personal data."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self._raw: BinaryIO = os.fdopen(descriptor, "wb")
         self._wav = wave.open(self._raw, "wb")  # noqa: SIM115 - closed in close()
