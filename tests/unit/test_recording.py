@@ -229,6 +229,8 @@ def test_the_consent_plays_before_anything_is_kept_and_each_step_is_journaled(
         await done
         with pytest.raises(RecordingConflict, match="not being recorded"):
             recordings.stop(call)
+        with pytest.raises(RecordingConflict, match="one recording a call"):
+            recordings.start(call)  # the first file is never overwritten
 
     asyncio.run(scenario())
     assert [kind for _, kind, _ in events] == [

@@ -106,6 +106,9 @@ class CallRecordings:
         if call.id in self._live:
             raise RecordingConflict(f"call {call.id} is being recorded already "
                                     f"({self._live[call.id].phase.value})")
+        if call.id in self._closing or self.path(call.id).exists():
+            raise RecordingConflict(f"call {call.id} was recorded already and the recording "
+                                    "stopped; one recording a call (pause and resume instead)")
         entry = self._live[call.id] = _Recording(call)
         return self._announce_then_record(call, entry, announce)
 
@@ -173,7 +176,8 @@ class CallRecordings:
         except TtsError as error:
             log.warning("call %s not recorded: the consent announcement failed (%s)",
                         call.id, error, extra={"call_id": call.id})
-            self._live.pop(call.id, None)
+            if self._live.get(call.id) is entry:
+                del self._live[call.id]
             self.journal(call.id, "call.recording_failed", {"reason": "consent not played"})
             return False
         if entry.cancelled or call.ended:
