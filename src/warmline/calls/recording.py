@@ -204,8 +204,13 @@ class CallRecordings:
                                       call.id, recorder.path.name, error)
 
         recorder.on_failure = failed
+        try:
+            call.caller.media.capture(recorder)
+        except Exception:
+            recorder.stop()  # the file is closed, not left half-written
+            del self._live[call.id]
+            raise
         entry.recorder, entry.phase = recorder, RecordingPhase.RECORDING
-        call.caller.media.capture(recorder)
         recorder.start(loop)
         self.journal(call.id, "call.recording_started", {"path": recorder.path.name})
 
