@@ -439,11 +439,13 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
 
 def _storage(settings: ServeSettings, args: argparse.Namespace,
              config: WarmlineConfig | None) -> ServeSettings:
-    """--records and --db, else [storage]; no database at all: SQLite in the records folder."""
+    """--records and --db, else [storage]; no database at all: SQLite in the records folder.
+    [recording] (a folder of its own, else <records>/recordings) comes from the file only."""
     section = config.storage if config else None
     records = args.records or (section.records if section else None)
     return replace(settings, records=Path(records) if records else settings.records,
-                   database=args.db or (section.database if section else None))
+                   database=args.db or (section.database if section else None),
+                   recording=config.recording.build() if config else settings.recording)
 
 
 def _config_problems(error: ConfigError) -> int:

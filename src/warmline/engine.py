@@ -14,6 +14,7 @@ of them knows this class.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -29,6 +30,14 @@ from warmline.brain.status_events import StatusCallbacks
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
+from warmline.calls.recording import (
+    CallRecordings,
+    RecordingAction,
+    RecordingConflict,
+    RecordingMode,
+    RecordingPhase,
+    RecordingSettings,
+)
 from warmline.calls.registrations import TrunkRegistrations
 from warmline.calls.switchboard import KEEP_ENDED_SECONDS, Overload, Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
@@ -37,6 +46,7 @@ from warmline.media.plane import MediaPlane
 from warmline.media.player import Samples, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech
+from warmline.records.retention import sweep_recordings
 from warmline.records.store import Event, RecordWriter
 from warmline.records.trace import SipTrace, TracedMessage, cleaned, write_trace
 from warmline.sip.access import parse_networks
@@ -47,6 +57,7 @@ from warmline.transfer.handoff import (
     Handoff,
     HandoffError,
     HandoffEvent,
+    HandoffStatus,
     Problem,
 )
 from warmline.transfer.live import TransferServices
@@ -58,6 +69,7 @@ from warmline.transport.shell import SipShell
 log = logging.getLogger("warmline")
 PAST_HANDOFFS = 500  # handoffs of forgotten calls still listed by GET /handoffs
 TRACE_DELAY = 5.0  # seconds after the call ends before its SIP trace is written
+RETENTION_SWEEP = 3600.0  # seconds between two sweeps of recordings past their retention
 # event data the records keep verbatim: what calls are routed by, and file paths
 ROUTING_KEYS = frozenset({"to", "caller", "uri", "number", "path"})
 CallHandler = Callable[[Call], None]
@@ -84,6 +96,8 @@ class CallEngine:
     ``keep_ended_calls``: seconds an ended call stays in ``calls`` (then: the records).
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
+    ``recording``: which calls are recorded, after which consent, kept how long
+    (calls/recording.py); by default none unless the API asks.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -100,7 +114,8 @@ class CallEngine:
                  journal: DialogJournal | None = None, rtp_timeout: float = 0.0,
                  status_events: StatusCallbacks | None = None,
                  sip_trace: SipTrace | None = None,
-                 keep_ended_calls: float = KEEP_ENDED_SECONDS) -> None:
+                 keep_ended_calls: float = KEEP_ENDED_SECONDS,
+                 recording: RecordingSettings | None = None) -> None:
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
@@ -120,6 +135,9 @@ class CallEngine:
         self.past_handoffs: deque[Handoff] = deque(maxlen=PAST_HANDOFFS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
+        self.recordings = CallRecordings(recording or RecordingSettings(), records_dir,
+                                         self.tts, self.record)
+        self._awaiting_consent: dict[str, str] = {}  # call id: the handoff waiting for it
         self.brain = Brain(escalation or EscalationPolicy(), TriggerLog(records_dir),
                            self.record)
         self.switchboard = Switchboard(
@@ -185,6 +203,24 @@ class CallEngine:
         route = self.switchboard.trunks.route(destination)
         await self.switchboard.resolver.resolve(route.next_hop)
 
+    def recording(self, call_id: str, action: RecordingAction, announce: bool = True
+                  ) -> RecordingPhase | None:
+        """Start (after the consent, unless ``announce`` is False because the AI says it
+        itself), pause, resume or stop the call's recording; returns its phase now.
+        HandoffError for an unknown call, RecordingConflict when the action does not fit."""
+        call = self._call(call_id)
+        recordings = self.recordings
+        match action:
+            case RecordingAction.START:
+                self.spawn(_drop_result(recordings.start(call, announce)))
+            case RecordingAction.PAUSE:
+                recordings.pause(call)
+            case RecordingAction.RESUME:
+                recordings.resume(call)
+            case RecordingAction.STOP:
+                recordings.stop(call)
+        return recordings.phase(call_id)
+
     def hang_up(self, call: Call, reason: str | None = None) -> None:
         """warmline ends the caller's call (``reason``: a Reason header for the BYE)."""
         self.switchboard.hang_up(call.caller, reason)
@@ -226,6 +262,18 @@ class CallEngine:
             self.spawn(self._trust_the_trunks())
         if self.watchdog is not None:
             self.spawn(self._watch_for_silence(self.watchdog))
+        if self.recordings.settings.retention_days > 0:
+            self.spawn(self._sweep_recordings())
+
+    async def _sweep_recordings(self) -> None:
+        """Recordings past [recording] retention_days are deleted: at start, then hourly."""
+        folder, days = self.recordings.folder, self.recordings.settings.retention_days
+        loop = asyncio.get_running_loop()
+        while True:
+            deleted = await loop.run_in_executor(None, sweep_recordings, folder, days)
+            if deleted:
+                log.info("%d recording(s) older than %g day(s) deleted", len(deleted), days)
+            await asyncio.sleep(RETENTION_SWEEP)
 
     async def _trust_the_trunks(self) -> None:
         """A trunk's calls come from its addresses: trust them as [sip] trusted would, so
@@ -288,6 +336,7 @@ class CallEngine:
         await self.registrations.stop()
         await self.transfers.close()
         await self.switchboard.close()
+        await self.recordings.close()  # every file complete on disk
         for call_id, due in list(self._traces_due.items()):  # ended calls' traces: now
             due.cancel()
             call = self.calls.get(call_id)
@@ -301,10 +350,22 @@ class CallEngine:
         call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
         self.record(call.id, "call.started", {"caller": call.caller_uri,
                                               "to": str(call.caller.session.local_party.uri)})
-        self.on_call(call)
+        if self.recordings.settings.mode is RecordingMode.CALL:
+            self.spawn(self._record_then_take(call))
+        else:
+            self.on_call(call)
+
+    async def _record_then_take(self, call: Call) -> None:
+        """Mode "call": the caller hears the consent, the recording starts, then the AI
+        takes the call (so nothing the AI says cuts the announcement short)."""
+        with contextlib.suppress(RecordingConflict):  # the caller left already
+            await self.recordings.start(call)
+        if not call.ended:
+            self.on_call(call)
 
     def call_ended(self, call: Call, reason: str | None) -> None:
         self.record(call.id, "call.ended", {"reason": reason})
+        self.recordings.call_ended(call)
         self.transfers.caller_left(call)
         if self.sip_trace is not None:  # a few seconds on, so the legs' last BYEs are in it
             self._traces_due[call.id] = asyncio.get_running_loop().call_later(
@@ -351,6 +412,10 @@ class CallEngine:
     def _start(self, call: Call, handoff: Handoff) -> Handoff:
         handoff.validate()
         self._check_routes(handoff)
+        waiting = self._awaiting_consent.get(call.id)
+        if waiting is not None:
+            raise HandoffError(f"call {call.id} is already being transferred ({waiting})",
+                               Problem.CONFLICT)
         self.transfers.check(call)
         self.switchboard.answer(call)  # still ringing with early media: answered first
         if call.caller.session.dialog is None:
@@ -362,8 +427,26 @@ class CallEngine:
         handoff.listener = self._record_handoff_event
         for earlier in list(handoff.events):  # requested, triggered: before the listener
             self._record_handoff_event(handoff, earlier)
-        self.transfers.start(call, handoff)
+        if self.recordings.settings.mode is RecordingMode.HANDOFF \
+                and self.recordings.phase(call.id) is None:
+            self._awaiting_consent[call.id] = handoff.id
+            self.spawn(self._record_then_transfer(call, handoff))
+        else:
+            self.transfers.start(call, handoff)
         return handoff
+
+    async def _record_then_transfer(self, call: Call, handoff: Handoff) -> None:
+        """Mode "handoff": the consent first, then the recording and the transfer at once,
+        so the human's part of the call is kept from its first ring."""
+        try:
+            with contextlib.suppress(RecordingConflict):  # the caller left already
+                await self.recordings.start(call)
+        finally:
+            self._awaiting_consent.pop(call.id, None)
+        if call.ended:
+            handoff.finish(HandoffStatus.FAILED, "the caller hung up before the transfer began")
+            return
+        self.transfers.start(call, handoff)
 
     def _check_routes(self, handoff: Handoff) -> None:
         """A tel: destination no trunk serves is refused now, naming the field."""
@@ -391,3 +474,7 @@ class CallEngine:
         if call is None:
             raise HandoffError(f"no call {call_id}", Problem.UNKNOWN_CALL)
         return call
+
+
+async def _drop_result(work: Coroutine[Any, Any, bool]) -> None:
+    await work

@@ -176,6 +176,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
                         status_events=_status_events(settings), sip_trace=SipTrace(),
                         keep_ended_calls=settings.keep_ended_calls,
+                        recording=settings.recording,
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
     shell.tap = await _taps(stack, engine.sip_trace, settings)

@@ -15,6 +15,7 @@ from pathlib import Path
 from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.status_events import StatusCallbackSettings
+from warmline.calls.recording import RecordingSettings
 from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
@@ -119,6 +120,7 @@ class ServeSettings:
     trusted_identity: tuple[str, ...] = ()  # networks whose P-Asserted-Identity is believed
     hep: HepSettings | None = None  # a HEP v3 copy of every SIP message; None: none
     keep_ended_calls: float = 120.0  # seconds GET /calls lists an ended call; then: records
+    recording: RecordingSettings = field(default_factory=RecordingSettings)  # [recording]
 
     @property
     def media_host(self) -> str:

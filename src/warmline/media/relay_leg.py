@@ -33,7 +33,7 @@ from warmline.media import g711
 from warmline.media.codecs import Codec, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.fastpath import FastPath, Offload
-from warmline.media.plane import LegAddress, LegCounters
+from warmline.media.plane import AudioTap, LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player, Samples
 from warmline.media.rtcp import ReceptionStats, ReportBlock
 from warmline.media.rtcp_session import DEFAULT_INTERVAL, RtcpSession
@@ -109,6 +109,8 @@ class RelayLeg:
         self._first_word: FirstWordDetector | None = None
         self._on_first_word: Callable[[float], None] | None = None
         self._recorder: Callable[[Samples], None] | None = None
+        self._tap: AudioTap | None = None  # a call recording: both directions
+        self._sent_decoder: Codec | None = None  # the tap's own, for what we send (G.722 state)
         self._srtp: SrtpTransform | None = None
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
@@ -159,12 +161,19 @@ class RelayLeg:
     @property
     def listening_for_words(self) -> bool:
         """Python must see this leg's audio: first-word detection or a recording."""
-        return self._first_word is not None or self._recorder is not None
+        return (self._first_word is not None or self._recorder is not None
+                or self._tap is not None)
 
     def record(self, sink: Callable[[Samples], None] | None) -> None:
         """Hand every 20 ms of the far end's audio (8 kHz linear) to ``sink``; None stops."""
         self.take_back()
         self._recorder = sink
+
+    def capture(self, tap: AudioTap | None) -> None:
+        """Hand both directions of the leg's audio to ``tap``; None stops."""
+        self.take_back()
+        self._tap = tap
+        self._sent_decoder = None  # made afresh for the codec in use at the first packet
 
     @property
     def on_dtmf(self) -> Callable[[str], None] | None:
@@ -205,6 +214,7 @@ class RelayLeg:
         self.stream = stream
         self._srtp = _transform(self._srtp, stream)
         self.encoder, self.decoder = _codec_pair(stream)
+        self._sent_decoder = None  # the codec may have changed: the tap's is made anew
         self.remote = (stream.remote_address, stream.remote_port)
         self.latched = False
         self.outgoing.clock_rate = stream.codec.clock_rate
@@ -379,9 +389,13 @@ class RelayLeg:
             self._on_telephone_event(packet)
         elif self._first_word is not None and self.decoder is not None:
             self._listen_for_words(packet)
-        if self._recorder is not None and self.decoder is not None \
-                and packet.payload_type == stream.payload_type:
-            self._recorder(self.decoder.decode(packet.payload))
+        if (self._recorder is not None or self._tap is not None) \
+                and self.decoder is not None and packet.payload_type == stream.payload_type:
+            frame = self.decoder.decode(packet.payload)  # once: G.722's decoder keeps state
+            if self._recorder is not None:
+                self._recorder(frame)
+            if self._tap is not None:
+                self._tap.received(frame)
         if self.conference is not None:
             self.conference.push(self, packet)
             return
@@ -455,8 +469,17 @@ class RelayLeg:
             packet.payload_type = stream.payload_type
         else:
             packet.payload_type = stream.payload_type
+        if self._tap is not None and packet.payload_type == stream.payload_type:
+            self._tap_sent(packet.payload, stream)
         out = self.outgoing.rewrite(packet, self.loop.time(), source.codec.clock_rate)
         self._send(out.to_bytes(), remote)
+
+    def _tap_sent(self, payload: bytes, stream: AudioStream) -> None:
+        """What the far end is sent, decoded by the tap's own decoder for the leg's codec."""
+        if self._sent_decoder is None:
+            self._sent_decoder, _ = _codec_pair(stream)
+        if self._sent_decoder is not None and self._tap is not None:
+            self._tap.sent(self._sent_decoder.decode(payload))
 
     def _send_rtcp(self, data: bytes, destination: tuple[str, int]) -> None:
         stream = self.stream
