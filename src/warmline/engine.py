@@ -335,6 +335,7 @@ class CallEngine:
             task.cancel()
         await self.registrations.stop()
         await self.transfers.close()
+        await asyncio.sleep(0)  # the events the cancelled work posted: delivered, recorded
         await self.switchboard.close()
         await self.recordings.close()  # every file complete on disk
         for call_id, due in list(self._traces_due.items()):  # ended calls' traces: now
