@@ -26,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
 from warmline.media import g711
-from warmline.media.codecs import Codec, make_codec
+from warmline.media.codecs import Codec, is_stateless, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.fastpath import FastPath, Offload
 from warmline.media.plane import AudioTap, LegAddress, LegCounters
@@ -570,6 +571,45 @@ class Pacer:
         self.tick()
 
 
+class _EncodedLoops:
+    """Frames of looped audio (hold music, ringback), encoded once per stateless codec.
+
+    Every caller on hold hears the same buffer, so at hundreds of calls the
+    same 20 ms of G.711 was encoded hundreds of times a second. Keyed by the
+    buffer itself (held here, so its id cannot be reused), the frame's offset
+    and the codec; at most ``MAX_BUFFERS`` buffers, the least recent dropped.
+    """
+
+    MAX_BUFFERS = 8
+
+    def __init__(self) -> None:
+        self._by_buffer: OrderedDict[int, tuple[Samples, dict[tuple[int, type], bytes]]] = \
+            OrderedDict()
+
+    def payload(self, player: Player, encoder: Codec) -> bytes:
+        if not player.loop or not is_stateless(encoder):
+            return encoder.encode(player.next_frame())
+        key = id(player.samples)
+        entry = self._by_buffer.get(key)
+        if entry is None or entry[0] is not player.samples:
+            entry = (player.samples, {})
+            self._by_buffer[key] = entry
+            while len(self._by_buffer) > self.MAX_BUFFERS:
+                self._by_buffer.popitem(last=False)
+        else:
+            self._by_buffer.move_to_end(key)
+        frames = entry[1]
+        slot = (player.position, type(encoder))
+        frame = player.next_frame()  # advances the player (cheap: a slice)
+        payload = frames.get(slot)
+        if payload is None:
+            payload = frames[slot] = encoder.encode(frame)
+        return payload
+
+
+_ENCODED_LOOPS = _EncodedLoops()
+
+
 class PlayerFeed:
     """Plays a :class:`Player` into a leg, one 20 ms packet per tick."""
 
@@ -594,7 +634,7 @@ class PlayerFeed:
             self.stop()
             return
         if stream is not None and leg.encoder is not None:
-            payload = leg.encoder.encode(self.player.next_frame())
+            payload = _ENCODED_LOOPS.payload(self.player, leg.encoder)
             leg.send_from(self.source.packet(stream.payload_type, payload,
                                              stream.codec.clock_rate), stream)
 
