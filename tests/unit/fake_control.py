@@ -20,6 +20,7 @@ import numpy as np
 from warmline.calls.call import CallState
 from warmline.media.player import Samples
 from warmline.transfer.control import (
+    AgentId,
     CallerFacts,
     CallerHungUp,
     LegId,
@@ -125,6 +126,14 @@ class FakeCallControl:
 
     def deliver_webhook(self, handoff: Handoff, kind: WebhookKind) -> None:
         self.actions.append(("webhook", kind))
+
+    def connect_agent(self, target: str, parameters: dict[str, str]) -> AgentId:
+        agent = AgentId(next(self._ids))
+        self.actions.append(("connect_agent", agent, target, parameters))
+        return agent
+
+    def disconnect_agent(self, agent: AgentId) -> None:
+        self.actions.append(("disconnect_agent", agent))
 
     def play_hold(self, leg: LegId) -> None:
         self.actions.append(("hold", leg))

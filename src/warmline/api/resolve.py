@@ -13,7 +13,7 @@ from fastapi import HTTPException
 
 from warmline.calls.trunks import NoRoute
 from warmline.engine import CallEngine
-from warmline.transfer.handoff import Destination, Handoff
+from warmline.transfer.handoff import Destination, Handoff, is_agent_uri
 from warmline.transport.resolver import ResolutionError
 
 
@@ -32,6 +32,8 @@ def check_allowed(handoff: Handoff, engine: CallEngine) -> None:
 
 def _through_trunk(engine: CallEngine, uri: str) -> bool:
     """Whether a call to ``uri`` would go out through a trunk (a carrier or PBX account)."""
+    if is_agent_uri(uri):
+        return False  # a WebSocket: no trunk carries it
     try:
         return engine.switchboard.trunks.route(uri).trunk is not None
     except (NoRoute, ValueError):
@@ -49,6 +51,8 @@ async def check_routable(handoff: Handoff, engine: CallEngine) -> None:
     reached: no trunk for a tel: number, or a name that does not resolve."""
     for where, step in _destinations(handoff):
         for uri in step.uris:
+            if is_agent_uri(uri):
+                continue  # an agent's name was checked by the engine; its socket opens later
             try:
                 await engine.reachable(uri)
             except NoRoute as error:

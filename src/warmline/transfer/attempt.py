@@ -36,6 +36,9 @@ class Runner(Protocol):
 
     def caller_left_human(self, attempt: Attempt) -> None: ...
 
+    def agent_left(self, attempt: Attempt, handed_back: bool) -> None:
+        """Another agent that had the call ended its part (``handed_back``) or dropped."""
+
 
 class Attempt(ABC):
     """One destination tried for a handoff."""

@@ -29,6 +29,7 @@ from warmline.transfer.identity import Identity
 LegId = NewType("LegId", int)  # a leg of the call: the caller's, or one a step dialled
 ReferId = NewType("ReferId", int)
 PlaybackId = NewType("PlaybackId", int)
+AgentId = NewType("AgentId", int)  # a stream to another AI agent, opened by a step
 
 
 class WebhookKind(StrEnum):
@@ -172,9 +173,40 @@ class TimerFired:
     key: str
 
 
+@dataclass(frozen=True, slots=True)
+class AgentConnected:
+    """The other agent's WebSocket is open and its ``start`` (with the context) went out."""
+
+    agent: AgentId
+
+
+@dataclass(frozen=True, slots=True)
+class AgentFailed:
+    """The other agent could not be reached (refused, no answer, an unknown name)."""
+
+    agent: AgentId
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEnded:
+    """The other agent's stream ended after it connected.
+
+    ``handed_back`` True: the agent ended its part on purpose (it closed the
+    socket with code 1000, or asked over REST: POST /calls/{id}/return), and
+    ``report`` is what it said (the close reason, or the request's summary).
+    False: it dropped (an error, an abnormal close, a broken protocol).
+    """
+
+    agent: AgentId
+    handed_back: bool
+    report: str = ""
+
+
 TransferEvent = (CallerHungUp | LegProgress | LegAnswered | LegFailed | LegEnded
                  | ReferAnswered | ReferNotified | ProbeAnswered | WebhookDone | SpeechReady
-                 | PlaybackEnded | DigitPressed | SpeechStarted | TimerFired)
+                 | PlaybackEnded | DigitPressed | SpeechStarted | TimerFired
+                 | AgentConnected | AgentFailed | AgentEnded)
 
 
 class CallControl(Protocol):
@@ -230,6 +262,16 @@ class CallControl(Protocol):
 
     def deliver_webhook(self, handoff: Handoff, kind: WebhookKind) -> None:
         """POST the packet to the desk's webhook; then :class:`WebhookDone`."""
+
+    def connect_agent(self, target: str, parameters: dict[str, str]) -> AgentId:
+        """Stream the caller to another AI agent: ``target`` a ws:// or wss:// URL or
+        agent:NAME, ``parameters`` its ``start.customParameters`` (the context).
+
+        Then :class:`AgentConnected` or :class:`AgentFailed`, and :class:`AgentEnded`.
+        """
+
+    def disconnect_agent(self, agent: AgentId) -> None:
+        """Send the agent ``stop`` and close its stream: it no longer has the call."""
 
     # -- media ------------------------------------------------------------------
     def play_hold(self, leg: LegId) -> None:

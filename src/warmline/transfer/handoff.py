@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, TelUri, parse_uri
@@ -34,6 +35,7 @@ class TransferMode(StrEnum):
     BRIDGE = "bridge"  # warmline calls the human and bridges the media
     WARM = "warm"  # a whisper (and acceptance) for the human first
     ATTENDED = "attended"  # a brief 3-way in which the AI introduces the caller
+    AGENT = "agent"  # another AI agent takes the call: a ws:// or wss:// bot, or agent:NAME
 
 
 class Acceptance(StrEnum):
@@ -108,12 +110,54 @@ class HandoffEvent:
         return {**self.detail, "at": self.at, "kind": self.kind}  # detail never hides when
 
 
+AGENT_SCHEMES = ("ws", "wss", "agent")
+MAX_AGENT_NAME = 64
+
+
+def is_agent_uri(uri: str) -> bool:
+    """Whether ``uri`` names another AI agent (a bot's WebSocket, or agent:NAME)."""
+    scheme, sep, _ = uri.partition(":")
+    return bool(sep) and scheme.lower() in AGENT_SCHEMES
+
+
+def agent_uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as another agent to hand a caller to, or None.
+
+    ``ws://host[:port]/path`` or ``wss://...`` (a bot speaking Twilio Media
+    Streams framing), or ``agent:NAME`` for an ``[agents.NAME]`` of the config
+    (the engine refuses a name it does not know).
+    """
+    scheme, _, rest = uri.partition(":")
+    if scheme.lower() == "agent":
+        name = rest
+        if not name or len(name) > MAX_AGENT_NAME or not all(
+                char.isalnum() or char in "-_." for char in name):
+            return (f"{uri!r}: agent:NAME needs a name of letters, digits, '-', '_' or '.' "
+                    f"(at most {MAX_AGENT_NAME})")
+        return None
+    parsed = urlsplit(uri)
+    try:
+        port = parsed.port
+    except ValueError:
+        return f"{uri!r} has a bad port"
+    if not rest.startswith("//") or not parsed.hostname:
+        return f"{uri!r} must be ws://HOST[:PORT]/PATH or wss://..."
+    if parsed.username or parsed.password:
+        return f"{uri!r} carries credentials: give the bot a token in its own config"
+    if any(char.isspace() for char in uri) or port == 0:
+        return f"{uri!r} is not a usable WebSocket URL"
+    return None
+
+
 def destination_uri_problem(uri: str) -> str | None:
     """What is wrong with ``uri`` as a place to send a caller, or None.
 
     The one rule the API, the config file and in-process callers share. A tel:
-    number is fine here; the engine refuses it when no trunk serves it.
+    number is fine here; the engine refuses it when no trunk serves it. Another
+    agent (ws://, wss://, agent:NAME) is checked by :func:`agent_uri_problem`.
     """
+    if is_agent_uri(uri):
+        return agent_uri_problem(uri)
     try:
         parsed = parse_uri(uri)
     except SipParseError as error:
@@ -175,7 +219,22 @@ class Destination:
         self.accept = _enum_or_raw(Acceptance, self.accept)
         self.connect = _enum_or_raw(ConnectBy, self.connect)
 
+    @property
+    def to_agent(self) -> bool:
+        """Another AI agent takes the call (mode agent; ``uri`` a ws:// URL or agent:NAME)."""
+        return self.mode is TransferMode.AGENT
+
     def validate(self, where: str = "to") -> None:
+        if self.to_agent != is_agent_uri(self.uri):
+            raise HandoffError(
+                f"{where}: {self.uri!r} is an agent (ws://, wss://, agent:NAME) and needs "
+                "mode agent" if is_agent_uri(self.uri) else
+                f"{where}: mode agent needs a ws://, wss:// or agent:NAME destination")
+        if self.to_agent and (self.ring_with or self.probe):
+            raise HandoffError(f"{where}: ring_with and probe are for SIP destinations, "
+                               "not for an agent")
+        if any(is_agent_uri(uri) for uri in self.ring_with):
+            raise HandoffError(f"{where}: ring_with rings SIP destinations, not agents")
         for uri in self.uris:
             problem = destination_uri_problem(uri)
             if problem is not None:
@@ -281,6 +340,7 @@ class Handoff:
     sip_status: int | None = None
     attempt: Destination | None = None
     events: list[HandoffEvent] = field(default_factory=list)
+    agent_report: str | None = None  # what another agent said when it handed the caller back
 
     def __post_init__(self) -> None:
         self.attempt = self.first

@@ -28,10 +28,12 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from warmline.sip.access import LOOPBACK, Network, in_networks, parse_networks
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, TelUri, parse_uri
+from warmline.transfer.handoff import is_agent_uri
 
 
 class PolicyError(ValueError):
@@ -104,6 +106,8 @@ class DestinationPolicy:
         ``through_trunk``: the call would go out through a trunk (a carrier), so
         only an allow-list pattern lets it through.
         """
+        if is_agent_uri(destination):
+            return self._agent_problem(destination)
         try:
             uri = parse_uri(destination)
         except SipParseError as error:
@@ -120,6 +124,18 @@ class DestinationPolicy:
         where = "" if through_trunk else ", or its address to [transfer] trusted"
         return f"{destination} is not an allowed destination: add a pattern to " \
                f"[transfer] allow{where}"
+
+    def _agent_problem(self, destination: str) -> str | None:
+        """agent:NAME was written by the operator; a ws:// URL in a request is only let
+        through to a trusted address (loopback by default), so a request cannot make
+        warmline stream a caller's voice to a stranger's server."""
+        if destination.lower().startswith("agent:"):
+            return None
+        host = urlsplit(destination).hostname or ""
+        if in_networks(host, self.trusted):
+            return None
+        return (f"{destination} is not an allowed agent: name it in [agents.NAME] and ask "
+                "for agent:NAME, or add its address to [transfer] trusted")
 
 
 def _split_port(text: str, hostport: str) -> tuple[str, int | None]:

@@ -6,7 +6,8 @@ caller if asked for, the first destination, then each fallback in turn
 when none is left. A blind attempt whose REFER is refused is re-originated
 at once as a bridge to the same destination. Once a human is bridged the
 attempt stays in place: when the human hangs up the call ends (a final
-handoff) or the caller goes back to the AI (a temporary one).
+handoff) or the caller goes back to the AI (a temporary one). Another AI
+agent (mode agent, transfer/agent.py) is followed the same way.
 
 Like the attempts it runs, the chain is driven only by events through a
 :class:`CallControl`, so every ordering can be tested without sockets.
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from warmline.calls.call import CallState
+from warmline.transfer.agent import AgentAttempt
 from warmline.transfer.attempt import Attempt
 from warmline.transfer.attended import AttendedAttempt
 from warmline.transfer.blind import BlindAttempt
@@ -44,7 +46,8 @@ from warmline.transfer.warm import WarmAttempt
 
 ATTEMPTS: dict[TransferMode, type[Attempt]] = {
     TransferMode.BLIND: BlindAttempt, TransferMode.BRIDGE: BridgeAttempt,
-    TransferMode.WARM: WarmAttempt, TransferMode.ATTENDED: AttendedAttempt}
+    TransferMode.WARM: WarmAttempt, TransferMode.ATTENDED: AttendedAttempt,
+    TransferMode.AGENT: AgentAttempt}
 FALLBACKS: dict[FallbackKind, type[FallbackStep]] = {
     FallbackKind.VOICEMAIL: Voicemail, FallbackKind.CALLBACK: CallbackPromise,
     FallbackKind.TICKET: Ticket}
@@ -179,6 +182,21 @@ class HandoffRun:
             control.hang_up(control.caller)
             return
         self._back_to_ai("the human hung up", time.time() - handoff.events[0].at)
+
+    def agent_left(self, attempt: Attempt, handed_back: bool) -> None:
+        """Another agent that had the call ended its part: the call ends (final, and it
+        ended on purpose) or the caller goes back to the first AI (temporary, or it
+        dropped: a caller is never left with nobody)."""
+        handoff, control = self.handoff, self.control
+        if control.caller_gone:
+            return
+        if handed_back and handoff.final:
+            self.stage = Stage.ENDED
+            handoff.finish(HandoffStatus.COMPLETED, "the agent ended the call")
+            control.hang_up(control.caller)
+            return
+        why = "the agent handed the caller back" if handed_back else "the agent dropped"
+        self._back_to_ai(why, time.time() - handoff.events[0].at)
 
     def caller_left_human(self, attempt: Attempt) -> None:
         self.stage = Stage.ENDED
