@@ -18,10 +18,11 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from warmline.agents.handoff import AgentSpec, AgentStreams
 from warmline.brain.calibration import TriggerLog
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.redact import redact, redact_value
@@ -59,6 +60,7 @@ from warmline.transfer.handoff import (
     HandoffEvent,
     HandoffStatus,
     Problem,
+    is_agent_uri,
 )
 from warmline.transfer.live import TransferServices
 from warmline.transfer.policy import DestinationPolicy
@@ -98,6 +100,8 @@ class CallEngine:
     core's Retry-After (0: no cap), as is one that finds every media port taken.
     ``recording``: which calls are recorded, after which consent, kept how long
     (calls/recording.py); by default none unless the API asks.
+    ``agents``: the agents a call may be handed to by name (agent:NAME, ``[agents.NAME]``);
+    a ws:// URL works without, subject to the destination policy for API requests.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -115,7 +119,8 @@ class CallEngine:
                  status_events: StatusCallbacks | None = None,
                  sip_trace: SipTrace | None = None,
                  keep_ended_calls: float = KEEP_ENDED_SECONDS,
-                 recording: RecordingSettings | None = None) -> None:
+                 recording: RecordingSettings | None = None,
+                 agents: Mapping[str, AgentSpec] | None = None) -> None:
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
@@ -149,9 +154,11 @@ class CallEngine:
         self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
+        # the streams to the agents calls are handed to (mode agent)
+        self.agent_streams = AgentStreams(self, agents)
         self.transfers = Transfers(self.switchboard, TransferServices(
-            self.tts, self.hold_audio, self.brain.deliver, records_dir, self._callbacks),
-            lambda call, why, away: self.on_return(call, why, away))
+            self.tts, self.hold_audio, self.brain.deliver, records_dir, self._callbacks,
+            agents=self.agent_streams), self._returned)
 
     # -- what an AI app uses -----------------------------------------------------------
     @property
@@ -188,6 +195,15 @@ class CallEngine:
         An AI app calls this with a :class:`Handoff` and gets the same checks as HTTP.
         """
         return self._start(self._call(call_id), handoff)
+
+    def hand_back(self, call_id: str, report: str = "") -> None:
+        """The agent a call was handed to ends its part (POST /calls/{id}/return): the
+        caller goes back to the first agent (a temporary handoff) or the call ends.
+        HandoffError CONFLICT when no agent the call was handed to has it."""
+        call = self._call(call_id)
+        if call.ended or not self.agent_streams.hand_back(call, report):
+            raise HandoffError(f"call {call_id} is not with an agent it was handed to",
+                               Problem.CONFLICT)
 
     def add_turn(self, call_id: str, turn: Turn) -> TurnResult:
         """Record a conversation turn; a trigger firing may start the configured handoff."""
@@ -449,12 +465,34 @@ class CallEngine:
             return
         self.transfers.start(call, handoff)
 
+    def _returned(self, call: Call, why: str, away: float) -> None:
+        """Back with the first agent: its next stream's start says so (customParameters:
+        the handoff, why, and what another agent reported), then ``on_return``."""
+        handoff = self.handoffs.get(call.handoff_ids[-1]) if call.handoff_ids else None
+        if handoff is not None:
+            attempt = handoff.attempt
+            call.stream_parameters = {
+                "returned": "true", "returned_handoff_id": handoff.id, "returned_why": why,
+                "returned_from": attempt.uri if attempt is not None else "",
+                "seconds_away": f"{away:.1f}", "agent_report": handoff.agent_report or ""}
+        self.on_return(call, why, away)
+
     def _check_routes(self, handoff: Handoff) -> None:
-        """A tel: destination no trunk serves is refused now, naming the field."""
+        """A tel: destination no trunk serves, or an agent:NAME the config does not name,
+        is refused now, naming the field."""
         for index, step in enumerate([handoff.first, *handoff.fallback]):
             if not isinstance(step, Destination):
                 continue
+            if step.uri.lower().startswith("agent:"):
+                name = step.uri.partition(":")[2]
+                if not self.agent_streams.known(name):
+                    where = "to" if index == 0 else f"fallback[{index - 1}]"
+                    raise HandoffError(f"{where}: no agent {name!r} ([agents.{name}] in the "
+                                       "config)")
+                continue
             for uri in step.uris:  # every member of a ring group
+                if is_agent_uri(uri):
+                    continue
                 try:
                     self.switchboard.trunks.route(uri)
                 except NoRoute as error:

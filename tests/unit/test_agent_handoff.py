@@ -177,7 +177,7 @@ def test_agent_destinations_are_checked(uri: str, problem: str | None) -> None:
 
 
 def test_an_agent_needs_mode_agent_and_mode_agent_needs_an_agent() -> None:
-    with pytest.raises(HandoffError, match="to: .*needs mode agent"):
+    with pytest.raises(HandoffError, match=r"to: .*needs mode agent"):
         Destination(BOT, TransferMode.BRIDGE, 5).validate()
     with pytest.raises(HandoffError, match="to: mode agent needs"):
         Destination("sip:a@b", TransferMode.AGENT, 5).validate()

@@ -25,6 +25,7 @@ import json
 import logging
 import secrets
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,8 @@ class MediaStreamAgent:
         self.engine.spawn(self._session(call))
 
     async def _session(self, call: Call) -> None:
+        if call.answered_at is not None and not call.ended:  # back from a handoff: no silence
+            call.caller.media.play(Player(self.engine.hold_audio(), loop=True))
         try:
             socket = await websockets.connect(self.url, open_timeout=self.connect_timeout,
                                               max_size=self.max_message)
@@ -139,6 +142,16 @@ class MediaStreamAgent:
             self.disconnected_for_misbehaving += 1
 
 
+@dataclass
+class StreamEnd:
+    """How a stream ended: dropped for misbehaving, displaced, or closed by the bot."""
+
+    misbehaving: str | None = None  # why the bot was dropped
+    displaced: bool = False  # warmline ended it: the call ended or went to someone else
+    handed_back: bool = False  # the bot closed with 1000, or asked over REST
+    report: str = ""  # what it said when it handed back (close reason or REST summary)
+
+
 async def run_stream(engine: AgentHost, call: Call, socket: Any,
                      audio_seconds: float = 120.0) -> str | None:
     """Serve ``call``'s media stream over ``socket`` (ours or the bot's end of it).
@@ -147,25 +160,35 @@ async def run_stream(engine: AgentHost, call: Call, socket: Any,
     over incoming messages. Returns why the bot was dropped, or None. Whatever
     happens, the caller is left with hold audio, never silence.
     """
-    stream = _Stream(call, socket, audio_seconds)
+    return (await serve_stream(engine, CallStream(call, socket, audio_seconds))).misbehaving
+
+
+async def serve_stream(engine: AgentHost, stream: CallStream) -> StreamEnd:
+    """Run ``stream`` until the bot, the call or a newer stream ends it; how it ended."""
+    call, socket = stream.call, stream.socket
+    end = StreamEnd()
     try:
         await stream.run()
     except _Misbehaving as error:
         log.warning("call %s: bot disconnected: %s", call.id, error,
                     extra={"call_id": call.id})
-        await _close(socket, 1008, str(error)[:100])
-        return str(error)
+        await close_quietly(socket, 1008, str(error)[:100])
+        end.misbehaving = str(error)
     except (ConnectionClosed, OSError, RuntimeError):
         pass  # the bot went away
     finally:
         stream.stop()
-        await _close(socket, 1000, "")
-        if not call.ended and call.state is CallState.AI:
+        await close_quietly(socket, 1000, "")
+        if stream.owner and not call.ended and call.state is CallState.AI:
             call.caller.media.play(Player(engine.hold_audio(), loop=True))
-    return None
+    end.displaced = stream.stopped_by_us
+    if end.misbehaving is None and not end.displaced:
+        end.handed_back = stream.handed_back or getattr(socket, "close_code", None) == 1000
+        end.report = stream.report or str(getattr(socket, "close_reason", "") or "")
+    return end
 
 
-async def _close(socket: Any, code: int, reason: str) -> None:
+async def close_quietly(socket: Any, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):  # already closed, one way or another
         await socket.close(code=code, reason=reason)
 
@@ -174,12 +197,22 @@ class _Misbehaving(Exception):
     """The bot broke the protocol or stopped reading."""
 
 
-class _Stream:
+class CallStream:
     """One call's stream: caller audio out, bot audio in."""
 
-    def __init__(self, call: Call, socket: Any, audio_seconds: float = 120.0) -> None:
+    def __init__(self, call: Call, socket: Any, audio_seconds: float = 120.0,
+                 parameters: dict[str, str] | None = None, *, awaits_ai: bool = False
+                 ) -> None:
         self.call = call
+        self.awaits_ai = awaits_ai  # opened by a handoff: the call becomes AI once it is up
         self.socket = socket
+        self.parameters = parameters or {}  # start.customParameters besides the call's own
+        self.turn = -1  # the call's agent_turn this stream owns (set when it starts)
+        self.stopped_by_us = False  # warmline sent ``stop``: the call ended or moved on
+        self.handed_back = False  # the bot asked to hand the caller back (REST)
+        self.dismissed = False  # the transfer that opened it let it go
+        self.closing: asyncio.Future[None] | None = None  # the close a hand-back started
+        self.report = ""
         self.sid = "MZ" + secrets.token_hex(16)
         self.outbound: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.player = StreamPlayer(audio_seconds)
@@ -187,13 +220,31 @@ class _Stream:
         self.chunk = 0
         self.playback: Playback | None = None  # the bot's audio on the caller's leg
 
+    @property
+    def owner(self) -> bool:
+        """Whether this stream is still the call's agent (no newer stream took it)."""
+        return self.call.agent_turn == self.turn
+
+    def _done(self) -> bool:
+        return self.call.ended or not self.owner or self.dismissed
+
+    def hand_back(self, report: str) -> None:
+        """The bot asked over REST to hand the caller back: its stream ends as a close
+        with 1000 would end it."""
+        self.handed_back, self.report = True, report
+        self.closing = asyncio.ensure_future(close_quietly(self.socket, 1000, "handed back"))
+
     async def run(self) -> None:
-        leg = self.call.caller.media
+        call, leg = self.call, self.call.caller.media
+        call.agent_turn += 1  # this stream is the call's agent now; an older one stops
+        self.turn = call.agent_turn
+        parameters, call.stream_parameters = {**call.stream_parameters, **self.parameters,
+                                              "from": self._caller(),
+                                              "call_token": call.token}, {}
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send({"event": "start", "start": {
             "streamSid": self.sid, "callSid": self.call.id, "accountSid": "warmline",
-            "tracks": ["inbound"], "customParameters": {
-                "from": self._caller(), "call_token": self.call.token},
+            "tracks": ["inbound"], "customParameters": parameters,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
         self.player.on_mark = lambda name: self.outbound.put_nowait(
             {"event": "mark", "mark": {"name": name}})
@@ -210,17 +261,26 @@ class _Stream:
             watcher.cancel()
 
     async def _until_the_ai_is_done(self) -> None:
-        """Tell the bot ``stop`` and hang up on it when the call ends or a human takes it."""
-        while not self.call.ended and self.call.state is CallState.AI:
+        """Tell the bot ``stop`` and hang up on it when the call ends, a human takes it or
+        another agent's stream does (the call's agent_turn moved on). A stream opened for
+        a handoff starts while the call is still transferring: it waits for the AI state
+        (its transfer sets it once it heard the stream is up) before watching it."""
+        call = self.call
+        while self.awaits_ai and not self._done() and call.state is not CallState.AI:
+            await asyncio.sleep(0.02)
+        while not self._done() and call.state is CallState.AI:
             await asyncio.sleep(0.1)
+        self.stopped_by_us = True
         with contextlib.suppress(ConnectionClosed, OSError, RuntimeError):
             await self._send({"event": "stop", "stop": {"callSid": self.call.id}})
-        await _close(self.socket, 1000, "")
+        await close_quietly(self.socket, 1000, "")
 
     def stop(self) -> None:
-        """The bot's audio stops; whatever the call plays now (ringback, a human) goes on."""
-        self.call.caller.media.record(None)
-        self.call.on_dtmf = None
+        """The bot's audio stops; whatever the call plays now (ringback, a human, a newer
+        stream) goes on."""
+        if self.owner:  # a newer stream has the caller's audio and digits now: left alone
+            self.call.caller.media.record(None)
+            self.call.on_dtmf = None
         if self.playback is not None:
             self.playback.stop()
 
@@ -228,7 +288,7 @@ class _Stream:
         return self.call.caller_uri
 
     def _caller_audio(self, samples: Samples) -> None:
-        if self.call.state is not CallState.AI:
+        if self.call.state is not CallState.AI or not self.owner:
             return  # with a human: the bot does not listen in
         if self.outbound.qsize() > BACKLOG_FRAMES:
             self.outbound.put_nowait(None)  # tells the sender the bot has stalled
@@ -242,7 +302,7 @@ class _Stream:
         while True:
             message = await self.outbound.get()
             if message is None:
-                await _close(self.socket, 1008, "stalled: not reading the audio")
+                await close_quietly(self.socket, 1008, "stalled: not reading the audio")
                 return
             try:
                 await self._send(message)

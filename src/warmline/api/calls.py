@@ -15,6 +15,7 @@ from warmline.api.resolve import check_allowed, check_routable
 from warmline.api.schemas import (
     CsatModel,
     ResolutionModel,
+    ReturnRequest,
     TransferAccepted,
     TransferRequest,
     TurnAccepted,
@@ -101,6 +102,17 @@ async def hang_up(call_id: str, engine: EngineDep) -> dict[str, Any]:
         engine.record(call_id, "call.hangup_requested", {})  # before the call.ended it causes
         engine.hang_up(call, HANGUP_REASON)
     return {"call_id": call_id, "status": "hanging up"}
+
+
+@router.post("/calls/{call_id}/return", status_code=202)
+async def hand_back(call_id: str, body: ReturnRequest, engine: EngineDep) -> dict[str, Any]:
+    """The agent a call was handed to (mode agent) ends its part, with what to tell the
+    first agent: the caller goes back to it (a temporary handoff) or the call ends (final).
+    409 when the call is not with an agent it was handed to."""
+    _require_call(engine, call_id)
+    with handoff_errors_as_http():
+        engine.hand_back(call_id, body.report)
+    return {"call_id": call_id, "status": "returning"}
 
 
 HANGUP_REASON = 'SIP;cause=200;text="the AI agent ended the call"'

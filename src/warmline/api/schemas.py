@@ -9,7 +9,7 @@ CallerId), so the routes never copy fields by hand.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -30,6 +30,7 @@ from warmline.transfer.handoff import (
     Handoff,
     TransferMode,
     destination_uri_problem,
+    is_agent_uri,
 )
 
 
@@ -77,9 +78,11 @@ class CallerIdOptions(ApiModel):
 class Attempt(ApiModel):
     """Where to send the caller and how (the request itself and each fallback step)."""
 
-    to: str = Field(description="sip:, sips: or tel: URI of the human, queue or agent",
-                    pattern=r"^(sip|sips|tel):", max_length=2048)
-    mode: TransferMode = TransferMode.BLIND
+    to: str = Field(description="sip:, sips: or tel: URI of the human, queue or agent; or "
+                                "another AI agent: ws://, wss:// or agent:NAME (mode agent)",
+                    pattern=r"^(sip|sips|tel|ws|wss|agent):", max_length=2048)
+    mode: TransferMode | None = Field(
+        None, description="blind by default (bridge for a fallback); agent for an agent")
     timeout: float = Field(30.0, gt=0, le=600, description="ring or NOTIFY timeout, seconds")
     whisper: str | None = Field(None, max_length=2000,
                                 description="warm/attended: what the human hears first "
@@ -97,6 +100,8 @@ class Attempt(ApiModel):
         description="rung at the same time as 'to' (simultaneous ring): the first to answer "
                     "takes the call, the others are cancelled 'Call completed elsewhere'")
 
+    default_mode: ClassVar[TransferMode] = TransferMode.BLIND
+
     _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
 
     @field_validator("ring_with")
@@ -107,7 +112,8 @@ class Attempt(ApiModel):
         return values
 
     def destination(self) -> Destination:
-        return Destination(self.to, self.mode, self.timeout, self.whisper, self.accept,
+        mode = self.mode or (TransferMode.AGENT if is_agent_uri(self.to) else self.default_mode)
+        return Destination(self.to, mode, self.timeout, self.whisper, self.accept,
                            self.accept_timeout, self.connect, self.probe,
                            tuple(self.ring_with))
 
@@ -115,7 +121,7 @@ class Attempt(ApiModel):
 class FallbackStep(Attempt):
     """Another destination to try when the one before fails."""
 
-    mode: TransferMode = TransferMode.BRIDGE
+    default_mode: ClassVar[TransferMode] = TransferMode.BRIDGE
 
 
 class ActionStep(ApiModel):
@@ -154,6 +160,13 @@ class TransferRequest(Attempt):
         return Handoff(call_id, self.destination(), final=self.final, fallback=fallback,
                        context=self.context, caller_id=self.caller_id.build(),
                        announce=self.announce)
+
+
+class ReturnRequest(ApiModel):
+    """What the agent a call was handed to tells the first one as it hands the caller back."""
+
+    report: str = Field("", max_length=500,
+                        description="what the first agent hears it did (customParameters)")
 
 
 class TransferAccepted(ApiModel):

@@ -37,6 +37,12 @@ class Call:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
     started_wall: float = field(default_factory=time.time)  # the same moment, as Unix time
     hangup_requested: bool = False  # POST /calls/{id}/hangup came (the BYE may be out)
+    # bumped by each agent stream that takes the call: an older stream (the first agent
+    # after a handoff to another, the other agent after a return) sees it and stops
+    agent_turn: int = 0
+    # added to the next agent stream's start.customParameters, once (a return after a
+    # handoff: why, and what the other agent reported)
+    stream_parameters: dict[str, str] = field(default_factory=dict)
 
     @property
     def ended(self) -> bool:

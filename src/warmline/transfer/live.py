@@ -16,7 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from warmline.calls.call import Call, CallState
 from warmline.calls.leg import CallLeg
@@ -38,6 +38,8 @@ from warmline.sip.session import (
 )
 from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
 from warmline.transfer.control import (
+    AgentFailed,
+    AgentId,
     CallerFacts,
     CallerHungUp,
     DigitPressed,
@@ -70,6 +72,16 @@ PROBE_SECONDS = 2.0  # how long an OPTIONS availability probe may take
 WebhookSender = Callable[[Handoff, WebhookKind], Awaitable[bool]]  # -> delivered
 
 
+class AgentLinks(Protocol):
+    """Opens the streams to the agents calls are handed to (agents/handoff.py: the socket
+    work is above this layer). It reports with ``report``, from the event loop."""
+
+    def open(self, call: Call, target: str, parameters: dict[str, str], agent: AgentId,
+             report: Callable[[TransferEvent], None]) -> None: ...
+
+    def close(self, call: Call, agent: AgentId) -> None: ...
+
+
 @dataclass
 class TransferServices:
     """What every live control shares: speech, audio, the desk's webhook, where files go."""
@@ -80,6 +92,7 @@ class TransferServices:
     records_dir: Path
     callbacks: CallbackBook
     probe_seconds: float = PROBE_SECONDS
+    agents: AgentLinks | None = None  # None: a handoff to another agent fails at once
 
 
 class LiveCallControl:
@@ -97,6 +110,7 @@ class LiveCallControl:
         self._abandoned: set[LegId] = set()  # hung up or cancelled by a step
         self._refer_ids = (ReferId(n) for n in itertools.count(1))
         self._playback_ids = (PlaybackId(n) for n in itertools.count(1))
+        self._agent_ids = (AgentId(n) for n in itertools.count(1))
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False  # the engine is shutting down
@@ -248,6 +262,19 @@ class LiveCallControl:
             self._post(WebhookDone(kind, delivered))
 
         self._spawn(delivering())
+
+    def connect_agent(self, target: str, parameters: dict[str, str]) -> AgentId:
+        agent = next(self._agent_ids)
+        links = self.services.agents
+        if links is None or self._closed:
+            self._post(AgentFailed(agent, "this engine streams to no other agent"))
+        else:
+            links.open(self.call, target, parameters, agent, self._post)
+        return agent
+
+    def disconnect_agent(self, agent: AgentId) -> None:
+        if self.services.agents is not None:
+            self.services.agents.close(self.call, agent)
 
     # -- media -----------------------------------------------------------------------
     def play_hold(self, leg: LegId) -> None:
