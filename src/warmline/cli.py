@@ -255,11 +255,13 @@ def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 def _agent(settings: ServeSettings, args: argparse.Namespace,
            config: WarmlineConfig | None) -> ServeSettings:
-    """--agent-ws and --flow, else [agent]; the flow file is read here (FlowError)."""
+    """--agent-ws and --flow, else [agent]; the flow file is read here (FlowError);
+    [agents.NAME], the agents a call may be handed to."""
     section = config.agent if config else None
     flow_file = args.flow or (section.flow if section else None)
     return replace(settings, agent_ws=args.agent_ws or (section.ws if section else None),
                    flow=load_flow(Path(flow_file)) if flow_file else None,
+                   agents=config.build_agents() if config else {},
                    early_media=section.early_media if section else settings.early_media)
 
 

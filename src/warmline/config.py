@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from warmline.agents.handoff import AgentSpec
 from warmline.brain.delivery import HeaderBudget
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.routing import Department, Hours, Router, RoutingError
@@ -49,6 +50,8 @@ from warmline.transfer.handoff import (
     FallbackKind,
     HandoffError,
     TransferMode,
+    agent_uri_problem,
+    is_agent_uri,
 )
 from warmline.transfer.policy import DestinationPattern, DestinationPolicy, PolicyError
 from warmline.transport.listen import ListenSpecError, parse_host_port, parse_listen
@@ -273,7 +276,7 @@ class ContextSection(_Strict):
 
 class DestinationModel(_Strict):
     uri: str
-    mode: TransferMode = TransferMode.WARM
+    mode: TransferMode | None = None  # warm, or agent for ws://, wss:// and agent:NAME
     timeout: float = Field(30, gt=0, le=600)
     accept: Acceptance = Acceptance.NONE
     connect: ConnectBy = ConnectBy.BRIDGE
@@ -283,7 +286,9 @@ class DestinationModel(_Strict):
     ring_with: list[str] = Field(default_factory=list)
 
     def build(self) -> Destination:
-        return Destination(self.uri, self.mode, self.timeout, accept=self.accept,
+        mode = self.mode or (TransferMode.AGENT if is_agent_uri(self.uri)
+                             else TransferMode.WARM)
+        return Destination(self.uri, mode, self.timeout, accept=self.accept,
                            connect=self.connect, probe=self.probe,
                            ring_with=tuple(self.ring_with))
 
@@ -349,6 +354,22 @@ class AgentSection(_Strict):
     early_media: float = Field(6.0, ge=0, le=60, description=(
         "seconds a call may ring with early media (183 + ringback) while the bot connects; "
         "answered as soon as it is there; 0 answers at once"))
+
+
+class AgentTargetSection(_Strict):
+    """``[agents.NAME]``: another AI agent a call may be handed to as agent:NAME."""
+
+    url: str = Field(pattern=r"^wss?://", max_length=2048,
+                     description="the agent's WebSocket (Twilio Media Streams framing)")
+    connect_timeout: float = Field(5.0, gt=0, le=60,
+                                   description="seconds to open it before the handoff fails")
+
+    def build(self, name: str) -> AgentSpec:
+        """ValueError naming ``agents.NAME`` for a bad name or URL."""
+        problem = agent_uri_problem(f"agent:{name}") or agent_uri_problem(self.url)
+        if problem is not None:
+            raise ValueError(f"agents.{name}: {problem}")
+        return AgentSpec(self.url, self.connect_timeout)
 
 
 class DnsSection(_Strict):
@@ -608,6 +629,19 @@ class WarmlineConfig(_Strict):
     agent: AgentSection | None = None
     dns: DnsSection = Field(default_factory=DnsSection)
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
+    agents: dict[str, AgentTargetSection] = Field(default_factory=dict)
+
+    def build_agents(self) -> dict[str, AgentSpec]:
+        """The agents calls may be handed to by name; ValueError naming the key for a bad
+        one, or for a department destination naming an agent that is not there."""
+        agents = {name: section.build(name) for name, section in self.agents.items()}
+        for department in self.departments:
+            for destination in department.destinations:
+                name = destination.uri.partition(":")[2]
+                if destination.uri.lower().startswith("agent:") and name not in agents:
+                    raise ValueError(f"departments.destinations.uri: {destination.uri!r} "
+                                     f"names no [agents.{name}]")
+        return agents
 
     def destination_policy(self) -> DestinationPolicy:
         return DestinationPolicy.build(self.transfer.allow, self.transfer.trusted)
@@ -654,6 +688,7 @@ def load(path: Path) -> WarmlineConfig:
     try:
         config.escalation(None)
         config.build_trunks()
+        config.build_agents()
         config.sip.auth_users()
         config.events.secret()
         config.trace.password()

@@ -176,9 +176,11 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
                         status_events=_status_events(settings), sip_trace=SipTrace(),
                         keep_ended_calls=settings.keep_ended_calls,
-                        recording=settings.recording,
+                        recording=settings.recording, agents=settings.agents,
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None)
+    engine.agent_streams.max_message = settings.ws_message  # the bots' limits, every bot's
+    engine.agent_streams.audio_seconds = settings.ws_audio_seconds
     shell.tap = await _taps(stack, engine.sip_trace, settings)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)

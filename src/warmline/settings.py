@@ -12,6 +12,7 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmline.agents.handoff import AgentSpec
 from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.status_events import StatusCallbackSettings
@@ -103,6 +104,7 @@ class ServeSettings:
     agent_ws: str | None = None  # the bot's WebSocket; it takes each call first
     early_media: float = 6.0  # with agent_ws: seconds of ringback (183) while it connects; 0 off
     flow: Flow | None = None  # a scripted flow for the calls when there is no bot
+    agents: dict[str, AgentSpec] = field(default_factory=dict)  # [agents.NAME]: agent:NAME
     user_agent: UserAgentConfig = field(default_factory=secure_user_agent)
     # TCP/TLS: idle timeout, message deadline, per-source and total caps
     stream_limits: StreamLimits = field(default_factory=StreamLimits)
