@@ -73,7 +73,7 @@ def test_kpis_match_the_hand_computed_figures(database_url: str, tmp_path: Path)
     assert writer.written == 19 and writer.pending == 0
     report = kpi_report(database_url, days=1, now=T0 + 7200)
     assert report["overall"] == {
-        "calls": 4, "transfers": 2, "transfer_share": 0.5,
+        "calls": 4, "transfers": 2, "transfer_share": 0.5, "agent_handoffs": 0,
         "csat_escalated": 3.0, "csat_ai_only": 5.0, "first_call_resolution": 0.6667,
         "trigger_to_first_word_p50": 4.0, "trigger_to_first_word_p90": 10.0,
         "repeat_contact_48h": 0.25}

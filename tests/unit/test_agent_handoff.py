@@ -8,6 +8,8 @@ import pytest
 
 from tests.unit.fake_control import CALLER, FakeCallControl, kinds, start
 from warmline.calls.call import CallState
+from warmline.records.kpis import compute
+from warmline.records.store import Event
 from warmline.transfer.agent import (
     MAX_PARAMETERS_BYTES,
     SETTLE_SECONDS,
@@ -191,3 +193,13 @@ def test_a_requested_agent_url_must_be_trusted_or_named_in_the_config() -> None:
     assert policy.problem("agent:billing") is None
     refused = policy.problem("wss://evil.example/steal")
     assert refused is not None and "[agents.NAME]" in refused
+
+
+def test_kpis_count_a_handoff_to_an_agent_as_a_transfer_and_on_its_own() -> None:
+    events = [Event(1.0, "c1", "call.started", {"caller": "sip:a@x"}),
+              Event(2.0, "c1", "handoff.requested", {"to": BOT, "mode": "agent"}, "h1"),
+              Event(3.0, "c2", "call.started", {"caller": "sip:b@x"}),
+              Event(4.0, "c2", "handoff.requested", {"to": "sip:h@x", "mode": "warm"}, "h2"),
+              Event(5.0, "c3", "call.started", {"caller": "sip:c@x"})]
+    overall = compute(events)["overall"]
+    assert (overall["transfers"], overall["agent_handoffs"]) == (2, 1)

@@ -7,6 +7,10 @@
   human's leg);
 - repeat contact within 48 h by caller number.
 
+Handoffs to another AI agent (mode agent) count as transfers like any other,
+and on their own as ``agent_handoffs``, so a bot-to-bot move is not mistaken
+for a human taking the call (nor hidden).
+
 An empty period gives zeros and empty lists, never an error.
 """
 
@@ -29,6 +33,7 @@ class CallFacts:
     caller: str = ""
     intent: str = "unknown"
     escalated: bool = False
+    to_agent: bool = False  # a handoff went to another AI agent
     csat: list[int] = field(default_factory=list)
     resolved: bool | None = None
     first_word_after_trigger: list[float] = field(default_factory=list)
@@ -49,6 +54,7 @@ def facts(events: list[Event]) -> dict[str, CallFacts]:
             call.intent = str(event.data["intent"])
         elif event.kind == "handoff.requested":
             call.escalated = True
+            call.to_agent = call.to_agent or event.data.get("mode") == "agent"
             triggered_at.setdefault(event.handoff_id or "", event.at)
         elif event.kind == "handoff.triggered":
             triggered_at[event.handoff_id or ""] = event.at  # the trigger's own moment
@@ -100,6 +106,7 @@ def _kpis(calls: list[CallFacts], followers: list[Event]) -> dict[str, Any]:
         "calls": len(calls),
         "transfers": len(escalated),
         "transfer_share": _share(len(escalated), len(calls)),
+        "agent_handoffs": sum(1 for call in calls if call.to_agent),
         "csat_escalated": _mean([score for call in escalated for score in call.csat]),
         "csat_ai_only": _mean([score for call in ai_only for score in call.csat]),
         # None, not 0.0, when no call's resolution was reported: no data is not 0%

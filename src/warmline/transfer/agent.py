@@ -121,15 +121,17 @@ def agent_parameters(handoff: Handoff) -> dict[str, str]:
     """``start.customParameters`` for the agent taking the call: strings only, bounded.
 
     The handoff's id and token (the full packet at GET /handoffs/{id}/context?token=),
-    ``final``, and from the packet the summary, intent, sentiment, the actions the first
-    agent tried and the latest transcript lines, cut from the oldest until all fits.
+    ``final``, the summary and intent (the request's context, else the packet's), and
+    from the packet the sentiment, the actions the first agent tried and the latest
+    transcript lines, cut from the oldest until all fits.
     """
     packet = handoff.packet or {}
     parameters = {"handoff_id": handoff.id, "handoff_token": handoff.token,
                   "final": "true" if handoff.final else "false",
-                  "summary": _text(packet.get("summary") or handoff.context.get("summary")),
-                  "intent": _text((packet.get("intent") or {}).get("name")
-                                  or handoff.context.get("intent")),
+                  # the first agent's own words first, as for a human's whisper
+                  "summary": _text(handoff.context.get("summary") or packet.get("summary")),
+                  "intent": _text(handoff.context.get("intent")
+                                  or (packet.get("intent") or {}).get("name")),
                   "sentiment": _text((packet.get("sentiment") or {}).get("level")),
                   "actions_tried": json.dumps([_text(action.get("name"))
                                                for action in packet.get("actions", [])
