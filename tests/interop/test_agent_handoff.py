@@ -59,8 +59,11 @@ def strength(samples: np.ndarray[Any, Any], rate: int, hz: int) -> float:
 class Bots:
     """Bot A (the call's agent) and bot B (the one it hands the caller to)."""
 
-    def __init__(self, api: str, b_url: str) -> None:
+    def __init__(self, api: str, b_url: str, request: dict[str, Any] | None = None,
+                 return_by_rest: bool = False) -> None:
         self.api, self.b_url = api, b_url
+        self.request = request or {"to": b_url, "final": False}  # what A asks for
+        self.return_by_rest = return_by_rest  # B hands back with POST /calls/{id}/return
         self.a_starts: list[dict[str, Any]] = []
         self.a_events: list[list[str]] = []
         self.transfer: dict[str, Any] = {}
@@ -68,6 +71,7 @@ class Bots:
         self.b_heard: list[np.ndarray[Any, Any]] = []
         self.b_context: dict[str, Any] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.b_returned = 0
 
     async def bot_a(self, socket: Any) -> None:
         events: list[str] = []
@@ -87,9 +91,8 @@ class Bots:
             answer = await http.post(
                 f"/calls/{start['callSid']}/transfer",
                 headers={"Authorization": f"Bearer {token}"},
-                json={"to": self.b_url, "final": False,
-                      "context": {"summary": "wants the account balance",
-                                  "intent": "balance"}})
+                json={**self.request, "context": {"summary": "wants the account balance",
+                                                  "intent": "balance"}})
         self.transfer = {"status": answer.status_code, "body": answer.json()}
 
     async def bot_b(self, socket: Any) -> None:
@@ -112,55 +115,84 @@ class Bots:
         async with httpx.AsyncClient(base_url=self.api, timeout=5) as http:
             answer = await http.get(f"/handoffs/{parameters['handoff_id']}/context",
                                     params={"token": parameters["handoff_token"]})
-        self.b_context = {"status": answer.status_code, **answer.json()}
+            self.b_context = {"status": answer.status_code, **answer.json()}
+            if self.return_by_rest:
+                answer = await http.post(
+                    f"/calls/{self.b_start['callSid']}/return", json={"report": REPORT},
+                    headers={"Authorization": f"Bearer {parameters['call_token']}"})
+                self.b_returned = answer.status_code
+                async for _ in socket:  # read on until warmline closes it (1000)
+                    pass
+                return
         await socket.close(code=1000, reason=REPORT)
 
 
-def test_bot_a_hands_the_caller_to_bot_b_and_gets_them_back(tmp_path: Path) -> None:
-    sip_port, http_port, media = free_port(), free_port(), relay_block()
-    a_port, b_port = free_port(), free_port()
-    api = f"http://127.0.0.1:{http_port}"
-    bots = Bots(api, f"ws://127.0.0.1:{b_port}/bot-b")
+def run_call(tmp_path: Path, bots: Bots, ports: tuple[int, int, int, int],
+             config: str = "") -> dict[str, Any]:
+    """A PJSIP caller on `warmline serve` whose agent is bot A, for about 7.5 s; what was
+    seen: the caller's states, the handoff as the API shows it, the call in the records."""
+    sip_port, http_port, a_port, b_port = ports
+    media = relay_block()
     workdir = tmp_path / "warmline"
     workdir.mkdir()
-    heard_by_caller = tmp_path / "caller.wav"
+    (workdir / "warmline.toml").write_text(config)
     seen: dict[str, Any] = {}
 
     async def scenario() -> None:
         async with websockets.serve(bots.bot_a, "127.0.0.1", a_port), \
                 websockets.serve(bots.bot_b, "127.0.0.1", b_port):
-            server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}",
+            server = start_serve(["--config", str(workdir / "warmline.toml"),
+                                  "--sip", f"udp:127.0.0.1:{sip_port}",
                                   "--http", f"127.0.0.1:{http_port}",
                                   "--agent-ws", f"ws://127.0.0.1:{a_port}/bot-a",
                                   "--media-ports", f"{media}-{media + 40}"], workdir)
             try:
                 await asyncio.to_thread(wait_for_log, server, "HTTP API")
                 with pjsip_phone(tmp_path / "caller", free_port(), user="caller",
-                                 tone_hz=CALLER_HZ, record=heard_by_caller,
+                                 tone_hz=CALLER_HZ, record=tmp_path / "caller.wav",
                                  hangup_after_ms=7500, lifetime=20,
                                  dial=f"sip:ai@127.0.0.1:{sip_port}") as caller:
                     await asyncio.to_thread(caller.wait, "done", 20)
                     seen["states"] = caller.states()
                 deadline = time.monotonic() + 5
                 while len(bots.a_events) < 2 or "stop" not in bots.a_events[-1]:
-                    assert time.monotonic() < deadline, bots.a_events
+                    assert time.monotonic() < deadline, (bots.a_events, server.log()[-3000:])
                     await asyncio.sleep(0.1)
-                call_id = bots.a_starts[0]["callSid"]
-                async with httpx.AsyncClient(base_url=api, timeout=5) as http:
-                    handoff_id = bots.transfer["body"]["handoff_id"]
+                handoff_id = bots.transfer["body"]["handoff_id"]
+                async with httpx.AsyncClient(base_url=bots.api, timeout=5) as http:
                     seen["handoff"] = (await http.get(
                         f"/handoffs/{handoff_id}",
                         params={"token": bots.b_start["customParameters"]["handoff_token"]}
                     )).json()
             finally:
                 stop_serve(server)
-            seen["history"] = call_history(default_url(workdir / "warmline-records"), call_id)
+            seen["history"] = call_history(default_url(workdir / "warmline-records"),
+                                           bots.a_starts[0]["callSid"])
             await asyncio.gather(*bots.tasks)
 
     asyncio.run(scenario())
-    handoff_id = bots.transfer["body"]["handoff_id"]
     assert ("CONFIRMED", 200) in seen["states"]
     assert bots.transfer["status"] == 202, bots.transfer
+    return seen
+
+
+def heard_by_caller(tmp_path: Path, hz: int) -> float:
+    with wave.open(str(tmp_path / "caller.wav")) as recording:
+        rate = recording.getframerate()
+        samples = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2")
+    return strength(samples, rate, hz)
+
+
+def recorded_kinds(seen: dict[str, Any], handoff_id: str) -> list[str]:
+    return [event["kind"] for event in seen["history"]["events"]
+            if event["handoff_id"] == handoff_id]
+
+
+def test_bot_a_hands_the_caller_to_bot_b_and_gets_them_back(tmp_path: Path) -> None:
+    ports = (free_port(), free_port(), free_port(), free_port())
+    bots = Bots(f"http://127.0.0.1:{ports[1]}", f"ws://127.0.0.1:{ports[3]}/bot-b")
+    seen = run_call(tmp_path, bots, ports)
+    handoff_id = bots.transfer["body"]["handoff_id"]
     # bot A: stopped when the call went to B, then a second start for the return
     assert len(bots.a_starts) == 2 and bots.a_events[0][-1] == "stop"
     back = bots.a_starts[1]["customParameters"]
@@ -176,18 +208,38 @@ def test_bot_a_hands_the_caller_to_bot_b_and_gets_them_back(tmp_path: Path) -> N
     # audio both ways: B heard the caller's tone, the caller heard B's
     assert sum(len(chunk) for chunk in bots.b_heard) > 8000 * 2
     assert strength(np.concatenate(bots.b_heard), 8000, CALLER_HZ) > 0.5
-    with wave.open(str(heard_by_caller)) as recording:
-        rate = recording.getframerate()
-        samples = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2")
-    assert strength(samples, rate, BOT_B_HZ) > 0.5, "the caller did not hear bot B"
-    assert strength(samples, rate, 1700) < 0.05  # a tone nobody played: the measure is fair
+    assert heard_by_caller(tmp_path, BOT_B_HZ) > 0.5, "the caller did not hear bot B"
+    assert heard_by_caller(tmp_path, 1700) < 0.05  # a tone nobody played: the measure is fair
     # the handoff's outcome, live and in the records
     kinds = [event["kind"] for event in seen["handoff"]["events"]]
-    assert kinds[0] == "requested" and "connected" in kinds and "attempt_succeeded" in kinds
-    assert kinds[-3:] == ["agent_ended", "returned_to_ai", "completed"]
-    recorded = [event["kind"] for event in seen["history"]["events"]
-                if event["handoff_id"] == handoff_id]
-    assert [f"handoff.{kind}" for kind in kinds] == recorded
+    assert kinds == ["requested", "attempt", "connected", "attempt_succeeded", "agent_ended",
+                     "returned_to_ai", "completed"]
+    assert [f"handoff.{kind}" for kind in kinds] == recorded_kinds(seen, handoff_id)
     requested = next(event for event in seen["history"]["events"]
                      if event["kind"] == "handoff.requested")
     assert requested["data"]["to"] == bots.b_url and requested["data"]["mode"] == "agent"
+
+
+def test_an_unreachable_agent_falls_back_to_a_named_one_that_returns_over_rest(
+        tmp_path: Path) -> None:
+    ports = (free_port(), free_port(), free_port(), free_port())
+    b_url, dead = f"ws://127.0.0.1:{ports[3]}/bot-b", f"ws://127.0.0.1:{free_port()}/gone"
+    bots = Bots(f"http://127.0.0.1:{ports[1]}", b_url, return_by_rest=True,
+                request={"to": dead, "final": False, "fallback": [{"to": "agent:b"}]})
+    seen = run_call(tmp_path, bots, ports,
+                    config=f'[agents.b]\nurl = "{b_url}"\nconnect_timeout = 2\n')
+    handoff_id = bots.transfer["body"]["handoff_id"]
+    assert bots.b_returned == 202
+    back = bots.a_starts[1]["customParameters"]
+    assert back["returned"] == "true" and back["agent_report"] == REPORT
+    assert back["returned_from"] == "agent:b"
+    assert bots.b_start["customParameters"]["handoff_id"] == handoff_id
+    assert heard_by_caller(tmp_path, BOT_B_HZ) > 0.5, "the caller did not hear bot B"
+    events = seen["handoff"]["events"]
+    assert [event["kind"] for event in events] == [
+        "requested", "attempt", "attempt_failed", "fallback", "attempt", "connected",
+        "attempt_succeeded", "agent_ended", "returned_to_ai", "completed"]
+    failed = events[2]
+    assert failed["to"] == dead and failed["reason"].startswith("agent unreachable")
+    assert events[7]["handed_back"] is True and events[7]["report"] == REPORT
+    assert recorded_kinds(seen, handoff_id)[2] == "handoff.attempt_failed"
