@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from tests.unit.test_pii_nowhere import Rig, rig  # noqa: F401  (the fixture)
 from warmline.agents.handoff import AgentSpec
+from warmline.agents.scripted import FlowError, load_flow
 from warmline.api import build_app
 from warmline.config import ConfigError, load
 from warmline.transfer.handoff import TransferMode
@@ -87,3 +88,23 @@ def test_a_department_may_hand_calls_to_a_named_agent(tmp_path: Path) -> None:
     assert router is not None
     [department] = router.departments
     assert [d.mode for d in department.destinations] == [TransferMode.AGENT, TransferMode.WARM]
+
+
+def test_a_flow_step_may_hand_the_call_to_an_agent(tmp_path: Path) -> None:
+    flow = tmp_path / "menu.flow.toml"
+    flow.write_text('start = "a"\n[steps.a]\ntransfer = { to = "agent:billing" }\n')
+    step = load_flow(flow).steps["a"].transfer
+    assert step is not None and step.destination().mode is TransferMode.AGENT
+    flow.write_text('start = "a"\n[steps.a]\ntransfer = { to = "ws://h/b", mode = "warm" }\n')
+    with pytest.raises(FlowError, match=r"steps\.a\.transfer\.to: .*needs mode agent"):
+        load_flow(flow)
+
+
+def test_what_an_agent_reports_is_redacted_before_anyone_sees_it() -> None:
+    from warmline.agents.handoff import _ended
+    from warmline.agents.media_stream import StreamEnd
+    from warmline.transfer.control import AgentId
+
+    said = "card 4111 1111 1111 1111 charged"
+    ended = _ended(AgentId(1), StreamEnd(handed_back=True, report=said))
+    assert ended.handed_back and "4111" not in ended.report and "charged" in ended.report

@@ -25,6 +25,7 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from warmline.agents.host import AgentHost
 from warmline.agents.media_stream import CallStream, StreamEnd, close_quietly, serve_stream
+from warmline.brain.redact import redact
 from warmline.calls.call import Call
 from warmline.transfer.control import (
     AgentConnected,
@@ -128,4 +129,6 @@ class AgentStreams:
 
 
 def _ended(agent: AgentId, end: StreamEnd) -> AgentEnded:
-    return AgentEnded(agent, handed_back=end.handed_back, report=end.report)
+    """What the transfer hears; the agent's report redacted at this door, as the words
+    of turns are, before any record, event or other agent sees it."""
+    return AgentEnded(agent, handed_back=end.handed_back, report=redact(end.report))

@@ -33,7 +33,13 @@ from warmline.brain.turns import Turn
 from warmline.calls.call import Call, CallState
 from warmline.media.player import AudioFileError, Player, Samples, load_wav
 from warmline.media.tts import TtsError
-from warmline.transfer.handoff import Destination, Handoff, HandoffError, TransferMode
+from warmline.transfer.handoff import (
+    Destination,
+    Handoff,
+    HandoffError,
+    TransferMode,
+    is_agent_uri,
+)
 
 MAX_STEPS = 200  # a flow that loops forever still ends
 log = logging.getLogger("warmline.agents")
@@ -54,9 +60,13 @@ class Gather(_Strict):
 
 
 class TransferStep(_Strict):
-    to: str
-    mode: TransferMode = TransferMode.WARM
+    to: str  # a human's URI, or another agent: ws://, wss://, agent:NAME
+    mode: TransferMode | None = None  # warm for a human, agent for an agent
     timeout: float = Field(30, gt=0, le=600)
+
+    def destination(self) -> Destination:
+        mode = self.mode or (TransferMode.AGENT if is_agent_uri(self.to) else TransferMode.WARM)
+        return Destination(self.to, mode, self.timeout)
 
 
 class Step(_Strict):
@@ -93,11 +103,16 @@ class Flow(_Strict):
                                  f"escalate or hangup")
             if step.transfer is not None:
                 try:
-                    Destination(step.transfer.to, step.transfer.mode,
-                                step.transfer.timeout).validate(f"steps.{name}.transfer.to")
+                    step.transfer.destination().validate(f"steps.{name}.transfer.to")
                 except HandoffError as error:
                     raise ValueError(str(error)) from None
         return self
+
+
+def _still_ours(call: Call, turn: int) -> bool:
+    """The call is live, with the AI, and no other agent's stream took it (a handoff to
+    another agent sets the AI state again once that agent is there)."""
+    return not call.ended and call.state is CallState.AI and call.agent_turn == turn
 
 
 def load_flow(path: Path) -> Flow:
@@ -133,20 +148,22 @@ class ScriptedAgent:
         self.engine.spawn(self.run(call))
 
     async def run(self, call: Call) -> None:
+        call.agent_turn += 1  # the flow is the call's agent now (a bot's stream would stop)
+        turn = call.agent_turn
         name: str | None = self.flow.start
         slots: dict[str, str] = {}
         for _ in range(MAX_STEPS):
-            if name is None or call.ended or call.state is not CallState.AI:
+            if name is None or not _still_ours(call, turn):
                 return
-            name = await self._step(call, name, self.flow.steps[name], slots)
+            name = await self._step(call, name, self.flow.steps[name], slots, turn)
 
-    async def _step(self, call: Call, name: str, step: Step, slots: dict[str, str]
-                    ) -> str | None:
+    async def _step(self, call: Call, name: str, step: Step, slots: dict[str, str],
+                    turn: int) -> str | None:
         await self._speak(call, step)
         if step.gather is not None:
             slots[step.gather.slot] = await self._gather(call, step.gather)
-        if call.ended or call.state is not CallState.AI:
-            return None  # the caller left, or a digit (0) started an escalation meanwhile
+        if not _still_ours(call, turn):
+            return None  # the caller left, or a digit (0) started a handoff meanwhile
         slots.update(step.set)
         if step.transfer is not None or step.escalate is not None:
             self._hand_over(call, name, step, {"flow_step": name, **slots})
@@ -164,8 +181,7 @@ class ScriptedAgent:
         """The step's transfer or escalation; one the engine refuses is logged, not raised."""
         try:
             if step.transfer is not None:
-                destination = Destination(step.transfer.to, step.transfer.mode,
-                                          step.transfer.timeout)
+                destination = step.transfer.destination()
                 self.engine.transfer(call.id, Handoff(call.id, destination, fallback=["ai"],
                                                       context=context))
             elif step.escalate is not None:
