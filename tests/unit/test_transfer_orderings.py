@@ -527,7 +527,8 @@ def test_a_ticket_then_the_return_announcement_then_back_to_the_ai() -> None:
 
 EVERY_MODE: list[Callable[[], Handoff]] = [
     lambda: handoff(TransferMode.BLIND), lambda: handoff(TransferMode.BRIDGE),
-    lambda: handoff(TransferMode.WARM), lambda: handoff(TransferMode.ATTENDED)]
+    lambda: handoff(TransferMode.WARM), lambda: handoff(TransferMode.ATTENDED),
+    lambda: Handoff("call-1", Destination("ws://127.0.0.1:9/bot", TransferMode.AGENT, 20))]
 
 
 @pytest.mark.parametrize("make", EVERY_MODE)
