@@ -64,6 +64,9 @@ class Bots:
         self.api, self.b_url = api, b_url
         self.request = request or {"to": b_url, "final": False}  # what A asks for
         self.return_by_rest = return_by_rest  # B hands back with POST /calls/{id}/return
+        self.b_hands_on_to: str | None = None  # B asks for its own transfer there instead
+        self.b_transfer: dict[str, Any] = {}
+        self.b_events: list[str] = []
         self.a_starts: list[dict[str, Any]] = []
         self.a_events: list[list[str]] = []
         self.transfer: dict[str, Any] = {}
@@ -116,6 +119,15 @@ class Bots:
             answer = await http.get(f"/handoffs/{parameters['handoff_id']}/context",
                                     params={"token": parameters["handoff_token"]})
             self.b_context = {"status": answer.status_code, **answer.json()}
+            if self.b_hands_on_to is not None:
+                answer = await http.post(
+                    f"/calls/{self.b_start['callSid']}/transfer",
+                    json={"to": self.b_hands_on_to, "mode": "bridge", "timeout": 10},
+                    headers={"Authorization": f"Bearer {parameters['call_token']}"})
+                self.b_transfer = {"status": answer.status_code, "body": answer.json()}
+                async for raw in socket:  # until warmline stops this stream
+                    self.b_events.append(json.loads(raw)["event"])
+                return
             if self.return_by_rest:
                 answer = await http.post(
                     f"/calls/{self.b_start['callSid']}/return", json={"report": REPORT},
@@ -128,7 +140,7 @@ class Bots:
 
 
 def run_call(tmp_path: Path, bots: Bots, ports: tuple[int, int, int, int],
-             config: str = "") -> dict[str, Any]:
+             config: str = "", a_sessions: int = 2) -> dict[str, Any]:
     """A PJSIP caller on `warmline serve` whose agent is bot A, for about 7.5 s; what was
     seen: the caller's states, the handoff as the API shows it, the call in the records."""
     sip_port, http_port, a_port, b_port = ports
@@ -155,7 +167,7 @@ def run_call(tmp_path: Path, bots: Bots, ports: tuple[int, int, int, int],
                     await asyncio.to_thread(caller.wait, "done", 20)
                     seen["states"] = caller.states()
                 deadline = time.monotonic() + 5
-                while len(bots.a_events) < 2 or "stop" not in bots.a_events[-1]:
+                while len(bots.a_events) < a_sessions or "stop" not in bots.a_events[-1]:
                     assert time.monotonic() < deadline, (bots.a_events, server.log()[-3000:])
                     await asyncio.sleep(0.1)
                 handoff_id = bots.transfer["body"]["handoff_id"]
@@ -243,3 +255,24 @@ def test_an_unreachable_agent_falls_back_to_a_named_one_that_returns_over_rest(
     assert failed["to"] == dead and failed["reason"].startswith("agent unreachable")
     assert events[7]["handed_back"] is True and events[7]["report"] == REPORT
     assert recorded_kinds(seen, handoff_id)[2] == "handoff.attempt_failed"
+
+
+def test_bot_b_that_has_the_call_hands_it_on_to_a_human(tmp_path: Path) -> None:
+    ports = (free_port(), free_port(), free_port(), free_port())
+    b_url = f"ws://127.0.0.1:{ports[3]}/bot-b"
+    bots = Bots(f"http://127.0.0.1:{ports[1]}", b_url, request={"to": b_url, "final": True})
+    with pjsip_phone(tmp_path / "human", free_port(), ring_ms=100,
+                     hangup_after_ms=1500) as human:
+        bots.b_hands_on_to = human.uri
+        seen = run_call(tmp_path, bots, ports, a_sessions=1)
+        human.wait("done", timeout=10)
+    first = bots.transfer["body"]["handoff_id"]
+    assert bots.b_transfer["status"] == 202, bots.b_transfer
+    second = bots.b_transfer["body"]["handoff_id"]
+    assert bots.b_events[-1] == "stop" and ("CONFIRMED", 200) in human.states()
+    assert len(bots.a_starts) == 1  # final: the first agent does not get the call back
+    kinds = [event["kind"] for event in seen["handoff"]["events"]]
+    assert kinds[-2:] == ["handed_on", "completed"]
+    recorded = recorded_kinds(seen, second)
+    assert recorded[0] == "handoff.requested" and "handoff.connected" in recorded
+    assert recorded_kinds(seen, first)[-2:] == ["handoff.handed_on", "handoff.completed"]

@@ -203,3 +203,21 @@ def test_kpis_count_a_handoff_to_an_agent_as_a_transfer_and_on_its_own() -> None
               Event(5.0, "c3", "call.started", {"caller": "sip:c@x"})]
     overall = compute(events)["overall"]
     assert (overall["transfers"], overall["agent_handoffs"]) == (2, 1)
+
+
+def test_the_agent_that_has_the_call_may_hand_it_on() -> None:
+    handoff = _handoff(final=True)
+    control, returned, agent = _connecting(handoff)
+    run = control.run
+    assert run is not None and not run.agent_has_the_call  # connecting
+    control.feed(AgentConnected(agent))
+    assert not run.agent_has_the_call  # settling: it may still drop
+    control.advance(SETTLE_SECONDS + 0.1)
+    assert run.agent_has_the_call
+    later = Handoff("call-1", Destination("sip:human@pbx", TransferMode.BRIDGE, 20))
+    run.hand_on(later)
+    assert control.did("disconnect_agent") == [("disconnect_agent", agent)]
+    assert handoff.status is HandoffStatus.COMPLETED and run.over and not returned
+    assert kinds(handoff)[-2:] == ["handed_on", "completed"]
+    assert handoff.events[-2].detail == {"handoff_id": later.id}
+    assert control.state is CallState.TRANSFERRING and not run.agent_has_the_call

@@ -84,6 +84,23 @@ class HandoffRun:
         """Nothing left to do: the caller is with the AI again, or gone, or served."""
         return self.stage is Stage.ENDED
 
+    @property
+    def agent_has_the_call(self) -> bool:
+        """Another agent took the call and settled: it may ask for a handoff of its own."""
+        attempt = self.attempt
+        return (self.stage is Stage.ATTEMPTING and isinstance(attempt, AgentAttempt)
+                and attempt.finished and not attempt.ended)
+
+    def hand_on(self, later: Handoff) -> None:
+        """The agent that has the call asked for ``later``: this handoff is complete, its
+        agent let go (``later``'s run takes the call from here)."""
+        attempt = self.attempt
+        assert isinstance(attempt, AgentAttempt)
+        self.stage = Stage.ENDED
+        attempt.release()
+        self.handoff.emit("handed_on", handoff_id=later.id)
+        self.handoff.finish(HandoffStatus.COMPLETED, "the agent handed the call on")
+
     def start(self) -> None:
         self.control.set_state(CallState.TRANSFERRING)
         announce = self.handoff.announce

@@ -1,7 +1,8 @@
 """Transfers on live calls: one handoff at a time per call, each run by its chain.
 
 The checks every transfer request passes (the call exists, is live, is not
-being transferred and is not with a human already) and the wiring of a
+being transferred, unless another agent it was handed to has it and hands it
+on, and is not with a human already) and the wiring of a
 :class:`HandoffRun` to the call's :class:`LiveCallControl`: the events of
 the call go to its latest run, so a run that has ended never hears about a
 later one's legs.
@@ -38,7 +39,7 @@ class Transfers:
         if call.ended:
             raise HandoffError(f"call {call.id} has ended", Problem.CONFLICT)
         run = self._runs.get(call.id)
-        if run is not None and not run.handoff.ended:
+        if run is not None and not run.handoff.ended and not run.agent_has_the_call:
             raise HandoffError(f"call {call.id} is already being transferred "
                                f"({run.handoff.id})", Problem.CONFLICT)
         if call.state is CallState.HUMAN:
@@ -47,6 +48,9 @@ class Transfers:
     def start(self, call: Call, handoff: Handoff) -> None:
         """Run ``handoff`` on ``call`` (checked with :meth:`check` first)."""
         control = self._control(call)
+        earlier = self._runs.get(call.id)
+        if earlier is not None and earlier.agent_has_the_call:  # it hands the call on
+            earlier.hand_on(handoff)
         run = HandoffRun(control, handoff, lambda why, away: self.returned(call, why, away),
                          self.return_announcement)
         self._runs[call.id] = run
