@@ -195,9 +195,10 @@ class CallEngine:
         """Escalate now (an agent or a flow decided), routed and packed as a trigger would be."""
         return self.brain.escalate(self._call(call_id), reason, context, self._start)
 
-    async def reachable(self, destination: str) -> None:
+    async def reachable(self, destination: str, trunk: str | None = None) -> None:
         """Route and resolve ``destination`` as a call to it would (NoRoute, ResolutionError)."""
-        route = self.switchboard.trunks.route(destination)
+        trunks = self.switchboard.trunks
+        route = trunks.route_via(trunk, destination) if trunk else trunks.route(destination)
         await self.switchboard.resolver.resolve(route.next_hop)
 
     def hang_up(self, call: Call, reason: str | None = None) -> None:
@@ -422,23 +423,32 @@ class CallEngine:
                                        f"nobody took the call: {handoff.reason}")
 
     # -- outbound calls ------------------------------------------------------------------
-    def outbound_problem(self, to: str) -> str | None:
+    def outbound_problem(self, to: str, trunk: str | None = None) -> str | None:
         """Why ``to`` may not be called by :meth:`place_call` (the [outbound] allow-list)."""
+        trunks = self.switchboard.trunks
         try:
-            through_trunk = self.switchboard.trunks.route(to).trunk is not None
+            route = trunks.route_via(trunk, to) if trunk else trunks.route(to)
+            through_trunk = route.trunk is not None
         except (NoRoute, ValueError):
             through_trunk = False  # not callable at all: placing it says why
         return self.outbound.destination_problem(to, through_trunk)
 
-    async def place_call(self, request: OutboundRequest) -> Call:
+    async def place_call(self, request: OutboundRequest, events_url: str | None = None
+                         ) -> Call:
         """Ring ``request.to``; once answered, hand them to the AI, a department or a
-        destination. The caller checks :meth:`outbound_problem` first (the API does).
-        Raises NoRoute, ResolutionError, OSError (no media port), OverflowError
-        (max_calls) or ValueError (a URI that cannot be called)."""
+        destination. The caller checks :meth:`outbound_problem` first (the API does),
+        and ``events_url`` (this call's own status callbacks) against
+        ``call_events.problem``. Raises NoRoute, ResolutionError, OSError (no media
+        port), OverflowError (max_calls) or ValueError (a URI that cannot be called)."""
         request.caller_id = request.caller_id or self.outbound.caller_id
+
+        def created(call: Call) -> None:
+            if events_url is not None:
+                self.set_call_events(call, events_url)
+
         return await place(self.switchboard, request,
                            lambda call_id, kind, data: self.record(call_id, kind, data),
-                           self._outbound_answered)
+                           self._outbound_answered, created=created)
 
     def set_call_events(self, call: Call, url: str) -> None:
         """Send ``call``'s status events to ``url`` too (checked by the caller against

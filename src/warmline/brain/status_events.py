@@ -65,6 +65,19 @@ class StatusCallbackSettings:
 
 
 @dataclass(frozen=True)
+class CallUrlSettings:
+    """``[events] call_url_hosts`` with the secret: per-call status URLs (CallStatusUrls)."""
+
+    secret: str = field(repr=False)
+    hosts: tuple[str, ...]
+    kinds: frozenset[str] = DEFAULT_KINDS
+    attempts: int = 6
+
+    def build(self) -> CallStatusUrls:
+        return CallStatusUrls(self.secret, self.hosts, self.kinds, attempts=self.attempts)
+
+
+@dataclass(frozen=True)
 class StatusEvent:
     """One event as sent: its id stays the same across retries."""
 

@@ -252,7 +252,8 @@ class Switchboard:
         self._leg_listeners[session.id] = listener
         return leg
 
-    async def originate(self, uri: str, from_: str, listener: LegListener) -> Call:
+    async def originate(self, uri: str, from_: str, listener: LegListener,
+                        trunk_name: str | None = None) -> Call:
         """A new outbound call to ``uri``: its "caller" leg is the customer we INVITE.
 
         Routed and resolved as :meth:`dial` is (NoRoute, ResolutionError, OSError,
@@ -260,11 +261,13 @@ class Switchboard:
         ``from_`` is empty). ``listener`` hears the leg's progress, answer, failure and
         end; once it ends the call ends too (the observer's ``call_ended``). The call
         counts against ``max_calls`` like an inbound one (OverflowError past it).
+        ``trunk_name``: through that trunk (else the first trunk that serves ``uri``).
         """
         if self.max_calls and self.live_calls >= self.max_calls:
             self.refused[Overload.MAX_CALLS] += 1
             raise OverflowError(f"{self.max_calls} calls at once")
-        route = self.trunks.route(uri)
+        route = self.trunks.route_via(trunk_name, uri) if trunk_name \
+            else self.trunks.route(uri)
         resolution = await self._resolve(route.next_hop)
         media = await self.plane.open_leg("caller")
         trunk = route.trunk

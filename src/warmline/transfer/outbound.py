@@ -64,6 +64,7 @@ class OutboundRequest:
     context: dict[str, Any] = field(default_factory=dict)  # for the AI and the human
     announce: str | None = None  # said to the customer first, once they answer
     ring_timeout: float = 30.0
+    trunk: str | None = None  # through this trunk; None: the first that serves ``to``
 
 
 def nobody() -> DestinationPolicy:
@@ -183,11 +184,16 @@ class OutboundDial:
 
 
 async def place(switchboard: Switchboard, request: OutboundRequest, record: Recorder,
-                answered: Answered, ended: DialEnded | None = None) -> Call:
+                answered: Answered, ended: DialEnded | None = None,
+                created: Callable[[Call], None] | None = None) -> Call:
     """Originate the call ``request`` asks for; the call, ringing. Raises what
-    :meth:`Switchboard.originate` raises (no route, DNS, no media port, over max_calls)."""
+    :meth:`Switchboard.originate` raises (no route, DNS, no media port, over max_calls).
+    ``created`` hears of the call before its first event is recorded."""
     dial = OutboundDial(switchboard, request, record, answered, ended)
-    call = await switchboard.originate(request.to, request.caller_id, dial.heard)
+    call = await switchboard.originate(request.to, request.caller_id, dial.heard,
+                                      request.trunk)
+    if created is not None:
+        created(call)
     record(call.id, "call.started", {"caller": request.to, "to": request.to,
                                      "direction": "outbound", "then": request.then.value})
     dial.started(call)
