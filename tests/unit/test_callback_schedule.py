@@ -98,9 +98,9 @@ def test_quiet_hours_move_a_due_callback_to_the_next_opening() -> None:
 
 
 def test_policy_refuses_nonsense() -> None:
-    with pytest.raises(ValueError, match="callbacks.attempts"):
+    with pytest.raises(ValueError, match=r"callbacks\.attempts"):
         CallbackPolicy(attempts=0)
-    with pytest.raises(ValueError, match="callbacks.hours"):
+    with pytest.raises(ValueError, match=r"callbacks\.hours"):
         CallbackPolicy(window=(time(18, 0), time(9, 0)))
 
 
