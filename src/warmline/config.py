@@ -615,6 +615,7 @@ class CallbacksSection(_Strict):
     max_concurrent: int = Field(2, ge=1, le=1000)
     hours: str | None = Field(None, pattern=r"^\d\d:\d\d-\d\d:\d\d$")  # when calls may start
     zone: str = "UTC"  # of ``hours``
+    max_late_s: float = Field(86_400.0, gt=0)  # a promise this overdue is not dialled
     name: str = Field("the support team", max_length=100)  # "this is NAME calling you back"
     ring_timeout: float = Field(30.0, gt=0, le=300)
 
@@ -625,7 +626,7 @@ class CallbacksSection(_Strict):
         window = _span(self.hours) if self.hours else None
         try:
             policy = CallbackPolicy(self.attempts, self.retry_interval_s, self.max_concurrent,
-                                    window, self.zone)
+                                    window, self.zone, self.max_late_s)
         except (KeyError, ValueError) as error:
             if isinstance(error, ValueError) and str(error).startswith("callbacks."):
                 raise

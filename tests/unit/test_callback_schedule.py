@@ -97,6 +97,16 @@ def test_quiet_hours_move_a_due_callback_to_the_next_opening() -> None:
     assert schedule.due(opening) == [progress]
 
 
+def test_a_promise_long_overdue_is_failed_not_dialled() -> None:
+    schedule = CallbackSchedule(CallbackPolicy(max_lateness=3600))
+    stale, fresh = CallbackProgress("old", T0 - 7201), CallbackProgress("new", T0 - 60)
+    schedule.add(stale)
+    schedule.add(fresh)
+    assert schedule.expired(T0) == [stale]
+    assert stale.state is CallbackState.FAILED and "2.0 h overdue" in (stale.outcome or "")
+    assert schedule.due(T0) == [fresh]
+
+
 def test_policy_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match=r"callbacks\.attempts"):
         CallbackPolicy(attempts=0)

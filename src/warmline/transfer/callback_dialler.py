@@ -89,6 +89,10 @@ class CallbackDialler:
     def tick(self) -> list[CallbackProgress]:
         """Dial what is due now; what was started (refused ones are failed at once)."""
         started = []
+        for progress in self.schedule.expired(self.clock()):
+            callback = self._by_key[progress.key]
+            self._changed(progress, "callback.failed", progress.call_id or callback.call_id,
+                          reason=progress.outcome)
         for progress in self.schedule.due(self.clock()):
             callback = self._by_key[progress.key]
             problem = self.allowed(callback.number)

@@ -63,12 +63,17 @@ class CallbackPolicy:
     max_concurrent: int = 2  # callbacks in flight at once
     window: tuple[time, time] | None = None  # local hours calls may start; None: any time
     zone: str = "UTC"  # the IANA zone of ``window``
+    # a promise this late is not dialled (turning dialling on must not ring every customer
+    # promised a call last month; a restart after a long outage neither)
+    max_lateness: float = 86_400.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError("callbacks.attempts: at least 1")
         if self.retry_interval <= 0:
             raise ValueError("callbacks.retry_interval_s: must be positive")
+        if self.max_lateness <= 0:
+            raise ValueError("callbacks.max_late_s: must be positive")
         if self.max_concurrent < 1:
             raise ValueError("callbacks.max_concurrent: at least 1")
         if self.window is not None and not self.window[0] < self.window[1]:
@@ -136,6 +141,15 @@ class CallbackSchedule:
             ready.append(progress)
         ready.sort(key=lambda p: p.next_at)
         return ready[:room]
+
+    def expired(self, now: float) -> list[CallbackProgress]:
+        """Pending promises more than ``max_lateness`` overdue: failed now, never dialled."""
+        late = [p for p in self.progress.values() if p.state is CallbackState.PENDING
+                and now - p.next_at > self.policy.max_lateness]
+        for progress in late:
+            progress.state = CallbackState.FAILED
+            progress.outcome = f"too late: {(now - progress.next_at) / 3600:.1f} h overdue"
+        return late
 
     def next_wakeup(self) -> float | None:
         """When the earliest pending callback is due (None: nothing is pending)."""
