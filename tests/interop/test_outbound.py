@@ -34,7 +34,7 @@ from warmline.transfer.callback_dialler import CallbackSettings
 from warmline.transfer.callback_schedule import CallbackPolicy
 from warmline.transfer.callbacks import CallbackBook
 from warmline.transfer.handoff import Destination, FallbackAction, Handoff
-from warmline.transfer.outbound import OutboundPolicy
+from warmline.transfer.outbound import OutboundPolicy, OutboundRequest
 from warmline.transfer.policy import DestinationPolicy
 
 pytestmark = pytest.mark.interop
@@ -121,6 +121,7 @@ async def _post_calls(tmp_path: Path) -> None:
                 ({"to": customer_uri, "then": "department", "department": "sales"}, 422,
                  "no department named 'sales'"),
                 ({"to": customer_uri, "ring_timeout": 0}, 422, "ring_timeout"),
+                ({"to": customer_uri, "trunk": "nope"}, 422, "trunk: no trunk named 'nope'"),
                 ({"to": "sip:+19005550100@127.0.0.2"}, 403, "[outbound] allow"),
                 ({"to": customer_uri, "caller_id": "sip:bank@127.0.0.1"}, 403, "caller_id"),
                 ({"to": customer_uri, "callback_url": "http://169.254.169.254/"}, 422,
@@ -151,6 +152,37 @@ async def _post_calls(tmp_path: Path) -> None:
     assert answered.data["sip_status"] == 200
     seconds = (heard.arrivals[-1] - heard.arrivals[0]) if heard.arrivals else 0.0
     assert len(heard.arrivals) > 100 and seconds > 2.0, (len(heard.arrivals), seconds)
+
+
+def test_a_customer_who_does_not_answer_is_cancelled_at_the_ring_timeout(
+        tmp_path: Path) -> None:
+    asyncio.run(_no_answer(tmp_path))
+
+
+async def _no_answer(tmp_path: Path) -> None:
+    customer = Human("human_rings.xml")
+    records = Records()
+    base = relay_block()
+    relay = EmbeddedRelay("127.0.0.1", PortRange(base, base + 20))
+    async with engine("udp") as running:
+        calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU"],
+                           records_dir=tmp_path / "records", records=records,  # type: ignore[arg-type]
+                           outbound=outbound_policy("sip:*@127.0.0.1"))
+        peer = asyncio.ensure_future(customer.run(tmp_path / "customer"))
+        await asyncio.sleep(0.3)
+        asked = time.monotonic()
+        call = await calls.place_call(OutboundRequest(customer.uri, ring_timeout=1.0))
+        result = await peer
+        took = time.monotonic() - asked
+        assert result.returncode == 0, "customer: " + result.output[-3000:]
+        await no_dialogs_left(running)
+        await calls.close()
+    await relay.close()
+    assert records.kinds(call.id) == ["call.started", "call.outbound_ringing", "call.no_answer",
+                                      "call.ended"]
+    no_answer = next(e for e in records.events if e.kind == "call.no_answer")
+    assert no_answer.data["sip_status"] == 408 and "within 1 s" in no_answer.data["reason"]
+    assert 0.9 < took < 5.0 and call.ended and call.answered_at is None
 
 
 def test_a_promised_callback_is_dialled_retried_and_connected_to_the_department(
