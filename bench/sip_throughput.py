@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,9 +118,13 @@ def cumulative(output: str, counter: str) -> int:
     return int(float(found[-1])) if found else -1
 
 
-def run_step(port: int, rate: int, seconds: int, workdir: Path) -> Step:
+def run_step(port: int, rate: int, seconds: int, workdir: Path,
+             scenario: list[str] | None = None) -> Step:
+    """One sipp run at ``rate`` calls/s for ``seconds``: ``scenario`` is sipp's choice of
+    scenario (default its built-in UAC: INVITE, 200, ACK, BYE)."""
     calls = rate * seconds
-    command = ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-r", str(rate), "-m", str(calls),
+    command = ["sipp", *(scenario or ["-sn", "uac"]), f"127.0.0.1:{port}", "-r", str(rate),
+               "-m", str(calls),
                "-p", str(free_port()), "-cp", str(free_port()), "-nostdin",
                "-timeout", f"{seconds * 4 + 20}s", "-timeout_error", "-l", str(rate * 4)]
     try:
@@ -141,12 +146,13 @@ def run_step(port: int, rate: int, seconds: int, workdir: Path) -> Step:
 class Server:
     """One server process under test, started fresh for every step and stopped by PID."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str,
+                 command: Callable[[str, int], list[str]] | None = None) -> None:
         self.name = name
         self.port = free_port()
         env = {**os.environ, "SIPLOG_LVL": "ERR", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            server_command(name, self.port), stdout=subprocess.DEVNULL,
+            (command or server_command)(name, self.port), stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
     def __enter__(self) -> Server:
@@ -162,7 +168,9 @@ class Server:
             self.process.wait()
 
 
-def measure(name: str, rates: list[int], seconds: int) -> Step | None:
+def measure(name: str, rates: list[int], seconds: int,
+            command: Callable[[str, int], list[str]] | None = None,
+            scenario: list[str] | None = None) -> Step | None:
     """The highest clean step for one server.
 
     Rates rise step by step; after the first failing step the interval between
@@ -175,8 +183,8 @@ def measure(name: str, rates: list[int], seconds: int) -> Step | None:
 
     def attempt(rate: int, scratch: Path) -> Step:
         for _ in range(2):
-            with Server(name) as server:
-                step = run_step(server.port, rate, seconds, scratch)
+            with Server(name, command) as server:
+                step = run_step(server.port, rate, seconds, scratch, scenario)
             if step.clean:
                 break
             time.sleep(2)

@@ -22,6 +22,7 @@ from warmline.brain.status_events import DEFAULT_KINDS, CallUrlSettings, StatusC
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
+from warmline.media.fastpath import describe_forwarder
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
 from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="warmline",
         description="Hand live calls from an AI voice agent to a human over SIP.")
     parser.add_argument("--version", action="version",
-                        version=f"warmline {__version__} ({describe()})")
+                        version=f"warmline {__version__} ({describe()}; "
+                                f"{describe_forwarder()})")
     parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     parser.add_argument("--log-format", default="text", choices=["text", "json"],
                         help="json: one JSON object per line, with call_id/handoff_id")
@@ -434,6 +436,7 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
                                                      config.trace.password()))
     return replace(settings, max_calls=limits.max_calls, http_body=limits.http_body,
                    ws_message=limits.ws_message, ws_audio_seconds=limits.ws_audio_seconds,
+                   keep_ended_calls=limits.keep_ended_calls,
                    stream_limits=StreamLimits(limits.tcp_idle_timeout,
                                               limits.tcp_message_deadline,
                                               limits.tcp_per_source, limits.tcp_total))
@@ -441,11 +444,13 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
 
 def _storage(settings: ServeSettings, args: argparse.Namespace,
              config: WarmlineConfig | None) -> ServeSettings:
-    """--records and --db, else [storage]; no database at all: SQLite in the records folder."""
+    """--records and --db, else [storage]; no database at all: SQLite in the records folder.
+    [recording] (a folder of its own, else <records>/recordings) comes from the file only."""
     section = config.storage if config else None
     records = args.records or (section.records if section else None)
     return replace(settings, records=Path(records) if records else settings.records,
-                   database=args.db or (section.database if section else None))
+                   database=args.db or (section.database if section else None),
+                   recording=config.recording.build() if config else settings.recording)
 
 
 def _config_problems(error: ConfigError) -> int:

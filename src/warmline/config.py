@@ -32,6 +32,7 @@ from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.routing import Department, Hours, Router, RoutingError
 from warmline.brain.status_events import StatusCallbackSettings
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
+from warmline.calls.recording import DEFAULT_CONSENT, RecordingMode, RecordingSettings
 from warmline.calls.trunks import Trunk, Trunks
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
@@ -542,6 +543,25 @@ def _collector_address(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{value!r} is not udp:HOST:PORT")
     return host, int(port)
+class RecordingSection(_Strict):
+    """[recording]: calls recorded with the caller's consent (calls/recording.py)."""
+
+    mode: RecordingMode = RecordingMode.OFF  # "off" (only when the API asks), "call", "handoff"
+    consent: str = Field(DEFAULT_CONSENT, max_length=1000)  # spoken first; "": nothing said
+    directory: str | None = None  # None: <records>/recordings
+    retention_days: float = Field(0.0, ge=0, le=36500)  # older files are deleted; 0 keeps
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty: leave it out for <records>/recordings")
+        return value
+
+    def build(self) -> RecordingSettings:
+        return RecordingSettings(self.mode, self.consent.strip(),
+                                 Path(self.directory) if self.directory else None,
+                                 self.retention_days)
 
 
 class TransferSection(_Strict):
@@ -651,6 +671,9 @@ class LimitsSection(_Strict):
     http_body: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)  # bytes per request body
     ws_message: int = Field(65_536, ge=1024, le=16 * 1_048_576)  # bytes per WebSocket message
     ws_audio_seconds: float = Field(120.0, gt=0, le=3600)  # a bot's audio queued ahead of playing
+    # seconds an ended call stays in memory (GET /calls lists it); then it is read from the
+    # records: memory stays flat however many calls the last hour carried
+    keep_ended_calls: float = Field(120.0, ge=5, le=86_400)
 
 
 class WarmlineConfig(_Strict):
@@ -661,6 +684,7 @@ class WarmlineConfig(_Strict):
     outbound: OutboundSection = Field(default_factory=OutboundSection)
     callbacks: CallbacksSection = Field(default_factory=CallbacksSection)
     trace: TraceSection = Field(default_factory=TraceSection)
+    recording: RecordingSection = Field(default_factory=RecordingSection)
     http: HttpSection | None = None
     media: MediaSection = Field(default_factory=MediaSection)
     storage: StorageSection = Field(default_factory=StorageSection)

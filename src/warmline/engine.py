@@ -14,8 +14,10 @@ of them knows this class.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,14 +31,23 @@ from warmline.brain.status_events import CallStatusUrls, StatusCallbacks
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
+from warmline.calls.recording import (
+    CallRecordings,
+    RecordingAction,
+    RecordingConflict,
+    RecordingMode,
+    RecordingPhase,
+    RecordingSettings,
+)
 from warmline.calls.registrations import TrunkRegistrations
-from warmline.calls.switchboard import Overload, Switchboard
+from warmline.calls.switchboard import KEEP_ENDED_SECONDS, Overload, Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
 from warmline.calls.watchdog import SilenceWatchdog
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech, TtsError
+from warmline.records.retention import sweep_recordings
 from warmline.records.store import Event, RecordWriter
 from warmline.records.trace import SipTrace, TracedMessage, cleaned, write_trace
 from warmline.sip.access import parse_networks
@@ -60,7 +71,9 @@ from warmline.transport.resolver import ResolutionError, Resolver
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline")
+PAST_HANDOFFS = 500  # handoffs of forgotten calls still listed by GET /handoffs
 TRACE_DELAY = 5.0  # seconds after the call ends before its SIP trace is written
+RETENTION_SWEEP = 3600.0  # seconds between two sweeps of recordings past their retention
 # event data the records keep verbatim: what calls are routed by, and file paths
 ROUTING_KEYS = frozenset({"to", "caller", "uri", "number", "path"})
 CallHandler = Callable[[Call], None]
@@ -84,11 +97,14 @@ class CallEngine:
     ``rtp_timeout``: a caller sending neither RTP nor RTCP this long is hung up (0: never).
     ``status_events``: signed status callbacks (brain/status_events.py), or None.
     ``sip_trace``: the shell's tap, kept per call and written to ``traces/`` at its end.
+    ``keep_ended_calls``: seconds an ended call stays in ``calls`` (then: the records).
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
     ``outbound``: whom :meth:`place_call` and the callback dialler may ring, as whom
     (default: nobody). ``callbacks``: dial the callbacks promised (None: kept, never
     dialled). ``call_events``: per-call status callback URLs (None: refused).
+    ``recording``: which calls are recorded, after which consent, kept how long
+    (calls/recording.py); by default none unless the API asks.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -104,7 +120,10 @@ class CallEngine:
                  destination_policy: DestinationPolicy | None = None,
                  journal: DialogJournal | None = None, rtp_timeout: float = 0.0,
                  status_events: StatusCallbacks | None = None,
-                 sip_trace: SipTrace | None = None, outbound: OutboundPolicy | None = None,
+                 sip_trace: SipTrace | None = None,
+                 keep_ended_calls: float = KEEP_ENDED_SECONDS,
+                 recording: RecordingSettings | None = None,
+                 outbound: OutboundPolicy | None = None,
                  callbacks: CallbackSettings | None = None,
                  call_events: CallStatusUrls | None = None) -> None:
         # every SIP message of recent calls, written beside the records when a call ends
@@ -121,7 +140,9 @@ class CallEngine:
         self.records = records
         self.tts: TextToSpeech = tts or EspeakTts()
         self._hold = hold_audio if hold_audio is not None else ringback()
-        self.handoffs: dict[str, Handoff] = {}
+        self.handoffs: dict[str, Handoff] = {}  # of the calls in ``calls``
+        # the latest handoffs of calls already forgotten, for the dashboard's list
+        self.past_handoffs: deque[Handoff] = deque(maxlen=PAST_HANDOFFS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
         self._callbacks.load()  # what earlier runs promised, and how far they got
@@ -131,13 +152,17 @@ class CallEngine:
         self.dialler = None if callbacks is None else CallbackDialler(
             self._callbacks, callbacks, self._callback_problem, self._place_callback,
             self.record)
+        self.recordings = CallRecordings(recording or RecordingSettings(), records_dir,
+                                         self.tts, self.record)
+        self._awaiting_consent: dict[str, str] = {}  # call id: the handoff waiting for it
         self.brain = Brain(escalation or EscalationPolicy(), TriggerLog(records_dir),
                            self.record)
         self.switchboard = Switchboard(
             shell, plane, media_address, codecs, self, trunks=trunks, resolver=resolver,
             trusted_identity=parse_networks(trusted_identity, "trusted_identity"),
             srtp=srtp, early_media=early_media, max_calls=max_calls,
-            retry_after=shell.ua.config.retry_after, journal=journal)
+            retry_after=shell.ua.config.retry_after, journal=journal,
+            keep_ended=keep_ended_calls)
         self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
@@ -201,6 +226,24 @@ class CallEngine:
         route = trunks.route_via(trunk, destination) if trunk else trunks.route(destination)
         await self.switchboard.resolver.resolve(route.next_hop)
 
+    def recording(self, call_id: str, action: RecordingAction, announce: bool = True
+                  ) -> RecordingPhase | None:
+        """Start (after the consent, unless ``announce`` is False because the AI says it
+        itself), pause, resume or stop the call's recording; returns its phase now.
+        HandoffError for an unknown call, RecordingConflict when the action does not fit."""
+        call = self._call(call_id)
+        recordings = self.recordings
+        match action:
+            case RecordingAction.START:
+                self.spawn(_drop_result(recordings.start(call, announce)))
+            case RecordingAction.PAUSE:
+                recordings.pause(call)
+            case RecordingAction.RESUME:
+                recordings.resume(call)
+            case RecordingAction.STOP:
+                recordings.stop(call)
+        return recordings.phase(call_id)
+
     def hang_up(self, call: Call, reason: str | None = None) -> None:
         """warmline ends the caller's call (``reason``: a Reason header for the BYE)."""
         self.switchboard.hang_up(call.caller, reason)
@@ -246,6 +289,18 @@ class CallEngine:
             self.spawn(self._watch_for_silence(self.watchdog))
         if self.dialler is not None:
             self.dialler.start()
+        if self.recordings.settings.retention_days > 0:
+            self.spawn(self._sweep_recordings())
+
+    async def _sweep_recordings(self) -> None:
+        """Recordings past [recording] retention_days are deleted: at start, then hourly."""
+        folder, days = self.recordings.folder, self.recordings.settings.retention_days
+        loop = asyncio.get_running_loop()
+        while True:
+            deleted = await loop.run_in_executor(None, sweep_recordings, folder, days)
+            if deleted:
+                log.info("%d recording(s) older than %g day(s) deleted", len(deleted), days)
+            await asyncio.sleep(RETENTION_SWEEP)
 
     async def _trust_the_trunks(self) -> None:
         """A trunk's calls come from its addresses: trust them as [sip] trusted would, so
@@ -309,7 +364,9 @@ class CallEngine:
             task.cancel()
         await self.registrations.stop()
         await self.transfers.close()
+        await asyncio.sleep(0)  # the events the cancelled work posted: delivered, recorded
         await self.switchboard.close()
+        await self.recordings.close()  # every file complete on disk
         for call_id, due in list(self._traces_due.items()):  # ended calls' traces: now
             due.cancel()
             call = self.calls.get(call_id)
@@ -325,10 +382,22 @@ class CallEngine:
         call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
         self.record(call.id, "call.started", {"caller": call.caller_uri,
                                               "to": str(call.caller.session.local_party.uri)})
-        self.on_call(call)
+        if self.recordings.settings.mode is RecordingMode.CALL:
+            self.spawn(self._record_then_take(call))
+        else:
+            self.on_call(call)
+
+    async def _record_then_take(self, call: Call) -> None:
+        """Mode "call": the caller hears the consent, the recording starts, then the AI
+        takes the call (so nothing the AI says cuts the announcement short)."""
+        with contextlib.suppress(RecordingConflict):  # the caller left already
+            await self.recordings.start(call)
+        if not call.ended:
+            self.on_call(call)
 
     def call_ended(self, call: Call, reason: str | None) -> None:
         self.record(call.id, "call.ended", {"reason": reason})
+        self.recordings.call_ended(call)
         self.transfers.caller_left(call)
         if self.sip_trace is not None:  # a few seconds on, so the legs' last BYEs are in it
             self._traces_due[call.id] = asyncio.get_running_loop().call_later(
@@ -368,7 +437,9 @@ class CallEngine:
         if self.call_events is not None:
             self.spawn(self.call_events.forget(call.id))
         for handoff_id in call.handoff_ids:
-            self.handoffs.pop(handoff_id, None)
+            handoff = self.handoffs.pop(handoff_id, None)
+            if handoff is not None:
+                self.past_handoffs.append(handoff)
         self.brain.forget(call.id)
         self.transfers.forget(call)
 
@@ -376,6 +447,10 @@ class CallEngine:
     def _start(self, call: Call, handoff: Handoff) -> Handoff:
         handoff.validate()
         self._check_routes(handoff)
+        waiting = self._awaiting_consent.get(call.id)
+        if waiting is not None:
+            raise HandoffError(f"call {call.id} is already being transferred ({waiting})",
+                               Problem.CONFLICT)
         self.transfers.check(call)
         self.switchboard.answer(call)  # still ringing with early media: answered first
         if call.caller.session.dialog is None:
@@ -387,8 +462,26 @@ class CallEngine:
         handoff.listener = self._record_handoff_event
         for earlier in list(handoff.events):  # requested, triggered: before the listener
             self._record_handoff_event(handoff, earlier)
-        self.transfers.start(call, handoff)
+        if self.recordings.settings.mode is RecordingMode.HANDOFF \
+                and self.recordings.phase(call.id) is None:
+            self._awaiting_consent[call.id] = handoff.id
+            self.spawn(self._record_then_transfer(call, handoff))
+        else:
+            self.transfers.start(call, handoff)
         return handoff
+
+    async def _record_then_transfer(self, call: Call, handoff: Handoff) -> None:
+        """Mode "handoff": the consent first, then the recording and the transfer at once,
+        so the human's part of the call is kept from its first ring."""
+        try:
+            with contextlib.suppress(RecordingConflict):  # the caller left already
+                await self.recordings.start(call)
+        finally:
+            self._awaiting_consent.pop(call.id, None)
+        if call.ended:
+            handoff.finish(HandoffStatus.FAILED, "the caller hung up before the transfer began")
+            return
+        self.transfers.start(call, handoff)
 
     def _check_routes(self, handoff: Handoff) -> None:
         """A tel: destination no trunk serves is refused now, naming the field."""
@@ -460,6 +553,22 @@ class CallEngine:
         """The customer answered: the AI takes them (after the announcement, if any), or a
         handoff to the department or destination starts (its announcement first)."""
         call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
+        if self.recordings.settings.mode is RecordingMode.CALL:  # the consent comes first
+            self.spawn(self._record_then_connect(call, request))
+        else:
+            self._connect(call, request)
+
+    async def _record_then_connect(self, call: Call, request: OutboundRequest) -> None:
+        with contextlib.suppress(RecordingConflict):  # the customer hung up already
+            await self.recordings.start(call)
+        if not call.ended:
+            self._connect(call, request)
+            return
+        key = self._callback_calls.get(call.id)
+        if key is not None and self.dialler is not None:
+            self.dialler.not_connected(key, call.id, "the customer hung up first")
+
+    def _connect(self, call: Call, request: OutboundRequest) -> None:
         if request.then is Then.AI:
             self.spawn(self._to_the_ai(call, request.announce))
             return
@@ -547,3 +656,6 @@ class CallEngine:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+async def _drop_result(work: Coroutine[Any, Any, bool]) -> None:
+    await work

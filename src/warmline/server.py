@@ -27,11 +27,13 @@ from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.sip_answerer import SipAnswerer
 from warmline.engine import CallEngine
+from warmline.media.fastpath import describe_forwarder
 from warmline.media.player import Player, load_wav
 from warmline.media.relay import EmbeddedRelay
 from warmline.records.store import RecordWriter
 from warmline.records.trace import SipTrace
 from warmline.settings import HttpSpec, ServeSettings
+from warmline.sip.compiled import describe
 from warmline.sip.events import Target
 from warmline.sip.useragent import UserAgent
 from warmline.transport.hep import Endpoint, HepSender
@@ -70,6 +72,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
         side = await _take_calls(stack, shell, settings)
         stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
         await _listen(shell, settings.listen)
+        _say_what_runs_compiled()
         side.start()
         tune_garbage_collector()
         await stop.wait()
@@ -89,6 +92,17 @@ async def _listen(shell: SipShell, specs: tuple[ListenSpec, ...]) -> None:
     for spec in specs:
         bound = await shell.listen(spec)
         log.info("warmline listening on %s", bound)
+
+
+def _say_what_runs_compiled() -> None:
+    """pip hides a build's output, so a machine without a C compiler learns it here."""
+    core, relay = describe(), describe_forwarder()
+    if "compiled with mypyc" in core and relay.endswith("compiled") and "STALE" not in core:
+        log.info("build: %s; %s", core, relay)
+    else:
+        log.warning("build: %s; %s. For the fast build, install a C compiler (gcc) and "
+                    "reinstall warmline (pip install --force-reinstall --no-deps warmline)",
+                    core, relay)
 
 
 def _log_totals(ua: UserAgent, answered: int) -> None:
@@ -161,6 +175,8 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         destination_policy=settings.destination_policy,
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
                         status_events=_status_events(settings), sip_trace=SipTrace(),
+                        keep_ended_calls=settings.keep_ended_calls,
+                        recording=settings.recording,
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None,
                         outbound=settings.outbound, callbacks=settings.callbacks,

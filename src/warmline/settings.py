@@ -15,6 +15,7 @@ from pathlib import Path
 from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.status_events import CallUrlSettings, StatusCallbackSettings
+from warmline.calls.recording import RecordingSettings
 from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
@@ -123,6 +124,8 @@ class ServeSettings:
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # whom POST /calls rings
     callbacks: CallbackSettings | None = None  # dial the callbacks promised; None: never
     call_urls: CallUrlSettings | None = None  # per-call status URLs; None: refused
+    keep_ended_calls: float = 120.0  # seconds GET /calls lists an ended call; then: records
+    recording: RecordingSettings = field(default_factory=RecordingSettings)  # [recording]
 
     @property
     def media_host(self) -> str:

@@ -7,6 +7,8 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator
 from itertools import pairwise
+from types import SimpleNamespace
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -538,3 +540,40 @@ def test_an_srtp_leg_bridges_to_a_plain_leg_both_ways_with_rtcp_protected(mux: b
                 sock.close()
 
     asyncio.run(scenario())
+
+
+class Tap:
+    def __init__(self) -> None:
+        self.received: list[np.ndarray] = []
+        self.sent: list[np.ndarray] = []
+
+
+def test_a_capture_tap_hears_both_directions_of_a_bridged_transcoded_leg() -> None:
+    """The caller's leg bridged to a PCMA human: the tap gets the caller's audio as said
+    and the human's as the caller heard it (translated to PCMU), kept off the fast path."""
+    caller_tone = (8000 * np.sin(2 * np.pi * 600 * np.arange(160) / 8000)).astype(np.int16)
+    human_tone = (8000 * np.sin(2 * np.pi * 1500 * np.arange(160) / 8000)).astype(np.int16)
+
+    async def scenario() -> Tap:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            to_caller, to_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(to_caller, caller, "pcmu")
+            configure(to_human, human, "pcma")
+            to_caller.route_to(to_human)
+            to_human.route_to(to_caller)
+            tap = Tap()
+            to_caller.capture(cast(Any, SimpleNamespace(received=tap.received.append,
+                                                        sent=tap.sent.append)))
+            assert to_caller.listening_for_words  # Python must see its packets
+            await asyncio.gather(
+                send(caller, to_caller, 1, "pcmu", 10, g711.ulaw_encode(caller_tone)),
+                send(human, to_human, 2, "pcma", 10, g711.alaw_encode(human_tone)))
+            await drain(caller)
+            to_caller.capture(None)
+            await send(caller, to_caller, 1, "pcmu", 3, g711.ulaw_encode(caller_tone))
+            return tap
+
+    tap = asyncio.run(scenario())
+    assert len(tap.received) == 10 and len(tap.sent) == 10
+    assert all(np.abs(frame.astype(int) - caller_tone).max() < 600 for frame in tap.received)
+    assert all(np.abs(frame.astype(int) - human_tone).max() < 600 for frame in tap.sent)

@@ -149,7 +149,21 @@ def stand_in_call(call_id: str) -> Call:
         dialog=object(), ended=False,
         remote_party=SimpleNamespace(uri="sip:+15550100@carrier.example"),
         local_party=SimpleNamespace(uri="sip:ai@127.0.0.1:5070"))
-    return Call(call_id, SimpleNamespace(session=session), started_at=0.0)  # type: ignore[arg-type]
+    return Call(call_id, SimpleNamespace(session=session, media=SilentMedia()),  # type: ignore[arg-type]
+                started_at=0.0)
+
+
+class SilentMedia:
+    """The caller's media leg as far as a recording uses it: audio played at once, a tap
+    taken and given back (the API's recording routes run on stand-in calls too)."""
+
+    def play(self, player: Any) -> Any:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return SimpleNamespace(done=done)
+
+    def capture(self, tap: Any) -> None:
+        self.tap = tap
 
 
 @dataclass

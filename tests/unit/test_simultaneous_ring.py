@@ -50,6 +50,7 @@ def test_every_member_rings_and_the_first_to_answer_takes_the_call() -> None:
     assert answered.detail["by"] == "sip:ben@pbx.example"
     assert control.last("bridge")[2] == legs["sip:ben@pbx.example"]  # bridged to Ben
     assert returned == []
+    assert kinds(record).count("ringing") == 1  # three phones rang: one ringing step
 
 
 def test_the_group_fails_only_when_everyone_has_and_busy_says_most() -> None:

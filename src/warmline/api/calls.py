@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
+from sqlalchemy.exc import SQLAlchemyError
 
-from warmline.api.dependencies import EngineDep
+from warmline.api.dependencies import ApiSettings, EngineDep, SettingsDep
 from warmline.api.errors import handoff_errors_as_http
 from warmline.api.resolve import check_allowed, check_routable
 from warmline.api.schemas import (
@@ -22,17 +25,32 @@ from warmline.api.schemas import (
 )
 from warmline.calls.trunks import NoRoute
 from warmline.engine import CallEngine
+from warmline.records.report import call_history
 from warmline.transfer.handoff import Handoff
 from warmline.transport.resolver import ResolutionError
 
 router = APIRouter()
+SAFE_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")  # what a call id can be; the rest: 404
 
 
 @router.get("/calls")
 async def list_calls(engine: EngineDep) -> list[dict[str, Any]]:
-    """Calls warmline holds now, and ended ones it still remembers (inbound and outbound:
-    an outbound call is "dialing", then "ringing", then with the AI or a human)."""
+    """Calls warmline holds now, and those ended in the last ``[limits] keep_ended_calls``
+    seconds; older ones are read one at a time from the records (GET /calls/{id})."""
     return [call.as_dict() for call in engine.calls.values()]
+
+
+@router.get("/calls/{call_id}")
+async def get_call(call_id: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
+    """One call: from memory while it lives (and briefly after), else from the records
+    with its events (404 when neither knows it)."""
+    call = engine.calls.get(call_id)
+    if call is not None:
+        return {**call.as_dict(), "source": "live"}
+    history = await _from_the_records(settings, call_id)
+    if history is None:
+        raise HTTPException(404, f"no call {call_id}")
+    return history
 
 
 # The checks, first failure answers: the body (pydantic, 422), its caller_id against
@@ -130,17 +148,19 @@ async def add_turn(call_id: str, turn: TurnModel, engine: EngineDep) -> TurnAcce
 
 
 @router.post("/calls/{call_id}/csat", status_code=201)
-async def csat(call_id: str, body: CsatModel, engine: EngineDep) -> dict[str, Any]:
-    """A satisfaction score (API or post-call survey) for the KPIs."""
-    _require_call(engine, call_id)
+async def csat(call_id: str, body: CsatModel, engine: EngineDep,
+               settings: SettingsDep) -> dict[str, Any]:
+    """A satisfaction score (API or post-call survey, even hours later) for the KPIs."""
+    await _require_known_call(engine, settings, call_id)
     engine.record(call_id, "call.csat", {"score": body.score})
     return {"call_id": call_id, "score": body.score}
 
 
 @router.post("/calls/{call_id}/resolution", status_code=201)
-async def resolution(call_id: str, body: ResolutionModel, engine: EngineDep) -> dict[str, Any]:
+async def resolution(call_id: str, body: ResolutionModel, engine: EngineDep,
+                     settings: SettingsDep) -> dict[str, Any]:
     """Whether the caller's issue was resolved on this call (first-call resolution)."""
-    _require_call(engine, call_id)
+    await _require_known_call(engine, settings, call_id)
     engine.record(call_id, "call.resolution", {"resolved": body.resolved})
     return {"call_id": call_id, "resolved": body.resolved}
 
@@ -168,3 +188,22 @@ def _require_call(engine: CallEngine, call_id: str) -> None:
     so an invalid body still gets its 422 first."""
     if call_id not in engine.calls:
         raise HTTPException(404, f"no call {call_id}")
+
+
+async def _require_known_call(engine: CallEngine, settings: ApiSettings, call_id: str) -> None:
+    """404 unless the call is in memory or, once forgotten, in the records."""
+    if call_id not in engine.calls and await _from_the_records(settings, call_id) is None:
+        raise HTTPException(404, f"no call {call_id}")
+
+
+async def _from_the_records(settings: ApiSettings, call_id: str) -> dict[str, Any] | None:
+    """The call as the records tell it (a worker thread: the loop carries calls), or None;
+    503 naming the records when the database cannot be read."""
+    if settings.records_url is None or not SAFE_ID.match(call_id):
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, call_history, settings.records_url, call_id)
+    except SQLAlchemyError as error:
+        raise HTTPException(503, f"records: cannot be read now ({type(error).__name__})"
+                            ) from None

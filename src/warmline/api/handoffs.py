@@ -16,10 +16,13 @@ router = APIRouter()
 
 @router.get("/handoffs")
 async def recent_handoffs(engine: EngineDep, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest handoffs, newest first, with outcome and summary."""
+    """The latest handoffs, newest first, with outcome and summary: those of the calls in
+    memory, then the last few hundred of calls already forgotten."""
     if not 0 < limit <= 1000:
         raise HTTPException(422, "limit: must be in (0, 1000]")
-    recent = list(engine.handoffs.values())[-limit:]
+    live = list(engine.handoffs.values())[-limit:]
+    past = list(engine.past_handoffs)[-(limit - len(live)):] if len(live) < limit else []
+    recent = past + live
     return [_handoff_row(handoff) for handoff in reversed(recent)]
 
 

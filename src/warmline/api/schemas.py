@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from warmline.brain.service import TurnResult
 from warmline.brain.turns import Action, AuthState, Turn
+from warmline.calls.recording import RecordingAction, RecordingPhase
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import parse_uri
 from warmline.transfer.handoff import (
@@ -218,6 +219,22 @@ class CsatModel(ApiModel):
 
 class ResolutionModel(ApiModel):
     resolved: bool
+
+
+class RecordingRequest(ApiModel):
+    """POST /calls/{id}/recording: start (after the consent), pause, resume or stop."""
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+    action: RecordingAction = Field(description="start, pause (card numbers: silence is "
+                                                "recorded until resume), resume or stop")
+    announce: bool = Field(True, description="start: play the consent announcement first; "
+                                             "false when the AI says it itself")
+
+
+class RecordingStatus(ApiModel):
+    call_id: str
+    recording: RecordingPhase | None = Field(description="announcing, recording, paused; "
+                                                         "null once stopped")
 
 
 class OutboundCallRequest(ApiModel):

@@ -9,8 +9,9 @@ outlives its call. It also places the requests a transfer asks for (an
 outbound leg, a REFER, an OPTIONS probe) and hands their SIP events to the
 listener given with each, so the layer above never sees the UA.
 
-Ended calls stay listed for ``RETAIN_SECONDS`` (the API shows them), then
-are forgotten in the order they ended: the records keep them for good.
+Ended calls stay listed for ``keep_ended`` seconds (the API shows them; two
+minutes by default), then are forgotten in the order they ended: the records
+keep them for good, and the API reads them from there.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from warmline.transport.resolver import Resolution, Resolver
 from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
-RETAIN_SECONDS = 3600.0
+KEEP_ENDED_SECONDS = 120.0  # default: the API lists an ended call this long, then the records
 # Q.850 cause 41, temporary failure: the call was lost, calling again may work
 LEFT_OVER_REASON = 'Q.850;cause=41;text="warmline restarted; the call was lost"'
 LEFT_OVER_TRIES, LEFT_OVER_RETRY_SECONDS = 3, 10.0
@@ -109,8 +110,12 @@ class Switchboard:
                  trusted_identity: Sequence[Network] = (),
                  srtp: SrtpPolicy = SrtpPolicy.ACCEPT,
                  early_media: float | None = None, max_calls: int = 0,
-                 retry_after: int = 5, journal: DialogJournal | None = None) -> None:
+                 retry_after: int = 5, journal: DialogJournal | None = None,
+                 keep_ended: float = KEEP_ENDED_SECONDS) -> None:
         self.shell = shell
+        # seconds an ended call stays in ``calls``: long enough for the API to see how it
+        # ended, short enough that memory does not grow with the last hour's traffic
+        self.keep_ended = keep_ended
         self.journal = journal  # the dialogs we own, for the next start after a crash
         self.left_over_ended = 0  # dialogs a crashed run left, ended by this one
         self._left_over_tries: dict[str, int] = {}  # BYEs sent, by memo key
@@ -453,8 +458,9 @@ class Switchboard:
         return None
 
     def _forget_ended_calls(self) -> None:
-        """Drop calls that ended over ``RETAIN_SECONDS`` ago (constant time per call)."""
-        horizon = self.shell.now() - RETAIN_SECONDS
+        """Drop calls that ended over ``keep_ended`` seconds ago (constant time per call:
+        the oldest first off a queue, never a scan)."""
+        horizon = self.shell.now() - self.keep_ended
         ended = self._ended
         while ended and ended[0][0] < horizon:
             _, call_id = ended.popleft()

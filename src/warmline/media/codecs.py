@@ -78,6 +78,12 @@ class _Opus:
         return np.clip(np.round(narrow), -32768, 32767).astype(np.int16)
 
 
+def is_stateless(codec: Codec) -> bool:
+    """Whether ``codec`` encodes a frame the same whatever came before (G.711): then an
+    encoded frame of shared audio can be reused by every call that plays it."""
+    return isinstance(codec, _Ulaw | _Alaw)
+
+
 def make_codec(name: str) -> Codec:
     """A fresh codec for ``name`` (pcmu, pcma, g722, opus); raises ValueError naming it."""
     factories: dict[str, Callable[[], Codec]] = {"pcmu": _Ulaw, "pcma": _Alaw, "g722": _G722,

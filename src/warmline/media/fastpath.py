@@ -47,6 +47,15 @@ def _load_forwarder() -> ModuleType | None:
     return module
 
 
+def describe_forwarder() -> str:
+    """What ``warmline --version`` and the start of ``serve`` say about the relay."""
+    if _load_forwarder() is not None:
+        return "relay fast path compiled"
+    if os.environ.get("WARMLINE_FASTPATH", "1") == "0":
+        return "relay fast path off (WARMLINE_FASTPATH=0)"
+    return "relay fast path not compiled: every RTP packet in Python"
+
+
 class BridgedLeg(Protocol):
     """What the fast path reads and changes on a leg (relay_leg.RelayLeg).
 

@@ -59,6 +59,18 @@ class Playback(Protocol):
         """Stop playing now (``done`` resolves); the far end hears nothing until told otherwise."""
 
 
+class AudioTap(Protocol):
+    """Both directions of one leg's audio, 20 ms at a time (8 kHz linear): what its far
+    end says and what its far end hears, whoever feeds it. A call recording
+    (media/recorder.py) is one: the caller's leg alone carries the whole conversation."""
+
+    def received(self, frame: Samples) -> None:
+        """Audio the far end sent (the caller speaking)."""
+
+    def sent(self, frame: Samples) -> None:
+        """Audio the far end was sent (the AI, hold audio, the human, a mix)."""
+
+
 class MediaLeg(Protocol):
     """One RTP endpoint facing one far end (a caller, a human, a bot's stream).
 
@@ -112,6 +124,13 @@ class MediaLeg(Protocol):
         While a sink is set every packet must be decoded and handed up (the
         embedded relay keeps the pair off its compiled path), so stop as soon
         as the audio is no longer needed.
+        """
+
+    def capture(self, tap: AudioTap | None) -> None:
+        """Hand both directions of the leg's audio to ``tap`` (a call recording); None stops.
+
+        Apart from :meth:`record`, so a recording and a voicemail or a bot's stream
+        can listen at once. Like ``record`` it keeps the leg off any compiled path.
         """
 
     @property

@@ -26,14 +26,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
 from warmline.media import g711
-from warmline.media.codecs import Codec, make_codec
+from warmline.media.codecs import Codec, is_stateless, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.fastpath import FastPath, Offload
-from warmline.media.plane import LegAddress, LegCounters
+from warmline.media.plane import AudioTap, LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player, Samples
 from warmline.media.rtcp import ReceptionStats, ReportBlock
 from warmline.media.rtcp_session import DEFAULT_INTERVAL, RtcpSession
@@ -109,6 +110,8 @@ class RelayLeg:
         self._first_word: FirstWordDetector | None = None
         self._on_first_word: Callable[[float], None] | None = None
         self._recorder: Callable[[Samples], None] | None = None
+        self._tap: AudioTap | None = None  # a call recording: both directions
+        self._sent_decoder: Codec | None = None  # the tap's own, for what we send (G.722 state)
         self._srtp: SrtpTransform | None = None
         self.outgoing = ContinuousStream(secrets.randbits(32), 8000,
                                          secrets.randbits(16), secrets.randbits(32))
@@ -159,12 +162,19 @@ class RelayLeg:
     @property
     def listening_for_words(self) -> bool:
         """Python must see this leg's audio: first-word detection or a recording."""
-        return self._first_word is not None or self._recorder is not None
+        return (self._first_word is not None or self._recorder is not None
+                or self._tap is not None)
 
     def record(self, sink: Callable[[Samples], None] | None) -> None:
         """Hand every 20 ms of the far end's audio (8 kHz linear) to ``sink``; None stops."""
         self.take_back()
         self._recorder = sink
+
+    def capture(self, tap: AudioTap | None) -> None:
+        """Hand both directions of the leg's audio to ``tap``; None stops."""
+        self.take_back()
+        self._tap = tap
+        self._sent_decoder = None  # made afresh for the codec in use at the first packet
 
     @property
     def on_dtmf(self) -> Callable[[str], None] | None:
@@ -205,6 +215,7 @@ class RelayLeg:
         self.stream = stream
         self._srtp = _transform(self._srtp, stream)
         self.encoder, self.decoder = _codec_pair(stream)
+        self._sent_decoder = None  # the codec may have changed: the tap's is made anew
         self.remote = (stream.remote_address, stream.remote_port)
         self.latched = False
         self.outgoing.clock_rate = stream.codec.clock_rate
@@ -379,9 +390,13 @@ class RelayLeg:
             self._on_telephone_event(packet)
         elif self._first_word is not None and self.decoder is not None:
             self._listen_for_words(packet)
-        if self._recorder is not None and self.decoder is not None \
-                and packet.payload_type == stream.payload_type:
-            self._recorder(self.decoder.decode(packet.payload))
+        if (self._recorder is not None or self._tap is not None) \
+                and self.decoder is not None and packet.payload_type == stream.payload_type:
+            frame = self.decoder.decode(packet.payload)  # once: G.722's decoder keeps state
+            if self._recorder is not None:
+                self._recorder(frame)
+            if self._tap is not None:
+                self._tap.received(frame)
         if self.conference is not None:
             self.conference.push(self, packet)
             return
@@ -455,8 +470,17 @@ class RelayLeg:
             packet.payload_type = stream.payload_type
         else:
             packet.payload_type = stream.payload_type
+        if self._tap is not None and packet.payload_type == stream.payload_type:
+            self._tap_sent(packet.payload, stream)
         out = self.outgoing.rewrite(packet, self.loop.time(), source.codec.clock_rate)
         self._send(out.to_bytes(), remote)
+
+    def _tap_sent(self, payload: bytes, stream: AudioStream) -> None:
+        """What the far end is sent, decoded by the tap's own decoder for the leg's codec."""
+        if self._sent_decoder is None:
+            self._sent_decoder, _ = _codec_pair(stream)
+        if self._sent_decoder is not None and self._tap is not None:
+            self._tap.sent(self._sent_decoder.decode(payload))
 
     def _send_rtcp(self, data: bytes, destination: tuple[str, int]) -> None:
         stream = self.stream
@@ -547,6 +571,45 @@ class Pacer:
         self.tick()
 
 
+class _EncodedLoops:
+    """Frames of looped audio (hold music, ringback), encoded once per stateless codec.
+
+    Every caller on hold hears the same buffer, so at hundreds of calls the
+    same 20 ms of G.711 was encoded hundreds of times a second. Keyed by the
+    buffer itself (held here, so its id cannot be reused), the frame's offset
+    and the codec; at most ``MAX_BUFFERS`` buffers, the least recent dropped.
+    """
+
+    MAX_BUFFERS = 8
+
+    def __init__(self) -> None:
+        self._by_buffer: OrderedDict[int, tuple[Samples, dict[tuple[int, type], bytes]]] = \
+            OrderedDict()
+
+    def payload(self, player: Player, encoder: Codec) -> bytes:
+        if not player.loop or not is_stateless(encoder):
+            return encoder.encode(player.next_frame())
+        key = id(player.samples)
+        entry = self._by_buffer.get(key)
+        if entry is None or entry[0] is not player.samples:
+            entry = (player.samples, {})
+            self._by_buffer[key] = entry
+            while len(self._by_buffer) > self.MAX_BUFFERS:
+                self._by_buffer.popitem(last=False)
+        else:
+            self._by_buffer.move_to_end(key)
+        frames = entry[1]
+        slot = (player.position, type(encoder))
+        frame = player.next_frame()  # advances the player (cheap: a slice)
+        payload = frames.get(slot)
+        if payload is None:
+            payload = frames[slot] = encoder.encode(frame)
+        return payload
+
+
+_ENCODED_LOOPS = _EncodedLoops()
+
+
 class PlayerFeed:
     """Plays a :class:`Player` into a leg, one 20 ms packet per tick."""
 
@@ -571,7 +634,7 @@ class PlayerFeed:
             self.stop()
             return
         if stream is not None and leg.encoder is not None:
-            payload = leg.encoder.encode(self.player.next_frame())
+            payload = _ENCODED_LOOPS.payload(self.player, leg.encoder)
             leg.send_from(self.source.packet(stream.payload_type, payload,
                                              stream.codec.clock_rate), stream)
 

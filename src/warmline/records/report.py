@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from warmline.records.kpis import REPEAT_WINDOW, compute, facts
-from warmline.records.store import connect, read_events
+from warmline.records.store import connect, read_call_events, read_events
 
 
 @functools.cache
@@ -45,3 +45,20 @@ def daily_report(url: str, days: int, intent: str | None = None,
         day["transfers"] += fact.escalated
     return [{"day": time.strftime("%Y-%m-%d", time.gmtime(day * 86400)), **counts}
             for day, counts in sorted(totals.items())]
+
+
+def call_history(url: str, call_id: str) -> dict[str, Any] | None:
+    """An ended call as GET /calls/{id} shows it once the engine has forgotten it, from
+    its events; None when the records hold no such call."""
+    events = read_call_events(_engine(url), call_id)
+    started = next((e for e in events if e.kind == "call.started"), None)
+    if started is None:
+        return None
+    ended = next((e for e in events if e.kind == "call.ended"), None)
+    handoffs = list(dict.fromkeys(e.handoff_id for e in events if e.handoff_id))
+    return {"id": call_id, "from": started.data.get("caller"), "state": "ended" if ended
+            else "unknown", "started_at": started.at, "ended_at": ended.at if ended else None,
+            "end_reason": ended.data.get("reason") if ended else None, "handoffs": handoffs,
+            "events": [{"at": e.at, "kind": e.kind, "handoff_id": e.handoff_id,
+                        "data": e.data} for e in events],
+            "source": "records"}

@@ -380,6 +380,16 @@ class RecordWriter:
                 log.error("records: cannot fsync the journal: %s", error)
 
 
+def read_call_events(engine: Engine, call_id: str, limit: int = 1000) -> list[Event]:
+    """The events of one call, oldest first (at most ``limit``), by the call_id index."""
+    query = (select(events_table).where(events_table.c.call_id == call_id)
+             .order_by(events_table.c.at, events_table.c.id).limit(limit))
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [Event(row.at, row.call_id, row.kind, json.loads(row.data), row.handoff_id)
+            for row in rows]
+
+
 def read_events(engine: Engine, since: float = 0.0, until: float = float("inf")
                 ) -> list[Event]:
     """Every event in [since, until), oldest first."""

@@ -1,8 +1,9 @@
 """Whether the SIP core runs compiled (mypyc) and whether that build is stale.
 
-scripts/build-core compiles the hot modules into C extensions beside their
-sources; Python prefers those. A compiled module older than its source would
-silently run old code, so tests refuse to start and `--version` says so.
+Every install compiles the hot modules into C extensions beside their sources
+(setup.py; scripts/build-core for a source checkout); Python prefers those. A
+compiled module older than its source would silently run old code, so tests
+refuse to start and `--version` says so.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ def compiled_modules() -> list[Path]:
 
 
 def stale_modules() -> list[str]:
-    """Compiled modules whose .py source changed after they were built."""
+    """Compiled modules whose .py source changed after they were built. Only in a source
+    checkout: an installed wheel's files all carry the install's time, in no set order."""
+    if not (_HERE.parents[2] / "pyproject.toml").exists():
+        return []
     stale = []
     for extension in compiled_modules():
         source = _HERE / (extension.name.split(".", 1)[0] + ".py")

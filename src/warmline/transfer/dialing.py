@@ -67,6 +67,7 @@ class HumanDial:
         self.leg: LegId | None = None  # the leg that answered (before that: the first dialled)
         self.ringing: dict[LegId, str] = {}  # legs dialled and not failed yet: their URI
         self._failures: list[tuple[int | None, str]] = []  # (status, failure) of the others
+        self._told_ringing = False  # the handoff's ringing step is recorded once
 
     def start(self) -> None:
         if self.destination.probe:
@@ -87,7 +88,9 @@ class HumanDial:
             case WebhookDone(kind=WebhookKind.WEBHOOK) if self.state is DialState.NOTIFYING:
                 self._ring()
             case LegProgress(leg=leg, status=status) if leg in self.ringing:
-                if 180 <= status < 190 and self.state is DialState.RINGING:
+                if 180 <= status < 190 and self.state is DialState.RINGING \
+                        and not self._told_ringing:  # once, not once per phone of a group
+                    self._told_ringing = True
                     self.handoff.progress(HandoffStatus.RINGING, sip_status=status)
             case LegAnswered(leg=leg) if leg in self.ringing:
                 self._on_answer(event)

@@ -99,6 +99,7 @@ class LiveCallControl:
         self._playback_ids = (PlaybackId(n) for n in itertools.count(1))
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False  # the engine is shutting down
         self._mix: MediaMix | None = None
         self._mix_legs: set[LegId] = set()  # the legs in the three-way mix
         self._caller_digits: Callable[[str], None] | None = None  # the AI's, while bridged
@@ -139,6 +140,8 @@ class LiveCallControl:
     # -- timers ----------------------------------------------------------------------
     def set_timer(self, key: str, seconds: float) -> None:
         self.cancel_timer(key)
+        if self._closed:
+            return
         self._timers[key] = self.loop.call_later(seconds, self._timer_fired, key)
 
     def cancel_timer(self, key: str) -> None:
@@ -331,10 +334,16 @@ class LiveCallControl:
 
     # -- plumbing --------------------------------------------------------------------
     async def close(self) -> None:
+        """Stop for good (the engine is shutting down): no timer fires, no new work starts,
+        the work under way is cancelled and awaited, so that whatever it records reaches
+        the records before they close, not after."""
+        self._closed = True
         for key in list(self._timers):
             self.cancel_timer(key)
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _post(self, event: TransferEvent) -> None:
         self.loop.call_soon(self._deliver, event)
@@ -344,6 +353,9 @@ class LiveCallControl:
             self.sink(event)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._closed:  # shutting down: what it would do (a prompt, a dial) is moot
+            work.close()
+            return
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

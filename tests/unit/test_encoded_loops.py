@@ -1,0 +1,58 @@
+"""Looped audio shared by every call on hold is encoded once per frame, not once per call."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from warmline.media.codecs import make_codec
+from warmline.media.player import Player, ringback
+from warmline.media.relay_leg import _EncodedLoops
+
+
+class CountingCodec:
+    """PCMU that counts its encodes (so a reused frame shows)."""
+
+    def __init__(self) -> None:
+        self.inner = make_codec("pcmu")
+        self.encoded = 0
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        self.encoded += 1
+        return self.inner.encode(samples)
+
+    def decode(self, payload: bytes) -> np.ndarray:
+        return self.inner.decode(payload)
+
+
+def test_every_caller_on_hold_gets_the_same_bytes_from_one_encoding() -> None:
+    cache = _EncodedLoops()
+    hold = ringback()
+    pcmu = make_codec("pcmu")
+    callers = [Player(hold, loop=True) for _ in range(3)]
+    heard = [[cache.payload(player, pcmu) for _ in range(400)] for player in callers]
+    reference = Player(hold, loop=True)
+    expected = [pcmu.encode(reference.next_frame()) for _ in range(400)]  # wraps past 300
+    assert heard[0] == heard[1] == heard[2] == expected
+
+
+def test_only_stateless_codecs_and_looped_players_are_reused() -> None:
+    cache = _EncodedLoops()
+    speech = np.arange(1600, dtype=np.int16)
+    counting = CountingCodec()  # not known to be stateless: encoded every time
+    for _ in range(2):
+        cache.payload(Player(speech, loop=True), counting)
+    assert counting.encoded == 2
+    g722 = make_codec("g722")  # keeps state between frames: never shared
+    first = [cache.payload(Player(speech, loop=True), g722) for _ in range(2)]
+    assert len(first) == 2 and cache._by_buffer == {}
+    one_shot = Player(speech)  # a prompt played once: nothing kept
+    cache.payload(one_shot, make_codec("pcmu"))
+    assert cache._by_buffer == {}
+
+
+def test_the_cache_holds_a_bounded_number_of_buffers() -> None:
+    cache = _EncodedLoops()
+    pcmu = make_codec("pcmu")
+    for n in range(cache.MAX_BUFFERS + 5):
+        cache.payload(Player(np.full(320, n, dtype=np.int16), loop=True), pcmu)
+    assert len(cache._by_buffer) == cache.MAX_BUFFERS
