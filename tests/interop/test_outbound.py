@@ -108,7 +108,8 @@ async def _post_calls(tmp_path: Path) -> None:
         calls = CallEngine(running.shell, relay, "127.0.0.1", ["PCMU"],
                            lambda call: agent[0].on_call(call),
                            records_dir=tmp_path / "records", records=records,  # type: ignore[arg-type]
-                           outbound=outbound_policy("sip:customer@127.0.0.1"))
+                           outbound=outbound_policy("sip:customer@127.0.0.1"),
+                           destination_policy=DestinationPolicy())  # [transfer]: loopback
         agent.append(ScriptedAgent(calls, load_flow(flow_file)))
         peer = asyncio.ensure_future(customer.run(tmp_path / "customer"))
         await asyncio.sleep(0.3)  # sipp is listening
@@ -124,6 +125,9 @@ async def _post_calls(tmp_path: Path) -> None:
                 ({"to": customer_uri, "trunk": "nope"}, 422, "trunk: no trunk named 'nope'"),
                 ({"to": "sip:+19005550100@127.0.0.2"}, 403, "[outbound] allow"),
                 ({"to": customer_uri, "caller_id": "sip:bank@127.0.0.1"}, 403, "caller_id"),
+                ({"to": customer_uri, "then": "destination",
+                  "destination": {"to": "sip:+19005550100@gw.example.com"}}, 403,
+                 "destination.to: sip:+19005550100@gw.example.com is not an allowed"),
                 ({"to": customer_uri, "callback_url": "http://169.254.169.254/"}, 422,
                  "callback_url"),
             ]
