@@ -178,7 +178,9 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         keep_ended_calls=settings.keep_ended_calls,
                         recording=settings.recording,
                         early_media=settings.early_media
-                        if settings.agent_ws and settings.early_media > 0 else None)
+                        if settings.agent_ws and settings.early_media > 0 else None,
+                        outbound=settings.outbound, callbacks=settings.callbacks,
+                        call_events=settings.call_urls.build() if settings.call_urls else None)
     shell.tap = await _taps(stack, engine.sip_trace, settings)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)

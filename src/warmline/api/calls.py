@@ -13,15 +13,21 @@ from warmline.api.dependencies import ApiSettings, EngineDep, SettingsDep
 from warmline.api.errors import handoff_errors_as_http
 from warmline.api.resolve import check_allowed, check_routable
 from warmline.api.schemas import (
+    CallEventsRequest,
     CsatModel,
+    OutboundCallPlaced,
+    OutboundCallRequest,
     ResolutionModel,
     TransferAccepted,
     TransferRequest,
     TurnAccepted,
     TurnModel,
 )
+from warmline.calls.trunks import NoRoute
 from warmline.engine import CallEngine
 from warmline.records.report import call_history
+from warmline.transfer.handoff import Handoff
+from warmline.transport.resolver import ResolutionError
 
 router = APIRouter()
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")  # what a call id can be; the rest: 404
@@ -45,6 +51,77 @@ async def get_call(call_id: str, engine: EngineDep, settings: SettingsDep) -> di
     if history is None:
         raise HTTPException(404, f"no call {call_id}")
     return history
+
+
+# The checks, first failure answers: the body (pydantic, 422), its caller_id against
+# [outbound] (403), the department (422), "to" against [outbound] allow and the destination
+# against [transfer] allow (403), the callback_url against [events] call_url_hosts (422),
+# the trunk and "to" in DNS (422); then the call is placed (503 when no room).
+@router.post("/calls", status_code=201)
+async def place_call(body: OutboundCallRequest, engine: EngineDep) -> OutboundCallPlaced:
+    request = body.build(engine.outbound.caller_id, engine.outbound.ring_timeout)
+    if body.caller_id is not None:
+        _forbid_if("caller_id", engine.outbound.caller_id_problem(body.caller_id))
+    if body.department is not None and \
+            body.department not in engine.escalation.department_names:
+        known = ", ".join(engine.escalation.department_names) or "none configured"
+        raise HTTPException(422, f"department: no department named {body.department!r} "
+                                 f"({known})")
+    _forbid_if("to", engine.outbound_problem(body.to, body.trunk))
+    if request.destination is not None:
+        check_allowed(Handoff("-", request.destination), engine, "destination.to")
+    if body.callback_url is not None:
+        _check_events_url(engine, "callback_url", body.callback_url)
+    await _check_reachable(engine, body.to, body.trunk)
+    try:
+        call = await engine.place_call(request, body.callback_url)
+    except OverflowError as error:
+        raise HTTPException(503, f"no room for another call: {error}") from None
+    except NoRoute as error:
+        raise HTTPException(422, f"to: {error}") from None
+    except ResolutionError as error:
+        raise HTTPException(422, f"to: {error.name} does not resolve ({error.reason})") from None
+    except OSError as error:
+        raise HTTPException(503, f"no media port free: {error}") from None
+    except ValueError as error:
+        raise HTTPException(422, f"to: cannot be called: {error}") from None
+    return OutboundCallPlaced(call_id=call.id, state=call.state.value, token=call.token)
+
+
+@router.post("/calls/{call_id}/events")
+async def call_events(call_id: str, body: CallEventsRequest, engine: EngineDep
+                      ) -> dict[str, Any]:
+    """This call's status events also go to ``url`` from now on, signed as [events] are.
+    422 when the URL's host is not in [events] call_url_hosts (or it is not https)."""
+    _require_call(engine, call_id)
+    call = engine.calls[call_id]
+    if call.ended:
+        raise HTTPException(409, f"call {call_id} has ended")
+    _check_events_url(engine, "url", body.url)
+    engine.set_call_events(call, body.url)
+    return {"call_id": call_id, "url": body.url}
+
+
+def _forbid_if(field: str, problem: str | None) -> None:
+    if problem is not None:
+        raise HTTPException(403, f"{field}: {problem}")
+
+
+def _check_events_url(engine: CallEngine, field: str, url: str) -> None:
+    events = engine.call_events
+    problem = "per-call callback URLs are off: no [events] secret to sign them with" \
+        if events is None else events.problem(url)
+    if problem is not None:
+        raise HTTPException(422, f"{field}: {problem}")
+
+
+async def _check_reachable(engine: CallEngine, to: str, trunk: str | None) -> None:
+    try:
+        await engine.reachable(to, trunk)
+    except NoRoute as error:
+        raise HTTPException(422, f"{'trunk' if trunk else 'to'}: {error}") from None
+    except ResolutionError as error:
+        raise HTTPException(422, f"to: {error.name} does not resolve ({error.reason})") from None
 
 
 # The checks, first failure answers: the body (pydantic, 422), its caller_id (422), the

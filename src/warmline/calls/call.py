@@ -13,10 +13,17 @@ from warmline.calls.leg import CallLeg
 
 
 class CallState(StrEnum):
+    DIALING = "dialing"  # an outbound call: our INVITE is out, nothing heard yet
+    RINGING = "ringing"  # an outbound call: the customer's phone rings (18x)
     AI = "ai"  # with the AI agent (also after a transfer that came back)
     TRANSFERRING = "transferring"
     HUMAN = "human"  # bridged to a human through warmline
     ENDED = "ended"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"  # the caller called us
+    OUTBOUND = "outbound"  # we called the customer (POST /calls, a callback due)
 
 
 @dataclass(eq=False)
@@ -37,6 +44,7 @@ class Call:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16), repr=False)
     started_wall: float = field(default_factory=time.time)  # the same moment, as Unix time
     hangup_requested: bool = False  # POST /calls/{id}/hangup came (the BYE may be out)
+    direction: Direction = Direction.INBOUND  # outbound: ``caller`` is the customer we called
 
     @property
     def ended(self) -> bool:
@@ -51,5 +59,6 @@ class Call:
         return {"id": self.id, "from": self.caller_uri,
                 "to": str(session.local_party.uri), "state": self.state.value,
                 "started_at": self.started_wall, "answered": self.answered_at is not None,
+                "direction": self.direction.value,
                 "token": self.token,  # for its bot: opens this call's routes only
                 "handoffs": list(self.handoff_ids)}
