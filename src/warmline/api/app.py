@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from warmline.api import calls, dashboard, handoffs, health, reports, stream, traces, trunks
+from warmline.api import (
+    calls,
+    dashboard,
+    handoffs,
+    health,
+    reports,
+    stream,
+    traces,
+    trunks,
+    twilio,
+)
 from warmline.api.auth import install_auth
 from warmline.api.dependencies import ApiSettings, provide
 from warmline.api.limits import install_limits
@@ -26,6 +36,7 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     # added last, so it runs first: a huge body is refused before auth reads anything
     install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,
-                   trunks.router, dashboard.router, health.router, traces.router):
+                   trunks.router, dashboard.router, health.router, traces.router,
+                   twilio.router):
         app.include_router(routes)
     return app
