@@ -123,7 +123,7 @@ async def end_the_call(responder: Responder) -> None:
     await responder.push_frame(EndWorkerFrame(reason="the bot is done"))
 
 
-class ScriptedLLM(LLMService):  # type: ignore[type-arg]
+class ScriptedLLM(LLMService):
     """An LLM service whose model always answers a context with one tool call: what a
     real one does once it has parsed its provider's reply."""
 
