@@ -22,6 +22,7 @@ import time
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,12 @@ class BotLog:
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+class Turn(Enum):
+    LISTENING = "listening"
+    SPEAKING = "speaking"
+    DONE = "done"
+
+
 class Responder(FrameProcessor):
     """Listens for a second, answers with a tone, then ends the call or asks for a transfer."""
 
@@ -100,20 +107,19 @@ class Responder(FrameProcessor):
         super().__init__()
         self.log, self.then = log, then
         self.heard: list[np.ndarray] = []
-        self.spoke = False
+        self.turn = Turn.LISTENING
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, InputAudioRawFrame) and not self.spoke:
+        if isinstance(frame, InputAudioRawFrame) and self.turn is Turn.LISTENING:
             self.heard.append(np.frombuffer(frame.audio, dtype=np.int16))
             if sum(map(len, self.heard)) >= RATE:
-                self.spoke = True
+                self.turn = Turn.SPEAKING
                 self.log.heard_caller = tone_share(np.concatenate(self.heard), CALLER_HZ)
                 # what a TTS service pushes: the transport says when the bot stopped speaking
                 await self.push_frame(TTSAudioRawFrame(BOT_TONE.tobytes(), RATE, 1))
-        elif isinstance(frame, BotStoppedSpeakingFrame) and self.spoke:
-            self.spoke = False  # once
-            self.heard = [np.zeros(RATE, dtype=np.int16)]  # never again
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self.turn is Turn.SPEAKING:
+            self.turn = Turn.DONE
             await self.then(self)
         await self.push_frame(frame, direction)
 
