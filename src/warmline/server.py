@@ -266,7 +266,8 @@ def _ai_side(engine: CallEngine, settings: ServeSettings) -> Callable[[Call], No
     """
     if settings.agent_ws:
         return MediaStreamAgent(engine, settings.agent_ws, max_message=settings.ws_message,
-                                audio_seconds=settings.ws_audio_seconds).on_call
+                                audio_seconds=settings.ws_audio_seconds,
+                                api_url=settings.http.url if settings.http else None).on_call
     if settings.flow is not None:
         return ScriptedAgent(engine, settings.flow).on_call
 

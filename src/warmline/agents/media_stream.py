@@ -3,12 +3,14 @@
 Existing voice bots (Pipecat and the like) already serialize this framing,
 so they can take a warmline call unchanged: warmline connects to the bot's
 WebSocket URL and sends ``connected``, ``start`` (streamSid, callSid, the
-audio format: 8 kHz mu-law), then a ``media`` event per 20 ms of the
+audio format: 8 kHz mu-law; in customParameters the caller, the call's token
+and the URL of warmline's API), then a ``media`` event per 20 ms of the
 caller's audio (base64 mu-law), ``dtmf`` when the caller presses a key and
 ``stop`` at the end. The bot sends ``media`` (audio to play, queued and paced
 at 20 ms), ``mark`` (echoed back once the audio before it has been played)
-and ``clear`` (drop what is queued: barge-in). Transfers and turns go over
-the REST API or the in-process engine, as for any agent.
+and ``clear`` (drop what is queued: barge-in). Hang-up, transfers and turns
+go over the REST API with the call's token (warmline.pipecat wires them into
+a Pipecat bot) or the in-process engine, as for any agent.
 
 A bot that sends garbage, or stops reading so that more than a few seconds
 of caller audio pile up, is disconnected; the caller keeps hold audio and no
@@ -109,9 +111,11 @@ class MediaStreamAgent:
     """Connects every call to the bot at ``url`` for as long as the call is with the AI."""
 
     def __init__(self, engine: AgentHost, url: str, connect_timeout: float = 5.0, *,
-                 max_message: int = 65_536, audio_seconds: float = 120.0) -> None:
+                 max_message: int = 65_536, audio_seconds: float = 120.0,
+                 api_url: str | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.api_url = api_url  # warmline's HTTP API, told to the bot (hang-up, transfer)
         self.connect_timeout = connect_timeout
         self.max_message = max_message  # bytes per message from the bot
         self.audio_seconds = audio_seconds  # the bot's audio queued ahead of playing
@@ -134,20 +138,21 @@ class MediaStreamAgent:
             return
         self.engine.answer(call)  # the bot is there: the ringing ends
         self.sessions += 1
-        dropped = await run_stream(self.engine, call, socket, self.audio_seconds)
+        dropped = await run_stream(self.engine, call, socket, self.audio_seconds, self.api_url)
         if dropped is not None:
             self.disconnected_for_misbehaving += 1
 
 
 async def run_stream(engine: AgentHost, call: Call, socket: Any,
-                     audio_seconds: float = 120.0) -> str | None:
+                     audio_seconds: float = 120.0, api_url: str | None = None) -> str | None:
     """Serve ``call``'s media stream over ``socket`` (ours or the bot's end of it).
 
     ``socket`` needs ``send(text)``, ``close(code=, reason=)`` and async iteration
-    over incoming messages. Returns why the bot was dropped, or None. Whatever
+    over incoming messages. ``api_url`` (warmline's HTTP API) goes to the bot in
+    the ``start`` message. Returns why the bot was dropped, or None. Whatever
     happens, the caller is left with hold audio, never silence.
     """
-    stream = _Stream(call, socket, audio_seconds)
+    stream = _Stream(call, socket, audio_seconds, api_url)
     try:
         await stream.run()
     except _Misbehaving as error:
@@ -177,9 +182,11 @@ class _Misbehaving(Exception):
 class _Stream:
     """One call's stream: caller audio out, bot audio in."""
 
-    def __init__(self, call: Call, socket: Any, audio_seconds: float = 120.0) -> None:
+    def __init__(self, call: Call, socket: Any, audio_seconds: float = 120.0,
+                 api_url: str | None = None) -> None:
         self.call = call
         self.socket = socket
+        self.api_url = api_url
         self.sid = "MZ" + secrets.token_hex(16)
         self.outbound: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.player = StreamPlayer(audio_seconds)
@@ -192,8 +199,7 @@ class _Stream:
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send({"event": "start", "start": {
             "streamSid": self.sid, "callSid": self.call.id, "accountSid": "warmline",
-            "tracks": ["inbound"], "customParameters": {
-                "from": self._caller(), "call_token": self.call.token},
+            "tracks": ["inbound"], "customParameters": self._parameters(),
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
         self.player.on_mark = lambda name: self.outbound.put_nowait(
             {"event": "mark", "mark": {"name": name}})
@@ -226,6 +232,15 @@ class _Stream:
 
     def _caller(self) -> str:
         return self.call.caller_uri
+
+    def _parameters(self) -> dict[str, str]:
+        """What a Twilio bot finds in ``customParameters``: the caller (also as
+        ``from_number``, which Pipecat reads), the call's token, and where to use it."""
+        parameters = {"from": self._caller(), "from_number": self._caller(),
+                      "call_token": self.call.token}
+        if self.api_url is not None:
+            parameters["api_url"] = self.api_url
+        return parameters
 
     def _caller_audio(self, samples: Samples) -> None:
         if self.call.state is not CallState.AI:

@@ -23,6 +23,7 @@ from warmline.api.schemas import (
     TurnAccepted,
     TurnModel,
 )
+from warmline.calls.call import Call
 from warmline.calls.trunks import NoRoute
 from warmline.engine import CallEngine
 from warmline.records.report import call_history
@@ -173,14 +174,20 @@ async def hang_up(call_id: str, engine: EngineDep) -> dict[str, Any]:
     call = engine.calls[call_id]
     if call.ended:
         raise HTTPException(409, f"call {call_id} has ended")
-    if not call.hangup_requested:  # a second request while the BYE is out changes nothing
-        call.hangup_requested = True
-        engine.record(call_id, "call.hangup_requested", {})  # before the call.ended it causes
-        engine.hang_up(call, HANGUP_REASON)
+    end_call(engine, call)
     return {"call_id": call_id, "status": "hanging up"}
 
 
 HANGUP_REASON = 'SIP;cause=200;text="the AI agent ended the call"'
+
+
+def end_call(engine: CallEngine, call: Call) -> None:
+    """The bot is done: recorded, then a BYE saying so. Once: a second request while
+    the BYE is out changes nothing."""
+    if not call.hangup_requested:
+        call.hangup_requested = True
+        engine.record(call.id, "call.hangup_requested", {})  # before the call.ended it causes
+        engine.hang_up(call, HANGUP_REASON)
 
 
 def _require_call(engine: CallEngine, call_id: str) -> None:
