@@ -347,6 +347,10 @@ def test_a_pipecat_bot_transfers_through_its_llm_tool(tmp_path: Path) -> None:
             call = await the_call(warmline, "human")
             late["answer"] = await twilio_update(warmline, call["id"], {"Status": "completed"},
                                                  auth=("AC1", call["token"]))
+            async with httpx.AsyncClient(base_url=warmline.api) as api:  # or a plain bot's
+                plain = await api.post(f"/calls/{call['id']}/hangup",
+                                       headers={"Authorization": f"Bearer {call['token']}"})
+            late["plain"] = (plain.status_code, plain.json())
 
         warmline, caller, heard = asyncio.run(run_call(
             tmp_path, lambda api_url: bot_app(log, WarmlineFrameSerializer.for_call,
@@ -361,6 +365,8 @@ def test_a_pipecat_bot_transfers_through_its_llm_tool(tmp_path: Path) -> None:
     assert isinstance(log.serializer, WarmlineFrameSerializer) and log.serializer.stream_stopped
     status, answer = late["answer"]  # refused: the call is the human's now
     assert status == 409 and answer["code"] == 21220 and "human" in answer["message"], answer
+    status, answer = late["plain"]  # the bot's token ends only a call with the AI
+    assert status == 409 and "human" in answer["detail"], answer
     kinds = [kind for kind, _ in warmline.events()]
     assert "call.hangup_requested" not in kinds, kinds
     human_hung_up = human.wait("hangup")["t"]

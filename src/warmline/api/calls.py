@@ -6,9 +6,10 @@ import asyncio
 import re
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import SQLAlchemyError
 
+from warmline.api.auth import bearer, same_secret
 from warmline.api.dependencies import ApiSettings, EngineDep, SettingsDep
 from warmline.api.errors import handoff_errors_as_http
 from warmline.api.resolve import check_allowed, check_routable
@@ -23,7 +24,7 @@ from warmline.api.schemas import (
     TurnAccepted,
     TurnModel,
 )
-from warmline.calls.call import Call
+from warmline.calls.call import Call, CallState
 from warmline.calls.trunks import NoRoute
 from warmline.engine import CallEngine
 from warmline.records.report import call_history
@@ -167,13 +168,21 @@ async def resolution(call_id: str, body: ResolutionModel, engine: EngineDep,
 
 
 @router.post("/calls/{call_id}/hangup", status_code=202)
-async def hang_up(call_id: str, engine: EngineDep) -> dict[str, Any]:
+async def hang_up(call_id: str, request: Request, engine: EngineDep,
+                  settings: SettingsDep) -> dict[str, Any]:
     """End the call (the bot is done): BYE to the caller, saying why (RFC 3326 Reason).
-    409 when it has ended already; a call still ringing is refused with 480."""
+    409 when it has ended already; a call still ringing is refused with 480. A bot (the
+    call's own token) ends only a call it holds: once a human has it, 409, so a bot that
+    hangs up as its pipeline ends never cuts the human off; the API token ends any."""
     _require_call(engine, call_id)
     call = engine.calls[call_id]
     if call.ended:
         raise HTTPException(409, f"call {call_id} has ended")
+    by_the_bot = settings.api_token is not None and not same_secret(bearer(request),
+                                                                    settings.api_token)
+    if by_the_bot and call.state is not CallState.AI:
+        raise HTTPException(409, f"call {call_id} is {call.state.value}: the call's own "
+                                 "token ends it only while it is with the AI")
     end_call(engine, call)
     return {"call_id": call_id, "status": "hanging up"}
 
