@@ -18,7 +18,7 @@ from warmline.agents.scripted import FlowError, load_flow
 from warmline.brain.calibration import LOG_NAME, format_report, report
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.redact import redact
-from warmline.brain.status_events import DEFAULT_KINDS, StatusCallbackSettings
+from warmline.brain.status_events import DEFAULT_KINDS, CallUrlSettings, StatusCallbackSettings
 from warmline.config import ConfigError, WarmlineConfig
 from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
@@ -423,10 +423,15 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
         return settings
     limits = config.limits
     events = config.events
+    kinds = frozenset(events.kinds) if events.kinds else DEFAULT_KINDS
     if events.url:
         settings = replace(settings, events=StatusCallbackSettings(
-            events.url, events.secret(),
-            frozenset(events.kinds) if events.kinds else DEFAULT_KINDS, events.attempts))
+            events.url, events.secret(), kinds, events.attempts))
+    if events.call_url_hosts:
+        settings = replace(settings, call_urls=CallUrlSettings(
+            events.secret(), tuple(events.call_url_hosts), kinds, events.attempts))
+    settings = replace(settings, outbound=config.outbound.policy(),
+                       callbacks=config.callbacks.settings())
     collector = config.trace.collector()
     if collector is not None:
         settings = replace(settings, hep=HepSettings(collector, config.trace.hep_capture_id,

@@ -42,7 +42,9 @@ from warmline.sip.access import LOOPBACK, AccessMode, parse_networks
 from warmline.sip.auth import Credentials
 from warmline.sip.errors import SipParseError
 from warmline.sip.session_timer import SessionTimerSettings
-from warmline.sip.uri import SipUri, is_digits, is_ip_address, parse_uri
+from warmline.sip.uri import SipUri, TelUri, is_digits, is_ip_address, parse_uri
+from warmline.transfer.callback_dialler import CallbackSettings
+from warmline.transfer.callback_schedule import CallbackPolicy
 from warmline.transfer.handoff import (
     Acceptance,
     ConnectBy,
@@ -53,6 +55,7 @@ from warmline.transfer.handoff import (
     agent_uri_problem,
     is_agent_uri,
 )
+from warmline.transfer.outbound import OutboundPolicy
 from warmline.transfer.policy import DestinationPattern, DestinationPolicy, PolicyError
 from warmline.transport.listen import ListenSpecError, parse_host_port, parse_listen
 
@@ -473,11 +476,23 @@ class EventsSection(_Strict):
     secret_file: str | None = None
     kinds: list[str] | None = None  # record kinds pushed; None: the defaults
     attempts: int = Field(6, ge=1, le=20)  # per event, with back-off from 1 s doubling
+    # hosts (globs) a per-call URL (POST /calls callback_url, POST /calls/{id}/events) may
+    # name; empty: none is accepted (the API must not make warmline call arbitrary hosts)
+    call_url_hosts: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
     def _secret_not_inline(cls, data: Any) -> Any:
         return _no_inline_secret(data, "secret")
+
+    @field_validator("call_url_hosts")
+    @classmethod
+    def _hosts(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value or any(ch in value for ch in "/:@ ") or value.strip("*.") == "":
+                raise ValueError(f"{value!r} is not a host name (globs allowed: "
+                                 "*.example.com)")
+        return values
 
     @field_validator("url")
     @classmethod
@@ -494,6 +509,9 @@ class EventsSection(_Strict):
 
     @model_validator(mode="after")
     def _signed(self) -> EventsSection:
+        if self.call_url_hosts and not (self.secret_env or self.secret_file):
+            raise ValueError("secret_env: call_url_hosts needs a signing secret (secret_env "
+                             "or secret_file), so receivers can verify what they get")
         if self.url and not (self.secret_env or self.secret_file):
             raise ValueError("secret_env: a url needs a signing secret (secret_env or "
                              "secret_file), so receivers can verify what they get")
@@ -502,7 +520,7 @@ class EventsSection(_Strict):
     def secret(self) -> str:
         """The signing secret, checked usable now (ValueError naming the key)."""
         value = read_secret("events.secret", self.secret_env, self.secret_file)
-        if self.url and not value:
+        if (self.url or self.call_url_hosts) and not value:
             raise ValueError("events.secret: empty")
         if value:
             try:
@@ -583,12 +601,79 @@ class TransferSection(_Strict):
     @field_validator("allow")
     @classmethod
     def _patterns(cls, values: list[str]) -> list[str]:
-        for value in values:
-            try:
-                DestinationPattern.parse(value)
-            except PolicyError as error:
-                raise ValueError(str(error).removeprefix("transfer.allow: ")) from None
+        return _allow_patterns(values)
+
+
+def _allow_patterns(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            DestinationPattern.parse(value)
+        except PolicyError as error:
+            raise ValueError(str(error).removeprefix("transfer.allow: ")) from None
+    return values
+
+
+class OutboundSection(_Strict):
+    """Whom warmline may call (POST /calls, callbacks) and as whom: nothing by default."""
+
+    # sip:USER@HOST[:PORT], sips:..., tel:NUMBER patterns, as [transfer] allow
+    allow: list[str] = Field(default_factory=list)
+    # addresses called directly (not through a trunk) without a pattern; none by default
+    trusted: list[str] = Field(default_factory=list)
+    caller_id: str = Field("", max_length=2048)  # our From; "" the trunk's caller ID
+    caller_ids: list[str] = Field(default_factory=list)  # others a request may ask for
+    ring_timeout: float = Field(30.0, gt=0, le=300)
+
+    @field_validator("trusted")
+    @classmethod
+    def _trusted_networks(cls, values: list[str]) -> list[str]:
+        parse_networks(values, "trusted")
         return values
+
+    @field_validator("allow")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        return _allow_patterns(values)
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_id(cls, value: str) -> str:
+        if value and not isinstance(_parsed(value), SipUri | TelUri):
+            raise ValueError(f"{value!r} is not a sip:, sips: or tel: URI")
+        return value
+
+    def policy(self) -> OutboundPolicy:
+        return OutboundPolicy(DestinationPolicy.build(self.allow, self.trusted, "outbound"),
+                              self.caller_id, tuple(self.caller_ids), self.ring_timeout)
+
+
+class CallbacksSection(_Strict):
+    """The callback dialler: promised callbacks are dialled at their time when ``dial``."""
+
+    dial: bool = False  # off: promises are kept (GET /callbacks) and never dialled
+    attempts: int = Field(3, ge=1, le=20)
+    retry_interval_s: float = Field(300.0, gt=0, le=7 * 86400)
+    max_concurrent: int = Field(2, ge=1, le=1000)
+    hours: str | None = Field(None, pattern=r"^\d\d:\d\d-\d\d:\d\d$")  # when calls may start
+    zone: str = "UTC"  # of ``hours``
+    max_late_s: float = Field(86_400.0, gt=0)  # a promise this overdue is not dialled
+    name: str = Field("the support team", max_length=100)  # "this is NAME calling you back"
+    ring_timeout: float = Field(30.0, gt=0, le=300)
+
+    def settings(self) -> CallbackSettings | None:
+        """None when off; ValueError naming the key for hours or a zone that cannot work."""
+        if not self.dial:
+            return None
+        window = _span(self.hours) if self.hours else None
+        try:
+            policy = CallbackPolicy(self.attempts, self.retry_interval_s, self.max_concurrent,
+                                    window, self.zone, self.max_late_s)
+        except (KeyError, ValueError) as error:
+            if isinstance(error, ValueError) and str(error).startswith("callbacks."):
+                raise
+            raise ValueError(f"callbacks.zone: {self.zone!r} is not an IANA time zone") \
+                from None
+        return CallbackSettings(policy, self.name, self.ring_timeout)
 
 
 class LimitsSection(_Strict):
@@ -617,6 +702,8 @@ class WarmlineConfig(_Strict):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     transfer: TransferSection = Field(default_factory=TransferSection)
     events: EventsSection = Field(default_factory=EventsSection)
+    outbound: OutboundSection = Field(default_factory=OutboundSection)
+    callbacks: CallbacksSection = Field(default_factory=CallbacksSection)
     trace: TraceSection = Field(default_factory=TraceSection)
     recording: RecordingSection = Field(default_factory=RecordingSection)
     http: HttpSection | None = None
@@ -691,6 +778,7 @@ def load(path: Path) -> WarmlineConfig:
         config.build_agents()
         config.sip.auth_users()
         config.events.secret()
+        config.callbacks.settings()
         config.trace.password()
         if config.http is not None:
             config.http.api_token()

@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from warmline.brain.calibration import TriggerLog
 from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.redact import redact, redact_value
 from warmline.brain.service import Brain, TurnResult
-from warmline.brain.status_events import StatusCallbacks
+from warmline.brain.status_events import CallStatusUrls, StatusCallbacks
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
@@ -44,14 +45,16 @@ from warmline.calls.switchboard import KEEP_ENDED_SECONDS, Overload, Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
 from warmline.calls.watchdog import SilenceWatchdog
 from warmline.media.plane import MediaPlane
-from warmline.media.player import Samples, ringback
+from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdes import SrtpPolicy
-from warmline.media.tts import EspeakTts, TextToSpeech
+from warmline.media.tts import EspeakTts, TextToSpeech, TtsError
 from warmline.records.retention import sweep_recordings
 from warmline.records.store import Event, RecordWriter
 from warmline.records.trace import SipTrace, TracedMessage, cleaned, write_trace
 from warmline.sip.access import parse_networks
 from warmline.sip.registration import Registration
+from warmline.transfer.callback_dialler import CallbackDialler, CallbackSettings
+from warmline.transfer.callback_schedule import CallbackProgress, DialOutcome
 from warmline.transfer.callbacks import CallbackBook, ScheduledCallback
 from warmline.transfer.handoff import (
     Destination,
@@ -63,6 +66,7 @@ from warmline.transfer.handoff import (
     is_agent_uri,
 )
 from warmline.transfer.live import TransferServices
+from warmline.transfer.outbound import OutboundPolicy, OutboundRequest, Then, place
 from warmline.transfer.policy import DestinationPolicy
 from warmline.transfer.service import Transfers
 from warmline.transport.resolver import ResolutionError, Resolver
@@ -98,6 +102,9 @@ class CallEngine:
     ``keep_ended_calls``: seconds an ended call stays in ``calls`` (then: the records).
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
+    ``outbound``: whom :meth:`place_call` and the callback dialler may ring, as whom
+    (default: nobody). ``callbacks``: dial the callbacks promised (None: kept, never
+    dialled). ``call_events``: per-call status callback URLs (None: refused).
     ``recording``: which calls are recorded, after which consent, kept how long
     (calls/recording.py); by default none unless the API asks.
     ``agents``: the agents a call may be handed to by name (agent:NAME, ``[agents.NAME]``);
@@ -120,6 +127,9 @@ class CallEngine:
                  sip_trace: SipTrace | None = None,
                  keep_ended_calls: float = KEEP_ENDED_SECONDS,
                  recording: RecordingSettings | None = None,
+                 outbound: OutboundPolicy | None = None,
+                 callbacks: CallbackSettings | None = None,
+                 call_events: CallStatusUrls | None = None,
                  agents: Mapping[str, AgentSpec] | None = None) -> None:
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
@@ -140,6 +150,13 @@ class CallEngine:
         self.past_handoffs: deque[Handoff] = deque(maxlen=PAST_HANDOFFS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
+        self._callbacks.load()  # what earlier runs promised, and how far they got
+        self.outbound = outbound or OutboundPolicy()
+        self.call_events = call_events  # per-call status URLs, or None: refused
+        self._callback_calls: dict[str, str] = {}  # outbound call id -> promise (handoff id)
+        self.dialler = None if callbacks is None else CallbackDialler(
+            self._callbacks, callbacks, self._callback_problem, self._place_callback,
+            self.record)
         self.recordings = CallRecordings(recording or RecordingSettings(), records_dir,
                                          self.tts, self.record)
         self._awaiting_consent: dict[str, str] = {}  # call id: the handoff waiting for it
@@ -170,6 +187,11 @@ class CallEngine:
     def callbacks(self) -> list[ScheduledCallback]:
         """Callbacks promised to callers nobody could take, newest last."""
         return self._callbacks.promised
+
+    @property
+    def callback_book(self) -> CallbackBook:
+        """The promises and the dialler's progress on each (``GET /callbacks``)."""
+        return self._callbacks
 
     @property
     def escalation(self) -> EscalationPolicy:
@@ -214,9 +236,10 @@ class CallEngine:
         """Escalate now (an agent or a flow decided), routed and packed as a trigger would be."""
         return self.brain.escalate(self._call(call_id), reason, context, self._start)
 
-    async def reachable(self, destination: str) -> None:
+    async def reachable(self, destination: str, trunk: str | None = None) -> None:
         """Route and resolve ``destination`` as a call to it would (NoRoute, ResolutionError)."""
-        route = self.switchboard.trunks.route(destination)
+        trunks = self.switchboard.trunks
+        route = trunks.route_via(trunk, destination) if trunk else trunks.route(destination)
         await self.switchboard.resolver.resolve(route.next_hop)
 
     def recording(self, call_id: str, action: RecordingAction, announce: bool = True
@@ -254,6 +277,8 @@ class CallEngine:
             self.records.add(Event(at, call_id, kind, clean, handoff_id))
         if self.status_events is not None:
             self.status_events.publish(call_id, kind, clean, handoff_id, at)
+        if self.call_events is not None:
+            self.call_events.publish(call_id, kind, clean, handoff_id, at)
 
     def hold_audio(self) -> Samples:
         return self._hold
@@ -278,6 +303,8 @@ class CallEngine:
             self.spawn(self._trust_the_trunks())
         if self.watchdog is not None:
             self.spawn(self._watch_for_silence(self.watchdog))
+        if self.dialler is not None:
+            self.dialler.start()
         if self.recordings.settings.retention_days > 0:
             self.spawn(self._sweep_recordings())
 
@@ -347,6 +374,8 @@ class CallEngine:
                 "tcp_slow_message": streams.slow_message}
 
     async def close(self) -> None:
+        if self.dialler is not None:
+            await self.dialler.close()
         for task in list(self._tasks):
             task.cancel()
         await self.registrations.stop()
@@ -361,6 +390,8 @@ class CallEngine:
                 self._write_trace(call)
         if self.status_events is not None:  # last: the events of the above go out too
             await self.status_events.close()
+        if self.call_events is not None:
+            await self.call_events.close()
 
     # -- the switchboard's observer ------------------------------------------------------
     def call_started(self, call: Call) -> None:
@@ -418,6 +449,9 @@ class CallEngine:
 
     def call_forgotten(self, call: Call) -> None:
         self._written.discard(call.id)
+        self._callback_calls.pop(call.id, None)
+        if self.call_events is not None:
+            self.spawn(self.call_events.forget(call.id))
         for handoff_id in call.handoff_ids:
             handoff = self.handoffs.pop(handoff_id, None)
             if handoff is not None:
@@ -507,6 +541,149 @@ class CallEngine:
     def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
         self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
                     event.at)
+        key = self._callback_calls.get(handoff.call_id)
+        if key is None or self.dialler is None:
+            return
+        if event.kind == HandoffStatus.CONNECTED:
+            attempt = handoff.attempt
+            self.dialler.connected(key, handoff.call_id,
+                                   str(event.detail.get("by") or (attempt.uri if attempt
+                                                                  else "")))
+        elif event.kind in (HandoffStatus.FAILED, HandoffStatus.COMPLETED):
+            self.dialler.not_connected(key, handoff.call_id,
+                                       f"nobody took the call: {handoff.reason}")
+
+    # -- outbound calls ------------------------------------------------------------------
+    def outbound_problem(self, to: str, trunk: str | None = None) -> str | None:
+        """Why ``to`` may not be called by :meth:`place_call` (the [outbound] allow-list)."""
+        trunks = self.switchboard.trunks
+        try:
+            route = trunks.route_via(trunk, to) if trunk else trunks.route(to)
+            through_trunk = route.trunk is not None
+        except (NoRoute, ValueError):
+            through_trunk = False  # not callable at all: placing it says why
+        return self.outbound.destination_problem(to, through_trunk)
+
+    async def place_call(self, request: OutboundRequest, events_url: str | None = None
+                         ) -> Call:
+        """Ring ``request.to``; once answered, hand them to the AI, a department or a
+        destination. The caller checks :meth:`outbound_problem` first (the API does),
+        and ``events_url`` (this call's own status callbacks) against
+        ``call_events.problem``. Raises NoRoute, ResolutionError, OSError (no media
+        port), OverflowError (max_calls) or ValueError (a URI that cannot be called)."""
+        request.caller_id = request.caller_id or self.outbound.caller_id
+
+        def created(call: Call) -> None:
+            if events_url is not None:
+                self.set_call_events(call, events_url)
+
+        return await place(self.switchboard, request,
+                           lambda call_id, kind, data: self.record(call_id, kind, data),
+                           self._outbound_answered, created=created)
+
+    def set_call_events(self, call: Call, url: str) -> None:
+        """Send ``call``'s status events to ``url`` too (checked by the caller against
+        ``call_events.problem``)."""
+        assert self.call_events is not None
+        self.call_events.set(call.id, url)
+
+    def _outbound_answered(self, call: Call, request: OutboundRequest) -> None:
+        """The customer answered: the AI takes them (after the announcement, if any), or a
+        handoff to the department or destination starts (its announcement first)."""
+        call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
+        if self.recordings.settings.mode is RecordingMode.CALL:  # the consent comes first
+            self.spawn(self._record_then_connect(call, request))
+        else:
+            self._connect(call, request)
+
+    async def _record_then_connect(self, call: Call, request: OutboundRequest) -> None:
+        with contextlib.suppress(RecordingConflict):  # the customer hung up already
+            await self.recordings.start(call)
+        if not call.ended:
+            self._connect(call, request)
+            return
+        key = self._callback_calls.get(call.id)
+        if key is not None and self.dialler is not None:
+            self.dialler.not_connected(key, call.id, "the customer hung up first")
+
+    def _connect(self, call: Call, request: OutboundRequest) -> None:
+        if request.then is Then.AI:
+            self.spawn(self._to_the_ai(call, request.announce))
+            return
+        try:
+            if request.then is Then.DEPARTMENT:
+                assert request.department is not None
+                first, fallback = self.escalation.plan_department(request.department)
+            else:
+                first, fallback = request.destination, ["ai"]
+            self._start(call, Handoff(call.id, first, fallback=list(fallback),
+                                      context=dict(request.context),
+                                      announce=request.announce))
+        except (HandoffError, KeyError) as error:
+            log.warning("outbound call %s: cannot connect (%s); the AI takes it", call.id,
+                        error, extra={"call_id": call.id})
+            self.record(call.id, "call.connect_failed", {"reason": str(error)})
+            self.spawn(self._to_the_ai(call, None))
+
+    async def _to_the_ai(self, call: Call, announce: str | None) -> None:
+        if announce:
+            await self._say(call, announce)
+        key = self._callback_calls.get(call.id)
+        if call.ended:
+            if key is not None and self.dialler is not None:
+                self.dialler.not_connected(key, call.id, "the customer hung up first")
+            return
+        if key is not None and self.dialler is not None:
+            self.dialler.connected(key, call.id, "ai")
+        self.on_call(call)
+
+    async def _say(self, call: Call, text: str) -> None:
+        """``text`` to the customer, played out (nothing when TTS fails: logged)."""
+        try:
+            audio = await asyncio.get_running_loop().run_in_executor(
+                None, self.tts.synthesize, text)
+        except TtsError as error:
+            log.warning("call %s: announcement not said: %s", call.id, error)
+            return
+        if call.ended:
+            return
+        await call.caller.media.play(Player(audio)).done
+
+    # -- the callback dialler ------------------------------------------------------------
+    def _callback_problem(self, number: str) -> str | None:
+        return self.outbound_problem(number)
+
+    async def _place_callback(self, callback: ScheduledCallback,
+                              progress: CallbackProgress) -> str:
+        """Ring the customer of ``callback``: the announcement, then the department its
+        intent routes to (or the AI when there are no departments or escalation target)."""
+        assert self.dialler is not None
+        dialler, settings = self.dialler, self.dialler.settings
+        context = {"intent": callback.intent, "callback_for": callback.handoff_id,
+                   "summary": f"Callback promised to {callback.number}"
+                              + (f" about {callback.intent}" if callback.intent else "")}
+        then, department = Then.AI, None
+        router = self.escalation.router
+        if router is not None:
+            department = router.route(callback.intent, set(), _utc_now()).department.name
+            then = Then.DEPARTMENT
+        elif self.escalation.destination is not None:
+            then = Then.DESTINATION
+        request = OutboundRequest(callback.number, then, department=department,
+                                  destination=self.escalation.destination,
+                                  context={k: v for k, v in context.items() if v},
+                                  announce=settings.announcement(callback),
+                                  ring_timeout=settings.ring_timeout)
+
+        def dial_ended(call: Call, outcome: DialOutcome, status: int | None) -> None:
+            dialler.dial_ended(progress.key, call.id, outcome, status)
+
+        request.caller_id = self.outbound.caller_id
+        call = await place(self.switchboard, request,
+                           lambda call_id, kind, data: self.record(call_id, kind, data),
+                           self._outbound_answered, dial_ended)
+        self._callback_calls[call.id] = progress.key
+        return call.id
 
     def _call(self, call_id: str) -> Call:
         call = self.calls.get(call_id)
@@ -514,6 +691,9 @@ class CallEngine:
             raise HandoffError(f"no call {call_id}", Problem.UNKNOWN_CALL)
         return call
 
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 async def _drop_result(work: Coroutine[Any, Any, bool]) -> None:
     await work

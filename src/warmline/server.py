@@ -178,9 +178,12 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         keep_ended_calls=settings.keep_ended_calls,
                         recording=settings.recording, agents=settings.agents,
                         early_media=settings.early_media
-                        if settings.agent_ws and settings.early_media > 0 else None)
+                        if settings.agent_ws and settings.early_media > 0 else None,
+                        outbound=settings.outbound, callbacks=settings.callbacks,
+                        call_events=settings.call_urls.build() if settings.call_urls else None)
     engine.agent_streams.max_message = settings.ws_message  # the bots' limits, every bot's
     engine.agent_streams.audio_seconds = settings.ws_audio_seconds
+    engine.agent_streams.api_url = settings.http.url if settings.http else None
     shell.tap = await _taps(stack, engine.sip_trace, settings)
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
@@ -266,7 +269,8 @@ def _ai_side(engine: CallEngine, settings: ServeSettings) -> Callable[[Call], No
     """
     if settings.agent_ws:
         return MediaStreamAgent(engine, settings.agent_ws, max_message=settings.ws_message,
-                                audio_seconds=settings.ws_audio_seconds).on_call
+                                audio_seconds=settings.ws_audio_seconds,
+                                api_url=settings.http.url if settings.http else None).on_call
     if settings.flow is not None:
         return ScriptedAgent(engine, settings.flow).on_call
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from warmline.agents.handoff import AgentSpec
 from warmline.agents.scripted import Flow
 from warmline.brain.escalation import EscalationPolicy
-from warmline.brain.status_events import StatusCallbackSettings
+from warmline.brain.status_events import CallUrlSettings, StatusCallbackSettings
 from warmline.calls.recording import RecordingSettings
 from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
@@ -23,6 +23,8 @@ from warmline.media.sdes import SrtpPolicy
 from warmline.records.store import default_url
 from warmline.sip.access import LOOPBACK, AccessMode, RateLimit
 from warmline.sip.useragent import UserAgentConfig
+from warmline.transfer.callback_dialler import CallbackSettings
+from warmline.transfer.outbound import OutboundPolicy
 from warmline.transfer.policy import DestinationPolicy
 from warmline.transport.listen import ListenSpec
 from warmline.transport.resolver import Resolver
@@ -121,6 +123,9 @@ class ServeSettings:
     dns_timeout: float = 2.0  # seconds per DNS question
     trusted_identity: tuple[str, ...] = ()  # networks whose P-Asserted-Identity is believed
     hep: HepSettings | None = None  # a HEP v3 copy of every SIP message; None: none
+    outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # whom POST /calls rings
+    callbacks: CallbackSettings | None = None  # dial the callbacks promised; None: never
+    call_urls: CallUrlSettings | None = None  # per-call status URLs; None: refused
     keep_ended_calls: float = 120.0  # seconds GET /calls lists an ended call; then: records
     recording: RecordingSettings = field(default_factory=RecordingSettings)  # [recording]
 

@@ -115,6 +115,7 @@ def test_a_bot_on_the_media_stream_and_a_misbehaving_one(tmp_path: Path) -> None
     assert start["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000,
                                     "channels": 1}
     assert start["callSid"].startswith("call-") and session["events"][:2] == ["connected", "start"]
+    assert "api_url" not in start["customParameters"]  # no HTTP API: nothing to name
     assert session["events"][-1] == "stop"
     heard = np.concatenate(session["audio"])
     assert len(session["audio"]) > 150 and np.abs(heard).max() > 1000  # the caller's speech
@@ -155,6 +156,8 @@ def test_a_bot_can_also_connect_to_warmline_for_a_call(tmp_path: Path) -> None:
             async with websockets.connect(url + f"?token={own}") as bot:
                 first, start = json.loads(await bot.recv()), json.loads(await bot.recv())
                 seen["events"] = [first["event"], start["event"]]
+                seen["api_url"] = start["start"]["customParameters"]["api_url"] == \
+                    f"http://127.0.0.1:{http_port}"  # where the bot uses its token
                 inbound = 0
                 while inbound < 50:
                     if json.loads(await bot.recv())["event"] == "media":
@@ -185,4 +188,5 @@ def test_a_bot_can_also_connect_to_warmline_for_a_call(tmp_path: Path) -> None:
         await relay.close()
 
     asyncio.run(scenario())
-    assert seen == {"events": ["connected", "start"], "mark": "said", "close_code": 1008}
+    assert seen == {"events": ["connected", "start"], "api_url": True, "mark": "said",
+                    "close_code": 1008}

@@ -76,7 +76,8 @@ def test_kpis_match_the_hand_computed_figures(database_url: str, tmp_path: Path)
         "calls": 4, "transfers": 2, "transfer_share": 0.5, "agent_handoffs": 0,
         "csat_escalated": 3.0, "csat_ai_only": 5.0, "first_call_resolution": 0.6667,
         "trigger_to_first_word_p50": 4.0, "trigger_to_first_word_p90": 10.0,
-        "repeat_contact_48h": 0.25}
+        "repeat_contact_48h": 0.25, "callbacks_promised": 0, "callbacks_kept": 0,
+        "callbacks_failed": 0, "callback_kept_share": None}
     billing, shipping = report["by_intent"]["billing"], report["by_intent"]["shipping"]
     assert (billing["transfers"], billing["first_call_resolution"],
             billing["repeat_contact_48h"]) == (1, 1.0, 0.5)

@@ -85,3 +85,52 @@ def test_config_check_and_a_broken_config_never_start_serve(
     assert "warmline.toml:2" in capsys.readouterr().err
     assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[outbound]\nallow = ["http://x"]\n', "warmline.toml:2: outbound.allow:"),
+    ('[outbound]\ntrusted = ["10.0.0.0/33"]\n', "warmline.toml:2: outbound.trusted:"),
+    ('[outbound]\ncaller_id = "support"\n', "warmline.toml:2: outbound.caller_id:"),
+    ('[callbacks]\ndial = true\nattempts = 0\n', "warmline.toml:3: callbacks.attempts:"),
+    ('[callbacks]\ndial = true\nhours = "8-20"\n', "warmline.toml:3: callbacks.hours:"),
+    ('[callbacks]\ndial = true\nhours = "20:00-08:00"\n', "callbacks.hours: closes before"),
+    ('[callbacks]\ndial = true\nzone = "Mars/Base"\n',
+     "warmline.toml:3: callbacks.zone: 'Mars/Base' is not an IANA time zone"),
+    ('[events]\ncall_url_hosts = ["crm.example.com"]\n',
+     "events: Value error, secret_env: call_url_hosts needs a signing secret"),
+    ('[events]\nsecret_env = "X"\ncall_url_hosts = ["http://crm.example.com"]\n',
+     "warmline.toml:3: events.call_url_hosts:"),
+])
+def test_outbound_callbacks_and_call_urls_problems_name_the_key(
+        tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as broken:
+        load(write(tmp_path, text))
+    assert expected in str(broken.value), str(broken.value)
+
+
+def test_outbound_and_callbacks_build_what_the_engine_takes(tmp_path: Path) -> None:
+    from datetime import time
+
+    config = load(write(tmp_path, '[outbound]\nallow = ["tel:+4420*"]\n'
+                                  'caller_id = "sip:support@acme.example"\n'
+                                  'caller_ids = ["sip:sales@acme.example"]\n'
+                                  '[callbacks]\ndial = true\nattempts = 4\n'
+                                  'retry_interval_s = 600\nhours = "08:00-20:00"\n'
+                                  'zone = "Europe/London"\nname = "Acme"\n'))
+    outbound = config.outbound.policy()
+    assert outbound.destination_problem("tel:+442071234567", True) is None
+    refused = outbound.destination_problem("tel:+19005550100", True)
+    assert refused is not None and "[outbound] allow" in refused
+    assert outbound.caller_id_problem("sip:sales@acme.example") is None
+    assert outbound.caller_id_problem("sip:bank@bank.example") is not None
+    settings = config.callbacks.settings()
+    assert settings is not None and settings.name == "Acme"
+    assert (settings.policy.attempts, settings.policy.retry_interval,
+            settings.policy.window) == (4, 600.0, (time(8), time(20)))
+
+
+def test_by_default_nothing_dials_out_and_callbacks_are_not_dialled(tmp_path: Path) -> None:
+    config = load(write(tmp_path, ""))
+    assert config.callbacks.settings() is None
+    problem = config.outbound.policy().destination_problem("sip:alice@127.0.0.1", False)
+    assert problem is not None and "[outbound] allow" in problem

@@ -56,3 +56,30 @@ def test_the_cache_holds_a_bounded_number_of_buffers() -> None:
     for n in range(cache.MAX_BUFFERS + 5):
         cache.payload(Player(np.full(320, n, dtype=np.int16), loop=True), pcmu)
     assert len(cache._by_buffer) == cache.MAX_BUFFERS
+
+
+def test_one_clock_ticks_every_feed_and_stops_when_nobody_plays() -> None:
+    import asyncio
+
+    from warmline.media.relay_leg import MediaClock
+
+    async def scenario() -> tuple[list[int], bool, bool]:
+        clock = MediaClock.of(asyncio.get_running_loop())
+        assert MediaClock.of(asyncio.get_running_loop()) is clock
+        ticks = [0, 0]
+
+        def first() -> None:
+            ticks[0] += 1
+            if ticks[0] == 3:
+                clock.leave(2)  # leaving during a tick: not ticked again, even this round
+
+        clock.join(1, first)
+        clock.join(2, lambda: ticks.__setitem__(1, ticks[1] + 1))
+        await asyncio.sleep(0.105)  # about five ticks
+        running_with_one = clock._pacer.running
+        clock.leave(1)
+        return ticks, running_with_one, clock._pacer.running
+
+    ticks, running, after = asyncio.run(scenario())
+    assert ticks[0] >= 4 and ticks[1] == 1, ticks  # joined after the first tick, left at the third
+    assert running and not after

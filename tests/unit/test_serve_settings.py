@@ -192,3 +192,22 @@ def test_status_callbacks_are_checked_at_load(monkeypatch: pytest.MonkeyPatch, t
     config.write_text(text)
     assert main(["config", "check", str(config)]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_outbound_callbacks_and_call_urls_reach_serve(monkeypatch: pytest.MonkeyPatch,
+                                                      tmp_path: Path) -> None:
+    monkeypatch.setenv("WARMLINE_TEST_EVENTS", "a-test-secret")
+    config = tmp_path / "warmline.toml"
+    config.write_text('[outbound]\nallow = ["sip:*@customers.example"]\n'
+                      'caller_id = "sip:support@acme.example"\n'
+                      '[callbacks]\ndial = true\nattempts = 5\n'
+                      '[events]\nsecret_env = "WARMLINE_TEST_EVENTS"\n'
+                      'call_url_hosts = ["crm.example.com"]\n')
+    settings = settings_for(monkeypatch, ["serve", "--config", str(config)])
+    assert settings.outbound.caller_id == "sip:support@acme.example"
+    assert settings.outbound.destination_problem("sip:ann@customers.example", False) is None
+    assert settings.callbacks is not None and settings.callbacks.policy.attempts == 5
+    assert settings.call_urls is not None and settings.call_urls.hosts == ("crm.example.com",)
+    assert settings.events is None  # no [events] url: only per-call URLs are signed
+    urls = settings.call_urls.build()
+    assert urls.problem("https://crm.example.com/x") is None

@@ -59,6 +59,7 @@ class AgentStreams:
         self.agents: dict[str, AgentSpec] = dict(agents or {})
         self.max_message = max_message
         self.audio_seconds = audio_seconds
+        self.api_url: str | None = None  # warmline's HTTP API, told to the bot (return)
         self._streams: dict[tuple[str, AgentId], CallStream | None] = {}  # None: connecting
         self._let_go: set[tuple[str, AgentId]] = set()  # closed before it connected
 
@@ -117,7 +118,8 @@ class AgentStreams:
             if key in self._let_go or call.ended:  # given up while it was connecting
                 await close_quietly(socket, 1000, "")
                 return
-            stream = CallStream(call, socket, self.audio_seconds, parameters, awaits_ai=True)
+            stream = CallStream(call, socket, self.audio_seconds, self.api_url, parameters,
+                                awaits_ai=True)
             self._streams[key] = stream
             report(AgentConnected(agent))
             end = await serve_stream(self.host, stream)

@@ -3,12 +3,14 @@
 Existing voice bots (Pipecat and the like) already serialize this framing,
 so they can take a warmline call unchanged: warmline connects to the bot's
 WebSocket URL and sends ``connected``, ``start`` (streamSid, callSid, the
-audio format: 8 kHz mu-law), then a ``media`` event per 20 ms of the
+audio format: 8 kHz mu-law; in customParameters the caller, the call's token
+and the URL of warmline's API), then a ``media`` event per 20 ms of the
 caller's audio (base64 mu-law), ``dtmf`` when the caller presses a key and
 ``stop`` at the end. The bot sends ``media`` (audio to play, queued and paced
 at 20 ms), ``mark`` (echoed back once the audio before it has been played)
-and ``clear`` (drop what is queued: barge-in). Transfers and turns go over
-the REST API or the in-process engine, as for any agent.
+and ``clear`` (drop what is queued: barge-in). Hang-up, transfers and turns
+go over the REST API with the call's token (warmline.pipecat wires them into
+a Pipecat bot) or the in-process engine, as for any agent.
 
 A bot that sends garbage, or stops reading so that more than a few seconds
 of caller audio pile up, is disconnected; the caller keeps hold audio and no
@@ -110,9 +112,11 @@ class MediaStreamAgent:
     """Connects every call to the bot at ``url`` for as long as the call is with the AI."""
 
     def __init__(self, engine: AgentHost, url: str, connect_timeout: float = 5.0, *,
-                 max_message: int = 65_536, audio_seconds: float = 120.0) -> None:
+                 max_message: int = 65_536, audio_seconds: float = 120.0,
+                 api_url: str | None = None) -> None:
         self.engine = engine
         self.url = url
+        self.api_url = api_url  # warmline's HTTP API, told to the bot (hang-up, transfer)
         self.connect_timeout = connect_timeout
         self.max_message = max_message  # bytes per message from the bot
         self.audio_seconds = audio_seconds  # the bot's audio queued ahead of playing
@@ -137,7 +141,7 @@ class MediaStreamAgent:
             return
         self.engine.answer(call)  # the bot is there: the ringing ends
         self.sessions += 1
-        dropped = await run_stream(self.engine, call, socket, self.audio_seconds)
+        dropped = await run_stream(self.engine, call, socket, self.audio_seconds, self.api_url)
         if dropped is not None:
             self.disconnected_for_misbehaving += 1
 
@@ -153,14 +157,16 @@ class StreamEnd:
 
 
 async def run_stream(engine: AgentHost, call: Call, socket: Any,
-                     audio_seconds: float = 120.0) -> str | None:
+                     audio_seconds: float = 120.0, api_url: str | None = None) -> str | None:
     """Serve ``call``'s media stream over ``socket`` (ours or the bot's end of it).
 
     ``socket`` needs ``send(text)``, ``close(code=, reason=)`` and async iteration
-    over incoming messages. Returns why the bot was dropped, or None. Whatever
+    over incoming messages. ``api_url`` (warmline's HTTP API) goes to the bot in
+    the ``start`` message. Returns why the bot was dropped, or None. Whatever
     happens, the caller is left with hold audio, never silence.
     """
-    return (await serve_stream(engine, CallStream(call, socket, audio_seconds))).misbehaving
+    stream = CallStream(call, socket, audio_seconds, api_url)
+    return (await serve_stream(engine, stream)).misbehaving
 
 
 async def serve_stream(engine: AgentHost, stream: CallStream) -> StreamEnd:
@@ -201,11 +207,12 @@ class CallStream:
     """One call's stream: caller audio out, bot audio in."""
 
     def __init__(self, call: Call, socket: Any, audio_seconds: float = 120.0,
-                 parameters: dict[str, str] | None = None, *, awaits_ai: bool = False
-                 ) -> None:
+                 api_url: str | None = None, parameters: dict[str, str] | None = None, *,
+                 awaits_ai: bool = False) -> None:
         self.call = call
         self.awaits_ai = awaits_ai  # opened by a handoff: the call becomes AI once it is up
         self.socket = socket
+        self.api_url = api_url
         self.parameters = parameters or {}  # start.customParameters besides the call's own
         self.turn = -1  # the call's agent_turn this stream owns (set when it starts)
         self.stopped_by_us = False  # warmline sent ``stop``: the call ended or moved on
@@ -239,8 +246,7 @@ class CallStream:
         call.agent_turn += 1  # this stream is the call's agent now; an older one stops
         self.turn = call.agent_turn
         parameters, call.stream_parameters = {**call.stream_parameters, **self.parameters,
-                                              "from": self._caller(),
-                                              "call_token": call.token}, {}
+                                              **self._parameters()}, {}
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
         await self._send({"event": "start", "start": {
             "streamSid": self.sid, "callSid": self.call.id, "accountSid": "warmline",
@@ -286,6 +292,15 @@ class CallStream:
 
     def _caller(self) -> str:
         return self.call.caller_uri
+
+    def _parameters(self) -> dict[str, str]:
+        """What a Twilio bot finds in ``customParameters``: the caller (also as
+        ``from_number``, which Pipecat reads), the call's token, and where to use it."""
+        parameters = {"from": self._caller(), "from_number": self._caller(),
+                      "call_token": self.call.token}
+        if self.api_url is not None:
+            parameters["api_url"] = self.api_url
+        return parameters
 
     def _caller_audio(self, samples: Samples) -> None:
         if self.call.state is not CallState.AI or not self.owner:

@@ -14,6 +14,7 @@ from warmline.api import (
     stream,
     traces,
     trunks,
+    twilio,
 )
 from warmline.api.auth import install_auth
 from warmline.api.dependencies import ApiSettings, provide
@@ -37,6 +38,6 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,
                    trunks.router, dashboard.router, health.router, traces.router,
-                   recordings.router):
+                   recordings.router, twilio.router):
         app.include_router(routes)
     return app

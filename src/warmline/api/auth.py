@@ -8,8 +8,9 @@ or gets 401, with three exceptions, each a narrow key instead of the master one:
   /handoffs/{id} and /handoffs/{id}/context for that handoff and nothing else.
 - A bot holds only its call's token (sent in the stream's ``start`` message):
   as a Bearer token or ``?token=`` it opens /calls/{id}/... for that call alone
-  (its media stream, turns, transfer, CSAT), so a leaked bot cannot touch the
-  other calls or read the records.
+  (its media stream, turns, transfer, CSAT, hang-up), and as the Basic password
+  Twilio's update of that call (api/twilio.py), so a leaked bot cannot touch
+  the other calls or read the records.
 - /dashboard, /healthz and /readyz are open: the page holds no data (it calls
   the API with the token in its own URL) and the probes say only yes or no.
 
@@ -19,6 +20,7 @@ itself (api/stream.py), with the same comparison.
 
 from __future__ import annotations
 
+import base64
 import hmac
 from collections.abc import Mapping
 
@@ -60,20 +62,42 @@ def bearer(request: HTTPConnection) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
+def basic_password(request: HTTPConnection) -> str | None:
+    """The password of ``Authorization: Basic`` (how a Twilio client sends its key)."""
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        pair = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return pair.partition(":")[2]
+
+
 def call_token_opens(connection: HTTPConnection, call: Call | None) -> bool:
-    """Whether ``connection`` carries ``call``'s own token (Bearer or ``?token=``)."""
+    """Whether ``connection`` carries ``call``'s own token (Bearer, ``?token=``, or the
+    Basic password a Twilio client sends)."""
     if call is None:
         return False
-    given = bearer(connection) or connection.query_params.get("token")
+    given = bearer(connection) or connection.query_params.get("token") \
+        or basic_password(connection)
     return same_secret(given, call.token)
 
 
 def _opens_its_call(request: Request, calls: Mapping[str, Call]) -> bool:
-    """A request under /calls/{id}/ carrying that call's token."""
-    parts = request.url.path.strip("/").split("/")
-    if len(parts) < 3 or parts[0] != "calls":
-        return False
-    return call_token_opens(request, calls.get(parts[1]))
+    """A request under /calls/{id}/, or Twilio's update of call {id} (api/twilio.py),
+    carrying that call's token."""
+    call_id = _call_in_path(request.url.path.strip("/").split("/"))
+    return call_id is not None and call_token_opens(request, calls.get(call_id))
+
+
+def _call_in_path(parts: list[str]) -> str | None:
+    if len(parts) >= 3 and parts[0] == "calls":
+        return parts[1]
+    if len(parts) == 5 and parts[:2] == ["2010-04-01", "Accounts"] and parts[3] == "Calls" \
+            and parts[4].endswith(".json"):
+        return parts[4].removesuffix(".json")
+    return None
 
 
 def _opens_its_handoff(request: Request, handoffs: Mapping[str, Handoff]) -> bool:

@@ -6,14 +6,18 @@ import asyncio
 import re
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import SQLAlchemyError
 
+from warmline.api.auth import bearer, same_secret
 from warmline.api.dependencies import ApiSettings, EngineDep, SettingsDep
 from warmline.api.errors import handoff_errors_as_http
 from warmline.api.resolve import check_allowed, check_routable
 from warmline.api.schemas import (
+    CallEventsRequest,
     CsatModel,
+    OutboundCallPlaced,
+    OutboundCallRequest,
     ResolutionModel,
     ReturnRequest,
     TransferAccepted,
@@ -21,8 +25,12 @@ from warmline.api.schemas import (
     TurnAccepted,
     TurnModel,
 )
+from warmline.calls.call import Call, CallState
+from warmline.calls.trunks import NoRoute
 from warmline.engine import CallEngine
 from warmline.records.report import call_history
+from warmline.transfer.handoff import Handoff
+from warmline.transport.resolver import ResolutionError
 
 router = APIRouter()
 SAFE_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")  # what a call id can be; the rest: 404
@@ -46,6 +54,77 @@ async def get_call(call_id: str, engine: EngineDep, settings: SettingsDep) -> di
     if history is None:
         raise HTTPException(404, f"no call {call_id}")
     return history
+
+
+# The checks, first failure answers: the body (pydantic, 422), its caller_id against
+# [outbound] (403), the department (422), "to" against [outbound] allow and the destination
+# against [transfer] allow (403), the callback_url against [events] call_url_hosts (422),
+# the trunk and "to" in DNS (422); then the call is placed (503 when no room).
+@router.post("/calls", status_code=201)
+async def place_call(body: OutboundCallRequest, engine: EngineDep) -> OutboundCallPlaced:
+    request = body.build(engine.outbound.caller_id, engine.outbound.ring_timeout)
+    if body.caller_id is not None:
+        _forbid_if("caller_id", engine.outbound.caller_id_problem(body.caller_id))
+    if body.department is not None and \
+            body.department not in engine.escalation.department_names:
+        known = ", ".join(engine.escalation.department_names) or "none configured"
+        raise HTTPException(422, f"department: no department named {body.department!r} "
+                                 f"({known})")
+    _forbid_if("to", engine.outbound_problem(body.to, body.trunk))
+    if request.destination is not None:
+        check_allowed(Handoff("-", request.destination), engine, "destination.to")
+    if body.callback_url is not None:
+        _check_events_url(engine, "callback_url", body.callback_url)
+    await _check_reachable(engine, body.to, body.trunk)
+    try:
+        call = await engine.place_call(request, body.callback_url)
+    except OverflowError as error:
+        raise HTTPException(503, f"no room for another call: {error}") from None
+    except NoRoute as error:
+        raise HTTPException(422, f"to: {error}") from None
+    except ResolutionError as error:
+        raise HTTPException(422, f"to: {error.name} does not resolve ({error.reason})") from None
+    except OSError as error:
+        raise HTTPException(503, f"no media port free: {error}") from None
+    except ValueError as error:
+        raise HTTPException(422, f"to: cannot be called: {error}") from None
+    return OutboundCallPlaced(call_id=call.id, state=call.state.value, token=call.token)
+
+
+@router.post("/calls/{call_id}/events")
+async def call_events(call_id: str, body: CallEventsRequest, engine: EngineDep
+                      ) -> dict[str, Any]:
+    """This call's status events also go to ``url`` from now on, signed as [events] are.
+    422 when the URL's host is not in [events] call_url_hosts (or it is not https)."""
+    _require_call(engine, call_id)
+    call = engine.calls[call_id]
+    if call.ended:
+        raise HTTPException(409, f"call {call_id} has ended")
+    _check_events_url(engine, "url", body.url)
+    engine.set_call_events(call, body.url)
+    return {"call_id": call_id, "url": body.url}
+
+
+def _forbid_if(field: str, problem: str | None) -> None:
+    if problem is not None:
+        raise HTTPException(403, f"{field}: {problem}")
+
+
+def _check_events_url(engine: CallEngine, field: str, url: str) -> None:
+    events = engine.call_events
+    problem = "per-call callback URLs are off: no [events] secret to sign them with" \
+        if events is None else events.problem(url)
+    if problem is not None:
+        raise HTTPException(422, f"{field}: {problem}")
+
+
+async def _check_reachable(engine: CallEngine, to: str, trunk: str | None) -> None:
+    try:
+        await engine.reachable(to, trunk)
+    except NoRoute as error:
+        raise HTTPException(422, f"{'trunk' if trunk else 'to'}: {error}") from None
+    except ResolutionError as error:
+        raise HTTPException(422, f"to: {error.name} does not resolve ({error.reason})") from None
 
 
 # The checks, first failure answers: the body (pydantic, 422), its caller_id (422), the
@@ -90,17 +169,22 @@ async def resolution(call_id: str, body: ResolutionModel, engine: EngineDep,
 
 
 @router.post("/calls/{call_id}/hangup", status_code=202)
-async def hang_up(call_id: str, engine: EngineDep) -> dict[str, Any]:
+async def hang_up(call_id: str, request: Request, engine: EngineDep,
+                  settings: SettingsDep) -> dict[str, Any]:
     """End the call (the bot is done): BYE to the caller, saying why (RFC 3326 Reason).
-    409 when it has ended already; a call still ringing is refused with 480."""
+    409 when it has ended already; a call still ringing is refused with 480. A bot (the
+    call's own token) ends only a call it holds: once a human has it, 409, so a bot that
+    hangs up as its pipeline ends never cuts the human off; the API token ends any."""
     _require_call(engine, call_id)
     call = engine.calls[call_id]
     if call.ended:
         raise HTTPException(409, f"call {call_id} has ended")
-    if not call.hangup_requested:  # a second request while the BYE is out changes nothing
-        call.hangup_requested = True
-        engine.record(call_id, "call.hangup_requested", {})  # before the call.ended it causes
-        engine.hang_up(call, HANGUP_REASON)
+    by_the_bot = settings.api_token is not None and not same_secret(bearer(request),
+                                                                    settings.api_token)
+    if by_the_bot and call.state is not CallState.AI:
+        raise HTTPException(409, f"call {call_id} is {call.state.value}: the call's own "
+                                 "token ends it only while it is with the AI")
+    end_call(engine, call)
     return {"call_id": call_id, "status": "hanging up"}
 
 
@@ -116,6 +200,15 @@ async def hand_back(call_id: str, body: ReturnRequest, engine: EngineDep) -> dic
 
 
 HANGUP_REASON = 'SIP;cause=200;text="the AI agent ended the call"'
+
+
+def end_call(engine: CallEngine, call: Call) -> None:
+    """The bot is done: recorded, then a BYE saying so. Once: a second request while
+    the BYE is out changes nothing."""
+    if not call.hangup_requested:
+        call.hangup_requested = True
+        engine.record(call.id, "call.hangup_requested", {})  # before the call.ended it causes
+        engine.hang_up(call, HANGUP_REASON)
 
 
 def _require_call(engine: CallEngine, call_id: str) -> None:

@@ -182,6 +182,9 @@ async function refresh() {
     (figures.trigger_to_first_word_p50 ?? "-") + " / " +
     (figures.trigger_to_first_word_p90 ?? "-")));
   box.appendChild(kpiBox("repeat contact 48 h", percent(figures.repeat_contact_48h)));
+  if (!intent) box.appendChild(kpiBox("callbacks kept",
+    percent(figures.callback_kept_share) + " (" + (figures.callbacks_kept ?? 0) + " of " +
+    (figures.callbacks_promised ?? 0) + ")"));
   const table = document.getElementById("calls"); clear(table);
   for (const c of (calls || []).filter(c => c.state !== "ended"))
     row(table, [c.id, c.from, c.state, duration(c.started_at)], "call-" + c.id,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
@@ -44,8 +43,9 @@ async def screen_pop(handoff_id: str, engine: EngineDep, token: str = "") -> dic
 
 @router.get("/callbacks")
 async def list_callbacks(engine: EngineDep) -> list[dict[str, Any]]:
-    """Callbacks promised to callers nobody could take (newest last)."""
-    return [asdict(scheduled) for scheduled in engine.callbacks]
+    """Callbacks promised to callers nobody could take (newest last), each with where its
+    dialling stands: state (pending, dialling, connecting, kept, failed), attempts, outcome."""
+    return engine.callback_book.as_dicts()
 
 
 def _find(engine: CallEngine, handoff_id: str) -> Handoff:

@@ -17,13 +17,14 @@ from warmline.transfer.handoff import Destination, Handoff, is_agent_uri
 from warmline.transport.resolver import ResolutionError
 
 
-def check_allowed(handoff: Handoff, engine: CallEngine) -> None:
-    """403 naming ``to`` or ``fallback[i].to`` for a destination the engine's policy does
-    not allow (transfer/policy.py): checked before DNS is even asked."""
+def check_allowed(handoff: Handoff, engine: CallEngine, first: str = "to") -> None:
+    """403 naming ``to`` (or ``first``) or ``fallback[i].to`` for a destination the
+    engine's policy does not allow (transfer/policy.py): checked before DNS is asked."""
     policy = engine.destination_policy
     if policy is None:
         return
     for where, step in _destinations(handoff):
+        where = first if where == "to" else where
         for uri in step.uris:
             problem = policy.problem(uri, _through_trunk(engine, uri))
             if problem is not None:

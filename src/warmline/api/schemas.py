@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from warmline.brain.service import TurnResult
 from warmline.brain.turns import Action, AuthState, Turn
@@ -32,6 +32,7 @@ from warmline.transfer.handoff import (
     destination_uri_problem,
     is_agent_uri,
 )
+from warmline.transfer.outbound import OutboundRequest, Then
 
 
 class ApiModel(BaseModel):
@@ -247,3 +248,68 @@ class RecordingStatus(ApiModel):
     call_id: str
     recording: RecordingPhase | None = Field(description="announcing, recording, paused; "
                                                          "null once stopped")
+
+
+class OutboundCallRequest(ApiModel):
+    """``POST /calls``: ring a customer; once they answer, hand them to the AI, a
+    department's humans or one destination."""
+
+    to: str = Field(description="the customer: sip:, sips: or tel: URI", max_length=2048,
+                    pattern=r"^(sip|sips|tel):")
+    trunk: str | None = Field(None, max_length=100,
+                              description="through this trunk (default: the first that "
+                                          "serves 'to', else directly)")
+    caller_id: str | None = Field(None, max_length=2048,
+                                  description="our From: [outbound] caller_id (the default) "
+                                              "or one of [outbound] caller_ids")
+    then: Then = Field(Then.AI, description="who takes the customer once they answer: 'ai' "
+                                            "(the bot or flow), 'department', 'destination'")
+    department: str | None = Field(None, max_length=100, description="then=department: its name")
+    destination: Attempt | None = Field(None, description="then=destination: where and how")
+    context: dict[str, Any] = Field(default_factory=dict,
+                                    description="what the AI or the human should know")
+    announce: str | None = Field(None, max_length=500,
+                                 description="said to the customer first, once they answer")
+    ring_timeout: float | None = Field(None, gt=0, le=300,
+                                       description="seconds of ringing before we give up "
+                                                   "(default [outbound] ring_timeout)")
+    callback_url: str | None = Field(None, max_length=2048,
+                                     description="this call's status events also go here, "
+                                                 "signed as [events] are (host must be in "
+                                                 "[events] call_url_hosts)")
+
+    _check_to = field_validator("to")(classmethod(lambda cls, value: _sip_uri(value)))
+    _check_caller_id = field_validator("caller_id")(
+        classmethod(lambda cls, value: _identity_uri(value)))
+
+    @model_validator(mode="after")
+    def _then_has_its_target(self) -> OutboundCallRequest:
+        if self.then is Then.DEPARTMENT and not self.department:
+            raise ValueError("department: needed with then='department'")
+        if self.then is Then.DESTINATION and self.destination is None:
+            raise ValueError("destination: needed with then='destination'")
+        if self.then is not Then.DEPARTMENT and self.department:
+            raise ValueError("department: only with then='department'")
+        if self.then is not Then.DESTINATION and self.destination is not None:
+            raise ValueError("destination: only with then='destination'")
+        return self
+
+    def build(self, caller_id: str, ring_timeout: float) -> OutboundRequest:
+        return OutboundRequest(
+            self.to, self.then, caller_id=self.caller_id or caller_id,
+            department=self.department,
+            destination=self.destination.destination() if self.destination else None,
+            context=self.context, announce=self.announce,
+            ring_timeout=self.ring_timeout or ring_timeout, trunk=self.trunk)
+
+
+class OutboundCallPlaced(ApiModel):
+    call_id: str
+    state: str
+    token: str = Field(description="opens this call's own routes (its bot's media stream)")
+
+
+class CallEventsRequest(ApiModel):
+    """``POST /calls/{id}/events``: this call's status events also go to ``url``."""
+
+    url: str = Field(max_length=2048)

@@ -32,7 +32,13 @@ async def media_stream(socket: WebSocket, call_id: str, engine: EngineDep,
         await socket.close(code=1008, reason=f"no live call {call_id}")
         return
     await socket.accept()
-    await run_stream(engine, call, _ServerSocket(socket))
+    await run_stream(engine, call, _ServerSocket(socket), api_url=_api_url(socket))
+
+
+def _api_url(socket: WebSocket) -> str:
+    """The API's URL as the bot reached it (ws://host:port/... -> http://host:port)."""
+    scheme = "https" if socket.url.scheme == "wss" else "http"
+    return f"{scheme}://{socket.url.netloc}"
 
 
 class _ServerSocket:

@@ -16,7 +16,7 @@ from typing import Any
 
 from warmline.brain.context import Summarizer, build_packet
 from warmline.brain.delivery import HeaderBudget
-from warmline.brain.routing import Router
+from warmline.brain.routing import Route, Router
 from warmline.brain.triggers import Firing, TriggerConfig, TriggerState, evaluate
 from warmline.brain.turns import Turn
 from warmline.transfer.handoff import Destination, FallbackAction, FallbackKind
@@ -42,7 +42,23 @@ class EscalationPolicy:
         """Whom to call first and what follows, by the router when there is one."""
         if self.router is None:
             return self.destination, list(self.fallback)
-        route = self.router.route(intent, skills, now or datetime.now(UTC))
+        return self._planned(self.router.route(intent, skills, now or datetime.now(UTC)))
+
+    def plan_department(self, name: str, now: datetime | None = None
+                        ) -> tuple[Destination | None, list[Destination | FallbackAction | str]]:
+        """The same plan for the department called ``name`` (an outbound call's "then");
+        KeyError when there is no such department."""
+        if self.router is None:
+            raise KeyError(name)
+        department = self.router.by_name[name]
+        return self._planned(self.router.route_to(department, now or datetime.now(UTC)))
+
+    @property
+    def department_names(self) -> list[str]:
+        return [d.name for d in self.router.departments] if self.router else []
+
+    def _planned(self, route: Route
+                 ) -> tuple[Destination | None, list[Destination | FallbackAction | str]]:
         department = route.department
         last = _after_hours(department.after_hours, route.next_opening,
                             department.callback_window)

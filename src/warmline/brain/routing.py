@@ -116,7 +116,10 @@ class Router:
 
     def route(self, intent: str | None, skills: set[str], now: datetime) -> Route:
         """The department for ``intent`` that has the ``skills``, and whether it is open."""
-        department = self._choose(intent, skills)
+        return self.route_to(self._choose(intent, skills), now)
+
+    def route_to(self, department: Department, now: datetime) -> Route:
+        """``department``'s destinations now, or its next opening when it is closed."""
         hours = department.hours
         is_open = hours is None or hours.is_open(now)
         next_opening = None if is_open or hours is None else hours.next_opening(now)

@@ -38,7 +38,11 @@ DEFAULT_KINDS = frozenset({
     "handoff.failed", "handoff.completed", "handoff.returned_to_ai",
     "handoff.attempt_failed", "handoff.fallback",
     "handoff.voicemail_saved", "handoff.callback_scheduled",
+    "call.outbound_ringing", "call.answered", "call.no_answer", "call.busy", "call.failed",
+    "callback.dialled", "callback.answered", "callback.connected", "callback.retry",
+    "callback.failed",
 })
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,19 @@ class StatusCallbackSettings:
         from standardwebhooks.webhooks import Webhook
 
         Webhook(_standard_secret(self.secret))
+
+
+@dataclass(frozen=True)
+class CallUrlSettings:
+    """``[events] call_url_hosts`` with the secret: per-call status URLs (CallStatusUrls)."""
+
+    secret: str = field(repr=False)
+    hosts: tuple[str, ...]
+    kinds: frozenset[str] = DEFAULT_KINDS
+    attempts: int = 6
+
+    def build(self) -> CallStatusUrls:
+        return CallStatusUrls(self.secret, self.hosts, self.kinds, attempts=self.attempts)
 
 
 @dataclass(frozen=True)
@@ -191,6 +208,88 @@ class StatusCallbacks:
         if response.status_code == 429 or response.status_code >= 500:
             return "retry"
         return "refused"
+
+
+class CallStatusUrls:
+    """Status callbacks to a URL given for one call (``POST /calls`` ``callback_url``,
+    ``POST /calls/{id}/events``), signed with the ``[events]`` secret like the global ones.
+
+    A URL given over the API is a request to make warmline open connections: without
+    a check, a token holder could aim it at the cloud metadata service or an admin
+    port inside the network (SSRF). So only hosts the operator listed in
+    ``[events] call_url_hosts`` (globs: ``hooks.example.com``, ``*.crm.example``) are
+    taken, over https, or plain http to a loopback address only; no user:password.
+    With no list, no per-call URL is accepted at all.
+    """
+
+    def __init__(self, secret: str, hosts: Iterable[str], kinds: Iterable[str] = DEFAULT_KINDS,
+                 *, attempts: int = 6) -> None:
+        self.secret = secret
+        self.hosts = tuple(host.lower() for host in hosts)
+        self.kinds = frozenset(kinds)
+        self.attempts = attempts
+        self._by_call: dict[str, StatusCallbacks] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def problem(self, url: str) -> str | None:
+        """Why ``url`` may not receive a call's events, or None."""
+        import fnmatch
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        if not self.hosts:
+            return "per-call callback URLs are off: list the hosts allowed in " \
+                   "[events] call_url_hosts"
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            return f"{url!r} is not a URL"
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("https", "http") or not host:
+            return f"{url!r} is not an https:// URL with a host"
+        if parts.username is not None or parts.password is not None:
+            return "a user or password in the URL is not allowed"
+        if parts.scheme == "http":
+            try:
+                loopback = host in LOOPBACK_NAMES or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                return "plain http is only allowed to a loopback address; use https"
+        if not any(fnmatch.fnmatchcase(host, glob) for glob in self.hosts):
+            return f"host {host} is not in [events] call_url_hosts"
+        return None
+
+    def set(self, call_id: str, url: str) -> None:
+        """Send ``call_id``'s events to ``url`` from now on (checked with :meth:`problem`)."""
+        previous = self._by_call.pop(call_id, None)
+        if previous is not None:  # what it still holds gets its moment, in the background
+            closing = asyncio.ensure_future(previous.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        self._by_call[call_id] = StatusCallbacks(url, self.secret, self.kinds,
+                                                 attempts=self.attempts)
+
+    def url_of(self, call_id: str) -> str | None:
+        sink = self._by_call.get(call_id)
+        return sink.url if sink is not None else None
+
+    def publish(self, call_id: str, kind: str, data: dict[str, Any],
+                handoff_id: str | None, at: float) -> None:
+        sink = self._by_call.get(call_id)
+        if sink is not None:
+            sink.publish(call_id, kind, data, handoff_id, at)
+
+    async def forget(self, call_id: str) -> None:
+        """The call is long over: what is still queued for it gets a moment, then stops."""
+        sink = self._by_call.pop(call_id, None)
+        if sink is not None:
+            await sink.close()
+
+    async def close(self) -> None:
+        for call_id in list(self._by_call):
+            await self.forget(call_id)
 
 
 def _standard_secret(secret: str) -> str:

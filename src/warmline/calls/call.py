@@ -13,10 +13,17 @@ from warmline.calls.leg import CallLeg
 
 
 class CallState(StrEnum):
+    DIALING = "dialing"  # an outbound call: our INVITE is out, nothing heard yet
+    RINGING = "ringing"  # an outbound call: the customer's phone rings (18x)
     AI = "ai"  # with the AI agent (also after a transfer that came back)
     TRANSFERRING = "transferring"
     HUMAN = "human"  # bridged to a human through warmline
     ENDED = "ended"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"  # the caller called us
+    OUTBOUND = "outbound"  # we called the customer (POST /calls, a callback due)
 
 
 @dataclass(eq=False)
@@ -43,6 +50,7 @@ class Call:
     # added to the next agent stream's start.customParameters, once (a return after a
     # handoff: why, and what the other agent reported)
     stream_parameters: dict[str, str] = field(default_factory=dict)
+    direction: Direction = Direction.INBOUND  # outbound: ``caller`` is the customer we called
 
     @property
     def ended(self) -> bool:
@@ -57,5 +65,6 @@ class Call:
         return {"id": self.id, "from": self.caller_uri,
                 "to": str(session.local_party.uri), "state": self.state.value,
                 "started_at": self.started_wall, "answered": self.answered_at is not None,
+                "direction": self.direction.value,
                 "token": self.token,  # for its bot: opens this call's routes only
                 "handoffs": list(self.handoff_ids)}

@@ -25,7 +25,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
-from warmline.calls.call import Call, CallState
+from warmline.calls.call import Call, CallState, Direction
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.leg import CallLeg, quoted
 from warmline.calls.trunks import Trunks
@@ -257,6 +257,47 @@ class Switchboard:
         self._leg_listeners[session.id] = listener
         return leg
 
+    async def originate(self, uri: str, from_: str, listener: LegListener,
+                        trunk_name: str | None = None) -> Call:
+        """A new outbound call to ``uri``: its "caller" leg is the customer we INVITE.
+
+        Routed and resolved as :meth:`dial` is (NoRoute, ResolutionError, OSError,
+        ValueError). ``from_`` is our caller ID (a trunk's own caller ID is used when
+        ``from_`` is empty). ``listener`` hears the leg's progress, answer, failure and
+        end; once it ends the call ends too (the observer's ``call_ended``). The call
+        counts against ``max_calls`` like an inbound one (OverflowError past it).
+        ``trunk_name``: through that trunk (else the first trunk that serves ``uri``).
+        """
+        if self.max_calls and self.live_calls >= self.max_calls:
+            self.refused[Overload.MAX_CALLS] += 1
+            raise OverflowError(f"{self.max_calls} calls at once")
+        route = self.trunks.route_via(trunk_name, uri) if trunk_name \
+            else self.trunks.route(uri)
+        resolution = await self._resolve(route.next_hop)
+        media = await self.plane.open_leg("caller")
+        trunk = route.trunk
+        srtp = trunk.srtp if trunk is not None and trunk.srtp is not None else self.srtp
+        negotiation = Negotiation(media, self.media_address, self.codecs, srtp)
+        offer = negotiation.offer()
+        caller_id = from_ or (trunk.caller_id if trunk and trunk.caller_id else "")
+        try:
+            session = self.shell.run(lambda now: self.shell.ua.invite(
+                route.request_uri, now, sdp=offer, headers=route.headers,
+                from_=caller_id or None, targets=resolution.targets,
+                credentials=route.credentials))
+        except ValueError:
+            media.close()
+            raise
+        self._forget_ended_calls()
+        leg = CallLeg(session, media, negotiation)
+        call = Call(new_call_id(), leg, self.shell.now(), state=CallState.DIALING, legs=[leg],
+                    direction=Direction.OUTBOUND)
+        self.calls[call.id] = call
+        session.app["call"] = call
+        self._legs[session.id] = leg
+        self._leg_listeners[session.id] = listener
+        return call
+
     def refer(self, leg: CallLeg, refer_to: str, headers: list[tuple[str, str]],
               listener: ReferListener) -> ReferSubscription:
         """REFER ``leg``'s far end to ``refer_to`` with Referred-By naming us."""
@@ -444,8 +485,18 @@ class Switchboard:
     def _outbound_event(self, event: LegEvent) -> None:
         session = event.session
         listener = self._leg_listeners[session.id]
+        call = session.app.get("call")
+        originated = isinstance(call, Call) and call.caller.session is session
+        if originated and isinstance(event, CallAnswered | CallConfirmed):
+            assert isinstance(call, Call)
+            if call.answered_at is None:
+                call.answered_at = self.shell.now()
         if isinstance(event, CallEnded | CallFailed):
             del self._leg_listeners[session.id]
+            if originated:  # the customer's leg of a call we placed: the call ends
+                listener(event)
+                self._ended_session(session)
+                return
             leg = self._legs.pop(session.id, None)
             if leg is not None:
                 leg.close()

@@ -105,6 +105,15 @@ class Trunks:
         call it sent us)."""
         return [trunk.credentials for trunk in self.trunks if trunk.credentials]
 
+    def route_via(self, name: str, destination: str) -> Route:
+        """``destination`` through the trunk called ``name``, whatever its globs say
+        (NoRoute naming it when there is no such trunk)."""
+        for trunk in self.trunks:
+            if trunk.name == name:
+                return Route(trunk.request_uri(destination), trunk.next_hop, trunk)
+        known = ", ".join(trunk.name for trunk in self.trunks) or "none configured"
+        raise NoRoute(f"no trunk named {name!r} ({known})")
+
     def route(self, destination: str) -> Route:
         """How to call ``destination``; NoRoute when nothing can (tel: without a trunk)."""
         for trunk in self.trunks:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
@@ -571,6 +572,49 @@ class Pacer:
         self.tick()
 
 
+class MediaClock:
+    """One 20 ms tick for every feed playing on a loop, instead of a timer each.
+
+    A timer a leg costs the loop a heap push and pop and a callback every
+    20 ms per call on hold; one shared tick walks the feeds in a plain loop.
+    Feeds join and leave at any time (a feed that stops during a tick leaves
+    at once); the tick runs only while somebody plays.
+    """
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._feeds: dict[int, Callable[[], None]] = {}
+        self._pacer = Pacer(loop, self._tick)
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
+        clock = cls._by_loop.get(loop)
+        if clock is None:
+            clock = cls._by_loop[loop] = cls(loop)
+        return clock
+
+    @property
+    def feeds(self) -> int:
+        return len(self._feeds)
+
+    def join(self, key: int, tick: Callable[[], None]) -> None:
+        self._feeds[key] = tick
+        if not self._pacer.running:
+            self._pacer.start()
+
+    def leave(self, key: int) -> None:
+        self._feeds.pop(key, None)
+        if not self._feeds:
+            self._pacer.stop()
+
+    def _tick(self) -> None:
+        for key, tick in list(self._feeds.items()):
+            if key in self._feeds:  # not left during this tick
+                tick()
+
+
 class _EncodedLoops:
     """Frames of looped audio (hold music, ringback), encoded once per stateless codec.
 
@@ -617,14 +661,16 @@ class PlayerFeed:
         self.leg = leg
         self.player = player
         self.source = SyntheticSource()
-        self.pacer = Pacer(leg.loop, self._tick)
+        self.clock = MediaClock.of(leg.loop)
         self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
 
     def start(self) -> None:
-        self.pacer.start()
+        """The first packet now (a switch of source leaves no gap), then on the clock."""
+        self.clock.join(id(self), self._tick)
+        self._tick()
 
     def stop(self) -> None:
-        self.pacer.stop()
+        self.clock.leave(id(self))
         if not self.done.done():
             self.done.set_result(None)
 

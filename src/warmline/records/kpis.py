@@ -5,7 +5,10 @@
 - first-call resolution (calls reported resolved / calls with a resolution reported);
 - time from trigger to the human's first spoken word, p50 and p90 (voice activity on the
   human's leg);
-- repeat contact within 48 h by caller number.
+- repeat contact within 48 h by caller number;
+
+and beside them, overall only, the callbacks kept: promises whose dialled callback
+reached a human (or the AI) over the promises made (``handoff.callback_scheduled``).
 
 Handoffs to another AI agent (mode agent) count as transfers like any other,
 and on their own as ``agent_handoffs``, so a bot-to-bot move is not mistaken
@@ -91,9 +94,23 @@ def compute(events: list[Event], later_calls: list[Event] | None = None) -> dict
     by_intent: dict[str, list[CallFacts]] = defaultdict(list)
     for call in calls.values():
         by_intent[call.intent].append(call)
-    return {"overall": _kpis(list(calls.values()), followers),
+    return {"overall": {**_kpis(list(calls.values()), followers), **callbacks_kept(events)},
             "by_intent": {intent: _kpis(group, followers)
                           for intent, group in sorted(by_intent.items())}}
+
+
+def callbacks_kept(events: list[Event]) -> dict[str, Any]:
+    """Promises made, kept (connected) and given up on, by the promise's handoff id; the
+    share kept is of the promises made in the same events (None when none were)."""
+    def promises(kind: str) -> set[str]:
+        return {e.handoff_id or "" for e in events if e.kind == kind}
+
+    promised = promises("handoff.callback_scheduled")
+    kept, failed = promises("callback.connected"), promises("callback.failed")
+    return {"callbacks_promised": len(promised), "callbacks_kept": len(kept),
+            "callbacks_failed": len(failed - kept),
+            "callback_kept_share": _share(len(kept & promised), len(promised))
+            if promised else None}
 
 
 def _kpis(calls: list[CallFacts], followers: list[Event]) -> dict[str, Any]:

@@ -1,14 +1,26 @@
 """Callbacks promised to callers nobody could take, kept so that none is forgotten.
 
 Each promise is kept in memory (``GET /callbacks``) and appended to a JSON
-Lines file at once, so a crash loses nothing already promised.
+Lines file at once, so a crash loses nothing already promised. The dialler's
+progress on each (attempts, state, outcome) is appended to the same file
+after every change, so a restart knows which promises are still open, how
+many dials each has had, and which were kept: :meth:`CallbackBook.load`
+replays the file, the last word on each promise winning. A line that cannot
+be read (a crash mid-write) is skipped and logged, never fatal.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from warmline.transfer.callback_schedule import CallbackProgress, CallbackState
+
+log = logging.getLogger("warmline.transfer")
 
 
 @dataclass(frozen=True)
@@ -18,17 +30,64 @@ class ScheduledCallback:
     number: str
     at: float  # Unix time
     reason: str
+    intent: str | None = None  # what the caller wanted: routes the callback, said to them
 
 
 class CallbackBook:
-    """The promises, newest last; ``path`` is their JSON Lines copy."""
+    """The promises, newest last; ``path`` is their JSON Lines copy, with their progress."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.promised: list[ScheduledCallback] = []
+        self.progress: dict[str, CallbackProgress] = {}  # by handoff id, once dialling began
+        self.on_add: Callable[[ScheduledCallback], None] | None = None  # the dialler, if on
 
     def add(self, callback: ScheduledCallback) -> None:
         self.promised.append(callback)
+        self._append(asdict(callback))
+        if self.on_add is not None:
+            self.on_add(callback)
+
+    def update(self, progress: CallbackProgress) -> None:
+        """Keep ``progress`` durably (appended; the last line about a promise wins)."""
+        self.progress[progress.key] = progress
+        self._append({"progress": {**asdict(progress), "state": progress.state.value}})
+
+    def load(self) -> None:
+        """What an earlier run promised and how far it got, from ``path`` (if any)."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return
+        for number, line in enumerate(lines, start=1):
+            try:
+                self._replay(json.loads(line))
+            except (ValueError, TypeError, KeyError) as error:
+                log.warning("%s:%d: skipped, not a callback line (%s)", self.path, number,
+                            error)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """The promises with their progress, for ``GET /callbacks``."""
+        rows = []
+        for callback in self.promised:
+            progress = self.progress.get(callback.handoff_id)
+            rows.append({**asdict(callback),
+                         "state": progress.state.value if progress else "pending",
+                         "attempts": progress.attempts if progress else 0,
+                         "outcome": progress.outcome if progress else None})
+        return rows
+
+    def _replay(self, row: dict[str, Any]) -> None:
+        if "progress" in row:
+            data = dict(row["progress"])
+            data["state"] = CallbackState(data["state"])
+            progress = CallbackProgress(**data)
+            self.progress[progress.key] = progress
+            return
+        known = {f.name for f in fields(ScheduledCallback)}
+        self.promised.append(ScheduledCallback(**{k: v for k, v in row.items() if k in known}))
+
+    def _append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as log:
-            log.write(json.dumps(asdict(callback)) + "\n")
+        with self.path.open("a", encoding="utf-8") as log_file:
+            log_file.write(json.dumps(row) + "\n")

@@ -356,7 +356,8 @@ class LiveCallControl:
 
     def save_callback(self, handoff: Handoff, at: float) -> None:
         self.services.callbacks.add(ScheduledCallback(
-            handoff.id, self.call.id, self.call.caller_uri, at, handoff.reason or ""))
+            handoff.id, self.call.id, self.call.caller_uri, at, handoff.reason or "",
+            _intent(handoff)))
 
     # -- plumbing --------------------------------------------------------------------
     async def close(self) -> None:
@@ -405,6 +406,14 @@ def _tokens(read: Callable[[], list[str]]) -> list[str]:
         return read()
     except SipParseError:
         return []
+
+
+def _intent(handoff: Handoff) -> str | None:
+    """What the caller wanted, from the packet (or the request's context)."""
+    packet_intent = ((handoff.packet or {}).get("intent") or {})
+    name = packet_intent.get("name") if isinstance(packet_intent, dict) else None
+    name = name or handoff.context.get("intent")
+    return str(name)[:100] if isinstance(name, str) and name.strip() else None
 
 
 def _answer_problem(leg: CallLeg, sdp: bytes) -> str | None:

@@ -92,13 +92,15 @@ class DestinationPolicy:
 
     allow: tuple[DestinationPattern, ...] = ()
     trusted: tuple[Network, ...] = parse_networks(LOOPBACK)
+    section: str = "transfer"  # the config section the refusal tells the operator to edit
 
     @classmethod
     def build(cls, patterns: list[str] | tuple[str, ...],
-              trusted: list[str] | tuple[str, ...] = LOOPBACK) -> DestinationPolicy:
+              trusted: list[str] | tuple[str, ...] = LOOPBACK,
+              section: str = "transfer") -> DestinationPolicy:
         """From config text; PolicyError or ValueError naming the bad entry."""
         return cls(tuple(DestinationPattern.parse(text) for text in patterns),
-                   parse_networks(trusted, "transfer.trusted"))
+                   parse_networks(trusted, f"{section}.trusted"), section)
 
     def problem(self, destination: str, through_trunk: bool = False) -> str | None:
         """None when ``destination`` may be dialled; else why not, for a 403.
@@ -121,9 +123,9 @@ class DestinationPolicy:
         if isinstance(uri, SipUri) and not through_trunk \
                 and in_networks(uri.bare_host, self.trusted):
             return None
-        where = "" if through_trunk else ", or its address to [transfer] trusted"
+        where = "" if through_trunk else f", or its address to [{self.section}] trusted"
         return f"{destination} is not an allowed destination: add a pattern to " \
-               f"[transfer] allow{where}"
+               f"[{self.section}] allow{where}"
 
     def _agent_problem(self, destination: str) -> str | None:
         """agent:NAME was written by the operator; a ws:// URL in a request is only let
