@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -111,8 +112,9 @@ class AgentStreams:
                 socket = await websockets.connect(url, open_timeout=timeout,
                                                   max_size=self.max_message)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
-                log.warning("call %s: agent at %s unreachable (%s)", call.id, url, error,
-                            extra={"call_id": call.id})
+                log.warning("call %s: agent at %s unreachable (%s)", call.id,
+                            urlsplit(url)._replace(query="").geturl(), error,
+                            extra={"call_id": call.id})  # a token in the query is not logged
                 report(AgentFailed(agent, str(error)[:200] or type(error).__name__))
                 return
             if key in self._let_go or call.ended:  # given up while it was connecting

@@ -143,7 +143,9 @@ def agent_uri_problem(uri: str) -> str | None:
     if not rest.startswith("//") or not parsed.hostname:
         return f"{uri!r} must be ws://HOST[:PORT]/PATH or wss://..."
     if parsed.username or parsed.password:
-        return f"{uri!r} carries credentials: give the bot a token in its own config"
+        return (f"{uri!r} carries credentials (user:password@): put the bot's token in the "
+                "query of an [agents.NAME] url (asked for as agent:NAME, the URL stays out "
+                "of the records)")
     if any(char.isspace() for char in uri) or port == 0:
         return f"{uri!r} is not a usable WebSocket URL"
     return None
