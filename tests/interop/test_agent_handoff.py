@@ -140,7 +140,8 @@ class Bots:
 
 
 def run_call(tmp_path: Path, bots: Bots, ports: tuple[int, int, int, int],
-             config: str = "", a_sessions: int = 2) -> dict[str, Any]:
+             config: str = "", a_sessions: int = 2, b_handshake_delay: float = 0.0
+             ) -> dict[str, Any]:
     """A PJSIP caller on `warmline serve` whose agent is bot A, for about 7.5 s; what was
     seen: the caller's states, the handoff as the API shows it, the call in the records."""
     sip_port, http_port, a_port, b_port = ports
@@ -150,9 +151,13 @@ def run_call(tmp_path: Path, bots: Bots, ports: tuple[int, int, int, int],
     (workdir / "warmline.toml").write_text(config)
     seen: dict[str, Any] = {}
 
+    async def slow_handshake(connection: Any, request: Any) -> None:
+        await asyncio.sleep(b_handshake_delay)  # bot B is slow to accept the WebSocket
+
     async def scenario() -> None:
         async with websockets.serve(bots.bot_a, "127.0.0.1", a_port), \
-                websockets.serve(bots.bot_b, "127.0.0.1", b_port):
+                websockets.serve(bots.bot_b, "127.0.0.1", b_port,
+                                 process_request=slow_handshake):
             server = start_serve(["--config", str(workdir / "warmline.toml"),
                                   "--sip", f"udp:127.0.0.1:{sip_port}",
                                   "--http", f"127.0.0.1:{http_port}",
@@ -193,6 +198,30 @@ def heard_by_caller(tmp_path: Path, hz: int) -> float:
         rate = recording.getframerate()
         samples = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2")
     return strength(samples, rate, hz)
+
+
+def ringback_before_bot_b(tmp_path: Path) -> float:
+    """The share of the 2 s before bot B's tone first reached the caller that sounded like
+    ringback (the hold audio: 440 + 480 Hz, audible); 0 when B's tone never came."""
+    with wave.open(str(tmp_path / "caller.wav")) as recording:
+        rate = recording.getframerate()
+        samples = np.frombuffer(recording.readframes(recording.getnframes()),
+                                dtype="<i2").astype(np.float64)
+    step = rate // 4
+    pieces = [samples[start:start + step] for start in range(0, len(samples) - step, step)]
+
+    def share(piece: np.ndarray[Any, Any], hz: int) -> float:
+        power = np.abs(np.fft.rfft(piece * np.hanning(len(piece)))) ** 2
+        freqs = np.fft.rfftfreq(len(piece), 1 / rate)
+        return float(power[(freqs > hz - 20) & (freqs < hz + 20)].sum() / (power.sum() + 1e-9))
+
+    onset = next((n for n, piece in enumerate(pieces) if share(piece, BOT_B_HZ) > 0.5), None)
+    if onset is None or onset < 9:
+        return 0.0
+    before = pieces[onset - 9:onset - 1]  # 2 s, leaving out the quarter where B began
+    audible = [piece for piece in before if np.sqrt((piece ** 2).mean()) > 300
+               and share(piece, 440) + share(piece, 480) > 0.6]
+    return len(audible) / len(before)
 
 
 def recorded_kinds(seen: dict[str, Any], handoff_id: str) -> list[str]:
@@ -276,3 +305,18 @@ def test_bot_b_that_has_the_call_hands_it_on_to_a_human(tmp_path: Path) -> None:
     recorded = recorded_kinds(seen, second)
     assert recorded[0] == "handoff.requested" and "handoff.connected" in recorded
     assert recorded_kinds(seen, first)[-2:] == ["handoff.handed_on", "handoff.completed"]
+
+
+def test_the_caller_hears_hold_audio_while_a_slow_agent_connects(tmp_path: Path) -> None:
+    ports = (free_port(), free_port(), free_port(), free_port())
+    bots = Bots(f"http://127.0.0.1:{ports[1]}", f"ws://127.0.0.1:{ports[3]}/bot-b")
+    seen = run_call(tmp_path, bots, ports, b_handshake_delay=2.5)
+    events = seen["handoff"]["events"]
+    attempt, connected = (next(e["at"] for e in events if e["kind"] == kind)
+                          for kind in ("attempt", "connected"))
+    assert connected - attempt >= 2.4  # the handshake really was slow, and it still connected
+    # bot A sends silence and bot B a 1300 Hz tone: the hold audio (ringback) fills the
+    # wait for B's handshake (its cadence: 2 s on, then 4 s off)
+    assert ringback_before_bot_b(tmp_path) >= 0.75, "dead air while the agent connected"
+    assert heard_by_caller(tmp_path, BOT_B_HZ) > 0.5
+    assert [e["kind"] for e in events][-3:] == ["agent_ended", "returned_to_ai", "completed"]
