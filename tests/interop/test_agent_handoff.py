@@ -8,6 +8,9 @@ the caller, speaks a 1300 Hz tone, reads the whole packet at
 GET /handoffs/{id}/context with the handoff's token, and closes with code
 1000 and a report. The call goes back to bot A: a second ``start`` saying
 it is a return and what B reported. The records hold the handoff's events.
+Also: an unreachable agent falling back to a named one that hands back over
+REST, bot B handing the caller on to a PJSIP human, and hold audio while a
+slow agent's handshake is pending.
 """
 
 from __future__ import annotations
