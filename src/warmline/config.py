@@ -682,7 +682,10 @@ class LimitsSection(_Strict):
 
     sip_rate: float = Field(50.0, ge=0)  # messages a second from one untrusted source; 0 off
     sip_burst: float = Field(100.0, ge=0)  # ... in bursts up to this many
-    max_transactions: int = Field(20_000, ge=0)  # SIP server transactions held; 0: no cap
+    # SIP server transactions held (each lingers 32 s after its answer to absorb
+    # retransmissions, two a call: the default sustains ~1,500 new calls/s and bounds
+    # their memory near 600 MB); past it new requests get 503; 0: no cap
+    max_transactions: int = Field(100_000, ge=0)
     max_calls: int = Field(1_000, ge=0)  # calls at once; past it new ones get 503; 0: no cap
     retry_after: int = Field(5, ge=1, le=3600)  # seconds, in each 503
     tcp_idle_timeout: float = Field(300.0, ge=0)  # an inbound connection no call uses
