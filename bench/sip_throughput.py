@@ -9,6 +9,7 @@ bench/.peers/ by this script; their UAS programs are in bench/peer_servers/.
 Every process is bounded by a timeout and stopped by PID.
 
 Run: .venv/bin/python bench/sip_throughput.py [--start 200 --step 200 --max 4000 --seconds 5]
+     [--one-process]  (one server for the whole ramp, its memory printed at each step)
 """
 
 from __future__ import annotations
@@ -168,6 +169,36 @@ class Server:
             self.process.wait()
 
 
+def rss_mb(pid: int) -> float:
+    """The resident memory of a process, in MB (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def ramp_one_process(name: str, rates: list[int], seconds: int, pause: float = 2.0,
+                     command: Callable[[str, int], list[str]] | None = None,
+                     scenario: list[str] | None = None) -> Step | None:
+    """The highest clean step when one server takes the whole ramp, as a server in
+    production does: a cost per call that grows with the calls already taken shows here
+    and not with a fresh server per step. Stops at the first step that is not clean;
+    prints the server's memory after each step."""
+    best: Step | None = None
+    with tempfile.TemporaryDirectory() as scratch_dir, Server(name, command) as server:
+        for rate in rates:
+            step = run_step(server.port, rate, seconds, Path(scratch_dir), scenario)
+            print(f"  {name:9} {rate:5d} cps: {step.successful}/{step.calls} ok, "
+                  f"{step.failed} failed, {step.retransmissions} retrans, achieved "
+                  f"{step.achieved:.0f} cps {'clean' if step.clean else 'NOT clean'}, "
+                  f"RSS {rss_mb(server.process.pid):.0f} MB", flush=True)
+            if not step.clean:
+                break
+            best = step
+            time.sleep(pause)
+    return best
+
+
 def measure(name: str, rates: list[int], seconds: int,
             command: Callable[[str, int], list[str]] | None = None,
             scenario: list[str] | None = None) -> Step | None:
@@ -226,6 +257,8 @@ def main() -> int:
     parser.add_argument("--max", type=int, default=4000)
     parser.add_argument("--seconds", type=int, default=5, help="length of each step")
     parser.add_argument("--peers", default="warmline,sippy,aiosipua")
+    parser.add_argument("--one-process", action="store_true",
+                        help="one server for the whole ramp (no restart, no bisection)")
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         print("sipp not found: run scripts/setup first", file=sys.stderr)
@@ -234,7 +267,8 @@ def main() -> int:
     results: dict[str, Step | None] = {}
     for name in args.peers.split(","):
         print(f"{name}: ramping {rates[0]}..{rates[-1]} cps, {args.seconds} s per step", flush=True)
-        results[name] = measure(name, rates, args.seconds)
+        results[name] = ramp_one_process(name, rates, args.seconds) if args.one_process \
+            else measure(name, rates, args.seconds)
     print("\nhighest rate with 0 failed calls and 0 retransmissions (sipp -sn uac, UDP, loopback):")
     for name, step in results.items():
         if step is None:
