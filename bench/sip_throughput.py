@@ -269,18 +269,23 @@ def main() -> int:
         print(f"{name}: ramping {rates[0]}..{rates[-1]} cps, {args.seconds} s per step", flush=True)
         results[name] = ramp_one_process(name, rates, args.seconds) if args.one_process \
             else measure(name, rates, args.seconds)
-    print("\nhighest rate with 0 failed calls and 0 retransmissions (sipp -sn uac, UDP, loopback):")
+    report(results, "calls/s",
+           "highest rate with 0 failed calls and 0 retransmissions (sipp -sn uac, UDP, loopback)")
+    return 0
+
+
+def report(results: dict[str, Step | None], unit: str, title: str) -> None:
+    """Each server's highest clean rate, then warmline's ratio to each peer."""
+    print(f"\n{title}:")
     for name, step in results.items():
-        if step is None:
-            print(f"  {name:9} none clean")
-        else:
-            print(f"  {name:9} {step.rate:5d} calls/s asked, {step.achieved:6.0f} achieved")
+        shown = "none clean" if step is None else \
+            f"{step.rate:5d} {unit} asked, {step.achieved:6.0f} achieved"
+        print(f"  {name:9} {shown}")
     ours = results.get("warmline")
     for name, step in results.items():
         if name != "warmline" and step and ours:
             print(f"  warmline / {name}: {ours.rate / step.rate:.2f}x asked, "
                   f"{ours.achieved / step.achieved:.2f}x achieved")
-    return 0
 
 
 if __name__ == "__main__":

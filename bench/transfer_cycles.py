@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from sip_throughput import Step, free_port, measure, peer_python  # noqa: E402
+from sip_throughput import Step, free_port, measure, peer_python, report  # noqa: E402
 
 TARGET = "sip:human@127.0.0.1:5999"  # never called: the transferee reports the outcome
 SCENARIO = ["-sf", str(HERE / "scenarios" / "transferee.xml")]
@@ -73,17 +73,8 @@ def main() -> int:
             print(f"{name}: ramping {rates[0]}..{rates[-1]} cycles/s, {args.seconds} s a step",
                   flush=True)
             results[name] = measure(name, rates, args.seconds, commands, SCENARIO)
-    print("\nhighest rate with every blind-transfer cycle complete, 0 retransmissions "
-          "(sipp transferee, UDP, loopback):")
-    for name, step in results.items():
-        shown = "none clean" if step is None else \
-            f"{step.rate:5d} cycles/s asked, {step.achieved:6.0f} achieved"
-        print(f"  {name:9} {shown}")
-    ours = results.get("warmline")
-    for name, step in results.items():
-        if name != "warmline" and step and ours:
-            print(f"  warmline / {name}: {ours.rate / step.rate:.2f}x asked, "
-                  f"{ours.achieved / step.achieved:.2f}x achieved")
+    report(results, "cycles/s", "highest rate with every blind-transfer cycle complete, "
+           "0 retransmissions (sipp transferee, UDP, loopback)")
     return 0
 
 

@@ -585,12 +585,14 @@ class RecordingSection(_Strict):
                                  self.retention_days)
 
 
-class TransferSection(_Strict):
-    # destinations a transfer asked for over the API may go to, besides addresses in
-    # [sip] trusted: sip:USER@HOST[:PORT], sips:..., tel:NUMBER, each part a glob
+class _DestinationRules(_Strict):
+    """Where warmline may call: ``allow`` patterns (sip:USER@HOST[:PORT], sips:...,
+    tel:NUMBER, each part a glob) and ``trusted`` networks reached directly (not
+    through a trunk) without a pattern. [transfer] and [outbound] differ only in
+    their defaults."""
+
     allow: list[str] = Field(default_factory=list)
-    # addresses a transfer may reach directly (not through a trunk) without a pattern
-    trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+    trusted: list[str] = Field(default_factory=list)
 
     @field_validator("trusted")
     @classmethod
@@ -601,39 +603,26 @@ class TransferSection(_Strict):
     @field_validator("allow")
     @classmethod
     def _patterns(cls, values: list[str]) -> list[str]:
-        return _allow_patterns(values)
+        for value in values:
+            try:
+                DestinationPattern.parse(value)
+            except PolicyError as error:
+                raise ValueError(str(error).removeprefix("transfer.allow: ")) from None
+        return values
 
 
-def _allow_patterns(values: list[str]) -> list[str]:
-    for value in values:
-        try:
-            DestinationPattern.parse(value)
-        except PolicyError as error:
-            raise ValueError(str(error).removeprefix("transfer.allow: ")) from None
-    return values
+class TransferSection(_DestinationRules):
+    """Where a transfer asked for over the API may go: the patterns, and this machine."""
+
+    trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
 
 
-class OutboundSection(_Strict):
+class OutboundSection(_DestinationRules):
     """Whom warmline may call (POST /calls, callbacks) and as whom: nothing by default."""
 
-    # sip:USER@HOST[:PORT], sips:..., tel:NUMBER patterns, as [transfer] allow
-    allow: list[str] = Field(default_factory=list)
-    # addresses called directly (not through a trunk) without a pattern; none by default
-    trusted: list[str] = Field(default_factory=list)
     caller_id: str = Field("", max_length=2048)  # our From; "" the trunk's caller ID
     caller_ids: list[str] = Field(default_factory=list)  # others a request may ask for
     ring_timeout: float = Field(30.0, gt=0, le=300)
-
-    @field_validator("trusted")
-    @classmethod
-    def _trusted_networks(cls, values: list[str]) -> list[str]:
-        parse_networks(values, "trusted")
-        return values
-
-    @field_validator("allow")
-    @classmethod
-    def _patterns(cls, values: list[str]) -> list[str]:
-        return _allow_patterns(values)
 
     @field_validator("caller_id")
     @classmethod
