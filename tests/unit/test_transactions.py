@@ -11,7 +11,7 @@ from warmline.sip.events import (
 )
 from warmline.sip.message import Request, Response, parse_message
 from warmline.sip.timers import TimerSettings
-from warmline.sip.transaction import State
+from warmline.sip.transaction import InviteServerTransaction, State
 from warmline.sip.transaction_layer import TransactionLayer
 from warmline.sip.uri import parse_uri
 
@@ -163,6 +163,35 @@ def test_request_retransmission_gets_last_response_again() -> None:
     first = layer.pop_transmissions()
     assert layer.receive_request(request("OPTIONS"), PEER_UDP, now=0.3) == []
     assert layer.pop_transmissions() == first
+
+
+def test_an_answered_transaction_keeps_only_what_retransmissions_need() -> None:
+    """After the final response the parsed request and response are let go (half of a
+    call's memory for the 32 s of Timer J/L): retransmissions still match and still
+    get the same bytes, the 2xx's bytes go to the UA core that resends them."""
+    layer = TransactionLayer(TimerSettings())
+    extra = (("Contact", "<sip:alice@127.0.0.1:5070>"), ("Subject", "x" * 200))
+    invite = request(extra=extra)
+    invite.body = b"v=0\r\n" * 50
+    ok_invite = layer.receive_request(invite, PEER_UDP, now=0.0)[0].transaction
+    assert isinstance(ok_invite, InviteServerTransaction)
+    layer.respond(ok_invite, response_to(invite, 200), now=0.0)
+    assert ok_invite.hand_over_2xx().startswith(b"SIP/2.0 200")
+    assert ok_invite.wire is None and ok_invite.final_sent
+    assert [name for name, _ in ok_invite.request.headers] == ["via", "from", "to",
+                                                               "call-id", "cseq"]
+    assert ok_invite.request.body == b"" and ok_invite.last_response is not None
+    assert ok_invite.last_response.headers == []
+    assert layer.receive_request(request(extra=extra), PEER_UDP, now=0.5) == []  # absorbed
+    bye = request("BYE", branch="z9hG4bKbye", extra=extra)
+    done = layer.receive_request(bye, PEER_UDP, now=1.0)[0].transaction
+    assert done is not None
+    layer.respond(done, response_to(bye, 200), now=1.0)
+    first = layer.pop_transmissions()[-1]
+    assert layer.receive_request(request("BYE", branch="z9hG4bKbye"), PEER_UDP, now=2.0) == []
+    assert layer.pop_transmissions() == [first]
+    run_until(layer, 40.0)
+    assert layer.transaction_count == 0  # the slim copies still find their keys
 
 
 def test_rfc2543_request_without_cookie_matches_its_retransmission() -> None:

@@ -277,6 +277,9 @@ class Message:
         return self.to_bytes()
 
 
+_IDENTITY_HEADERS = ("via", "from", "to", "call-id", "cseq")
+
+
 class Request(Message):
     __slots__ = ("method", "uri", "version")
 
@@ -295,6 +298,22 @@ class Request(Message):
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {SIP_VERSION}"
+
+    def skeleton(self) -> Request:
+        """A copy with only what identifies the request: its top Via, From, To, Call-ID and
+        CSeq, and no body.
+
+        A server transaction that has answered keeps this for the 32 s it absorbs
+        retransmissions, instead of every parsed header and the SDP: that was half of
+        what a call held in memory after it ended.
+        """
+        kept: list[tuple[str, str]] = []
+        wanted = set(_IDENTITY_HEADERS)
+        for name, value in self.headers:
+            if name in wanted:
+                wanted.discard(name)
+                kept.append((name, value))
+        return Request(self.method, self.uri, kept, version=self.version)
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.uri}>"

@@ -228,9 +228,13 @@ class ServerTransaction(Transaction):
         raise NotImplementedError
 
     def _send_response(self, response: Response, out: list[Output]) -> None:
-        self.last_response = response
         self._last_wire = response.to_bytes()
         out.append(Transmit(self.target, self._last_wire))
+        if response.status < 200:
+            self.last_response = response
+        else:  # from now on only retransmissions are absorbed: keep what they need
+            self.request = self.request.skeleton()
+            self.last_response = Response(response.status, response.reason)
 
     def _resend(self, out: list[Output]) -> None:
         if self._last_wire is not None:
@@ -261,6 +265,14 @@ class InviteServerTransaction(ServerTransaction):
     def wire(self) -> bytes | None:
         """The bytes of the last response sent (the UA core retransmits 2xx with them)."""
         return self._last_wire
+
+    def hand_over_2xx(self) -> bytes:
+        """The 2xx just sent, for the UA core to retransmit until the ACK (RFC 6026: the
+        transaction never resends a 2xx, so it forgets the bytes for its 32 s in Accepted)."""
+        if self.state is not State.ACCEPTED or self._last_wire is None:
+            raise RuntimeError(f"no 2xx to hand over ({self.state.value})")
+        wire, self._last_wire = self._last_wire, None
+        return wire
 
     def respond(self, response: Response, now: float) -> list[Output]:
         out: list[Output] = []

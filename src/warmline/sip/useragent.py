@@ -500,7 +500,7 @@ class UserAgent:
         session.state = SessionState.ANSWERED
         self._arm_session_timer(session, agreement, now)
         self.layer.respond(transaction, response, now)
-        self._retransmit_2xx(session, transaction.target, transaction.wire or b"", now)
+        self._retransmit_2xx(session, transaction.target, transaction.hand_over_2xx(), now)
         replaced, session.replaced = session.replaced, None
         if replaced is not None and not replaced.ended:  # RFC 3891 §3: the old dialog ends
             replaced.end_reason = "replaced (RFC 3891)"
