@@ -5,7 +5,7 @@ old calls, a structure that only grows) looks fine in a 5-second step and falls
 behind after ten minutes. This runs sipp's `-sn uac` (INVITE, 200, ACK, BYE) at
 ``--rate`` against ONE server process for ``--minutes`` one-minute runs back to
 back and prints per minute: calls ok/failed, retransmissions, the INVITE->200
-response time (p50/p99 from sipp's -trace_rtt), the server's CPU seconds and RSS.
+response time (p50/p99 from sipp's -trace_rtt, whole milliseconds: 0 is under 1 ms), the server's CPU seconds and RSS.
 At the end: last minute / first minute for rate, p99 and CPU, and the RSS growth
 after the first minute; then the same figures for each peer and warmline's ratio.
 
@@ -108,7 +108,7 @@ def summary(name: str, minutes: list[Minute]) -> dict[str, float]:
     growth = last.rss_mb - (minutes[1].rss_mb if len(minutes) > 1 else first.rss_mb)
     failed = sum(m.failed for m in minutes)
     figures = {"ok_ratio": last.ok / max(1, first.ok),
-               "p99_ratio": last.p99_ms / max(0.1, first.p99_ms),
+               "p99_ratio": max(1.0, last.p99_ms) / max(1.0, first.p99_ms),
                "cpu_ratio": last.cpu_s / max(0.01, first.cpu_s),
                "rss_growth": growth, "failed": failed,
                "cpu_per_call_us": 1e6 * sum(m.cpu_s for m in minutes)
