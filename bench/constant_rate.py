@@ -5,7 +5,8 @@ old calls, a structure that only grows) looks fine in a 5-second step and falls
 behind after ten minutes. This runs sipp's `-sn uac` (INVITE, 200, ACK, BYE) at
 ``--rate`` against ONE server process for ``--minutes`` one-minute runs back to
 back and prints per minute: calls ok/failed, retransmissions, the INVITE->200
-response time (p50/p99 from sipp's -trace_rtt, whole milliseconds: 0 is under 1 ms), the server's CPU seconds and RSS.
+response time (p50/p99 from sipp's -trace_rtt, whole milliseconds: 0 is under 1 ms),
+the server's CPU seconds and RSS.
 At the end: last minute / first minute for rate, p99 and CPU, and the RSS growth
 after the first minute; then the same figures for each peer and warmline's ratio.
 

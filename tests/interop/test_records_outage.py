@@ -133,7 +133,9 @@ if mode == "crash-after-commit":  # dies between the database's commit and the d
         added.wait(10)
         os.kill(os.getpid(), signal.SIGKILL)
     RecordWriter._forget = forget
-writer = RecordWriter(url, folder, retry_seconds=0.05)
+# the hook is in this process's shipping thread (the shipper process runs the same insert)
+writer = RecordWriter(url, folder, retry_seconds=0.05,
+                      separate_process=mode != "crash-after-commit")
 for n in range(count):
     writer.add(Event(1_790_000_000.0 + n, "call-%d" % (n % 400), "call.turn", {"n": n}))
 print("added", writer.pending, flush=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -242,3 +244,37 @@ def test_a_full_disk_at_close_during_an_outage_is_counted_as_lost(
         writer.close(timeout=0.2)
     assert held > 0 and writer.lost == held
     assert f"{held} event(s) lost at close" in caplog.text
+
+
+def test_shipping_runs_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """The database work is off the engine's process (and its GIL): this process never
+    opens the database, and the URL (a password in it) is not on the child's command line."""
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    writer = RecordWriter(url, tmp_path / "records")
+    child = writer._child
+    assert child is not None and child.pid != os.getpid()
+    command_line = Path(f"/proc/{child.pid}/cmdline").read_bytes()
+    assert b"warmline.records.shipper" in command_line and url.encode() not in command_line
+    for event in events(1200):
+        writer.add(event)
+    wait_until(lambda: writer.pending == 0)
+    assert writer.written == 1200 and writer._engine is None
+    writer.close()
+    assert stored(url) == (1200, 1200) and journaled(tmp_path / "records") == 0
+
+
+def test_a_killed_shipper_process_hands_over_to_a_thread_and_loses_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    writer = RecordWriter(url, tmp_path / "records")
+    child = writer._child
+    assert child is not None
+    for event in events(700):
+        writer.add(event)
+    os.kill(child.pid, signal.SIGKILL)
+    for event in events(700, 700):
+        writer.add(event)
+    wait_until(lambda: writer.pending == 0)
+    assert writer._child is None and "shipper process exited" in caplog.text
+    writer.close()
+    assert stored(url) == (1400, 1400) and writer.lost == 0

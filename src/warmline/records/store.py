@@ -6,8 +6,9 @@ PostgreSQL): ``sqlite:///warmline-records/records.db`` by default, a
 tables are created on first use, with a schema version row for migrations.
 
 Nothing is lost: ``RecordWriter.add`` commits each event to a local journal
-(``journal.py``) before it returns, and a thread ships the journal to the
-database, deleting events there only after the database committed them. An
+(``journal.py``) before it returns, and a process of its own (``shipper.py``)
+ships the journal to the database, deleting events there only after the
+database committed them. An
 outage of any length, a clean shutdown or ``kill -9`` leaves the events in the
 journal, shipped when the database answers, at the latest at the next start.
 Shipping is at-least-once; storing is exactly-once because every event
@@ -50,6 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from warmline.records.journal import FLUSH_SECONDS, Entry, Journal
+from warmline.records.shipper_process import ShipperProcess
 
 log = logging.getLogger("warmline.records")
 SCHEMA_VERSION = 2  # 2: the uid column that makes shipping idempotent
@@ -141,7 +143,9 @@ def _not_stored(connection: Connection, rows: list[dict[str, Any]]) -> list[dict
 
 
 class RecordWriter:
-    """Journals every event on local disk, then ships it to the database from a thread.
+    """Journals every event on local disk, then ships it to the database from a process of
+    its own (shipper.py: off this process's GIL); from a thread here only when that process
+    cannot run, and for events held in memory while the journal cannot be written.
 
     Durable means: once ``add`` returned, no crash of this process (``kill -9``
     included), no database outage and no shutdown loses the event; a power cut
@@ -157,9 +161,11 @@ class RecordWriter:
     BATCH = 500
     MEMORY_LIMIT = 100_000
 
-    def __init__(self, url: str, folder: Path, retry_seconds: float = 0.5) -> None:
+    def __init__(self, url: str, folder: Path, retry_seconds: float = 0.5,
+                 separate_process: bool = True) -> None:
         """Open (or create) ``folder/journal.db``, move an old install's
-        ``pending-events.jsonl`` into it, and start shipping."""
+        ``pending-events.jsonl`` into it, and start shipping (``separate_process``
+        False: from a thread of this process, as when the shipper process dies)."""
         self.url = url
         self.folder = folder
         self.retry_seconds = retry_seconds
@@ -178,8 +184,12 @@ class RecordWriter:
         self._closed = False
         self._journal_broken = False
         self._journal: Journal | None = None
+        self._shipped_by_child = 0  # journaled events the shipper process removed
+        self._child: ShipperProcess | None = None
         with self._lock:
             self._open_journal()
+        if separate_process and self._journal is not None:
+            self._start_child()
         self._shipper = threading.Thread(target=self._ship_loop, name="warmline-records",
                                          daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop,
@@ -200,12 +210,17 @@ class RecordWriter:
                 self.journal_failures += 1
                 self._hold(entry)
         self._dirty = True
-        self._wake.set()
+        child = self._child
+        if child is not None and not self._memory:
+            child.wake()
+        else:
+            self._wake.set()
 
     @property
     def pending(self) -> int:
         """Events not yet in the database: journaled or held in memory (cheap: counters)."""
-        return (self._journal.count if self._journal is not None else 0) + len(self._memory)
+        journaled = self._journal.count - self._shipped_by_child if self._journal else 0
+        return journaled + len(self._memory)
 
     @property
     def writable(self) -> bool:
@@ -221,7 +236,10 @@ class RecordWriter:
         self._deadline = time.monotonic() + timeout
         self._closing.set()
         self._wake.set()
-        self._shipper.join(timeout)
+        child = self._child
+        if child is not None:
+            child.close(timeout)
+        self._shipper.join(max(0.0, self._deadline - time.monotonic()))
         self._stopped.set()
         self._flusher.join()
         with self._lock:
@@ -315,7 +333,7 @@ class RecordWriter:
         with self._lock:
             if self._memory and self._journaled(self._memory):
                 self._memory.clear()
-            journal = None if self._closed else self._journal
+            journal = None if self._closed or self._child is not None else self._journal
         if journal is not None:
             try:
                 batch = journal.oldest(self.BATCH)
@@ -335,12 +353,15 @@ class RecordWriter:
         except Exception as error:  # any failure (driver missing too): keep and retry
             self._database_failed(error, len(batch))
             return False
+        self._database_answers()
+        self.written += len(batch)
+        return self._forget(batch)
+
+    def _database_answers(self) -> None:
         if self._outage:
             log.info("records: the database answers again after %d failed attempt(s); "
                      "%d event(s) to ship", self._outage, self.pending)
             self._outage = 0
-        self.written += len(batch)
-        return self._forget(batch)
 
     def _forget(self, batch: list[Entry]) -> bool:
         """The batch is in the database: drop it from the journal or from memory."""
@@ -365,6 +386,43 @@ class RecordWriter:
             log.warning("records: %d event(s) waiting in the journal, database "
                         "unavailable: %s", max(size, self.pending),
                         (str(error).splitlines() or [type(error).__name__])[0])
+
+    # -- the shipper process --------------------------------------------------------------
+    def _start_child(self) -> None:
+        try:
+            self._child = ShipperProcess(self.folder / "journal.db", self.url,
+                                         self.retry_seconds, self._on_child_report,
+                                         self._on_child_exit)
+        except OSError as error:
+            log.error("records: cannot start the shipper process (%s): shipping from a "
+                      "thread", error)
+
+    def _on_child_report(self, line: str) -> None:
+        """A line from the shipper process (its reader thread calls this)."""
+        word, _, rest = line.partition(" ")
+        if word == "shipped":
+            size, _, removed = rest.partition(" ")
+            with self._lock:
+                self.written += int(size)
+                if removed == "1":
+                    self._shipped_by_child += int(size)
+            self._database_answers()
+        elif word == "failed":
+            size, _, error = rest.partition(" ")
+            self._database_failed(RuntimeError(error), int(size))
+        elif word == "journal":
+            log.error("records: the shipper process cannot read or clear the journal: %s",
+                      rest)
+        else:
+            log.warning("records: the shipper process said %.200r", line)
+
+    def _on_child_exit(self, code: int) -> None:
+        if self._closing.is_set():
+            return
+        log.error("records: the shipper process exited (code %d): shipping from a thread",
+                  code)
+        self._child = None
+        self._wake.set()
 
     # -- the fsync thread -----------------------------------------------------------------
     def _flush_loop(self) -> None:

@@ -122,8 +122,20 @@ class SipTrace:
 def cleaned(messages: Iterable[TracedMessage],
             clean: Callable[[str], str]) -> list[TracedMessage]:
     """Each message with the keys pressed taken out and ``clean`` (redaction) applied to
-    the parts that can carry personal data (see :func:`clean_message`)."""
-    return [replace(m, text=clean_message(m.text, clean)) for m in messages]
+    the parts that can carry personal data (see :func:`clean_message`).
+
+    The lines cleaned repeat from message to message of a dialog (its From, To, the
+    identities in every request and response), so each distinct line is cleaned once.
+    """
+    done: dict[str, str] = {}
+
+    def clean_once(text: str) -> str:
+        found = done.get(text)
+        if found is None:
+            found = done[text] = clean(text)
+        return found
+
+    return [replace(m, text=clean_message(m.text, clean_once)) for m in messages]
 
 
 def clean_message(text: str, clean: Callable[[str], str]) -> str:
