@@ -27,7 +27,8 @@ SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp") or "sipp"
 
 
-_BLOCKS = itertools.count(os.getpid() % 40)
+# a second pytest beside the main one (scripts/test) starts its blocks elsewhere
+_BLOCKS = itertools.count(int(os.environ.get("WARMLINE_TEST_BLOCKS_FROM", "0")) + os.getpid() % 40)
 
 
 def relay_block(size: int = 60) -> int:
