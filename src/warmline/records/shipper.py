@@ -48,6 +48,7 @@ from warmline.records.store import connect, insert_events
 
 BATCH = 500
 PR_SET_PDEATHSIG = 1
+GATHER_SECONDS = 0.05  # after a short batch: events reach the database within ~50 ms
 IDLE_CHECK_SECONDS = 1.0  # a missed wake-up delays an event by at most this
 
 
@@ -122,7 +123,9 @@ def ship(journal: Journal, url: str, retry_seconds: float, control: _Control,
         _say(out, f"shipped {len(batch)} {removed}")
         if control.deadline is not None and time.monotonic() > control.deadline:
             break
-        control.wait(0)  # take in what arrived meanwhile without sleeping
+        if len(batch) < BATCH and not control.closing:
+            time.sleep(GATHER_SECONDS)  # let the next batch fill rather than ship by tens
+        control.wait(0)  # take in what arrived meanwhile
     if engine is not None:
         engine.dispose()
 
