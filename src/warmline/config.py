@@ -674,7 +674,7 @@ class LimitsSection(_Strict):
     # SIP server transactions held (each lingers 32 s after its answer to absorb
     # retransmissions, two a call: the default sustains ~1,500 new calls/s and bounds
     # their memory near 600 MB); past it new requests get 503; 0: no cap
-    max_transactions: int = Field(100_000, ge=0)
+    max_transactions: int = Field(200_000, ge=0)
     max_calls: int = Field(1_000, ge=0)  # calls at once; past it new ones get 503; 0: no cap
     retry_after: int = Field(5, ge=1, le=3600)  # seconds, in each 503
     tcp_idle_timeout: float = Field(300.0, ge=0)  # an inbound connection no call uses

@@ -36,7 +36,7 @@ def secure_user_agent() -> UserAgentConfig:
     only (others get 403 until [sip] trusted or a challenge lets them in), 50 messages a
     second per untrusted source, at most 100,000 server transactions (then 503)."""
     return UserAgentConfig(trusted_networks=list(LOOPBACK), access=AccessMode.TRUSTED,
-                           source_limit=RateLimit(50.0, 100.0), max_transactions=100_000)
+                           source_limit=RateLimit(50.0, 100.0), max_transactions=200_000)
 
 
 @dataclass(frozen=True)
