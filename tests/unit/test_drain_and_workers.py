@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_workers_get_ports_base_plus_n_and_disjoint_media_slices() -> None:
     assert [p.http for p in plans] == ["127.0.0.1:8080", "127.0.0.1:8081", "127.0.0.1:8082"]
     slices = [p.media_ports for p in plans]
     assert all(s.start % 2 == 0 and len(s) % 2 == 0 for s in slices)
-    assert all(a.stop <= b.start for a, b in zip(slices, slices[1:], strict=False))
+    assert all(a.stop <= b.start for a, b in itertools.pairwise(slices))
     assert slices[0].start >= 20001 and slices[-1].stop <= 30000
     assert [p.records.name for p in plans] == ["worker-0", "worker-1", "worker-2"]
     assert dispatcher_list(plans).splitlines()[1:] == [
