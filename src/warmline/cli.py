@@ -115,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
     check_cmd = config_sub.add_parser("check", help="validate a config file, naming each "
                                                     "problem's line and key")
     check_cmd.add_argument("file")
+    db_cmd = commands.add_parser("db", parents=[common], help="the records database")
+    db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
+    upgrade_cmd = db_sub.add_parser(
+        "upgrade", help="migrate the records database to the newest schema (Alembic; "
+                        "`serve` does it at start too); a database made before Alembic "
+                        "is adopted with its rows")
+    upgrade_cmd.add_argument("--db", metavar="URL", default=None,
+                             help="sqlite:///FILE or postgresql+psycopg://... "
+                                  "(default: SQLite in --records)")
+    upgrade_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
     kpis_cmd = commands.add_parser("kpis", parents=[common],
                                    help="the five KPIs from the records, overall and per intent")
     kpis_cmd.add_argument("--db", metavar="URL", default=None)
@@ -187,6 +197,28 @@ def _add_probe_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
                                 "that routes to the destination, any free port)")
 
 
+def _db_upgrade(url: str) -> int:
+    """`warmline db upgrade`: the schema to head; 1 naming the error when the database
+    cannot be reached or migrated."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from warmline.records.migrate import current_revision, upgrade
+
+    engine = create_engine(url)
+    try:
+        before = upgrade(engine)
+        with engine.connect() as connection:
+            after = current_revision(connection)
+    except (SQLAlchemyError, OSError) as error:
+        print(f"warmline db upgrade: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"records database at revision {after} (was {before or 'none'})")
+    return 0
+
+
 def _workers(text: str) -> int:
     try:
         count = int(text)
@@ -219,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "config":
         return _check_config(Path(args.file))
+    if args.command == "db":
+        return _db_upgrade(args.db or default_url(Path(args.records)))
     if args.command == "demo":
         return _demo(Path(args.out))
     if args.command == "probe":
