@@ -272,7 +272,7 @@ def kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
 def shipped_kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
                      fr_timer_ms: int = 1000, ping_interval: int = 1, debug: int = 2,
                      trace: bool = True, lifetime: float = 60.0, children: int | None = None,
-                     start_timeout: float = 10.0) -> Iterator[Kamailio]:
+                     shm_mb: int = 64, start_timeout: float = 10.0) -> Iterator[Kamailio]:
     """The shipped deploy/kamailio/warmline.cfg (hash on Call-ID, OPTIONS probing every
     ``ping_interval`` s) on ``host``:<free port> in front of ``backends``. Bounded and
     stopped like :func:`kamailio`."""
@@ -286,7 +286,8 @@ def shipped_kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0
                                      ping_interval=ping_interval, debug=debug, trace=trace)
         return text if children is None else text.replace("children=4", f"children={children}")
 
-    with _running(workdir, host, render, list_file, lifetime, start_timeout) as proxy:
+    with _running(workdir, host, render, list_file, lifetime, start_timeout,
+                  shm_mb=shm_mb) as proxy:
         yield proxy
 
 
@@ -316,7 +317,7 @@ def kamailio_registrar(workdir: Path, account: PbxAccount, *, host: str = "127.0
 @contextlib.contextmanager
 def _running(workdir: Path, host: str, render: Callable[[int, str], str],
              list_file: Path | None, lifetime: float,
-             start_timeout: float) -> Iterator[Kamailio]:
+             start_timeout: float, shm_mb: int = 64) -> Iterator[Kamailio]:
     """Render the config for a free port, start Kamailio, wait for its OPTIONS and ctl."""
     # the ctl socket path must fit in sun_path (108 bytes): keep the run dir short
     rundir = Path(tempfile.mkdtemp(prefix="kam-", dir="/tmp"))
@@ -327,7 +328,7 @@ def _running(workdir: Path, host: str, render: Callable[[int, str], str],
     log = log_path.open("wb")
     process = subprocess.Popen(
         ["timeout", "-k", "5", f"{lifetime:.0f}", KAMAILIO, "-f", str(config), "-DD", "-E",
-         "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"), "-m", "64", "-M", "8"],
+         "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"), "-m", str(shm_mb), "-M", "8"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     running = Kamailio(host, port, rundir, config, list_file, log_path, process)
     try:
