@@ -21,10 +21,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,10 @@ from tests.interop.peers import (
     relay_block,
     render_scenario,
     run_sipp,
+    start_serve,
     stop_process,
+    stop_serve,
+    wait_for_log,
 )
 
 pytestmark = pytest.mark.interop
@@ -195,3 +200,50 @@ async def _phases(tmp_path: Path, proxy: Kamailio, a: Node, b: Node) -> None:
     first = routed(proxy, seen)
     assert first.get(a.uri, 0) == len(after), (first, after)  # each try of A failed over
     assert proxy.dispatcher_flags()[a.uri].startswith("I"), proxy.dispatcher_flags()
+
+
+def options_status(port: int) -> str:
+    """The status line (and Reason header, if any) of a node's answer to OPTIONS."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2)
+        me = sock.getsockname()[1]
+        branch = uuid.uuid4().hex
+        sock.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                     f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{branch};rport\r\n"
+                     f"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+                     f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                     "Content-Length: 0\r\n\r\n").encode(), ("127.0.0.1", port))
+        answer = sock.recv(65535).decode()
+    reason = [line for line in answer.split("\r\n") if line.lower().startswith("reason:")]
+    return " ".join([answer.split("\r\n", 1)[0], *reason])
+
+
+def test_sigusr1_drains_an_idle_node_which_exits_when_drained(tmp_path: Path) -> None:
+    """The SIP-only answerer too: SIGUSR1, OPTIONS 503 with a Reason, then exit 0."""
+    port = free_port()
+    server = start_serve(["--sip", f"udp:127.0.0.1:{port}", "--exit-when-drained"], tmp_path)
+    try:
+        wait_for_log(server, f"listening on udp:127.0.0.1:{port}")
+        assert options_status(port) == "SIP/2.0 200 OK"
+        server.process.send_signal(signal.SIGUSR1)
+        wait_for_log(server, "drained: no live dialog left")
+        server.process.wait(5)  # it left on its own
+    finally:
+        code = stop_serve(server)
+    assert code == 0, server.log()
+    assert "draining (SIGUSR1)" in server.log()
+
+
+def test_a_draining_node_answers_options_503_with_a_reason(tmp_path: Path) -> None:
+    port = free_port()
+    server = start_serve(["--sip", f"udp:127.0.0.1:{port}"], tmp_path)
+    try:
+        wait_for_log(server, f"listening on udp:127.0.0.1:{port}")
+        server.process.send_signal(signal.SIGUSR1)
+        wait_for_log(server, "draining (SIGUSR1)")
+        assert options_status(port) == ("SIP/2.0 503 Service Unavailable (draining) "
+                                        'Reason: SIP;cause=503;text="draining"')
+    finally:
+        code = stop_serve(server)
+    assert code == 0, server.log()

@@ -149,3 +149,30 @@ def test_the_supervisor_restarts_a_dead_worker_and_stops_the_rest(tmp_path: Path
     assert len((tmp_path / "worker-0" / "starts").read_text()) >= 2
     assert (tmp_path / "worker-1" / "starts").read_text() == "x"
     assert all(p.returncode is not None for p in supervisor.processes.values())
+
+
+def test_dispatcher_list_from_the_flag_or_the_cluster_section(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from warmline.cli import main
+
+    assert main(["serve", "--workers", "2", "--sip", "udp:127.0.0.1:5070",
+                 "--dispatcher-list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "1 sip:127.0.0.1:5070 0 0 duid=worker0", "1 sip:127.0.0.1:5071 0 0 duid=worker1"]
+    config = tmp_path / "w.toml"
+    config.write_text('[sip]\nlisten = ["udp:127.0.0.1:6000"]\n[cluster]\nworkers = 3\n')
+    assert main(["serve", "--config", str(config), "--dispatcher-list"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+
+
+def test_bad_worker_counts_are_refused_naming_the_key(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from warmline.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--workers", "0"])
+    assert "--workers must be 1 to 256" in capsys.readouterr().err
+    config = tmp_path / "w.toml"
+    config.write_text("[cluster]\nworkers = 0\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "cluster.workers" in capsys.readouterr().err
