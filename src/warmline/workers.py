@@ -19,7 +19,8 @@ The supervisor here re-runs the same command line once per worker with that
 worker's ports and records folder (flags win over the config file), restarts a
 worker that dies (at most once per RESTART_BACKOFF seconds each), passes
 SIGTERM/SIGINT on (and waits for the workers' graceful shutdown) and SIGUSR1
-(drain) on to every worker.
+(drain) on to every worker; after a drain a worker that exits cleanly
+(--exit-when-drained) stays down, and the supervisor exits with the last one.
 """
 
 from __future__ import annotations
@@ -140,19 +141,36 @@ class Supervisor:
         self.env = env or dict(os.environ)
         self.processes: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
+        self.draining = False  # SIGUSR1 passed on: workers leaving cleanly stay gone
         self._stopping = asyncio.Event()
 
     async def run(self) -> int:
-        """Until SIGTERM/SIGINT: start every worker, keep them up; then stop them."""
+        """Until SIGTERM/SIGINT (or, after a drain, every worker gone): start every
+        worker, keep them up; then stop them."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
-        loop.add_signal_handler(signal.SIGUSR1, self._pass_on, signal.SIGUSR1)
-        keepers = [asyncio.create_task(self._keep(plan)) for plan in self.plans]
-        await self._stopping.wait()
+        loop.add_signal_handler(signal.SIGUSR1, self.drain)
+        keepers = asyncio.create_task(self._keep_all())
+        stopping = asyncio.create_task(self._stop_asked())
+        await asyncio.wait({keepers, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        self._stopping.set()
         log.info("stopping %d worker(s)", len(self.processes))
-        await asyncio.gather(*keepers, return_exceptions=True)
+        await keepers
+        await stopping
         return 0
+
+    async def _keep_all(self) -> None:
+        await asyncio.gather(*(self._keep(plan) for plan in self.plans))
+
+    async def _stop_asked(self) -> None:
+        await self._stopping.wait()
+
+    def drain(self) -> None:
+        """SIGUSR1 to every worker; from now on a worker that exits 0 (drained, with
+        --exit-when-drained) is not started again."""
+        self.draining = True
+        self._pass_on(signal.SIGUSR1)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -167,7 +185,7 @@ class Supervisor:
         while not self._stopping.is_set():
             process = await self._start(plan)
             code = await self._wait(process)
-            if self._stopping.is_set():
+            if self._stopping.is_set() or (self.draining and code == 0):
                 return
             self.restarts += 1
             log.warning("worker %d (PID %d) exited with %s: starting it again in %.1f s",

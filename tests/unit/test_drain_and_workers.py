@@ -176,3 +176,28 @@ def test_bad_worker_counts_are_refused_naming_the_key(
     config.write_text("[cluster]\nworkers = 0\n")
     assert main(["serve", "--config", str(config)]) == 2
     assert "cluster.workers" in capsys.readouterr().err
+
+
+def test_after_a_drain_workers_that_exit_cleanly_stay_down(tmp_path: Path) -> None:
+    """SIGUSR1 passed on; each worker exits 0 (drained): no restart, the supervisor ends."""
+    script = ("import signal, sys, time\n"
+              "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(0))\n"
+              "time.sleep(30)\n")
+    settings = ServeSettings(records=tmp_path, listen=(parse_listen("udp:127.0.0.1:5070"),))
+
+    async def run() -> Supervisor:
+        supervisor = Supervisor(plan_workers(settings, 2), ["serve"], env={},
+                                command=[sys.executable, "-c", script], backoff=0.1)
+        task = asyncio.create_task(supervisor.run())
+        for _ in range(100):  # both started, their handler installed
+            await asyncio.sleep(0.05)
+            if len(supervisor.processes) == 2:
+                break
+        await asyncio.sleep(0.5)
+        supervisor.drain()
+        await asyncio.wait_for(task, 10)
+        return supervisor
+
+    supervisor = asyncio.run(run())
+    assert supervisor.restarts == 0
+    assert [p.returncode for p in supervisor.processes.values()] == [0, 0]
