@@ -75,13 +75,15 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     async with contextlib.AsyncExitStack() as stack:
         side = await _take_calls(stack, shell, settings)
         stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
+        # SIGUSR1's handler before the listeners: a drain asked for as soon as we are up
+        # must never meet the default action (terminate)
+        drain = side.node_drain or Drain(shell.ua, lambda: len(shell.ua.sessions), time.time)
+        _drain_on_signal(drain, stop, settings.exit_when_drained)
+        watch = asyncio.create_task(_watch_drain(drain))
         await _listen(shell, settings.listen)
         _say_what_runs_compiled()
         side.start()
         tune_garbage_collector()
-        drain = side.node_drain or Drain(shell.ua, lambda: len(shell.ua.sessions), time.time)
-        _drain_on_signal(drain, stop, settings.exit_when_drained)
-        watch = asyncio.create_task(_watch_drain(drain))
         await stop.wait()
         watch.cancel()
         log.info("shutting down: %d live call(s)", len(shell.ua.sessions))
