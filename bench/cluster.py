@@ -28,6 +28,12 @@ docs/deploy.md says to deploy (a core per node, Kamailio with cores of its own,
 the load coming from elsewhere) and that nothing else (the network, the
 database) limits first.
 
+The few failed cycles seen at low load are reorderings, not lost calls:
+Kamailio's UDP children relay in parallel, so warmline's REFER, sent as soon as
+the flow takes the answered call, can overtake its own 200 OK, and its BYE the
+200 to the caller's last NOTIFY; sipp's scenario then aborts that call
+("unexpected message"). A step with one such call is not counted clean.
+
 Run (under the peers lock): flock /tmp/warmline-peers.lock .venv/bin/python bench/cluster.py
      [--nodes 1,2,3 --seconds 4 --calls 500:500:6000 --cycles 100:100:1500]
 """
