@@ -37,6 +37,7 @@ from warmline.sip.useragent import UserAgentConfig
 from warmline.transfer.handoff import Destination, HandoffError
 from warmline.transport.listen import ListenSpec, ListenSpecError, parse_host_port, parse_listen
 from warmline.transport.stream import StreamLimits
+from warmline.workers import dispatcher_list, plan_workers, run_workers
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 API_TOKEN_ENV = "WARMLINE_API_TOKEN"
@@ -100,11 +101,30 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(default: SQLite in --records)")
     serve_cmd.add_argument("--config", metavar="FILE",
                            help="warmline.toml (see warmline.example.toml); flags win over it")
+    serve_cmd.add_argument("--workers", metavar="N", type=_workers, default=None,
+                           help="run N full nodes on this host (SIP and HTTP ports base, "
+                                "base+1, ...; media ports split), supervised, for Kamailio "
+                                "in front (docs/deploy.md); default [cluster] workers, 1")
+    serve_cmd.add_argument("--dispatcher-list", action="store_true",
+                           help="print Kamailio's dispatcher list for these workers and exit")
+    serve_cmd.add_argument("--exit-when-drained", action="store_true", default=None,
+                           help="exit once a drain (SIGUSR1 or POST /admin/drain) has seen "
+                                "the last live call end")
     config_cmd = commands.add_parser("config", parents=[common], help="config files")
     config_sub = config_cmd.add_subparsers(dest="config_command", required=True)
     check_cmd = config_sub.add_parser("check", help="validate a config file, naming each "
                                                     "problem's line and key")
     check_cmd.add_argument("file")
+    db_cmd = commands.add_parser("db", parents=[common], help="the records database")
+    db_sub = db_cmd.add_subparsers(dest="db_command", required=True)
+    upgrade_cmd = db_sub.add_parser(
+        "upgrade", help="migrate the records database to the newest schema (Alembic; "
+                        "`serve` does it at start too); a database made before Alembic "
+                        "is adopted with its rows")
+    upgrade_cmd.add_argument("--db", metavar="URL", default=None,
+                             help="sqlite:///FILE or postgresql+psycopg://... "
+                                  "(default: SQLite in --records)")
+    upgrade_cmd.add_argument("--records", default=str(defaults.records), metavar="DIR")
     kpis_cmd = commands.add_parser("kpis", parents=[common],
                                    help="the five KPIs from the records, overall and per intent")
     kpis_cmd.add_argument("--db", metavar="URL", default=None)
@@ -177,6 +197,38 @@ def _add_probe_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
                                 "that routes to the destination, any free port)")
 
 
+def _db_upgrade(url: str) -> int:
+    """`warmline db upgrade`: the schema to head; 1 naming the error when the database
+    cannot be reached or migrated."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from warmline.records.migrate import current_revision, upgrade
+
+    engine = create_engine(url)
+    try:
+        before = upgrade(engine)
+        with engine.connect() as connection:
+            after = current_revision(connection)
+    except (SQLAlchemyError, OSError) as error:
+        print(f"warmline db upgrade: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"records database at revision {after} (was {before or 'none'})")
+    return 0
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError("--workers must be 1 to 256")
+    return count
+
+
 def _probe_seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -192,13 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure_logs(args.log_level, args.log_format, redact=redact)
     if args.command == "serve":
-        return _serve(parser, args)
+        return _serve(parser, args, sys.argv[1:] if argv is None else argv)
     if args.command == "kpis":
         url = args.db or default_url(Path(args.records))
         print(json.dumps(kpi_report(url, args.days), indent=2))
         return 0
     if args.command == "config":
         return _check_config(Path(args.file))
+    if args.command == "db":
+        return _db_upgrade(args.db or default_url(Path(args.records)))
     if args.command == "demo":
         return _demo(Path(args.out))
     if args.command == "probe":
@@ -212,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> int:
     """Check the config, the flow and every flag before anything binds, then run."""
     try:
         config = load_config(Path(args.config)) if args.config else None
@@ -222,7 +276,23 @@ def _serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except FlowError as error:
         print(error, file=sys.stderr)
         return 2
+    if args.dispatcher_list or settings.workers > 1:
+        return _workers_main(settings, args.dispatcher_list, argv)
     return _run(settings)
+
+
+def _workers_main(settings: ServeSettings, print_list: bool, argv: list[str]) -> int:
+    """The supervisor of --workers N, or (--dispatcher-list) the list Kamailio needs."""
+    try:
+        plans = plan_workers(settings, settings.workers)
+    except ValueError as error:
+        print(f"warmline: {error}", file=sys.stderr)
+        return 2
+    if print_list:
+        print(dispatcher_list(plans), end="")
+        return 0
+    _install_fast_loop()
+    return run_workers(settings, argv)
 
 
 def _run(settings: ServeSettings) -> int:
@@ -250,7 +320,18 @@ def _serve_settings(parser: argparse.ArgumentParser, args: argparse.Namespace,
     settings = _escalation(settings, parser, args, config)
     settings = _network(settings, config)
     settings = _limits(settings, parser, config)
-    return _storage(settings, args, config)
+    settings = _storage(settings, args, config)
+    return _cluster(settings, args, config)
+
+
+def _cluster(settings: ServeSettings, args: argparse.Namespace,
+             config: WarmlineConfig | None) -> ServeSettings:
+    """--workers and --exit-when-drained, else [cluster]."""
+    section = config.cluster if config else None
+    workers = args.workers or (section.workers if section else settings.workers)
+    leave = args.exit_when_drained if args.exit_when_drained is not None \
+        else (section.exit_when_drained if section else False)
+    return replace(settings, workers=workers, exit_when_drained=leave)
 
 
 def _agent(settings: ServeSettings, args: argparse.Namespace,

@@ -689,8 +689,18 @@ class LimitsSection(_Strict):
     keep_ended_calls: float = Field(120.0, ge=5, le=86_400)
 
 
+class ClusterSection(_Strict):
+    """This host's share of a cluster behind Kamailio (docs/deploy.md)."""
+
+    # full nodes on this host (one per core): SIP port base, base+1, ...; HTTP port
+    # likewise; the media ports split in N slices (workers.py); 1: this process only
+    workers: int = Field(1, ge=1, le=256)
+    exit_when_drained: bool = False  # exit once a drain (SIGUSR1, POST /admin/drain) ends
+
+
 class WarmlineConfig(_Strict):
     sip: SipSection = Field(default_factory=SipSection)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     transfer: TransferSection = Field(default_factory=TransferSection)
     events: EventsSection = Field(default_factory=EventsSection)

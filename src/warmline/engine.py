@@ -32,6 +32,7 @@ from warmline.brain.status_events import CallStatusUrls, StatusCallbacks
 from warmline.brain.turns import Turn
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
+from warmline.calls.drain import Drain, DrainState
 from warmline.calls.recording import (
     CallRecordings,
     RecordingAction,
@@ -168,6 +169,8 @@ class CallEngine:
             srtp=srtp, early_media=early_media, max_calls=max_calls,
             retry_after=shell.ua.config.retry_after, journal=journal,
             keep_ended=keep_ended_calls)
+        # POST /admin/drain or SIGUSR1: new calls refused 503, live ones finish
+        self.drain = Drain(shell.ua, lambda: len(shell.ua.sessions), time.time)
         self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None
         self.registrations = TrunkRegistrations(shell, self.switchboard.trunks,
                                                 self.switchboard.resolver)
@@ -350,10 +353,11 @@ class CallEngine:
                             watchdog.timeout, extra={"call_id": call.id})
 
     def readiness(self) -> dict[str, bool]:
-        """What /readyz checks: a SIP listener is open, the records can be written, a
-        call could get media ports now. Each cheap: no I/O."""
+        """What /readyz checks: a SIP listener is open, the node is not draining, the
+        records can be written, a call could get media ports now. Each cheap: no I/O."""
         records = self.records
         return {"sip": self.switchboard.shell.listening,
+                "accepting": self.drain.state is DrainState.ACCEPTING,
                 "records": records is None or records.writable,
                 "media_ports": self.switchboard.plane.spare_legs() > 0}
 

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,7 @@ from warmline.agents.scripted import ScriptedAgent
 from warmline.brain.status_events import StatusCallbacks
 from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
+from warmline.calls.drain import Drain
 from warmline.calls.sip_answerer import SipAnswerer
 from warmline.engine import CallEngine
 from warmline.media.fastpath import describe_forwarder
@@ -42,6 +44,8 @@ from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline")
 DRAIN_SECONDS = 2.0
+DRAIN_SIGNAL = signal.SIGUSR1  # stop taking new calls, finish the live ones (calls/drain.py)
+DRAIN_CHECK_SECONDS = 0.25  # how often a draining node looks for its last call's end
 
 
 class _MediaSink(asyncio.DatagramProtocol):
@@ -71,11 +75,17 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
     async with contextlib.AsyncExitStack() as stack:
         side = await _take_calls(stack, shell, settings)
         stack.push_async_callback(shell.close)  # pushed last, closed first: no new SIP traffic
+        # SIGUSR1's handler before the listeners: a drain asked for as soon as we are up
+        # must never meet the default action (terminate)
+        drain = side.node_drain or Drain(shell.ua, lambda: len(shell.ua.sessions), time.time)
+        _drain_on_signal(drain, stop, settings.exit_when_drained)
+        watch = asyncio.create_task(_watch_drain(drain))
         await _listen(shell, settings.listen)
         _say_what_runs_compiled()
         side.start()
         tune_garbage_collector()
         await stop.wait()
+        watch.cancel()
         log.info("shutting down: %d live call(s)", len(shell.ua.sessions))
         await side.drain()
         await hang_up_all(shell)
@@ -86,6 +96,21 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+
+
+def _drain_on_signal(drain: Drain, stop: asyncio.Event, exit_when_drained: bool) -> None:
+    """SIGUSR1 drains the node (SIGTERM still means: shut down now, hanging up)."""
+    if exit_when_drained:
+        drain.on_drained = stop.set
+    asyncio.get_running_loop().add_signal_handler(
+        DRAIN_SIGNAL, lambda: drain.start(DRAIN_SIGNAL.name))
+
+
+async def _watch_drain(drain: Drain) -> None:
+    """Notice the last live dialog ending while draining (the UA core has no hook)."""
+    while True:
+        await asyncio.sleep(DRAIN_CHECK_SECONDS)
+        drain.check()
 
 
 async def _listen(shell: SipShell, specs: tuple[ListenSpec, ...]) -> None:
@@ -119,6 +144,7 @@ class CallSide:
     answered: Callable[[], int]
     start: Callable[[], None] = lambda: None  # the listeners are open (register the trunks)
     drain: Callable[[], Awaitable[None]] = lambda: _nothing()  # before the calls are hung up
+    node_drain: Drain | None = None  # the engine's (POST /admin/drain); None: serve makes one
 
 
 async def _nothing() -> None:
@@ -188,7 +214,8 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)
-    return CallSide(lambda: len(engine.calls), engine.start, engine.registrations.stop)
+    return CallSide(lambda: len(engine.calls), engine.start, engine.registrations.stop,
+                    engine.drain)
 
 
 async def _taps(stack: contextlib.AsyncExitStack, trace: SipTrace | None,

@@ -128,6 +128,8 @@ class ServeSettings:
     call_urls: CallUrlSettings | None = None  # per-call status URLs; None: refused
     keep_ended_calls: float = 120.0  # seconds GET /calls lists an ended call; then: records
     recording: RecordingSettings = field(default_factory=RecordingSettings)  # [recording]
+    exit_when_drained: bool = False  # after a drain (SIGUSR1, POST /admin/drain): exit
+    workers: int = 1  # [cluster] workers: full nodes on this host (workers.py), 1: just this
 
     @property
     def media_host(self) -> str:

@@ -36,6 +36,7 @@ from pathlib import Path
 from tests.interop.peers import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kamailio"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kamailio"
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
@@ -43,6 +44,8 @@ KAMCMD = shutil.which("kamcmd") or "/usr/sbin/kamcmd"
 CONFIG = (EXAMPLES / "dispatcher.cfg").read_text()  # the operators' example too
 
 REGISTRAR_CONFIG = (EXAMPLES / "registrar.cfg").read_text()
+
+SHIPPED_CONFIG = (DEPLOY / "warmline.cfg").read_text()  # what operators run (docs/deploy.md)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,29 @@ def render_config(host: str, port: int, list_file: Path, ctl_socket: str, *,
     return text
 
 
+def render_shipped_config(host: str, port: int, list_file: Path, ctl_socket: str, *,
+                          fr_timer_ms: int = 1000, ping_interval: int = 1, debug: int = 2,
+                          trace: bool = True) -> str:
+    """deploy/kamailio/warmline.cfg with the lines of its "Edit for your deployment" block
+    rewritten, exactly as an operator edits them (each line must be there exactly once)."""
+    lines = {
+        r'#!define WL_DISPATCHER_LIST ".*"': f'#!define WL_DISPATCHER_LIST "{list_file}"',
+        r'#!define WL_CTL_SOCKET ".*"': f'#!define WL_CTL_SOCKET "unix:{ctl_socket}"',
+        r"#!define WL_FR_TIMER \d+": f"#!define WL_FR_TIMER {fr_timer_ms}",
+        r"#!define WL_PING_INTERVAL \d+": f"#!define WL_PING_INTERVAL {ping_interval}",
+        r'#!define WL_PING_FROM ".*"': f'#!define WL_PING_FROM "sip:kamailio@{host}"',
+        r"##!define WITH_TRACE": "#!define WITH_TRACE" if trace else "##!define WITH_TRACE",
+        r"debug=\d+": f"debug={debug}",
+        r"listen=udp:\S+": f"listen=udp:{host}:{port}",
+    }
+    text = SHIPPED_CONFIG
+    for pattern, line in lines.items():
+        text, count = re.subn(rf"^{pattern}$", line.replace("\\", "\\\\"), text,
+                              flags=re.MULTILINE)
+        assert count == 1, f"deploy/kamailio/warmline.cfg: {pattern!r} found {count} times"
+    return text
+
+
 def options_ping(host: str, port: int, timeout: float = 0.3) -> bool:
     """True if an OPTIONS to the proxy itself gets a 200 (its liveness probe)."""
     branch = "z9hG4bK" + uuid.uuid4().hex[:16]
@@ -243,6 +269,29 @@ def kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
 
 
 @contextlib.contextmanager
+def shipped_kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
+                     fr_timer_ms: int = 1000, ping_interval: int = 1, debug: int = 2,
+                     trace: bool = True, lifetime: float = 60.0, children: int | None = None,
+                     shm_mb: int = 64, start_timeout: float = 10.0) -> Iterator[Kamailio]:
+    """The shipped deploy/kamailio/warmline.cfg (hash on Call-ID, OPTIONS probing every
+    ``ping_interval`` s) on ``host``:<free port> in front of ``backends``. Bounded and
+    stopped like :func:`kamailio`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    list_file = workdir / "dispatcher.list"
+    list_file.write_text("# setid destination [flags priority attrs]\n" + "".join(
+        f"1 {uri} 0 0 duid=warmline{n}\n" for n, uri in enumerate(backends, 1)))
+
+    def render(port: int, ctl_socket: str) -> str:
+        text = render_shipped_config(host, port, list_file, ctl_socket, fr_timer_ms=fr_timer_ms,
+                                     ping_interval=ping_interval, debug=debug, trace=trace)
+        return text if children is None else text.replace("children=4", f"children={children}")
+
+    with _running(workdir, host, render, list_file, lifetime, start_timeout,
+                  shm_mb=shm_mb) as proxy:
+        yield proxy
+
+
+@contextlib.contextmanager
 def kamailio_registrar(workdir: Path, account: PbxAccount, *, host: str = "127.0.0.1",
                        max_expires: int = 6, debug: int = 2, trace: bool = True,
                        lifetime: float = 60.0,
@@ -268,7 +317,7 @@ def kamailio_registrar(workdir: Path, account: PbxAccount, *, host: str = "127.0
 @contextlib.contextmanager
 def _running(workdir: Path, host: str, render: Callable[[int, str], str],
              list_file: Path | None, lifetime: float,
-             start_timeout: float) -> Iterator[Kamailio]:
+             start_timeout: float, shm_mb: int = 64) -> Iterator[Kamailio]:
     """Render the config for a free port, start Kamailio, wait for its OPTIONS and ctl."""
     # the ctl socket path must fit in sun_path (108 bytes): keep the run dir short
     rundir = Path(tempfile.mkdtemp(prefix="kam-", dir="/tmp"))
@@ -279,7 +328,7 @@ def _running(workdir: Path, host: str, render: Callable[[int, str], str],
     log = log_path.open("wb")
     process = subprocess.Popen(
         ["timeout", "-k", "5", f"{lifetime:.0f}", KAMAILIO, "-f", str(config), "-DD", "-E",
-         "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"), "-m", "64", "-M", "8"],
+         "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"), "-m", str(shm_mb), "-M", "8"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     running = Kamailio(host, port, rundir, config, list_file, log_path, process)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from warmline.api import (
+    admin,
     calls,
     dashboard,
     handoffs,
@@ -38,6 +39,6 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,
                    trunks.router, dashboard.router, health.router, traces.router,
-                   recordings.router, twilio.router):
+                   recordings.router, twilio.router, admin.router):
         app.include_router(routes)
     return app

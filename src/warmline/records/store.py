@@ -3,7 +3,13 @@
 One schema and one code path for both (SQLAlchemy Core; psycopg 3 for
 PostgreSQL): ``sqlite:///warmline-records/records.db`` by default, a
 ``postgresql+psycopg://...`` URL for several engines sharing state. The
-tables are created on first use, with a schema version row for migrations.
+schema is migrated with Alembic at first use (migrate.py, the scripts in
+``migrations/``); ``metadata`` below is what the migrations build (a test
+compares them).
+
+Several nodes may write one PostgreSQL: each row's ``id`` comes from the
+table's own sequence (never chosen by a node) and its ``uid`` is a random
+128-bit id, as are call and handoff ids, so two nodes never collide.
 
 Nothing is lost: ``RecordWriter.add`` commits each event to a local journal
 (``journal.py``) before it returns, and a process of its own (``shipper.py``)
@@ -30,46 +36,24 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
     Executable,
-    Float,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     insert,
-    inspect,
     select,
-    text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from warmline.records import migrate
 from warmline.records.journal import FLUSH_SECONDS, Entry, Journal
+from warmline.records.schema import events_table, metadata, schema_table, uid_index
 from warmline.records.shipper_process import ShipperProcess
 
+__all__ = ["Event", "RecordWriter", "connect", "default_url", "events_table", "insert_events",
+           "metadata", "read_call_events", "read_events", "schema_table", "uid_index"]
+
 log = logging.getLogger("warmline.records")
-SCHEMA_VERSION = 2  # 2: the uid column that makes shipping idempotent
-metadata = MetaData()
-events_table = Table(
-    "warmline_events", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", Float, nullable=False, index=True),
-    Column("call_id", String(64), nullable=False, index=True),
-    Column("handoff_id", String(64), nullable=True, index=True),
-    Column("kind", String(64), nullable=False, index=True),
-    Column("data", Text, nullable=False),
-    Column("uid", String(32), nullable=True),  # NULL only on rows stored by version 1
-)
-uid_index = Index("ix_warmline_events_uid", events_table.c.uid, unique=True)
-schema_table = Table("warmline_schema", metadata, Column("version", Integer, nullable=False))
-
-
 @dataclass(frozen=True)
 class Event:
     at: float
@@ -89,29 +73,13 @@ def default_url(folder: Path) -> str:
 
 
 def connect(url: str) -> Engine:
-    """An engine for ``url`` with the tables in place (created if missing, migrated if old)."""
+    """An engine for ``url`` with the schema at the newest revision (migrate.py: created
+    if new, migrated if old, adopted if made before Alembic)."""
     # a database that drops packets must not hold the shipper for the OS's TCP timeout
     options = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
     engine = create_engine(url, pool_pre_ping=True, **options)
-    metadata.create_all(engine)
-    with engine.begin() as connection:
-        version = connection.execute(select(schema_table.c.version)).scalar()
-        if version is None:
-            connection.execute(insert(schema_table).values(version=SCHEMA_VERSION))
-        elif version < 2:
-            _add_uid_column(connection)
-            connection.execute(update(schema_table).values(version=2))
+    migrate.upgrade(engine)
     return engine
-
-
-def _add_uid_column(connection: Connection) -> None:
-    """Version 1 to 2. Old rows keep a NULL uid (a unique index allows many NULLs on
-    both databases). If two engines migrate at once, the loser's connect fails and
-    the writer simply retries it."""
-    columns = {column["name"] for column in inspect(connection).get_columns("warmline_events")}
-    if "uid" not in columns:
-        connection.execute(text("ALTER TABLE warmline_events ADD COLUMN uid VARCHAR(32)"))
-    uid_index.create(connection, checkfirst=True)
 
 
 def insert_events(engine: Engine, entries: Sequence[Entry]) -> None:

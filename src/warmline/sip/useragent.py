@@ -157,6 +157,7 @@ class Counters:
     challenged: int = 0  # 401 sent to an untrusted source (first try or a wrong answer)
     rate_limited: int = 0  # messages dropped unread: their source was over its rate
     overloaded: int = 0  # 503 because the transaction table was full
+    refused_draining: int = 0  # 503 to a new call or OPTIONS probe while draining
 
 
 @dataclass
@@ -201,6 +202,10 @@ class UserAgent:
         self._digest_client = DigestClient(list(self.config.credentials))
         self._trunk_digests: dict[Credentials, DigestClient] = {}
         self._registrations: dict[Registration, tuple[Target, TimerHandle | None]] = {}
+        # draining: new calls and OPTIONS probes get 503 (a proxy in front fails over and
+        # its ds_ping marks us inactive); live dialogs, their transfers and in-dialog
+        # requests go on. Set by the node's Drain (calls/drain.py).
+        self.draining = False
 
     # ------------------------------------------------------------------ set-up
     def add_listener(self, transport: str, host: str, port: int) -> None:
@@ -914,7 +919,8 @@ class UserAgent:
             if request.method != "ACK":
                 self._stateless(make_response(request, error.status, error.reason), source)
             return
-        refusal = self._precheck(request, source, now, access) or self._overload(request, source)
+        refusal = self._precheck(request, source, now, access) \
+            or self._overload(request, source) or self._drain_refusal(request)
         if refusal is not None:
             if request.method != "ACK":
                 self._stateless(refusal, source)
@@ -1004,6 +1010,22 @@ class UserAgent:
         self.counters.overloaded += 1
         return make_response(request, 503, "Service Unavailable (overloaded)",
                              headers=[("Retry-After", str(self.config.retry_after))])
+
+    def _drain_refusal(self, request: Request) -> Response | None:
+        """While draining, a 503 with Retry-After and a Reason for a new INVITE (not one
+        with Replaces: that joins a live call, an attended transfer finishing) and for
+        an OPTIONS probe outside a dialog. Stateless like the overload 503: a stateful
+        proxy absorbs our retransmitted answers, and nothing is held for the refusal."""
+        if not self.draining or request.to.tag is not None \
+                or request.method not in ("INVITE", "OPTIONS"):
+            return None
+        if (request.method == "INVITE" and request.get("replaces") is not None) \
+                or self.layer.holds(request):  # a retransmission of a call taken before
+            return None
+        self.counters.refused_draining += 1
+        return make_response(request, 503, "Service Unavailable (draining)", headers=[
+            ("Retry-After", str(self.config.retry_after)),
+            ("Reason", 'SIP;cause=503;text="draining"')])
 
     def trust(self, addresses: Sequence[str]) -> None:
         """Trust these addresses too (a trunk's resolved next hops, learnt at start)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the records database, shipped in the package (records/migrate.py)."""
