@@ -120,10 +120,9 @@ def test_a_database_made_before_alembic_is_adopted_with_its_rows(database_url: s
         engine.dispose()
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite: one node's
 def test_two_nodes_start_and_write_one_database_at_once(database_url: str,
                                                         tmp_path: Path) -> None:
-    if database_url.startswith("sqlite"):
-        pytest.skip("several nodes share PostgreSQL; SQLite is one node's file")
     errors: list[BaseException] = []
 
     def node(name: str) -> None:
