@@ -35,6 +35,7 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Any
 
+from warmline.media.fastpath import eligible
 from warmline.media.ng import BValue, NgClient, RtpengineError
 from warmline.media.plane import (
     AudioTap,
@@ -55,6 +56,7 @@ log = logging.getLogger("warmline.media.rtpengine")
 _FLAGS: list[BValue] = ["port latching", "no rtcp attribute"]
 _PLACEHOLDER_PORT = 9  # discard: the far end's address is not known before configure
 _PING_INTERVAL = 2.0
+_WATCH_INTERVAL = 0.1  # how often bridged pairs are checked for handing to rtpengine
 
 
 class PlaneKind(StrEnum):
@@ -127,6 +129,11 @@ class RtpengineLeg:
         self._queue: asyncio.Queue[Callable[[], Coroutine[Any, Any, None]]] = asyncio.Queue()
         self._worker = asyncio.get_running_loop().create_task(self._drain())
         self.closed = False
+        self.stream: AudioStream | None = None  # as negotiated with the far end
+        self.direct: RtpengineLeg | None = None  # the leg rtpengine bridges us to, itself
+        self.direct_since: float | None = None
+        self._direct_counts = LegCounters()  # rtpengine's counts while it bridges
+        self._direct_base: tuple[int, int] = (0, 0)  # its counters when the bridge began
 
     # -- what the interface reads
     @property
@@ -135,7 +142,13 @@ class RtpengineLeg:
 
     @property
     def counters(self) -> LegCounters:
-        return self.inner.counters
+        """The relay leg's counters, plus what rtpengine forwarded while it bridged us
+        (so the silence watchdog sees a bridged caller talking)."""
+        inner, extra = self.inner.counters, self._direct_counts
+        if not (extra.received or extra.sent):
+            return inner
+        return dataclasses.replace(inner, received=inner.received + extra.received,
+                                   sent=inner.sent + extra.sent)
 
     @property
     def reception(self) -> ReceptionStats | None:
@@ -147,17 +160,22 @@ class RtpengineLeg:
 
     # -- negotiation: the inner leg at once, rtpengine in order behind it
     def configure(self, stream: AudioStream) -> None:
+        self._leave()
+        self.stream = stream
         host, port = self.relay_facing
         self.inner.configure(dataclasses.replace(
             stream, remote_address=host, remote_port=port,
             remote_rtcp_port=None if stream.rtcp_mux else port + 1))
         self._queue.put_nowait(lambda: self._tell_rtpengine(stream))
 
-    async def _tell_rtpengine(self, stream: AudioStream) -> None:
+    async def _tell_rtpengine(self, stream: AudioStream,
+                              send_to: tuple[str, int] | None = None) -> None:
+        """Offer from the relay side (``send_to``, else the inner leg), then the far end's
+        answer: rtpengine sends what the far end says to that address."""
         payloads = payloads_of(stream)
-        inner = self.inner.local
+        host, port = send_to or (self.inner.local.host, self.inner.local.port)
         await self.plane.client.command(
-            "offer", sdp=describe(inner.host, inner.port, payloads, mux=stream.rtcp_mux),
+            "offer", sdp=describe(host, port, payloads, mux=stream.rtcp_mux),
             flags=list(_FLAGS), **self._tags(answer=False))
         await self.plane.client.command(
             "answer", sdp=describe(stream.remote_address, stream.remote_port, payloads,
@@ -178,22 +196,71 @@ class RtpengineLeg:
             except RtpengineError as error:
                 log.warning("rtpengine leg %s (%s): %s", self.inner.label, self.call_id, error)
 
+    # -- rtpengine bridging a pair itself
+    def enter_direct(self, peer: RtpengineLeg) -> None:
+        """rtpengine forwards between our far end and ``peer``'s, warmline out of the path:
+        each call's relay side is pointed at the other call's relay-facing port."""
+        assert self.stream is not None and peer.stream is not None
+        self.direct, peer.direct = peer, self
+        self.direct_since = peer.direct_since = asyncio.get_running_loop().time()
+        self._queue.put_nowait(self._pointer(self.stream, peer.relay_facing))
+        peer._queue.put_nowait(peer._pointer(peer.stream, self.relay_facing))
+        log.info("media: rtpengine bridges %s and %s directly", self.call_id, peer.call_id)
+
+    def _pointer(self, stream: AudioStream, to: tuple[str, int] | None,
+                 ) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def job() -> None:
+            await self._tell_rtpengine(stream, to)
+            if to is not None:
+                self._direct_base = await self.plane.far_counts(self.call_id)
+        return job
+
+    def _leave(self) -> None:
+        """Back through the relay leg before it changes what it sends or hears."""
+        peer = self.direct
+        if peer is None:
+            return
+        self.direct = peer.direct = None
+        self.direct_since = peer.direct_since = None
+        for leg in (self, peer):
+            if leg.stream is not None and not leg.closed:
+                leg._queue.put_nowait(leg._pointer(leg.stream, None))
+        log.info("media: %s and %s back through warmline", self.call_id, peer.call_id)
+
+    async def refresh_direct_counts(self) -> None:
+        """While rtpengine bridges us, its packet counts feed ``counters``."""
+        if self.direct is None:
+            return
+        received, sent = await self.plane.far_counts(self.call_id)
+        base_received, base_sent = self._direct_base
+        self._direct_counts = LegCounters(received=max(0, received - base_received),
+                                          sent=max(0, sent - base_sent))
+
     # -- everything else is the inner leg's
     def route_to(self, target: MediaLeg | None) -> None:
         if target is not None and not isinstance(target, RtpengineLeg):
             raise TypeError(f"an rtpengine leg cannot be routed to {type(target).__name__}")
+        self._leave()
+        if target is not None:
+            target._leave()
         self.inner.route_to(target.inner if target is not None else None)
 
     def play(self, player: Player) -> Playback:
+        self._leave()
         return self.inner.play(player)
 
     def silence(self) -> None:
+        self._leave()
         self.inner.silence()
 
     def record(self, sink: Callable[[Samples], None] | None) -> None:
+        if sink is not None:
+            self._leave()
         self.inner.record(sink)
 
     def capture(self, tap: AudioTap | None) -> None:
+        if tap is not None:
+            self._leave()
         self.inner.capture(tap)
 
     @property
@@ -202,17 +269,22 @@ class RtpengineLeg:
 
     @on_dtmf.setter
     def on_dtmf(self, callback: Callable[[str], None] | None) -> None:
+        if callback is not None:
+            self._leave()
         self.inner.on_dtmf = callback
 
     def detect_first_word(self, callback: Callable[[float], None]) -> None:
+        self._leave()
         self.inner.detect_first_word(callback)
 
     def send_dtmf(self, digit: str) -> None:
+        self._leave()
         self.inner.send_dtmf(digit)
 
     def close(self) -> None:
         if self.closed:
             return
+        self._leave()
         self.closed = True
         self.inner.close()
         self._worker.cancel()
@@ -228,6 +300,7 @@ class RtpengineMix:
     def join(self, leg: MediaLeg) -> None:
         if not isinstance(leg, RtpengineLeg):
             raise TypeError(f"an rtpengine mix cannot take {type(leg).__name__}")
+        leg._leave()
         self.mix.join(leg.inner)
 
     def speak(self, player: Player) -> asyncio.Future[None]:
@@ -245,9 +318,10 @@ class RtpenginePlane:
     ``open_leg`` fails with RtpengineError (an OSError: the caller gets 503).
     """
 
-    def __init__(self, client: NgClient, relay: EmbeddedRelay) -> None:
+    def __init__(self, client: NgClient, relay: EmbeddedRelay, *, bridge: bool = True) -> None:
         self.client = client
         self.relay = relay
+        self.bridge = bridge  # let rtpengine bridge plain pairs itself
         self.legs: dict[str, RtpengineLeg] = {}
         self._prefix = f"warmline-{secrets.token_hex(4)}-"
         self._counter = 0
@@ -277,9 +351,44 @@ class RtpenginePlane:
         return self._healthy
 
     async def _ping_forever(self) -> None:
+        ticks = 0
         while True:
-            await self.ping()
-            await asyncio.sleep(_PING_INTERVAL)
+            if ticks % round(_PING_INTERVAL / _WATCH_INTERVAL) == 0:
+                await self.ping()
+                for leg in list(self.legs.values()):
+                    await self._quietly(leg.refresh_direct_counts())
+            if self.bridge:
+                self.hand_over_plain_pairs()
+            ticks += 1
+            await asyncio.sleep(_WATCH_INTERVAL)
+
+    async def _quietly(self, job: Coroutine[Any, Any, None]) -> None:
+        try:
+            await job
+        except RtpengineError as error:
+            log.warning("media plane: %s", error)
+
+    def hand_over_plain_pairs(self) -> int:
+        """Give rtpengine every bridged pair that needs nothing from warmline: routed to
+        each other, both latched and sendrecv, the same payload types, no SRTP, nobody
+        listening (digits, first word, recording), no mix, nothing pending or muted;
+        the relay's own fast-path test. Returns how many pairs were handed over."""
+        by_inner = {id(leg.inner): leg for leg in self.legs.values()}
+        handed = 0
+        for leg in list(self.legs.values()):
+            target = leg.inner.target
+            peer = by_inner.get(id(target)) if target is not None else None
+            if peer is None or leg.direct is not None or peer.direct is not None \
+                    or id(leg) > id(peer) or not _plain_pair(leg, peer):
+                continue
+            leg.enter_direct(peer)
+            handed += 1
+        return handed
+
+    async def far_counts(self, call_id: str) -> tuple[int, int]:
+        """(RTP packets from the far end, to it) as rtpengine counts them for a leg."""
+        reply = await self.client.command("query", **{"call-id": call_id})
+        return _packets(reply, "far"), _packets(reply, "relay")
 
     async def open_leg(self, label: str) -> RtpengineLeg:
         inner = await self.relay.open_leg(label)
@@ -342,6 +451,29 @@ class RtpenginePlane:
             await asyncio.wait(set(self._deleting), timeout=2.0)
         self.client.close()
         await self.relay.close()
+
+
+def _plain_pair(a: RtpengineLeg, b: RtpengineLeg) -> bool:
+    """Whether rtpengine can forward between the two far ends untouched (see
+    :meth:`RtpenginePlane.hand_over_plain_pairs`)."""
+    if a.closed or b.closed or a.stream is None or b.stream is None \
+            or not (a._queue.empty() and b._queue.empty()):
+        return False
+    same_audio = (a.stream.payload_type, a.stream.codec.key) == \
+        (b.stream.payload_type, b.stream.codec.key)
+    # telephone-events pass with their payload type: the same on both sides, or a side that
+    # agreed none (it ignores them, as it would ignore the relay dropping them)
+    events = {a.stream.dtmf_payload_type, b.stream.dtmf_payload_type} - {None}
+    return same_audio and len(events) <= 1 and eligible(a.inner, b.inner)
+
+
+def _packets(reply: dict[str, BValue], tag: str) -> int:
+    """RTP packets rtpengine received on ``tag``'s stream (what it forwards to the other)."""
+    found: Any = reply  # a nested reply; whatever is missing or mistyped is the error below
+    try:
+        return int(found["tags"][tag]["medias"][0]["streams"][0]["stats"]["packets"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise RtpengineError("rtpengine's query reply has no packet counts") from None
 
 
 def _conforms(plane: RtpenginePlane, leg: RtpengineLeg, mix: RtpengineMix,
