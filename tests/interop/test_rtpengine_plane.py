@@ -50,12 +50,13 @@ from warmline.transfer.handoff import Destination, Handoff
 pytestmark = pytest.mark.interop
 
 
-def test_ai_then_hold_then_a_bridged_human_through_rtpengine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["bridge", "warm"])
+def test_ai_then_hold_then_a_bridged_human_through_rtpengine(mode: str, tmp_path: Path) -> None:
     caller_speech, human_speech = speech_files(
         tmp_path, "I would like to talk to somebody about my bill, please. " * 3)
     media_port = free_port() // 2 * 2
     scenario = render_scenario("caller_rtp_stream.xml", tmp_path, audio=str(caller_speech),
-                               seconds="6000")
+                               seconds="8000")
     prompt = EspeakTts().synthesize("One moment, I will connect you with a person.")
     handoffs: list[Handoff] = []
     seen: dict[str, object] = {}
@@ -69,7 +70,7 @@ def test_ai_then_hold_then_a_bridged_human_through_rtpengine(tmp_path: Path) -> 
                 feed = call.caller.media.play(Player(prompt))
 
                 def transfer(_: object) -> None:
-                    destination = Destination(human_uri, "bridge", 10)
+                    destination = Destination(human_uri, mode, 10, whisper="Maria, billing.")
                     handoffs.append(calls.transfer(call.id, Handoff(call.id, destination)))
 
                 feed.done.add_done_callback(transfer)
