@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import numpy as np
 import pytest
 
 from warmline.media.ng import (
+    BValue,
     NgClient,
     NgCommandError,
     NgProtocolError,
@@ -199,4 +201,82 @@ def test_no_rtpengine_means_no_leg_an_oserror_and_not_ready() -> None:
             assert not plane.healthy() and plane.spare_legs() == 0
             assert await plane.ping() is False
             await plane.close()
+    asyncio.run(scenario())
+
+
+# ------------------------------------------------------------------ rtpengine bridging a pair
+class ScriptedNg(NgClient):
+    """Records every command; offers and answers put one of ``ports`` in the SDP."""
+
+    def __init__(self, ports: list[int]) -> None:
+        super().__init__("127.0.0.1", 9)
+        self.ports = ports
+        self.sent: list[tuple[str, dict[str, object]]] = []
+
+    async def command(self, command: str, **fields: BValue) -> dict[str, BValue]:
+        self.sent.append((command, fields))
+        if command in ("offer", "answer") and fields.get("sdp", "").startswith("v=0"):  # type: ignore[union-attr]
+            port = self.ports.pop(0) if self.ports else 9
+            return {"result": b"ok", "sdp": f"c=IN IP4 127.0.0.1\r\nm=audio {port} RTP/AVP 0\r\n"
+                    .encode()}
+        if command == "query":
+            stats = {"medias": [{"streams": [{"stats": {"packets": 500}}]}]}
+            return {"result": b"ok", "tags": {"far": stats, "relay": stats}}  # type: ignore[dict-item]
+        return {"result": b"ok"}
+
+    def offers(self) -> list[tuple[str, int]]:
+        """(call-id, port the relay side is described at) of every offer, in order."""
+        return [(str(fields["call-id"]), int(str(fields["sdp"]).split("m=audio ")[1].split()[0]))
+                for command, fields in self.sent if command == "offer"]
+
+
+def test_a_plain_bridged_pair_goes_to_rtpengine_and_comes_back_before_a_change() -> None:
+    from warmline.media.player import Player
+    from warmline.media.rtp import RtpPacket
+    from warmline.media.sdp import CODECS, AudioStream
+
+    async def scenario() -> None:
+        # rtpengine's side of each leg: a socket that "is" its relay-facing port
+        facing = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+        for sock in facing:
+            sock.bind(("127.0.0.1", 0))
+        ports = [facing[0].getsockname()[1], facing[1].getsockname()[1]]
+        client = ScriptedNg([30000, ports[0], 30002, ports[1]])  # offer: far; answer: relay
+        plane = RtpenginePlane(client, EmbeddedRelay("127.0.0.1", PortRange(31100, 31120)))
+        a, b = await plane.open_leg("caller"), await plane.open_leg("human")
+        assert (a.local.port, b.local.port) == (30000, 30002)
+        assert a.relay_facing == ("127.0.0.1", ports[0])
+        for leg in (a, b):
+            leg.configure(AudioStream(0, CODECS["pcmu"], None, 20, "127.0.0.1", 40000,
+                                      "sendrecv"))
+        a.route_to(b)
+        b.route_to(a)
+        assert plane.hand_over_plain_pairs() == 0  # neither far end has sent yet
+        for n in range(3):  # each far end talks (through "rtpengine" to the relay legs)
+            for sock, leg in zip(facing, (a, b), strict=True):
+                sock.sendto(RtpPacket(0, n, 160 * n, 7, b"\xff" * 160).to_bytes(),
+                            (leg.inner.local.host, leg.inner.local.port))
+            await asyncio.sleep(0.03)
+        before = len(client.offers())
+        assert plane.hand_over_plain_pairs() == 1 and a.direct is b and b.direct is a
+        assert plane.hand_over_plain_pairs() == 0  # once
+        await asyncio.sleep(0.05)
+        # each call's relay side now points at the other call's relay-facing port
+        assert sorted(client.offers()[before:]) == sorted([(a.call_id, ports[1]),
+                                                           (b.call_id, ports[0])])
+        await a.refresh_direct_counts()
+        assert a.counters.received >= 3  # what the relay leg saw, plus rtpengine's count
+        before = len(client.offers())
+        a.play(Player(np.zeros(800, dtype=np.int16)))  # hold music: back through warmline
+        assert a.direct is None and b.direct is None
+        await asyncio.sleep(0.05)
+        assert sorted(client.offers()[before:]) == sorted([(a.call_id, a.inner.local.port),
+                                                           (b.call_id, b.inner.local.port)])
+        a.close()
+        b.close()
+        await asyncio.sleep(0.05)
+        assert [f["call-id"] for c, f in client.sent if c == "delete"] == [a.call_id, b.call_id]
+        await plane.close()
+        for sock in facing:
+            sock.close()
     asyncio.run(scenario())
