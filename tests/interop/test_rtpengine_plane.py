@@ -4,7 +4,8 @@
    hears an AI prompt, then hold audio, then a bridge transfer to a baresip human
    who speaks back. Once the human has spoken, rtpengine bridges the pair itself:
    for 1.5 s it forwards ~75 packets each way while warmline's relay legs receive
-   none. tshark at the caller's port: warmline's one stream (AI, hold, human),
+   none, and goes on after every relay socket of warmline's is closed. tshark at the
+   caller's port: warmline's one stream (AI, hold, human),
    then the human's own; no gap over 60 ms at any switch; baresip heard the caller.
 2. `warmline serve` with `[media] plane = "rtpengine"`: a call's SDP names
    rtpengine's port; once rtpengine stops answering, the next call gets 503
@@ -95,6 +96,12 @@ def test_ai_then_hold_then_a_bridged_human_through_rtpengine(mode: str, tmp_path
             seen["forwarded"] = [(now[0] - then[0], now[1] - then[1]) for now, then in zip(
                 [await plane.far_counts(leg.call_id) for leg in legs], forwarded, strict=True)]
             seen["watchdog_sees"] = [leg.counters.received for leg in legs]
+            # warmline's media gone (every relay socket closed): rtpengine goes on alone
+            before = [await plane.far_counts(leg.call_id) for leg in legs]
+            await plane.relay.close()
+            await asyncio.sleep(0.5)
+            seen["without_warmline"] = [(now[0] - then[0], now[1] - then[1]) for now, then in zip(
+                [await plane.far_counts(leg.call_id) for leg in legs], before, strict=True)]
             result = await sipp
             await asyncio.sleep(0.5)
             assert result.returncode == 0, result.output[-3000:]
@@ -120,6 +127,8 @@ def test_ai_then_hold_then_a_bridged_human_through_rtpengine(mode: str, tmp_path
     forwarded = seen["forwarded"]
     assert isinstance(forwarded, list) and all(got > 60 and sent > 60 for got, sent in forwarded)
     assert seen["relayed"] == [0, 0], seen
+    alone = seen["without_warmline"]  # 0.5 s: 25 packets each way
+    assert isinstance(alone, list) and all(got > 15 and sent > 15 for got, sent in alone), alone
     arrivals = rtp_arrivals(pcap, media_port)
     assert len(arrivals) > 200
     streams = [ssrc for _, ssrc, _ in arrivals]
