@@ -353,6 +353,7 @@ def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argpa
                    hold_audio=Path(hold_audio) if hold_audio else None,
                    media_advertise=config.media.advertise,
                    media_plane=PlaneKind(config.media.plane),
+                   rtpengine_bridge=config.media.rtpengine_bridge,
                    rtpengine=parse_ng_address(config.media.rtpengine)
                    if config.media.rtpengine else None)
 

@@ -216,6 +216,9 @@ class MediaSection(_Strict):
     # "embedded": the in-process relay; "rtpengine": rtpengine anchors every leg (needs rtpengine)
     plane: Literal["embedded", "rtpengine"] = "embedded"
     rtpengine: str | None = None  # its ng control address, udp:HOST:PORT
+    # let rtpengine bridge a plain caller-human pair itself (the far ends then see the other
+    # phone's own SSRC and sequence: see docs/media-planes.md before turning it on)
+    rtpengine_bridge: bool = False
 
     @field_validator("rtpengine")
     @classmethod

@@ -155,9 +155,11 @@ def _media_plane(settings: ServeSettings) -> MediaPlane:
     relay = EmbeddedRelay(settings.media_host, settings.port_range())
     if settings.media_plane is not PlaneKind.RTPENGINE or settings.rtpengine is None:
         return relay
-    plane = RtpenginePlane(NgClient(*settings.rtpengine), relay)
+    plane = RtpenginePlane(NgClient(*settings.rtpengine), relay,
+                           bridge=settings.rtpengine_bridge)
     plane.start()
-    log.info("media plane: rtpengine at udp:%s:%d", *settings.rtpengine)
+    log.info("media plane: rtpengine at udp:%s:%d%s", *settings.rtpengine,
+             ", bridging plain pairs itself" if settings.rtpengine_bridge else "")
     return plane
 
 

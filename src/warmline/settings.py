@@ -101,6 +101,7 @@ class ServeSettings:
     media_advertise: str | None = None  # the RTP address put in SDP; None: see media_address
     media_plane: PlaneKind = PlaneKind.EMBEDDED  # [media] plane
     rtpengine: tuple[str, int] | None = None  # [media] rtpengine: its ng control address
+    rtpengine_bridge: bool = False  # [media] rtpengine_bridge: rtpengine bridges plain pairs
     hold_audio: Path | None = None  # a WAV played while nobody talks; None: ringback
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     records: Path = Path("warmline-records")  # voicemail, callbacks, the trigger log

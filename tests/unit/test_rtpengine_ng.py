@@ -242,7 +242,8 @@ def test_a_plain_bridged_pair_goes_to_rtpengine_and_comes_back_before_a_change()
             sock.bind(("127.0.0.1", 0))
         ports = [facing[0].getsockname()[1], facing[1].getsockname()[1]]
         client = ScriptedNg([30000, ports[0], 30002, ports[1]])  # offer: far; answer: relay
-        plane = RtpenginePlane(client, EmbeddedRelay("127.0.0.1", PortRange(31100, 31120)))
+        plane = RtpenginePlane(client, EmbeddedRelay("127.0.0.1", PortRange(31100, 31120)),
+                               bridge=True)
         a, b = await plane.open_leg("caller"), await plane.open_leg("human")
         assert (a.local.port, b.local.port) == (30000, 30002)
         assert a.relay_facing == ("127.0.0.1", ports[0])

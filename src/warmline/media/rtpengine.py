@@ -134,6 +134,7 @@ class RtpengineLeg:
         self.direct_since: float | None = None
         self._direct_counts = LegCounters()  # rtpengine's counts while it bridges
         self._direct_base: tuple[int, int] = (0, 0)  # its counters when the bridge began
+        self._direct_before = LegCounters()  # counted in earlier bridges
 
     # -- what the interface reads
     @property
@@ -195,6 +196,8 @@ class RtpengineLeg:
                 await job()
             except RtpengineError as error:
                 log.warning("rtpengine leg %s (%s): %s", self.inner.label, self.call_id, error)
+            if self.closed and self._queue.empty():
+                return  # the delete was the last job: nothing re-creates the call after it
 
     # -- rtpengine bridging a pair itself
     def enter_direct(self, peer: RtpengineLeg) -> None:
@@ -213,6 +216,7 @@ class RtpengineLeg:
             await self._tell_rtpengine(stream, to)
             if to is not None:
                 self._direct_base = await self.plane.far_counts(self.call_id)
+                self._direct_before = self._direct_counts
         return job
 
     def _leave(self) -> None:
@@ -233,8 +237,10 @@ class RtpengineLeg:
             return
         received, sent = await self.plane.far_counts(self.call_id)
         base_received, base_sent = self._direct_base
-        self._direct_counts = LegCounters(received=max(0, received - base_received),
-                                          sent=max(0, sent - base_sent))
+        before = self._direct_before
+        self._direct_counts = LegCounters(
+            received=before.received + max(0, received - base_received),
+            sent=before.sent + max(0, sent - base_sent))
 
     # -- everything else is the inner leg's
     def route_to(self, target: MediaLeg | None) -> None:
@@ -284,11 +290,11 @@ class RtpengineLeg:
     def close(self) -> None:
         if self.closed:
             return
-        self._leave()
         self.closed = True
+        self._leave()  # the peer back to its relay leg (nothing queued for us: closed)
         self.inner.close()
-        self._worker.cancel()
-        self.plane.forget(self)
+        self._queue.put_nowait(lambda: self.plane.delete(self.call_id))  # after what is queued
+        self.plane.forget(self, self._worker)
 
 
 class RtpengineMix:
@@ -318,7 +324,7 @@ class RtpenginePlane:
     ``open_leg`` fails with RtpengineError (an OSError: the caller gets 503).
     """
 
-    def __init__(self, client: NgClient, relay: EmbeddedRelay, *, bridge: bool = True) -> None:
+    def __init__(self, client: NgClient, relay: EmbeddedRelay, *, bridge: bool = False) -> None:
         self.client = client
         self.relay = relay
         self.bridge = bridge  # let rtpengine bridge plain pairs itself
@@ -427,14 +433,15 @@ class RtpenginePlane:
     def spare_legs(self) -> int:
         return self.relay.spare_legs() if self._healthy else 0
 
-    def forget(self, leg: RtpengineLeg) -> None:
-        """A closed leg: its rtpengine call deleted in the background (failures logged)."""
+    def forget(self, leg: RtpengineLeg, worker: asyncio.Task[None]) -> None:
+        """A closed leg: its queue ends with the delete; close() waits for it."""
         self.legs.pop(leg.call_id, None)
-        task = asyncio.get_running_loop().create_task(self._delete(leg.call_id))
-        self._deleting.add(task)
-        task.add_done_callback(self._deleting.discard)
+        self._deleting.add(worker)
+        worker.add_done_callback(self._deleting.discard)
 
-    async def _delete(self, call_id: str) -> None:
+    async def delete(self, call_id: str) -> None:
+        """Delete a leg's rtpengine call now (failures logged: rtpengine's own timeout
+        removes a call whose media stopped)."""
         try:
             fields: dict[str, BValue] = {"call-id": call_id, "delete delay": 0}
             await self.client.command("delete", **fields)
@@ -449,6 +456,8 @@ class RtpenginePlane:
             leg.close()
         if self._deleting:
             await asyncio.wait(set(self._deleting), timeout=2.0)
+        for worker in list(self._deleting):  # rtpengine gone: its own timeout cleans up
+            worker.cancel()
         self.client.close()
         await self.relay.close()
 
