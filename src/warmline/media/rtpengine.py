@@ -11,12 +11,16 @@ side, the mix, DTMF both ways, first-word detection, recording taps, the
 bot's stream, SRTP (passed through rtpengine untouched, end to end).
 
 So no call or transfer logic changes, and every feature keeps its behaviour,
-including the seamless switch (one continuous stream at the caller). What it
-does not buy yet: the bridged audio of a caller and a human still passes
-through warmline (rtpengine -> relay -> rtpengine), so it does not outlive
-warmline's process; what rtpengine adds is the anchor (its addresses, its
-latching, its port range, its kernel forwarding where enabled) and a
-control point another node could take over.
+including the seamless switch (one continuous stream at the caller). By
+default the bridged audio of a caller and a human still passes through
+warmline (rtpengine -> relay -> rtpengine), so it does not outlive warmline's
+process; what rtpengine adds is the anchor (its addresses, its latching, its
+port range) and a control point another node could take over. With
+``bridge=True`` (``[media] rtpengine_bridge``) a plain bridged pair is handed
+to rtpengine itself: each call's relay side is pointed at the other call's
+relay-facing port, and warmline is out of the path until something needs it
+again. The phones then receive each other's own SSRC and sequence, which
+some drop (docs/media-planes.md), hence off by default.
 
 ``configure`` must not block (the interface is synchronous), so the far
 end's address and codec reach rtpengine in a per-leg queue of ng commands;
