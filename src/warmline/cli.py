@@ -24,6 +24,7 @@ from warmline.config import load as load_config
 from warmline.logs import configure as configure_logs
 from warmline.media.fastpath import describe_forwarder
 from warmline.media.relay import PortRange
+from warmline.media.rtpengine import PlaneKind, parse_ng_address
 from warmline.media.sdes import SrtpPolicy
 from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
 from warmline.records.report import kpi_report
@@ -431,7 +432,11 @@ def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argpa
     return replace(settings, codecs=tuple(config.media.codecs),
                    srtp=SrtpPolicy(config.media.srtp), rtp_timeout=config.media.rtp_timeout,
                    hold_audio=Path(hold_audio) if hold_audio else None,
-                   media_advertise=config.media.advertise)
+                   media_advertise=config.media.advertise,
+                   media_plane=PlaneKind(config.media.plane),
+                   rtpengine_bridge=config.media.rtpengine_bridge,
+                   rtpengine=parse_ng_address(config.media.rtpengine)
+                   if config.media.rtpengine else None)
 
 
 def _port_range(parser: argparse.ArgumentParser, text: str) -> range:

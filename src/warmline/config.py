@@ -37,6 +37,7 @@ from warmline.calls.recording import DEFAULT_CONSENT, RecordingMode, RecordingSe
 from warmline.calls.trunks import Trunk, Trunks
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
+from warmline.media.rtpengine import parse_ng_address
 from warmline.media.sdes import SrtpPolicy
 from warmline.sip.access import LOOPBACK, AccessMode, parse_networks
 from warmline.sip.auth import Credentials
@@ -212,6 +213,26 @@ class MediaSection(_Strict):
     srtp: SrtpName = "accept"
     # a caller sending neither RTP nor RTCP this many seconds is hung up (0: never)
     rtp_timeout: float = Field(60.0, ge=0, le=86400)
+    # "embedded": the in-process relay; "rtpengine": rtpengine anchors every leg (needs rtpengine)
+    plane: Literal["embedded", "rtpengine"] = "embedded"
+    rtpengine: str | None = None  # its ng control address, udp:HOST:PORT
+    # let rtpengine bridge a plain caller-human pair itself (the far ends then see the other
+    # phone's own SSRC and sequence: see docs/media-planes.md before turning it on)
+    rtpengine_bridge: bool = False
+
+    @field_validator("rtpengine")
+    @classmethod
+    def _ng_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_ng_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _plane_needs_address(self) -> MediaSection:
+        if self.plane == "rtpengine" and self.rtpengine is None:
+            raise ValueError('plane = "rtpengine" needs rtpengine = "udp:HOST:PORT" '
+                             "(its ng control address)")
+        return self
 
     @field_validator("ports")
     @classmethod

@@ -354,12 +354,15 @@ class CallEngine:
 
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: a SIP listener is open, the node is not draining, the
-        records can be written, a call could get media ports now. Each cheap: no I/O."""
+        records can be written, the media plane answers (rtpengine's pings), a call could
+        get media ports now. Each cheap: no I/O."""
         records = self.records
+        plane = self.switchboard.plane
         return {"sip": self.switchboard.shell.listening,
                 "accepting": self.drain.state is DrainState.ACCEPTING,
                 "records": records is None or records.writable,
-                "media_ports": self.switchboard.plane.spare_legs() > 0}
+                "media_plane": plane.healthy(),
+                "media_ports": plane.spare_legs() > 0}
 
     def refusals(self) -> dict[str, int]:
         """Everything refused to protect the engine so far, by reason (for /metrics)."""

@@ -30,8 +30,11 @@ from warmline.calls.drain import Drain
 from warmline.calls.sip_answerer import SipAnswerer
 from warmline.engine import CallEngine
 from warmline.media.fastpath import describe_forwarder
+from warmline.media.ng import NgClient
+from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, load_wav
 from warmline.media.relay import EmbeddedRelay
+from warmline.media.rtpengine import PlaneKind, RtpenginePlane
 from warmline.records.store import RecordWriter
 from warmline.records.trace import SipTrace
 from warmline.settings import HttpSpec, ServeSettings
@@ -172,14 +175,28 @@ async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
     return CallSide(lambda: agent.calls_answered)
 
 
+def _media_plane(settings: ServeSettings) -> MediaPlane:
+    """[media] plane: the embedded relay, or rtpengine anchoring legs with that relay
+    behind it (media/rtpengine.py); rtpengine is pinged from now on (/readyz)."""
+    relay = EmbeddedRelay(settings.media_host, settings.port_range())
+    if settings.media_plane is not PlaneKind.RTPENGINE or settings.rtpengine is None:
+        return relay
+    plane = RtpenginePlane(NgClient(*settings.rtpengine), relay,
+                           bridge=settings.rtpengine_bridge)
+    plane.start()
+    log.info("media plane: rtpengine at udp:%s:%d%s", *settings.rtpengine,
+             ", bridging plain pairs itself" if settings.rtpengine_bridge else "")
+    return plane
+
+
 async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: ServeSettings,
                   http: HttpSpec) -> CallSide:
-    """The call engine on the embedded relay, its records, its AI side and the HTTP API.
+    """The call engine on its media plane, its records, its AI side and the HTTP API.
 
     Everything goes onto ``stack`` in start order, so it closes in reverse:
-    API, engine, records writer (after the calls' last events), relay.
+    API, engine, records writer (after the calls' last events), media plane.
     """
-    relay = EmbeddedRelay(settings.media_host, settings.port_range())
+    relay = _media_plane(settings)
     stack.push_async_callback(relay.close)
     writer = _open_records(stack, settings)
 

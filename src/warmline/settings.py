@@ -19,6 +19,7 @@ from warmline.brain.status_events import CallUrlSettings, StatusCallbackSettings
 from warmline.calls.recording import RecordingSettings
 from warmline.calls.trunks import Trunks
 from warmline.media.relay import PortRange
+from warmline.media.rtpengine import PlaneKind
 from warmline.media.sdes import SrtpPolicy
 from warmline.records.store import default_url
 from warmline.sip.access import LOOPBACK, AccessMode, RateLimit
@@ -98,6 +99,9 @@ class ServeSettings:
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")  # offered in this order
     srtp: SrtpPolicy = SrtpPolicy.ACCEPT  # SDES-SRTP: answered when offered, not offered
     media_advertise: str | None = None  # the RTP address put in SDP; None: see media_address
+    media_plane: PlaneKind = PlaneKind.EMBEDDED  # [media] plane
+    rtpengine: tuple[str, int] | None = None  # [media] rtpengine: its ng control address
+    rtpengine_bridge: bool = False  # [media] rtpengine_bridge: rtpengine bridges plain pairs
     hold_audio: Path | None = None  # a WAV played while nobody talks; None: ringback
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     records: Path = Path("warmline-records")  # voicemail, callbacks, the trigger log
@@ -140,7 +144,11 @@ class ServeSettings:
     def media_address(self) -> str:
         """The address SDP offers for RTP (c=): ``media_advertise``, else what the first
         listener advertises, else its own address (behind NAT peers must send here)."""
-        return self.media_advertise or self.listen[0].public[0]
+        if self.media_advertise:
+            return self.media_advertise
+        if self.media_plane is PlaneKind.RTPENGINE and self.rtpengine is not None:
+            return self.rtpengine[0]  # rtpengine's interface, assumed its ng address's
+        return self.listen[0].public[0]
 
     @property
     def database_url(self) -> str:

@@ -66,6 +66,19 @@ def test_the_config_wins_over_the_defaults(monkeypatch: pytest.MonkeyPatch,
     assert settings.escalation.webhook_url == "https://desk.example.com/config"
 
 
+def test_the_media_plane_reaches_serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from warmline.media.rtpengine import PlaneKind
+
+    config = tmp_path / "warmline.toml"
+    config.write_text('[media]\nplane = "rtpengine"\nrtpengine = "udp:127.0.0.2:2223"\n'
+                      'rtpengine_bridge = true\n')
+    settings = settings_for(monkeypatch, ["serve", "--config", str(config)])
+    assert settings.media_plane is PlaneKind.RTPENGINE
+    assert settings.rtpengine == ("127.0.0.2", 2223) and settings.rtpengine_bridge
+    assert settings.media_address == "127.0.0.2"  # SDP names rtpengine, unless advertise says
+    assert ServeSettings().media_plane is PlaneKind.EMBEDDED
+
+
 def test_flags_win_over_the_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config = tmp_path / "warmline.toml"
     config.write_text(CONFIG)

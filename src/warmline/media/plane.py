@@ -6,9 +6,9 @@ agreed, and then decides what its far end hears: another leg (``route_to``),
 prepared audio (``play``), a mix (``MediaMix.join``) or nothing (``silence``).
 It also reports what it hears: DTMF, the first spoken word, the audio itself,
 and the loss and jitter both ways. Nothing here names a socket, a packet or a
-codec object, so the embedded relay (relay.py) implements it in-process and an
-rtpengine driver (ng protocol) can implement it later without calls/ or
-transfer/ changing.
+codec object, so the embedded relay (relay.py) implements it in-process and
+rtpengine (rtpengine.py, over its ng protocol) implements it too, without
+calls/ or transfer/ changing.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class MediaMix(Protocol):
 
 
 class MediaPlane(Protocol):
-    """Where legs and mixes come from: the embedded relay, or later an rtpengine driver."""
+    """Where legs and mixes come from: the embedded relay, or rtpengine (media/rtpengine.py)."""
 
     async def open_leg(self, label: str) -> MediaLeg:
         """A new leg with a local RTP port, not yet sending; ``label`` names it in errors."""
@@ -201,6 +201,9 @@ class MediaPlane(Protocol):
 
     def spare_legs(self) -> int:
         """How many more legs could be opened now (for readiness; an estimate)."""
+
+    def healthy(self) -> bool:
+        """Whether the plane can serve now (rtpengine answers its pings); for /readyz."""
 
     async def close(self) -> None:
         """Close every leg still open and release what the plane holds."""

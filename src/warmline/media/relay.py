@@ -90,6 +90,10 @@ class EmbeddedRelay:
         """Port pairs in the range not held by a leg of ours (others may hold some)."""
         return max(0, (self.ports.end - self.ports.start) // 2 - len(self.legs))
 
+    def healthy(self) -> bool:
+        """In-process: as healthy as the process itself."""
+        return True
+
     def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
         """RTP on ``port`` and RTCP on ``port + 1``, or None if either is taken."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
