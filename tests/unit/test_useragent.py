@@ -171,6 +171,26 @@ def test_refer_is_tracked_through_notify_to_a_final_status() -> None:
     assert [e.response.status for e in oks] == [200, 200]
 
 
+def test_a_refer_asked_for_before_the_ack_waits_for_it() -> None:
+    """Sent at once, it overtook our 2xx through a proxy's parallel workers and the caller
+    dropped the call: it goes out when the ACK confirms the dialog."""
+    net, alice, bob = pair()
+    alice.invite("sip:bob@example.com", net.now, sdp=SDP_A, target=Target("udp", *BOB))
+    inbound = only(net.take(bob), IncomingCall)[0].session
+    bob.answer(inbound, SDP_B, net.now)
+    refer = bob.refer(inbound, "<sip:carol@127.0.0.3>", net.now)
+    assert [t.data[:11] for t in bob.pop_transmissions()] == [b"SIP/2.0 200"]
+    net.flush()  # the 200 went out above: Alice resends nothing yet, Bob holds the REFER
+    assert not net.sent_by(bob, b"REFER ")
+    net.advance(0.6)  # Bob resends the 200 (T1), Alice ACKs it, then the REFER goes
+    acks, refers = net.sent_by(alice, b"ACK "), net.sent_by(bob, b"REFER ")
+    assert len(acks) == 1 and len(refers) == 1
+    times = {transmit.data[:4]: at for at, _, transmit in net.wire}
+    assert times[b"ACK "] <= times[b"REFE"]
+    request = only(net.take(alice), RequestInDialog)[0].request
+    assert request.method == "REFER" and request.cseq.seq == refer.request.cseq.seq
+
+
 def test_bye_for_unknown_dialog_gets_481() -> None:
     net, alice, bob = pair()
     outbound, inbound = call(net, alice, bob)

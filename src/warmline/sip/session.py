@@ -64,6 +64,9 @@ class Session:
     unacked_has_sdp: bool = False  # that 1xx carried our answer: no 2xx before its PRACK
     deferred_answer: tuple[bytes, list[tuple[str, str]]] | None = None  # a 2xx held for it
     rseqs: dict[str, int] = field(default_factory=dict)  # reliable 1xx PRACKed, by remote tag
+    # requests the application sent in the dialog between our 2xx and its ACK: held until
+    # the ACK (a REFER sent at once overtook the 2xx through a proxy's parallel workers)
+    held_requests: list[tuple[Request, str, Any]] = field(default_factory=list)
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None

@@ -837,6 +837,9 @@ class UserAgent:
     def _send_in_dialog(self, session: Session, request: Request, kind: str, now: float,
                         refer: ReferSubscription | None = None, auth_attempts: int = 0) -> None:
         assert session.dialog is not None
+        if session.inbound and session.state is SessionState.ANSWERED:
+            session.held_requests.append((request, kind, refer))  # sent when the ACK comes
+            return
         target = self._target_of(session, session.dialog)
         request.add("Via", self._via(target.transport), first=True)
         transaction = self.layer.send_request(request, target, now)
@@ -1141,6 +1144,10 @@ class UserAgent:
         self._events.append(CallConfirmed(session))
         if session.hangup_after_ack:
             self.bye(session, now)
+            return
+        held, session.held_requests = session.held_requests, []
+        for request, kind, refer in held:
+            self._send_in_dialog(session, request, kind, now, refer=refer)
 
     def _on_cancel(self, cancel: Request, transaction: ServerTransaction, now: float) -> None:
         invite_tx = self.layer.find_invite_server(cancel)
