@@ -35,6 +35,8 @@ from warmline.brain.status_events import StatusCallbackSettings
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
 from warmline.calls.recording import DEFAULT_CONSENT, RecordingMode, RecordingSettings
 from warmline.calls.trunks import Trunk, Trunks
+from warmline.cluster.limits import LimitTable, destination_key
+from warmline.cluster.settings import DEFAULT_PREFIX, ClusterSettings, default_node_id
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
@@ -131,6 +133,9 @@ class SipSection(_Strict):
     trusted_identity: list[str] = Field(default_factory=list)
     # sources whose calls and OPTIONS are taken without a challenge (sip/access.py)
     trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+    # calls any one destination is offered at once, across the cluster (busy past it, so
+    # the handoff moves on to its next destination or fallback); 0: no limit
+    max_calls_per_destination: int = Field(0, ge=0, le=10_000)
     # a new request from anyone else, on a listener naming no ;access=: "trusted" (403),
     # "challenge" (digest, answered with one of the accounts) or "open" (taken)
     access: AccessMode = AccessMode.TRUSTED
@@ -287,6 +292,9 @@ class DestinationModel(_Strict):
     # rung at the same time as uri (simultaneous ring: "on-call staff, 120 s"); the first
     # to answer takes the call
     ring_with: list[str] = Field(default_factory=list)
+    # calls this destination (each of its phones) is offered at once, across the cluster;
+    # 0: [transfer] max_calls_per_destination
+    max_calls: int = Field(0, ge=0, le=10_000)
 
     def build(self) -> Destination:
         mode = self.mode or (TransferMode.AGENT if is_agent_uri(self.uri)
@@ -426,6 +434,7 @@ class TrunkSection(_Strict):
     caller_id: str | None = None  # From of calls through this trunk
     destinations: list[str] = Field(default_factory=list)  # globs; empty: the uri's domain
     srtp: SrtpName | None = None  # the legs we place through it; None: [media] srtp
+    max_calls: int = Field(0, ge=0, le=100_000)  # legs we dial through it at once; 0: any
 
     @field_validator("uri", "outbound_proxy")
     @classmethod
@@ -615,6 +624,9 @@ class TransferSection(_DestinationRules):
     """Where a transfer asked for over the API may go: the patterns, and this machine."""
 
     trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+    # calls any one destination is offered at once, across the cluster (busy past it, so
+    # the handoff moves on to its next destination or fallback); 0: no limit
+    max_calls_per_destination: int = Field(0, ge=0, le=10_000)
 
 
 class OutboundSection(_DestinationRules):
@@ -689,6 +701,41 @@ class LimitsSection(_Strict):
     keep_ended_calls: float = Field(120.0, ge=5, le=86_400)
 
 
+class ClusterSection(_Strict):
+    """Several nodes sharing state through Redis; without ``redis``, one node alone."""
+
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # None: host-pid
+    redis: str | None = None  # redis://host:6379/0, rediss://..., unix:///path
+    api_url: str | None = None  # how the other nodes reach this node's API
+    prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    heartbeat: float = Field(2.0, ge=0.2, le=60)
+    handoff_ttl: float = Field(86_400.0, ge=60, le=30 * 86_400)
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r}: a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value!r}: an http:// or https:// URL with a host")
+        return value
+
+    def settings(self, own_api: str | None) -> ClusterSettings | None:
+        """None without ``redis``: one node, nothing shared."""
+        if self.redis is None:
+            return None
+        return ClusterSettings(self.node_id or default_node_id(), self.redis,
+                               self.api_url or own_api, self.prefix, self.heartbeat,
+                               self.handoff_ttl)
+
+
 class WarmlineConfig(_Strict):
     sip: SipSection = Field(default_factory=SipSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
@@ -709,6 +756,18 @@ class WarmlineConfig(_Strict):
     dns: DnsSection = Field(default_factory=DnsSection)
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
     agents: dict[str, AgentTargetSection] = Field(default_factory=dict)
+    cluster: ClusterSection = Field(default_factory=ClusterSection)
+
+    def limit_table(self) -> LimitTable:
+        """Calls at once per destination ([transfer] default, each department destination's
+        max_calls for its phones) and per trunk."""
+        destinations = {destination_key(uri): destination.max_calls
+                        for department in self.departments
+                        for destination in department.destinations if destination.max_calls
+                        for uri in (destination.uri, *destination.ring_with)}
+        trunks = {name: trunk.max_calls for name, trunk in self.trunks.items()
+                  if trunk.max_calls}
+        return LimitTable(self.transfer.max_calls_per_destination, destinations, trunks)
 
     def build_agents(self) -> dict[str, AgentSpec]:
         """The agents calls may be handed to by name; ValueError naming the key for a bad

@@ -18,6 +18,8 @@ from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.status_events import CallUrlSettings, StatusCallbackSettings
 from warmline.calls.recording import RecordingSettings
 from warmline.calls.trunks import Trunks
+from warmline.cluster.limits import LimitTable
+from warmline.cluster.settings import ClusterSettings
 from warmline.media.relay import PortRange
 from warmline.media.sdes import SrtpPolicy
 from warmline.records.store import default_url
@@ -128,6 +130,8 @@ class ServeSettings:
     call_urls: CallUrlSettings | None = None  # per-call status URLs; None: refused
     keep_ended_calls: float = 120.0  # seconds GET /calls lists an ended call; then: records
     recording: RecordingSettings = field(default_factory=RecordingSettings)  # [recording]
+    cluster: ClusterSettings | None = None  # [cluster] with redis; None: this node alone
+    limit_table: LimitTable = field(default_factory=LimitTable)  # calls at once per destination
 
     @property
     def media_host(self) -> str:

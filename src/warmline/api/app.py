@@ -17,6 +17,7 @@ from warmline.api import (
     twilio,
 )
 from warmline.api.auth import install_auth
+from warmline.api.cluster import install_forwarding, shared_token
 from warmline.api.dependencies import ApiSettings, provide
 from warmline.api.limits import install_limits
 from warmline.engine import CallEngine
@@ -32,8 +33,12 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     app = FastAPI(title="warmline", summary="Hand live calls from an AI agent to a human.")
     settings = ApiSettings(api_token, records_url)
     provide(app, engine, settings)
+    shared = engine.shared
+    if shared is not None:  # added before auth, so it runs after: only authorised requests
+        install_forwarding(app, engine, shared)
     if api_token is not None:
-        install_auth(app, api_token, engine.handoffs, engine.calls, settings.refusals)
+        install_auth(app, api_token, engine.handoffs, engine.calls, settings.refusals,
+                     shared_token(shared) if shared is not None else None)
     # added last, so it runs first: a huge body is refused before auth reads anything
     install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,
