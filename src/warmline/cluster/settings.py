@@ -19,7 +19,7 @@ class ClusterSettings:
     """``redis_url`` None: one node, everything in this process's memory (the default).
 
     ``heartbeat``: seconds between two refreshes of this node's entries; each entry lives
-    ``3 * heartbeat`` seconds (at least 5), so a dead node's calls and limit holds expire
+    ``3 * heartbeat`` seconds (at least 1), so a dead node's calls and limit holds expire
     that long after its last beat. ``handoff_ttl``: how long a handoff's screen-pop stays
     readable from any node.
     """
@@ -33,4 +33,4 @@ class ClusterSettings:
 
     @property
     def entry_ttl(self) -> float:
-        return max(5.0, 3 * self.heartbeat)
+        return max(1.0, 3 * self.heartbeat)
