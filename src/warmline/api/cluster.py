@@ -36,7 +36,7 @@ def install_forwarding(app: FastAPI, engine: CallEngine, shared: SharedState) ->
     client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
 
     async def forward(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        call_id = call_in_path(request.url.path.strip("/").split("/"))
+        call_id = _call_of(request.url.path.strip("/").split("/"))
         if call_id is None or call_id in engine.calls or FORWARDED_BY in request.headers:
             return await call_next(request)
         if not shared.available:
@@ -85,6 +85,13 @@ async def _to_owner(client: httpx.AsyncClient, request: Request, owner: Owner, h
             if name.lower() in ("content-type", "retry-after")}
     kept["X-Warmline-Node"] = owner.node
     return Response(answer.content, answer.status_code, headers=kept)
+
+
+def _call_of(parts: list[str]) -> str | None:
+    """The call a path is about: /calls/{id}, /calls/{id}/..., Twilio's update of it."""
+    if len(parts) == 2 and parts[0] == "calls":
+        return parts[1]
+    return call_in_path(parts)
 
 
 def shared_token(shared: SharedState) -> SharedToken:
