@@ -161,3 +161,33 @@ async def _drive(tmp_path: Path, redis: RedisPeer, url_a: str, url_b: str, sip_a
     for n, peer in enumerate([*callers, *humans]):
         result = await peer
         assert result.returncode == 0, f"peer {n}: " + result.output[-3000:]
+
+
+def test_on_one_node_without_redis_a_human_at_his_limit_is_busy(tmp_path: Path) -> None:
+    """The same limit in memory: the human already has his one call (a hold taken
+    before), so the transfer skips him as busy (486, never rung) and the fallback
+    takes the caller; once the call ends its hold on the fallback is released."""
+    from tests.interop.transfer_peers import human_hangs_up, kinds, run_transfer
+    from warmline.calls.call import Call
+    from warmline.cluster.limits import LimitTable, LocalLimits, destination_key
+    from warmline.transfer.handoff import Destination, Handoff
+
+    occupied = f"sip:human@127.0.0.1:{free_port()}"  # nothing listens: never rung
+    spare = Human("human_answers.xml", {"ring_ms": "100", "tail": human_hangs_up(600)})
+    limits = LocalLimits()
+    assert limits.take(destination_key(occupied), 1) is not None
+
+    def make(call: Call) -> Handoff:
+        return Handoff(call.id, Destination(occupied, "bridge", 5),
+                       fallback=[Destination(spare.uri, "bridge", 5)])
+
+    outcome = asyncio.run(run_transfer(
+        tmp_path, WAIT_FOR_BYE, make, [spare],
+        engine_options={"limits": limits, "limit_table": LimitTable(1)}))
+    handoff = outcome.handoff
+    failed = next(e for e in handoff.events if e.kind == "attempt_failed")
+    assert failed.detail.get("sip_status") == 486, failed.detail
+    assert "connected" in kinds(handoff) and handoff.attempt is not None \
+        and handoff.attempt.uri == spare.uri
+    assert limits.held(destination_key(occupied)) == 1  # still his other call's
+    assert limits.held(destination_key(spare.uri)) == 0  # released when the leg ended
