@@ -215,9 +215,12 @@ def _shared_state(engine: CallEngine, settings: ServeSettings, limits: Concurren
         cluster = replace(cluster, api_url=settings.http.url)
     log.info("cluster: node %s, state shared in Redis at %s (API for other nodes: %s)",
              cluster.node_id, _without_password(redis_url), cluster.api_url)
-    return SharedState(cluster, connect(redis_url), engine.live_call_rows,
-                       engine.live_handoff_rows,
-                       limits if isinstance(limits, RedisLimits) else None)
+    shared = SharedState(cluster, connect(redis_url), engine.live_call_rows,
+                         engine.live_handoff_rows,
+                         limits if isinstance(limits, RedisLimits) else None,
+                         engine.callback_book.as_dicts)
+    engine.callback_book.on_change = shared.callback_changed
+    return shared
 
 
 def _without_password(url: str) -> str:

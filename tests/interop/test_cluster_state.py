@@ -55,6 +55,7 @@ def test_the_registry_through_an_outage_and_a_redis_that_lost_everything(
         tmp_path: Path) -> None:
     calls_b: list[dict[str, Any]] = [{"id": "call-1", "state": "ai"}]
     handoffs_b: list[dict[str, Any]] = [{"id": "handoff-1", "token": "t0k", "packet": {}}]
+    promises_b: list[dict[str, Any]] = [{"handoff_id": "handoff-0", "state": "pending"}]
 
     async def wait_until(check: Any, seconds: float = 5.0) -> None:
         for _ in range(int(seconds / 0.05)):
@@ -67,7 +68,7 @@ def test_the_registry_through_an_outage_and_a_redis_that_lost_everything(
         a = SharedState(_settings("a", redis.url), connect(redis.url), list, list)
         b = SharedState(_settings("b", redis.url), connect(redis.url),
                         lambda: calls_b, lambda: handoffs_b,
-                        RedisLimits(connect(redis.url), "t", 1.0))
+                        RedisLimits(connect(redis.url), "t", 1.0), lambda: promises_b)
         a.start()
         b.start()
 
@@ -80,6 +81,7 @@ def test_the_registry_through_an_outage_and_a_redis_that_lost_everything(
         assert (await a.calls())[0]["node"] == "b"
         assert set(await a.nodes()) == {"a", "b"}
         b.handoff_changed(handoffs_b[0])
+        b.callback_changed({"handoff_id": "handoff-0", "state": "dialling"})
         b.call_changed({"id": "call-2", "state": "ai"})
         b.call_gone("call-2")  # in order: the end never overtakes the start
 
@@ -88,6 +90,8 @@ def test_the_registry_through_an_outage_and_a_redis_that_lost_everything(
 
         await wait_until(published)
         assert await a.owner("call-2") is None
+        assert await a.callbacks() == [{"handoff_id": "handoff-0", "state": "dialling",
+                                        "node": "b"}]
 
         redis.stop()  # the outage: node B keeps its call; its registry says Redis is gone
         await wait_until(lambda: _false(b))
@@ -97,7 +101,8 @@ def test_the_registry_through_an_outage_and_a_redis_that_lost_everything(
         async def back() -> bool:
             try:
                 return b.available and await a.owner("call-1") is not None \
-                    and await a.handoff("handoff-1") is not None
+                    and await a.handoff("handoff-1") is not None \
+                    and len(await a.callbacks()) == 1
             except Exception:
                 return False
 

@@ -129,5 +129,18 @@ async def every_call(engine: CallEngine) -> list[dict[str, Any]]:
                    if call.get("node") != shared.node_id and call.get("id") not in mine]
 
 
+async def every_callback(engine: CallEngine) -> list[dict[str, Any]]:
+    """This node's promises (fresh), then the other nodes' as they last published them."""
+    here = [{**row, "node": _node(engine)} for row in engine.callback_book.as_dicts()]
+    shared = engine.shared
+    if shared is None or not shared.available:
+        return here
+    try:
+        elsewhere = await shared.callbacks()
+    except (RedisError, OSError):
+        return here
+    return here + [row for row in elsewhere if row.get("node") != shared.node_id]
+
+
 def _node(engine: CallEngine) -> str | None:
     return engine.shared.node_id if engine.shared is not None else None

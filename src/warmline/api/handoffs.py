@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from warmline.api.auth import same_secret
-from warmline.api.cluster import shared_handoff
+from warmline.api.cluster import every_callback, shared_handoff
 from warmline.api.dependencies import EngineDep
 from warmline.engine import CallEngine
 from warmline.transfer.handoff import Handoff
@@ -58,8 +58,11 @@ async def screen_pop(handoff_id: str, engine: EngineDep, token: str = "") -> dic
 @router.get("/callbacks")
 async def list_callbacks(engine: EngineDep) -> list[dict[str, Any]]:
     """Callbacks promised to callers nobody could take (newest last), each with where its
-    dialling stands: state (pending, dialling, connecting, kept, failed), attempts, outcome."""
-    return engine.callback_book.as_dicts()
+    dialling stands: state (pending, dialling, connecting, kept, failed), attempts, outcome.
+    In a cluster every node's, each with the ``node`` that holds and dials it."""
+    if engine.shared is None:
+        return engine.callback_book.as_dicts()
+    return await every_callback(engine)
 
 
 async def _published(engine: CallEngine, handoff_id: str) -> dict[str, Any]:

@@ -13,7 +13,8 @@ restores the live state, and an ended call's entry expires by its TTL.
 Keys (``prefix`` first): ``node:<id>`` (its API URL), ``nodes`` (a set),
 ``call:<id>`` (owner node and the call as GET /calls shows it), ``calls`` (a set,
 pruned of expired entries when read), ``handoff:<id>`` (the handoff as GET
-/handoffs/{id} shows it, with its screen-pop token).
+/handoffs/{id} shows it, with its screen-pop token), ``callbacks`` (a hash: each callback
+promised, by handoff id, with the node whose book holds it and dials it).
 """
 
 from __future__ import annotations
@@ -62,13 +63,15 @@ class SharedState:
     """
 
     def __init__(self, settings: ClusterSettings, client: Redis, live_calls: Snapshot,
-                 live_handoffs: Snapshot, limits: RedisLimits | None = None) -> None:
+                 live_handoffs: Snapshot, limits: RedisLimits | None = None,
+                 callbacks: Snapshot = list) -> None:
         self.settings = settings
         self.node_id = settings.node_id
         self.client = client
         self.limits = limits
         self.live_calls = live_calls
         self.live_handoffs = live_handoffs
+        self.callback_rows = callbacks  # this node's promises (rewritten after an outage)
         self.available = False  # until the first beat answers
         self.beats = 0  # good beats so far
         self._prefix = settings.prefix
@@ -118,6 +121,10 @@ class SharedState:
         """A handoff was prepared or moved on: its screen-pop and status, for any node."""
         self._enqueue("handoff", str(handoff["id"]), handoff)
 
+    def callback_changed(self, row: dict[str, Any]) -> None:
+        """A callback was promised or its dialling moved on (GET /callbacks on any node)."""
+        self._enqueue("callback", str(row["handoff_id"]), row)
+
     def _enqueue(self, kind: str, ident: str, value: Any) -> None:
         if not self.available:
             return  # the beat after Redis returns writes the live state
@@ -147,6 +154,11 @@ class SharedState:
     async def handoff(self, handoff_id: str) -> dict[str, Any] | None:
         value = await self.client.get(self.key("handoff", handoff_id))
         return None if value is None else dict(json.loads(value))
+
+    async def callbacks(self) -> list[dict[str, Any]]:
+        """Every node's promises, each with its ``node`` (RedisError when down)."""
+        rows = await self.client.hgetall(self.key("callbacks"))
+        return [json.loads(value) for value in rows.values()]
 
     async def nodes(self) -> dict[str, dict[str, Any]]:
         ids = sorted(_text(ident) for ident in await self.client.smembers(self.key("nodes")))
@@ -179,6 +191,9 @@ class SharedState:
                 pipe.delete(self.key("call", ident))
                 pipe.srem(self.key("calls"), ident)
                 await pipe.execute()
+        elif kind == "callback":
+            await self.client.hset(self.key("callbacks"), ident,
+                                   json.dumps({**value, "node": self.node_id}))
         else:
             entry = json.dumps({**value, "node": self.node_id})
             await self.client.set(self.key("handoff", ident), entry,
@@ -210,6 +225,9 @@ class SharedState:
                     pipe.set(self.key("handoff", str(handoff["id"])),
                              json.dumps({**handoff, "node": self.node_id}),
                              px=int(self.settings.handoff_ttl * 1000))
+                for row in self.callback_rows():
+                    pipe.hset(self.key("callbacks"), str(row["handoff_id"]),
+                              json.dumps({**row, "node": self.node_id}))
             await pipe.execute()
         if self.limits is not None:
             await self.limits.renew()
