@@ -98,6 +98,14 @@ async def _drive(tmp_path: Path, redis: RedisPeer, url_a: str, url_b: str, sip_a
         assert read.status_code == 200 and read.json()["source"] == "live", read.text
         assert read.headers["x-warmline-node"] == "b"
         assert (await a.get("/calls/call-nowhere")).status_code == 404
+        bot = {"Authorization": f"Bearer {read.json()['token']}"}  # B's call's own token
+        turn = await a.post(f"/calls/{on_b}/turns", headers=bot,
+                            json={"speaker": "caller", "text": "my bill is wrong"})
+        assert turn.status_code == 201, turn.text  # checked by B, which knows the token
+        refused = await a.post(f"/calls/{on_b}/hangup", headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 401
+        assert (await a.get("/calls/call-nowhere", headers={"Authorization": ""})
+                ).status_code == 401  # not forwarded anywhere: refused here
 
         # one human who takes one call at a time, two transfers at once (one per node,
         # both asked of node A): one rings him, the other goes to the fallback at once
@@ -145,6 +153,8 @@ async def _drive(tmp_path: Path, redis: RedisPeer, url_a: str, url_b: str, sip_a
         assert [c["id"] for c in (await b.get("/calls")).json()] == [on_b]
         cut_off = await a.post(f"/calls/{on_b}/hangup")
         assert cut_off.status_code == 503 and "Redis" in cut_off.text
+        anonymous = await a.post(f"/calls/{on_b}/hangup", headers={"Authorization": ""})
+        assert anonymous.status_code == 401  # told nothing about Redis
         redis.start()  # back, empty: the nodes register their live calls again
 
         async def relisted() -> bool:

@@ -34,11 +34,11 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     settings = ApiSettings(api_token, records_url)
     provide(app, engine, settings)
     shared = getattr(engine, "shared", None)  # (test doubles of the engine have none)
-    if shared is not None:  # added before auth, so it runs after: only authorised requests
-        install_forwarding(app, engine, shared)
     if api_token is not None:
         install_auth(app, api_token, engine.handoffs, engine.calls, settings.refusals,
                      shared_token(shared) if shared is not None else None)
+    if shared is not None:  # added after auth, so it runs first: the owner of a call checks
+        install_forwarding(app, engine, shared, api_token)  # the token (a call's own token too)
     # added last, so it runs first: a huge body is refused before auth reads anything
     install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,

@@ -3,7 +3,10 @@
 A request under /calls/{id}/... (and Twilio's update of call {id}) for a call
 this node does not hold is looked up in the cluster's registry (Redis) and
 forwarded to the owner's API with the same method, path, query, body and
-Authorization; its status and body come back unchanged. An owner that does not
+Authorization; its status and body come back unchanged. Forwarding runs before
+auth: the owner checks the token by its own rules, so a bot's call token (which
+only the owner knows) works through any node, and a request without a valid
+token is refused there (401) as it would be here. An owner that does not
 answer is a 502 naming the node; while Redis is unreachable a change to a call
 held elsewhere is a 503 saying so (a read falls through to the records). A
 forwarded request carries ``X-Warmline-Forwarded-By`` and is never forwarded
@@ -21,7 +24,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from warmline.api.auth import SharedToken, call_in_path
+from warmline.api.auth import SharedToken, bearer, call_in_path, same_secret
 from warmline.cluster.registry import Owner, SharedState
 from warmline.engine import CallEngine
 
@@ -31,8 +34,9 @@ FORWARD_TIMEOUT = 10.0  # seconds for the owner's answer
 PASSED_HEADERS = ("authorization", "content-type", "accept")
 
 
-def install_forwarding(app: FastAPI, engine: CallEngine, shared: SharedState) -> None:
-    """Forward the requests about calls other nodes own (added before auth: runs after it)."""
+def install_forwarding(app: FastAPI, engine: CallEngine, shared: SharedState,
+                       api_token: str | None) -> None:
+    """Forward the requests about calls other nodes own (added after auth: runs before it)."""
     client = httpx.AsyncClient(timeout=FORWARD_TIMEOUT)
 
     async def forward(request: Request, call_next: RequestResponseEndpoint) -> Response:
@@ -40,11 +44,11 @@ def install_forwarding(app: FastAPI, engine: CallEngine, shared: SharedState) ->
         if call_id is None or call_id in engine.calls or FORWARDED_BY in request.headers:
             return await call_next(request)
         if not shared.available:
-            return await _unlocated(request, call_next, call_id)
+            return await _unlocated(request, call_next, call_id, api_token)
         try:
             owner = await shared.owner(call_id)
         except (RedisError, OSError):
-            return await _unlocated(request, call_next, call_id)
+            return await _unlocated(request, call_next, call_id, api_token)
         if owner is None or owner.node == shared.node_id:
             return await call_next(request)
         return await _to_owner(client, request, owner, shared.node_id, call_id)
@@ -53,10 +57,12 @@ def install_forwarding(app: FastAPI, engine: CallEngine, shared: SharedState) ->
 
 
 async def _unlocated(request: Request, call_next: RequestResponseEndpoint,
-                     call_id: str) -> Response:
+                     call_id: str, api_token: str | None) -> Response:
     """Redis is down: a read is answered here (the records may know the call); a change
-    cannot reach the owner, so 503 says why instead of a misleading 404."""
-    if request.method == "GET":
+    cannot reach the owner, so 503 says why instead of a misleading 404 (to the API
+    token's holder: anyone else goes on to auth and its 401)."""
+    authorised = api_token is None or same_secret(bearer(request), api_token)
+    if request.method == "GET" or not authorised:
         return await call_next(request)
     return JSONResponse({"detail": f"call {call_id} is not on this node and the cluster's "
                                    "registry (Redis) is unreachable: ask the node that "
