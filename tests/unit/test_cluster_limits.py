@@ -104,3 +104,58 @@ def test_a_bad_cluster_key_is_named(tmp_path: Path, text: str, named: str) -> No
     with pytest.raises(ConfigError) as caught:
         load(write(tmp_path, text))
     assert named in str(caught.value), caught.value
+
+
+def test_the_call_control_takes_the_limits_and_answers_busy_at_them(tmp_path: Path) -> None:
+    """transfer/live.py: a destination at its limit is a leg failed 486 (never dialled), a
+    trunk at its limit 503; the hold goes when the dialled leg fails."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from warmline.calls.trunks import Trunk, Trunks
+    from warmline.sip.session import CallFailed
+    from warmline.sip.uri import SipUri
+    from warmline.transfer.callbacks import CallbackBook
+    from warmline.transfer.control import LegFailed, TransferEvent
+    from warmline.transfer.live import LiveCallControl, TransferServices
+
+    async def run() -> None:
+        dialled: list[str] = []
+        never = asyncio.get_running_loop().create_future()
+
+        async def dial(call: Any, uri: str, *rest: Any) -> Any:
+            dialled.append(uri)
+            return await never  # rings until the test ends
+
+        trunks = Trunks((Trunk("carrier", SipUri(host="carrier.example")),))
+        switchboard: Any = SimpleNamespace(trunks=trunks, dial=dial)
+        limits = LocalLimits()
+        services = TransferServices(
+            tts=None, hold_audio=list, deliver=None, records_dir=tmp_path,  # type: ignore
+            callbacks=CallbackBook(tmp_path / "cb.jsonl"), limits=limits,
+            limit_table=LimitTable(1, {}, {"carrier": 1}))
+        control = LiveCallControl(switchboard, SimpleNamespace(caller=None),  # type: ignore
+                                  services)
+        events: list[TransferEvent] = []
+        control.sink = events.append
+        identity: Any = SimpleNamespace(from_=None, headers=[])
+        first = control.dial("sip:ann@pbx.example", identity, [])
+        second = control.dial("sip:Ann@pbx.example;transport=tcp", identity, [])
+        third = control.dial("sip:+15550100@carrier.example", identity, [])
+        fourth = control.dial("sip:+15550199@carrier.example", identity, [])
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert dialled == ["sip:ann@pbx.example", "sip:+15550100@carrier.example"]
+        failed = {event.leg: event.status for event in events if isinstance(event, LegFailed)}
+        assert failed == {second: 486, fourth: 503}
+        assert limits.held("sip:ann@pbx.example") == 1 and limits.held("trunk:carrier") == 1
+        session: Any = None
+        control._leg_event(first, CallFailed(session, 486, "Busy Here"))
+        control._leg_event(third, CallFailed(session, 480, "Unavailable"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert limits.held("sip:ann@pbx.example") == 0 and limits.held("trunk:carrier") == 0
+        never.cancel()
+        await control.close()
+
+    asyncio.run(run())
