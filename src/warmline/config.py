@@ -710,13 +710,29 @@ class ClusterSection(_Strict):
     prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     heartbeat: float = Field(2.0, ge=0.2, le=60)
     handoff_ttl: float = Field(86_400.0, ge=60, le=30 * 86_400)
+    password_env: str | None = None  # Redis's password (AUTH), never in this file
+    password_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_not_inline(cls, data: Any) -> Any:
+        return _no_inline_secret(data, "password")
 
     @field_validator("redis")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"{value!r}: a redis://, rediss:// or unix:// URL")
+        if parts.password:
+            raise ValueError("the URL carries a password: secrets are not read from the "
+                             "config file; give password_env or password_file")
         return value
+
+    def password(self) -> str | None:
+        return read_secret("cluster.password", self.password_env, self.password_file)
 
     @field_validator("api_url")
     @classmethod
@@ -733,7 +749,7 @@ class ClusterSection(_Strict):
             return None
         return ClusterSettings(self.node_id or default_node_id(), self.redis,
                                self.api_url or own_api, self.prefix, self.heartbeat,
-                               self.handoff_ttl)
+                               self.handoff_ttl, self.password())
 
 
 class WarmlineConfig(_Strict):
@@ -831,6 +847,7 @@ def load(path: Path) -> WarmlineConfig:
         config.events.secret()
         config.callbacks.settings()
         config.trace.password()
+        config.cluster.password()
         if config.http is not None:
             config.http.api_token()
     except (RoutingError, HandoffError, ValueError) as error:

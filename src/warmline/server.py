@@ -201,7 +201,8 @@ def _limits(settings: ServeSettings) -> ConcurrencyLimits:
     cluster = settings.cluster
     if cluster is None or cluster.redis_url is None:
         return LocalLimits()
-    return RedisLimits(connect(cluster.redis_url), cluster.prefix, cluster.entry_ttl)
+    return RedisLimits(connect(cluster.redis_url, cluster.redis_password), cluster.prefix,
+                       cluster.entry_ttl)
 
 
 def _shared_state(engine: CallEngine, settings: ServeSettings, limits: ConcurrencyLimits
@@ -215,7 +216,8 @@ def _shared_state(engine: CallEngine, settings: ServeSettings, limits: Concurren
         cluster = replace(cluster, api_url=settings.http.url)
     log.info("cluster: node %s, state shared in Redis at %s (API for other nodes: %s)",
              cluster.node_id, _without_password(redis_url), cluster.api_url)
-    shared = SharedState(cluster, connect(redis_url), engine.live_call_rows,
+    shared = SharedState(cluster, connect(redis_url, cluster.redis_password),
+                         engine.live_call_rows,
                          engine.live_handoff_rows,
                          limits if isinstance(limits, RedisLimits) else None,
                          engine.callback_book.as_dicts)

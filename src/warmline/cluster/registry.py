@@ -47,9 +47,9 @@ class Owner:
     api_url: str | None
 
 
-def connect(url: str, timeout: float = 1.0) -> Redis:
+def connect(url: str, password: str | None = None, timeout: float = 1.0) -> Redis:
     """A client that fails fast (``timeout`` seconds, no retries): the heartbeat retries."""
-    client: Redis = Redis.from_url(url, socket_timeout=timeout,
+    client: Redis = Redis.from_url(url, password=password, socket_timeout=timeout,
                                    socket_connect_timeout=timeout, retry=None,
                                    retry_on_error=[], decode_responses=True)
     return client

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_PREFIX = "warmline"
 
@@ -30,6 +30,7 @@ class ClusterSettings:
     prefix: str = DEFAULT_PREFIX
     heartbeat: float = 2.0
     handoff_ttl: float = 86_400.0
+    redis_password: str | None = field(default=None, repr=False)  # AUTH; never logged
 
     @property
     def entry_ttl(self) -> float:
