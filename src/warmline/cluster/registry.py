@@ -74,6 +74,7 @@ class SharedState:
         self.callback_rows = callbacks  # this node's promises (rewritten after an outage)
         self.available = False  # until the first beat answers
         self.beats = 0  # good beats so far
+        self._said_down = False  # the outage under way was logged
         self._prefix = settings.prefix
         self._ttl = int(settings.entry_ttl * 1000)
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue(QUEUE_LIMIT)
@@ -234,13 +235,16 @@ class SharedState:
         self.beats += 1
         if back:
             self.available = True
+            self._said_down = False
             log.info("cluster: Redis answers; node %s registered with %d live call(s)",
                      self.node_id, len(calls))
 
     def _lost(self, error: Exception) -> None:
-        if self.available:
+        """Said once per outage (and at a start with Redis down), not once per beat."""
+        if self.available or not self._said_down:
             log.warning("cluster: Redis unreachable (%s); serving this node's calls alone "
                         "until it returns", error)
+        self._said_down = True
         self.available = False
 
 
