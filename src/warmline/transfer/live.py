@@ -130,6 +130,7 @@ class LiveCallControl:
         self._caller_digits: Callable[[str], None] | None = None  # the AI's, while bridged
         self._recordings: dict[LegId, list[Samples]] = {}
         self._holds: dict[LegId, list[Hold]] = {}  # the limits a dialled leg holds
+        self._releases: set[asyncio.Task[None]] = set()  # never cancelled: awaited at close
 
     # -- the call ------------------------------------------------------------------
     @property
@@ -429,6 +430,7 @@ class LiveCallControl:
         for leg_id in list(self._holds):
             for hold in self._holds.pop(leg_id):
                 await self.services.limits.release(hold)
+        await asyncio.gather(*self._releases, return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -450,10 +452,11 @@ class LiveCallControl:
         task.add_done_callback(self._tasks.discard)
 
     def _keep(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` even while shutting down (a release must not be lost)."""
+        """Run ``work`` even while shutting down: :meth:`close` awaits it instead of
+        cancelling it (a release must not be lost)."""
         task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def _close_mix(self) -> None:
         mix, self._mix = self._mix, None
