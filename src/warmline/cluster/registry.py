@@ -79,7 +79,6 @@ class SharedState:
         self._ttl = int(settings.entry_ttl * 1000)
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue(QUEUE_LIMIT)
         self._tasks: list[asyncio.Task[None]] = []
-        self._beat_now = asyncio.Event()
 
     def key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
