@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from warmline.cluster.limits import RedisLimits
@@ -48,10 +51,14 @@ class Owner:
 
 
 def connect(url: str, password: str | None = None, timeout: float = 1.0) -> Redis:
-    """A client that fails fast (``timeout`` seconds, no retries): the heartbeat retries."""
+    """A client that fails fast (``timeout`` seconds): a command is retried once, at once,
+    only when its connection was found closed (a pooled connection from before a Redis
+    restart), else it fails and the heartbeat tries again later."""
     client: Redis = Redis.from_url(url, password=password, socket_timeout=timeout,
-                                   socket_connect_timeout=timeout, retry=None,
-                                   retry_on_error=[], decode_responses=True)
+                                   socket_connect_timeout=timeout,
+                                   retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+                                   retry_on_error=[RedisConnectionError],
+                                   decode_responses=True)
     return client
 
 
