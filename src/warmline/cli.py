@@ -522,6 +522,9 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
     if collector is not None:
         settings = replace(settings, hep=HepSettings(collector, config.trace.hep_capture_id,
                                                      config.trace.password()))
+    settings = replace(settings, limit_table=config.limit_table(),
+                       cluster=config.cluster.settings(settings.http.url if settings.http
+                                                       else None))
     return replace(settings, max_calls=limits.max_calls, http_body=limits.http_body,
                    ws_message=limits.ws_message, ws_audio_seconds=limits.ws_audio_seconds,
                    keep_ended_calls=limits.keep_ended_calls,

@@ -35,6 +35,8 @@ from warmline.brain.status_events import StatusCallbackSettings
 from warmline.brain.triggers import ComplexityRule, TriggerConfig
 from warmline.calls.recording import DEFAULT_CONSENT, RecordingMode, RecordingSettings
 from warmline.calls.trunks import Trunk, Trunks
+from warmline.cluster.limits import LimitTable, destination_key
+from warmline.cluster.settings import DEFAULT_PREFIX, ClusterSettings, default_node_id
 from warmline.media.player import AudioFileError, load_wav
 from warmline.media.relay import PortRange
 from warmline.media.rtpengine import parse_ng_address
@@ -132,6 +134,9 @@ class SipSection(_Strict):
     trusted_identity: list[str] = Field(default_factory=list)
     # sources whose calls and OPTIONS are taken without a challenge (sip/access.py)
     trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+    # calls any one destination is offered at once, across the cluster (busy past it, so
+    # the handoff moves on to its next destination or fallback); 0: no limit
+    max_calls_per_destination: int = Field(0, ge=0, le=10_000)
     # a new request from anyone else, on a listener naming no ;access=: "trusted" (403),
     # "challenge" (digest, answered with one of the accounts) or "open" (taken)
     access: AccessMode = AccessMode.TRUSTED
@@ -308,6 +313,9 @@ class DestinationModel(_Strict):
     # rung at the same time as uri (simultaneous ring: "on-call staff, 120 s"); the first
     # to answer takes the call
     ring_with: list[str] = Field(default_factory=list)
+    # calls this destination (each of its phones) is offered at once, across the cluster;
+    # 0: [transfer] max_calls_per_destination
+    max_calls: int = Field(0, ge=0, le=10_000)
 
     def build(self) -> Destination:
         mode = self.mode or (TransferMode.AGENT if is_agent_uri(self.uri)
@@ -447,6 +455,7 @@ class TrunkSection(_Strict):
     caller_id: str | None = None  # From of calls through this trunk
     destinations: list[str] = Field(default_factory=list)  # globs; empty: the uri's domain
     srtp: SrtpName | None = None  # the legs we place through it; None: [media] srtp
+    max_calls: int = Field(0, ge=0, le=100_000)  # legs we dial through it at once; 0: any
 
     @field_validator("uri", "outbound_proxy")
     @classmethod
@@ -636,6 +645,9 @@ class TransferSection(_DestinationRules):
     """Where a transfer asked for over the API may go: the patterns, and this machine."""
 
     trusted: list[str] = Field(default_factory=lambda: list(LOOPBACK))
+    # calls any one destination is offered at once, across the cluster (busy past it, so
+    # the handoff moves on to its next destination or fallback); 0: no limit
+    max_calls_per_destination: int = Field(0, ge=0, le=10_000)
 
 
 class OutboundSection(_DestinationRules):
@@ -711,12 +723,70 @@ class LimitsSection(_Strict):
 
 
 class ClusterSection(_Strict):
-    """This host's share of a cluster behind Kamailio (docs/deploy.md)."""
+    """This node in a cluster (docs/deploy.md): Kamailio in front, the workers on this host,
+    and the state shared through Redis; without ``redis``, one node alone."""
 
     # full nodes on this host (one per core): SIP port base, base+1, ...; HTTP port
     # likewise; the media ports split in N slices (workers.py); 1: this process only
     workers: int = Field(1, ge=1, le=256)
     exit_when_drained: bool = False  # exit once a drain (SIGUSR1, POST /admin/drain) ends
+    node_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # None: host-pid
+    redis: str | None = None  # redis://host:6379/0, rediss://..., unix:///path
+    api_url: str | None = None  # how the other nodes reach this node's API
+    prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    heartbeat: float = Field(2.0, ge=0.2, le=60)
+    handoff_ttl: float = Field(86_400.0, ge=60, le=30 * 86_400)
+    password_env: str | None = None  # Redis's password (AUTH), never in this file
+    password_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_not_inline(cls, data: Any) -> Any:
+        return _no_inline_secret(data, "password")
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r}: a redis://, rediss:// or unix:// URL")
+        if parts.password:
+            raise ValueError("the URL carries a password: secrets are not read from the "
+                             "config file; give password_env or password_file")
+        return value
+
+    def password(self) -> str | None:
+        return read_secret("cluster.password", self.password_env, self.password_file)
+
+    @model_validator(mode="after")
+    def _one_node_per_worker(self) -> ClusterSection:
+        """Each worker is a node of its own: one name or one API address for them all would
+        have the registry send one worker's requests to another."""
+        if self.workers > 1 and self.redis is not None:
+            for key in ("node_id", "api_url"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: with workers > 1 leave it unset: each worker "
+                                     "takes its own (hostname-pid, its own HTTP address)")
+        return self
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"{value!r}: an http:// or https:// URL with a host")
+        return value
+
+    def settings(self, own_api: str | None) -> ClusterSettings | None:
+        """None without ``redis``: one node, nothing shared."""
+        if self.redis is None:
+            return None
+        return ClusterSettings(self.node_id or default_node_id(), self.redis,
+                               self.api_url or own_api, self.prefix, self.heartbeat,
+                               self.handoff_ttl, self.password())
 
 
 class WarmlineConfig(_Strict):
@@ -740,6 +810,17 @@ class WarmlineConfig(_Strict):
     dns: DnsSection = Field(default_factory=DnsSection)
     trunks: dict[str, TrunkSection] = Field(default_factory=dict)
     agents: dict[str, AgentTargetSection] = Field(default_factory=dict)
+
+    def limit_table(self) -> LimitTable:
+        """Calls at once per destination ([transfer] default, each department destination's
+        max_calls for its phones) and per trunk."""
+        destinations = {destination_key(uri): destination.max_calls
+                        for department in self.departments
+                        for destination in department.destinations if destination.max_calls
+                        for uri in (destination.uri, *destination.ring_with)}
+        trunks = {name: trunk.max_calls for name, trunk in self.trunks.items()
+                  if trunk.max_calls}
+        return LimitTable(self.transfer.max_calls_per_destination, destinations, trunks)
 
     def build_agents(self) -> dict[str, AgentSpec]:
         """The agents calls may be handed to by name; ValueError naming the key for a bad
@@ -803,6 +884,7 @@ def load(path: Path) -> WarmlineConfig:
         config.events.secret()
         config.callbacks.settings()
         config.trace.password()
+        config.cluster.password()
         if config.http is not None:
             config.http.api_token()
     except (RoutingError, HandoffError, ValueError) as error:

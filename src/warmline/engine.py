@@ -45,6 +45,8 @@ from warmline.calls.registrations import TrunkRegistrations
 from warmline.calls.switchboard import KEEP_ENDED_SECONDS, Overload, Switchboard
 from warmline.calls.trunks import NoRoute, Trunks
 from warmline.calls.watchdog import SilenceWatchdog
+from warmline.cluster.limits import ConcurrencyLimits, LimitTable, LocalLimits
+from warmline.cluster.registry import SharedState
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdes import SrtpPolicy
@@ -110,6 +112,9 @@ class CallEngine:
     (calls/recording.py); by default none unless the API asks.
     ``agents``: the agents a call may be handed to by name (agent:NAME, ``[agents.NAME]``);
     a ws:// URL works without, subject to the destination policy for API requests.
+    ``limits`` and ``limit_table``: calls at once per destination and trunk (in memory by
+    default, in Redis for a cluster); ``shared``: the cluster's registry in Redis (None:
+    this node alone), told of every call and handoff as they change.
     """
 
     def __init__(self, shell: SipShell, plane: MediaPlane, media_address: str, codecs: list[str],
@@ -131,7 +136,11 @@ class CallEngine:
                  outbound: OutboundPolicy | None = None,
                  callbacks: CallbackSettings | None = None,
                  call_events: CallStatusUrls | None = None,
-                 agents: Mapping[str, AgentSpec] | None = None) -> None:
+                 agents: Mapping[str, AgentSpec] | None = None,
+                 limits: ConcurrencyLimits | None = None,
+                 limit_table: LimitTable | None = None,
+                 shared: SharedState | None = None) -> None:
+        self.shared = shared
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
@@ -178,7 +187,8 @@ class CallEngine:
         self.agent_streams = AgentStreams(self, agents)
         self.transfers = Transfers(self.switchboard, TransferServices(
             self.tts, self.hold_audio, self.brain.deliver, records_dir, self._callbacks,
-            agents=self.agent_streams), self._returned)
+            agents=self.agent_streams, limits=limits or LocalLimits(),
+            limit_table=limit_table or LimitTable()), self._returned)
 
     # -- what an AI app uses -----------------------------------------------------------
     @property
@@ -310,6 +320,8 @@ class CallEngine:
             self.dialler.start()
         if self.recordings.settings.retention_days > 0:
             self.spawn(self._sweep_recordings())
+        if self.shared is not None:
+            self.shared.start()
 
     async def _sweep_recordings(self) -> None:
         """Recordings past [recording] retention_days are deleted: at start, then hourly."""
@@ -355,14 +367,26 @@ class CallEngine:
     def readiness(self) -> dict[str, bool]:
         """What /readyz checks: a SIP listener is open, the node is not draining, the
         records can be written, the media plane answers (rtpengine's pings), a call could
-        get media ports now. Each cheap: no I/O."""
+        get media ports now, and in a cluster whether Redis answers (reported, not required:
+        api/health.py). Each cheap: no I/O."""
         records = self.records
         plane = self.switchboard.plane
-        return {"sip": self.switchboard.shell.listening,
-                "accepting": self.drain.state is DrainState.ACCEPTING,
-                "records": records is None or records.writable,
-                "media_plane": plane.healthy(),
-                "media_ports": plane.spare_legs() > 0}
+        checks = {"sip": self.switchboard.shell.listening,
+                  "accepting": self.drain.state is DrainState.ACCEPTING,
+                  "records": records is None or records.writable,
+                  "media_plane": plane.healthy(),
+                  "media_ports": plane.spare_legs() > 0}
+        if self.shared is not None:
+            checks["redis"] = self.shared.available
+        return checks
+
+    def live_call_rows(self) -> list[dict[str, Any]]:
+        """The calls this node holds that have not ended (the cluster's registry)."""
+        return [call.as_dict() for call in self.calls.values() if not call.ended]
+
+    def live_handoff_rows(self) -> list[dict[str, Any]]:
+        """The handoffs of the calls in memory, with their screen-pop tokens."""
+        return [shared_handoff(handoff) for handoff in self.handoffs.values()]
 
     def refusals(self) -> dict[str, int]:
         """Everything refused to protect the engine so far, by reason (for /metrics)."""
@@ -399,12 +423,16 @@ class CallEngine:
             await self.status_events.close()
         if self.call_events is not None:
             await self.call_events.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     # -- the switchboard's observer ------------------------------------------------------
     def call_started(self, call: Call) -> None:
         call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
         self.record(call.id, "call.started", {"caller": call.caller_uri,
                                               "to": str(call.caller.session.local_party.uri)})
+        if self.shared is not None:
+            self.shared.call_changed(call.as_dict())
         if self.recordings.settings.mode is RecordingMode.CALL:
             self.spawn(self._record_then_take(call))
         else:
@@ -420,6 +448,8 @@ class CallEngine:
 
     def call_ended(self, call: Call, reason: str | None) -> None:
         self.record(call.id, "call.ended", {"reason": reason})
+        if self.shared is not None:
+            self.shared.call_gone(call.id)
         self.recordings.call_ended(call)
         self.transfers.caller_left(call)
         if self.sip_trace is not None:  # a few seconds on, so the legs' last BYEs are in it
@@ -548,6 +578,7 @@ class CallEngine:
     def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
         self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
                     event.at)
+        self._share(handoff)
         key = self._callback_calls.get(handoff.call_id)
         if key is None or self.dialler is None:
             return
@@ -559,6 +590,15 @@ class CallEngine:
         elif event.kind in (HandoffStatus.FAILED, HandoffStatus.COMPLETED):
             self.dialler.not_connected(key, handoff.call_id,
                                        f"nobody took the call: {handoff.reason}")
+
+    def _share(self, handoff: Handoff) -> None:
+        """Tell the cluster: the handoff (its screen-pop for any node) and its call's state."""
+        if self.shared is None:
+            return
+        self.shared.handoff_changed(shared_handoff(handoff))
+        call = self.calls.get(handoff.call_id)
+        if call is not None and not call.ended:
+            self.shared.call_changed(call.as_dict())
 
     # -- outbound calls ------------------------------------------------------------------
     def outbound_problem(self, to: str, trunk: str | None = None) -> str | None:
@@ -697,6 +737,12 @@ class CallEngine:
         if call is None:
             raise HandoffError(f"no call {call_id}", Problem.UNKNOWN_CALL)
         return call
+
+
+def shared_handoff(handoff: Handoff) -> dict[str, Any]:
+    """A handoff as the other nodes serve it: GET /handoffs/{id}, and its token, which
+    opens its screen-pop there."""
+    return {**handoff.as_dict(), "token": handoff.token}
 
 
 def _utc_now() -> datetime:

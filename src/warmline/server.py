@@ -28,6 +28,8 @@ from warmline.calls.call import Call
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.drain import Drain
 from warmline.calls.sip_answerer import SipAnswerer
+from warmline.cluster.limits import ConcurrencyLimits, LocalLimits, RedisLimits
+from warmline.cluster.registry import SharedState, connect
 from warmline.engine import CallEngine
 from warmline.media.fastpath import describe_forwarder
 from warmline.media.ng import NgClient
@@ -209,6 +211,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
         take_call(call)
 
     hold_audio = None if settings.hold_audio is None else load_wav(settings.hold_audio, 8000)
+    limits = _limits(settings)
     engine = CallEngine(shell, relay, settings.media_address, list(settings.codecs), on_call,
                         on_return, records_dir=settings.records,
                         escalation=settings.escalation, records=writer, hold_audio=hold_audio,
@@ -223,7 +226,9 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         early_media=settings.early_media
                         if settings.agent_ws and settings.early_media > 0 else None,
                         outbound=settings.outbound, callbacks=settings.callbacks,
-                        call_events=settings.call_urls.build() if settings.call_urls else None)
+                        call_events=settings.call_urls.build() if settings.call_urls else None,
+                        limits=limits, limit_table=settings.limit_table)
+    engine.shared = _shared_state(engine, settings, limits)
     engine.agent_streams.max_message = settings.ws_message  # the bots' limits, every bot's
     engine.agent_streams.audio_seconds = settings.ws_audio_seconds
     engine.agent_streams.api_url = settings.http.url if settings.http else None
@@ -233,6 +238,41 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
     await _start_api(stack, engine, settings, http)
     return CallSide(lambda: len(engine.calls), engine.start, engine.registrations.stop,
                     engine.drain)
+
+
+def _limits(settings: ServeSettings) -> ConcurrencyLimits:
+    """Calls at once per destination and trunk: in Redis for a cluster, else in memory."""
+    cluster = settings.cluster
+    if cluster is None or cluster.redis_url is None:
+        return LocalLimits()
+    return RedisLimits(connect(cluster.redis_url, cluster.redis_password), cluster.prefix,
+                       cluster.entry_ttl)
+
+
+def _shared_state(engine: CallEngine, settings: ServeSettings, limits: ConcurrencyLimits
+                  ) -> SharedState | None:
+    """The cluster's registry in Redis ([cluster] redis), or None: this node alone."""
+    cluster = settings.cluster
+    if cluster is None or cluster.redis_url is None:
+        return None
+    redis_url = cluster.redis_url
+    if cluster.api_url is None and settings.http is not None:
+        cluster = replace(cluster, api_url=settings.http.url)
+    log.info("cluster: node %s, state shared in Redis at %s (API for other nodes: %s)",
+             cluster.node_id, _without_password(redis_url), cluster.api_url)
+    shared = SharedState(cluster, connect(redis_url, cluster.redis_password),
+                         engine.live_call_rows,
+                         engine.live_handoff_rows,
+                         limits if isinstance(limits, RedisLimits) else None,
+                         engine.callback_book.as_dicts)
+    engine.callback_book.on_change = shared.callback_changed
+    return shared
+
+
+def _without_password(url: str) -> str:
+    """A Redis URL fit for a log line."""
+    head, at, tail = url.rpartition("@")
+    return f"{head.split('://')[0]}://***@{tail}" if at else url
 
 
 async def _taps(stack: contextlib.AsyncExitStack, trace: SipTrace | None,

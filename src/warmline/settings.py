@@ -18,6 +18,8 @@ from warmline.brain.escalation import EscalationPolicy
 from warmline.brain.status_events import CallUrlSettings, StatusCallbackSettings
 from warmline.calls.recording import RecordingSettings
 from warmline.calls.trunks import Trunks
+from warmline.cluster.limits import LimitTable
+from warmline.cluster.settings import ClusterSettings
 from warmline.media.relay import PortRange
 from warmline.media.rtpengine import PlaneKind
 from warmline.media.sdes import SrtpPolicy
@@ -134,6 +136,8 @@ class ServeSettings:
     recording: RecordingSettings = field(default_factory=RecordingSettings)  # [recording]
     exit_when_drained: bool = False  # after a drain (SIGUSR1, POST /admin/drain): exit
     workers: int = 1  # [cluster] workers: full nodes on this host (workers.py), 1: just this
+    cluster: ClusterSettings | None = None  # [cluster] with redis; None: this node alone
+    limit_table: LimitTable = field(default_factory=LimitTable)  # calls at once per destination
 
     @property
     def media_host(self) -> str:

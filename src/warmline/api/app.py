@@ -18,6 +18,7 @@ from warmline.api import (
     twilio,
 )
 from warmline.api.auth import install_auth
+from warmline.api.cluster import install_forwarding, shared_token
 from warmline.api.dependencies import ApiSettings, provide
 from warmline.api.limits import install_limits
 from warmline.engine import CallEngine
@@ -33,8 +34,12 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     app = FastAPI(title="warmline", summary="Hand live calls from an AI agent to a human.")
     settings = ApiSettings(api_token, records_url)
     provide(app, engine, settings)
+    shared = getattr(engine, "shared", None)  # (test doubles of the engine have none)
     if api_token is not None:
-        install_auth(app, api_token, engine.handoffs, engine.calls, settings.refusals)
+        install_auth(app, api_token, engine.handoffs, engine.calls, settings.refusals,
+                     shared_token(shared) if shared is not None else None)
+    if shared is not None:  # added after auth, so it runs first: the owner of a call checks
+        install_forwarding(app, engine, shared, api_token)  # the token (a call's own token too)
     # added last, so it runs first: a huge body is refused before auth reads anything
     install_limits(app, body_limit, settings.refusals)
     for routes in (calls.router, stream.router, handoffs.router, reports.router,

@@ -11,6 +11,8 @@ or gets 401, with three exceptions, each a narrow key instead of the master one:
   (its media stream, turns, transfer, CSAT, hang-up), and as the Basic password
   Twilio's update of that call (api/twilio.py), so a leaked bot cannot touch
   the other calls or read the records.
+- In a cluster the screen-pop link works on every node: a handoff another node
+  holds is checked against its token in the cluster's registry (Redis).
 - /dashboard, /healthz and /readyz are open: the page holds no data (it calls
   the API with the token in its own URL) and the probes say only yes or no.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -43,13 +45,19 @@ def same_secret(given: str | None, expected: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+SharedToken = Callable[[str], Awaitable[str | None]]  # handoff id -> its token, cluster-wide
+
+
 def install_auth(app: FastAPI, api_token: str, handoffs: Mapping[str, Handoff],
-                 calls: Mapping[str, Call], refusals: HttpRefusals) -> None:
-    """Refuse (401, counted) each HTTP request that the token rules above do not let in."""
+                 calls: Mapping[str, Call], refusals: HttpRefusals,
+                 shared_token: SharedToken | None = None) -> None:
+    """Refuse (401, counted) each HTTP request that the token rules above do not let in.
+    ``shared_token``: a handoff's token from the cluster, for handoffs held elsewhere."""
 
     async def require_token(request: Request, call_next: RequestResponseEndpoint) -> Response:
         if (same_secret(bearer(request), api_token) or _opens_its_handoff(request, handoffs)
-                or _opens_its_call(request, calls) or request.url.path in OPEN_PATHS):
+                or _opens_its_call(request, calls) or request.url.path in OPEN_PATHS
+                or await _opens_shared_handoff(request, handoffs, shared_token)):
             return await call_next(request)
         refusals.unauthorised += 1
         return JSONResponse({"detail": "Authorization: a Bearer token is needed"}, 401)
@@ -87,11 +95,11 @@ def call_token_opens(connection: HTTPConnection, call: Call | None) -> bool:
 def _opens_its_call(request: Request, calls: Mapping[str, Call]) -> bool:
     """A request under /calls/{id}/, or Twilio's update of call {id} (api/twilio.py),
     carrying that call's token."""
-    call_id = _call_in_path(request.url.path.strip("/").split("/"))
+    call_id = call_in_path(request.url.path.strip("/").split("/"))
     return call_id is not None and call_token_opens(request, calls.get(call_id))
 
 
-def _call_in_path(parts: list[str]) -> str | None:
+def call_in_path(parts: list[str]) -> str | None:
     if len(parts) >= 3 and parts[0] == "calls":
         return parts[1]
     if len(parts) == 5 and parts[:2] == ["2010-04-01", "Accounts"] and parts[3] == "Calls" \
@@ -100,11 +108,28 @@ def _call_in_path(parts: list[str]) -> str | None:
     return None
 
 
-def _opens_its_handoff(request: Request, handoffs: Mapping[str, Handoff]) -> bool:
-    """A GET of /handoffs/{id} or /handoffs/{id}/<view> carrying that handoff's token."""
+def _handoff_in_path(request: Request) -> str | None:
     parts = request.url.path.strip("/").split("/")
     if request.method != "GET" or len(parts) not in (2, 3) or parts[0] != "handoffs":
+        return None
+    return parts[1]
+
+
+async def _opens_shared_handoff(request: Request, handoffs: Mapping[str, Handoff],
+                                shared_token: SharedToken | None) -> bool:
+    """The same rule for a handoff another node of the cluster holds."""
+    handoff_id = _handoff_in_path(request)
+    if shared_token is None or handoff_id is None or handoff_id in handoffs:
         return False
-    handoff = handoffs.get(parts[1])
+    token = await shared_token(handoff_id)
+    return token is not None and same_secret(request.query_params.get("token", ""), token)
+
+
+def _opens_its_handoff(request: Request, handoffs: Mapping[str, Handoff]) -> bool:
+    """A GET of /handoffs/{id} or /handoffs/{id}/<view> carrying that handoff's token."""
+    handoff_id = _handoff_in_path(request)
+    if handoff_id is None:
+        return False
+    handoff = handoffs.get(handoff_id)
     return handoff is not None and same_secret(request.query_params.get("token", ""),
                                                handoff.token)

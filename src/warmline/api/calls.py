@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from warmline.api.auth import bearer, same_secret
+from warmline.api.cluster import every_call
 from warmline.api.dependencies import ApiSettings, EngineDep, SettingsDep
 from warmline.api.errors import handoff_errors_as_http
 from warmline.api.resolve import check_allowed, check_routable
@@ -39,8 +40,11 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")  # what a call id can be; the r
 @router.get("/calls")
 async def list_calls(engine: EngineDep) -> list[dict[str, Any]]:
     """Calls warmline holds now, and those ended in the last ``[limits] keep_ended_calls``
-    seconds; older ones are read one at a time from the records (GET /calls/{id})."""
-    return [call.as_dict() for call in engine.calls.values()]
+    seconds; older ones are read one at a time from the records (GET /calls/{id}). In a
+    cluster, every node's live calls, each with its ``node``."""
+    if engine.shared is None:
+        return [call.as_dict() for call in engine.calls.values()]
+    return await every_call(engine)
 
 
 @router.get("/calls/{call_id}")

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from warmline.api.dependencies import EngineDep
 
 router = APIRouter()
+SHARED = ("redis",)  # checks that degrade the node without making it unfit for calls
 
 
 @router.get("/healthz")
@@ -25,7 +26,14 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(engine: EngineDep) -> JSONResponse:
-    """Ready for calls: every check true (200), else 503 naming the ones that fail."""
+    """Ready for calls: every check true (200), else 503 naming the ones that fail.
+
+    ``redis`` (in a cluster) is reported, not required: a node whose Redis is down
+    still answers, transfers and ends its own calls, so the balancer should keep
+    sending it calls; failing readiness would take every node out at once in a Redis
+    outage. Such a node answers 200 with ``degraded: ["redis"]``."""
     checks = engine.readiness()
-    ready = all(checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+    ready = all(ok for name, ok in checks.items() if name not in SHARED)
+    degraded = [name for name in SHARED if checks.get(name) is False]
+    return JSONResponse({"ready": ready, "checks": checks, "degraded": degraded},
+                        200 if ready else 503)

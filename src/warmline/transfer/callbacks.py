@@ -41,10 +41,14 @@ class CallbackBook:
         self.promised: list[ScheduledCallback] = []
         self.progress: dict[str, CallbackProgress] = {}  # by handoff id, once dialling began
         self.on_add: Callable[[ScheduledCallback], None] | None = None  # the dialler, if on
+        # told each promise's row (as GET /callbacks shows it) when it is made or moves on:
+        # the cluster's shared list, if any
+        self.on_change: Callable[[dict[str, Any]], None] | None = None
 
     def add(self, callback: ScheduledCallback) -> None:
         self.promised.append(callback)
         self._append(asdict(callback))
+        self._changed(callback)
         if self.on_add is not None:
             self.on_add(callback)
 
@@ -52,6 +56,9 @@ class CallbackBook:
         """Keep ``progress`` durably (appended; the last line about a promise wins)."""
         self.progress[progress.key] = progress
         self._append({"progress": {**asdict(progress), "state": progress.state.value}})
+        callback = next((c for c in self.promised if c.handoff_id == progress.key), None)
+        if callback is not None:
+            self._changed(callback)
 
     def load(self) -> None:
         """What an earlier run promised and how far it got, from ``path`` (if any)."""
@@ -68,14 +75,17 @@ class CallbackBook:
 
     def as_dicts(self) -> list[dict[str, Any]]:
         """The promises with their progress, for ``GET /callbacks``."""
-        rows = []
-        for callback in self.promised:
-            progress = self.progress.get(callback.handoff_id)
-            rows.append({**asdict(callback),
-                         "state": progress.state.value if progress else "pending",
-                         "attempts": progress.attempts if progress else 0,
-                         "outcome": progress.outcome if progress else None})
-        return rows
+        return [self.row(callback) for callback in self.promised]
+
+    def row(self, callback: ScheduledCallback) -> dict[str, Any]:
+        progress = self.progress.get(callback.handoff_id)
+        return {**asdict(callback), "state": progress.state.value if progress else "pending",
+                "attempts": progress.attempts if progress else 0,
+                "outcome": progress.outcome if progress else None}
+
+    def _changed(self, callback: ScheduledCallback) -> None:
+        if self.on_change is not None:
+            self.on_change(self.row(callback))
 
     def _replay(self, row: dict[str, Any]) -> None:
         if "progress" in row:

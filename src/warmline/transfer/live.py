@@ -14,13 +14,21 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from warmline.calls.call import Call, CallState
 from warmline.calls.leg import CallLeg
 from warmline.calls.switchboard import Switchboard
+from warmline.calls.trunks import NoRoute
+from warmline.cluster.limits import (
+    ConcurrencyLimits,
+    Hold,
+    LimitTable,
+    LocalLimits,
+    destination_key,
+)
 from warmline.media.plane import MediaMix
 from warmline.media.player import Player, Samples, ringback, save_wav
 from warmline.media.sdp import SdpError
@@ -93,6 +101,9 @@ class TransferServices:
     callbacks: CallbackBook
     probe_seconds: float = PROBE_SECONDS
     agents: AgentLinks | None = None  # None: a handoff to another agent fails at once
+    # calls at once per destination and trunk (cluster/limits.py); none by default
+    limits: ConcurrencyLimits = field(default_factory=LocalLimits)
+    limit_table: LimitTable = field(default_factory=LimitTable)
 
 
 class LiveCallControl:
@@ -118,6 +129,8 @@ class LiveCallControl:
         self._mix_legs: set[LegId] = set()  # the legs in the three-way mix
         self._caller_digits: Callable[[str], None] | None = None  # the AI's, while bridged
         self._recordings: dict[LegId, list[Samples]] = {}
+        self._holds: dict[LegId, list[Hold]] = {}  # the limits a dialled leg holds
+        self._releases: set[asyncio.Task[None]] = set()  # never cancelled: awaited at close
 
     # -- the call ------------------------------------------------------------------
     @property
@@ -178,18 +191,63 @@ class LiveCallControl:
         def heard(event: SessionEvent) -> None:
             self._leg_event(leg_id, event)
 
+        if not await self._hold_limits(leg_id, uri):
+            return
         try:
             leg = await self.switchboard.dial(self.call, uri, identity.from_,
                                               [*headers, *identity.headers], heard)
         except ResolutionError as error:
+            self._release_limits(leg_id)
             self._post(LegFailed(leg_id, None, str(error), unresolved=error.name))
             return
         except (OSError, ValueError) as error:  # no media port; a URI nothing can call
+            self._release_limits(leg_id)
             self._post(LegFailed(leg_id, None, str(error)))
             return
         self._legs[leg_id] = leg
         if leg_id in self._abandoned:  # given up while the media leg was opening
             self.switchboard.hang_up(leg)
+
+    async def _hold_limits(self, leg_id: LegId, uri: str) -> bool:
+        """Take the destination's and the trunk's limits for ``leg_id`` (none configured:
+        nothing to take). At a limit the leg fails as busy (486; 503 for a trunk), so the
+        attempt moves on to its next destination or fallback; False then, or when the
+        step gave the leg up meanwhile."""
+        table = self.services.limit_table
+        if not table.any:
+            return True
+        wanted = [(destination_key(uri), table.for_destination(uri), 486, "destination")]
+        trunk = self._trunk_of(uri)
+        if trunk is not None:
+            wanted.append((f"trunk:{trunk}", table.for_trunk(trunk), 503, "trunk"))
+        holds = self._holds.setdefault(leg_id, [])
+        for key, limit, status, what in wanted:
+            if limit <= 0:
+                continue
+            hold = await self.services.limits.acquire(key, limit)
+            if hold is None:
+                self._release_limits(leg_id)
+                words = "Busy Here" if status == 486 else "Service Unavailable"
+                self._post(LegFailed(leg_id, status, f"{words}: the {what} has its {limit} "
+                                                     "call(s) already"))
+                return False
+            holds.append(hold)
+        if leg_id in self._abandoned:  # given up while the holds were taken
+            self._release_limits(leg_id)
+            return False
+        return True
+
+    def _trunk_of(self, uri: str) -> str | None:
+        try:
+            route = self.switchboard.trunks.route(uri)
+        except (NoRoute, ValueError):
+            return None
+        return route.trunk.name if route.trunk is not None else None
+
+    def _release_limits(self, leg_id: LegId) -> None:
+        """The leg failed or ended: the destination may be offered the next call."""
+        for hold in self._holds.pop(leg_id, []):
+            self._keep(self.services.limits.release(hold))
 
     def _leg_event(self, leg_id: LegId, event: SessionEvent) -> None:
         leg = self._legs.get(leg_id)
@@ -203,9 +261,11 @@ class LiveCallControl:
                                    _answer_problem(leg, event.response.body)))
         elif isinstance(event, CallFailed):
             self._leave_mix(leg_id)
+            self._release_limits(leg_id)
             self._post(LegFailed(leg_id, event.status, event.reason))
         elif isinstance(event, CallEnded):
             self._leave_mix(leg_id)
+            self._release_limits(leg_id)
             self._post(LegEnded(leg_id))
 
     def cancel(self, leg: LegId, reason: str | None = None) -> None:
@@ -367,6 +427,10 @@ class LiveCallControl:
         self._closed = True
         for key in list(self._timers):
             self.cancel_timer(key)
+        for leg_id in list(self._holds):
+            for hold in self._holds.pop(leg_id):
+                await self.services.limits.release(hold)
+        await asyncio.gather(*self._releases, return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -386,6 +450,13 @@ class LiveCallControl:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _keep(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` even while shutting down: :meth:`close` awaits it instead of
+        cancelling it (a release must not be lost)."""
+        task = asyncio.ensure_future(work)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def _close_mix(self) -> None:
         mix, self._mix = self._mix, None

@@ -1,0 +1,259 @@
+"""The call registry and handoff contexts in Redis: which node owns which call, and each
+handoff's screen-pop, readable from any node.
+
+Each node writes an entry per live call when it starts and deletes it when it
+ends; a heartbeat every ``heartbeat`` seconds rewrites the node's own entry and
+all its live calls with a TTL of ``3 * heartbeat``, so a dead node's entries
+expire on their own and a Redis that restarted empty (or came back after an
+outage) holds every live call again after one beat. Writes go through one
+queue in order (a call's end never overtakes its start); while Redis is
+unreachable they are dropped, not queued without bound: the next good beat
+restores the live state, and an ended call's entry expires by its TTL.
+
+Keys (``prefix`` first): ``node:<id>`` (its API URL), ``nodes`` (a set),
+``call:<id>`` (owner node and the call as GET /calls shows it), ``calls`` (a set,
+pruned of expired entries when read), ``handoff:<id>`` (the handoff as GET
+/handoffs/{id} shows it, with its screen-pop token), ``callbacks`` (a hash: each callback
+promised, by handoff id, with the node whose book holds it and dials it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from warmline.cluster.limits import RedisLimits
+from warmline.cluster.settings import ClusterSettings
+
+log = logging.getLogger("warmline.cluster")
+QUEUE_LIMIT = 10_000  # writes waiting for Redis; past it they are dropped (the beat restores)
+Snapshot = Callable[[], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The node that owns a call, and where its API answers."""
+
+    node: str
+    api_url: str | None
+
+
+def connect(url: str, password: str | None = None, timeout: float = 1.0) -> Redis:
+    """A client that fails fast (``timeout`` seconds): a command is retried once, at once,
+    only when its connection was found closed (a pooled connection from before a Redis
+    restart), else it fails and the heartbeat tries again later."""
+    client: Redis = Redis.from_url(url, password=password, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout,
+                                   retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+                                   retry_on_error=[RedisConnectionError],
+                                   decode_responses=True)
+    return client
+
+
+class SharedState:
+    """This node's view of the cluster in Redis; ``available`` says whether Redis answers.
+
+    ``live_calls`` and ``live_handoffs`` give the node's live state at each beat (what it
+    re-registers after an outage).
+    """
+
+    def __init__(self, settings: ClusterSettings, client: Redis, live_calls: Snapshot,
+                 live_handoffs: Snapshot, limits: RedisLimits | None = None,
+                 callbacks: Snapshot = list) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.client = client
+        self.limits = limits
+        self.live_calls = live_calls
+        self.live_handoffs = live_handoffs
+        self.callback_rows = callbacks  # this node's promises (rewritten after an outage)
+        self.available = False  # until the first beat answers
+        self.beats = 0  # good beats so far
+        self._said_down = False  # the outage under way was logged
+        self._prefix = settings.prefix
+        self._ttl = int(settings.entry_ttl * 1000)
+        self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self._prefix, *parts))
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._beat_forever()),
+                       asyncio.ensure_future(self._write_forever())]
+
+    async def close(self) -> None:
+        """Stop beating and take this node's entries out (best effort: they expire anyway)."""
+        if self._tasks:
+            self._tasks[0].cancel()  # the beat
+        if self.available:  # the calls' ends, written before this node's entry goes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), 2.0)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for call in self.live_calls():
+                    pipe.delete(self.key("call", str(call["id"])))
+                    pipe.srem(self.key("calls"), str(call["id"]))
+                pipe.delete(self.key("node", self.node_id))
+                pipe.srem(self.key("nodes"), self.node_id)
+                await pipe.execute()
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.aclose()
+
+    # -- what the engine tells ---------------------------------------------------------
+    def call_changed(self, call: dict[str, Any]) -> None:
+        """A call started or changed state: its entry is written (in order)."""
+        self._enqueue("call", str(call["id"]), call)
+
+    def call_gone(self, call_id: str) -> None:
+        self._enqueue("gone", call_id, None)
+
+    def handoff_changed(self, handoff: dict[str, Any]) -> None:
+        """A handoff was prepared or moved on: its screen-pop and status, for any node."""
+        self._enqueue("handoff", str(handoff["id"]), handoff)
+
+    def callback_changed(self, row: dict[str, Any]) -> None:
+        """A callback was promised or its dialling moved on (GET /callbacks on any node)."""
+        self._enqueue("callback", str(row["handoff_id"]), row)
+
+    def _enqueue(self, kind: str, ident: str, value: Any) -> None:
+        if not self.available:
+            return  # the beat after Redis returns writes the live state
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait((kind, ident, value))
+
+    # -- what the API asks -------------------------------------------------------------
+    async def calls(self) -> list[dict[str, Any]]:
+        """Every node's live calls, each with its ``node`` (RedisError when down)."""
+        ids = sorted(_text(ident) for ident in await self.client.smembers(self.key("calls")))
+        if not ids:
+            return []
+        values = await self.client.mget([self.key("call", ident) for ident in ids])
+        gone = [ident for ident, value in zip(ids, values, strict=True) if value is None]
+        if gone:
+            await self.client.srem(self.key("calls"), *gone)
+        return [json.loads(value)["call"] for value in values if value is not None]
+
+    async def owner(self, call_id: str) -> Owner | None:
+        """Who owns ``call_id`` now, or None (RedisError when down)."""
+        value = await self.client.get(self.key("call", call_id))
+        if value is None:
+            return None
+        entry = json.loads(value)
+        return Owner(str(entry["node"]), entry.get("api_url"))
+
+    async def handoff(self, handoff_id: str) -> dict[str, Any] | None:
+        value = await self.client.get(self.key("handoff", handoff_id))
+        return None if value is None else dict(json.loads(value))
+
+    async def callbacks(self) -> list[dict[str, Any]]:
+        """Every node's promises, each with its ``node`` (RedisError when down)."""
+        rows = await self.client.hgetall(self.key("callbacks"))
+        return [json.loads(value) for value in rows.values()]
+
+    async def nodes(self) -> dict[str, dict[str, Any]]:
+        ids = sorted(_text(ident) for ident in await self.client.smembers(self.key("nodes")))
+        values = await self.client.mget([self.key("node", n) for n in ids]) if ids else []
+        return {n: json.loads(v) for n, v in zip(ids, values, strict=True) if v is not None}
+
+    # -- inside ------------------------------------------------------------------------
+    def _call_entry(self, call: dict[str, Any]) -> str:
+        return json.dumps({"node": self.node_id, "api_url": self.settings.api_url,
+                           "call": {**call, "node": self.node_id}})
+
+    async def _write_forever(self) -> None:
+        while True:
+            kind, ident, value = await self._queue.get()
+            try:
+                await self._write(kind, ident, value)
+            except (RedisError, OSError) as error:
+                self._lost(error)
+            finally:
+                self._queue.task_done()
+
+    async def _write(self, kind: str, ident: str, value: Any) -> None:
+        if kind == "call":
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self.key("call", ident), self._call_entry(value), px=self._ttl)
+                pipe.sadd(self.key("calls"), ident)
+                await pipe.execute()
+        elif kind == "gone":
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.key("call", ident))
+                pipe.srem(self.key("calls"), ident)
+                await pipe.execute()
+        elif kind == "callback":
+            await self.client.hset(self.key("callbacks"), ident,
+                                   json.dumps({**value, "node": self.node_id}))
+        else:
+            entry = json.dumps({**value, "node": self.node_id})
+            await self.client.set(self.key("handoff", ident), entry,
+                                  px=int(self.settings.handoff_ttl * 1000))
+
+    async def _beat_forever(self) -> None:
+        while True:
+            try:
+                await self.beat()
+            except (RedisError, OSError) as error:
+                self._lost(error)
+            await asyncio.sleep(self.settings.heartbeat)
+
+    async def beat(self) -> None:
+        """Refresh this node, its live calls and its limit holds; after an outage (or at
+        start) also every live handoff, so nothing is missing once Redis is back."""
+        back = not self.available
+        calls = self.live_calls()
+        node = json.dumps({"api_url": self.settings.api_url, "beat": time.time(),
+                           "calls": len(calls)})
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.key("node", self.node_id), node, px=self._ttl)
+            pipe.sadd(self.key("nodes"), self.node_id)
+            for call in calls:
+                pipe.set(self.key("call", str(call["id"])), self._call_entry(call), px=self._ttl)
+                pipe.sadd(self.key("calls"), str(call["id"]))
+            if back:
+                for handoff in self.live_handoffs():
+                    pipe.set(self.key("handoff", str(handoff["id"])),
+                             json.dumps({**handoff, "node": self.node_id}),
+                             px=int(self.settings.handoff_ttl * 1000))
+                for row in self.callback_rows():
+                    pipe.hset(self.key("callbacks"), str(row["handoff_id"]),
+                              json.dumps({**row, "node": self.node_id}))
+            await pipe.execute()
+        if self.limits is not None:
+            await self.limits.renew()
+        self.beats += 1
+        if back:
+            self.available = True
+            self._said_down = False
+            log.info("cluster: Redis answers; node %s registered with %d live call(s)",
+                     self.node_id, len(calls))
+
+    def _lost(self, error: Exception) -> None:
+        """Said once per outage (and at a start with Redis down), not once per beat."""
+        if self.available or not self._said_down:
+            log.warning("cluster: Redis unreachable (%s); serving this node's calls alone "
+                        "until it returns", error)
+        self._said_down = True
+        self.available = False
+
+
+def _text(value: str | bytes) -> str:
+    """A member as text (the client decodes; bytes only if someone built it otherwise)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,141 @@
+"""The cluster's shared state against a real redis-server: limits across nodes, the call
+registry, expiry of a dead node's entries, and a Redis that goes away and comes back empty."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.redis_peer import redis_server
+from warmline.cluster.limits import LocalLimits, RedisLimits
+from warmline.cluster.registry import SharedState, connect
+from warmline.cluster.settings import ClusterSettings
+
+pytestmark = pytest.mark.interop
+
+
+def test_a_limit_holds_across_nodes_and_a_dead_nodes_holds_expire(tmp_path: Path) -> None:
+    async def run(url: str) -> None:
+        node_a = RedisLimits(connect(url), "t", lease_seconds=0.6)
+        node_b = RedisLimits(connect(url), "t", lease_seconds=0.6)
+        # 20 attempts at once from two nodes on a queue that takes 3: exactly 3 get in
+        holds = await asyncio.gather(*[(node_a if n % 2 else node_b).acquire("queue", 3)
+                                       for n in range(20)])
+        taken = [hold for hold in holds if hold is not None]
+        assert len(taken) == 3 and all(hold.shared for hold in taken)
+        # one human, limit 1: node A has him, node B finds him busy until A lets go
+        ann = await node_a.acquire("sip:ann@pbx", 1)
+        assert ann is not None and await node_b.acquire("sip:ann@pbx", 1) is None
+        await node_a.release(ann)
+        bobs = await node_b.acquire("sip:ann@pbx", 1)
+        assert bobs is not None
+        # node B keeps renewing (its heartbeat): the hold outlives its lease
+        for _ in range(4):
+            await asyncio.sleep(0.25)
+            await node_b.renew()
+        assert await node_a.acquire("sip:ann@pbx", 1) is None
+        # node B dies (no more renewals): its hold expires on its own
+        await asyncio.sleep(0.8)
+        assert await node_a.acquire("sip:ann@pbx", 1) is not None
+        for limits in (node_a, node_b):
+            await limits.client.aclose()
+
+    with redis_server(tmp_path) as redis:
+        asyncio.run(run(redis.url))
+
+
+def _settings(node: str, redis: str, heartbeat: float = 0.3) -> ClusterSettings:
+    return ClusterSettings(node, redis, f"http://127.0.0.1:1/{node}", "t", heartbeat, 60)
+
+
+def test_the_registry_through_an_outage_and_a_redis_that_lost_everything(
+        tmp_path: Path) -> None:
+    calls_b: list[dict[str, Any]] = [{"id": "call-1", "state": "ai"}]
+    handoffs_b: list[dict[str, Any]] = [{"id": "handoff-1", "token": "t0k", "packet": {}}]
+    promises_b: list[dict[str, Any]] = [{"handoff_id": "handoff-0", "state": "pending"}]
+
+    async def wait_until(check: Any, seconds: float = 5.0) -> None:
+        for _ in range(int(seconds / 0.05)):
+            if await check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("not within the time")
+
+    async def run() -> None:
+        a = SharedState(_settings("a", redis.url), connect(redis.url), list, list)
+        b = SharedState(_settings("b", redis.url), connect(redis.url),
+                        lambda: calls_b, lambda: handoffs_b,
+                        RedisLimits(connect(redis.url), "t", 1.0), lambda: promises_b)
+        a.start()
+        b.start()
+
+        async def listed() -> bool:
+            return a.available and [c["id"] for c in await a.calls()] == ["call-1"]
+
+        await wait_until(listed)
+        owner = await a.owner("call-1")
+        assert owner is not None and owner.node == "b" and owner.api_url.endswith("/b")
+        assert (await a.calls())[0]["node"] == "b"
+        assert set(await a.nodes()) == {"a", "b"}
+        b.handoff_changed(handoffs_b[0])
+        b.callback_changed({"handoff_id": "handoff-0", "state": "dialling"})
+        b.call_changed({"id": "call-2", "state": "ai"})
+        b.call_gone("call-2")  # in order: the end never overtakes the start
+
+        async def published() -> bool:
+            return (await a.handoff("handoff-1") or {}).get("token") == "t0k"
+
+        await wait_until(published)
+        assert await a.owner("call-2") is None
+        assert await a.callbacks() == [{"handoff_id": "handoff-0", "state": "dialling",
+                                        "node": "b"}]
+
+        redis.stop()  # the outage: node B keeps its call; its registry says Redis is gone
+        await wait_until(lambda: _false(b))
+        b.call_changed({"id": "call-3"})  # dropped, not queued without bound
+        redis.start()  # back, and empty: node B re-registers what is live
+
+        async def back() -> bool:
+            try:
+                return b.available and await a.owner("call-1") is not None \
+                    and await a.handoff("handoff-1") is not None \
+                    and len(await a.callbacks()) == 1
+            except Exception:
+                return False
+
+        await wait_until(back)
+        for task in b._tasks:  # node B dies without a word: its beat stops ...
+            task.cancel()
+        await asyncio.sleep(1.2)  # ... and its entries expire (3 beats, 1 s at least)
+        assert await a.calls() == [] and await a.owner("call-1") is None
+        assert set(await a.nodes()) == {"a"}
+        await a.close()  # a clean stop takes this node's entries out at once
+        probe = connect(redis.url)
+        assert not await probe.exists("t:node:a")
+        await probe.aclose()
+        await b.client.aclose()
+
+    with redis_server(tmp_path) as redis:
+        asyncio.run(run())
+
+
+async def _false(state: SharedState) -> bool:
+    return not state.available
+
+
+def test_a_limit_counts_on_this_node_while_redis_is_unreachable(tmp_path: Path) -> None:
+    async def run(url: str) -> None:
+        limits = RedisLimits(connect(url), "t", 1.0, LocalLimits())
+        hold = await limits.acquire("sip:ann@pbx", 1)
+        assert hold is not None and not hold.shared  # counted here, not refused
+        assert await limits.acquire("sip:ann@pbx", 1) is None
+        await limits.release(hold)
+        assert await limits.acquire("sip:ann@pbx", 1) is not None
+        await limits.client.aclose()
+
+    with redis_server(tmp_path) as redis:
+        url = redis.url
+    asyncio.run(run(url))  # the server has stopped: nothing answers on its port
