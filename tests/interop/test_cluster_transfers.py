@@ -1,0 +1,141 @@
+"""200 calls through the shipped Kamailio config over two nodes, each handed to a human,
+the records of both nodes in one PostgreSQL (issue 15, "Show").
+
+A real kamailio rendered from deploy/kamailio/warmline.cfg, two `warmline serve --http
+--flow` nodes whose one-step flow transfers every call, and a scratch database on the
+local PostgreSQL that both nodes ship their records to. Blind: a sipp transferee through
+the proxy (bench/scenarios/proxy_transferee.xml: the route set on its ACK and NOTIFYs, so
+Kamailio's loose_route() takes them to the node that answered) takes the REFER and
+reports the outcome by NOTIFY. Bridge: a sipp caller through the proxy stays on while the
+node dials a sipp human and bridges them, then hangs up (its BYE routed to the node that
+answered, which ends the human's leg). Every call must complete on both sides, both nodes
+must take calls, and once the nodes stopped the database must hold every call's
+handoff, started and ended, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.interop.kamailio import shipped_kamailio
+from tests.interop.peers import (
+    SippResult,
+    free_port,
+    relay_block,
+    render_scenario,
+    run_sipp,
+    stop_process,
+)
+from tests.interop.test_cluster import Node, wait_ready
+
+pytestmark = pytest.mark.interop
+CALLS = 200
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+BLIND_TARGET = "sip:human@127.0.0.1:5999"  # never called: the transferee reports the outcome
+TRANSFEREE = Path(__file__).parents[2] / "bench" / "scenarios" / "proxy_transferee.xml"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A scratch database on the local PostgreSQL, dropped afterwards."""
+    name = f"warmline_cluster_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES.format(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES.format(database=name)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def flow(to: str, mode: str) -> str:
+    return f'start = "transfer"\n[steps.transfer]\ntransfer = {{ to = "{to}", mode = "{mode}" }}\n'
+
+
+def start_node(tmp_path: Path, name: str, database: str, flow_text: str) -> Node:
+    workdir = tmp_path / name
+    workdir.mkdir()
+    (workdir / "flow.toml").write_text(flow_text)
+    sip, http, media = free_port(), free_port(), relay_block(200)
+    log_path = workdir / "serve.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "warmline", "serve", "--sip", f"udp:127.0.0.1:{sip}",
+         "--http", f"127.0.0.1:{http}", "--flow", str(workdir / "flow.toml"),
+         "--media-ports", f"{media}-{media + 200}", "--records", str(workdir / "records"),
+         "--db", database],
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT, text=True, cwd=workdir,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return Node(name, sip, http, process, log_path)
+
+
+def stored(database: str) -> tuple[Counter[str], int, int]:
+    """Handoff events by kind, all rows, distinct uids."""
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        kinds = Counter(dict(connection.execute(text(
+            "SELECT kind, count(*) FROM warmline_events WHERE kind LIKE 'handoff.%' "
+            "GROUP BY kind")).all()))
+        rows, uids = connection.execute(text(
+            "SELECT count(*), count(DISTINCT uid) FROM warmline_events")).one()
+    engine.dispose()
+    return kinds, rows, uids
+
+
+async def blind_calls(tmp_path: Path, proxy_port: int) -> list[SippResult]:
+    scenario = tmp_path / "transferee.xml"
+    scenario.write_text(TRANSFEREE.read_text().replace("@@PROXY_PORT@@", str(proxy_port)))
+    return [await run_sipp(
+        ["-sf", str(scenario), f"127.0.0.1:{proxy_port}", "-p", str(free_port()),
+         "-m", str(CALLS), "-r", "50", "-l", str(CALLS)], tmp_path, timeout=60)]
+
+
+async def bridged_calls(tmp_path: Path, proxy_port: int, human_port: int) -> list[SippResult]:
+    human = asyncio.ensure_future(run_sipp(
+        ["-sn", "uas", "-p", str(human_port), "-m", str(CALLS)], tmp_path / "human", timeout=60))
+    await asyncio.sleep(0.5)  # the human listens before the first call is transferred
+    scenario = render_scenario("proxy_uac.xml", tmp_path, proxy_port=str(proxy_port),
+                               hold_ms="1500")
+    caller = await run_sipp(
+        ["-sf", str(scenario), f"127.0.0.1:{proxy_port}", "-p", str(free_port()),
+         "-m", str(CALLS), "-r", "50", "-l", str(CALLS)], tmp_path, timeout=60)
+    return [caller, await human]
+
+
+@pytest.mark.parametrize("mode", ["blind", "bridge"])
+def test_200_transfers_through_kamailio_over_two_nodes_into_one_postgresql(
+        tmp_path: Path, database: str, mode: str) -> None:
+    human_port = free_port()
+    (tmp_path / "human").mkdir()
+    target = BLIND_TARGET if mode == "blind" else f"sip:human@127.0.0.1:{human_port}"
+    nodes = [start_node(tmp_path, name, database, flow(target, mode)) for name in "ab"]
+    try:
+        for node in nodes:
+            wait_ready(node)
+        with shipped_kamailio(tmp_path / "kamailio", [node.uri for node in nodes],
+                              lifetime=90) as proxy:
+            results = asyncio.run(blind_calls(tmp_path, proxy.port) if mode == "blind"
+                                  else bridged_calls(tmp_path, proxy.port, human_port))
+            routed = Counter(t.fields["dst"] for t in proxy.traces("initial"))
+    finally:
+        codes = [stop_process(node.process) for node in nodes]  # records ship at close
+    for result in results:
+        assert result.returncode == 0, result.output[-3000:]
+        assert result.stat("Successful call") == CALLS, result.output[-3000:]
+        assert result.stat("Failed call") == 0, result.output[-3000:]
+    assert codes == [0, 0], [node.log()[-2000:] for node in nodes]
+    assert sum(routed.values()) == CALLS and min(routed.values()) > CALLS // 4, routed
+    kinds, rows, uids = stored(database)
+    assert kinds["handoff.requested"] == CALLS and kinds["handoff.completed"] == CALLS, kinds
+    assert kinds["handoff.failed"] == 0 and rows == uids, (kinds, rows, uids)
