@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -67,12 +69,15 @@ def flow(to: str, mode: str) -> str:
 def start_node(tmp_path: Path, name: str, database: str, flow_text: str) -> Node:
     workdir = tmp_path / name
     workdir.mkdir()
-    (workdir / "flow.toml").write_text(flow_text)
+    flow_args = []
+    if flow_text:  # else the engine's default: hold audio until someone transfers
+        (workdir / "flow.toml").write_text(flow_text)
+        flow_args = ["--flow", str(workdir / "flow.toml")]
     sip, http, media = free_port(), free_port(), relay_block(200)
     log_path = workdir / "serve.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "warmline", "serve", "--sip", f"udp:127.0.0.1:{sip}",
-         "--http", f"127.0.0.1:{http}", "--flow", str(workdir / "flow.toml"),
+         "--http", f"127.0.0.1:{http}", *flow_args,
          "--media-ports", f"{media}-{media + 200}", "--records", str(workdir / "records"),
          "--db", database],
         stdout=log_path.open("w"), stderr=subprocess.STDOUT, text=True, cwd=workdir,
@@ -139,3 +144,76 @@ def test_200_transfers_through_kamailio_over_two_nodes_into_one_postgresql(
     kinds, rows, uids = stored(database)
     assert kinds["handoff.requested"] == CALLS and kinds["handoff.completed"] == CALLS, kinds
     assert kinds["handoff.failed"] == 0 and rows == uids, (kinds, rows, uids)
+
+
+def journal_uids(records: Path) -> set[str]:
+    db = sqlite3.connect(records / "journal.db")
+    uids = {row[0] for row in db.execute("SELECT uid FROM journal")}
+    db.close()
+    return uids
+
+
+def stored_uids(database: str) -> set[str]:
+    engine = create_engine(database)
+    with engine.connect() as connection:
+        uids = set(connection.execute(text("SELECT uid FROM warmline_events")).scalars())
+    engine.dispose()
+    return uids
+
+
+def test_kill_9_of_a_node_mid_run_loses_no_event_and_its_calls_are_ended_at_its_restart(
+        tmp_path: Path, database: str) -> None:
+    """New calls go to the survivor; what the dead node had journaled (its shipper held
+    still for the last half second, as behind a slow database) reaches PostgreSQL when it
+    starts again, and that start ends the calls it left up."""
+    a, b = (start_node(tmp_path, name, database, "") for name in "ab")
+    try:
+        for node in (a, b):
+            wait_ready(node)
+        with shipped_kamailio(tmp_path / "kamailio", [a.uri, b.uri], lifetime=90) as proxy:
+            results, journaled = asyncio.run(calls_with_a_kill(tmp_path, proxy.port, a))
+            after_kill = proxy.traces("initial")[-40:]
+            a = restart(tmp_path, a, database)
+            wait_ready(a)
+    finally:
+        codes = [stop_process(node.process) for node in (a, b)]
+    (result,) = results
+    assert result.stat("Successful call") + result.stat("Failed call") == CALLS
+    assert CALLS - 60 <= result.stat("Successful call") < CALLS, result.output[-3000:]
+    assert {t.fields["dst"] for t in after_kill} == {b.uri}, after_kill  # only B after
+    assert codes == [0, 0], [a.log()[-2000:], b.log()[-2000:]]
+    assert journaled and journaled <= stored_uids(database)  # nothing A journaled is lost
+    assert "the last run left up" in a.log(), a.log()[-2000:]
+
+
+async def calls_with_a_kill(tmp_path: Path, proxy_port: int,
+                            victim: Node) -> tuple[list[SippResult], set[str]]:
+    scenario = render_scenario("proxy_uac.xml", tmp_path, proxy_port=str(proxy_port),
+                               hold_ms="1000")
+    caller = asyncio.ensure_future(run_sipp(
+        ["-sf", str(scenario), f"127.0.0.1:{proxy_port}", "-p", str(free_port()),
+         "-m", str(CALLS), "-r", "40", "-l", str(CALLS)], tmp_path, timeout=60))
+    await asyncio.sleep(1.5)
+    shipper = subprocess.run(["pgrep", "-P", str(victim.process.pid), "-f",
+                              "warmline.records.shipper"], capture_output=True, text=True)
+    for pid in shipper.stdout.split():  # events pile up in the journal, as in a slow database
+        os.kill(int(pid), signal.SIGSTOP)
+    await asyncio.sleep(0.5)
+    victim.process.send_signal(signal.SIGKILL)  # its shipper dies with it
+    victim.process.wait(5)
+    journaled = journal_uids(tmp_path / victim.name / "records")
+    return [await caller], journaled
+
+
+def restart(tmp_path: Path, node: Node, database: str) -> Node:
+    """The same node again (same ports, records folder and dialog journal)."""
+    workdir = tmp_path / node.name
+    log_path = workdir / "serve-again.log"
+    media = relay_block(200)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "warmline", "serve", "--sip", f"udp:127.0.0.1:{node.sip}",
+         "--http", f"127.0.0.1:{node.http}", "--media-ports", f"{media}-{media + 200}",
+         "--records", str(workdir / "records"), "--db", database],
+        stdout=log_path.open("w"), stderr=subprocess.STDOUT, text=True, cwd=workdir,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return Node(node.name, node.sip, node.http, process, log_path)
