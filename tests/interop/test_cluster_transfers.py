@@ -1,4 +1,4 @@
-"""200 calls through the shipped Kamailio config over two nodes, each handed to a human,
+"""Calls through the shipped Kamailio config over two nodes, each handed to a human,
 the records of both nodes in one PostgreSQL (issue 15, "Show").
 
 A real kamailio rendered from deploy/kamailio/warmline.cfg, two `warmline serve --http
@@ -8,7 +8,8 @@ the proxy (bench/scenarios/proxy_transferee.xml: the route set on its ACK and NO
 Kamailio's loose_route() takes them to the node that answered) takes the REFER and
 reports the outcome by NOTIFY. Bridge: a sipp caller through the proxy stays on while the
 node dials a sipp human and bridges them, then hangs up (its BYE routed to the node that
-answered, which ends the human's leg). Every call must complete on both sides, both nodes
+answered, which ends the human's leg). Warm: the same, with the whisper to the human
+before the bridge (60 longer calls). Every call must complete on both sides, both nodes
 must take calls, and once the nodes stopped the database must hold every call's
 handoff, started and ended, exactly once.
 """
@@ -106,21 +107,25 @@ async def blind_calls(tmp_path: Path, proxy_port: int) -> list[SippResult]:
          "-m", str(CALLS), "-r", "50", "-l", str(CALLS)], tmp_path, timeout=60)]
 
 
-async def bridged_calls(tmp_path: Path, proxy_port: int, human_port: int) -> list[SippResult]:
+async def bridged_calls(tmp_path: Path, proxy_port: int, human_port: int, calls: int,
+                        hold_ms: int, rate: int) -> list[SippResult]:
     human = asyncio.ensure_future(run_sipp(
-        ["-sn", "uas", "-p", str(human_port), "-m", str(CALLS)], tmp_path / "human", timeout=60))
+        ["-sn", "uas", "-p", str(human_port), "-m", str(calls)], tmp_path / "human", timeout=60))
     await asyncio.sleep(0.5)  # the human listens before the first call is transferred
     scenario = render_scenario("proxy_uac.xml", tmp_path, proxy_port=str(proxy_port),
-                               hold_ms="1500")
+                               hold_ms=str(hold_ms))
     caller = await run_sipp(
         ["-sf", str(scenario), f"127.0.0.1:{proxy_port}", "-p", str(free_port()),
-         "-m", str(CALLS), "-r", "50", "-l", str(CALLS)], tmp_path, timeout=60)
+         "-m", str(calls), "-r", str(rate), "-l", str(calls)], tmp_path, timeout=60)
     return [caller, await human]
 
 
-@pytest.mark.parametrize("mode", ["blind", "bridge"])
-def test_200_transfers_through_kamailio_over_two_nodes_into_one_postgresql(
-        tmp_path: Path, database: str, mode: str) -> None:
+@pytest.mark.parametrize(("mode", "calls", "hold_ms", "rate"), [
+    ("blind", CALLS, 0, 50), ("bridge", CALLS, 1500, 50),
+    ("warm", 60, 6000, 20),  # the human hears a whisper first: longer calls, fewer at once
+])
+def test_transfers_through_kamailio_over_two_nodes_into_one_postgresql(
+        tmp_path: Path, database: str, mode: str, calls: int, hold_ms: int, rate: int) -> None:
     human_port = free_port()
     (tmp_path / "human").mkdir()
     target = BLIND_TARGET if mode == "blind" else f"sip:human@127.0.0.1:{human_port}"
@@ -130,19 +135,20 @@ def test_200_transfers_through_kamailio_over_two_nodes_into_one_postgresql(
             wait_ready(node)
         with shipped_kamailio(tmp_path / "kamailio", [node.uri for node in nodes],
                               lifetime=90) as proxy:
-            results = asyncio.run(blind_calls(tmp_path, proxy.port) if mode == "blind"
-                                  else bridged_calls(tmp_path, proxy.port, human_port))
+            results = asyncio.run(
+                blind_calls(tmp_path, proxy.port) if mode == "blind"
+                else bridged_calls(tmp_path, proxy.port, human_port, calls, hold_ms, rate))
             routed = Counter(t.fields["dst"] for t in proxy.traces("initial"))
     finally:
         codes = [stop_process(node.process) for node in nodes]  # records ship at close
     for result in results:
         assert result.returncode == 0, result.output[-3000:]
-        assert result.stat("Successful call") == CALLS, result.output[-3000:]
+        assert result.stat("Successful call") == calls, result.output[-3000:]
         assert result.stat("Failed call") == 0, result.output[-3000:]
     assert codes == [0, 0], [node.log()[-2000:] for node in nodes]
-    assert sum(routed.values()) == CALLS and min(routed.values()) > CALLS // 4, routed
+    assert sum(routed.values()) == calls and min(routed.values()) > calls // 4, routed
     kinds, rows, uids = stored(database)
-    assert kinds["handoff.requested"] == CALLS and kinds["handoff.completed"] == CALLS, kinds
+    assert kinds["handoff.requested"] == calls and kinds["handoff.completed"] == calls, kinds
     assert kinds["handoff.failed"] == 0 and rows == uids, (kinds, rows, uids)
 
 
