@@ -1,4 +1,5 @@
-"""A tiny client for rtpengine's ng control protocol (bencode over UDP), for the bench."""
+"""A tiny blocking client for rtpengine's ng control protocol (bencode over UDP), for the
+bench; the encoding is warmline's own (warmline.media.ng)."""
 
 from __future__ import annotations
 
@@ -7,38 +8,7 @@ import re
 import socket
 from typing import Any
 
-
-def bencode(value: Any) -> bytes:
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, str):
-        value = value.encode()
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, list):
-        return b"l" + b"".join(bencode(item) for item in value) + b"e"
-    if isinstance(value, dict):
-        return b"d" + b"".join(bencode(k) + bencode(v) for k, v in sorted(value.items())) + b"e"
-    raise TypeError(f"cannot bencode {type(value).__name__}")
-
-
-def bdecode(data: bytes, index: int = 0) -> tuple[Any, int]:
-    kind = data[index : index + 1]
-    if kind == b"i":
-        end = data.index(b"e", index)
-        return int(data[index + 1 : end]), end + 1
-    if kind in (b"l", b"d"):
-        index += 1
-        items: list[Any] = []
-        while data[index : index + 1] != b"e":
-            item, index = bdecode(data, index)
-            items.append(item)
-        if kind == b"l":
-            return items, index + 1
-        return {items[n].decode(): items[n + 1] for n in range(0, len(items), 2)}, index + 1
-    colon = data.index(b":", index)
-    length = int(data[index:colon])
-    return data[colon + 1 : colon + 1 + length], colon + 1 + length
+from warmline.media.ng import bdecode, bencode
 
 
 class NgClient:
@@ -50,8 +20,8 @@ class NgClient:
     def command(self, **fields: Any) -> dict[str, Any]:
         cookie = os.urandom(4).hex().encode()
         self.sock.sendto(cookie + b" " + bencode(fields), self.address)
-        reply, _ = bdecode(self.sock.recv(65535).split(b" ", 1)[1])
-        if reply.get("result") not in (b"ok", b"pong"):
+        reply = bdecode(self.sock.recv(65535).split(b" ", 1)[1])
+        if not isinstance(reply, dict) or reply.get("result") not in (b"ok", b"pong"):
             raise RuntimeError(f"rtpengine: {reply}")
         return dict(reply)
 

@@ -22,7 +22,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,28 +38,19 @@ from tests.interop.peers import (
     run_sipp,
     stop_process,
 )
+from tests.interop.postgres import scratch_database
 from tests.interop.test_cluster import Node, wait_ready
 
 pytestmark = pytest.mark.interop
 CALLS = 200
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
 BLIND_TARGET = "sip:human@127.0.0.1:5999"  # never called: the transferee reports the outcome
 TRANSFEREE = Path(__file__).parents[2] / "bench" / "scenarios" / "proxy_transferee.xml"
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    """A scratch database on the local PostgreSQL, dropped afterwards."""
-    name = f"warmline_cluster_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES.format(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES.format(database=name)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("warmline_cluster") as url:
+        yield url
 
 
 def flow(to: str, mode: str) -> str:

@@ -5,19 +5,17 @@ Outages, kill -9 and exact counts: test_records_outage.py.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from tests.interop.postgres import scratch_database
 from warmline.records.kpis import compute
 from warmline.records.report import kpi_report
 from warmline.records.store import Event, RecordWriter, connect, read_events
 
 pytestmark = pytest.mark.interop
-POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -25,16 +23,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'records.db'}"
         return
-    name = f"warmline_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES.format(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES.format(database=name)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("warmline_test") as url:
+        yield url
 
 
 T0 = 1_790_000_000.0

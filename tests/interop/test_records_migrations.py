@@ -24,9 +24,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, insert, select, text
+from sqlalchemy import Engine, create_engine, insert, select
 
-from tests.interop.test_records import POSTGRES
+from tests.interop.postgres import scratch_database
 from warmline.cli import main
 from warmline.records import migrate
 from warmline.records.store import (
@@ -47,16 +47,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'records.db'}"
         return
-    name = f"warmline_mig_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES.format(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES.format(database=name)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database("warmline_mig") as url:
+        yield url
 
 
 def head() -> str:

@@ -7,6 +7,7 @@ outage and ``kill -9`` are in tests/interop/test_records_outage.py.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from warmline.records.journal import Journal
+from warmline.records.shipper import Control, ship
 from warmline.records.store import Event, RecordWriter, connect, insert_events, read_events
 
 
@@ -278,3 +280,31 @@ def test_a_killed_shipper_process_hands_over_to_a_thread_and_loses_nothing(
     assert writer._child is None and "shipper process exited" in caplog.text
     writer.close()
     assert stored(url) == (1400, 1400) and writer.lost == 0
+
+
+def test_the_shipper_waits_out_its_retry_however_many_events_arrive(
+        down: tuple[str, Path], tmp_path: Path) -> None:
+    """A database that is down is tried again every retry_seconds, not at each wake-up the
+    engine sends for a new event (thousands a second on a busy node)."""
+    url, _ = down
+    journal = Journal(tmp_path / "records" / "journal.db")
+    journal.append([event.entry() for event in events(10)])
+    read_end, write_end = os.pipe()
+
+    def busy_engine() -> None:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            os.write(write_end, b"w")
+            time.sleep(0.001)
+        os.write(write_end, b"c0\n")
+
+    sender = threading.Thread(target=busy_engine)
+    sender.start()
+    reports = io.StringIO()
+    ship(journal, url, 0.2, Control(read_end), reports)
+    sender.join()
+    os.close(read_end)
+    os.close(write_end)
+    journal.close()
+    attempts = reports.getvalue().count("failed 10 ")
+    assert 2 <= attempts <= 5, reports.getvalue()[:500]

@@ -52,7 +52,7 @@ GATHER_SECONDS = 0.05  # after a short batch: events reach the database within ~
 IDLE_CHECK_SECONDS = 1.0  # a missed wake-up delays an event by at most this
 
 
-class _Control:
+class Control:
     """What the engine asked for on stdin: wake-ups, and when to stop."""
 
     def __init__(self, fd: int) -> None:
@@ -69,6 +69,13 @@ class _Control:
         readable, _, _ = select.select([self.fd], [], [], seconds)
         if readable:
             self._read()
+
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` whatever wake-ups arrive (a database that is down is not tried
+        again at the rate events come in); only a request to stop ends it early."""
+        end = time.monotonic() + seconds
+        while not self.closing and (left := end - time.monotonic()) > 0:
+            self.wait(left)
 
     def _read(self) -> None:
         data = os.read(self.fd, 4096)
@@ -89,7 +96,7 @@ class _Control:
             self.deadline = time.monotonic() + seconds
 
 
-def ship(journal: Journal, url: str, retry_seconds: float, control: _Control,
+def ship(journal: Journal, url: str, retry_seconds: float, control: Control,
          out: TextIO) -> None:
     """Ship until asked to stop: each batch in the database, then out of the journal."""
     engine = None
@@ -112,7 +119,7 @@ def ship(journal: Journal, url: str, retry_seconds: float, control: _Control,
             _say(out, f"failed {len(batch)} {_first_line(error)}")
             if control.closing:
                 break  # the rest ships at the next start
-            control.wait(retry_seconds)
+            control.pause(retry_seconds)
             continue
         removed = 1
         try:
@@ -160,7 +167,7 @@ def main(argv: list[str]) -> int:
     _die_with(int(argv[3]))
     journal = Journal(Path(argv[0]))
     try:
-        ship(journal, os.environ[argv[1]], float(argv[2]), _Control(sys.stdin.fileno()),
+        ship(journal, os.environ[argv[1]], float(argv[2]), Control(sys.stdin.fileno()),
              sys.stdout)
     finally:
         journal.close()
