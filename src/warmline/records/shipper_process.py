@@ -22,7 +22,10 @@ EXIT_GRACE_SECONDS = 3.0  # beyond the shipping time asked for: then it is kille
 class ShipperProcess:
     """One shipper process. ``on_report`` gets each line it writes (a reader thread,
     blocked in read() and so off the GIL, calls it); ``on_exit`` its exit code once its
-    output ends, whether it was asked to stop or died."""
+    output ends, whether it was asked to stop or died.
+
+    Start it from a thread that lives as long as the engine (the main thread): Linux
+    delivers the child's PR_SET_PDEATHSIG when the thread that started it ends."""
 
     def __init__(self, journal: Path, url: str, retry_seconds: float,
                  on_report: Callable[[str], None], on_exit: Callable[[int], None]) -> None:
