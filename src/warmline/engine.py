@@ -30,7 +30,8 @@ from warmline.brain.redact import redact, redact_value
 from warmline.brain.service import Brain, TurnResult
 from warmline.brain.status_events import CallStatusUrls, StatusCallbacks
 from warmline.brain.turns import Turn
-from warmline.calls.call import Call
+from warmline.calls.adoption import Adoption
+from warmline.calls.call import Call, CallState
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.drain import Drain, DrainState
 from warmline.calls.recording import (
@@ -47,6 +48,7 @@ from warmline.calls.trunks import NoRoute, Trunks
 from warmline.calls.watchdog import SilenceWatchdog
 from warmline.cluster.limits import ConcurrencyLimits, LimitTable, LocalLimits
 from warmline.cluster.registry import SharedState
+from warmline.cluster.takeover import OrphanCall
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdes import SrtpPolicy
@@ -79,6 +81,7 @@ log = logging.getLogger("warmline")
 PAST_HANDOFFS = 500  # handoffs of forgotten calls still listed by GET /handoffs
 TRACE_DELAY = 5.0  # seconds after the call ends before its SIP trace is written
 RETENTION_SWEEP = 3600.0  # seconds between two sweeps of recordings past their retention
+LEFT_OVER_ASK_SECONDS = 2.0  # asking Redis which left-over dialogs another node took
 # event data the records keep verbatim: what calls are routed by, and file paths
 ROUTING_KEYS = frozenset({"to", "caller", "uri", "number", "path"})
 CallHandler = Callable[[Call], None]
@@ -178,6 +181,7 @@ class CallEngine:
             srtp=srtp, early_media=early_media, max_calls=max_calls,
             retry_after=shell.ua.config.retry_after, journal=journal,
             keep_ended=keep_ended_calls)
+        self.adoption = Adoption(self.switchboard)  # calls a dead node left, taken here
         # POST /admin/drain or SIGUSR1: new calls refused 503, live ones finish
         self.drain = Drain(shell.ua, lambda: len(shell.ua.sessions), time.time)
         self.watchdog = SilenceWatchdog(rtp_timeout, self.hang_up) if rtp_timeout > 0 else None
@@ -310,7 +314,10 @@ class CallEngine:
     def start(self) -> None:
         """Once the SIP listeners are open: end the calls a crashed run left up, register
         the trunks that ask for it, and watch for callers gone silent."""
-        self.switchboard.end_left_over()
+        if self.shared is None:
+            self.switchboard.end_left_over()
+        else:
+            self._join_the_cluster(self.shared)
         self.registrations.start()
         if self.switchboard.trunks.trunks:
             self.spawn(self._trust_the_trunks())
@@ -320,8 +327,52 @@ class CallEngine:
             self.dialler.start()
         if self.recordings.settings.retention_days > 0:
             self.spawn(self._sweep_recordings())
+
+    def _join_the_cluster(self, shared: SharedState) -> None:
+        """Share our dialogs (so a live node can take our calls over if we die), take over
+        the calls of nodes that die, and end what a crashed run of ours left up except
+        what another node took over meanwhile."""
+        board = self.switchboard
+        board.on_dialog_kept, board.on_dialog_gone = shared.leg_kept, shared.leg_gone
+        shared.live_legs = lambda: board.kept_dialogs
+        shared.on_orphans = self.inherit
+        shared.on_taken = board.let_go
+        self.spawn(self._end_left_over_not_taken(shared))
+        shared.start()
+
+    async def _end_left_over_not_taken(self, shared: SharedState) -> None:
+        keys = self.switchboard.left_over_keys()
+        taken: dict[str, str] = {}
+        if keys:
+            try:
+                taken = await asyncio.wait_for(shared.taken_of(keys), LEFT_OVER_ASK_SECONDS)
+            except (OSError, TimeoutError) as error:
+                log.warning("cluster: cannot ask which of the %d call(s) the last run left "
+                            "were taken over (%s); ending them all", len(keys), error)
+        if taken:
+            log.warning("%d dialog(s) the last run left were taken over by another node; "
+                        "leaving them to it", len(taken))
+        self.switchboard.end_left_over(taken=taken)
+
+    def inherit(self, orphans: list[OrphanCall]) -> None:
+        """Calls a dead node left (cluster/takeover.py): each adopted here if it can be."""
+        for orphan in orphans:
+            self.spawn(self._adopt(orphan))
+
+    async def _adopt(self, orphan: OrphanCall) -> None:
+        call = await self.adoption.adopt(orphan)
+        if call is None:
+            return
+        log.warning("call %s taken over from node %s (%s)", call.id, orphan.node,
+                    call.state.value, extra={"call_id": call.id})
+        self.record(call.id, "call.adopted", {"from_node": orphan.node,
+                                              "state": call.state.value})
         if self.shared is not None:
-            self.shared.start()
+            self.shared.call_changed(call.as_dict())
+        call.caller.on_digit = lambda digit: self._caller_pressed(call, digit)
+        if call.state is CallState.AI:  # the AI's conversation died with the node
+            call.stream_parameters["recovered"] = f"the call was taken over from {orphan.node}"
+            self.on_call(call)
 
     async def _sweep_recordings(self) -> None:
         """Recordings past [recording] retention_days are deleted: at start, then hourly."""

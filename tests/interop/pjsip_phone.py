@@ -136,15 +136,20 @@ def _run_phone(args: argparse.Namespace) -> int:
 
     phone = Phone()
     media_ports: list[Any] = []  # the tone and the recorder, alive as long as the call
+    connected: list[int] = []  # the conference ports the tone and recorder were joined to
 
     class PhoneCall(pj.Call):  # type: ignore[misc]
         def onCallMediaState(self, prm: Any) -> None:  # pjsua2's callback name
+            """Also after a re-INVITE that moved the stream (a new conference port)."""
             info = self.getInfo()
             for index, media in enumerate(info.media):
                 if media.type == pj.PJMEDIA_TYPE_AUDIO and \
-                        media.status == pj.PJSUA_CALL_MEDIA_ACTIVE and not media_ports:
-                    _connect_audio(self.getAudioMedia(index))
-                    _emit("media")
+                        media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                    audio = self.getAudioMedia(index)
+                    if audio.getPortId() not in connected:
+                        connected.append(audio.getPortId())
+                        _connect_audio(audio)
+                    _emit("media", port=audio.getPortId())
 
         def onCallState(self, prm: Any) -> None:  # pjsua2's callback name
             info = self.getInfo()
@@ -170,6 +175,13 @@ def _run_phone(args: argparse.Namespace) -> int:
             phone.ring_until = time.monotonic() + args.ring_ms / 1000
 
     def _connect_audio(call_audio: Any) -> None:
+        if media_ports:  # the stream moved: the same tone and recorder, joined to it
+            for port in media_ports:
+                if isinstance(port, pj.ToneGenerator):
+                    port.startTransmit(call_audio)
+                else:
+                    call_audio.startTransmit(port)
+            return
         if args.tone_hz:
             tone = pj.ToneGenerator()
             tone.createToneGenerator()

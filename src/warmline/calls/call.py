@@ -51,6 +51,7 @@ class Call:
     # handoff: why, and what the other agent reported)
     stream_parameters: dict[str, str] = field(default_factory=dict)
     direction: Direction = Direction.INBOUND  # outbound: ``caller`` is the customer we called
+    adopted_from: str | None = None  # the dead node this call was taken over from
 
     @property
     def ended(self) -> bool:

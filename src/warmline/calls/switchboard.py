@@ -22,7 +22,7 @@ import functools
 import logging
 import secrets
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any, Protocol
 
 from warmline.calls.call import Call, CallState, Direction
@@ -117,6 +117,11 @@ class Switchboard:
         # ended, short enough that memory does not grow with the last hour's traffic
         self.keep_ended = keep_ended
         self.journal = journal  # the dialogs we own, for the next start after a crash
+        # the same dialogs for the cluster (cluster/takeover.py): memo key -> what an heir
+        # needs; on_dialog_kept/gone tell the shared state as they change
+        self.kept_dialogs: dict[str, dict[str, Any]] = {}
+        self.on_dialog_kept: Callable[[str, dict[str, Any]], None] | None = None
+        self.on_dialog_gone: Callable[[str], None] | None = None
         self.left_over_ended = 0  # dialogs a crashed run left, ended by this one
         self._left_over_tries: dict[str, int] = {}  # BYEs sent, by memo key
         self.max_calls = max_calls  # calls at once; a new one past it gets 503 (0: no cap)
@@ -142,8 +147,8 @@ class Switchboard:
         shell.on_event = self.on_event
 
     def on_event(self, event: SessionEvent) -> None:
-        if self.journal is not None and isinstance(event, JOURNALED):
-            self._journal(self.journal, event)
+        if isinstance(event, JOURNALED):
+            self._keep_dialogs(event)
         if isinstance(event, IncomingCall):
             self._spawn(self._answer(event.session))
         elif isinstance(event, ReferResponse | ReferNotify):
@@ -161,22 +166,77 @@ class Switchboard:
         elif isinstance(event, LEG_EVENTS):
             self._session_event(event)
 
-    def _journal(self, journal: DialogJournal, event: SessionEvent) -> None:
-        """Keep the dialog journal in step: a row per confirmed dialog, until it ends."""
+    def _keep_dialogs(self, event: SessionEvent) -> None:
+        """Keep the dialog journal (and the cluster's copy) in step: a row per confirmed
+        dialog, until it ends."""
         if isinstance(event, RememberedDialogEnded):
-            self._left_over_answered(journal, event)
+            if self.journal is not None:
+                self._left_over_answered(self.journal, event)
             return
         assert isinstance(event, LEG_EVENTS)
         session = event.session
         if isinstance(event, CallConfirmed | CallAnswered):
-            memo = self.shell.ua.memo_of(session)
-            if memo is not None:
-                journal.remember(memo)
-                session.app["memo_key"] = memo.key
+            self.keep_dialog(session)
         elif isinstance(event, CallEnded | CallFailed):
             key = session.app.pop("memo_key", None)
             if isinstance(key, str):
-                journal.forget(key)
+                if self.journal is not None:
+                    self.journal.forget(key)
+                if self.kept_dialogs.pop(key, None) is not None and self.on_dialog_gone:
+                    self.on_dialog_gone(key)
+
+    def keep_dialog(self, session: Session) -> None:
+        """Journal a confirmed dialog (again, after it changed: an adopted one has our
+        Contact now), and hand its entry to the cluster when one listens."""
+        memo = self.shell.ua.memo_of(session)
+        if memo is None:
+            return
+        if self.journal is not None:
+            self.journal.remember(memo)
+        session.app["memo_key"] = memo.key
+        if self.on_dialog_kept is None:
+            return
+        entry = self._dialog_entry(session, memo)
+        if entry is not None:
+            self.kept_dialogs[memo.key] = entry
+            self.on_dialog_kept(memo.key, entry)
+
+    def _dialog_entry(self, session: Session, memo: DialogMemo) -> dict[str, Any] | None:
+        """What an heir needs besides the memo: the call and leg, the codec and our SDP
+        origin (a re-offer keeps its session id and raises its version, RFC 3264 §8)."""
+        call = session.app.get("call") or session.app.get("leg_of")
+        if not isinstance(call, Call):
+            return None
+        leg = self._legs.get(session.id)
+        return {"memo_key": memo.key, "memo": memo.to_json(), "call": call.id,
+                "role": "caller" if call.caller.session is session else "human",
+                "inbound": session.inbound, "codec": leg.codec if leg else None,
+                "sdp": [leg.negotiation.session_id, leg.negotiation.version] if leg else None}
+
+    # ------------------------------------------------------------------ takeover
+    def take_leg(self, call: Call, session: Session, leg: CallLeg,
+                 listener: LegListener) -> None:
+        """A leg of an adopted call (calls/adoption.py): its events go to ``listener``,
+        and the caller's leg ending ends the call, as for a call we placed."""
+        session.app["call" if call.caller is leg else "leg_of"] = call
+        self._legs[session.id] = leg
+        self._leg_listeners[session.id] = listener
+
+    def add_call(self, call: Call) -> None:
+        self._forget_ended_calls()
+        self.calls[call.id] = call
+
+    def let_go(self, heirs: dict[str, str]) -> int:
+        """Drop, without a word to the far ends, the dialogs another node inherited while
+        our beats lapsed (memo key -> the heir); their calls end here. How many."""
+        sessions = [s for s in self.shell.ua.sessions if s.app.get("memo_key") in heirs]
+        for session in sessions:
+            heir = heirs[str(session.app["memo_key"])]
+            self.shell.run(functools.partial(self._let_go, session, f"taken over by {heir}"))
+        return len(sessions)
+
+    def _let_go(self, session: Session, reason: str, now: float) -> None:
+        self.shell.ua.let_go(session, now, reason)
 
     def _left_over_answered(self, journal: DialogJournal, event: RememberedDialogEnded) -> None:
         """Forget the row once the far end answered; no answer (408) or no route (503):
@@ -198,11 +258,19 @@ class Switchboard:
     def _end_remembered(self, memo: DialogMemo, reason: str, now: float) -> None:
         self.shell.ua.end_remembered(memo, now, reason)
 
-    def end_left_over(self, reason: str = LEFT_OVER_REASON) -> int:
-        """BYE every dialog a crashed run left in the journal; how many were sent."""
+    def left_over_keys(self) -> list[str]:
+        """The journal's dialogs from a crashed run (to ask the cluster which were taken)."""
+        return [memo.key for memo in self.journal.left_over()] if self.journal else []
+
+    def end_left_over(self, reason: str = LEFT_OVER_REASON,
+                      taken: Collection[str] = ()) -> int:
+        """BYE every dialog a crashed run left in the journal, except those another node
+        took over (``taken``: their calls go on there); how many BYEs were sent."""
         if self.journal is None:
             return 0
-        memos = self.journal.left_over()
+        memos = [memo for memo in self.journal.left_over() if memo.key not in taken]
+        for key in taken:
+            self.journal.forget(key)
         for memo in memos:
             try:
                 self.shell.run(functools.partial(self._end_remembered, memo, reason))
@@ -253,6 +321,7 @@ class Switchboard:
             raise
         leg = CallLeg(session, media, negotiation)
         call.legs.append(leg)
+        session.app["leg_of"] = call
         self._legs[session.id] = leg
         self._leg_listeners[session.id] = listener
         return leg

@@ -14,7 +14,8 @@ Keys (``prefix`` first): ``node:<id>`` (its API URL), ``nodes`` (a set),
 ``call:<id>`` (owner node and the call as GET /calls shows it), ``calls`` (a set,
 pruned of expired entries when read), ``handoff:<id>`` (the handoff as GET
 /handoffs/{id} shows it, with its screen-pop token), ``callbacks`` (a hash: each callback
-promised, by handoff id, with the node whose book holds it and dials it).
+promised, by handoff id, with the node whose book holds it and dials it), and what a
+dead node's heir needs (cluster/takeover.py): ``owned:<node>`` and ``legs:<node>``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from redis.exceptions import RedisError
 
 from warmline.cluster.limits import RedisLimits
 from warmline.cluster.settings import ClusterSettings
+from warmline.cluster.takeover import OrphanCall, dead_nodes, inherit, taken
 
 log = logging.getLogger("warmline.cluster")
 QUEUE_LIMIT = 10_000  # writes waiting for Redis; past it they are dropped (the beat restores)
 Snapshot = Callable[[], list[dict[str, Any]]]
+LegSnapshot = Callable[[], dict[str, dict[str, Any]]]  # memo key -> the leg's entry
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class SharedState:
 
     def __init__(self, settings: ClusterSettings, client: Redis, live_calls: Snapshot,
                  live_handoffs: Snapshot, limits: RedisLimits | None = None,
-                 callbacks: Snapshot = list) -> None:
+                 callbacks: Snapshot = list, legs: LegSnapshot = dict) -> None:
         self.settings = settings
         self.node_id = settings.node_id
         self.client = client
@@ -79,6 +82,13 @@ class SharedState:
         self.live_calls = live_calls
         self.live_handoffs = live_handoffs
         self.callback_rows = callbacks  # this node's promises (rewritten after an outage)
+        self.live_legs = legs  # this node's confirmed dialogs (rewritten after an outage)
+        # calls a dead node left, handed to the engine to adopt (set by the server)
+        self.on_orphans: Callable[[list[OrphanCall]], None] | None = None
+        # dialogs of ours another node inherited while our entry had lapsed: memo key ->
+        # the heir; the engine lets them go without a BYE (set by the server)
+        self.on_taken: Callable[[dict[str, str]], object] | None = None
+        self.inherited = 0  # calls taken over from dead nodes
         self.available = False  # until the first beat answers
         self.beats = 0  # good beats so far
         self._said_down = False  # the outage under way was logged
@@ -110,6 +120,8 @@ class SharedState:
                 for call in self.live_calls():
                     pipe.delete(self.key("call", str(call["id"])))
                     pipe.srem(self.key("calls"), str(call["id"]))
+                # a clean stop hangs its calls up: nothing for an heir to take
+                pipe.delete(self.key("owned", self.node_id), self.key("legs", self.node_id))
                 pipe.delete(self.key("node", self.node_id))
                 pipe.srem(self.key("nodes"), self.node_id)
                 await pipe.execute()
@@ -131,6 +143,21 @@ class SharedState:
     def callback_changed(self, row: dict[str, Any]) -> None:
         """A callback was promised or its dialling moved on (GET /callbacks on any node)."""
         self._enqueue("callback", str(row["handoff_id"]), row)
+
+    def leg_kept(self, memo_key: str, entry: dict[str, Any]) -> None:
+        """A dialog of a call confirmed (or changed): what an heir needs to take it over."""
+        self._enqueue("leg", memo_key, entry)
+
+    def leg_gone(self, memo_key: str) -> None:
+        self._enqueue("leg-gone", memo_key, None)
+
+    async def taken_of(self, memo_keys: list[str]) -> dict[str, str]:
+        """Which of these dialogs (an earlier run's, from its journal) another node
+        inherited: those are not ours to hang up (ConnectionError when Redis is down)."""
+        try:
+            return await taken(self.client, self._prefix, memo_keys)
+        except RedisError as error:
+            raise ConnectionError(f"Redis: {error}") from error
 
     def _enqueue(self, kind: str, ident: str, value: Any) -> None:
         if not self.available:
@@ -192,12 +219,18 @@ class SharedState:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.key("call", ident), self._call_entry(value), px=self._ttl)
                 pipe.sadd(self.key("calls"), ident)
+                pipe.hset(self.key("owned", self.node_id), ident, json.dumps(value))
                 await pipe.execute()
         elif kind == "gone":
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.delete(self.key("call", ident))
                 pipe.srem(self.key("calls"), ident)
+                pipe.hdel(self.key("owned", self.node_id), ident)
                 await pipe.execute()
+        elif kind == "leg":
+            await self.client.hset(self.key("legs", self.node_id), ident, json.dumps(value))
+        elif kind == "leg-gone":
+            await self.client.hdel(self.key("legs", self.node_id), ident)
         elif kind == "callback":
             await self.client.hset(self.key("callbacks"), ident,
                                    json.dumps({**value, "node": self.node_id}))
@@ -222,12 +255,13 @@ class SharedState:
         node = json.dumps({"api_url": self.settings.api_url, "beat": time.time(),
                            "calls": len(calls)})
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.key("node", self.node_id), node, px=self._ttl)
+            pipe.set(self.key("node", self.node_id), node, px=self._ttl, get=True)
             pipe.sadd(self.key("nodes"), self.node_id)
             for call in calls:
                 pipe.set(self.key("call", str(call["id"])), self._call_entry(call), px=self._ttl)
                 pipe.sadd(self.key("calls"), str(call["id"]))
             if back:
+                self._rewrite_heritage(pipe, calls)
                 for handoff in self.live_handoffs():
                     pipe.set(self.key("handoff", str(handoff["id"])),
                              json.dumps({**handoff, "node": self.node_id}),
@@ -235,15 +269,51 @@ class SharedState:
                 for row in self.callback_rows():
                     pipe.hset(self.key("callbacks"), str(row["handoff_id"]),
                               json.dumps({**row, "node": self.node_id}))
-            await pipe.execute()
+            lapsed = (await pipe.execute())[0] is None and self.beats > 0
+        if lapsed:  # our entry expired: another node may have inherited our calls
+            await self._let_go_of_what_was_taken()
         if self.limits is not None:
             await self.limits.renew()
+        await self._inherit_from_the_dead()
         self.beats += 1
         if back:
             self.available = True
             self._said_down = False
             log.info("cluster: Redis answers; node %s registered with %d live call(s)",
                      self.node_id, len(calls))
+
+    def _rewrite_heritage(self, pipe: Any, calls: list[dict[str, Any]]) -> None:
+        """After an outage (Redis may have restarted empty): the hashes an heir reads."""
+        owned, legs = self.key("owned", self.node_id), self.key("legs", self.node_id)
+        pipe.delete(owned, legs)
+        for call in calls:
+            pipe.hset(owned, str(call["id"]), json.dumps(call))
+        for memo_key, entry in self.live_legs().items():
+            pipe.hset(legs, memo_key, json.dumps(entry))
+
+    async def _let_go_of_what_was_taken(self) -> None:
+        """Paused past our TTL (a stall, a partition): the dialogs another node inherited
+        meanwhile are its now; ours would fight it with BYEs and re-INVITEs."""
+        heirs = await self.taken_of(list(self.live_legs()))
+        if heirs:
+            log.error("cluster: node %s missed its beats; %d dialog(s) were taken over by "
+                      "%s and are let go here", self.node_id, len(heirs),
+                      ", ".join(sorted(set(heirs.values()))))
+            if self.on_taken is not None:
+                self.on_taken(heirs)
+
+    async def _inherit_from_the_dead(self) -> None:
+        """Each beat: a node whose entry expired while it had calls up died with them;
+        the first node to look takes them (cluster/takeover.py) and adopts each."""
+        if self.on_orphans is None:
+            return
+        for node in await dead_nodes(self.client, self._prefix, self.node_id):
+            orphans = await inherit(self.client, self._prefix, node, self.node_id)
+            if orphans:
+                self.inherited += len(orphans)
+                log.warning("cluster: node %s stopped beating with %d call(s) up; taking "
+                            "them over", node, len(orphans))
+                self.on_orphans(orphans)
 
     def _lost(self, error: Exception) -> None:
         """Said once per outage (and at a start with Redis down), not once per beat."""

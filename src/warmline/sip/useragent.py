@@ -561,6 +561,42 @@ class UserAgent:
         transaction = self.layer.send_request(request, target, now)
         self._pending[transaction] = _Pending(None, "remembered-bye", memo=memo)
 
+    def adopt(self, memo: DialogMemo, inbound: bool) -> Session:
+        """Take over a confirmed dialog another node owned (its memo, read from the cluster):
+        a CONFIRMED session whose Contact is ours, its CSeq past anything sent before.
+
+        Nothing is sent: the caller re-INVITEs it (:meth:`reinvite`) so that the far end's
+        next requests come here (a re-INVITE refreshes the remote target, RFC 3261
+        §12.2.2, and our Contact in it refreshes theirs of us). ``inbound``: the far
+        end called (its From is the remote party). SipParseError for a broken memo;
+        ValueError when this UA already holds the dialog.
+        """
+        dialog = memo.dialog()
+        key = (memo.call_id, memo.local_tag)
+        if key in self._sessions:
+            raise ValueError(f"dialog {memo.key} is already held here")
+        dialog.local_contact = self.contact_for(memo.transport)
+        dialog.is_uac = not inbound
+        remote = dialog.remote_address
+        local = dialog.local_address
+        caller, callee = (remote, local) if inbound else (local, remote)
+        invite = Request("INVITE", dialog.remote_target, [
+            ("From", str(caller)), ("To", str(callee)), ("Call-ID", memo.call_id),
+            ("CSeq", "1 INVITE")])
+        session = Session(self._new_id(), inbound, invite, SessionState.CONFIRMED,
+                          memo.local_tag, dialog=dialog, target=memo.target)
+        self._sessions[key] = session
+        return session
+
+    def let_go(self, session: Session, now: float, reason: str) -> None:
+        """Forget a dialog another node has taken over, sending nothing: a BYE or a refresh
+        from here would end or fight the call it now serves. A CallEnded event with
+        ``reason`` tells the application (locally: the far end saw nothing)."""
+        if session.ended:
+            return
+        self._end(session, reason, now=now)
+        self._events.append(CallEnded(session, False, reason))
+
     def reinvite(self, session: Session, sdp: bytes, now: float) -> None:
         """Renegotiate media; a 491 is retried after the RFC 3261 §14.1 back-off.
 
