@@ -13,6 +13,7 @@ from tests.interop.redis_peer import redis_server
 from warmline.cluster.limits import LocalLimits, RedisLimits
 from warmline.cluster.registry import SharedState, connect
 from warmline.cluster.settings import ClusterSettings
+from warmline.cluster.takeover import OrphanCall
 
 pytestmark = pytest.mark.interop
 
@@ -139,3 +140,50 @@ def test_a_limit_counts_on_this_node_while_redis_is_unreachable(tmp_path: Path) 
     with redis_server(tmp_path) as redis:
         url = redis.url
     asyncio.run(run(url))  # the server has stopped: nothing answers on its port
+
+
+def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
+        tmp_path: Path) -> None:
+    """Node A stalls past its TTL (as a kill -9 or a long pause looks from outside): of
+    two live nodes looking at once exactly one inherits its call, with the dialog entry
+    A wrote; when A beats again it learns which of its dialogs were taken, and by whom."""
+    leg = {"memo_key": "c9;l1", "memo": "{}", "call": "call-9", "role": "caller"}
+    inherited: dict[str, list[OrphanCall]] = {"b": [], "c": []}
+    let_go: list[dict[str, str]] = []
+
+    async def run() -> None:
+        a = SharedState(_settings("a", redis.url), connect(redis.url),
+                        lambda: [{"id": "call-9", "state": "human"}], list,
+                        legs=lambda: {"c9;l1": leg})
+        heirs = [SharedState(_settings(name, redis.url), connect(redis.url), list, list)
+                 for name in ("b", "c")]
+        a.on_taken = let_go.append
+        for heir in heirs:
+            heir.on_orphans = inherited[heir.node_id].extend
+        for node in (a, *heirs):
+            node.start()
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if all(node.available for node in (a, *heirs)):
+                break
+        assert not inherited["b"] and not inherited["c"]  # A beats: nothing to inherit
+        a._tasks[0].cancel()  # A stalls: no beat for longer than its TTL (0.9 s)
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if inherited["b"] or inherited["c"]:
+                break
+        await asyncio.sleep(0.4)  # both heirs have looked by now
+        [orphan] = inherited["b"] + inherited["c"]
+        assert orphan.node == "a" and orphan.call_id == "call-9"
+        assert orphan.call["state"] == "human" and orphan.legs == [leg]
+        heir = "b" if inherited["b"] else "c"
+        assert await a.taken_of(["c9;l1", "c9;other"]) == {"c9;l1": heir}
+        await a.beat()  # A wakes up: its entry had lapsed, its dialog is another's now
+        assert let_go == [{"c9;l1": heir}]
+        await a.beat()  # said once: the entry is fresh again
+        assert len(let_go) == 1
+        for node in (a, *heirs):
+            await node.close()
+
+    with redis_server(tmp_path) as redis:
+        asyncio.run(run())
