@@ -48,7 +48,7 @@ from warmline.calls.trunks import NoRoute, Trunks
 from warmline.calls.watchdog import SilenceWatchdog
 from warmline.cluster.limits import ConcurrencyLimits, LimitTable, LocalLimits
 from warmline.cluster.registry import SharedState
-from warmline.cluster.takeover import OrphanCall
+from warmline.cluster.takeover import OrphanCall, callback_key
 from warmline.media.plane import MediaPlane
 from warmline.media.player import Player, Samples, ringback
 from warmline.media.sdes import SrtpPolicy
@@ -323,36 +323,63 @@ class CallEngine:
             self.spawn(self._trust_the_trunks())
         if self.watchdog is not None:
             self.spawn(self._watch_for_silence(self.watchdog))
-        if self.dialler is not None:
+        if self.dialler is not None and self.shared is None:  # else once Redis was asked
             self.dialler.start()
         if self.recordings.settings.retention_days > 0:
             self.spawn(self._sweep_recordings())
 
     def _join_the_cluster(self, shared: SharedState) -> None:
         """Share our dialogs (so a live node can take our calls over if we die), take over
-        the calls of nodes that die, and end what a crashed run of ours left up except
-        what another node took over meanwhile."""
+        the calls and callback promises of nodes that die, and end what a crashed run of
+        ours left up (and dial what it promised) except what another node took over."""
         board = self.switchboard
         board.on_dialog_kept, board.on_dialog_gone = shared.leg_kept, shared.leg_gone
         shared.live_legs = lambda: board.kept_dialogs
         shared.on_orphans = self.inherit
+        shared.on_orphan_callbacks = self.inherit_callbacks
         shared.on_taken = board.let_go
         self.spawn(self._end_left_over_not_taken(shared))
         shared.start()
 
     async def _end_left_over_not_taken(self, shared: SharedState) -> None:
         keys = self.switchboard.left_over_keys()
+        promises = {callback_key(ident): ident for ident in self.callback_book.open_ids()}
         taken: dict[str, str] = {}
-        if keys:
+        if keys or promises:
             try:
-                taken = await asyncio.wait_for(shared.taken_of(keys), LEFT_OVER_ASK_SECONDS)
+                taken = await asyncio.wait_for(shared.taken_of([*keys, *promises]),
+                                               LEFT_OVER_ASK_SECONDS)
             except (OSError, TimeoutError) as error:
-                log.warning("cluster: cannot ask which of the %d call(s) the last run left "
-                            "were taken over (%s); ending them all", len(keys), error)
-        if taken:
+                log.warning("cluster: cannot ask which of the %d call(s) and %d callback(s) "
+                            "the last run left were taken over (%s); keeping them all",
+                            len(keys), len(promises), error)
+        handed = {promises[key]: heir for key, heir in taken.items() if key in promises}
+        dialogs = {key: heir for key, heir in taken.items() if key not in promises}
+        if dialogs:
             log.warning("%d dialog(s) the last run left were taken over by another node; "
-                        "leaving them to it", len(taken))
-        self.switchboard.end_left_over(taken=taken)
+                        "leaving them to it", len(dialogs))
+        self.switchboard.end_left_over(taken=dialogs)
+        if handed:
+            log.warning("%d callback(s) the last run promised are kept by another node",
+                        len(handed))
+            self.callback_book.hand_over(handed)
+        if self.dialler is not None:
+            self.dialler.start()
+
+    def inherit_callbacks(self, rows: list[dict[str, Any]]) -> None:
+        """Callback promises a dead node made: ours to keep (dialled by our dialler)."""
+        for row in rows:
+            try:
+                callback = self.callback_book.inherit(row, time.time())
+            except (TypeError, ValueError, KeyError) as error:
+                log.error("cluster: a callback row of node %s is unreadable: %s",
+                          row.get("node"), error)
+                continue
+            self.record(callback.call_id, "callback.taken_over",
+                        {"from_node": str(row.get("node"))}, callback.handoff_id)
+        if self.dialler is None:
+            log.error("cluster: %d callback(s) taken over, but this node has no [callbacks] "
+                      "dialler: they are listed, not dialled", len(rows))
 
     def inherit(self, orphans: list[OrphanCall]) -> None:
         """Calls a dead node left (cluster/takeover.py): each adopted here if it can be."""

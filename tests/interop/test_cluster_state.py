@@ -146,20 +146,25 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
         tmp_path: Path) -> None:
     """Node A stalls past its TTL (as a kill -9 or a long pause looks from outside): of
     two live nodes looking at once exactly one inherits its call, with the dialog entry
-    A wrote; when A beats again it learns which of its dialogs were taken, and by whom."""
+    A wrote, and its open callback promise (not the kept one); when A beats again it
+    learns which of its dialogs were taken, and by whom."""
     leg = {"memo_key": "c9;l1", "memo": "{}", "call": "call-9", "role": "caller"}
+    promises = [{"handoff_id": "h-open", "state": "pending", "attempts": 1},
+                {"handoff_id": "h-kept", "state": "kept", "attempts": 1}]
     inherited: dict[str, list[OrphanCall]] = {"b": [], "c": []}
+    promised: dict[str, list[dict[str, Any]]] = {"b": [], "c": []}
     let_go: list[dict[str, str]] = []
 
     async def run() -> None:
         a = SharedState(_settings("a", redis.url), connect(redis.url),
                         lambda: [{"id": "call-9", "state": "human"}], list,
-                        legs=lambda: {"c9;l1": leg})
+                        callbacks=lambda: promises, legs=lambda: {"c9;l1": leg})
         heirs = [SharedState(_settings(name, redis.url), connect(redis.url), list, list)
                  for name in ("b", "c")]
         a.on_taken = let_go.append
         for heir in heirs:
             heir.on_orphans = inherited[heir.node_id].extend
+            heir.on_orphan_callbacks = promised[heir.node_id].extend
         for node in (a, *heirs):
             node.start()
         for _ in range(40):
@@ -177,7 +182,10 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
         assert orphan.node == "a" and orphan.call_id == "call-9"
         assert orphan.call["state"] == "human" and orphan.legs == [leg]
         heir = "b" if inherited["b"] else "c"
-        assert await a.taken_of(["c9;l1", "c9;other"]) == {"c9;l1": heir}
+        assert [row["handoff_id"] for row in promised[heir]] == ["h-open"]
+        assert promised[heir][0]["node"] == "a" and not promised["c" if heir == "b" else "b"]
+        assert await a.taken_of(["c9;l1", "c9;other", "callback:h-open"]) == {
+            "c9;l1": heir, "callback:h-open": heir}
         await a.beat()  # A wakes up: its entry had lapsed, its dialog is another's now
         assert let_go == [{"c9;l1": heir}]
         await a.beat()  # said once: the entry is fresh again

@@ -238,3 +238,46 @@ def test_kpi_callbacks_kept_is_kept_over_promised() -> None:
     assert (overall["callbacks_promised"], overall["callbacks_kept"],
             overall["callbacks_failed"], overall["callback_kept_share"]) == (2, 1, 1, 0.5)
     assert compute([])["overall"]["callback_kept_share"] is None
+
+
+def test_a_dead_nodes_promise_is_kept_by_its_heir_and_not_by_its_next_run(
+        tmp_path: Path) -> None:
+    """The heir takes the row as the cluster listed it (its in-flight dial counted) and
+    dials it; the dead node's next run reads that it was handed over and never dials it."""
+    asyncio.run(_inherited(tmp_path))
+
+
+async def _inherited(tmp_path: Path) -> None:
+    dead = CallbackBook(tmp_path / "a" / "callbacks.jsonl")
+    dead.add(ScheduledCallback("h1", "call-1", "sip:alice@127.0.0.1", T0, "busy", "billing"))
+    dead.add(ScheduledCallback("h2", "call-2", "sip:bob@127.0.0.1", T0, "busy"))
+    dead.update(CallbackProgress("h2", T0, CallbackState.KEPT, 1, "connected"))
+    assert dead.open_ids() == ["h1"]
+    row = {**dead.as_dicts()[0], "state": "dialling", "attempts": 1, "node": "a"}
+    clock = Clock(T0 + 60)
+    heir = CallbackBook(tmp_path / "b" / "callbacks.jsonl")
+    placed: list[str] = []
+
+    async def place(callback: ScheduledCallback, progress: CallbackProgress) -> str:
+        placed.append(callback.number)
+        return "call-9"
+
+    dialler = CallbackDialler(heir, CallbackSettings(CallbackPolicy(attempts=3)),
+                              lambda number: None, place, lambda *event: None, clock)
+    dialler.start()
+    try:
+        heir.inherit(row, clock())
+        assert dialler.tick() and heir.progress["h1"].attempts == 2  # the lost dial counted
+        await asyncio.sleep(0)
+        assert placed == ["sip:alice@127.0.0.1"]
+    finally:
+        await dialler.close()
+    reloaded = CallbackBook(tmp_path / "b" / "callbacks.jsonl")
+    reloaded.load()
+    assert [c.intent for c in reloaded.promised] == ["billing"]  # kept by the heir for good
+    dead.hand_over({"h1": "b"})
+    again = CallbackBook(tmp_path / "a" / "callbacks.jsonl")
+    again.load()
+    assert again.open_ids() == [] and [c.handoff_id for c in again.promised] == ["h2"]
+    with pytest.raises((TypeError, ValueError)):
+        heir.inherit({"handoff_id": "h3", "state": "dialling"}, clock())

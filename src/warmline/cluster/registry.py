@@ -85,6 +85,8 @@ class SharedState:
         self.live_legs = legs  # this node's confirmed dialogs (rewritten after an outage)
         # calls a dead node left, handed to the engine to adopt (set by the server)
         self.on_orphans: Callable[[list[OrphanCall]], None] | None = None
+        # open callback promises a dead node left (rows as GET /callbacks shows them)
+        self.on_orphan_callbacks: Callable[[list[dict[str, Any]]], None] | None = None
         # dialogs of ours another node inherited while our entry had lapsed: memo key ->
         # the heir; the engine lets them go without a BYE (set by the server)
         self.on_taken: Callable[[dict[str, str]], object] | None = None
@@ -308,12 +310,17 @@ class SharedState:
         if self.on_orphans is None:
             return
         for node in await dead_nodes(self.client, self._prefix, self.node_id):
-            orphans = await inherit(self.client, self._prefix, node, self.node_id)
-            if orphans:
-                self.inherited += len(orphans)
+            inheritance = await inherit(self.client, self._prefix, node, self.node_id)
+            if inheritance.calls:
+                self.inherited += len(inheritance.calls)
                 log.warning("cluster: node %s stopped beating with %d call(s) up; taking "
-                            "them over", node, len(orphans))
-                self.on_orphans(orphans)
+                            "them over", node, len(inheritance.calls))
+                self.on_orphans(inheritance.calls)
+            if inheritance.callbacks:
+                log.warning("cluster: node %s stopped beating with %d callback(s) promised; "
+                            "this node keeps them", node, len(inheritance.callbacks))
+                if self.on_orphan_callbacks is not None:
+                    self.on_orphan_callbacks(inheritance.callbacks)
 
     def _lost(self, error: Exception) -> None:
         """Said once per outage (and at a start with Redis down), not once per beat."""

@@ -7,11 +7,14 @@ Every node keeps two hashes without a TTL (they must outlive it): ``owned:<node>
 which call and leg it belongs to, the codec and SDP origin in use). A node whose
 ``node:<id>`` entry expired (no beat for ``3 * heartbeat``) while these hashes
 remain died with calls up. The first live node to see it reads and deletes both
-hashes in one MULTI transaction, so exactly one node inherits each call however
-many look at once, and marks every dialog it took in ``taken:<memo key>`` for a
-day: the dead node's next run (its own dialog journal still lists them) and a node
-that was only paused past its TTL (it comes back believing it owns them) both ask
-there first and let go of those dialogs instead of hanging them up.
+hashes (after claiming the dead node with ``takeover:<node>``, set if not set), so
+exactly one node inherits each call however many look at once, together with the
+dead node's open callback promises (the ``callbacks`` hash names each one's node),
+and marks every dialog it took in ``taken:<memo key>`` and every promise in
+``taken:callback:<handoff id>`` for a day: the dead node's next run (its dialog
+journal and callback book still list them) and a node that was only paused past
+its TTL (it comes back believing it owns them) both ask there first and let go
+instead of hanging the calls up or dialling the customers twice.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 TAKEN_TTL_MS = 86_400_000  # a dead node's run may restart a day later and read its journal
+CLAIM_MS = 30_000  # one heir per death: the others looking at once see the claim
+CLOSED_PROMISES = frozenset({"kept", "failed"})
 
 
 @dataclass
@@ -36,6 +41,19 @@ class OrphanCall:
     @property
     def call_id(self) -> str:
         return str(self.call.get("id", ""))
+
+
+@dataclass
+class Inheritance:
+    """What one heir takes from one dead node."""
+
+    calls: list[OrphanCall] = field(default_factory=list)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # open promises' rows
+
+
+def callback_key(handoff_id: str) -> str:
+    """A promise's name among the ``taken`` keys."""
+    return f"callback:{handoff_id}"
 
 
 def _key(prefix: str, *parts: str) -> str:
@@ -52,15 +70,20 @@ async def dead_nodes(client: Redis, prefix: str, me: str) -> list[str]:
     return [node for node, beat in zip(others, beats, strict=True) if beat is None]
 
 
-async def inherit(client: Redis, prefix: str, node: str, heir: str) -> list[OrphanCall]:
-    """Take ``node``'s calls for ``heir``: read and delete its hashes atomically (an empty
-    list when another node was first, or the node died with no call up)."""
+async def inherit(client: Redis, prefix: str, node: str, heir: str) -> Inheritance:
+    """Take ``node``'s calls and open callback promises for ``heir`` (nothing when another
+    node claimed it first, or it died with nothing open)."""
+    if not await client.set(_key(prefix, "takeover", node), heir, nx=True, px=CLAIM_MS):
+        return Inheritance()
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(_key(prefix, "owned", node))
         pipe.hgetall(_key(prefix, "legs", node))
         pipe.delete(_key(prefix, "owned", node), _key(prefix, "legs", node))
         pipe.srem(_key(prefix, "nodes"), node)
-        owned, legs, *_ = await pipe.execute()
+        pipe.hgetall(_key(prefix, "callbacks"))
+        owned, legs, _, _, promised = await pipe.execute()
+    callbacks = [row for row in map(json.loads, promised.values())
+                 if row.get("node") == node and row.get("state") not in CLOSED_PROMISES]
     orphans = {ident: OrphanCall(node, json.loads(row)) for ident, row in owned.items()}
     for memo_key, row in legs.items():
         leg = json.loads(row)
@@ -69,12 +92,13 @@ async def inherit(client: Redis, prefix: str, node: str, heir: str) -> list[Orph
             orphan = orphans[f"leg:{memo_key}"] = OrphanCall(node, {"id": leg.get("call")})
         orphan.legs.append(leg)
     taken = [str(leg["memo_key"]) for orphan in orphans.values() for leg in orphan.legs]
+    taken += [callback_key(str(row["handoff_id"])) for row in callbacks]
     if taken:
         async with client.pipeline(transaction=False) as pipe:
             for memo_key in taken:
                 pipe.set(_key(prefix, "taken", memo_key), heir, px=TAKEN_TTL_MS)
             await pipe.execute()
-    return list(orphans.values())
+    return Inheritance(list(orphans.values()), callbacks)
 
 
 async def taken(client: Redis, prefix: str, memo_keys: list[str]) -> dict[str, str]:

@@ -60,6 +60,40 @@ class CallbackBook:
         if callback is not None:
             self._changed(callback)
 
+    def inherit(self, row: dict[str, Any], now: float) -> ScheduledCallback:
+        """A promise a dead node made (its row as GET /callbacks shows it): ours to keep
+        now, where it stood there; a dial it had in flight counts as an attempt (the
+        dialler's ``resumed``). TypeError/ValueError/KeyError when the row is not one."""
+        known = {f.name for f in fields(ScheduledCallback)}
+        callback = ScheduledCallback(**{k: v for k, v in row.items() if k in known})
+        attempts = int(row.get("attempts") or 0)
+        progress = CallbackProgress(callback.handoff_id,
+                                    max(callback.at, now) if attempts == 0 else now,
+                                    CallbackState(row.get("state", "pending")), attempts,
+                                    row.get("outcome"))
+        self.promised.append(callback)
+        self._append(asdict(callback))
+        self.update(progress)
+        if self.on_add is not None:
+            self.on_add(callback)
+        return callback
+
+    def hand_over(self, heirs: dict[str, str]) -> None:
+        """Promises another node took over while we were down (handoff id -> that node):
+        not ours to dial any more, here or after the next restart."""
+        for handoff_id, heir in heirs.items():
+            self._append({"handed_over": handoff_id, "to": heir})
+            self._forget(handoff_id)
+
+    def open_ids(self) -> list[str]:
+        """The promises not kept or failed yet."""
+        return [c.handoff_id for c in self.promised
+                if (p := self.progress.get(c.handoff_id)) is None or not p.final]
+
+    def _forget(self, handoff_id: str) -> None:
+        self.promised = [c for c in self.promised if c.handoff_id != handoff_id]
+        self.progress.pop(handoff_id, None)
+
     def load(self) -> None:
         """What an earlier run promised and how far it got, from ``path`` (if any)."""
         try:
@@ -88,6 +122,9 @@ class CallbackBook:
             self.on_change(self.row(callback))
 
     def _replay(self, row: dict[str, Any]) -> None:
+        if "handed_over" in row:
+            self._forget(str(row["handed_over"]))
+            return
         if "progress" in row:
             data = dict(row["progress"])
             data["state"] = CallbackState(data["state"])
