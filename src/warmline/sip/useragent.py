@@ -853,9 +853,12 @@ class UserAgent:
         session._ack_wire, session._ack_target = ack.to_bytes(), target
         self.layer.send_raw(target, session._ack_wire)
 
-    def _retransmit_2xx(self, session: Session, target: Target, wire: bytes, now: float) -> None:
+    def _retransmit_2xx(self, session: Session, target: Target, wire: bytes, now: float,
+                        cseq: int | None = None) -> None:
+        """``cseq``: the re-INVITE's, for a 2xx to a re-INVITE; None for the initial INVITE."""
         timers = self.config.timers
-        retransmitter = _TwoXXRetransmitter(self, session, target, wire, now + timers.timeout)
+        retransmitter = _TwoXXRetransmitter(self, session, target, wire, now + timers.timeout,
+                                            cseq)
         first = now + (timers.t1 if not target.reliable else timers.timeout)
         session._retransmit = self.scheduler.call_at(first, retransmitter.fire)
 
@@ -1135,6 +1138,9 @@ class UserAgent:
 
     def _on_ack(self, ack: Request, now: float) -> None:
         session = self._sessions.get((ack.call_id, ack.to.tag or ""))
+        if session is not None and session.state is SessionState.CONFIRMED:
+            self._on_reinvite_ack(session, ack, now)
+            return
         if session is None or session.state is not SessionState.ANSWERED:
             return
         self._stop_retransmit(session)
@@ -1231,6 +1237,40 @@ class UserAgent:
                 response.set("Content-Type", _SDP)
                 session.local_sdp = response.body
         self.layer.respond(transaction, response, now)
+        if response.is_success:
+            self._resend_until_ack(session, transaction, now)
+
+    def _resend_until_ack(self, session: Session, transaction: InviteServerTransaction,
+                          now: float) -> None:
+        """Resend our 2xx to a re-INVITE until its ACK, as the initial one (RFC 3261
+        §13.3.1.4, §14.2): the same timers, and a BYE if no ACK comes within 64*T1.
+
+        The server transaction only absorbs retransmitted re-INVITEs in Accepted (RFC 6026
+        §7.1): these resends are what answers them. One wait per session: a 2xx to a newer
+        re-INVITE replaces the last one's. Not while the initial 2xx still waits for its
+        ACK (that owns the slot), nor once the session is ending.
+        """
+        if session.state is not SessionState.CONFIRMED:
+            return
+        self._stop_retransmit(session)
+        cseq = session._reinvite_ack_cseq = transaction.request.cseq.seq
+        self._retransmit_2xx(session, transaction.target, transaction.hand_over_2xx(), now,
+                             cseq)
+
+    def _on_reinvite_ack(self, session: Session, ack: Request, now: float) -> None:
+        """An ACK in a confirmed dialog: only the one for our awaited 2xx (its re-INVITE's
+        CSeq number, from the far end of this dialog) stops the retransmissions; a late ACK
+        of an older (re-)INVITE, or a retransmitted one, changes nothing."""
+        dialog = session.dialog
+        if session._reinvite_ack_cseq != ack.cseq.seq or dialog is None \
+                or dialog.remote_tag != (ack.from_.tag or ""):
+            return
+        self._reinvite_acked(session, now)
+
+    def _reinvite_acked(self, session: Session, now: float) -> None:
+        """Our 2xx to a re-INVITE arrived: stop resending it."""
+        self._stop_retransmit(session)
+        session._reinvite_ack_cseq = None
 
     def _on_refer_notify(self, session: Session, request: Request,
                          transaction: ServerTransaction, now: float) -> bool:
@@ -1585,28 +1625,44 @@ class _ReliableProvisional:
 class _TwoXXRetransmitter:
     """Re-sends a 2xx at T1, 2*T1 ... capped at T2 until the ACK; BYE after 64*T1 (§13.3.1.4).
 
+    ``cseq`` is None for the 2xx to the initial INVITE, else the CSeq number of the
+    re-INVITE the 2xx answers: the same timers, and the same BYE when no ACK comes
+    (§14.2: "If a UAS generates a 2xx response and never receives an ACK, it SHOULD
+    generate a BYE to terminate the dialog").
+
     A small object rather than a closure, so that no reference cycle is left for
     the garbage collector at the end of every call.
     """
 
-    __slots__ = ("give_up", "interval", "session", "target", "ua", "wire")
+    __slots__ = ("cseq", "give_up", "interval", "session", "target", "ua", "wire")
 
     def __init__(self, ua: UserAgent, session: Session, target: Target, wire: bytes,
-                 give_up: float) -> None:
+                 give_up: float, cseq: int | None = None) -> None:
         self.ua = ua
         self.session = session
         self.target = target
         self.wire = wire
         self.give_up = give_up
+        self.cseq = cseq
         self.interval = ua.config.timers.t1
+
+    def waiting(self) -> bool:
+        """Whether the ACK is still awaited (not arrived, the session not ending)."""
+        session = self.session
+        if self.cseq is None:
+            return session.state is SessionState.ANSWERED
+        return session.state is SessionState.CONFIRMED and \
+            session._reinvite_ack_cseq == self.cseq
 
     def fire(self, at: float) -> None:
         session, ua = self.session, self.ua
         session._retransmit = None
-        if session.state is not SessionState.ANSWERED:
+        if not self.waiting():
             return
         if at >= self.give_up:
-            session.end_reason = "no ACK for 2xx"
+            session._reinvite_ack_cseq = None
+            session.end_reason = "no ACK for 2xx" if self.cseq is None \
+                else "no ACK for 2xx to re-INVITE"
             ua.bye(session, at)
             return
         if not self.target.reliable:
