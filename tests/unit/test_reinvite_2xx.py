@@ -222,6 +222,27 @@ def test_a_retransmitted_reinvite_is_absorbed_and_the_resent_2xx_answers_it() ->
     assert len(oks(net, bob, seq)) == 2 and outbound.state is SessionState.CONFIRMED
 
 
+@pytest.mark.parametrize("status", [200, 488])
+def test_a_newer_reinvite_ends_the_wait_for_a_lost_ack(status: int) -> None:
+    """The far end sent a new INVITE: it had our 2xx. Its ACK was lost for good; the call
+    must not be hung up for it, whatever we answer the new one, and the late ACK of the
+    older one changes nothing."""
+    net, alice, bob = agents()
+    outbound, inbound = call(net, alice, bob)
+    net.drop = lambda transmit: is_ack(transmit, 2)
+    first = reinvite(net, alice, outbound, bob, inbound)
+    net.advance(1.0)
+    second = reinvite(net, alice, outbound, bob, inbound, status)
+    assert (first, second) == (2, 3)
+    net.advance(40.0)
+    assert len(oks(net, bob, first)) == 2  # at 0 and 0.5, no more
+    assert len(oks(net, bob, second)) == (1 if status == 200 else 0)
+    assert inbound.state is SessionState.CONFIRMED and not net.sent_by(bob, b"BYE ")
+    [late] = [t for _, _, t in net.wire if is_ack(t, first)][:1]
+    bob.receive(late.data, Target("udp", *ALICE), net.now)
+    assert inbound._retransmit is None and not bob.pop_transmissions()
+
+
 def test_the_per_call_state_does_not_grow_with_reinvites() -> None:
     net, alice, bob = agents()
     outbound, inbound = call(net, alice, bob)

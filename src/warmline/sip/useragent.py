@@ -1212,7 +1212,14 @@ class UserAgent:
 
     def _accept_reinvite(self, session: Session, request: Request,
                          transaction: ServerTransaction, now: float) -> bool:
-        """Glare: 491 while our re-INVITE is pending, 500 while theirs is (RFC 3261 §14.2)."""
+        """Glare: 491 while our re-INVITE is pending, 500 while theirs is (RFC 3261 §14.2).
+
+        A newer re-INVITE while our 2xx to the last one still waits for its ACK shows the
+        far end had that 2xx (§14.1: no new INVITE while one is in progress): the wait ends
+        as if the ACK had come (lost, or overtaken by this request).
+        """
+        if session._reinvite_ack_cseq is not None and session.state is SessionState.CONFIRMED:
+            self._reinvite_acked(session, now)
         if session._reinvite_pending:
             self.layer.respond(transaction, make_response(request, 491), now)
             return False
@@ -1246,9 +1253,9 @@ class UserAgent:
         §13.3.1.4, §14.2): the same timers, and a BYE if no ACK comes within 64*T1.
 
         The server transaction only absorbs retransmitted re-INVITEs in Accepted (RFC 6026
-        §7.1): these resends are what answers them. One wait per session: a 2xx to a newer
-        re-INVITE replaces the last one's. Not while the initial 2xx still waits for its
-        ACK (that owns the slot), nor once the session is ending.
+        §7.1): these resends are what answers them. One wait per session, as a newer
+        re-INVITE ends the last one's (:meth:`_accept_reinvite`). Not while the initial 2xx
+        still waits for its ACK (that owns the slot), nor once the session is ending.
         """
         if session.state is not SessionState.CONFIRMED:
             return
