@@ -222,6 +222,50 @@ def test_a_retransmitted_reinvite_is_absorbed_and_the_resent_2xx_answers_it() ->
     assert len(oks(net, bob, seq)) == 2 and outbound.state is SessionState.CONFIRMED
 
 
+def test_a_reinvite_of_ours_waits_for_the_ack_to_our_2xx() -> None:
+    """§14.1: no new INVITE while one is in progress in either direction."""
+    net, alice, bob = agents()
+    outbound, inbound = call(net, alice, bob)
+    lost = {"acks": 0}
+
+    def lose_one_ack(transmit: Transmit) -> bool:
+        if is_ack(transmit, 2) and lost["acks"] == 0:
+            lost["acks"] += 1
+            return True
+        return False
+
+    net.drop = lose_one_ack
+    reinvite(net, alice, outbound, bob, inbound)
+    bob.reinvite(inbound, SDP_B, net.now)
+    net.flush()
+    assert not net.sent_by(bob, b"INVITE ")  # held
+    net.advance(0.6)  # the 2xx is resent at T1, ACKed: then Bob's re-INVITE goes
+    [ours] = [(at, t) for at, a, t in net.wire if a == BOB and t.data.startswith(b"INVITE ")]
+    [acked] = [at for at, _, t in net.wire if is_ack(t, 2)][1:]
+    assert acked <= ours[0]
+    [event] = only(net.take(alice), RequestInDialog)
+    alice.respond(event.transaction, 200, net.now, session=outbound, body=SDP_A)
+    net.advance(1.0)
+    assert only(net.take(bob), InDialogResponse)[0].response.status == 200
+    assert not net.sent_by(alice, b"SIP/2.0 491")
+
+
+def test_a_bye_and_a_refer_do_not_wait_for_the_ack() -> None:
+    net, alice, bob = agents()
+    outbound, inbound = call(net, alice, bob)
+    net.drop = lambda transmit: is_ack(transmit, 2)
+    seq = reinvite(net, alice, outbound, bob, inbound)
+    bob.refer(inbound, "<sip:carol@127.0.0.3>", net.now)
+    net.flush()
+    assert net.sent_by(bob, b"REFER ")
+    bob.bye(inbound, net.now)
+    net.flush()
+    assert net.sent_by(bob, b"BYE ")
+    net.advance(5.0)
+    assert len(oks(net, bob, seq)) == 1  # hanging up stopped the resends
+    assert inbound.ended and only(net.take(alice), CallEnded)
+
+
 @pytest.mark.parametrize("status", [200, 488])
 def test_a_newer_reinvite_ends_the_wait_for_a_lost_ack(status: int) -> None:
     """The far end sent a new INVITE: it had our 2xx. Its ACK was lost for good; the call

@@ -837,7 +837,7 @@ class UserAgent:
     def _send_in_dialog(self, session: Session, request: Request, kind: str, now: float,
                         refer: ReferSubscription | None = None, auth_attempts: int = 0) -> None:
         assert session.dialog is not None
-        if session.inbound and session.state is SessionState.ANSWERED:
+        if _waits_for_ack(session, request):
             session.held_requests.append((request, kind, refer))  # sent when the ACK comes
             return
         target = self._target_of(session, session.dialog)
@@ -1275,9 +1275,12 @@ class UserAgent:
         self._reinvite_acked(session, now)
 
     def _reinvite_acked(self, session: Session, now: float) -> None:
-        """Our 2xx to a re-INVITE arrived: stop resending it."""
+        """Our 2xx to a re-INVITE arrived: stop resending it; send what waited for it."""
         self._stop_retransmit(session)
         session._reinvite_ack_cseq = None
+        held, session.held_requests = session.held_requests, []
+        for request, kind, refer in held:
+            self._send_in_dialog(session, request, kind, now, refer=refer)
 
     def _on_refer_notify(self, session: Session, request: Request,
                          transaction: ServerTransaction, now: float) -> bool:
@@ -1686,6 +1689,26 @@ def _transport_of(session: Session) -> str:
         return session.target.transport
     via: Via = session.invite.top_via
     return {"TCP": "tcp", "TLS": "tls"}.get(via.transport, "udp")
+
+
+def _waits_for_ack(session: Session, request: Request) -> bool:
+    """Whether a request of ours in the dialog must wait for the ACK to our 2xx.
+
+    After our 2xx to the initial INVITE, everything waits: the far end has no dialog
+    until the 2xx reaches it (a REFER sent at once overtook it through a proxy's
+    parallel workers and got 481), and the callee must not BYE before the ACK (§15).
+
+    After our 2xx to a re-INVITE the dialog is up at both ends, so only a new offer
+    waits: an INVITE of ours (§14.1: no INVITE while another is in progress in either
+    direction) or an UPDATE with a body (if that 2xx carried our offer, its answer comes
+    in the ACK: one offer at a time, RFC 3264, RFC 3311 §5.1). A BYE, REFER, INFO or
+    NOTIFY goes at once: hanging up must not wait up to 64*T1 for a lost ACK.
+    """
+    if session.inbound and session.state is SessionState.ANSWERED:
+        return True
+    if session._reinvite_ack_cseq is None or session.state is not SessionState.CONFIRMED:
+        return False
+    return request.method == "INVITE" or (request.method == "UPDATE" and bool(request.body))
 
 
 def _event_id(event: str) -> int | None:
