@@ -70,9 +70,12 @@ class Session:
     app: dict[str, Any] = field(default_factory=dict)
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None
+    # resends our reliable 1xx, our 2xx to the INVITE, or our 2xx to a re-INVITE (one at a time)
     _retransmit: TimerHandle | None = None
     _reinvite_pending: bool = False
     _incoming_reinvite: InviteServerTransaction | None = None
+    # the CSeq of the far end's re-INVITE whose 2xx we resend until its ACK (RFC 3261 §14.2)
+    _reinvite_ack_cseq: int | None = None
     _timer_handle: TimerHandle | None = None
 
     @property

@@ -873,7 +873,7 @@ class UserAgent:
     def _send_in_dialog(self, session: Session, request: Request, kind: str, now: float,
                         refer: ReferSubscription | None = None, auth_attempts: int = 0) -> None:
         assert session.dialog is not None
-        if session.inbound and session.state is SessionState.ANSWERED:
+        if _waits_for_ack(session, request):
             session.held_requests.append((request, kind, refer))  # sent when the ACK comes
             return
         target = self._target_of(session, session.dialog)
@@ -889,9 +889,12 @@ class UserAgent:
         session._ack_wire, session._ack_target = ack.to_bytes(), target
         self.layer.send_raw(target, session._ack_wire)
 
-    def _retransmit_2xx(self, session: Session, target: Target, wire: bytes, now: float) -> None:
+    def _retransmit_2xx(self, session: Session, target: Target, wire: bytes, now: float,
+                        cseq: int | None = None) -> None:
+        """``cseq``: the re-INVITE's, for a 2xx to a re-INVITE; None for the initial INVITE."""
         timers = self.config.timers
-        retransmitter = _TwoXXRetransmitter(self, session, target, wire, now + timers.timeout)
+        retransmitter = _TwoXXRetransmitter(self, session, target, wire, now + timers.timeout,
+                                            cseq)
         first = now + (timers.t1 if not target.reliable else timers.timeout)
         session._retransmit = self.scheduler.call_at(first, retransmitter.fire)
 
@@ -1171,6 +1174,9 @@ class UserAgent:
 
     def _on_ack(self, ack: Request, now: float) -> None:
         session = self._sessions.get((ack.call_id, ack.to.tag or ""))
+        if session is not None and session.state is SessionState.CONFIRMED:
+            self._on_reinvite_ack(session, ack, now)
+            return
         if session is None or session.state is not SessionState.ANSWERED:
             return
         self._stop_retransmit(session)
@@ -1242,7 +1248,14 @@ class UserAgent:
 
     def _accept_reinvite(self, session: Session, request: Request,
                          transaction: ServerTransaction, now: float) -> bool:
-        """Glare: 491 while our re-INVITE is pending, 500 while theirs is (RFC 3261 §14.2)."""
+        """Glare: 491 while our re-INVITE is pending, 500 while theirs is (RFC 3261 §14.2).
+
+        A newer re-INVITE while our 2xx to the last one still waits for its ACK shows the
+        far end had that 2xx (§14.1: no new INVITE while one is in progress): the wait ends
+        as if the ACK had come (lost, or overtaken by this request).
+        """
+        if session._reinvite_ack_cseq is not None and session.state is SessionState.CONFIRMED:
+            self._reinvite_acked(session, now)
         if session._reinvite_pending:
             self.layer.respond(transaction, make_response(request, 491), now)
             return False
@@ -1267,6 +1280,43 @@ class UserAgent:
                 response.set("Content-Type", _SDP)
                 session.local_sdp = response.body
         self.layer.respond(transaction, response, now)
+        if response.is_success:
+            self._resend_until_ack(session, transaction, now)
+
+    def _resend_until_ack(self, session: Session, transaction: InviteServerTransaction,
+                          now: float) -> None:
+        """Resend our 2xx to a re-INVITE until its ACK, as the initial one (RFC 3261
+        §13.3.1.4, §14.2): the same timers, and a BYE if no ACK comes within 64*T1.
+
+        The server transaction only absorbs retransmitted re-INVITEs in Accepted (RFC 6026
+        §7.1): these resends are what answers them. One wait per session, as a newer
+        re-INVITE ends the last one's (:meth:`_accept_reinvite`). Not while the initial 2xx
+        still waits for its ACK (that owns the slot), nor once the session is ending.
+        """
+        if session.state is not SessionState.CONFIRMED:
+            return
+        self._stop_retransmit(session)
+        cseq = session._reinvite_ack_cseq = transaction.request.cseq.seq
+        self._retransmit_2xx(session, transaction.target, transaction.hand_over_2xx(), now,
+                             cseq)
+
+    def _on_reinvite_ack(self, session: Session, ack: Request, now: float) -> None:
+        """An ACK in a confirmed dialog: only the one for our awaited 2xx (its re-INVITE's
+        CSeq number, from the far end of this dialog) stops the retransmissions; a late ACK
+        of an older (re-)INVITE, or a retransmitted one, changes nothing."""
+        dialog = session.dialog
+        if session._reinvite_ack_cseq != ack.cseq.seq or dialog is None \
+                or dialog.remote_tag != (ack.from_.tag or ""):
+            return
+        self._reinvite_acked(session, now)
+
+    def _reinvite_acked(self, session: Session, now: float) -> None:
+        """Our 2xx to a re-INVITE arrived: stop resending it; send what waited for it."""
+        self._stop_retransmit(session)
+        session._reinvite_ack_cseq = None
+        held, session.held_requests = session.held_requests, []
+        for request, kind, refer in held:
+            self._send_in_dialog(session, request, kind, now, refer=refer)
 
     def _on_refer_notify(self, session: Session, request: Request,
                          transaction: ServerTransaction, now: float) -> bool:
@@ -1621,28 +1671,44 @@ class _ReliableProvisional:
 class _TwoXXRetransmitter:
     """Re-sends a 2xx at T1, 2*T1 ... capped at T2 until the ACK; BYE after 64*T1 (§13.3.1.4).
 
+    ``cseq`` is None for the 2xx to the initial INVITE, else the CSeq number of the
+    re-INVITE the 2xx answers: the same timers, and the same BYE when no ACK comes
+    (§14.2: "If a UAS generates a 2xx response and never receives an ACK, it SHOULD
+    generate a BYE to terminate the dialog").
+
     A small object rather than a closure, so that no reference cycle is left for
     the garbage collector at the end of every call.
     """
 
-    __slots__ = ("give_up", "interval", "session", "target", "ua", "wire")
+    __slots__ = ("cseq", "give_up", "interval", "session", "target", "ua", "wire")
 
     def __init__(self, ua: UserAgent, session: Session, target: Target, wire: bytes,
-                 give_up: float) -> None:
+                 give_up: float, cseq: int | None = None) -> None:
         self.ua = ua
         self.session = session
         self.target = target
         self.wire = wire
         self.give_up = give_up
+        self.cseq = cseq
         self.interval = ua.config.timers.t1
+
+    def waiting(self) -> bool:
+        """Whether the ACK is still awaited (not arrived, the session not ending)."""
+        session = self.session
+        if self.cseq is None:
+            return session.state is SessionState.ANSWERED
+        return session.state is SessionState.CONFIRMED and \
+            session._reinvite_ack_cseq == self.cseq
 
     def fire(self, at: float) -> None:
         session, ua = self.session, self.ua
         session._retransmit = None
-        if session.state is not SessionState.ANSWERED:
+        if not self.waiting():
             return
         if at >= self.give_up:
-            session.end_reason = "no ACK for 2xx"
+            session._reinvite_ack_cseq = None
+            session.end_reason = "no ACK for 2xx" if self.cseq is None \
+                else "no ACK for 2xx to re-INVITE"
             ua.bye(session, at)
             return
         if not self.target.reliable:
@@ -1659,6 +1725,26 @@ def _transport_of(session: Session) -> str:
         return session.target.transport
     via: Via = session.invite.top_via
     return {"TCP": "tcp", "TLS": "tls"}.get(via.transport, "udp")
+
+
+def _waits_for_ack(session: Session, request: Request) -> bool:
+    """Whether a request of ours in the dialog must wait for the ACK to our 2xx.
+
+    After our 2xx to the initial INVITE, everything waits: the far end has no dialog
+    until the 2xx reaches it (a REFER sent at once overtook it through a proxy's
+    parallel workers and got 481), and the callee must not BYE before the ACK (§15).
+
+    After our 2xx to a re-INVITE the dialog is up at both ends, so only a new offer
+    waits: an INVITE of ours (§14.1: no INVITE while another is in progress in either
+    direction) or an UPDATE with a body (if that 2xx carried our offer, its answer comes
+    in the ACK: one offer at a time, RFC 3264, RFC 3311 §5.1). A BYE, REFER, INFO or
+    NOTIFY goes at once: hanging up must not wait up to 64*T1 for a lost ACK.
+    """
+    if session.inbound and session.state is SessionState.ANSWERED:
+        return True
+    if session._reinvite_ack_cseq is None or session.state is not SessionState.CONFIRMED:
+        return False
+    return request.method == "INVITE" or (request.method == "UPDATE" and bool(request.body))
 
 
 def _event_id(event: str) -> int | None:
