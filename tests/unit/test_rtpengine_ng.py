@@ -281,3 +281,23 @@ def test_a_plain_bridged_pair_goes_to_rtpengine_and_comes_back_before_a_change()
         for sock in facing:
             sock.close()
     asyncio.run(scenario())
+
+
+def test_a_leg_names_its_anchor_and_an_heir_releases_a_dead_nodes_anchor() -> None:
+    """An rtpengine leg outlives its node (rtpengine goes on forwarding): its call-id is
+    the anchor the heir deletes once the call moved to its own legs; embedded legs have
+    none (their sockets die with the process) and releasing is a no-op there."""
+    async def scenario() -> None:
+        client = ScriptedNg([30000, 30001])
+        relay = EmbeddedRelay("127.0.0.1", PortRange(31200, 31210))
+        plane = RtpenginePlane(client, relay)
+        leg = await plane.open_leg("caller")
+        assert leg.anchor == leg.call_id
+        plane.release("warmline-deadbeef-7")  # what a dead node's leg left
+        await asyncio.sleep(0.01)
+        assert ("delete", {"call-id": "warmline-deadbeef-7", "delete delay": 0}) in client.sent
+        inner = await relay.open_leg("human")
+        assert inner.anchor is None
+        relay.release("anything")
+        await plane.close()
+    asyncio.run(scenario())

@@ -58,6 +58,7 @@ class InheritedLeg:
     inbound: bool
     codec: str | None
     sdp_origin: tuple[int, int] | None  # our SDP's session id and version there
+    anchor: str | None = None  # what of its media outlived the node (rtpengine's call)
 
     @classmethod
     def read(cls, entry: dict[str, Any]) -> InheritedLeg:
@@ -67,8 +68,10 @@ class InheritedLeg:
             sdp = entry.get("sdp")
             origin = (int(sdp[0]), int(sdp[1])) if isinstance(sdp, list) and len(sdp) == 2 \
                 else None
+            anchor = entry.get("anchor")
             return cls(memo, str(entry.get("role", "human")), bool(entry.get("inbound", True)),
-                       str(entry["codec"]) if entry.get("codec") else None, origin)
+                       str(entry["codec"]) if entry.get("codec") else None, origin,
+                       str(anchor) if anchor else None)
         except (KeyError, TypeError, ValueError) as error:
             raise SipParseError(f"not a dialog entry: {error}") from None
 
@@ -139,6 +142,7 @@ class Adoption:
             media.close()
             raise
         session.app["codec"] = inherited.codec
+        session.app["anchor"] = inherited.anchor
         return CallLeg(session, media, negotiation)
 
     def _call(self, orphan: OrphanCall, legs: list[CallLeg], bridged: bool) -> Call:
@@ -173,9 +177,13 @@ class Adoption:
 
     def _answered(self, call: Call, leg: CallLeg, event: InDialogResponse) -> None:
         response = event.response
-        if response is None or response.status < 200:
-            if response is None:  # timed out: the far end is gone too
-                self.switchboard.hang_up(leg, LOST_REASON)
+        if response is not None and response.status < 200:
+            return
+        anchor = leg.session.app.pop("anchor", None)
+        if isinstance(anchor, str):  # moved to our leg, or ending: the old anchor goes
+            self.switchboard.plane.release(anchor)
+        if response is None:  # timed out: the far end is gone too
+            self.switchboard.hang_up(leg, LOST_REASON)
             return
         if not response.is_success:
             log.warning("call %s: the adopting re-INVITE got %d; hanging up", call.id,
@@ -196,4 +204,6 @@ class Adoption:
         self.ended += 1
         memo = inherited.memo
         board = self.switchboard
+        if inherited.anchor is not None:
+            board.plane.release(inherited.anchor)
         board.shell.run(lambda now: board.shell.ua.end_remembered(memo, now, LOST_REASON))

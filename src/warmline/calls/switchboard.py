@@ -211,6 +211,7 @@ class Switchboard:
         return {"memo_key": memo.key, "memo": memo.to_json(), "call": call.id,
                 "role": "caller" if call.caller.session is session else "human",
                 "inbound": session.inbound, "codec": leg.codec if leg else None,
+                "anchor": leg.media.anchor if leg else None,
                 "sdp": [leg.negotiation.session_id, leg.negotiation.version] if leg else None}
 
     # ------------------------------------------------------------------ takeover

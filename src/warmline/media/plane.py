@@ -97,6 +97,12 @@ class MediaLeg(Protocol):
         Kept for the call's records; None until one arrives (not every far end sends RTCP).
         """
 
+    @property
+    def anchor(self) -> str | None:
+        """What of this leg outlives our process (rtpengine's call-id), for the node that
+        takes the call over to release once it moved the call to its own legs; None when
+        the leg dies with us (the embedded relay)."""
+
     def configure(self, stream: AudioStream) -> None:
         """The negotiated codec, direction and far end's address (from SDP), again at each
         re-offer; a stream on hold (recvonly/inactive) gets nothing sent to it."""
@@ -204,6 +210,10 @@ class MediaPlane(Protocol):
 
     def healthy(self) -> bool:
         """Whether the plane can serve now (rtpengine answers its pings); for /readyz."""
+
+    def release(self, anchor: str) -> None:
+        """Free what a dead node's leg left (its ``anchor``) once its call has moved to our
+        legs; in the background, failures logged (nothing to do on the embedded relay)."""
 
     async def close(self) -> None:
         """Close every leg still open and release what the plane holds."""

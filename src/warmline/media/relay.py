@@ -94,6 +94,9 @@ class EmbeddedRelay:
         """In-process: as healthy as the process itself."""
         return True
 
+    def release(self, anchor: str) -> None:
+        """Embedded legs leave nothing behind their process."""
+
     def _bind_pair(self, port: int) -> tuple[socket.socket, socket.socket] | None:
         """RTP on ``port`` and RTCP on ``port + 1``, or None if either is taken."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET

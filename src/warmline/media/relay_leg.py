@@ -130,6 +130,10 @@ class RelayLeg:
         return self._local
 
     @property
+    def anchor(self) -> str | None:
+        return None  # the socket dies with the process
+
+    @property
     def counters(self) -> LegCounters:
         """Packets in and out, those handled by the fast path included."""
         offload, fast_path = self.offload, self.fast_path

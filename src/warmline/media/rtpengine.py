@@ -146,6 +146,11 @@ class RtpengineLeg:
         return self._local
 
     @property
+    def anchor(self) -> str | None:
+        """rtpengine's call: it goes on forwarding after we die, until released."""
+        return self.call_id
+
+    @property
     def counters(self) -> LegCounters:
         """The relay leg's counters, plus what rtpengine forwarded while it bridged us
         (so the silence watchdog sees a bridged caller talking)."""
@@ -442,6 +447,12 @@ class RtpenginePlane:
         self.legs.pop(leg.call_id, None)
         self._deleting.add(worker)
         worker.add_done_callback(self._deleting.discard)
+
+    def release(self, anchor: str) -> None:
+        """Delete a dead node's rtpengine call for a leg its heir moved to its own."""
+        task = asyncio.get_running_loop().create_task(self.delete(anchor))
+        self._deleting.add(task)
+        task.add_done_callback(self._deleting.discard)
 
     async def delete(self, call_id: str) -> None:
         """Delete a leg's rtpengine call now (failures logged: rtpengine's own timeout
