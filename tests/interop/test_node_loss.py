@@ -1,13 +1,14 @@
 """A call survives the loss of its node: `kill -9` of node A, node B takes its calls over.
 
-Two `warmline serve --http` nodes share a redis-server (heartbeat 0.5 s). Three PJSIP
-phones, real UAs that honour a target refresh: caller 1 (a 700 Hz tone) is bridged by
-node A to a human (1,300 Hz); caller 2 is with the AI (hold audio). Node A is killed
-with SIGKILL. Node B sees A's beat expire and adopts both calls (cluster/takeover.py,
-calls/adoption.py): a re-INVITE to each far end with B's Contact and B's media. Then:
+Two `warmline serve --http` nodes share a redis-server (heartbeat 0.5 s); the callers
+reach node A through the shipped Kamailio config (it record-routes). Three PJSIP phones,
+real UAs that honour a target refresh: caller 1 (a 700 Hz tone) is bridged by node A to
+a human (1,300 Hz); caller 2 is with the AI (hold audio). Node A is killed with SIGKILL. Node B sees A's beat expire and adopts both calls (cluster/takeover.py,
+calls/adoption.py): a re-INVITE to each far end with B's Contact and B's media (the
+callers' through Kamailio, by their route set). Then:
 both calls are listed by B under their old ids; the bridged pair hears each other
 through B; caller 2 hears B's hold audio, and its own BYE reaches B (the target
-refresh worked); node A restarted on the same records leaves the dialogs B took
+refresh worked, Kamailio routed it to B); node A restarted on the same records leaves the dialogs B took
 alone (no BYE from its journal); B's API hangs up the bridged call, which ends both
 phones' calls with a BYE.
 """
@@ -15,6 +16,7 @@ phones' calls with a BYE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import wave
@@ -25,6 +27,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.interop.kamailio import shipped_kamailio
 from tests.interop.peers import (
     ServeProcess,
     free_port,
@@ -60,10 +63,12 @@ def _node(workdir: Path, name: str, redis: RedisPeer, sip: int | None = None,
 
 
 def test_killed_nodes_calls_go_on_at_another_node(tmp_path: Path) -> None:
-    with redis_server(tmp_path) as redis:
+    with redis_server(tmp_path) as redis, contextlib.ExitStack() as stack:
         node_a, ports_a = _node(tmp_path / "a", "a", redis)
         node_b, ports_b = _node(tmp_path / "b", "b", redis)
-        dial_a = f"sip:ai@127.0.0.1:{ports_a[0]}"
+        proxy = stack.enter_context(shipped_kamailio(
+            tmp_path / "kamailio", [f"sip:127.0.0.1:{ports_a[0]}"], children=1))
+        dial_a = f"sip:ai@127.0.0.1:{proxy.port}"  # Kamailio knows node A only
         wavs = {name: tmp_path / f"{name}.wav" for name in ("human", "caller1", "caller2")}
         restarted: list[ServeProcess] = []
         try:
@@ -86,6 +91,13 @@ def test_killed_nodes_calls_go_on_at_another_node(tmp_path: Path) -> None:
                     stop_serve(node)
         log_b = node_b.log()
         assert "stopped beating with 2 call(s) up; taking them over" in log_b, log_b[-3000:]
+        # B's re-INVITEs to the callers went by their route set, through Kamailio; caller
+        # 2's BYE came back through Kamailio to B (its Contact now)
+        routed = [(t.fields.get("method"), t.fields.get("src"), t.fields.get("ruri", ""))
+                  for t in proxy.traces("in-dialog")]
+        b_address = f"127.0.0.1:{ports_b[0]}"
+        assert sum(1 for m, src, _ in routed if m == "INVITE" and src == b_address) == 2, routed
+        assert any(m == "BYE" and ruri.endswith(b_address) for m, _, ruri in routed), routed
     for name, phone in phones.items():  # each phone's stream moved to node B (re-INVITE)
         assert len({e["port"] for e in phone.events("media")}) >= 1, name
         assert len(phone.events("media")) >= 2, (name, phone.text()[-2000:])
