@@ -11,7 +11,16 @@
    a baresip human (speech), with it off (the default): the media runs through the
    relay behind rtpengine, one stream at the caller, and baresip's recording holds
    the caller's speech.
-2. `warmline serve` with `[media] plane = "rtpengine"`: a call's SDP names
+2. The rest of the transfer matrix on the plane (bridging off, the default), the caller
+   a sipp that streams speech and waits for warmline's BYE: attended (hold, the 3-way
+   mix with the AI's introduction, then the PJSIP human), temporary (warm to a PJSIP
+   human who hangs up; the AI speaks again, then hangs up), and failure (a busy human,
+   then a next destination that never answers and is CANCELed, the announcement, the
+   AI). tshark at the caller: one stream, audio on both sides of every switch and no
+   gap over 60 ms. Blind: a sipp transferee checks the REFER and reports the outcome
+   by NOTIFY (2xx: warmline's BYE; 486: back to the AI). In every case rtpengine holds
+   no call afterwards (`list`), and a `query` for the caller leg's call is refused.
+3. `warmline serve` with `[media] plane = "rtpengine"`: a call's SDP names
    rtpengine's port; once rtpengine stops answering, the next call gets 503
    with the reason (never a ringing hang) and /readyz says media_plane false.
 """
@@ -322,6 +331,9 @@ def test_the_rest_of_the_transfer_matrix_through_rtpengine(case: str, tmp_path: 
             welcome_back=welcome_back, announcement="Sorry, nobody is free."))
         if phone is not None:
             assert phone.wait("done")["code"] == 0, phone.text()[-3000:]
+            [invite] = phone.invites()  # the human is offered rtpengine's port too
+            offered = re.search(r"m=audio (\d+)", invite)
+            assert offered is not None and int(offered.group(1)) in rtpe.ports, invite
         ports = rtpe.ports
     handoff = seen.handoff
     events = kinds(handoff)
