@@ -254,10 +254,13 @@ async def run_on_rtpengine(tmp_path: Path, ng_port: int, caller: Path, media_por
             await asyncio.sleep(0.05)
         assert not running.ua.sessions, "a dialog was left open"
         assert not plane.legs, "a leg was left open"
-        await asyncio.sleep(0.1)  # the deletes queued behind each leg's last command
-        listed = (await client.command("list")).get("calls")
-        assert isinstance(listed, list), listed
-        after = [call_id.decode() for call_id in listed if isinstance(call_id, bytes)]
+        for _ in range(20):  # the deletes run behind each leg's last queued command
+            listed = (await client.command("list")).get("calls")
+            assert isinstance(listed, list), listed
+            after = [call_id.decode() for call_id in listed if isinstance(call_id, bytes)]
+            if not after:
+                break
+            await asyncio.sleep(0.05)
         try:
             reply = await client.command("query", **{"call-id": anchored[0].call_id})
             query = str(reply.get("result"))
@@ -267,7 +270,6 @@ async def run_on_rtpengine(tmp_path: Path, ng_port: int, caller: Path, media_por
         await plane.close()
     [handoff] = handoffs
     return Matrix(handoff, returned, anchored[0].local.port, anchored[0].call_id, after, query)
-
 
 
 @dataclass(frozen=True)
