@@ -205,6 +205,9 @@ class RtpengineLeg:
                 await job()
             except RtpengineError as error:
                 log.warning("rtpengine leg %s (%s): %s", self.inner.label, self.call_id, error)
+            except Exception:  # a bug in one job must not silence the leg's later ones,
+                log.exception("rtpengine leg %s (%s): a command failed", self.inner.label,
+                              self.call_id)  # its delete above all
             if self.closed and self._queue.empty():
                 return  # the delete was the last job: nothing re-creates the call after it
 
