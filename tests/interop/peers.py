@@ -288,11 +288,28 @@ def capture_udp(workdir: Path, port: int, seconds: int = 30) -> Iterator[Path]:
         ["tshark", "-i", "lo", "-f", f"udp dst port {port}", "-w", str(pcap),
          "-a", f"duration:{seconds}", "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(1.5)  # tshark needs a moment before it captures
+        _until_capturing(process, time.monotonic() + 5.0)
+        time.sleep(0.3)  # "Capturing on" comes a moment before packets are caught
         yield pcap
     finally:
         time.sleep(0.3)
         stop_process(process)
+
+
+def _until_capturing(process: subprocess.Popen[bytes], deadline: float) -> None:
+    """Wait for tshark's "Capturing on" line (stderr), at most until ``deadline``."""
+    import select
+    import time
+
+    assert process.stderr is not None
+    said = b""
+    while b"Capturing on" not in said and time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.05)
+        if ready:
+            chunk = os.read(process.stderr.fileno(), 4096)
+            if not chunk:
+                return  # tshark exited: the test's own checks will say what is missing
+            said += chunk
 
 
 def rtp_arrivals(pcap: Path, port: int) -> list[tuple[float, int, int]]:

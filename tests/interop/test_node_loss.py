@@ -3,14 +3,14 @@
 Two `warmline serve --http` nodes share a redis-server (heartbeat 0.5 s); the callers
 reach node A through the shipped Kamailio config (it record-routes). Three PJSIP phones,
 real UAs that honour a target refresh: caller 1 (a 700 Hz tone) is bridged by node A to
-a human (1,300 Hz); caller 2 is with the AI (hold audio). Node A is killed with SIGKILL. Node B sees A's beat expire and adopts both calls (cluster/takeover.py,
+a human (1,300 Hz); caller 2 is with the AI (hold audio). Node A is killed with SIGKILL.
+Node B sees A's beat expire and adopts both calls (cluster/takeover.py,
 calls/adoption.py): a re-INVITE to each far end with B's Contact and B's media (the
-callers' through Kamailio, by their route set). Then:
-both calls are listed by B under their old ids; the bridged pair hears each other
-through B; caller 2 hears B's hold audio, and its own BYE reaches B (the target
-refresh worked, Kamailio routed it to B); node A restarted on the same records leaves the dialogs B took
-alone (no BYE from its journal); B's API hangs up the bridged call, which ends both
-phones' calls with a BYE.
+callers' through Kamailio, by their route set). Then: both calls are listed by B under
+their old ids; the bridged pair hears each other through B; caller 2 hears B's hold
+audio, and its own BYE reaches B (the target refresh worked, Kamailio routed it to B);
+node A restarted on the same records leaves the dialogs B took alone (no BYE from its
+journal); B's API hangs up the bridged call, which ends both phones' calls with a BYE.
 """
 
 from __future__ import annotations
