@@ -167,7 +167,8 @@ def render_config(host: str, port: int, list_file: Path, ctl_socket: str, *,
 
 def render_shipped_config(host: str, port: int, list_file: Path, ctl_socket: str, *,
                           fr_timer_ms: int = 1000, ping_interval: int = 1, debug: int = 2,
-                          trace: bool = True) -> str:
+                          trace: bool = True, flood_density: int = 60,
+                          flood_exempt: str = "127.0.0.0/8") -> str:
     """deploy/kamailio/warmline.cfg with the lines of its "Edit for your deployment" block
     rewritten, exactly as an operator edits them (each line must be there exactly once)."""
     lines = {
@@ -177,6 +178,8 @@ def render_shipped_config(host: str, port: int, list_file: Path, ctl_socket: str
         r"#!define WL_PING_INTERVAL \d+": f"#!define WL_PING_INTERVAL {ping_interval}",
         r'#!define WL_PING_FROM ".*"': f'#!define WL_PING_FROM "sip:kamailio@{host}"',
         r"##!define WITH_TRACE": "#!define WITH_TRACE" if trace else "##!define WITH_TRACE",
+        r"#!define WL_FLOOD_DENSITY \d+": f"#!define WL_FLOOD_DENSITY {flood_density}",
+        r'#!define WL_FLOOD_EXEMPT ".*"': f'#!define WL_FLOOD_EXEMPT "{flood_exempt}"',
         r"debug=\d+": f"debug={debug}",
         r"listen=udp:\S+": f"listen=udp:{host}:{port}",
     }
@@ -272,7 +275,8 @@ def kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
 def shipped_kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0.1",
                      fr_timer_ms: int = 1000, ping_interval: int = 1, debug: int = 2,
                      trace: bool = True, lifetime: float = 60.0, children: int | None = None,
-                     shm_mb: int = 64, start_timeout: float = 10.0) -> Iterator[Kamailio]:
+                     shm_mb: int = 64, start_timeout: float = 10.0, flood_density: int = 60,
+                     flood_exempt: str = "127.0.0.0/8") -> Iterator[Kamailio]:
     """The shipped deploy/kamailio/warmline.cfg (hash on Call-ID, OPTIONS probing every
     ``ping_interval`` s) on ``host``:<free port> in front of ``backends``. Bounded and
     stopped like :func:`kamailio`."""
@@ -283,7 +287,8 @@ def shipped_kamailio(workdir: Path, backends: list[str], *, host: str = "127.0.0
 
     def render(port: int, ctl_socket: str) -> str:
         text = render_shipped_config(host, port, list_file, ctl_socket, fr_timer_ms=fr_timer_ms,
-                                     ping_interval=ping_interval, debug=debug, trace=trace)
+                                     ping_interval=ping_interval, debug=debug, trace=trace,
+                                     flood_density=flood_density, flood_exempt=flood_exempt)
         return text if children is None else text.replace("children=4", f"children={children}")
 
     with _running(workdir, host, render, list_file, lifetime, start_timeout,

@@ -247,3 +247,40 @@ def test_a_draining_node_answers_options_503_with_a_reason(tmp_path: Path) -> No
     finally:
         code = stop_serve(server)
     assert code == 0, server.log()
+
+
+def test_a_flooding_source_is_ignored_by_the_shipped_config_and_exempt_ones_never(
+        tmp_path: Path) -> None:
+    """Per-source flood protection lives in Kamailio (pike in the shipped config): 100
+    requests in a burst from 127.0.0.1 get about WL_FLOOD_DENSITY answers, the rest are
+    dropped unanswered; the same burst from an exempt address (a carrier) is all answered."""
+    with shipped_kamailio(tmp_path / "kamailio", [f"sip:127.0.0.1:{free_port()}"],
+                          flood_density=20, flood_exempt="127.0.0.2/32") as proxy:
+        flooding = options_burst("127.0.0.1", proxy.port, 100)
+        carrier = options_burst("127.0.0.2", proxy.port, 100)
+    print(f"answered: flooding source {flooding}/100, exempt source {carrier}/100")
+    assert 15 <= flooding <= 40  # the density (20 in 2 s), give or take pike's sampling
+    assert carrier == 100
+
+
+def options_burst(source: str, port: int, count: int) -> int:
+    """Send ``count`` OPTIONS to the proxy itself from ``source`` at once; 200s received."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        local = sock.getsockname()[1]
+        for n in range(count):
+            sock.sendto((f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                         f"Via: SIP/2.0/UDP {source}:{local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                         f"From: <sip:probe@{source}>;tag=p{n}\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+                         f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\n"
+                         "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(),
+                        ("127.0.0.1", port))
+        sock.settimeout(0.5)
+        answered = 0
+        try:
+            while answered < count:
+                if sock.recv(65535).startswith(b"SIP/2.0 200"):
+                    answered += 1
+        except TimeoutError:
+            pass
+        return answered
