@@ -704,9 +704,10 @@ class LimitsSection(_Strict):
 
     sip_rate: float = Field(50.0, ge=0)  # messages a second from one untrusted source; 0 off
     sip_burst: float = Field(100.0, ge=0)  # ... in bursts up to this many
-    # SIP server transactions held (each lingers 32 s after its answer to absorb
-    # retransmissions, two a call: the default sustains ~1,500 new calls/s and bounds
-    # their memory near 600 MB); past it new requests get 503; 0: no cap
+    # SIP server transactions held, live ones counting one and answered ones (lingering
+    # 32 s as a key and bytes to absorb retransmissions, two a call) a third: the default
+    # sustains ~9,000 new calls/s and bounds their memory near 400 MB; past it new
+    # requests get 503; 0: no cap
     max_transactions: int = Field(200_000, ge=0)
     max_calls: int = Field(1_000, ge=0)  # calls at once; past it new ones get 503; 0: no cap
     retry_after: int = Field(5, ge=1, le=3600)  # seconds, in each 503

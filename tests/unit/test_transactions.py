@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from warmline.sip.events import (
     RequestReceived,
     ResponseReceived,
@@ -11,7 +13,7 @@ from warmline.sip.events import (
 )
 from warmline.sip.message import Request, Response, parse_message
 from warmline.sip.timers import TimerSettings
-from warmline.sip.transaction import InviteServerTransaction, State
+from warmline.sip.transaction import InviteServerTransaction, State, Transaction
 from warmline.sip.transaction_layer import TransactionLayer
 from warmline.sip.uri import parse_uri
 
@@ -192,6 +194,46 @@ def test_an_answered_transaction_keeps_only_what_retransmissions_need() -> None:
     assert layer.pop_transmissions() == [first]
     run_until(layer, 40.0)
     assert layer.transaction_count == 0  # the slim copies still find their keys
+
+
+def test_answered_transactions_linger_as_keys_and_bytes_the_gc_does_not_walk() -> None:
+    """An answered BYE (and an INVITE's 2xx) leaves no transaction object in the layer:
+    a key, its end and the bytes to resend. Retransmissions still get their answer (the
+    INVITE's silently absorbed), a CANCEL after the 2xx is still known, everything goes
+    at Timer J/L (64*T1), and a thousand answered requests leave nothing for the cyclic
+    GC to walk once it has looked at them once."""
+    gc.collect()
+    before = sum(isinstance(o, Transaction) for o in gc.get_objects())
+    layer = TransactionLayer(TimerSettings())
+    invite = request()
+    answered = layer.receive_request(invite, PEER_UDP, now=0.0)[0].transaction
+    assert isinstance(answered, InviteServerTransaction)
+    layer.respond(answered, response_to(invite, 200), now=0.0)
+    assert answered.hand_over_2xx().startswith(b"SIP/2.0 200")  # the UA still gets it
+    cancel = request("CANCEL")
+    assert layer.find_invite_server(cancel) is None and layer.answered_invite(cancel)
+    assert layer.receive_request(request(), PEER_UDP, now=0.3) == []  # absorbed
+    for n in range(1000):
+        bye = request("BYE", branch=f"z9hG4bKbye{n}")
+        transaction = layer.receive_request(bye, PEER_UDP, now=1.0)[0].transaction
+        assert transaction is not None
+        layer.respond(transaction, response_to(bye, 200), now=1.0)
+    sent = layer.pop_transmissions()
+    assert len(sent) == 1001 and layer.server_count == 1001
+    assert layer.holds(request("BYE", branch="z9hG4bKbye7"))
+    assert layer.receive_request(request("BYE", branch="z9hG4bKbye7"), PEER_UDP, now=2.0) == []
+    assert layer.pop_transmissions() == [sent[8]]  # the same bytes, to the same place
+    run_until(layer, 0.5)  # the INVITE's 100 Trying timer, armed at its arrival, is gone
+    del answered, transaction
+    gc.collect()
+    assert sum(isinstance(o, Transaction) for o in gc.get_objects()) == before
+    assert not any(gc.is_tracked(entry) for entry in layer._lingering.values())
+    assert layer.next_deadline() == 32.0  # Timer L of the INVITE first
+    run_until(layer, 32.5)
+    assert not layer.answered_invite(cancel) and layer.server_count == 1000
+    run_until(layer, 33.5)
+    assert layer.server_count == 0 and layer.next_deadline() is None
+    assert not layer.holds(request("BYE", branch="z9hG4bKbye7"))
 
 
 def test_rfc2543_request_without_cookie_matches_its_retransmission() -> None:

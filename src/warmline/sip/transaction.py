@@ -244,6 +244,25 @@ class ServerTransaction(Transaction):
     def final_sent(self) -> bool:
         return self.last_response is not None and self.last_response.status >= 200
 
+    @property
+    def lingering(self) -> bool:
+        """Answered for good and only absorbing retransmissions until its Timer J or L:
+        all that is left of it fits in a key, a deadline and bytes (:meth:`retire`)."""
+        return False
+
+    def retire(self) -> tuple[float, bytes | None]:
+        """Stop every timer and hand the layer what a lingering transaction still does:
+        (when it ends, the bytes a retransmitted request gets; None: absorbed silently).
+        The object stays usable by whoever holds it (the UA takes the 2xx bytes)."""
+        deadline = self.deadline
+        if not self.lingering or deadline is None:
+            raise RuntimeError(f"{self.method} transaction is not lingering ({self.state.value})")
+        self._timers.clear()
+        return deadline, self._linger_wire()
+
+    def _linger_wire(self) -> bytes | None:
+        return self._last_wire
+
 
 class InviteServerTransaction(ServerTransaction):
     """RFC 3261 §17.2.1 with RFC 6026: 2xx moves to Accepted, the TU retransmits it.
@@ -292,6 +311,15 @@ class InviteServerTransaction(ServerTransaction):
             self._start_timer("H", now, self.settings.timeout)
         return out
 
+    @property
+    def lingering(self) -> bool:
+        """Accepted (a 2xx sent; RFC 6026): retransmitted INVITEs are absorbed, the ACK
+        goes to the UA core, Timer L ends it."""
+        return self.state is State.ACCEPTED and "L" in self._timers
+
+    def _linger_wire(self) -> bytes | None:
+        return None  # the UA core resends the 2xx (RFC 6026 §8.5), never the transaction
+
     def receive_retransmission(self, request: Request, now: float) -> list[Output]:
         out: list[Output] = []
         if request.method == "ACK":
@@ -330,6 +358,12 @@ class NonInviteServerTransaction(ServerTransaction):
             self.state = State.COMPLETED
             self._linger("J", now, 0 if self.reliable else self.settings.timeout, out)
         return out
+
+    @property
+    def lingering(self) -> bool:
+        """Completed over UDP: a retransmitted request gets the final response again,
+        Timer J ends it (RFC 3261 §17.2.2)."""
+        return self.state is State.COMPLETED and "J" in self._timers
 
     def receive_retransmission(self, request: Request, now: float) -> list[Output]:
         out: list[Output] = []

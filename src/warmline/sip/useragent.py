@@ -997,7 +997,8 @@ class UserAgent:
         if access is AccessMode.OPEN or self.is_trusted(source.host):
             return None
         if request.method == "CANCEL":
-            held = self.layer.find_invite_server(request) is not None
+            held = self.layer.find_invite_server(request) is not None \
+                or self.layer.answered_invite(request)
         else:
             held = self._knows_dialog(request) or self.layer.holds(request)
         if held:
@@ -1046,7 +1047,7 @@ class UserAgent:
         if not limit or request.method in ("ACK", "CANCEL"):
             return None
         room = limit if self.is_trusted(source.host) else limit * 9 // 10
-        if self.layer.server_count < room or self.layer.holds(request) \
+        if self.layer.load < room or self.layer.holds(request) \
                 or (request.to.tag is not None and self._knows_dialog(request)):
             return None
         self.counters.overloaded += 1
@@ -1194,6 +1195,11 @@ class UserAgent:
     def _on_cancel(self, cancel: Request, transaction: ServerTransaction, now: float) -> None:
         invite_tx = self.layer.find_invite_server(cancel)
         if invite_tx is None:
+            if self.layer.answered_invite(cancel):  # too late: 200, and nothing changes
+                tag = next((s.local_tag for s in self._sessions.values()
+                            if s.inbound and s.call_id == cancel.call_id), None)
+                self.layer.respond(transaction, make_response(cancel, 200, to_tag=tag), now)
+                return
             self.layer.respond(transaction, make_response(cancel, 481), now)
             return
         session = self._session_for_server(invite_tx)
