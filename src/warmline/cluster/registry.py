@@ -247,6 +247,8 @@ class SharedState:
                 await self.beat()
             except (RedisError, OSError) as error:
                 self._lost(error)
+            except Exception:  # a torn row or a bug must not stop the beat: a node that
+                log.exception("cluster: beat failed")  # stops beating is inherited
             await asyncio.sleep(self.settings.heartbeat)
 
     async def beat(self) -> None:
