@@ -38,6 +38,7 @@ from tests.interop.peers import (
 )
 from tests.interop.pjsip_phone import PjsipPhone, pjsip_phone
 from tests.interop.redis_peer import RedisPeer, redis_server
+from tests.interop.test_cluster_nodes import _until
 from tests.interop.test_pipecat import tone_share
 
 pytestmark = pytest.mark.interop
@@ -121,7 +122,7 @@ async def _drive(tmp_path: Path, redis: RedisPeer, node_a: ServeProcess,
                                  timeout=10) as a, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports_b[1]}", headers=AUTH,
                               timeout=10) as b:
-        calls = await _until(lambda: _calls_of(a, "a", 2), "node A holds both calls")
+        calls = await _until(lambda: _calls_of(a, "a", 2), "node A holds both calls", 10)
         by_caller = {call["from"].split("@")[0].split(":")[-1]: call["id"] for call in calls}
         bridged, with_ai = by_caller["caller1"], by_caller["caller2"]
         answer = await a.post(f"/calls/{bridged}/transfer", json={
@@ -163,15 +164,6 @@ async def _calls_of(client: httpx.AsyncClient, node: str, count: int
 async def _state_is(client: httpx.AsyncClient, call_id: str, state: str) -> bool:
     reply = await client.get(f"/calls/{call_id}")
     return reply.status_code == 200 and reply.json().get("state") == state
-
-
-async def _until(check: Any, what: str, seconds: float = 10.0) -> Any:
-    for _ in range(int(seconds / 0.1)):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: not within {seconds} s")
 
 
 def _samples(path: Path, seconds: float = 2.0) -> tuple[np.ndarray, int]:
