@@ -338,21 +338,26 @@ class CallEngine:
         shared.on_orphans = self.inherit
         shared.on_orphan_callbacks = self.inherit_callbacks
         shared.on_taken = board.let_go
+        shared.on_taken_callbacks = self._callbacks_taken
+        shared.open_promises = self.callback_book.open_ids
         self.spawn(self._end_left_over_not_taken(shared))
         shared.start()
 
     async def _end_left_over_not_taken(self, shared: SharedState) -> None:
+        """Asked once our entry is written again: from then on no heir can take anything
+        of ours, so what is not marked taken now stays ours."""
         keys = self.switchboard.left_over_keys()
         promises = {callback_key(ident): ident for ident in self.callback_book.open_ids()}
         taken: dict[str, str] = {}
         if keys or promises:
             try:
+                await asyncio.wait_for(shared.registered.wait(), LEFT_OVER_ASK_SECONDS)
                 taken = await asyncio.wait_for(shared.taken_of([*keys, *promises]),
                                                LEFT_OVER_ASK_SECONDS)
             except (OSError, TimeoutError) as error:
                 log.warning("cluster: cannot ask which of the %d call(s) and %d callback(s) "
-                            "the last run left were taken over (%s); keeping them all",
-                            len(keys), len(promises), error)
+                            "the last run left were taken over (%s); ending the calls and "
+                            "keeping the callbacks", len(keys), len(promises), error)
         handed = {promises[key]: heir for key, heir in taken.items() if key in promises}
         dialogs = {key: heir for key, heir in taken.items() if key not in promises}
         if dialogs:
@@ -365,6 +370,12 @@ class CallEngine:
             self.callback_book.hand_over(handed)
         if self.dialler is not None:
             self.dialler.start()
+
+    def _callbacks_taken(self, heirs: dict[str, str]) -> None:
+        """Our promises another node inherited while our beats lapsed: dialled there only."""
+        if self.dialler is not None:
+            self.dialler.handed_over(list(heirs))
+        self.callback_book.hand_over(heirs)
 
     def inherit_callbacks(self, rows: list[dict[str, Any]]) -> None:
         """Callback promises a dead node made: ours to keep (dialled by our dialler)."""
@@ -526,7 +537,9 @@ class CallEngine:
 
     def call_ended(self, call: Call, reason: str | None) -> None:
         self.record(call.id, "call.ended", {"reason": reason})
-        if self.shared is not None:
+        if self.shared is not None and call.taken_by is not None:
+            self.shared.call_let_go(call.id)  # its registry entry is the heir's now
+        elif self.shared is not None:
             self.shared.call_gone(call.id)
         self.recordings.call_ended(call)
         self.transfers.caller_left(call)

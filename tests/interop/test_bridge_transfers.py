@@ -23,7 +23,8 @@ from tests.interop.transfer_peers import (
     kinds,
     run_transfer,
 )
-from warmline.calls.call import Call
+from warmline.calls.call import Call, CallState
+from warmline.engine import CallEngine
 from warmline.transfer.handoff import CallerId, Destination, Handoff, HandoffError
 
 pytestmark = pytest.mark.interop
@@ -45,6 +46,40 @@ def test_answered_then_the_human_hangs_up_and_the_call_ends(tmp_path: Path) -> N
     assert {"ringing", "answered", "connected", "completed"} <= set(kinds(handoff))
     assert handoff.status == "completed" and handoff.reason == "the human hung up"
     assert outcome.call.ended and not outcome.returned and outcome.legs_left == 0
+
+
+def test_a_bridged_call_another_node_inherited_is_let_go_without_a_word(
+        tmp_path: Path) -> None:
+    """Our cluster beats lapsed and another node inherited the bridged call: both dialogs
+    are dropped here with nothing sent (sipp fails on a BYE it does not expect; the
+    bridge's cleanup of one leg must not hang up the other, which the heir serves), and
+    each phone's later BYE finds no dialog here (481: it belongs to the heir now)."""
+    human = Human("human_answers.xml", {"ring_ms": "300",
+                                        "tail": human_hangs_up(2500, answered=481)})
+    engines: list[CallEngine] = []
+    let_go: list[int] = []
+    watchers: list[asyncio.Task[None]] = []
+
+    async def let_go_once_bridged(call: Call) -> None:
+        for _ in range(100):
+            if call.state is CallState.HUMAN:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        ua = engines[0].switchboard.shell.ua
+        memos = [ua.memo_of(leg.session) for leg in call.legs]
+        let_go.append(engines[0].switchboard.let_go(
+            {memo.key: "node-b" for memo in memos if memo is not None}))
+
+    def make(call: Call) -> Handoff:
+        watchers.append(asyncio.ensure_future(let_go_once_bridged(call)))
+        return bridge(human, timeout=5)(call)
+
+    outcome = asyncio.run(run_transfer(tmp_path, caller_hangs_up(2500, answered=481), make,
+                                       [human], configure=engines.append))
+    assert let_go == [2]
+    assert outcome.call.ended and outcome.call.taken_by == "node-b"
+    assert outcome.legs_left == 0
 
 
 def test_busy_goes_to_the_next_destination(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from tests.interop.redis_peer import redis_server
 from warmline.cluster.limits import LocalLimits, RedisLimits
 from warmline.cluster.registry import SharedState, connect
 from warmline.cluster.settings import ClusterSettings
-from warmline.cluster.takeover import OrphanCall
+from warmline.cluster.takeover import OrphanCall, inherit
 
 pytestmark = pytest.mark.interop
 
@@ -147,13 +147,15 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
     """Node A stalls past its TTL (as a kill -9 or a long pause looks from outside): of
     two live nodes looking at once exactly one inherits its call, with the dialog entry
     A wrote, and its open callback promise (not the kept one); when A beats again it
-    learns which of its dialogs were taken, and by whom."""
+    learns which of its dialogs and promises were taken, and by whom, even when Redis
+    fails the first time it asks. While A beats, an heir that looks takes nothing."""
     leg = {"memo_key": "c9;l1", "memo": "{}", "call": "call-9", "role": "caller"}
     promises = [{"handoff_id": "h-open", "state": "pending", "attempts": 1},
                 {"handoff_id": "h-kept", "state": "kept", "attempts": 1}]
     inherited: dict[str, list[OrphanCall]] = {"b": [], "c": []}
     promised: dict[str, list[dict[str, Any]]] = {"b": [], "c": []}
     let_go: list[dict[str, str]] = []
+    handed: list[dict[str, str]] = []
 
     async def run() -> None:
         a = SharedState(_settings("a", redis.url), connect(redis.url),
@@ -162,6 +164,8 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
         heirs = [SharedState(_settings(name, redis.url), connect(redis.url), list, list)
                  for name in ("b", "c")]
         a.on_taken = let_go.append
+        a.on_taken_callbacks = handed.append
+        a.open_promises = lambda: ["h-open"]
         for heir in heirs:
             heir.on_orphans = inherited[heir.node_id].extend
             heir.on_orphan_callbacks = promised[heir.node_id].extend
@@ -172,6 +176,9 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
             if all(node.available for node in (a, *heirs)):
                 break
         assert not inherited["b"] and not inherited["c"]  # A beats: nothing to inherit
+        early = await inherit(heirs[0].client, "t", "a", "b")  # asked anyway: refused
+        assert not early.calls and not early.callbacks
+        assert await a.client.hlen("t:legs:a") == 1
         a._tasks[0].cancel()  # A stalls: no beat for longer than its TTL (0.9 s)
         for _ in range(40):
             await asyncio.sleep(0.05)
@@ -186,10 +193,19 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
         assert promised[heir][0]["node"] == "a" and not promised["c" if heir == "b" else "b"]
         assert await a.taken_of(["c9;l1", "c9;other", "callback:h-open"]) == {
             "c9;l1": heir, "callback:h-open": heir}
-        await a.beat()  # A wakes up: its entry had lapsed, its dialog is another's now
-        assert let_go == [{"c9;l1": heir}]
-        await a.beat()  # said once: the entry is fresh again
-        assert len(let_go) == 1
+        asking = a.taken_of
+
+        async def redis_fails(keys: list[str]) -> dict[str, str]:
+            raise ConnectionError("Redis: the answer was lost")
+
+        a.taken_of = redis_fails  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError):
+            await a.beat()  # A wakes up: its entry had lapsed, but the question fails
+        a.taken_of = asking  # type: ignore[method-assign]
+        await a.beat()  # asked again though the entry is fresh now
+        assert let_go == [{"c9;l1": heir}] and handed == [{"h-open": heir}]
+        await a.beat()  # said once
+        assert len(let_go) == 1 and len(handed) == 1
         for node in (a, *heirs):
             await node.close()
 

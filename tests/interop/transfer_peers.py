@@ -25,7 +25,8 @@ from warmline.transfer.handoff import Handoff
 WAIT_FOR_BYE = SUCCESS_TAIL  # wait for the other side's BYE and answer it
 
 
-def _bye_after(after_ms: int, from_header: str, to_header: str, cseq: int) -> str:
+def _bye_after(after_ms: int, from_header: str, to_header: str, cseq: int,
+               answered: int = 200) -> str:
     return f"""  <pause milliseconds="{after_ms}"/>
   <send retrans="500">
     <![CDATA[
@@ -39,17 +40,19 @@ def _bye_after(after_ms: int, from_header: str, to_header: str, cseq: int) -> st
       Content-Length: 0
     ]]>
   </send>
-  <recv response="200"/>"""
+  <recv response="{answered}"/>"""
 
 
-def caller_hangs_up(after_ms: int) -> str:
-    """caller_waits.xml's tail: the caller hangs up after ``after_ms``."""
-    return _bye_after(after_ms, _CALLER, "<sip:ai@[remote_ip]:[remote_port]>[$ai_tag]", 9)
+def caller_hangs_up(after_ms: int, answered: int = 200) -> str:
+    """caller_waits.xml's tail: the caller hangs up after ``after_ms`` (its BYE answered
+    ``answered``)."""
+    return _bye_after(after_ms, _CALLER, "<sip:ai@[remote_ip]:[remote_port]>[$ai_tag]", 9,
+                      answered)
 
 
-def human_hangs_up(after_ms: int) -> str:
+def human_hangs_up(after_ms: int, answered: int = 200) -> str:
     """human_answers.xml's tail: the human hangs up after ``after_ms``."""
-    return _bye_after(after_ms, _HUMAN, "[$remote_from]", 1)
+    return _bye_after(after_ms, _HUMAN, "[$remote_from]", 1, answered)
 
 
 @dataclass

@@ -223,6 +223,9 @@ def test_answered_transactions_linger_as_keys_and_bytes_the_gc_does_not_walk() -
     assert layer.holds(request("BYE", branch="z9hG4bKbye7"))
     assert layer.receive_request(request("BYE", branch="z9hG4bKbye7"), PEER_UDP, now=2.0) == []
     assert layer.pop_transmissions() == [sent[8]]  # the same bytes, to the same place
+    spoofer = Target("udp", "127.0.0.9", 5999)  # a copy from elsewhere: no reflection
+    assert layer.receive_request(request("BYE", branch="z9hG4bKbye7"), spoofer, now=2.0) == []
+    assert layer.pop_transmissions() == [sent[8]]
     run_until(layer, 0.5)  # the INVITE's 100 Trying timer, armed at its arrival, is gone
     del answered, transaction
     gc.collect()

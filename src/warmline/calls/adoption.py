@@ -41,7 +41,13 @@ from warmline.media.negotiation import Negotiation
 from warmline.media.sdp import SdpError
 from warmline.sip.dialog_memo import DialogMemo
 from warmline.sip.errors import SipParseError
-from warmline.sip.session import CallEnded, CallFailed, InDialogResponse, SessionEvent
+from warmline.sip.session import (
+    CallEnded,
+    CallFailed,
+    InDialogResponse,
+    Session,
+    SessionEvent,
+)
 
 log = logging.getLogger("warmline.calls")
 # Q.850 41: temporary failure (calling again may work)
@@ -96,28 +102,50 @@ class Adoption:
         if caller is None or self.switchboard.calls.get(orphan.call_id) is not None:
             return None
         kept = [caller, *humans] if bridged else [caller]
-        try:
-            call_legs = [await self._open(leg) for leg in kept]
-        except (OSError, ValueError, SdpError) as error:
-            log.error("call %s from node %s cannot be adopted: %s", orphan.call_id,
-                      orphan.node, error)
-            for leg in kept:
-                self._end(leg)
+        call_legs = await self._open_all(orphan, kept)
+        if call_legs is None:
             return None
         call = self._call(orphan, call_legs, bridged)
         for call_leg in call_legs:
             self.switchboard.take_leg(call, call_leg.session, call_leg,
                                       functools.partial(self._heard, call, call_leg))
+            call_leg.session.app["adopting"] = True
         self.switchboard.add_call(call)
         if bridged:
             call_legs[0].media.route_to(call_legs[1].media)
             call_legs[1].media.route_to(call_legs[0].media)
         for call_leg in call_legs:
+            # ours in the cluster at once: if this node dies before the re-INVITE is
+            # answered, the next heir still finds the dialog (its CSeq moved on here)
+            self.switchboard.keep_dialog(call_leg.session)
             self._move_here(call_leg)
         self.adopted += 1
         return call
 
     # -- inside ------------------------------------------------------------------------
+    async def _open_all(self, orphan: OrphanCall,
+                        kept: list[InheritedLeg]) -> list[CallLeg] | None:
+        """Every kept dialog adopted with its media leg, or none: what was opened before a
+        failure is undone (nothing was sent yet) and each dialog is hung up from its memo."""
+        opened: list[CallLeg] = []
+        try:
+            for inherited in kept:
+                opened.append(await self._open(inherited))
+        except (OSError, ValueError, SdpError, SipParseError) as error:
+            log.error("call %s from node %s cannot be adopted: %s", orphan.call_id,
+                      orphan.node, error)
+            for call_leg in opened:
+                call_leg.media.close()
+                self.switchboard.shell.run(functools.partial(self._unadopt, call_leg.session))
+            for inherited in kept:
+                self._end(inherited)
+            return None
+        return opened
+
+    def _unadopt(self, session: Session, now: float) -> None:
+        """Out of our UA again, without a word (its BYE from the memo follows)."""
+        self.switchboard.shell.ua.let_go(session, now, "adoption failed")
+
     def _read(self, orphan: OrphanCall) -> list[InheritedLeg]:
         legs = []
         for entry in orphan.legs:
@@ -169,7 +197,8 @@ class Adoption:
 
     def _heard(self, call: Call, leg: CallLeg, event: SessionEvent) -> None:
         if isinstance(event, InDialogResponse) and event.method == "INVITE":
-            self._answered(call, leg, event)
+            if leg.session.app.get("adopting"):  # later re-INVITEs are not the adoption's
+                self._answered(call, leg, event)
         elif isinstance(event, CallEnded | CallFailed):
             for other in call.legs:  # a bridged pair: one side gone ends the other
                 if other is not leg and not other.session.ended:
@@ -179,6 +208,7 @@ class Adoption:
         response = event.response
         if response is not None and response.status < 200:
             return
+        leg.session.app.pop("adopting", None)
         anchor = leg.session.app.pop("anchor", None)
         if isinstance(anchor, str):  # moved to our leg, or ending: the old anchor goes
             self.switchboard.plane.release(anchor)

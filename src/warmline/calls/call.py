@@ -52,6 +52,7 @@ class Call:
     stream_parameters: dict[str, str] = field(default_factory=dict)
     direction: Direction = Direction.INBOUND  # outbound: ``caller`` is the customer we called
     adopted_from: str | None = None  # the dead node this call was taken over from
+    taken_by: str | None = None  # the node that inherited it while our beats lapsed
 
     @property
     def ended(self) -> bool:

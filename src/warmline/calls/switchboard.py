@@ -229,15 +229,31 @@ class Switchboard:
 
     def let_go(self, heirs: dict[str, str]) -> int:
         """Drop, without a word to the far ends, the dialogs another node inherited while
-        our beats lapsed (memo key -> the heir); their calls end here. How many."""
+        our beats lapsed (memo key -> the heir); their calls end here. How many.
+
+        Every session of those calls is marked first, so the cascade of one leg ending
+        (a bridge hanging up its other side, a transfer cleaning up) sends nothing in a
+        dialog the heir serves; the calls are marked too (their registry entries are
+        the heir's, not ours to delete). A leg the heir did not take (one still ringing,
+        or confirmed after it looked) is ours to end as usual."""
         sessions = [s for s in self.shell.ua.sessions if s.app.get("memo_key") in heirs]
         for session in sessions:
-            heir = heirs[str(session.app["memo_key"])]
-            self.shell.run(functools.partial(self._let_go, session, f"taken over by {heir}"))
+            session.let_go = True
+            call = session.app.get("call") or session.app.get("leg_of")
+            if isinstance(call, Call):
+                call.taken_by = heirs[str(session.app["memo_key"])]
+        self.shell.run(functools.partial(self._let_go_all, sessions))
         return len(sessions)
 
-    def _let_go(self, session: Session, reason: str, now: float) -> None:
-        self.shell.ua.let_go(session, now, reason)
+    def _let_go_all(self, sessions: list[Session], now: float) -> None:
+        for session in sessions:
+            heir = self._heir_of(session)
+            self.shell.ua.let_go(session, now, f"taken over by {heir}")
+
+    @staticmethod
+    def _heir_of(session: Session) -> str:
+        call = session.app.get("call") or session.app.get("leg_of")
+        return call.taken_by if isinstance(call, Call) and call.taken_by else "another node"
 
     def _left_over_answered(self, journal: DialogJournal, event: RememberedDialogEnded) -> None:
         """Forget the row once the far end answered; no answer (408) or no route (503):

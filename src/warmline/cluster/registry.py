@@ -37,7 +37,7 @@ from redis.exceptions import RedisError
 
 from warmline.cluster.limits import RedisLimits
 from warmline.cluster.settings import ClusterSettings
-from warmline.cluster.takeover import OrphanCall, dead_nodes, inherit, taken
+from warmline.cluster.takeover import OrphanCall, callback_key, dead_nodes, inherit, taken
 
 log = logging.getLogger("warmline.cluster")
 QUEUE_LIMIT = 10_000  # writes waiting for Redis; past it they are dropped (the beat restores)
@@ -90,10 +90,15 @@ class SharedState:
         # dialogs of ours another node inherited while our entry had lapsed: memo key ->
         # the heir; the engine lets them go without a BYE (set by the server)
         self.on_taken: Callable[[dict[str, str]], object] | None = None
+        # our callback promises another node inherited meanwhile: handoff id -> the heir
+        self.on_taken_callbacks: Callable[[dict[str, str]], object] | None = None
+        self.open_promises: Callable[[], list[str]] = list  # handoff ids of ours still open
         self.inherited = 0  # calls taken over from dead nodes
         self.available = False  # until the first beat answers
         self.beats = 0  # good beats so far
         self._said_down = False  # the outage under way was logged
+        self._lapsed = False  # our entry expired; what was taken is not yet let go
+        self.registered = asyncio.Event()  # set at the first good beat: no heir can start
         self._prefix = settings.prefix
         self._ttl = int(settings.entry_ttl * 1000)
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue(QUEUE_LIMIT)
@@ -137,6 +142,11 @@ class SharedState:
 
     def call_gone(self, call_id: str) -> None:
         self._enqueue("gone", call_id, None)
+
+    def call_let_go(self, call_id: str) -> None:
+        """A call another node inherited ended here: only our own hash forgets it (its
+        ``call:<id>`` entry is the heir's now)."""
+        self._enqueue("let-go", call_id, None)
 
     def handoff_changed(self, handoff: dict[str, Any]) -> None:
         """A handoff was prepared or moved on: its screen-pop and status, for any node."""
@@ -229,6 +239,8 @@ class SharedState:
                 pipe.srem(self.key("calls"), ident)
                 pipe.hdel(self.key("owned", self.node_id), ident)
                 await pipe.execute()
+        elif kind == "let-go":
+            await self.client.hdel(self.key("owned", self.node_id), ident)
         elif kind == "leg":
             await self.client.hset(self.key("legs", self.node_id), ident, json.dumps(value))
         elif kind == "leg-gone":
@@ -273,9 +285,12 @@ class SharedState:
                 for row in self.callback_rows():
                     pipe.hset(self.key("callbacks"), str(row["handoff_id"]),
                               json.dumps({**row, "node": self.node_id}))
-            lapsed = (await pipe.execute())[0] is None and self.beats > 0
-        if lapsed:  # our entry expired: another node may have inherited our calls
+            if (await pipe.execute())[0] is None and self.beats > 0:
+                self._lapsed = True  # our entry expired: another node may have our calls
+        self.registered.set()
+        if self._lapsed:  # kept until the question is answered (Redis may fail meanwhile)
             await self._let_go_of_what_was_taken()
+            self._lapsed = False
         if self.limits is not None:
             await self.limits.renew()
         await self._inherit_from_the_dead()
@@ -298,13 +313,22 @@ class SharedState:
     async def _let_go_of_what_was_taken(self) -> None:
         """Paused past our TTL (a stall, a partition): the dialogs another node inherited
         meanwhile are its now; ours would fight it with BYEs and re-INVITEs."""
-        heirs = await self.taken_of(list(self.live_legs()))
-        if heirs:
+        promises = {callback_key(ident): ident for ident in self.open_promises()}
+        heirs = await self.taken_of([*self.live_legs(), *promises])
+        heirs = {key: heir for key, heir in heirs.items() if heir != self.node_id}
+        dialogs = {key: heir for key, heir in heirs.items() if key not in promises}
+        handed = {promises[key]: heir for key, heir in heirs.items() if key in promises}
+        if dialogs:
             log.error("cluster: node %s missed its beats; %d dialog(s) were taken over by "
-                      "%s and are let go here", self.node_id, len(heirs),
-                      ", ".join(sorted(set(heirs.values()))))
+                      "%s and are let go here", self.node_id, len(dialogs),
+                      ", ".join(sorted(set(dialogs.values()))))
             if self.on_taken is not None:
-                self.on_taken(heirs)
+                self.on_taken(dialogs)
+        if handed:
+            log.error("cluster: node %s missed its beats; %d callback(s) it promised are "
+                      "kept by another node now", self.node_id, len(handed))
+            if self.on_taken_callbacks is not None:
+                self.on_taken_callbacks(handed)
 
     async def _inherit_from_the_dead(self) -> None:
         """Each beat: a node whose entry expired while it had calls up died with them;

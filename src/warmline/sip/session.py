@@ -68,6 +68,8 @@ class Session:
     # the ACK (a REFER sent at once overtook the 2xx through a proxy's parallel workers)
     held_requests: list[tuple[Request, str, Any]] = field(default_factory=list)
     app: dict[str, Any] = field(default_factory=dict)
+    # another node serves this dialog now: nothing more is sent in it (a BYE is a let-go)
+    let_go: bool = False
     _ack_wire: bytes | None = None
     _ack_target: Target | None = None
     # resends our reliable 1xx, our 2xx to the INVITE, or our 2xx to a re-INVITE (one at a time)

@@ -46,6 +46,9 @@ from warmline.sip.transaction import (
 )
 
 ServerKey = tuple[str, ...]
+# an answered server transaction: its end, its answer's bytes (None: absorb copies) and
+# where that answer went (a Target's fields), so a copy from elsewhere is not answered there
+Lingering = tuple[float, bytes | None, str, str, int, int | None]
 # what a lingering answer costs next to a live server transaction: ~0.6 KB (key, end,
 # the bytes to resend) against ~2 KB (measured with tracemalloc, BYE over UDP)
 LINGER_WEIGHT = 3
@@ -99,7 +102,8 @@ class TransactionLayer:
         self._outbox: list[Transmit] = []
         # answered server transactions absorbing retransmissions: key -> (until, the bytes
         # a retransmitted request gets, None: absorbed silently); their ends, oldest first
-        self._lingering: dict[ServerKey, tuple[float, bytes | None]] = {}
+        # and where it went, flat (atoms only: a tuple the cyclic GC stops walking)
+        self._lingering: dict[ServerKey, Lingering] = {}
         self._linger_ends: deque[tuple[float, ServerKey]] = deque()
 
     # -- outgoing ---------------------------------------------------------
@@ -173,12 +177,12 @@ class TransactionLayer:
         if existing is not None:
             self._absorb(existing, existing.receive_retransmission(request, now), events)
             return events
-        target = response_target(request, source)
         lingering = self._lingering.get(key)
         if lingering is not None:  # a retransmission of a request answered for good
-            if lingering[1] is not None:
-                self._outbox.append(Transmit(target, lingering[1]))
+            if lingering[1] is not None:  # to where the answer first went (no reflection)
+                self._outbox.append(Transmit(Target(*lingering[2:]), lingering[1]))
             return events
+        target = response_target(request, source)
         transaction: ServerTransaction
         if request.method == "INVITE":
             transaction = InviteServerTransaction(request, target, self.settings, now)
@@ -270,7 +274,9 @@ class TransactionLayer:
         until, wire = transaction.retire()
         if self._linger_ends and until < self._linger_ends[-1][0]:
             until = self._linger_ends[-1][0]  # keep the FIFO in order (a shade longer)
-        self._lingering[key] = (until, wire)
+        target = transaction.target
+        self._lingering[key] = (until, wire, target.transport, target.host, target.port,
+                                target.connection)
         self._linger_ends.append((until, key))
 
     def _schedule(self, transaction: Transaction) -> None:

@@ -523,6 +523,9 @@ class UserAgent:
     def bye(self, session: Session, now: float, reason: str | None = None) -> None:
         """Hang up a confirmed (or answered, not yet ACKed) call; ``reason`` is a Reason
         header value (RFC 3326) saying why, e.g. ``SIP;cause=408;text="no RTP"``."""
+        if session.let_go:  # another node's dialog now: ending it here says nothing
+            self.let_go(session, now, session.end_reason or "let go")
+            return
         if session.state in (SessionState.CALLING,):
             self.cancel(session, now, reason)
             return
@@ -592,6 +595,7 @@ class UserAgent:
         """Forget a dialog another node has taken over, sending nothing: a BYE or a refresh
         from here would end or fight the call it now serves. A CallEnded event with
         ``reason`` tells the application (locally: the far end saw nothing)."""
+        session.let_go = True
         if session.ended:
             return
         self._end(session, reason, now=now)
@@ -873,6 +877,8 @@ class UserAgent:
     def _send_in_dialog(self, session: Session, request: Request, kind: str, now: float,
                         refer: ReferSubscription | None = None, auth_attempts: int = 0) -> None:
         assert session.dialog is not None
+        if session.let_go:
+            return  # another node serves the dialog: a request from here would fight it
         if _waits_for_ack(session, request):
             session.held_requests.append((request, kind, refer))  # sent when the ACK comes
             return

@@ -86,6 +86,13 @@ class CallbackDialler:
         """A new promise (the book's ``on_add``)."""
         self._take(callback, self.clock())
 
+    def handed_over(self, handoff_ids: list[str]) -> None:
+        """Promises another node keeps now (it inherited them while our beats lapsed): not
+        dialled here any more (a dial already ringing goes on; its outcome is not ours)."""
+        for handoff_id in handoff_ids:
+            self.schedule.progress.pop(handoff_id, None)
+            self._by_key.pop(handoff_id, None)
+
     def tick(self) -> list[CallbackProgress]:
         """Dial what is due now; what was started (refused ones are failed at once)."""
         started = []
