@@ -131,10 +131,18 @@ def test_strangers_floods_and_slow_sockets_are_refused_and_the_pbx_still_served(
                 with_timeouts = False
         elapsed = time.monotonic() - started
         assert answered <= 20 + 20 * elapsed + 5, (answered, elapsed)
-        pbx = udp_from("127.0.0.1")  # the trusted PBX is answered all the while
-        pbx.sendto(request("OPTIONS", port, pbx.getsockname(), "pbx-options"),
+        pbx = udp_from("127.0.0.1")  # the trusted PBX is answered all the while: 503 to
+        pbx.sendto(request("OPTIONS", port, pbx.getsockname(), "pbx-options"),  # a probe
+                   ("127.0.0.1", port))  # while at max_calls (a proxy stops sending calls)
+        full = final_response(pbx)
+        assert full.startswith("SIP/2.0 503") and "max_calls" in full, full
+        bye = request("BYE", port, first.getsockname(), "pbx1", cseq=2).decode().replace(
+            "To: <sip:ai@127.0.0.1>", f"To: {header(answer, 'To')}")
+        first.sendto(bye.encode(), ("127.0.0.1", port))
+        assert final_response(first).startswith("SIP/2.0 200")
+        pbx.sendto(request("OPTIONS", port, pbx.getsockname(), "pbx-options2"),
                    ("127.0.0.1", port))
-        assert final_response(pbx).startswith("SIP/2.0 200")
+        assert final_response(pbx).startswith("SIP/2.0 200")  # room again: back in rotation
 
         holders = []
         for _ in range(8):

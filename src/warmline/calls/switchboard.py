@@ -226,6 +226,11 @@ class Switchboard:
     def add_call(self, call: Call) -> None:
         self._forget_ended_calls()
         self.calls[call.id] = call
+        self._say_if_full()
+
+    def _say_if_full(self) -> None:
+        """The UA answers OPTIONS 503 while we are at ``max_calls`` (a proxy stops sending)."""
+        self.shell.ua.full = bool(self.max_calls) and self.live_calls >= self.max_calls
 
     def let_go(self, heirs: dict[str, str]) -> int:
         """Drop, without a word to the far ends, the dialogs another node inherited while
@@ -374,11 +379,10 @@ class Switchboard:
         except ValueError:
             media.close()
             raise
-        self._forget_ended_calls()
         leg = CallLeg(session, media, negotiation)
         call = Call(new_call_id(), leg, self.shell.now(), state=CallState.DIALING, legs=[leg],
                     direction=Direction.OUTBOUND)
-        self.calls[call.id] = call
+        self.add_call(call)
         session.app["call"] = call
         self._legs[session.id] = leg
         self._leg_listeners[session.id] = listener
@@ -472,12 +476,11 @@ class Switchboard:
             log.info("call %s refused %d: %s", session.call_id, status, error.reason,
                      extra={"call_id": session.call_id})
             return
-        self._forget_ended_calls()
         leg = CallLeg(session, media, negotiation)
         self._legs[session.id] = leg
         call = Call(new_call_id(), leg, self.shell.now(), legs=[leg],
                     asserted_identity=self._asserted_identity(session))
-        self.calls[call.id] = call
+        self.add_call(call)
         session.app["call"] = call
         if self.early_media is not None and session.remote_sdp:
             self._ring_with_early_media(call, answer, self.early_media)
@@ -601,6 +604,7 @@ class Switchboard:
         if unanswered is not None:
             unanswered[1].cancel()  # hung up while ringing
         self._ended.append((call.ended_at, call.id))
+        self._say_if_full()
         self.observer.call_ended(call, session.end_reason)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

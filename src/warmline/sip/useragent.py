@@ -206,6 +206,9 @@ class UserAgent:
         # its ds_ping marks us inactive); live dialogs, their transfers and in-dialog
         # requests go on. Set by the node's Drain (calls/drain.py).
         self.draining = False
+        # at the node's max_calls: OPTIONS probes outside a dialog get 503 too, so a proxy's
+        # ds_ping keeps us out of rotation until a call ends (set by the switchboard)
+        self.full = False
 
     # ------------------------------------------------------------------ set-up
     def add_listener(self, transport: str, host: str, port: int) -> None:
@@ -968,7 +971,8 @@ class UserAgent:
                 self._stateless(make_response(request, error.status, error.reason), source)
             return
         refusal = self._precheck(request, source, now, access) \
-            or self._overload(request, source) or self._drain_refusal(request)
+            or self._overload(request, source) or self._drain_refusal(request) \
+            or self._full_refusal(request)
         if refusal is not None:
             if request.method != "ACK":
                 self._stateless(refusal, source)
@@ -1075,6 +1079,15 @@ class UserAgent:
         return make_response(request, 503, "Service Unavailable (draining)", headers=[
             ("Retry-After", str(self.config.retry_after)),
             ("Reason", 'SIP;cause=503;text="draining"')])
+
+    def _full_refusal(self, request: Request) -> Response | None:
+        """At max_calls, an OPTIONS probe outside a dialog: 503 with Retry-After (new calls
+        get theirs from the switchboard, which counts them)."""
+        if not self.full or request.method != "OPTIONS" or request.to.tag is not None:
+            return None
+        return make_response(request, 503, "Service Unavailable (full)", headers=[
+            ("Retry-After", str(self.config.retry_after)),
+            ("Reason", 'SIP;cause=503;text="at max_calls"')])
 
     def trust(self, addresses: Sequence[str]) -> None:
         """Trust these addresses too (a trunk's resolved next hops, learnt at start)."""
