@@ -358,6 +358,8 @@ class CallEngine:
                 log.warning("cluster: cannot ask which of the %d call(s) and %d callback(s) "
                             "the last run left were taken over (%s); ending the calls and "
                             "keeping the callbacks", len(keys), len(promises), error)
+        taken = {key: heir for key, heir in taken.items()  # marks naming us: an earlier
+                 if heir != shared.node_id}  # run of ours took those; they are ours still
         handed = {promises[key]: heir for key, heir in taken.items() if key in promises}
         dialogs = {key: heir for key, heir in taken.items() if key not in promises}
         if dialogs:
@@ -536,7 +538,10 @@ class CallEngine:
             self.on_call(call)
 
     def call_ended(self, call: Call, reason: str | None) -> None:
-        self.record(call.id, "call.ended", {"reason": reason})
+        if call.taken_by is not None:  # it goes on at the heir, which records its end
+            self.record(call.id, "call.let_go", {"to_node": call.taken_by})
+        else:
+            self.record(call.id, "call.ended", {"reason": reason})
         if self.shared is not None and call.taken_by is not None:
             self.shared.call_let_go(call.id)  # its registry entry is the heir's now
         elif self.shared is not None:
@@ -667,6 +672,9 @@ class CallEngine:
             call.on_dtmf(digit)
 
     def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
+        call = self.calls.get(handoff.call_id)
+        if call is not None and call.taken_by is not None:
+            return  # its call went on at another node: the handoff's story is told there
         self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
                     event.at)
         self._share(handoff)

@@ -158,12 +158,20 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
     handed: list[dict[str, str]] = []
 
     async def run() -> None:
-        a = SharedState(_settings("a", redis.url), connect(redis.url),
-                        lambda: [{"id": "call-9", "state": "human"}], list,
-                        callbacks=lambda: promises, legs=lambda: {"c9;l1": leg})
+        calls_a = [{"id": "call-9", "state": "human"}]
+        legs_a = {"c9;l1": leg}
+        a = SharedState(_settings("a", redis.url), connect(redis.url), lambda: calls_a, list,
+                        callbacks=lambda: promises, legs=lambda: legs_a)
         heirs = [SharedState(_settings(name, redis.url), connect(redis.url), list, list)
                  for name in ("b", "c")]
-        a.on_taken = let_go.append
+
+        def lets_go(heirs: dict[str, str]) -> None:  # as the switchboard does: they end here
+            let_go.append(heirs)
+            for key in heirs:
+                legs_a.pop(key)
+            calls_a.clear()
+
+        a.on_taken = lets_go
         a.on_taken_callbacks = handed.append
         a.open_promises = lambda: ["h-open"]
         for heir in heirs:
@@ -201,9 +209,13 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
         a.taken_of = redis_fails  # type: ignore[method-assign]
         with pytest.raises(ConnectionError):
             await a.beat()  # A wakes up: its entry had lapsed, but the question fails
+        a.available = False  # as the beat loop says after that failure: the next rewrites
         a.taken_of = asking  # type: ignore[method-assign]
         await a.beat()  # asked again though the entry is fresh now
         assert let_go == [{"c9;l1": heir}] and handed == [{"h-open": heir}]
+        # what A wrote back after the outage is what it still holds, not what it let go
+        assert await a.client.hlen("t:legs:a") == 0 and await a.client.hlen("t:owned:a") == 0
+        assert await a.client.get("t:call:call-9") is None
         await a.beat()  # said once
         assert len(let_go) == 1 and len(handed) == 1
         for node in (a, *heirs):
@@ -211,3 +223,33 @@ def test_a_silent_nodes_calls_go_to_exactly_one_heir_and_it_lets_them_go(
 
     with redis_server(tmp_path) as redis:
         asyncio.run(run())
+
+
+def test_a_promise_goes_by_its_taken_mark_and_odd_rows_do_not_break_an_inheritance(
+        tmp_path: Path) -> None:
+    """Node x died holding a promise it had itself inherited (its row still names the node
+    before, a; the mark names x): x's heir takes it. A promise whose row names x but whose
+    mark names another node was taken already: left. A row Redis's JSON reads but Python's
+    does not (``01``) is skipped, not an error after the script has committed."""
+    async def run(url: str) -> None:
+        client = connect(url)
+        await client.hset("t:callbacks", mapping={
+            "h-inherited": '{"handoff_id": "h-inherited", "node": "a", "state": "pending"}',
+            "h-taken": '{"handoff_id": "h-taken", "node": "x", "state": "pending"}',
+            "h-odd": '{"handoff_id": "h-odd", "node": "x", "state": "pending", "n": 01}'})
+        await client.set("t:taken:callback:h-inherited", "x")
+        await client.set("t:taken:callback:h-taken", "z")
+        await client.hset("t:owned:x", "call-1", '{"id": "call-1"}')
+        await client.sadd("t:nodes", "x")
+        inheritance = await inherit(client, "t", "x", "y")
+        assert [row["handoff_id"] for row in inheritance.callbacks] == ["h-inherited"]
+        assert [orphan.call_id for orphan in inheritance.calls] == ["call-1"]
+        assert await client.get("t:taken:callback:h-inherited") == "y"
+        assert await client.get("t:taken:callback:h-taken") == "z"
+        assert not await client.sismember("t:nodes", "x")
+        again = await inherit(client, "t", "x", "w")  # a second heir looking: nothing left
+        assert not again.calls and not again.callbacks
+        await client.aclose()
+
+    with redis_server(tmp_path) as redis:
+        asyncio.run(run(redis.url))

@@ -99,7 +99,12 @@ class Adoption:
         if caller is None or not bridged:
             for human in humans:  # a transfer under way: its state died with the node
                 self._end(human)
-        if caller is None or self.switchboard.calls.get(orphan.call_id) is not None:
+        if caller is None:
+            return None
+        if not self.switchboard.retire_ended(orphan.call_id):
+            # live here already: ours (a dialog of it we hold); nothing to adopt
+            log.warning("call %s from node %s is live on this node already", orphan.call_id,
+                        orphan.node)
             return None
         kept = [caller, *humans] if bridged else [caller]
         call_legs = await self._open_all(orphan, kept)

@@ -228,6 +228,20 @@ class Switchboard:
         self.calls[call.id] = call
         self._say_if_full()
 
+    def retire_ended(self, call_id: str) -> bool:
+        """Make room for a call coming back under its id (taken over from a node that had
+        inherited it from us): True when ``call_id`` is free now, False when it is live.
+        An ended one is forgotten at once (rare: a scan of the ended queue)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return True
+        if not call.ended:
+            return False
+        self._ended = deque(entry for entry in self._ended if entry[1] != call_id)
+        del self.calls[call_id]
+        self.observer.call_forgotten(call)
+        return True
+
     def _say_if_full(self) -> None:
         """The UA answers OPTIONS 503 while we are at ``max_calls`` (a proxy stops sending)."""
         self.shell.ua.full = bool(self.max_calls) and self.live_calls >= self.max_calls

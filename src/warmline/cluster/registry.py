@@ -267,17 +267,26 @@ class SharedState:
         """Refresh this node, its live calls and its limit holds; after an outage (or at
         start) also every live handoff, so nothing is missing once Redis is back."""
         back = not self.available
-        calls = self.live_calls()
         node = json.dumps({"api_url": self.settings.api_url, "beat": time.time(),
-                           "calls": len(calls)})
+                           "calls": len(self.live_calls())})
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(self.key("node", self.node_id), node, px=self._ttl, get=True)
             pipe.sadd(self.key("nodes"), self.node_id)
+            if (await pipe.execute())[0] is None and self.registered.is_set():
+                self._lapsed = True  # our entry expired: another node may have our calls
+        self.registered.set()  # from now on no heir takes anything of ours
+        lapsed = self._lapsed
+        if lapsed:  # asked before anything of ours is written again (and until answered)
+            await self._let_go_of_what_was_taken()
+            self._lapsed = False
+        calls = self.live_calls()  # without what was let go
+        async with self.client.pipeline(transaction=False) as pipe:
             for call in calls:
                 pipe.set(self.key("call", str(call["id"])), self._call_entry(call), px=self._ttl)
                 pipe.sadd(self.key("calls"), str(call["id"]))
-            if back:
+            if back or lapsed:  # Redis may have restarted empty, or an heir took our hashes
                 self._rewrite_heritage(pipe, calls)
+            if back:
                 for handoff in self.live_handoffs():
                     pipe.set(self.key("handoff", str(handoff["id"])),
                              json.dumps({**handoff, "node": self.node_id}),
@@ -285,12 +294,7 @@ class SharedState:
                 for row in self.callback_rows():
                     pipe.hset(self.key("callbacks"), str(row["handoff_id"]),
                               json.dumps({**row, "node": self.node_id}))
-            if (await pipe.execute())[0] is None and self.beats > 0:
-                self._lapsed = True  # our entry expired: another node may have our calls
-        self.registered.set()
-        if self._lapsed:  # kept until the question is answered (Redis may fail meanwhile)
-            await self._let_go_of_what_was_taken()
-            self._lapsed = False
+            await pipe.execute()
         if self.limits is not None:
             await self.limits.renew()
         await self._inherit_from_the_dead()

@@ -31,9 +31,9 @@ TAKEN_TTL_MS = 86_400_000  # a dead node's run may restart a day later and read 
 
 # KEYS: node:<dead>, nodes, owned:<dead>, legs:<dead>, callbacks
 # ARGV: dead node, heir, the taken: key prefix, the marks' TTL in ms
-# A promise is the dead node's when its row names it and no other node marked it taken
-# from the dead one (a mark naming the dead node is one it took itself from an earlier
-# death). Rows that are not JSON objects are left alone (the heir cannot read them either).
+# A promise is the dead node's when a taken mark names it (it inherited the promise, its
+# row may still name the node before), or when no mark exists and its row names it (a mark
+# naming another node: that node took it). Rows that are not JSON objects are left alone.
 INHERIT_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local owned = redis.call('HGETALL', KEYS[3])
@@ -47,11 +47,10 @@ local promised = {}
 local rows = redis.call('HGETALL', KEYS[5])
 for i = 1, #rows, 2 do
   local ok, row = pcall(cjson.decode, rows[i + 1])
-  if ok and type(row) == 'table' and row['node'] == ARGV[1]
-      and row['state'] ~= 'kept' and row['state'] ~= 'failed' then
+  if ok and type(row) == 'table' and row['state'] ~= 'kept' and row['state'] ~= 'failed' then
     local mark = ARGV[3] .. 'callback:' .. rows[i]
     local holder = redis.call('GET', mark)
-    if not holder or holder == ARGV[1] then
+    if holder == ARGV[1] or (not holder and row['node'] == ARGV[1]) then
       redis.call('SET', mark, ARGV[2], 'PX', ARGV[4])
       promised[#promised + 1] = rows[i + 1]
     end
@@ -113,7 +112,7 @@ async def inherit(client: Redis, prefix: str, node: str, heir: str) -> Inheritan
     if not result:
         return Inheritance()
     owned_flat, legs_flat, promised = result
-    callbacks = [row for row in map(json.loads, promised) if isinstance(row, dict)]
+    callbacks = [row for row in map(_object, promised) if row is not None]
     orphans: dict[str, OrphanCall] = {}
     for ident, row in _pairs(owned_flat):
         entry = _object(row)
@@ -147,7 +146,7 @@ def _object(text: str) -> dict[str, Any] | None:
     """A row as the node wrote it, or None when torn or not an object."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # Redis's cjson accepts what Python's json refuses
         return None
     return value if isinstance(value, dict) else None
 
