@@ -55,7 +55,8 @@ from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech, TtsError
 from warmline.records.retention import sweep_recordings
 from warmline.records.store import Event, RecordWriter
-from warmline.records.trace import SipTrace, TracedMessage, cleaned, write_trace
+from warmline.records.trace import SipTrace, TracedMessage, cleaned
+from warmline.records.trace_writer import TraceWriter
 from warmline.sip.access import parse_networks
 from warmline.sip.registration import Registration
 from warmline.transfer.callback_dialler import CallbackDialler, CallbackSettings
@@ -155,6 +156,7 @@ class CallEngine:
         self.on_call: CallHandler = on_call or (lambda call: None)
         self.on_return: ReturnHandler = on_return or (lambda call, why, away: None)
         self.records_dir = records_dir  # voicemail recordings, callbacks, the trigger log
+        self._trace_writer = TraceWriter(records_dir, redact) if sip_trace else None
         self.records = records
         self.tts: TextToSpeech = tts or EspeakTts()
         self._hold = hold_audio if hold_audio is not None else ringback()
@@ -510,6 +512,8 @@ class CallEngine:
             call = self.calls.get(call_id)
             if call is not None:
                 self._write_trace(call)
+        if self._trace_writer is not None:
+            await self._trace_writer.close()
         if self.status_events is not None:  # last: the events of the above go out too
             await self.status_events.close()
         if self.call_events is not None:
@@ -558,14 +562,10 @@ class CallEngine:
         here, as log lines are (a PBX's own headers, anything that slipped past), and the
         keys the caller pressed (SIP INFO) are taken out."""
         self._traces_due.pop(call.id, None)
-        self._written.add(call.id)
-        assert self.sip_trace is not None
+        assert self.sip_trace is not None and self._trace_writer is not None
         call_ids = {leg.session.call_id for leg in call.legs}
-        try:
-            write_trace(self.records_dir, call.id, list(call.handoff_ids),
-                        self.sip_trace.take(sorted(call_ids)), redact)
-        except OSError as error:
-            log.warning("call %s: SIP trace not written: %s", call.id, error)
+        self._trace_writer.write(call.id, list(call.handoff_ids),
+                                 self.sip_trace.take(sorted(call_ids)), self._written.add)
 
     def live_sip_messages(self, wanted: str) -> tuple[str, list[TracedMessage]] | None:
         """The SIP trace so far of a call (or a handoff's call) not yet written to
@@ -574,6 +574,9 @@ class CallEngine:
         call = self.calls.get(handoff.call_id if handoff is not None else wanted)
         if call is None or self.sip_trace is None or call.id in self._written:
             return None
+        writing = self._trace_writer.writing.get(call.id) if self._trace_writer else None
+        if writing is not None:  # taken from the tap, not on disk yet
+            return call.id, cleaned(writing, redact)
         legs = sorted({leg.session.call_id for leg in call.legs})
         return call.id, cleaned(self.sip_trace.peek(legs), redact)
 
