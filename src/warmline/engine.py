@@ -149,6 +149,8 @@ class CallEngine:
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
         self._written: set[str] = set()  # calls whose trace went to traces/ (until forgotten)
+        # handoffs of calls another node took over (rare: a stall past the cluster TTL)
+        self._let_go_handoffs: set[str] = set()
         # every recorded call and handoff step, pushed to an integrator's URL as it happens
         self.status_events = status_events
         # where a transfer asked for from outside may go; None: anywhere (in-process use)
@@ -544,6 +546,7 @@ class CallEngine:
     def call_ended(self, call: Call, reason: str | None) -> None:
         if call.taken_by is not None:  # it goes on at the heir, which records its end
             self.record(call.id, "call.let_go", {"to_node": call.taken_by})
+            self._let_go_handoffs.update(call.handoff_ids)
         else:
             self.record(call.id, "call.ended", {"reason": reason})
         if self.shared is not None and call.taken_by is not None:
@@ -564,19 +567,24 @@ class CallEngine:
         self._traces_due.pop(call.id, None)
         assert self.sip_trace is not None and self._trace_writer is not None
         call_ids = {leg.session.call_id for leg in call.legs}
+        def written(call_id: str) -> None:  # not a later call under the same id (adopted
+            if self.calls.get(call_id) is call:  # back): that one's trace is its own
+                self._written.add(call_id)
+
         self._trace_writer.write(call.id, list(call.handoff_ids),
-                                 self.sip_trace.take(sorted(call_ids)), self._written.add)
+                                 self.sip_trace.take(sorted(call_ids)), written)
 
     def live_sip_messages(self, wanted: str) -> tuple[str, list[TracedMessage]] | None:
         """The SIP trace so far of a call (or a handoff's call) not yet written to
         ``traces/`` (then records.trace.find_trace has it), redacted; None otherwise."""
         handoff = self.handoffs.get(wanted)
-        call = self.calls.get(handoff.call_id if handoff is not None else wanted)
+        call_id = handoff.call_id if handoff is not None else wanted
+        pending = self._trace_writer.writing.get(call_id) if self._trace_writer else None
+        if pending is not None:  # taken from the tap, not on disk yet (the call may be
+            return call_id, cleaned(pending, redact)  # forgotten already)
+        call = self.calls.get(call_id)
         if call is None or self.sip_trace is None or call.id in self._written:
             return None
-        writing = self._trace_writer.writing.get(call.id) if self._trace_writer else None
-        if writing is not None:  # taken from the tap, not on disk yet
-            return call.id, cleaned(writing, redact)
         legs = sorted({leg.session.call_id for leg in call.legs})
         return call.id, cleaned(self.sip_trace.peek(legs), redact)
 
@@ -584,6 +592,10 @@ class CallEngine:
         self.registrations.changed(registration)
 
     def call_forgotten(self, call: Call) -> None:
+        due = self._traces_due.pop(call.id, None)
+        if due is not None:  # forgotten before its trace was due (its id comes back)
+            due.cancel()
+            self._write_trace(call)
         self._written.discard(call.id)
         self._callback_calls.pop(call.id, None)
         if self.call_events is not None:
@@ -675,8 +687,7 @@ class CallEngine:
             call.on_dtmf(digit)
 
     def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
-        call = self.calls.get(handoff.call_id)
-        if call is not None and call.taken_by is not None:
+        if handoff.id in self._let_go_handoffs:
             return  # its call went on at another node: the handoff's story is told there
         self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
                     event.at)

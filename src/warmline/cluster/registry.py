@@ -102,6 +102,7 @@ class SharedState:
         self._prefix = settings.prefix
         self._ttl = int(settings.entry_ttl * 1000)
         self._queue: asyncio.Queue[tuple[str, str, Any]] = asyncio.Queue(QUEUE_LIMIT)
+        self._write_lock = asyncio.Lock()  # the beat's rewrite and the queued writes, in turn
         self._tasks: list[asyncio.Task[None]] = []
 
     def key(self, *parts: str) -> str:
@@ -220,7 +221,8 @@ class SharedState:
         while True:
             kind, ident, value = await self._queue.get()
             try:
-                await self._write(kind, ident, value)
+                async with self._write_lock:
+                    await self._write(kind, ident, value)
             except (RedisError, OSError) as error:
                 self._lost(error)
             finally:
@@ -279,6 +281,23 @@ class SharedState:
         if lapsed:  # asked before anything of ours is written again (and until answered)
             await self._let_go_of_what_was_taken()
             self._lapsed = False
+        async with self._write_lock:  # queued writes wait: they land after the rewrite
+            if back:  # from now on changes are queued, not dropped
+                self.available = True
+            written = await self._write_back(back, lapsed)
+        if back:
+            self._said_down = False
+            log.info("cluster: Redis answers; node %s registered with %d live call(s)",
+                     self.node_id, written)
+        if self.limits is not None:
+            await self.limits.renew()
+        await self._inherit_from_the_dead()
+        self.beats += 1
+
+    async def _write_back(self, back: bool, lapsed: bool) -> int:
+        """Our live calls' entries; after an outage or a lapse also the hashes an heir
+        reads, and after an outage every live handoff and callback promise. How many
+        calls."""
         calls = self.live_calls()  # without what was let go
         async with self.client.pipeline(transaction=False) as pipe:
             for call in calls:
@@ -295,15 +314,7 @@ class SharedState:
                     pipe.hset(self.key("callbacks"), str(row["handoff_id"]),
                               json.dumps({**row, "node": self.node_id}))
             await pipe.execute()
-        if self.limits is not None:
-            await self.limits.renew()
-        await self._inherit_from_the_dead()
-        self.beats += 1
-        if back:
-            self.available = True
-            self._said_down = False
-            log.info("cluster: Redis answers; node %s registered with %d live call(s)",
-                     self.node_id, len(calls))
+        return len(calls)
 
     def _rewrite_heritage(self, pipe: Any, calls: list[dict[str, Any]]) -> None:
         """After an outage (Redis may have restarted empty): the hashes an heir reads."""

@@ -112,7 +112,8 @@ async def inherit(client: Redis, prefix: str, node: str, heir: str) -> Inheritan
     if not result:
         return Inheritance()
     owned_flat, legs_flat, promised = result
-    callbacks = [row for row in map(_object, promised) if row is not None]
+    callbacks = [{**row, "node": node}  # the row may still name the node before
+                 for row in map(_object, promised) if row is not None]
     orphans: dict[str, OrphanCall] = {}
     for ident, row in _pairs(owned_flat):
         entry = _object(row)

@@ -13,6 +13,7 @@ writes a pcap that Wireshark and sngrep open.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import time
@@ -180,9 +181,11 @@ def write_trace(folder: Path, call_id: str, handoff_ids: list[str],
     path = trace_path(folder, call_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = json.dumps({"call_id": call_id, "handoff_ids": handoff_ids})
-    path.write_text("\n".join([header, *(m.as_json() for m in cleaned(messages, clean))])
-                    + "\n",
-                    encoding="utf-8")
+    partial = path.with_name(f".{path.name}.partial")  # never read half written
+    partial.write_text("\n".join([header, *(m.as_json() for m in cleaned(messages, clean))])
+                       + "\n",
+                       encoding="utf-8")
+    os.replace(partial, path)
     return path
 
 

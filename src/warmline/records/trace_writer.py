@@ -50,8 +50,10 @@ class TraceWriter:
               written: Callable[[str], None]) -> None:
         self.writing.pop(call_id, None)
         error = finished.exception()
-        if error is not None:
+        if isinstance(error, OSError):
             log.warning("call %s: SIP trace not written: %s", call_id, error)
+        elif error is not None:  # a bug: with its traceback
+            log.error("call %s: SIP trace not written", call_id, exc_info=error)
         written(call_id)
 
     async def close(self) -> None:
