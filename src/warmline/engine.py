@@ -516,6 +516,7 @@ class CallEngine:
                 self._write_trace(call)
         if self._trace_writer is not None:
             await self._trace_writer.close()
+        self.brain.trigger_log.close()
         if self.status_events is not None:  # last: the events of the above go out too
             await self.status_events.close()
         if self.call_events is not None:

@@ -37,6 +37,7 @@ def test_the_report_counts_firings_handoffs_and_what_followed(tmp_path: Path) ->
     assert rows["explicit_request"].fired == 1 and rows["explicit_request"].handoffs == 0
     table = format_report(list(rows.values()))
     assert "sentiment" in table and "50%" in table and "voicemail 1" in table
+    log.close()  # read above while still open: each line is flushed as written
 
 
 def test_an_empty_or_missing_log_reports_nothing_fired(tmp_path: Path) -> None:

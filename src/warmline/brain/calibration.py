@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from warmline.brain.redact import redact_value
 from warmline.brain.triggers import Firing
@@ -27,10 +27,16 @@ IDS = frozenset({"call_id", "handoff_id"})  # random hex, never anything said
 
 
 class TriggerLog:
-    """Appends firings and outcomes to ``folder/triggers.jsonl`` (one JSON object a line)."""
+    """Appends firings and outcomes to ``folder/triggers.jsonl`` (one JSON object a line).
+
+    The file stays open between lines (an outcome a handoff: opening it each time cost the
+    event loop more than the line), each line flushed as written so a reader (``warmline
+    calibration``) and a crash see it; rotate it with copytruncate, or :meth:`close` first.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOG_NAME
+        self._file: TextIO | None = None
 
     def firing(self, call_id: str, firing: Firing) -> None:
         self._append({"kind": "firing", "call_id": call_id, "trigger": firing.trigger,
@@ -47,10 +53,17 @@ class TriggerLog:
 
     def _append(self, record: dict[str, Any]) -> None:
         """One line; redacted again here, since the journal outlives every call."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as log:
-            log.write(json.dumps({"at": time.time(), **redact_value(record, IDS)}, default=str)
-                      + "\n")
+        line = json.dumps({"at": time.time(), **redact_value(record, IDS)}, default=str)
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(line + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _what_followed(kinds: list[str]) -> str:
