@@ -204,8 +204,8 @@ class Switchboard:
     def _dialog_entry(self, session: Session, memo: DialogMemo) -> dict[str, Any] | None:
         """What an heir needs besides the memo: the call and leg, the codec and our SDP
         origin (a re-offer keeps its session id and raises its version, RFC 3264 §8)."""
-        call = session.app.get("call") or session.app.get("leg_of")
-        if not isinstance(call, Call):
+        call = _call_of(session)
+        if call is None:
             return None
         leg = self._legs.get(session.id)
         return {"memo_key": memo.key, "memo": memo.to_json(), "call": call.id,
@@ -258,8 +258,8 @@ class Switchboard:
         sessions = [s for s in self.shell.ua.sessions if s.app.get("memo_key") in heirs]
         for session in sessions:
             session.let_go = True
-            call = session.app.get("call") or session.app.get("leg_of")
-            if isinstance(call, Call):
+            call = _call_of(session)
+            if call is not None:
                 call.taken_by = heirs[str(session.app["memo_key"])]
         self.shell.run(functools.partial(self._let_go_all, sessions))
         return len(sessions)
@@ -271,8 +271,8 @@ class Switchboard:
 
     @staticmethod
     def _heir_of(session: Session) -> str:
-        call = session.app.get("call") or session.app.get("leg_of")
-        return call.taken_by if isinstance(call, Call) and call.taken_by else "another node"
+        call = _call_of(session)
+        return call.taken_by if call is not None and call.taken_by else "another node"
 
     def _left_over_answered(self, journal: DialogJournal, event: RememberedDialogEnded) -> None:
         """Forget the row once the far end answered; no answer (408) or no route (503):
@@ -625,6 +625,12 @@ class Switchboard:
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _call_of(session: Session) -> Call | None:
+    """The call a session is a leg of: the caller's (``call``) or one we dialled for it."""
+    call = session.app.get("call") or session.app.get("leg_of")
+    return call if isinstance(call, Call) else None
 
 
 def _info_digit(event: RequestInDialog, leg: CallLeg) -> None:

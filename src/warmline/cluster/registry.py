@@ -95,7 +95,6 @@ class SharedState:
         self.open_promises: Callable[[], list[str]] = list  # handoff ids of ours still open
         self.inherited = 0  # calls taken over from dead nodes
         self.available = False  # until the first beat answers
-        self.beats = 0  # good beats so far
         self._said_down = False  # the outage under way was logged
         self._lapsed = False  # our entry expired; what was taken is not yet let go
         self.registered = asyncio.Event()  # set at the first good beat: no heir can start
@@ -292,7 +291,6 @@ class SharedState:
         if self.limits is not None:
             await self.limits.renew()
         await self._inherit_from_the_dead()
-        self.beats += 1
 
     async def _write_back(self, back: bool, lapsed: bool) -> int:
         """Our live calls' entries; after an outage or a lapse also the hashes an heir
