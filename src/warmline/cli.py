@@ -29,7 +29,8 @@ from warmline.media.sdes import SrtpPolicy
 from warmline.probe import DEFAULT_TIMEOUT, ProbeReport, ProbeSettings, render, run_probe
 from warmline.records.report import kpi_report
 from warmline.records.store import default_url
-from warmline.records.trace import TracedMessage, find_trace, ladder, pcap
+from warmline.records.trace import TracedMessage, ladder, pcap
+from warmline.records.trace_store import find_trace
 from warmline.server import serve
 from warmline.settings import HepSettings, HttpSpec, ServeSettings, TlsFiles
 from warmline.sip.access import AccessMode, RateLimit
@@ -518,6 +519,7 @@ def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,
             events.secret(), tuple(events.call_url_hosts), kinds, events.attempts))
     settings = replace(settings, outbound=config.outbound.policy(),
                        callbacks=config.callbacks.settings())
+    settings = replace(settings, trace_keep_days=config.trace.keep_days)
     collector = config.trace.collector()
     if collector is not None:
         settings = replace(settings, hep=HepSettings(collector, config.trace.hep_capture_id,

@@ -561,12 +561,16 @@ class EventsSection(_Strict):
 
 
 class TraceSection(_Strict):
-    """A copy of every SIP message to a Homer or sngrep collector (transport/hep.py)."""
+    """A copy of every SIP message to a Homer or sngrep collector (transport/hep.py), and
+    how long the SIP traces of ended calls are kept."""
 
     hep: str | None = Field(None, pattern=r"^udp:")  # "udp:HOST:PORT"; None: no copy sent
     hep_capture_id: int = Field(2001, ge=0, le=2**32 - 1)  # names this node in Homer
     hep_password_env: str | None = None  # Homer's optional auth key
     hep_password_file: str | None = None
+    # ended calls' SIP traces (traces.sqlite in the records folder) are deleted after this
+    # many days; 0 keeps them
+    keep_days: float = Field(14.0, ge=0, le=36500)
 
     @model_validator(mode="before")
     @classmethod

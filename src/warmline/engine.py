@@ -105,7 +105,8 @@ class CallEngine:
     ``journal``: the dialogs owned, so that a start after a crash ends what it left up.
     ``rtp_timeout``: a caller sending neither RTP nor RTCP this long is hung up (0: never).
     ``status_events``: signed status callbacks (brain/status_events.py), or None.
-    ``sip_trace``: the shell's tap, kept per call and written to ``traces/`` at its end.
+    ``sip_trace``: the shell's tap, kept per call and stored in ``traces.sqlite`` at its
+    end; ``trace_keep_days``: stored traces older are deleted (0: kept).
     ``keep_ended_calls``: seconds an ended call stays in ``calls`` (then: the records).
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
@@ -134,7 +135,7 @@ class CallEngine:
                  destination_policy: DestinationPolicy | None = None,
                  journal: DialogJournal | None = None, rtp_timeout: float = 0.0,
                  status_events: StatusCallbacks | None = None,
-                 sip_trace: SipTrace | None = None,
+                 sip_trace: SipTrace | None = None, trace_keep_days: float = 0.0,
                  keep_ended_calls: float = KEEP_ENDED_SECONDS,
                  recording: RecordingSettings | None = None,
                  outbound: OutboundPolicy | None = None,
@@ -148,7 +149,8 @@ class CallEngine:
         # every SIP message of recent calls, written beside the records when a call ends
         self.sip_trace = sip_trace
         self._traces_due: dict[str, asyncio.TimerHandle] = {}
-        self._written: set[str] = set()  # calls whose trace went to traces/ (until forgotten)
+        self._written: set[str] = set()  # calls whose trace is stored (until forgotten)
+        self.trace_keep_days = trace_keep_days
         # handoffs of calls another node took over (rare: a stall past the cluster TTL)
         self._let_go_handoffs: set[str] = set()
         # every recorded call and handoff step, pushed to an integrator's URL as it happens
@@ -331,6 +333,8 @@ class CallEngine:
             self.dialler.start()
         if self.recordings.settings.retention_days > 0:
             self.spawn(self._sweep_recordings())
+        if self._trace_writer is not None and self.trace_keep_days > 0:
+            self.spawn(self._sweep_traces(self._trace_writer))
 
     def _join_the_cluster(self, shared: SharedState) -> None:
         """Share our dialogs (so a live node can take our calls over if we die), take over
@@ -426,6 +430,13 @@ class CallEngine:
             deleted = await loop.run_in_executor(None, sweep_recordings, folder, days)
             if deleted:
                 log.info("%d recording(s) older than %g day(s) deleted", len(deleted), days)
+            await asyncio.sleep(RETENTION_SWEEP)
+
+    async def _sweep_traces(self, writer: TraceWriter) -> None:
+        """SIP traces past [trace] keep_days are deleted (by the writer's thread): at start,
+        then hourly."""
+        while True:
+            writer.sweep(self.trace_keep_days)
             await asyncio.sleep(RETENTION_SWEEP)
 
     async def _trust_the_trunks(self) -> None:
@@ -561,7 +572,7 @@ class CallEngine:
                 TRACE_DELAY, self._write_trace, call)
 
     def _write_trace(self, call: Call) -> None:
-        """``traces/<call id>.jsonl``: every SIP message of the call's legs (records/trace.py).
+        """Every SIP message of the call's legs, stored (records/trace_store.py).
         The words in them were redacted where they came in; each message is redacted again
         here, as log lines are (a PBX's own headers, anything that slipped past), and the
         keys the caller pressed (SIP INFO) are taken out."""
@@ -576,8 +587,8 @@ class CallEngine:
                                  self.sip_trace.take(sorted(call_ids)), written)
 
     def live_sip_messages(self, wanted: str) -> tuple[str, list[TracedMessage]] | None:
-        """The SIP trace so far of a call (or a handoff's call) not yet written to
-        ``traces/`` (then records.trace.find_trace has it), redacted; None otherwise."""
+        """The SIP trace so far of a call (or a handoff's call) not yet stored (then
+        records.trace_store.find_trace has it), redacted; None otherwise."""
         handoff = self.handoffs.get(wanted)
         call_id = handoff.call_id if handoff is not None else wanted
         pending = self._trace_writer.writing.get(call_id) if self._trace_writer else None

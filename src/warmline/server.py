@@ -221,6 +221,7 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
                         destination_policy=settings.destination_policy,
                         journal=_dialog_journal(stack, settings), rtp_timeout=settings.rtp_timeout,
                         status_events=_status_events(settings), sip_trace=SipTrace(),
+                        trace_keep_days=settings.trace_keep_days,
                         keep_ended_calls=settings.keep_ended_calls,
                         recording=settings.recording, agents=settings.agents,
                         early_media=settings.early_media

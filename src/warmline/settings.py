@@ -129,6 +129,7 @@ class ServeSettings:
     dns_timeout: float = 2.0  # seconds per DNS question
     trusted_identity: tuple[str, ...] = ()  # networks whose P-Asserted-Identity is believed
     hep: HepSettings | None = None  # a HEP v3 copy of every SIP message; None: none
+    trace_keep_days: float = 14.0  # [trace] keep_days: ended calls' SIP traces; 0 keeps
     outbound: OutboundPolicy = field(default_factory=OutboundPolicy)  # whom POST /calls rings
     callbacks: CallbackSettings | None = None  # dial the callbacks promised; None: never
     call_urls: CallUrlSettings | None = None  # per-call status URLs; None: refused

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from tests.interop.peers import (
     wait_for_log,
 )
 from tests.interop.transfer_peers import caller_hangs_up
+from warmline.records.trace_store import TRACE_FILE
 
 pytestmark = pytest.mark.interop
 
@@ -67,9 +70,9 @@ def test_sngrep_receives_every_message_of_a_call_over_hep(tmp_path: Path) -> Non
 
 
 def _sipp_call_id(workdir: Path) -> str:
-    """The Call-ID sipp used, from the server's trace file (one call: one file)."""
-    [trace] = (workdir / "warmline-records" / "traces").glob("*.jsonl")
-    first = trace.read_text().splitlines()[1]
-    text = json.loads(first)["text"]
+    """The Call-ID sipp used, from the server's stored trace (one call: one row)."""
+    with contextlib.closing(sqlite3.connect(workdir / "warmline-records" / TRACE_FILE)) as db:
+        [(messages,)] = db.execute("SELECT messages FROM trace").fetchall()
+    text = json.loads(messages)[0]["text"]
     return next(line.split(":", 1)[1].strip() for line in text.split("\r\n")
                 if line.lower().startswith("call-id:"))

@@ -66,6 +66,7 @@ def write(tmp_path: Path, text: str) -> Path:
     ('[routing]\ndefault = "nobody"\n[[departments]]\nname = "b"\n'
      'destinations = [{ uri = "sip:b@127.0.0.1" }]\n', "routing.default: no department"),
     ("[sip\n", "not valid TOML"),
+    ("[trace]\nkeep_days = -1\n", "trace.keep_days"),
 ])
 def test_problems_name_the_line_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as broken:

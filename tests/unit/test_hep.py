@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from warmline.config import ConfigError, load
-from warmline.records.trace import DTMF, SipTrace, find_trace, write_trace
+from warmline.records.trace import DTMF, SipTrace
+from warmline.records.trace_store import find_trace, write_trace
 from warmline.sip.events import Target
 from warmline.transport.hep import Chunk, Endpoint, HepSender, decode, encode
 

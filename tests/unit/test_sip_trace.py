@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from warmline.cli import main
-from warmline.records.trace import SipTrace, find_trace, ladder, pcap, write_trace
+from warmline.records.trace import SipTrace, ladder, pcap
+from warmline.records.trace_store import find_trace, write_trace
 from warmline.sip.events import Target
 
 PEER = Target("udp", "192.0.2.10", 5060)

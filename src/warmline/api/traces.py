@@ -3,8 +3,7 @@
 Under /traces, not /calls/{id}/, on purpose: a bot holds its call's token,
 and the trace carries the other legs' addresses and signalling, so only the
 API token opens it. A live call's comes from memory; an ended call's is
-read in a worker thread, since it may have to be looked for among the files
-in ``traces/``.
+read from ``traces.sqlite`` in a worker thread (a query, a file opened).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from warmline.api.dependencies import EngineDep
-from warmline.records.trace import find_trace
+from warmline.records.trace_store import find_trace
 
 router = APIRouter()
 

@@ -5,7 +5,7 @@ PBX actually send?", and the answer must not need a packet capture started
 beforehand. So the shell's tap hands every message to :class:`SipTrace`,
 which keeps the recent ones per Call-ID in memory (bounded in calls,
 messages per call and bytes per message), and when a call ends the engine
-writes its legs' messages to ``traces/<call id>.jsonl`` beside the records.
+writes its legs' messages beside the records (records/trace_store.py).
 ``warmline trace CALL|HANDOFF`` prints them as a ladder with timings, or
 writes a pcap that Wireshark and sngrep open.
 """
@@ -13,19 +13,16 @@ writes a pcap that Wireshark and sngrep open.
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from warmline.sip.events import Target
 
 _CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE | re.MULTILINE)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 # a key pressed during the call, carried in a SIP INFO (RFC 2976 with dtmf-relay or
 # application/dtmf): one digit a message, so the text redaction cannot see a card number
 # headers that carry routing and protocol state only, never a caller's words (compact
@@ -164,51 +161,6 @@ def clean_message(text: str, clean: Callable[[str], str]) -> str:
         elif not content_type.startswith("application/sdp"):
             body = clean(body)
     return "\r\n".join(kept) + separator + body
-
-
-def trace_path(folder: Path, call_id: str) -> Path:
-    if not _SAFE_NAME.match(call_id):
-        raise ValueError(f"{call_id!r} is not a call id")
-    return folder / "traces" / f"{call_id}.jsonl"
-
-
-def write_trace(folder: Path, call_id: str, handoff_ids: list[str],
-                messages: list[TracedMessage],
-                clean: Callable[[str], str] = lambda text: text) -> Path:
-    """``traces/<call id>.jsonl``: a header line (the call, its handoffs), then a line a
-    message, each passed through ``clean`` (the engine's redaction of personal data) with
-    the keys the caller pressed taken out first."""
-    path = trace_path(folder, call_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    header = json.dumps({"call_id": call_id, "handoff_ids": handoff_ids})
-    partial = path.with_name(f".{path.name}.partial")  # never read half written
-    partial.write_text("\n".join([header, *(m.as_json() for m in cleaned(messages, clean))])
-                       + "\n",
-                       encoding="utf-8")
-    os.replace(partial, path)
-    return path
-
-
-def find_trace(folder: Path, wanted: str) -> tuple[str, list[TracedMessage]]:
-    """The trace of a call id, or of the call a handoff id belongs to; LookupError naming
-    what was looked for when there is none."""
-    directory = folder / "traces"
-    candidates = [directory / f"{wanted}.jsonl"] if _SAFE_NAME.match(wanted) else []
-    candidates += sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
-    for path in candidates:
-        if not path.is_file():
-            continue
-        with path.open(encoding="utf-8") as lines:  # the header first: most files are not it
-            try:
-                header = json.loads(lines.readline() or "{}")
-            except ValueError:
-                continue  # not one of ours, or cut short by a full disk
-            if not isinstance(header, dict):
-                continue
-            if wanted == header.get("call_id") or wanted in header.get("handoff_ids", []):
-                return header["call_id"], [TracedMessage.from_json(line) for line in lines
-                                           if line.strip()]
-    raise LookupError(f"no SIP trace for {wanted} in {directory}")
 
 
 def ladder(messages: list[TracedMessage]) -> str:

@@ -1,0 +1,158 @@
+"""Ended calls' SIP traces in traces.sqlite: batched off the loop, found by call or
+handoff id, a comeback call's rows joined, old ones deleted, a stalled disk bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from warmline.brain.redact import CARD, redact
+from warmline.records import trace_writer
+from warmline.records.trace import TracedMessage
+from warmline.records.trace_store import TraceRow, TraceStore, find_trace
+from warmline.records.trace_writer import BATCH_WAIT, PROCESS_BATCH, TraceWriter
+
+
+def message(at: float, start: str, call_id: str = "leg-1") -> TracedMessage:
+    text = f"{start}\r\nCall-ID: {call_id}\r\nFrom: <sip:+15551234567@pbx>\r\n\r\n"
+    return TracedMessage(at, "in", "udp", "192.0.2.10", 5060, text)
+
+
+def test_a_trace_is_found_by_its_call_or_any_handoff_and_old_ones_are_deleted(
+        tmp_path: Path) -> None:
+    store = TraceStore(tmp_path)
+    now = time.time()
+    store.add([TraceRow("call-1", ("handoff-a", "handoff-b"), [message(now, "INVITE x")], now),
+               TraceRow("call-2", (), [message(now, "OPTIONS x")], now - 30 * 86400)])
+    # the same call adopted back later: a second row, read as one trace in time order
+    store.add([TraceRow("call-1", ("handoff-c",), [message(now - 1, "BYE x"),
+                                                    message(now + 1, "SIP/2.0 200 OK")], now)])
+    call_id, messages = find_trace(tmp_path, "handoff-b")
+    assert call_id == "call-1"
+    assert [m.summary for m in messages] == ["BYE", "INVITE", "200 OK"]
+    assert find_trace(tmp_path, "handoff-c")[1] == messages == find_trace(tmp_path, "call-1")[1]
+    assert store.forget_before(now - 86400) == 1
+    with pytest.raises(LookupError, match="no SIP trace for call-2"):
+        find_trace(tmp_path, "call-2")
+    assert store.count() == 2
+    store.close()
+
+
+def test_a_trace_the_first_version_wrote_as_a_file_is_still_found(tmp_path: Path) -> None:
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    old = message(1.0, "INVITE sip:ai@127.0.0.1 SIP/2.0")
+    (folder / "call-old.jsonl").write_text(
+        json.dumps({"call_id": "call-old", "handoff_ids": []}) + "\n" + old.as_json() + "\n")
+    assert find_trace(tmp_path, "call-old") == ("call-old", [old])
+    with pytest.raises(LookupError):
+        find_trace(tmp_path, "../traces/call-old")
+
+
+def dies_in_a_child(text: str) -> str:
+    """A redaction that kills the trace process it runs in (and passes in the engine's)."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(3)
+    return text
+
+
+def write_all(writer: TraceWriter, count: int, start: str = "INVITE x") -> list[str]:
+    written: list[str] = []
+    for n in range(count):
+        writer.write(f"call-{n}", [f"handoff-{n}"],
+                     [message(n, f"{start}\r\nX-Card: 4111 1111 1111 1111", f"leg-{n}")],
+                     written.append)
+    return written
+
+
+def test_a_few_traces_go_to_a_thread_and_are_shown_until_stored(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[str], int, bool, bool]:
+        writer = TraceWriter(tmp_path, lambda text: text.replace("+15551234567", "[phone]"))
+        written = write_all(writer, PROCESS_BATCH - 1)
+        # until the loop hears it was stored, every trace is still shown from memory
+        shown = all(f"call-{n}" in writer.writing for n in range(PROCESS_BATCH - 1))
+        await writer.close()
+        return written, writer.stored, shown, writer._process is None
+
+    written, stored, shown, no_process = asyncio.run(scenario())
+    assert sorted(written) == sorted(f"call-{n}" for n in range(PROCESS_BATCH - 1))
+    assert stored == PROCESS_BATCH - 1 and shown and no_process
+    call_id, [stored_message] = find_trace(tmp_path, "handoff-7")
+    assert call_id == "call-7" and "[phone]" in stored_message.text
+
+
+def test_a_busy_node_redacts_and_stores_in_a_process_of_its_own(tmp_path: Path) -> None:
+    async def scenario() -> tuple[list[str], int, bool]:
+        writer = TraceWriter(tmp_path, redact)
+        written = write_all(writer, 200)
+        await asyncio.sleep(BATCH_WAIT * 2)
+        started = writer._process is not None
+        await writer.close()
+        return written, writer.stored, started
+
+    written, stored, started = asyncio.run(scenario())
+    assert started and stored == 200 and len(set(written)) == 200
+    call_id, [stored_message] = find_trace(tmp_path, "handoff-150")
+    assert call_id == "call-150" and CARD in stored_message.text
+    assert "4111" not in stored_message.text
+
+
+def test_a_trace_process_that_dies_hands_its_batch_to_the_thread(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> tuple[list[str], int]:
+        writer = TraceWriter(tmp_path, dies_in_a_child)
+        written = write_all(writer, 60)
+        await writer.close()
+        return written, writer.stored
+
+    with caplog.at_level(logging.WARNING, "warmline.records"):
+        written, stored = asyncio.run(scenario())
+    assert stored == 60 and len(set(written)) == 60
+    assert "the SIP trace process stopped" in caplog.text
+    assert find_trace(tmp_path, "handoff-59")[0] == "call-59"
+
+
+def test_the_writer_deletes_what_is_past_keep_days(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path)
+    store.add([TraceRow("call-old", ("handoff-old",), [message(1.0, "INVITE x")],
+                        time.time() - 20 * 86400)])
+    store.close()
+
+    async def scenario() -> None:
+        writer = TraceWriter(tmp_path, lambda text: text)
+        writer.write("call-new", [], [message(2.0, "INVITE y")], lambda call_id: None)
+        writer.sweep(14.0)
+        await writer.close()
+
+    asyncio.run(scenario())
+    with pytest.raises(LookupError):
+        find_trace(tmp_path, "handoff-old")
+    assert find_trace(tmp_path, "call-new")[0] == "call-new"
+
+
+def test_a_writer_that_cannot_store_logs_it_and_memory_stays_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    blocked = tmp_path / "records"
+    blocked.write_text("a file where the records folder should be")
+    monkeypatch.setattr(trace_writer, "MAX_WAITING", 3)
+
+    async def scenario() -> tuple[list[str], int, int]:
+        writer = TraceWriter(blocked, lambda text: text)
+        written = write_all(writer, 5)  # nothing sent yet: three wait, two are dropped
+        dropped = writer.dropped
+        await writer.close()
+        return written, dropped, writer.stored
+
+    with caplog.at_level(logging.WARNING, "warmline.records"):
+        written, dropped, stored = asyncio.run(scenario())
+    assert dropped == 2 and stored == 0
+    assert sorted(written) == [f"call-{n}" for n in range(5)]
+    assert "SIP traces dropped" in caplog.text and "not stored" in caplog.text
