@@ -496,7 +496,8 @@ def _user_agent(base: UserAgentConfig, config: WarmlineConfig) -> UserAgentConfi
     return replace(base, session_timer=sip.session_timer(), trusted_networks=list(sip.trusted),
                    access=sip.access, auth_realm=sip.realm, auth_users=sip.auth_users(),
                    source_limit=RateLimit(limits.sip_rate, limits.sip_burst),
-                   max_transactions=limits.max_transactions, retry_after=limits.retry_after)
+                   max_transactions=limits.max_transactions, retry_after=limits.retry_after,
+                   max_queue_delay=limits.max_queue_delay)
 
 
 def _limits(settings: ServeSettings, parser: argparse.ArgumentParser,

@@ -714,6 +714,9 @@ class LimitsSection(_Strict):
     # requests get 503; 0: no cap
     max_transactions: int = Field(200_000, ge=0)
     max_calls: int = Field(1_000, ge=0)  # calls at once; past it new ones get 503; 0: no cap
+    # seconds SIP input may wait in a UDP listener's queue (two probes in a row) before new
+    # calls get 503, until it is back under half; 0: never (transport/backlog.py)
+    max_queue_delay: float = Field(0.3, ge=0, le=10)
     retry_after: int = Field(5, ge=1, le=3600)  # seconds, in each 503
     tcp_idle_timeout: float = Field(300.0, ge=0)  # an inbound connection no call uses
     tcp_message_deadline: float = Field(10.0, ge=0)  # to finish a message once begun

@@ -503,6 +503,7 @@ class CallEngine:
                 "sip_challenged": counters.challenged,
                 "sip_rate_limited": counters.rate_limited,
                 "sip_overloaded": counters.overloaded,
+                "sip_backlogged": counters.refused_backlogged,
                 "calls_over_max": refused[Overload.MAX_CALLS],
                 "calls_no_media_ports": refused[Overload.NO_MEDIA_PORTS],
                 "tcp_over_source_cap": streams.over_source_cap,

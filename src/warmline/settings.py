@@ -37,9 +37,11 @@ from warmline.transport.stream import StreamLimits
 def secure_user_agent() -> UserAgentConfig:
     """The SIP core as `serve` runs it unless told otherwise: calls taken from loopback
     only (others get 403 until [sip] trusted or a challenge lets them in), 50 messages a
-    second per untrusted source, at most 100,000 server transactions (then 503)."""
+    second per untrusted source, at most 200,000 server transactions (then 503), new calls
+    capped while SIP input waits 0.3 s unread (sip/admission.py)."""
     return UserAgentConfig(trusted_networks=list(LOOPBACK), access=AccessMode.TRUSTED,
-                           source_limit=RateLimit(50.0, 100.0), max_transactions=200_000)
+                           source_limit=RateLimit(50.0, 100.0), max_transactions=200_000,
+                           max_queue_delay=0.3)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from warmline.sip.access import (
     in_networks,
     parse_networks,
 )
+from warmline.sip.admission import CallAdmission
 from warmline.sip.auth import Credentials, DigestClient, DigestServer
 from warmline.sip.dialog import TARGET_REFRESH, Dialog, DialogState, target_for_uri
 from warmline.sip.dialog_memo import DialogMemo
@@ -129,6 +130,9 @@ class UserAgentConfig:
     # server transactions held at once; past it new requests get 503 (0: no limit)
     max_transactions: int = 0
     retry_after: int = 5  # seconds, in every 503 we send when overloaded
+    # seconds SIP input may wait unread before new calls are capped (admission.py): the
+    # shell measures it; 0: never capped
+    max_queue_delay: float = 0.0
 
     def __post_init__(self) -> None:
         parse_networks(self.trusted_networks or [], "trusted_networks")
@@ -158,6 +162,7 @@ class Counters:
     rate_limited: int = 0  # messages dropped unread: their source was over its rate
     overloaded: int = 0  # 503 because the transaction table was full
     refused_draining: int = 0  # 503 to a new call or OPTIONS probe while draining
+    refused_backlogged: int = 0  # the same while the node is behind on its SIP input
 
 
 @dataclass
@@ -209,6 +214,9 @@ class UserAgent:
         # at the node's max_calls: OPTIONS probes outside a dialog get 503 too, so a proxy's
         # ds_ping keeps us out of rotation until a call ends (set by the switchboard)
         self.full = False
+        # behind on its SIP input (the shell times its UDP queue, transport/backlog.py): new
+        # calls past a cap and every OPTIONS probe get 503, until it has caught up
+        self.admission = CallAdmission(self.config.max_queue_delay)
 
     # ------------------------------------------------------------------ set-up
     def add_listener(self, transport: str, host: str, port: int) -> None:
@@ -971,7 +979,7 @@ class UserAgent:
                 self._stateless(make_response(request, error.status, error.reason), source)
             return
         refusal = self._precheck(request, source, now, access) \
-            or self._overload(request, source) or self._drain_refusal(request) \
+            or self._overload(request, source) or self._drain_refusal(request, now) \
             or self._full_refusal(request)
         if refusal is not None:
             if request.method != "ACK":
@@ -1064,21 +1072,30 @@ class UserAgent:
         return make_response(request, 503, "Service Unavailable (overloaded)",
                              headers=[("Retry-After", str(self.config.retry_after))])
 
-    def _drain_refusal(self, request: Request) -> Response | None:
-        """While draining, a 503 with Retry-After and a Reason for a new INVITE (not one
-        with Replaces: that joins a live call, an attended transfer finishing) and for
+    def _drain_refusal(self, request: Request, now: float) -> Response | None:
+        """While draining, or past the cap on new calls while backlogged (admission.py),
+        a 503 with Retry-After and a Reason for a new INVITE (not one with Replaces: that
+        joins a live call, an attended transfer finishing); while draining or capped, for
         an OPTIONS probe outside a dialog. Stateless like the overload 503: a stateful
-        proxy absorbs our retransmitted answers, and nothing is held for the refusal."""
-        if not self.draining or request.to.tag is not None \
-                or request.method not in ("INVITE", "OPTIONS"):
+        proxy absorbs our retransmitted answers, and nothing is held for the refusal
+        (backlogged, that is the point: a refusal costs a parse)."""
+        if request.to.tag is not None or request.method not in ("INVITE", "OPTIONS"):
             return None
         if (request.method == "INVITE" and request.get("replaces") is not None) \
                 or self.layer.holds(request):  # a retransmission of a call taken before
             return None
-        self.counters.refused_draining += 1
-        return make_response(request, 503, "Service Unavailable (draining)", headers=[
+        if self.draining:
+            self.counters.refused_draining += 1
+            why = "draining"
+        elif (request.method == "INVITE" and not self.admission.admit(now)) \
+                or (request.method == "OPTIONS" and self.admission.capped):
+            self.counters.refused_backlogged += 1
+            why = "overloaded"
+        else:
+            return None
+        return make_response(request, 503, f"Service Unavailable ({why})", headers=[
             ("Retry-After", str(self.config.retry_after)),
-            ("Reason", 'SIP;cause=503;text="draining"')])
+            ("Reason", f'SIP;cause=503;text="{why}"')])
 
     def _full_refusal(self, request: Request) -> Response | None:
         """At max_calls, an OPTIONS probe outside a dialog: 503 with Retry-After (new calls

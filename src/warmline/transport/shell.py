@@ -23,6 +23,7 @@ from warmline.sip.events import Target, Transmit
 from warmline.sip.session import SessionEvent
 from warmline.sip.uri import SipUri, is_ip_address
 from warmline.sip.useragent import UserAgent
+from warmline.transport.backlog import BacklogProbe
 from warmline.transport.listen import ListenSpec
 from warmline.transport.resolver import ResolutionError, Resolver
 from warmline.transport.stream import ConnectionRegistry, StreamConnection, StreamLimits
@@ -37,6 +38,8 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         self.shell = shell
         self.access = access  # the listener's mode for new requests from untrusted sources
         self.transport: asyncio.DatagramTransport | None = None
+        self.probe: BacklogProbe | None = None  # times this listener's queue (backlog.py)
+        self._probe_from: tuple[str, int] | None = None
         self._sources: dict[tuple[str, int], Target] = {}
         self._errors: socket.socket | None = None  # reads which destination an ICMP error names
 
@@ -45,11 +48,20 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         self._errors = _icmp_error_reader(transport.get_extra_info("socket"))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
         if self._errors is not None:
             self._errors.close()
             self._errors = None
 
+    def watch_backlog(self, probe: BacklogProbe) -> None:
+        self.probe, self._probe_from = probe, probe.source
+
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr == self._probe_from and self.probe is not None:
+            self.probe.arrived(data)
+            return
         source = self._sources.get(addr)
         if source is None:
             if len(self._sources) > 65536:
@@ -167,6 +179,8 @@ class SipShell:
             _enlarge_buffers(transport.get_extra_info("socket"))
             bound = spec.bound_to(transport.get_extra_info("sockname")[1])
             self._udp.append((bound, protocol))
+            if agent_limit := self.ua.config.max_queue_delay:
+                self._watch_backlog(protocol, (bound.host, bound.port), agent_limit)
         else:
             context = self.tls_server if spec.transport == "tls" else None
             if spec.transport == "tls" and context is None:
@@ -179,6 +193,28 @@ class SipShell:
             bound = spec.bound_to(server.sockets[0].getsockname()[1])
         self.ua.add_listener(bound.transport, *bound.public)
         return bound
+
+    def _watch_backlog(self, endpoint: _UdpEndpoint, address: tuple[str, int],
+                       limit: float) -> None:
+        """Time the listener's queue; each wait goes to the UA's admission (sip/admission.py),
+        which caps new calls while the node is behind."""
+        admission = self.ua.admission
+
+        def measured(delay: float) -> None:
+            was = admission.cap
+            admission.measured(delay, self.loop.time())
+            if was is None and admission.cap is not None:
+                log.warning("SIP input on %s:%d waits %.2f s to be read (over [limits] "
+                            "max_queue_delay %.2f s): new calls capped at %.0f a second, "
+                            "the rest get 503", *address, delay, limit, admission.cap)
+            elif was is not None and admission.cap is None:
+                log.warning("SIP input on %s:%d caught up: every new call taken again "
+                            "(%d refused meanwhile)", *address, admission.refused)
+
+        try:
+            endpoint.watch_backlog(BacklogProbe(self.loop, address, measured, limit))
+        except OSError as error:  # the node runs; only the overload answer is missing
+            log.warning("cannot watch the SIP input queue of %s:%d: %s", *address, error)
 
     def _sweep_connections(self) -> None:
         """Every second: close slow-to-finish and idle inbound connections (stream.py)."""
