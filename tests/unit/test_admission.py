@@ -14,7 +14,10 @@ from warmline.sip.admission import MIN_RATE, CallAdmission
 from warmline.sip.events import Target
 from warmline.sip.message import Response, parse_message
 from warmline.sip.session import CallEnded, CallFailed, IncomingCall, ProbeResult
+from warmline.sip.useragent import UserAgent, UserAgentConfig
 from warmline.transport.backlog import BacklogProbe
+from warmline.transport.listen import ListenSpec
+from warmline.transport.shell import SipShell
 
 
 def offer(admission: CallAdmission, rate: float, start: float, seconds: float) -> int:
@@ -103,3 +106,21 @@ def test_the_probe_times_the_listener_queue_and_reports_a_late_probe_once() -> N
     waits = asyncio.run(scenario())
     assert len(waits) >= 4 and 0.3 <= waits[0] < 0.6
     assert all(wait < 0.1 for wait in waits[1:])
+
+
+def test_a_shell_times_each_udp_listener_over_ipv4_and_ipv6() -> None:
+    """The probes reach the listeners and are taken out before the SIP core: nothing
+    counted as garbage, short waits, nothing capped (an IPv6 source address comes as a
+    4-tuple: a probe not recognised would be lost and, at 5 s, read as a backlog)."""
+    async def scenario() -> tuple[int, float, bool, int]:
+        ua = UserAgent(UserAgentConfig(max_queue_delay=0.3))
+        shell = SipShell(ua)
+        await shell.listen(ListenSpec("udp", "127.0.0.1", 0))
+        await shell.listen(ListenSpec("udp", "::1", 0))
+        await asyncio.sleep(0.55)
+        probes = sum(1 for _, endpoint in shell._udp if endpoint.probe is not None)
+        await shell.close()
+        return ua.counters.garbage_dropped, ua.admission.last_delay, ua.admission.capped, probes
+
+    garbage, last_delay, capped, probes = asyncio.run(scenario())
+    assert probes == 2 and garbage == 0 and last_delay < 0.1 and not capped

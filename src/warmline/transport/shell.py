@@ -39,7 +39,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         self.access = access  # the listener's mode for new requests from untrusted sources
         self.transport: asyncio.DatagramTransport | None = None
         self.probe: BacklogProbe | None = None  # times this listener's queue (backlog.py)
-        self._probe_from: tuple[str, int] | None = None
+        self._probe_from: tuple[str, int] = ("", 0)
         self._sources: dict[tuple[str, int], Target] = {}
         self._errors: socket.socket | None = None  # reads which destination an ICMP error names
 
@@ -59,7 +59,9 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
         self.probe, self._probe_from = probe, probe.source
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if addr == self._probe_from and self.probe is not None:
+        # addr[:2]: an IPv6 address comes with a flow label and a scope id
+        if addr[1] == self._probe_from[1] and addr[0] == self._probe_from[0] \
+                and self.probe is not None:
             self.probe.arrived(data)
             return
         source = self._sources.get(addr)
