@@ -1,5 +1,4 @@
-"""``python -m warmline``. Guarded: a process started with multiprocessing's "spawn"
-(the SIP trace writer's) imports this module again and must not run the CLI."""
+"""``python -m warmline``: the CLI (importing this module runs nothing)."""
 
 import sys
 

@@ -4,10 +4,11 @@ handoff id, a comeback call's rows joined, old ones deleted, a stalled disk boun
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
-import multiprocessing
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import pytest
 
 from warmline.brain.redact import CARD, redact
 from warmline.records import trace_writer
+from warmline.records.child import function_name
 from warmline.records.trace import TracedMessage
+from warmline.records.trace_keeper import keep
 from warmline.records.trace_store import TraceRow, TraceStore, find_trace
 from warmline.records.trace_writer import BATCH_WAIT, PROCESS_BATCH, TraceWriter
 
@@ -57,8 +60,8 @@ def test_a_trace_the_first_version_wrote_as_a_file_is_still_found(tmp_path: Path
 
 
 def dies_in_a_child(text: str) -> str:
-    """A redaction that kills the trace process it runs in (and passes in the engine's)."""
-    if multiprocessing.parent_process() is not None:
+    """A redaction that kills the keeper process it runs in (and passes in the engine's)."""
+    if str(os.getpid()) != os.environ.get("WARMLINE_TEST_ENGINE_PID"):
         os._exit(3)
     return text
 
@@ -79,7 +82,7 @@ def test_a_few_traces_go_to_a_thread_and_are_shown_until_stored(tmp_path: Path) 
         # until the loop hears it was stored, every trace is still shown from memory
         shown = all(f"call-{n}" in writer.writing for n in range(PROCESS_BATCH - 1))
         await writer.close()
-        return written, writer.stored, shown, writer._process is None
+        return written, writer.stored, shown, writer.keeper is None
 
     written, stored, shown, no_process = asyncio.run(scenario())
     assert sorted(written) == sorted(f"call-{n}" for n in range(PROCESS_BATCH - 1))
@@ -93,7 +96,7 @@ def test_a_busy_node_redacts_and_stores_in_a_process_of_its_own(tmp_path: Path) 
         writer = TraceWriter(tmp_path, redact)
         written = write_all(writer, 200)
         await asyncio.sleep(BATCH_WAIT * 2)
-        started = writer._process is not None
+        started = writer.keeper is not None
         await writer.close()
         return written, writer.stored, started
 
@@ -104,18 +107,24 @@ def test_a_busy_node_redacts_and_stores_in_a_process_of_its_own(tmp_path: Path) 
     assert "4111" not in stored_message.text
 
 
-def test_a_trace_process_that_dies_hands_its_batch_to_the_thread(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_keeper_process_that_dies_hands_its_batch_to_the_thread(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WARMLINE_TEST_ENGINE_PID", str(os.getpid()))
     async def scenario() -> tuple[list[str], int]:
         writer = TraceWriter(tmp_path, dies_in_a_child)
         written = write_all(writer, 60)
+        for _ in range(100):  # the batch goes to a keeper, which dies on it
+            await asyncio.sleep(0.05)
+            if writer.stored:
+                break
         await writer.close()
         return written, writer.stored
 
     with caplog.at_level(logging.WARNING, "warmline.records"):
         written, stored = asyncio.run(scenario())
     assert stored == 60 and len(set(written)) == 60
-    assert "the SIP trace process stopped" in caplog.text
+    assert "the SIP trace keeper exited" in caplog.text
     assert find_trace(tmp_path, "handoff-59")[0] == "call-59"
 
 
@@ -156,3 +165,26 @@ def test_a_writer_that_cannot_store_logs_it_and_memory_stays_bounded(
     assert dropped == 2 and stored == 0
     assert sorted(written) == [f"call-{n}" for n in range(5)]
     assert "SIP traces dropped" in caplog.text and "not stored" in caplog.text
+
+
+def test_the_keeper_reports_each_batch_in_order_and_a_failure_in_one_line(
+        tmp_path: Path) -> None:
+    def frame(raw: list[trace_writer.RawTrace]) -> bytes:
+        body = pickle.dumps(raw)
+        return len(body).to_bytes(4, "big") + body
+
+    good = [("call-1", ("handoff-1",), [(1.0, "in", "udp", "192.0.2.1", 5060, "INVITE x")])]
+    out = io.StringIO()
+    keep(tmp_path, redact, io.BytesIO(frame(good) + frame(good)), out)
+    assert out.getvalue() == "stored 1\nstored 1\n"
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    out = io.StringIO()
+    keep(blocked, redact, io.BytesIO(frame(good)), out)
+    assert out.getvalue().startswith("failed 1 ") and out.getvalue().count("\n") == 1
+
+
+def test_only_a_function_found_by_name_goes_to_the_keeper() -> None:
+    assert function_name(redact) == "warmline.brain.redact:redact"
+    assert function_name(lambda text: text) is None
+    assert function_name(str.upper) is None  # a builtin's module does not name it

@@ -32,22 +32,19 @@ URL_VARIABLE RETRY ENGINE_PID`` with the database URL in the environment.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import select
-import signal
 import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import TextIO
 
+from warmline.records.child import die_with, first_line
 from warmline.records.journal import Journal
 from warmline.records.store import connect, insert_events
 
 BATCH = 500
-PR_SET_PDEATHSIG = 1
 GATHER_SECONDS = 0.05  # after a short batch: events reach the database within ~50 ms
 IDLE_CHECK_SECONDS = 1.0  # a missed wake-up delays an event by at most this
 
@@ -116,7 +113,7 @@ def ship(journal: Journal, url: str, retry_seconds: float, control: Control,
                 engine = connect(url)
             insert_events(engine, batch)
         except Exception as error:  # any failure (a missing driver too): report and retry
-            _say(out, f"failed {len(batch)} {_first_line(error)}")
+            _say(out, f"failed {len(batch)} {first_line(error)}")
             if control.closing:
                 break  # the rest ships at the next start
             control.pause(retry_seconds)
@@ -145,26 +142,13 @@ def _say(out: TextIO, line: str) -> None:
         os._exit(0)
 
 
-def _die_with(engine_pid: int) -> None:
-    """Ask the kernel to kill this process when the engine dies (Linux only), then make
-    sure it did not die already."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != engine_pid:
-        os._exit(0)
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).splitlines() or [type(error).__name__])[0]
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 4 or not os.environ.get(argv[1]):
         print("usage: python -m warmline.records.shipper JOURNAL URL_VARIABLE RETRY_SECONDS "
               "ENGINE_PID (the database URL in the environment variable URL_VARIABLE)",
               file=sys.stderr)
         return 2
-    _die_with(int(argv[3]))
+    die_with(int(argv[3]))
     journal = Journal(Path(argv[0]))
     try:
         ship(journal, os.environ[argv[1]], float(argv[2]), Control(sys.stdin.fileno()),

@@ -7,9 +7,10 @@ calls a second the loop then waits for it at every system call (measured: the
 blind-transfer bench failed at 380 cycles/s with the redaction on a thread and
 passed without it). So traces gather on the loop for ``BATCH_WAIT`` and go
 as one batch: to a thread while batches are small (a quiet node starts no
-process), and from the first batch of ``PROCESS_BATCH`` traces on to a
-process of its own, which redacts and stores them beside the engine's GIL. If
-that process dies or cannot start, the thread takes over, the batch included.
+process), and from the first batch of ``PROCESS_BATCH`` traces on to the
+keeper, a process of its own (trace_keeper.py), which redacts and stores them
+beside the engine's GIL. If it dies or cannot start, the thread takes over,
+the batches it had not stored included.
 Until a trace is stored its messages are kept here, so the API shows it
 without a gap (:attr:`TraceWriter.writing`). Old traces are deleted by the
 thread, after ``[trace] keep_days``.
@@ -18,21 +19,16 @@ thread, after ``[trace] keep_days``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
-import multiprocessing
-import os
-import pickle
-import signal
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmline.records.child import function_name
+from warmline.records.keeper_process import KeeperGone, KeeperProcess, NotStored
 from warmline.records.trace import TracedMessage
 from warmline.records.trace_store import TraceRow, TraceStore, trace_row
 
@@ -41,7 +37,6 @@ DAY = 86_400.0
 BATCH_WAIT = 0.1  # seconds traces gather on the loop before they go as one batch
 PROCESS_BATCH = 20  # a batch this big (a busy node): batches go to a process from then on
 MAX_WAITING = 20_000  # traces not stored yet at most; past it a call's trace is dropped
-PR_SET_PDEATHSIG = 1
 
 # a trace as it crosses to the writer: call id, handoff ids, messages as plain tuples
 RawMessage = tuple[float, str, str, str, int, str]
@@ -73,8 +68,9 @@ class TraceWriter:
         self._send_due: asyncio.TimerHandle | None = None
         self._sent: set[asyncio.Future[int]] = set()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="warmline-traces")
-        self._process: ProcessPoolExecutor | None = None
-        self._process_given_up = False  # it died or could not start: the thread from then on
+        self.keeper: KeeperProcess | None = None
+        self._keeper_given_up = False  # it died or could not start: the thread from then on
+        self._closing = False
 
     def write(self, call_id: str, handoff_ids: list[str], messages: list[TracedMessage],
               written: Callable[[str], None]) -> None:
@@ -98,58 +94,63 @@ class TraceWriter:
 
     async def close(self) -> None:
         """Every trace queued is stored (or its failure logged) when this returns."""
+        self._closing = True
         if self._send_due is not None:
             self._send_due.cancel()
             self._send()
+        if self.keeper is not None:
+            await self.keeper.close()  # it stores what it was sent, then exits
         while self._sent:
             await asyncio.wait(list(self._sent))
             await asyncio.sleep(0)  # the ``written`` callbacks, and any batch sent again
         loop = asyncio.get_running_loop()
-        if self._process is not None:
-            await loop.run_in_executor(None, self._process.shutdown)
         self._thread.submit(close_store, self.folder)
         await loop.run_in_executor(None, self._thread.shutdown)
 
     def _send(self) -> None:
         self._send_due = None
         batch, self._gathering = self._gathering, []
-        if batch:
-            self._submit(batch, self._executor_for(len(batch)))
-
-    def _submit(self, batch: list[_Waiting], executor: Executor) -> None:
-        loop = asyncio.get_running_loop()
-        future = asyncio.wrap_future(executor.submit(
-            store_batch, self.folder, [item.raw() for item in batch], self.clean), loop=loop)
+        if not batch:
+            return
+        keeper = self._keeper_for(len(batch))
+        raw = [item.raw() for item in batch]
+        if keeper is not None:
+            future = keeper.send(raw)
+        else:
+            future = asyncio.wrap_future(self._thread.submit(store_batch, self.folder, raw,
+                                                             self.clean))
         self._sent.add(future)
         future.add_done_callback(lambda done: self._stored(batch, done))
 
-    def _executor_for(self, size: int) -> Executor:
-        if self._process is None and size >= PROCESS_BATCH and not self._process_given_up:
-            self._process = self._start_process()
-        return self._process or self._thread
-
-    def _start_process(self) -> ProcessPoolExecutor | None:
+    def _keeper_for(self, size: int) -> KeeperProcess | None:
+        keeper = self.keeper
+        if keeper is not None or size < PROCESS_BATCH or self._keeper_given_up \
+                or self._closing:
+            return keeper
+        name = function_name(self.clean)
         try:
-            pickle.dumps(self.clean)  # the process needs it by name
-            return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_die_with, initargs=(os.getpid(),))
-        except (pickle.PicklingError, AttributeError, TypeError, OSError) as error:
-            log.info("SIP traces stored by a thread (no process: %s)", error)
-            self._process_given_up = True
-            return None
+            if name is None:
+                raise ValueError(f"{self.clean!r} cannot be found by name")
+            self.keeper = KeeperProcess(self.folder, name)
+        except (OSError, ValueError) as error:
+            log.info("SIP traces stored by a thread (no keeper process: %s)", error)
+            self._keeper_given_up = True
+        return self.keeper
 
     def _stored(self, batch: list[_Waiting], done: asyncio.Future[int]) -> None:
         self._sent.discard(done)
         error = None if done.cancelled() else done.exception()
-        if isinstance(error, BrokenProcessPool) and self._process is not None:
-            log.warning("the SIP trace process stopped (%s): traces stored by a thread now",
-                        error)
-            self._process, self._process_given_up = None, True
-            self._submit(batch, self._thread)  # this batch too: nothing lost
+        if isinstance(error, KeeperGone):  # this batch too: stored here, nothing lost
+            if self.keeper is not None and not self._closing:
+                log.warning("%s: SIP traces stored by a thread from now on", error)
+            self.keeper, self._keeper_given_up = None, True
+            future = asyncio.wrap_future(self._thread.submit(
+                store_batch, self.folder, [item.raw() for item in batch], self.clean))
+            self._sent.add(future)
+            future.add_done_callback(lambda again: self._stored(batch, again))
             return
-        if isinstance(error, sqlite3.Error | OSError):  # a full disk, a broken file: the
-            # calls go on
-            log.warning("%d SIP trace(s) not stored: %s", len(batch), error)
+        if isinstance(error, NotStored | sqlite3.Error | OSError):  # a full disk, a broken
+            log.warning("%d SIP trace(s) not stored: %s", len(batch), error)  # file: calls go on
         elif error is not None:  # a bug: with its traceback
             log.error("%d SIP trace(s) not stored", len(batch), exc_info=error)
         elif not done.cancelled():
@@ -198,11 +199,3 @@ def close_store(folder: Path) -> None:
     store = _STORES.pop(folder, None)
     if store is not None:
         store.close()
-
-
-def _die_with(engine_pid: int) -> None:
-    """The trace process: killed by the kernel when the engine dies (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != engine_pid:
-        os._exit(0)
