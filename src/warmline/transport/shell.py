@@ -237,6 +237,9 @@ class SipShell:
         if self._timer is not None:
             self._timer.cancel()
         for _, endpoint in self._udp:
+            if endpoint.probe is not None:  # now, not when the loop gets to connection_lost
+                endpoint.probe.close()
+                endpoint.probe = None
             if endpoint.transport is not None:
                 endpoint.transport.close()
         for server in self._servers:
