@@ -494,6 +494,11 @@ class CallEngine:
         """The handoffs of the calls in memory, with their screen-pop tokens."""
         return [shared_handoff(handoff) for handoff in self.handoffs.values()]
 
+    @property
+    def trace_writer(self) -> TraceWriter | None:
+        """Where ended calls' SIP traces go (None: no SIP trace kept)."""
+        return self._trace_writer
+
     def refusals(self) -> dict[str, int]:
         """Everything refused to protect the engine so far, by reason (for /metrics)."""
         shell = self.switchboard.shell

@@ -165,6 +165,9 @@ def test_strangers_floods_and_slow_sockets_are_refused_and_the_pbx_still_served(
                        "tcp_over_source_cap", "tcp_slow_message"):
             value = _metric(metrics, f'warmline_refusals_total{{reason="{reason}"}}')
             assert value > 0, (reason, metrics)
+        # its UDP queue is watched (the probes come back quickly) and nothing was capped
+        assert 0 <= _metric(metrics, "warmline_sip_queue_delay_seconds") < 0.3, metrics
+        assert _metric(metrics, "warmline_new_calls_cap") == 0
         for sock in [stranger, first, second, flooder, pbx, dripper, *holders]:
             sock.close()
     finally:

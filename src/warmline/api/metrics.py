@@ -39,6 +39,23 @@ def metrics_text(engine: CallEngine, http_refusals: dict[str, int] | None = None
               "# TYPE warmline_refusals_total counter",
               *(f'warmline_refusals_total{{reason="{reason}"}} {count}'
                 for reason, count in {**engine.refusals(), **(http_refusals or {})}.items())]
+    admission = engine.switchboard.shell.ua.admission
+    lines += ["# HELP warmline_sip_queue_delay_seconds How long the latest probe waited unread "
+              "in a UDP listener's queue (0: not watched).",
+              "# TYPE warmline_sip_queue_delay_seconds gauge",
+              f"warmline_sip_queue_delay_seconds {admission.last_delay:.4f}",
+              "# HELP warmline_new_calls_cap New calls a second taken while the node is "
+              "behind on its SIP input; 0: no cap.",
+              "# TYPE warmline_new_calls_cap gauge",
+              f"warmline_new_calls_cap {admission.cap or 0:.1f}"]
+    traces = engine.trace_writer
+    if traces is not None:
+        lines += ["# HELP warmline_sip_traces_waiting Ended calls' SIP traces not stored yet.",
+                  "# TYPE warmline_sip_traces_waiting gauge",
+                  f"warmline_sip_traces_waiting {len(traces.writing)}",
+                  "# HELP warmline_sip_traces_dropped_total Traces not kept: too many waiting.",
+                  "# TYPE warmline_sip_traces_dropped_total counter",
+                  f"warmline_sip_traces_dropped_total {traces.dropped}"]
     if engine.records is not None:
         records = engine.records
         lines += ["# HELP warmline_records_pending Events not yet in the database "
