@@ -86,7 +86,7 @@ class KeeperProcess:
         assert pipe is not None
         while (chunk := self._outbox.get()) is not None:
             try:
-                pipe.write(chunk)
+                _write_all(pipe, chunk)
             except OSError:  # the keeper died: the reader tells the loop
                 break
         with contextlib.suppress(OSError):
@@ -100,6 +100,10 @@ class KeeperProcess:
                 self._loop.call_soon_threadsafe(self._report, line.decode("utf-8", "replace"))
             self._process.wait()
             self._loop.call_soon_threadsafe(self._gone)
+
+    def stop(self) -> None:
+        """Let the writer thread end (the keeper died: nothing more goes to it)."""
+        self._outbox.put(None)
 
     # -- on the loop -------------------------------------------------------------------
     def _report(self, line: str) -> None:
@@ -117,3 +121,12 @@ class KeeperProcess:
         while self._waiting:
             self._waiting.popleft().set_exception(
                 KeeperGone(f"the SIP trace keeper exited ({self._process.returncode})"))
+
+
+def _write_all(pipe: Any, chunk: bytes) -> None:
+    """A raw pipe may take part of a write (a signal landing mid-way): the rest follows, so
+    the keeper never loses the framing."""
+    view = memoryview(chunk)
+    while view:
+        written = pipe.write(view)
+        view = view[written or 0:]

@@ -16,6 +16,7 @@ It dies with the engine (Linux: PR_SET_PDEATHSIG), like the records shipper.
 from __future__ import annotations
 
 import pickle
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -53,6 +54,10 @@ def main(argv: list[str]) -> int:
               "ENGINE_PID", file=sys.stderr)
         return 2
     die_with(int(argv[2]))
+    # ended by the end of stdin (the engine closing) or with the engine (die_with); a Ctrl-C
+    # or a SIGTERM to the whole process group must not cut a batch the engine still counts on
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     keep(Path(argv[0]), named_function(argv[1]), sys.stdin.buffer, sys.stdout)
     return 0
 

@@ -37,6 +37,7 @@ DAY = 86_400.0
 BATCH_WAIT = 0.1  # seconds traces gather on the loop before they go as one batch
 PROCESS_BATCH = 20  # a batch this big (a busy node): batches go to a process from then on
 MAX_WAITING = 20_000  # traces not stored yet at most; past it a call's trace is dropped
+MAX_WAITING_BYTES = 64 * 1024 * 1024  # ... and their messages' characters at most
 
 # a trace as it crosses to the writer: call id, handoff ids, messages as plain tuples
 RawMessage = tuple[float, str, str, str, int, str]
@@ -64,6 +65,7 @@ class TraceWriter:
         self.writing: dict[str, list[TracedMessage]] = {}  # call id -> its messages, raw
         self.stored = 0  # traces stored since the start
         self.dropped = 0  # traces not kept: the writer that far behind
+        self.waiting_bytes = 0  # characters of the messages in ``writing``
         self._gathering: list[_Waiting] = []
         self._send_due: asyncio.TimerHandle | None = None
         self._sent: set[asyncio.Future[int]] = set()
@@ -76,14 +78,18 @@ class TraceWriter:
               written: Callable[[str], None]) -> None:
         """Queue the call's trace; ``written(call_id)`` is called on the loop once it is
         stored (or could not be: that is logged)."""
-        if len(self.writing) >= MAX_WAITING:  # the disk stalled: memory stays bounded
-            self.dropped += 1
+        size = sum(len(message.text) for message in messages)
+        if len(self.writing) >= MAX_WAITING or self.waiting_bytes + size > MAX_WAITING_BYTES:
+            self.dropped += 1  # the disk stalled: memory stays bounded
             if self.dropped % 1000 == 1:
                 log.warning("SIP traces dropped: %d waiting already (%d dropped so far)",
                             len(self.writing), self.dropped)
             written(call_id)
             return
+        if call_id in self.writing:  # a comeback call's earlier trace, still waiting
+            self.waiting_bytes -= sum(len(message.text) for message in self.writing[call_id])
         self.writing[call_id] = messages
+        self.waiting_bytes += size
         self._gathering.append(_Waiting(call_id, tuple(handoff_ids), messages, written))
         if self._send_due is None:
             self._send_due = asyncio.get_running_loop().call_later(BATCH_WAIT, self._send)
@@ -143,6 +149,8 @@ class TraceWriter:
         if isinstance(error, KeeperGone):  # this batch too: stored here, nothing lost
             if self.keeper is not None and not self._closing:
                 log.warning("%s: SIP traces stored by a thread from now on", error)
+            if self.keeper is not None:
+                self.keeper.stop()
             self.keeper, self._keeper_given_up = None, True
             future = asyncio.wrap_future(self._thread.submit(
                 store_batch, self.folder, [item.raw() for item in batch], self.clean))
@@ -158,6 +166,7 @@ class TraceWriter:
         for item in batch:
             if self.writing.get(item.call_id) is item.messages:
                 del self.writing[item.call_id]
+                self.waiting_bytes -= sum(len(message.text) for message in item.messages)
             item.written(item.call_id)
 
 

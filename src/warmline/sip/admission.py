@@ -9,9 +9,14 @@ multiplicative decrease, as TCP does with its window: the second probe in a row
 over ``limit`` caps new calls at half the rate taken in the last second; while
 waits stay over the limit the cap shrinks by a tenth a second; once a probe
 comes back under half the limit it grows by a twentieth every half second, and
-it is lifted when it is well above what callers ask for. A new INVITE beyond
-the cap (a token bucket) gets 503 with Retry-After; OPTIONS probes get 503
-while any cap holds, so a proxy in front sends the calls to other nodes.
+it is lifted when it is well above what callers ask for. Each listener's
+probes count on their own (a quiet IPv6 listener beside a flooded IPv4 one
+must not reset the count), and the cap grows only when every listener's
+latest wait is short. A new INVITE beyond the cap (a token bucket) gets 503
+with Retry-After, and so do its retransmissions (remembered by transaction for
+64*T1: one arriving after a token came back is not a new call); OPTIONS probes
+get 503 only while INVITEs are being refused, so a proxy in front moves calls
+elsewhere without the node leaving rotation each time its cap is lifted.
 
 Pure: the clock comes in with each call.
 """
@@ -19,6 +24,8 @@ Pure: the clock comes in with each call.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
+from collections.abc import Hashable
 
 FIRST_CUT = 0.5  # of the rate taken in the last second, when the queue first backs up
 LATER_CUT = 0.9  # of the cap, at most once a second, while waits stay over the limit
@@ -27,6 +34,9 @@ GROWTH_EVERY = 0.5
 LIFT_ABOVE = 1.2  # the cap goes when it is this far above the calls asked for a second
 MIN_RATE = 10.0  # calls a second a cap never goes below (a quiet node is never shut)
 MIN_BURST = 5.0  # calls at once a cap lets through
+REFUSING_FOR = 1.0  # seconds OPTIONS get 503 after an INVITE was refused
+REMEMBER_REFUSED = 32.0  # seconds a refused INVITE's retransmissions are refused too
+MAX_REMEMBERED = 20_000  # refused INVITEs remembered at most (the oldest forgotten)
 
 
 class CallAdmission:
@@ -37,7 +47,10 @@ class CallAdmission:
         self.cap: float | None = None  # calls a second; None: every call is taken
         self.last_delay = 0.0
         self.refused = 0
-        self._over = 0  # probes in a row at or over the limit
+        self._over: dict[Hashable, int] = {}  # a listener -> its probes in a row over the limit
+        self._latest: dict[Hashable, float] = {}  # a listener -> its latest probe's wait
+        self._refused: OrderedDict[Hashable, float] = OrderedDict()  # transaction -> until
+        self._refusing_until = -math.inf
         self._changed = -math.inf  # when the cap last moved
         self._window_start = 0.0
         self._taken = self._asked = 0  # in the current window
@@ -49,8 +62,18 @@ class CallAdmission:
     def capped(self) -> bool:
         return self.cap is not None
 
-    def admit(self, now: float) -> bool:
-        """Whether a new call arriving ``now`` is taken (False: answer it 503)."""
+    def refusing(self, now: float) -> bool:
+        """Whether INVITEs were refused within the last REFUSING_FOR seconds."""
+        return now < self._refusing_until
+
+    def admit(self, now: float, transaction: Hashable = None) -> bool:
+        """Whether a new call arriving ``now`` is taken (False: answer it 503).
+        ``transaction`` (its server transaction key) lets a retransmission of a refused
+        INVITE be refused again without counting as a new call."""
+        if transaction is not None and self._refused:
+            self._forget_refused(now)
+            if transaction in self._refused:
+                return False
         self._roll(now)
         self._asked += 1
         cap = self.cap
@@ -58,23 +81,40 @@ class CallAdmission:
             self._tokens = min(self._burst(), self._tokens + (now - self._refilled) * cap)
             self._refilled = now
             if self._tokens < 1.0:
-                self.refused += 1
+                self._refuse(now, transaction)
                 return False
             self._tokens -= 1.0
         self._taken += 1
         return True
 
-    def measured(self, delay: float, now: float) -> None:
-        """A probe waited ``delay`` seconds in a listener's queue."""
-        self.last_delay = delay
+    def measured(self, delay: float, now: float, listener: Hashable = None) -> None:
+        """A probe waited ``delay`` seconds in ``listener``'s queue."""
+        self._latest[listener] = delay
+        self.last_delay = max(self._latest.values())
         self._roll(now)
         if delay >= self.limit:
-            self._over += 1
-            if self._over >= 2:
+            over = self._over[listener] = self._over.get(listener, 0) + 1
+            if over >= 2:
                 self._cut(now)
         elif delay < self.limit / 2:
-            self._over = 0
-            self._grow(now)
+            self._over[listener] = 0
+            if self.last_delay < self.limit / 2:  # every listener has caught up
+                self._grow(now)
+
+    def _refuse(self, now: float, transaction: Hashable) -> None:
+        self.refused += 1
+        self._refusing_until = now + REFUSING_FOR
+        if transaction is not None:
+            self._refused[transaction] = now + REMEMBER_REFUSED
+            if len(self._refused) > MAX_REMEMBERED:
+                self._refused.popitem(last=False)
+
+    def _forget_refused(self, now: float) -> None:
+        while self._refused:
+            transaction, until = next(iter(self._refused.items()))
+            if until > now:
+                return
+            del self._refused[transaction]
 
     def _cut(self, now: float) -> None:
         if self.cap is None:  # the bucket starts full: the next few calls still pass

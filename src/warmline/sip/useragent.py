@@ -97,7 +97,7 @@ from warmline.sip.transaction import (
     InviteServerTransaction,
     ServerTransaction,
 )
-from warmline.sip.transaction_layer import TransactionLayer, response_target
+from warmline.sip.transaction_layer import TransactionLayer, response_target, server_key
 from warmline.sip.uri import SipUri, TelUri, is_digits, parse_uri
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REFER", "NOTIFY", "INFO", "UPDATE",
@@ -1075,10 +1075,11 @@ class UserAgent:
     def _drain_refusal(self, request: Request, now: float) -> Response | None:
         """While draining, or past the cap on new calls while backlogged (admission.py),
         a 503 with Retry-After and a Reason for a new INVITE (not one with Replaces: that
-        joins a live call, an attended transfer finishing); while draining or capped, for
-        an OPTIONS probe outside a dialog. Stateless like the overload 503: a stateful
-        proxy absorbs our retransmitted answers, and nothing is held for the refusal
-        (backlogged, that is the point: a refusal costs a parse)."""
+        joins a live call, an attended transfer finishing) and its retransmissions; while
+        draining or refusing INVITEs, for an OPTIONS probe outside a dialog. Stateless
+        like the overload 503: a stateful proxy absorbs our retransmitted answers, and
+        nothing is held for the refusal (backlogged, that is the point: a refusal costs a
+        parse)."""
         if request.to.tag is not None or request.method not in ("INVITE", "OPTIONS"):
             return None
         if (request.method == "INVITE" and request.get("replaces") is not None) \
@@ -1087,8 +1088,9 @@ class UserAgent:
         if self.draining:
             self.counters.refused_draining += 1
             why = "draining"
-        elif (request.method == "INVITE" and not self.admission.admit(now)) \
-                or (request.method == "OPTIONS" and self.admission.capped):
+        elif (request.method == "INVITE"
+              and not self.admission.admit(now, server_key(request))) \
+                or (request.method == "OPTIONS" and self.admission.refusing(now)):
             self.counters.refused_backlogged += 1
             why = "overloaded"
         else:

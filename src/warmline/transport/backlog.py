@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable
 
 PROBE_INTERVAL = 0.1  # seconds between probes while none is in flight
-PROBE_LOST_AFTER = 5.0  # a probe not back by then was dropped (a full queue): sent again
+PROBE_LOST_AFTER = 5.0  # a probe not back by then (or twice the limit) was dropped: again
 PROBE_MAGIC = b"warmline backlog probe "
 
 
@@ -45,7 +45,10 @@ class BacklogProbe:
         self._sock.setblocking(False)
         self._sock.bind((host, 0))
         self.source: tuple[str, int] = self._sock.getsockname()[:2]
-        self._payload = PROBE_MAGIC + os.urandom(8).hex().encode()
+        self._token = PROBE_MAGIC + os.urandom(8).hex().encode()
+        self._sequence = 0  # in each payload: a stale probe is not timed against a new one
+        self._payload = b""
+        self._lost_after = max(PROBE_LOST_AFTER, 2 * late_after)
         self._sent_at: float | None = None
         self._told_late = False  # the probe in flight was reported late already
         self._handle: asyncio.TimerHandle | None = loop.call_later(PROBE_INTERVAL, self._tick)
@@ -68,17 +71,20 @@ class BacklogProbe:
     def _tick(self) -> None:
         """Send a probe if none is in flight. One in flight longer than ``late_after`` is
         reported at once, with its age so far (a backlog is seen while it builds, not a
-        queue's length later), and only once; one not back after PROBE_LOST_AFTER was
-        dropped by a full queue and is sent again."""
+        queue's length later), and only once; one not back after PROBE_LOST_AFTER (or
+        twice the limit) was dropped by a full queue and another is sent, with its own
+        sequence number (the old one, should it come, is not timed)."""
         now = self.loop.time()
         if self._sent_at is not None:
             age = now - self._sent_at
             if age >= self.late_after and not self._told_late:
                 self._told_late = True
                 self.on_delay(age)
-            if age >= PROBE_LOST_AFTER:
+            if age >= self._lost_after:
                 self._sent_at = None
         if self._sent_at is None:
+            self._sequence += 1
+            self._payload = self._token + b" %d" % self._sequence
             with contextlib.suppress(OSError):  # a send that fails is tried at the next tick
                 self._sock.sendto(self._payload, self._target)
                 self._sent_at, self._told_late = now, False

@@ -204,7 +204,7 @@ class SipShell:
 
         def measured(delay: float) -> None:
             was = admission.cap
-            admission.measured(delay, self.loop.time())
+            admission.measured(delay, self.loop.time(), address)
             if was is None and admission.cap is not None:
                 log.warning("SIP input on %s:%d waits %.2f s to be read (over [limits] "
                             "max_queue_delay %.2f s): new calls capped at %.0f a second, "
