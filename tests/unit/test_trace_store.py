@@ -133,6 +133,13 @@ def test_the_writer_deletes_what_is_past_keep_days(tmp_path: Path) -> None:
     store.add([TraceRow("call-old", ("handoff-old",), [message(1.0, "INVITE x")],
                         time.time() - 20 * 86400)])
     store.close()
+    files = tmp_path / "traces"  # the first version's files: the old one goes too
+    files.mkdir()
+    for name, age_days in (("call-v1-old", 20), ("call-v1-new", 1)):
+        path = files / f"{name}.jsonl"
+        path.write_text(json.dumps({"call_id": name, "handoff_ids": []}) + "\n")
+        then = time.time() - age_days * 86400
+        os.utime(path, (then, then))
 
     async def scenario() -> None:
         writer = TraceWriter(tmp_path, lambda text: text)
@@ -144,6 +151,7 @@ def test_the_writer_deletes_what_is_past_keep_days(tmp_path: Path) -> None:
     with pytest.raises(LookupError):
         find_trace(tmp_path, "handoff-old")
     assert find_trace(tmp_path, "call-new")[0] == "call-new"
+    assert sorted(path.name for path in files.iterdir()) == ["call-v1-new.jsonl"]
 
 
 def test_a_writer_that_cannot_store_logs_it_and_memory_stays_bounded(

@@ -19,6 +19,7 @@ thread, after ``[trace] keep_days``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -192,16 +193,33 @@ def store_batch(folder: Path, raw: list[RawTrace], clean: Callable[[str], str]) 
 
 
 def forget_old(folder: Path, keep_days: float) -> None:
+    """Delete the traces stored before ``keep_days`` ago, and the first version's trace
+    files (``traces/*.jsonl``) last written before then."""
     store = _STORES.get(folder)
+    cutoff = time.time() - keep_days * DAY
     try:
         if store is None:
             store = _STORES[folder] = TraceStore(folder)
-        deleted = store.forget_before(time.time() - keep_days * DAY)
+        deleted = store.forget_before(cutoff) + forget_old_files(folder / "traces", cutoff)
     except (OSError, sqlite3.Error) as error:
         log.warning("old SIP traces not deleted: %s", error)
         return
     if deleted:
         log.info("%d SIP trace(s) older than %g day(s) deleted", deleted, keep_days)
+
+
+def forget_old_files(directory: Path, cutoff: float) -> int:
+    """The first version's per-call trace files last written before ``cutoff``: deleted
+    (only regular files named like a trace; a link is not followed)."""
+    if not directory.is_dir():
+        return 0
+    deleted = 0
+    for path in directory.glob("*.jsonl"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                deleted += 1
+    return deleted
 
 
 def close_store(folder: Path) -> None:
