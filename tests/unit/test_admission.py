@@ -112,14 +112,20 @@ def test_a_capped_ua_refuses_new_calls_and_probes_503_but_not_its_dialogs() -> N
     assert only(net.take(bob), CallEnded)
 
 
+def unread_listener() -> socket.socket:
+    """A UDP socket on loopback that reads only when the test says so."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.setblocking(False)
+    return listener
+
+
 def test_the_probe_times_the_listener_queue_and_reports_a_late_probe_once() -> None:
     async def scenario() -> list[float]:
-        loop = asyncio.get_running_loop()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.setblocking(False)
+        listener = unread_listener()
         waits: list[float] = []
-        probe = BacklogProbe(loop, listener.getsockname(), waits.append, late_after=0.3)
+        probe = BacklogProbe(asyncio.get_running_loop(), listener.getsockname(), waits.append,
+                             late_after=0.3)
         try:
             while not waits:  # the listener reads nothing: the first probe is reported
                 await asyncio.sleep(0.02)  # late while still in the queue
@@ -145,12 +151,10 @@ def test_the_probe_times_the_listener_queue_and_reports_a_late_probe_once() -> N
 
 def test_a_probe_given_up_for_lost_is_not_timed_against_the_next() -> None:
     async def scenario() -> list[float]:
-        loop = asyncio.get_running_loop()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        listener.bind(("127.0.0.1", 0))
-        listener.setblocking(False)
+        listener = unread_listener()
         waits: list[float] = []
-        probe = BacklogProbe(loop, listener.getsockname(), waits.append, late_after=0.1)
+        probe = BacklogProbe(asyncio.get_running_loop(), listener.getsockname(), waits.append,
+                             late_after=0.1)
         probe._lost_after = 0.3  # (at least 5 s in service)
         try:
             while True:  # the first one is given up for lost and a second is sent
