@@ -19,7 +19,6 @@ thread, after ``[trace] keep_days``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -30,11 +29,11 @@ from pathlib import Path
 
 from warmline.records.child import function_name
 from warmline.records.keeper_process import KeeperGone, KeeperProcess, NotStored
+from warmline.records.retention import DAY, sweep_old_files
 from warmline.records.trace import TracedMessage
 from warmline.records.trace_store import TraceRow, TraceStore, trace_row
 
 log = logging.getLogger("warmline.records")
-DAY = 86_400.0
 BATCH_WAIT = 0.1  # seconds traces gather on the loop before they go as one batch
 PROCESS_BATCH = 20  # a batch this big (a busy node): batches go to a process from then on
 MAX_WAITING = 20_000  # traces not stored yet at most; past it a call's trace is dropped
@@ -79,7 +78,7 @@ class TraceWriter:
               written: Callable[[str], None]) -> None:
         """Queue the call's trace; ``written(call_id)`` is called on the loop once it is
         stored (or could not be: that is logged)."""
-        size = sum(len(message.text) for message in messages)
+        size = _characters(messages)
         if len(self.writing) >= MAX_WAITING or self.waiting_bytes + size > MAX_WAITING_BYTES:
             self.dropped += 1  # the disk stalled: memory stays bounded
             if self.dropped % 1000 == 1:
@@ -88,7 +87,7 @@ class TraceWriter:
             written(call_id)
             return
         if call_id in self.writing:  # a comeback call's earlier trace, still waiting
-            self.waiting_bytes -= sum(len(message.text) for message in self.writing[call_id])
+            self.waiting_bytes -= _characters(self.writing[call_id])
         self.writing[call_id] = messages
         self.waiting_bytes += size
         self._gathering.append(_Waiting(call_id, tuple(handoff_ids), messages, written))
@@ -120,12 +119,16 @@ class TraceWriter:
         if not batch:
             return
         keeper = self._keeper_for(len(batch))
-        raw = [item.raw() for item in batch]
         if keeper is not None:
-            future = keeper.send(raw)
+            self._follow(batch, keeper.send([item.raw() for item in batch]))
         else:
-            future = asyncio.wrap_future(self._thread.submit(store_batch, self.folder, raw,
-                                                             self.clean))
+            self._in_thread(batch)
+
+    def _in_thread(self, batch: list[_Waiting]) -> None:
+        self._follow(batch, asyncio.wrap_future(self._thread.submit(
+            store_batch, self.folder, [item.raw() for item in batch], self.clean)))
+
+    def _follow(self, batch: list[_Waiting], future: asyncio.Future[int]) -> None:
         self._sent.add(future)
         future.add_done_callback(lambda done: self._stored(batch, done))
 
@@ -153,10 +156,7 @@ class TraceWriter:
             if self.keeper is not None:
                 self.keeper.stop()
             self.keeper, self._keeper_given_up = None, True
-            future = asyncio.wrap_future(self._thread.submit(
-                store_batch, self.folder, [item.raw() for item in batch], self.clean))
-            self._sent.add(future)
-            future.add_done_callback(lambda again: self._stored(batch, again))
+            self._in_thread(batch)
             return
         if isinstance(error, NotStored | sqlite3.Error | OSError):  # a full disk, a broken
             log.warning("%d SIP trace(s) not stored: %s", len(batch), error)  # file: calls go on
@@ -167,7 +167,7 @@ class TraceWriter:
         for item in batch:
             if self.writing.get(item.call_id) is item.messages:
                 del self.writing[item.call_id]
-                self.waiting_bytes -= sum(len(message.text) for message in item.messages)
+                self.waiting_bytes -= _characters(item.messages)
             item.written(item.call_id)
 
 
@@ -185,22 +185,16 @@ def store_batch(folder: Path, raw: list[RawTrace], clean: Callable[[str], str]) 
                                   [TracedMessage(*message) for message in messages], clean))
         except ValueError as error:
             log.warning("call %s: SIP trace not stored: %s", call_id, error)
-    store = _STORES.get(folder)
-    if store is None:
-        store = _STORES[folder] = TraceStore(folder)
-    store.add(rows)
+    _store_of(folder).add(rows)
     return len(rows)
 
 
 def forget_old(folder: Path, keep_days: float) -> None:
     """Delete the traces stored before ``keep_days`` ago, and the first version's trace
     files (``traces/*.jsonl``) last written before then."""
-    store = _STORES.get(folder)
-    cutoff = time.time() - keep_days * DAY
     try:
-        if store is None:
-            store = _STORES[folder] = TraceStore(folder)
-        deleted = store.forget_before(cutoff) + forget_old_files(folder / "traces", cutoff)
+        deleted = _store_of(folder).forget_before(time.time() - keep_days * DAY)
+        deleted += len(sweep_old_files(folder / "traces", "*.jsonl", keep_days))
     except (OSError, sqlite3.Error) as error:
         log.warning("old SIP traces not deleted: %s", error)
         return
@@ -208,21 +202,18 @@ def forget_old(folder: Path, keep_days: float) -> None:
         log.info("%d SIP trace(s) older than %g day(s) deleted", deleted, keep_days)
 
 
-def forget_old_files(directory: Path, cutoff: float) -> int:
-    """The first version's per-call trace files last written before ``cutoff``: deleted
-    (only regular files named like a trace; a link is not followed)."""
-    if not directory.is_dir():
-        return 0
-    deleted = 0
-    for path in directory.glob("*.jsonl"):
-        with contextlib.suppress(FileNotFoundError):
-            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                deleted += 1
-    return deleted
+def _store_of(folder: Path) -> TraceStore:
+    store = _STORES.get(folder)
+    if store is None:
+        store = _STORES[folder] = TraceStore(folder)
+    return store
 
 
 def close_store(folder: Path) -> None:
     store = _STORES.pop(folder, None)
     if store is not None:
         store.close()
+
+
+def _characters(messages: list[TracedMessage]) -> int:
+    return sum(len(message.text) for message in messages)
