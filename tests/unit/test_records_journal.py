@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from warmline.records import store
 from warmline.records.journal import Journal
 from warmline.records.shipper import Control, ship
 from warmline.records.store import Event, RecordWriter, connect, insert_events, read_events
@@ -113,6 +114,57 @@ def test_a_batch_shipped_twice_is_stored_once(tmp_path: Path) -> None:
     assert stored(url) == (50, 50) and writer.written == 50 and journaled(folder) == 0
 
 
+
+def test_a_journal_of_the_first_layout_keeps_its_events_in_the_cheaper_one(
+        tmp_path: Path) -> None:
+    """Journals written before the plain rowid table (AUTOINCREMENT, a UNIQUE uid) are
+    converted at open, their events and order kept, and ship as before."""
+    url, folder = f"sqlite:///{tmp_path / 'records.db'}", tmp_path / "records"
+    folder.mkdir()
+    db = sqlite3.connect(folder / "journal.db")
+    db.execute("""CREATE TABLE journal (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid TEXT NOT NULL UNIQUE, at REAL NOT NULL, call_id TEXT NOT NULL, handoff_id TEXT,
+        kind TEXT NOT NULL, data TEXT NOT NULL)""")
+    entries = [event.entry() for event in events(4)]
+    db.executemany("INSERT INTO journal (seq, uid, at, call_id, handoff_id, kind, data) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   [(10 + n, *entry.values()) for n, entry in enumerate(entries)])
+    db.commit()
+    db.close()
+    journal = Journal(folder / "journal.db")
+    assert [(e.seq, e.uid) for e in journal.oldest(10)] == [
+        (10 + n, entry.uid) for n, entry in enumerate(entries)]
+    journal.append([events(1, start=4)[0].entry()])
+    assert journal.oldest(10)[-1].seq == 14 and journal.count == 5
+    journal.close()
+    db = sqlite3.connect(folder / "journal.db")
+    (layout,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'journal'").fetchone()
+    db.close()
+    assert "AUTOINCREMENT" not in layout and "UNIQUE" not in layout
+    writer = RecordWriter(url, folder)
+    writer.close()
+    assert stored(url) == (5, 5) and journaled(folder) == 0
+
+
+@pytest.mark.parametrize("dialect_upsert", [True, False], ids=["upsert", "select-first"])
+def test_an_event_journaled_twice_is_stored_once(tmp_path: Path, dialect_upsert: bool,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal does not refuse a uid it holds (no index to pay for on every add);
+    the database insert skips the second, in the same batch or a later one, with an
+    upsert (PostgreSQL, SQLite) or by looking first (any other database)."""
+    if not dialect_upsert:
+        monkeypatch.setattr(store, "_insert_skipping_stored", lambda dialect: None)
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    journal = Journal(tmp_path / "records" / "journal.db")
+    entry = events(1)[0].entry()
+    journal.append([entry, entry])
+    engine = connect(url)
+    insert_events(engine, journal.oldest(10))
+    insert_events(engine, [entry])
+    engine.dispose()
+    journal.close()
+    assert stored(url) == (1, 1)
+
 def test_pending_counts_exactly_what_is_not_in_the_database(
         down: tuple[str, Path], tmp_path: Path) -> None:
     url, db_folder = down
@@ -166,8 +218,10 @@ def test_the_old_spill_file_moves_into_the_journal(tmp_path: Path,
     journal = Journal(folder / "journal.db")
     assert journal.import_spill(folder / "pending-events.jsonl") == 5
     (folder / "pending-events.jsonl").write_text("\n".join(old[2:]) + "\n")
-    assert journal.import_spill(folder / "pending-events.jsonl") == 3  # crash before unlink
-    assert journal.count == 5  # ... adds nothing
+    # a crash before the unlink leaves the file to replay: it adds nothing
+    assert journal.import_spill(folder / "pending-events.jsonl") == 0
+    assert journal.count == 5
+    assert not (folder / "pending-events.jsonl").exists()
     journal.close()
     assert "not an event, skipped" in caplog.text  # the torn last line
     (folder / "pending-events.jsonl").write_text(old[0] + "\n")  # left by another old run

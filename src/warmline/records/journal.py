@@ -32,10 +32,18 @@ from typing import Any
 log = logging.getLogger("warmline.records")
 FLUSH_SECONDS = 0.05
 _COLUMNS = "uid, at, call_id, handoff_id, kind, data"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    uid TEXT NOT NULL UNIQUE,
+# A plain rowid table, the cheapest append SQLite has: each commit writes one page.
+# `seq` is the rowid: once the journal empties, numbering may start again, which is
+# safe because a shipper removes only a range it read, whose rows stay until it
+# removes them, so no new row can take a seq inside it. The first layout had
+# AUTOINCREMENT (a second table updated by every insert) and a UNIQUE uid (a second
+# B-tree): each commit wrote three pages, and an append cost about twice as much.
+# Nothing needs either: the databases skip uids they hold, and a spill file
+# imported twice is filtered by uid here (`import_spill`).
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL,
     at REAL NOT NULL,
     call_id TEXT NOT NULL,
     handoff_id TEXT,
@@ -82,7 +90,7 @@ class Journal:
         # flush() checkpoints from its own thread; this is only a safety net, so that an
         # append rarely pays for copying the WAL into the database file.
         self._db.execute("PRAGMA wal_autocheckpoint=10000")
-        self._db.execute(_SCHEMA)
+        self._create_or_convert_table()
         self.count = self._db.execute("SELECT count(*) FROM journal").fetchone()[0]
         # WAL readers and checkpoints do not block appends: the shipper reads and the
         # fsync thread checkpoints on connections of their own, outside the writer's lock.
@@ -92,10 +100,8 @@ class Journal:
         self._sync_directory()
 
     def append(self, entries: list[Entry]) -> None:
-        """Commit ``entries`` to the WAL in one transaction (raises sqlite3.Error).
-
-        An entry whose uid is already here is skipped: importing twice adds nothing."""
-        insert = f"INSERT OR IGNORE INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        """Commit ``entries`` to the WAL in one transaction (raises sqlite3.Error)."""
+        insert = f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         if len(entries) == 1:  # the common case: one statement, its own transaction
             self.count += self._db.execute(insert, entries[0].values()).rowcount
             return
@@ -134,13 +140,39 @@ class Journal:
         for path in (spill.with_suffix(".replaying"), spill):
             if not path.exists():
                 continue
-            entries = _read_spill(path)
+            entries = self._not_journaled(_read_spill(path))
             if entries:
                 self.append(entries)
             self.flush()  # durable here before the only other copy goes
             path.unlink()
             moved += len(entries)
         return moved
+
+    def _not_journaled(self, entries: list[Entry]) -> list[Entry]:
+        """``entries`` less those already here (a replay the last start did not unlink)."""
+        if not entries:
+            return entries
+        held = {uid for (uid,) in self._db.execute("SELECT uid FROM journal")}
+        return [entry for entry in entries if entry.uid not in held]
+
+    def _create_or_convert_table(self) -> None:
+        """Create the table, or move a first-layout journal's events (seq kept) into the
+        cheaper one in one transaction: a crash leaves either layout whole."""
+        found = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'journal'").fetchone()
+        if found is None:
+            self._db.execute(_TABLE.format(name="journal"))
+            return
+        if "AUTOINCREMENT" not in found[0].upper() and "UNIQUE" not in found[0].upper():
+            return
+        with self._transaction():
+            self._db.execute("DROP TABLE IF EXISTS journal_converted")
+            self._db.execute(_TABLE.format(name="journal_converted"))
+            self._db.execute(f"INSERT INTO journal_converted (seq, {_COLUMNS}) "
+                             f"SELECT seq, {_COLUMNS} FROM journal")
+            self._db.execute("DROP TABLE journal")
+            self._db.execute("ALTER TABLE journal_converted RENAME TO journal")
+        log.info("records: the journal in %s moved to its cheaper layout", self.path)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
