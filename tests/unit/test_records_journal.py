@@ -319,6 +319,37 @@ def test_shipping_runs_in_a_process_of_its_own(tmp_path: Path) -> None:
     assert stored(url) == (1200, 1200) and journaled(tmp_path / "records") == 0
 
 
+
+def test_a_burst_of_events_wakes_the_shipper_a_few_times_and_ships_every_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wake-up (a write and a process switch) is not paid per event; an event whose
+    wake-up was skipped right after the shipper found the journal empty still ships,
+    at the shipper's next idle check."""
+    url = f"sqlite:///{tmp_path / 'records.db'}"
+    writer = RecordWriter(url, tmp_path / "records")
+    child = writer._child
+    assert child is not None
+    wakes = 0
+    write = os.write
+
+    def counted(fd: int, data: bytes) -> int:
+        nonlocal wakes
+        wakes += data == b"w"
+        return write(fd, data)
+
+    monkeypatch.setattr(os, "write", counted)
+    for event in events(300):
+        writer.add(event)
+    wait_until(lambda: writer.pending == 0)
+    assert 1 <= wakes < 100
+    child._woken_at = time.monotonic()  # as if just woken: this add writes nothing
+    before = wakes
+    writer.add(events(1, start=300)[0])
+    assert wakes == before
+    wait_until(lambda: writer.pending == 0, timeout=2.0)
+    writer.close()
+    assert stored(url) == (301, 301)
+
 def test_a_killed_shipper_process_hands_over_to_a_thread_and_loses_nothing(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"sqlite:///{tmp_path / 'records.db'}"
