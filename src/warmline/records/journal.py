@@ -6,14 +6,21 @@ thread copies them there and deletes them here only after that database
 committed. So an event survives a database outage of any length, a clean
 shutdown and ``kill -9``: whatever is in the journal ships at the next start.
 
-Durability, exactly: an ``append`` that returned is a committed SQLite
-transaction written to the WAL with ``synchronous=NORMAL``, i.e. handed to the
+Durability, exactly: an ``append`` that returned has been written to the
+intake file (``journal.intake``, intake.py) in one write(), i.e. handed to the
 kernel, so no crash of the process (``kill -9``, an exception, an OOM kill)
 can lose it. ``flush`` (called every ``FLUSH_SECONDS`` by the writer while
-events arrive) fsyncs the WAL, so a power cut or kernel crash loses at most
-the last ``FLUSH_SECONDS`` of events. ``synchronous=FULL`` would fsync inside
-every append: about five times the cost on this class of disk and milliseconds
-on network disks, paid on the event loop that carries the calls' audio.
+events arrive) moves the intake into the SQLite table in one transaction
+(``settle``) and fsyncs the WAL (the intake itself while it cannot be moved),
+so a power cut or kernel crash loses at most the last ``FLUSH_SECONDS`` of
+events. Until then an event is on disk but not yet in the table the shipper
+reads: it ships up to ``FLUSH_SECONDS`` later. The first version committed each
+append to SQLite: six fcntl locks and two or three pwrites, ~30 us on the event
+loop, where the write() costs a few. ``synchronous=FULL`` would fsync inside
+every append: milliseconds on network disks.
+
+The engine's process owns the intake; the shipper process opens the journal with
+``owner=False`` and only reads and removes rows of the table.
 """
 
 from __future__ import annotations
@@ -23,11 +30,15 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from warmline.records import intake
+from warmline.records.intake import Intake
 
 log = logging.getLogger("warmline.records")
 FLUSH_SECONDS = 0.05
@@ -76,12 +87,11 @@ class Entry:
 
 
 class Journal:
-    """The journal file. ``append`` and ``remove`` share one connection and must be
-    serialised by the caller (a lock is cheaper than SQLite's busy-waiting between two
-    writing connections); ``oldest`` and ``flush`` may run beside them, each from one
-    thread."""
+    """The journal file. ``append`` and ``remove`` must be serialised by the caller;
+    ``oldest`` and ``flush`` may run beside them, each from one thread. ``owner``: this
+    process takes appends (through the intake), not only reads and removes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -91,23 +101,60 @@ class Journal:
         # append rarely pays for copying the WAL into the database file.
         self._db.execute("PRAGMA wal_autocheckpoint=10000")
         self._create_or_convert_table()
-        self.count = self._db.execute("SELECT count(*) FROM journal").fetchone()[0]
+        self._rows: int = self._db.execute("SELECT count(*) FROM journal").fetchone()[0]
         # WAL readers and checkpoints do not block appends: the shipper reads and the
         # fsync thread checkpoints on connections of their own, outside the writer's lock.
         self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._checkpointer = sqlite3.connect(path, isolation_level=None,
                                              check_same_thread=False)
+        self._intake = Intake(path.with_suffix(".intake")) if owner else None
+        self._settling = 0  # events rotated out of the intake, not yet in the table
+        self._settle_lock = threading.Lock()  # settle and flush, one at a time
         self._sync_directory()
+        if self._intake is not None:  # what a crash left: a file being moved, the intake
+            for _ in ("settling", "intake"):
+                self.settle()
+
+    @property
+    def count(self) -> int:
+        """Events here: in the table, and (the owner's) on their way into it."""
+        on_the_way = self._intake.count if self._intake is not None else 0
+        return self._rows + on_the_way + self._settling
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether events wait in the intake for ``settle`` (cheap: no I/O)."""
+        return self._intake is not None and self._intake.count + self._settling > 0
 
     def append(self, entries: list[Entry]) -> None:
-        """Commit ``entries`` to the WAL in one transaction (raises sqlite3.Error)."""
+        """Hand ``entries`` to the kernel in one write() (raises OSError, then nothing of
+        them was kept); the owner only."""
+        if self._intake is None:
+            raise RuntimeError("journal: appends go through the process that owns it")
+        self._intake.append([entry.values() for entry in entries])
+
+    def settle(self) -> int:
+        """Move the intake into the table in one transaction; returns how many events
+        moved (raises sqlite3.Error or OSError: then they wait in their file, on disk)."""
+        with self._settle_lock:
+            return self._settle()
+
+    def _settle(self) -> int:
+        if self._intake is None:
+            return 0
+        settling = self._intake.settling
+        if not settling.exists():  # else a move that failed: that file first
+            self._settling += self._intake.rotate()
+            if not settling.exists():
+                return 0
+        rows = intake.read(settling)
         insert = f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        if len(entries) == 1:  # the common case: one statement, its own transaction
-            self.count += self._db.execute(insert, entries[0].values()).rowcount
-            return
-        with self._transaction():
-            added = self._db.executemany(insert, [e.values() for e in entries]).rowcount
-        self.count += added
+        with _transaction(self._checkpointer):
+            self._checkpointer.executemany(insert, rows)
+        settling.unlink()
+        self._rows += len(rows)
+        self._settling = 0
+        return len(rows)
 
     def oldest(self, limit: int) -> list[Entry]:
         """The first ``limit`` events (one thread at a time; no lock needed against appends)."""
@@ -119,19 +166,34 @@ class Journal:
         """Forget shipped events (only after the database committed them)."""
         removed = self._db.execute("DELETE FROM journal WHERE seq BETWEEN ? AND ?",
                                    (first_seq, last_seq)).rowcount
-        self.count -= removed
+        self._rows -= removed
 
-    def flush(self) -> None:
-        """fsync the WAL (the power-loss guarantee), then move it into the main file so
-        it stays small; a checkpoint from this second connection does not block appends."""
-        wal = f"{self.path}-wal"
-        with contextlib.suppress(FileNotFoundError):
-            fd = os.open(wal, os.O_RDONLY)
+    def flush(self) -> int:
+        """Move the intake into the table (returns how many events moved), fsync the WAL
+        (the power-loss guarantee), then move the WAL into the main file so it stays
+        small; a checkpoint from this second connection does not block the shipper's
+        removes. If the intake cannot be moved
+        (a full disk), it is fsynced where it is and the error raised after."""
+        with self._settle_lock:
+            failure: sqlite3.Error | OSError | None = None
+            moved = 0
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                moved = self._settle()
+            except (sqlite3.Error, OSError) as error:
+                failure = error
+                if self._intake is not None:
+                    self._intake.sync()
+            wal = f"{self.path}-wal"
+            with contextlib.suppress(FileNotFoundError):
+                fd = os.open(wal, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            if failure is not None:
+                raise failure
+            return moved
 
     def import_spill(self, spill: Path) -> int:
         """Move an old install's ``pending-events.jsonl`` (and a replay it left half done)
@@ -165,7 +227,7 @@ class Journal:
             return
         if "AUTOINCREMENT" not in found[0].upper() and "UNIQUE" not in found[0].upper():
             return
-        with self._transaction():
+        with _transaction(self._db):
             self._db.execute("DROP TABLE IF EXISTS journal_converted")
             self._db.execute(_TABLE.format(name="journal_converted"))
             self._db.execute(f"INSERT INTO journal_converted (seq, {_COLUMNS}) "
@@ -175,22 +237,13 @@ class Journal:
         log.info("records: the journal in %s moved to its cheaper layout", self.path)
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, OSError):
             self.flush()
+        if self._intake is not None:
+            self._intake.close()
         self._reader.close()
         self._checkpointer.close()
         self._db.close()
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self._db.execute("COMMIT")
-        except BaseException:
-            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
-                self._db.execute("ROLLBACK")
-            raise
 
     def _sync_directory(self) -> None:
         """The journal's and the WAL's directory entries must survive a power cut too."""
@@ -199,6 +252,18 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:  # SQLite rolls back by itself on a full disk
+            db.execute("ROLLBACK")
+        raise
 
 
 def _read_spill(path: Path) -> list[Entry]:

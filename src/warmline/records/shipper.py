@@ -46,7 +46,7 @@ from warmline.records.store import connect, insert_events
 
 BATCH = 500
 GATHER_SECONDS = 0.05  # after a short batch: events reach the database within ~50 ms
-IDLE_CHECK_SECONDS = 0.25  # an event whose wake-up was skipped waits at most this
+IDLE_CHECK_SECONDS = 1.0  # a missed wake-up delays an event by at most this
 
 
 class Control:
@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     die_with(int(argv[3]))
-    journal = Journal(Path(argv[0]))
+    journal = Journal(Path(argv[0]), owner=False)  # the engine takes the appends
     try:
         ship(journal, os.environ[argv[1]], float(argv[2]), Control(sys.stdin.fileno()),
              sys.stdout)

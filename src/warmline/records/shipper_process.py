@@ -12,13 +12,11 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 URL_VARIABLE = "WARMLINE_RECORDS_URL"
 EXIT_GRACE_SECONDS = 3.0  # beyond the shipping time asked for: then it is killed
-WAKE_INTERVAL_SECONDS = 0.01  # at most one wake-up this often (see wake())
 
 
 class ShipperProcess:
@@ -40,7 +38,6 @@ class ShipperProcess:
         assert self._process.stdin is not None and self._process.stdout is not None
         self._control = self._process.stdin.fileno()
         os.set_blocking(self._control, False)
-        self._woken_at = -WAKE_INTERVAL_SECONDS
         self._reader = threading.Thread(target=self._read_reports, daemon=True,
                                         name="warmline-records-reports")
         self._reader.start()
@@ -51,17 +48,7 @@ class ShipperProcess:
 
     def wake(self) -> None:
         """New events are in the journal. Never blocks: a full pipe already holds
-        wake-ups enough, and a dead child is noticed by the reader.
-
-        One wake-up in WAKE_INTERVAL_SECONDS is enough: a woken shipper reads the journal
-        again after each short batch (shipper.GATHER_SECONDS later), so it finds what was
-        journaled meanwhile without a wake-up of its own; only where it had just found
-        the journal empty does such an event wait for its idle check. A write and a
-        process wake-up an event cost the event loop ~8 us a record."""
-        now = time.monotonic()
-        if now - self._woken_at < WAKE_INTERVAL_SECONDS:
-            return
-        self._woken_at = now
+        wake-ups enough, and a dead child is noticed by the reader."""
         with contextlib.suppress(OSError):
             os.write(self._control, b"w")
 

@@ -23,6 +23,7 @@ carries a unique ``uid`` that the insert skips when already stored.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -198,7 +199,11 @@ class RecordWriter:
             if not self._journaled([entry]):
                 self.journal_failures += 1
                 self._hold(entry)
-        self._dirty = True
+        self._dirty = True  # the fsync thread moves it into the table and wakes a shipper
+        if self._memory:
+            self._wake.set()  # held in memory: this process's thread ships it
+
+    def _wake_shipper(self) -> None:
         child = self._child
         if child is not None and not self._memory:
             child.wake()
@@ -223,6 +228,10 @@ class RecordWriter:
         the journal and ships at the next start; a failed attempt ends the wait at once,
         so closing during an outage is quick and loses nothing."""
         self._deadline = time.monotonic() + timeout
+        journal = self._journal
+        if journal is not None:  # what waits in the intake ships in this close too
+            with contextlib.suppress(sqlite3.Error, OSError):
+                journal.settle()
         self._closing.set()
         self._wake.set()
         child = self._child
@@ -266,7 +275,7 @@ class RecordWriter:
                 return False
         try:
             self._journal.append(entries)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             self._journal_failed(error)
             return False
         if self._journal_broken:
@@ -415,16 +424,27 @@ class RecordWriter:
 
     # -- the fsync thread -----------------------------------------------------------------
     def _flush_loop(self) -> None:
-        """fsync the journal's WAL every FLUSH_SECONDS while events arrive."""
+        """Every FLUSH_SECONDS while events arrive or wait in the intake: move them into
+        the journal's table and fsync it (journal.py ``flush``)."""
+        failing = False
         while not self._stopped.wait(FLUSH_SECONDS):
             journal = self._journal
-            if not self._dirty or journal is None:
+            if journal is None or not (self._dirty or journal.unsettled):
                 continue
             self._dirty = False
             try:
-                journal.flush()
+                moved = journal.flush()
             except (sqlite3.Error, OSError) as error:
-                log.error("records: cannot fsync the journal: %s", error)
+                if not failing:  # once a streak: it is tried again every FLUSH_SECONDS
+                    log.error("records: cannot move the journal's intake into its table or "
+                              "fsync it (the events wait on disk): %s", error)
+                failing = True
+                continue
+            if failing:
+                log.error("records: the journal's intake moves into its table again")
+            failing = False
+            if moved:
+                self._wake_shipper()
 
 
 def read_call_events(engine: Engine, call_id: str, limit: int = 1000) -> list[Event]:
