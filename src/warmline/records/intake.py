@@ -35,22 +35,24 @@ class Intake:
         self.settling = path.with_suffix(".settling")
         self.count = 0  # events in the open file
         self._fd: int | None = None
+        self._size = 0  # of the open file: where a failed write is cut back to
         self._lock = threading.Lock()  # the descriptor, between append and rotate
 
     def append(self, rows: list[Row]) -> None:
         """One write() of ``rows`` (raises OSError, leaving the file as it was)."""
-        data = "".join(json.dumps(row, separators=(",", ":")) + "\n" for row in rows).encode()
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode()  # the C encoder
         with self._lock:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
                                    | os.O_CLOEXEC, 0o600)
-            size = os.lseek(self._fd, 0, os.SEEK_END)
+                self._size = os.fstat(self._fd).st_size
             try:
                 _write_all(self._fd, data)
             except OSError:
                 with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, size)  # no torn line for the next write to extend
+                    os.ftruncate(self._fd, self._size)  # no torn line for the next write
                 raise
+            self._size += len(data)
             self.count += len(rows)
 
     def rotate(self) -> int:

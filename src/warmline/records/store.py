@@ -76,6 +76,8 @@ class _UniqueIds:
 
 
 _unique_ids = _UniqueIds()
+# json.dumps(data, default=str) built an encoder a call; this one is built once
+_encode_data = json.JSONEncoder(default=str).encode
 @dataclass(frozen=True)
 class Event:
     at: float
@@ -87,7 +89,7 @@ class Event:
     def entry(self) -> Entry:
         """The event as journaled, under a new unique id."""
         return Entry(_unique_ids.next(), self.at, self.call_id, self.handoff_id, self.kind,
-                     json.dumps(self.data, default=str))
+                     _encode_data(self.data))
 
 
 def default_url(folder: Path) -> str:
