@@ -44,6 +44,19 @@ def test_the_trace_is_bounded_in_calls_messages_and_bytes() -> None:
     assert small._total <= 3000 and small.take(["c0"]) == [] and small.take(["c19"])
 
 
+
+def test_the_call_id_is_found_however_the_header_is_spelled() -> None:
+    """Header names are case-insensitive and Call-ID has a compact form (RFC 3261 7.3.1,
+    20.8); "Call-ID:" inside the start line is not the header."""
+    trace = SipTrace()
+    for name, call_id in [("call-id", "lower"), ("CALL-ID", "upper"), ("i", "compact"),
+                          ("I", "compact-upper"), ("Call-ID ", "spaced")]:
+        trace.tap("in", message("OPTIONS sip:ai@127.0.0.1 SIP/2.0", "x").replace(
+            b"Call-ID: x", f"{name}: {call_id}".encode()), PEER)
+        assert [m.summary for m in trace.take([call_id])] == ["OPTIONS"], name
+    trace.tap("in", b"OPTIONS sip:Call-ID:x@h SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n", PEER)
+    assert trace._by_call_id == {}
+
 def test_a_trace_is_found_by_call_or_handoff_and_shown_as_a_ladder(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     trace = SipTrace()

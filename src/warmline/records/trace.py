@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 
 from warmline.sip.events import Target
 
-_CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*([^\r\n]+)", re.IGNORECASE | re.MULTILINE)
+# spelled out rather than IGNORECASE | MULTILINE: a third of the time, on every message
+_CALL_ID = re.compile(rb"\n(?:[Cc][Aa][Ll][Ll]-[Ii][Dd]|[Ii])[ \t]*:[ \t]*([^\r\n]+)")
 # a key pressed during the call, carried in a SIP INFO (RFC 2976 with dtmf-relay or
 # application/dtmf): one digit a message, so the text redaction cannot see a card number
 # headers that carry routing and protocol state only, never a caller's words (compact
