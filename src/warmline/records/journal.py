@@ -144,7 +144,12 @@ class Journal:
             return 0
         settling = self._intake.settling
         if not settling.exists():  # else a move that failed: that file first
-            self._settling += self._intake.rotate()
+            # counted as settling before the intake forgets them, so that `count` (read by
+            # other threads: pending, /metrics) may count a batch twice for an instant but
+            # never drops to zero while events wait
+            counted = self._intake.count
+            self._settling += counted
+            self._settling += self._intake.rotate() - counted
             if not settling.exists():
                 return 0
         rows = intake.read(settling)
