@@ -218,6 +218,64 @@ def test_a_full_table_keeps_events_in_the_intake_on_disk_until_it_has_room(
     assert stored(url) == (500, 500) and writer.lost == 0
     assert "intake moves into its table again" in caplog.text
 
+
+def test_a_move_failing_at_start_leaves_the_journal_working(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """What a crash left in the intake cannot be moved at start (the disk full, say): the
+    writer still starts, takes events, and the fsync thread moves it all once it can."""
+    url, folder = f"sqlite:///{tmp_path / 'records.db'}", tmp_path / "records"
+    journal = Journal(folder / "journal.db")
+    journal.append([event.entry() for event in events(5)])
+    journal._intake.close()  # type: ignore[union-attr]  # the process "dies"
+    settle = Journal._settle
+    failures = iter([True])
+
+    def full_once(self: Journal) -> int:
+        if next(failures, False):
+            raise sqlite3.OperationalError("database or disk is full")
+        return settle(self)
+
+    monkeypatch.setattr(Journal, "_settle", full_once)
+    writer = RecordWriter(url, folder)
+    assert "cannot move the journal's intake into its table at start" in caplog.text
+    assert writer.writable and writer.pending == 0  # (uncounted until moved)
+    for event in events(5, start=5):
+        writer.add(event)
+    wait_until(lambda: writer.written == 10)  # the shipper's reports: all ten in the database
+    writer.close()
+    assert stored(url) == (10, 10) and writer.lost == 0
+
+
+def test_a_write_torn_by_a_full_disk_costs_only_its_own_events(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that stops half-way raises (the add is not acknowledged); when the torn
+    bytes cannot even be cut back, the next event starts on a line of its own."""
+    from warmline.records import intake as intake_module
+    from warmline.records.intake import Intake
+
+    box = Intake(tmp_path / "journal.intake")
+    rows = [entry.values() for entry in (event.entry() for event in events(3))]
+    box.append([rows[0]])
+    write, truncate = os.write, os.ftruncate
+
+    def half(fd: int, data: bytes) -> int:
+        write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def cannot(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(os, "write", half)
+    monkeypatch.setattr(os, "ftruncate", cannot)
+    with pytest.raises(OSError):
+        box.append([rows[1]])
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "ftruncate", truncate)
+    box.append([rows[2]])
+    box.close()
+    assert intake_module.read(box.path) == [rows[0], rows[2]] and box.count == 2
+
 def test_pending_counts_exactly_what_is_not_in_the_database(
         down: tuple[str, Path], tmp_path: Path) -> None:
     url, db_folder = down

@@ -15,7 +15,6 @@ next start: the databases store each uid once (store.py ``insert_events``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ class Intake:
         self.count = 0  # events in the open file
         self._fd: int | None = None
         self._size = 0  # of the open file: where a failed write is cut back to
+        self._torn = False  # a failed write could not be cut back: start on a new line
         self._lock = threading.Lock()  # the descriptor, between append and rotate
 
     def append(self, rows: list[Row]) -> None:
@@ -46,14 +46,24 @@ class Intake:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND
                                    | os.O_CLOEXEC, 0o600)
                 self._size = os.fstat(self._fd).st_size
+            if self._torn:  # the torn bytes end here, as a line of their own (skipped)
+                data = b"\n" + data
             try:
                 _write_all(self._fd, data)
             except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self._fd, self._size)  # no torn line for the next write
+                self._cut_back(self._fd)
                 raise
+            self._torn = False
             self._size += len(data)
             self.count += len(rows)
+
+    def _cut_back(self, fd: int) -> None:
+        """After a failed write: no torn line for the next write to extend."""
+        try:
+            os.ftruncate(fd, self._size)
+        except OSError:
+            self._size = os.fstat(fd).st_size
+            self._torn = True
 
     def rotate(self) -> int:
         """Close the file and rename it ``journal.settling`` (which must not exist);
@@ -62,6 +72,7 @@ class Intake:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+                self._torn = False  # the next file starts clean
             if self.path.exists():
                 os.replace(self.path, self.settling)
             moved, self.count = self.count, 0
@@ -89,11 +100,23 @@ def read(path: Path) -> list[Row]:
         try:
             row = json.loads(line)
             uid, at, call_id, handoff_id, kind, data = row
-            rows.append((str(uid), float(at), str(call_id),
-                         None if handoff_id is None else str(handoff_id), str(kind), str(data)))
+            rows.append((_text(uid), float(at), _text(call_id),
+                         None if handoff_id is None else _text(handoff_id), _text(kind),
+                         _text(data)))
         except (ValueError, TypeError):
             log.error("records: %s line %d is not a whole event, skipped", path, number)
     return rows
+
+
+def _text(value: object) -> str:
+    """``value`` as text SQLite can take: a lone surrogate (JSON carries it, UTF-8 cannot)
+    replaced, not left to fail the whole move at every try."""
+    text = str(value)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode()
+    return text
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -110,21 +110,31 @@ class Journal:
         self._intake = Intake(path.with_suffix(".intake")) if owner else None
         self._settling = 0  # events rotated out of the intake, not yet in the table
         self._settle_lock = threading.Lock()  # settle and flush, one at a time
+        self._rows_lock = threading.Lock()  # _rows, between the move and the shipper's remove
         self._sync_directory()
         if self._intake is not None:  # what a crash left: a file being moved, the intake
-            for _ in ("settling", "intake"):
-                self.settle()
+            try:
+                for _ in ("settling", "intake"):
+                    self.settle()
+            except (sqlite3.Error, OSError, ValueError) as error:  # the fsync thread retries
+                log.error("records: cannot move the journal's intake into its table at "
+                          "start (the events wait on disk): %s", error)
 
     @property
     def count(self) -> int:
-        """Events here: in the table, and (the owner's) on their way into it."""
+        """Events here: in the table, and (the owner's) on their way into it. Read in the
+        order events travel (intake, moving, table): a move finishing meanwhile may count
+        a batch twice for an instant, never not at all."""
         on_the_way = self._intake.count if self._intake is not None else 0
-        return self._rows + on_the_way + self._settling
+        on_the_way += self._settling
+        return on_the_way + self._rows
 
     @property
     def unsettled(self) -> bool:
-        """Whether events wait in the intake for ``settle`` (cheap: no I/O)."""
-        return self._intake is not None and self._intake.count + self._settling > 0
+        """Whether events wait in the intake or a file being moved, for ``settle``."""
+        if self._intake is None:
+            return False
+        return self._intake.count + self._settling > 0 or self._intake.settling.exists()
 
     def append(self, entries: list[Entry]) -> None:
         """Hand ``entries`` to the kernel in one write() (raises OSError, then nothing of
@@ -144,22 +154,26 @@ class Journal:
             return 0
         settling = self._intake.settling
         if not settling.exists():  # else a move that failed: that file first
-            # counted as settling before the intake forgets them, so that `count` (read by
-            # other threads: pending, /metrics) may count a batch twice for an instant but
-            # never drops to zero while events wait
-            counted = self._intake.count
-            self._settling += counted
-            self._settling += self._intake.rotate() - counted
+            # counted as moving before the intake forgets them (see `count`)
+            self._settling = self._intake.count
+            try:
+                self._settling = self._intake.rotate()
+            except OSError:
+                self._settling = 0  # still in the intake, counted there
+                raise
             if not settling.exists():
                 return 0
         rows = intake.read(settling)
+        moved = len(rows)
         insert = f"INSERT INTO journal ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         with _transaction(self._checkpointer):
             self._checkpointer.executemany(insert, rows)
-        settling.unlink()
-        self._rows += len(rows)
+        with self._rows_lock:
+            self._rows += moved
         self._settling = 0
-        return len(rows)
+        self._fsync_wal()  # the rows on disk before the file that held them goes
+        settling.unlink()
+        return moved
 
     def oldest(self, limit: int) -> list[Entry]:
         """The first ``limit`` events (one thread at a time; no lock needed against appends)."""
@@ -171,30 +185,24 @@ class Journal:
         """Forget shipped events (only after the database committed them)."""
         removed = self._db.execute("DELETE FROM journal WHERE seq BETWEEN ? AND ?",
                                    (first_seq, last_seq)).rowcount
-        self._rows -= removed
+        with self._rows_lock:
+            self._rows -= removed
 
     def flush(self) -> int:
         """Move the intake into the table (returns how many events moved), fsync the WAL
         (the power-loss guarantee), then move the WAL into the main file so it stays
         small; a checkpoint from this second connection does not block the shipper's
-        removes. If the intake cannot be moved
-        (a full disk), it is fsynced where it is and the error raised after."""
+        removes. If the intake cannot be moved (a full disk), its files are fsynced
+        where they are and the error raised after."""
         with self._settle_lock:
-            failure: sqlite3.Error | OSError | None = None
+            failure: Exception | None = None
             moved = 0
             try:
                 moved = self._settle()
-            except (sqlite3.Error, OSError) as error:
+            except (sqlite3.Error, OSError, ValueError) as error:
                 failure = error
-                if self._intake is not None:
-                    self._intake.sync()
-            wal = f"{self.path}-wal"
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(wal, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                self._sync_intake()
+            self._fsync_wal()
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             if failure is not None:
                 raise failure
@@ -249,6 +257,27 @@ class Journal:
         self._reader.close()
         self._checkpointer.close()
         self._db.close()
+
+    def _fsync_wal(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _sync_intake(self) -> None:
+        """The intake and a file being moved, on disk where they are (and their names)."""
+        if self._intake is None:
+            return
+        self._intake.sync()
+        with contextlib.suppress(FileNotFoundError):
+            fd = os.open(self._intake.settling, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._sync_directory()
 
     def _sync_directory(self) -> None:
         """The journal's and the WAL's directory entries must survive a power cut too."""

@@ -56,6 +56,7 @@ __all__ = ["Event", "RecordWriter", "connect", "default_url", "events_table", "i
            "metadata", "read_call_events", "read_events", "schema_table", "uid_index"]
 
 log = logging.getLogger("warmline.records")
+IDLE_CHECK_SECONDS = 1.0  # the shipper thread looks at the journal at least this often
 
 
 class _UniqueIds:
@@ -318,7 +319,7 @@ class RecordWriter:
             if not batch:
                 if self._closing.is_set():
                     return
-                self._wake.wait()
+                self._wake.wait(IDLE_CHECK_SECONDS)  # a wake-up lost to a failed flush
             elif self._ship(batch):
                 if time.monotonic() > self._deadline:
                     return
@@ -436,7 +437,7 @@ class RecordWriter:
             self._dirty = False
             try:
                 moved = journal.flush()
-            except (sqlite3.Error, OSError) as error:
+            except Exception as error:  # any failure: logged, retried; the thread lives on
                 if not failing:  # once a streak: it is tried again every FLUSH_SECONDS
                     log.error("records: cannot move the journal's intake into its table or "
                               "fsync it (the events wait on disk): %s", error)
