@@ -202,7 +202,8 @@ class Journal:
             except (sqlite3.Error, OSError, ValueError) as error:
                 failure = error
                 self._sync_intake()
-            self._fsync_wal()
+            if not moved:  # a move fsyncs the WAL itself, before unlinking its file
+                self._fsync_wal()
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
             if failure is not None:
                 raise failure

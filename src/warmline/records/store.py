@@ -79,6 +79,8 @@ class _UniqueIds:
 _unique_ids = _UniqueIds()
 # json.dumps(data, default=str) built an encoder a call; this one is built once
 _encode_data = json.JSONEncoder(default=str).encode
+
+
 @dataclass(frozen=True)
 class Event:
     at: float
