@@ -250,18 +250,19 @@ class Destination:
             raise HandoffError(f"{where}: probe is for one destination, not a ring_with group")
         if len(self.uris) > MAX_GROUP:
             raise HandoffError(f"{where}: at most {MAX_GROUP} URIs are rung at once")
-        checks = [
+        # each message is written only for a check that fails: every transfer passes here
+        checks: list[tuple[bool, Callable[[], str]]] = [
             (isinstance(self.mode, TransferMode),
-             f"mode {self.mode!r} is not one of {_choices(TransferMode)}"),
-            (0 < self.timeout <= 600, f"timeout {self.timeout} is not in (0, 600]"),
+             lambda: f"mode {self.mode!r} is not one of {_choices(TransferMode)}"),
+            (0 < self.timeout <= 600, lambda: f"timeout {self.timeout} is not in (0, 600]"),
             (isinstance(self.accept, Acceptance),
-             f"accept {self.accept!r} is not one of {_choices(Acceptance)}"),
-            (0 < self.accept_timeout <= 120, "accept_timeout is not in (0, 120]"),
+             lambda: f"accept {self.accept!r} is not one of {_choices(Acceptance)}"),
+            (0 < self.accept_timeout <= 120, lambda: "accept_timeout is not in (0, 120]"),
             (isinstance(self.connect, ConnectBy),
-             f"connect {self.connect!r} is not one of {_choices(ConnectBy)}")]
+             lambda: f"connect {self.connect!r} is not one of {_choices(ConnectBy)}")]
         for ok, problem_text in checks:
             if not ok:
-                raise HandoffError(f"{where}: {problem_text}")
+                raise HandoffError(f"{where}: {problem_text()}")
 
 
 @dataclass(frozen=True)
