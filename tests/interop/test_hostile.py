@@ -83,6 +83,9 @@ def serve_with(tmp_path: Path, config: str, *extra: str) -> tuple[object, int, i
                           "--sip", f"tcp:127.0.0.1:{sip}", "--http", f"127.0.0.1:{http}",
                           *extra], tmp_path)
     wait_for_log(server, "HTTP API on")
+    # the SIP listeners open after the HTTP API (udp, then tcp): a datagram sent before the
+    # udp one is bound is lost, and the test waited 10 s for its answer (seen twice in CI)
+    wait_for_log(server, f"listening on tcp:127.0.0.1:{sip}")
     return server, sip, http
 
 

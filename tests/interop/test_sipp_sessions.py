@@ -141,8 +141,10 @@ def warmline(tmp_path: Path, config: str, http: bool = False) -> Iterator[Served
         args += ["--http", f"127.0.0.1:{http_port}", "--media-ports", f"{media}-{media + 40}"]
     served = Served(start_serve(args, workdir), sip_port, http_port)
     try:
-        ready = "HTTP API" if http else f"listening on udp:127.0.0.1:{sip_port}"
-        wait_for_log(served.process, ready)
+        if http:
+            wait_for_log(served.process, "HTTP API")
+        # the SIP listeners open after the HTTP API: a request sent before is lost
+        wait_for_log(served.process, f"listening on udp:127.0.0.1:{sip_port}")
         yield served
     finally:
         served.stopped_with = stop_serve(served.process)
