@@ -6,14 +6,17 @@ import asyncio
 import socket
 from itertools import pairwise
 
+import numpy as np
 import pytest
 
 from tests.interop.test_relay import configure, drain, loopback_relay
 from warmline.media import g711
+from warmline.media.dtmf import TelephoneEvent
 from warmline.media.fastpath import FastPath
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, RelayLeg
 from warmline.media.rtp import RtpPacket
+from warmline.media.sdp import CODECS, AudioStream
 
 pytestmark = pytest.mark.interop
 
@@ -147,3 +150,109 @@ def test_hold_audio_takes_the_caller_back_from_the_fast_path() -> None:
             to_human.close()
 
     asyncio.run(scenario())
+
+
+def tone(frequency: float, rate: int, count: int) -> np.ndarray:
+    """``count`` 20 ms frames of a tone at ``rate``, one after another."""
+    samples = np.arange(rate // 50 * count) / rate
+    return (8000 * np.sin(2 * np.pi * frequency * samples)).astype(np.int16)
+
+
+def opus_tone(frequency: float, count: int) -> list[bytes]:
+    """20 ms Opus packets of a tone, as a 48 kHz WebRTC phone would send them."""
+    import opuslib
+
+    encoder = opuslib.Encoder(48000, 1, opuslib.APPLICATION_VOIP)
+    audio = tone(frequency, 48000, count).astype("<i2")
+    return [bytes(encoder.encode(audio[n * 960:(n + 1) * 960].tobytes(), 960))
+            for n in range(count)]
+
+
+def ulaw_tone(frequency: float, count: int) -> list[bytes]:
+    audio = tone(frequency, 8000, count)
+    return [g711.ulaw_encode(audio[n * 160:(n + 1) * 160]) for n in range(count)]
+
+
+def loudest(audio: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(audio.astype(np.float64)))
+    return float(np.fft.rfftfreq(len(audio), 1 / rate)[np.argmax(spectrum)])
+
+
+async def speak(ends: list[tuple[socket.socket, RelayLeg, int, list[bytes], int]]) -> None:
+    """Each far end sends its frames (ssrc, payloads, timestamp step), one per 20 ms tick."""
+    for n in range(len(ends[0][3])):
+        for sock, leg, ssrc, frames, step in ends:
+            assert leg.stream is not None
+            packet = RtpPacket(leg.stream.payload_type, (3000 + n) & 0xFFFF, step * n, ssrc,
+                               frames[n])
+            sock.sendto(packet.to_bytes(), (leg.local.host, leg.local.port))
+        await asyncio.sleep(0.02)
+
+
+def steps_of(packets: list[RtpPacket]) -> list[tuple[int, int, bool]]:
+    return [((b.sequence - a.sequence) & 0xFFFF, (b.timestamp - a.timestamp) & 0xFFFFFFFF,
+             b.marker) for a, b in pairwise(packets)]
+
+
+def test_an_opus_human_is_transcoded_on_the_fast_path_as_python_does_it() -> None:
+    """PCMU caller, Opus (48 kHz clock) human: the compiled thread decodes and encodes both
+    ways, rescales the timestamps, and the far ends hear what the Python path gives."""
+
+    async def through(fast: bool) -> tuple[list[RtpPacket], list[RtpPacket], bool]:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            relay._want_fast_path = fast
+            to_caller, to_human = await bridged(relay, caller, human, "opus")
+            await speak([(caller, to_caller, 1, ulaw_tone(440, 60), 160),
+                         (human, to_human, 2, opus_tone(1000, 60), 960)])
+            offloaded = to_caller.offload is not None
+            assert to_caller.counters.malformed == to_human.counters.malformed == 0
+            return await drain(caller), await drain(human), offloaded
+
+    for fast in (False, True):
+        heard_by_caller, heard_by_human, offloaded = asyncio.run(through(fast))
+        assert offloaded == fast
+        assert len(heard_by_caller) == len(heard_by_human) == 60
+        assert {p.payload_type for p in heard_by_caller} == {0}
+        assert {p.payload_type for p in heard_by_human} == {111}
+        assert steps_of(heard_by_caller) == [(1, 160, False)] * 59
+        assert steps_of(heard_by_human) == [(1, 960, False)] * 59
+        caller_audio = np.concatenate([g711.ulaw_decode(p.payload) for p in heard_by_caller])
+        assert abs(loudest(caller_audio[1600:], 8000) - 1000) < 10
+        import opuslib
+
+        decoder = opuslib.Decoder(48000, 1)
+        human_audio = np.concatenate([np.frombuffer(decoder.decode(p.payload, 960), "<i2")
+                                      for p in heard_by_human])
+        assert abs(loudest(human_audio[9600:], 48000) - 440) < 10
+
+
+def test_events_and_bad_opus_packets_on_the_transcoding_fast_path() -> None:
+    """RFC 4733 durations recounted from the Opus leg's 48 kHz event clock to 8 kHz; an Opus
+    packet libopus refuses, or an empty one, is counted malformed and dropped, not sent on."""
+
+    async def through(fast: bool) -> tuple[list[RtpPacket], int, bool]:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            relay._want_fast_path = fast
+            to_caller, to_human = await bridged(relay, caller, human)
+            host, port = human.getsockname()
+            to_human.configure(AudioStream(111, CODECS["opus"], 101, 20, host, port,
+                                           "sendrecv", dtmf_clock_rate=48000))
+            await speak([(caller, to_caller, 1, ulaw_tone(440, 20), 160),
+                         (human, to_human, 2, opus_tone(1000, 20), 960)])
+            offloaded = to_caller.offload is not None
+            await drain(caller)
+            address = (to_human.local.host, to_human.local.port)
+            for n, payload in enumerate([b"\x03\x00", b""]):
+                human.sendto(RtpPacket(111, 3020 + n, 960 * 20, 2, payload).to_bytes(), address)
+            event = bytes([5, 0x0A]) + (4800).to_bytes(2, "big")
+            human.sendto(RtpPacket(101, 3022, 960 * 21, 2, event, True).to_bytes(), address)
+            return await drain(caller), to_human.counters.malformed, offloaded
+
+    for fast in (False, True):
+        heard, malformed, offloaded = asyncio.run(through(fast))
+        assert offloaded == fast
+        assert malformed == 2
+        [relayed] = heard
+        assert relayed.payload_type == 101
+        assert TelephoneEvent.parse(relayed.payload).duration == 800
+        assert relayed.payload[:2] == bytes([5, 0x0A])

@@ -10,6 +10,16 @@
  * receiving leg's continuous outgoing stream (the same arithmetic as
  * rtp.ContinuousStream) and sends it with sendmmsg.
  *
+ * A pair on two codecs the thread can run (G.711 either law, and Opus when
+ * libopus loads) is transcoded here too: the far end's payload is decoded to
+ * 8 kHz linear audio and encoded for the other leg, timestamps are rescaled
+ * between RTP clocks and telephone-event durations between event clocks, as
+ * relay_leg.py does; so an Opus or G.711 bridge costs the event loop nothing.
+ * Opus runs at 8 kHz inside libopus, as codecs.py runs it (no resampling);
+ * libopus is opened with dlopen, so a machine without it still builds and
+ * simply keeps Opus pairs in Python. A codec's state starts afresh when a
+ * pair comes here or goes back (a few ms of a decoder's warm-up).
+ *
  * Python hands a pair over with bridge() and takes it back with release()
  * whenever anything needs the slow path (a switch, a player, DTMF, hold, a
  * re-INVITE, hang-up). Both directions carry their full state across, so the
@@ -20,6 +30,7 @@
 #include <Python.h>
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -35,6 +46,22 @@
 #define TRANSLATE_NONE 0
 #define TRANSLATE_ULAW_TO_ALAW 1
 #define TRANSLATE_ALAW_TO_ULAW 2
+#define TRANSLATE_TRANSCODE 3 /* decode the peer's codec, encode this leg's */
+
+/* The codecs a leg can be transcoded to or from (fastpath.py's _CODEC_IDS). */
+#define CODEC_OTHER 0
+#define CODEC_PCMU 1
+#define CODEC_PCMA 2
+#define CODEC_OPUS 3
+#define CODEC_COUNT 4
+
+#define OPUS_RATE 8000
+#define OPUS_APPLICATION_VOIP 2048
+#define OPUS_SET_COMPLEXITY_REQUEST 4010
+#define OPUS_COMPLEXITY 5 /* as codecs.py: half the time of 10, no audible loss */
+#define OPUS_FRAME 160    /* 20 ms at 8 kHz: what a frame of another length is cut to */
+#define OPUS_MAX_FRAME 960 /* 120 ms, the longest frame a far end may send */
+#define MAX_SAMPLES MAX_RTP /* a G.711 payload of a full datagram */
 
 typedef struct {
     /* reception (RFC 3550 A.1/A.8), as rtcp.ReceptionStats */
@@ -74,6 +101,10 @@ typedef struct {
     int payload_type, dtmf_payload_type; /* accepted from the far end */
     int clock_rate;
     int translate; /* applied to audio from the peer before it is sent here */
+    int codec;     /* CODEC_*, for transcoding */
+    int dtmf_clock_rate; /* telephone-event's clock, 0 without it */
+    void *decoder; /* the codec's state for audio from this far end (Opus), or NULL */
+    void *encoder; /* ... and for audio sent to it */
     Reception reception;
     Outgoing outgoing;
     Counters counters;
@@ -91,11 +122,139 @@ typedef struct {
 } Forwarder;
 
 static unsigned char ulaw_to_alaw[256], alaw_to_ulaw[256];
+/* g711.py's tables, copied at import so both paths give the same bytes */
+static int16_t linear_from_ulaw[256], linear_from_alaw[256];
+static unsigned char ulaw_from_linear[65536], alaw_from_linear[65536];
+
+/* libopus, opened at import if the machine has it */
+typedef struct {
+    void *(*encoder_create)(int32_t rate, int channels, int application, int *error);
+    int32_t (*encode)(void *encoder, const int16_t *pcm, int frame_size, unsigned char *data,
+                      int32_t max_bytes);
+    int (*encoder_ctl)(void *encoder, int request, ...);
+    void (*encoder_destroy)(void *encoder);
+    void *(*decoder_create)(int32_t rate, int channels, int *error);
+    int (*decode)(void *decoder, const unsigned char *data, int32_t length, int16_t *pcm,
+                  int frame_size, int decode_fec);
+    void (*decoder_destroy)(void *decoder);
+} OpusApi;
+static OpusApi opus;
+static int opus_loaded;
 
 static double monotonic_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- codecs ---------------------------------------------------------- */
+
+static int load_opus(void) {
+    void *library = dlopen("libopus.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (library == NULL) return 0;
+    void **slots[] = {(void **)&opus.encoder_create, (void **)&opus.encode,
+                      (void **)&opus.encoder_ctl, (void **)&opus.encoder_destroy,
+                      (void **)&opus.decoder_create, (void **)&opus.decode,
+                      (void **)&opus.decoder_destroy};
+    const char *names[] = {"opus_encoder_create", "opus_encode", "opus_encoder_ctl",
+                           "opus_encoder_destroy", "opus_decoder_create", "opus_decode",
+                           "opus_decoder_destroy"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *slots[i] = dlsym(library, names[i]);
+        if (*slots[i] == NULL) {
+            dlclose(library);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int codec_supported(int codec) {
+    return codec == CODEC_PCMU || codec == CODEC_PCMA || (codec == CODEC_OPUS && opus_loaded);
+}
+
+/* The decoder (for what the far end sends) and encoder (for what it is sent) a leg's
+ * codec needs; G.711 needs none. 0, or -1 with nothing left allocated. */
+static int open_codec(Leg *leg) {
+    leg->decoder = leg->encoder = NULL;
+    if (leg->codec != CODEC_OPUS) return 0;
+    int error = 0;
+    leg->decoder = opus.decoder_create(OPUS_RATE, 1, &error);
+    if (leg->decoder == NULL || error != 0) goto failed;
+    leg->encoder = opus.encoder_create(OPUS_RATE, 1, OPUS_APPLICATION_VOIP, &error);
+    if (leg->encoder == NULL || error != 0) goto failed;
+    opus.encoder_ctl(leg->encoder, OPUS_SET_COMPLEXITY_REQUEST, OPUS_COMPLEXITY);
+    return 0;
+failed:
+    if (leg->decoder != NULL) opus.decoder_destroy(leg->decoder);
+    if (leg->encoder != NULL) opus.encoder_destroy(leg->encoder);
+    leg->decoder = leg->encoder = NULL;
+    return -1;
+}
+
+static void close_codec(Leg *leg) {
+    if (leg->codec == CODEC_OPUS) {
+        if (leg->decoder != NULL) opus.decoder_destroy(leg->decoder);
+        if (leg->encoder != NULL) opus.encoder_destroy(leg->encoder);
+    }
+    leg->decoder = leg->encoder = NULL;
+}
+
+/* 8 kHz linear samples from `leg`'s far end's payload; the count, or -1 if it is not audio
+ * of the codec (an Opus packet libopus refuses). */
+static int decode_audio(Leg *leg, const unsigned char *payload, size_t length, int16_t *pcm) {
+    if (length == 0) return -1; /* libopus would conceal a lost packet: 120 ms of nothing */
+    if (leg->codec == CODEC_OPUS)
+        return opus.decode(leg->decoder, payload, (int32_t)length, pcm, OPUS_MAX_FRAME, 0);
+    const int16_t *table = leg->codec == CODEC_PCMU ? linear_from_ulaw : linear_from_alaw;
+    for (size_t i = 0; i < length; i++) pcm[i] = table[payload[i]];
+    return (int)length;
+}
+
+static int opus_frame_size(int samples) {
+    static const int allowed[] = {20, 40, 80, 160, 320, 480}; /* 2.5 to 60 ms at 8 kHz */
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        if (samples == allowed[i]) return samples;
+    return OPUS_FRAME;
+}
+
+/* `samples` encoded for `leg`'s far end into `out` (at most `room` bytes): the length, or
+ * -1. A count Opus cannot frame is cut or padded to 20 ms, as codecs.py does. */
+static int encode_audio(Leg *leg, int16_t *pcm, int samples, unsigned char *out, size_t room) {
+    if (leg->codec == CODEC_OPUS) {
+        int frame = opus_frame_size(samples);
+        for (int i = samples; i < frame; i++) pcm[i] = 0;
+        int32_t written = opus.encode(leg->encoder, pcm, frame, out, (int32_t)room);
+        return written > 0 ? (int)written : -1;
+    }
+    if ((size_t)samples > room) return -1;
+    const unsigned char *table = leg->codec == CODEC_PCMU ? ulaw_from_linear : alaw_from_linear;
+    for (int i = 0; i < samples; i++) out[i] = table[(uint16_t)pcm[i] ^ 0x8000];
+    return samples;
+}
+
+/* Replaces the payload data[start:end] from `from`'s codec by `to`'s; the new end or -1. */
+static long transcode(Leg *from, Leg *to, unsigned char *data, size_t start, size_t end) {
+    static __thread int16_t pcm[MAX_SAMPLES];
+    static __thread unsigned char encoded[MAX_RTP];
+    int samples = decode_audio(from, data + start, end - start, pcm);
+    if (samples <= 0) return -1;
+    int written = encode_audio(to, pcm, samples, encoded, MAX_RTP - start);
+    if (written < 0) return -1;
+    memcpy(data + start, encoded, (size_t)written);
+    data[0] &= (unsigned char)~0x20; /* any padding went with the old payload */
+    return (long)(start + (size_t)written);
+}
+
+/* An RFC 4733 event's duration (payload bytes 2-3) recounted on the target's event clock. */
+static void rescale_event(unsigned char *payload, size_t length, int source_rate,
+                          int target_rate) {
+    if (length < 4 || source_rate <= 0 || target_rate <= 0 || source_rate == target_rate)
+        return;
+    long long duration = ((long long)payload[2] << 8 | payload[3]) * target_rate / source_rate;
+    if (duration > 0xFFFF) duration = 0xFFFF;
+    payload[2] = (unsigned char)(duration >> 8);
+    payload[3] = (unsigned char)(duration & 0xFF);
 }
 
 /* ---- per packet ------------------------------------------------------ */
@@ -157,7 +316,16 @@ static void update_reception(Reception *r, uint32_t sequence, uint32_t timestamp
     r->transit = transit;
 }
 
-static void restamp(Outgoing *o, int clock_rate, unsigned char *data, double now) {
+/* Floor division, as Python's //, for a negative elapsed time across a switch. */
+static long long floor_divide(long long numerator, long long denominator) {
+    long long quotient = numerator / denominator;
+    return quotient * denominator > numerator ? quotient - 1 : quotient;
+}
+
+/* Re-stamps a packet on `o`; `source_rate` is the RTP clock it came with (rescaled to
+ * `clock_rate`, as ContinuousStream.rewrite does for G.711 into an Opus leg). */
+static void restamp(Outgoing *o, int clock_rate, int source_rate, unsigned char *data,
+                    double now) {
     uint32_t sequence = (uint32_t)data[2] << 8 | data[3];
     uint32_t timestamp = (uint32_t)data[4] << 24 | (uint32_t)data[5] << 16 |
                          (uint32_t)data[6] << 8 | data[7];
@@ -179,7 +347,10 @@ static void restamp(Outgoing *o, int clock_rate, unsigned char *data, double now
         data[1] |= 0x80; /* marker: a new talkspurt for the far end's jitter buffer */
     }
     uint32_t out_sequence = (sequence + o->sequence_offset) & 0xFFFF;
-    uint32_t out_timestamp = o->target_base + (timestamp - o->source_base);
+    long long elapsed = (int32_t)(timestamp - o->source_base);
+    if (source_rate > 0 && source_rate != clock_rate)
+        elapsed = floor_divide(elapsed * clock_rate, source_rate);
+    uint32_t out_timestamp = o->target_base + (uint32_t)elapsed;
     o->next_sequence = (out_sequence + 1) & 0xFFFF;
     o->last_timestamp = out_timestamp;
     o->has_last_timestamp = 1;
@@ -192,9 +363,11 @@ static void restamp(Outgoing *o, int clock_rate, unsigned char *data, double now
     }
 }
 
-/* Checks one packet from `from`'s far end and readies it for `to`; 0 to send it. */
-static int forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
-                       const struct sockaddr_storage *source, socklen_t source_len, double now) {
+/* Checks one packet from `from`'s far end and readies it for `to`: the length to send,
+ * or -1 to drop it. */
+static long forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
+                        const struct sockaddr_storage *source, socklen_t source_len,
+                        double now) {
     if (length >= 2 && data[1] >= 192 && data[1] <= 223) {
         from->counters.rtcp += 1;
         return -1;
@@ -210,15 +383,26 @@ static int forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
     }
     int payload_type = data[1] & 0x7F;
     int out_type;
+    long out_length = (long)length;
     if (payload_type == from->payload_type) {
         out_type = to->payload_type;
-        const unsigned char *table = to->translate == TRANSLATE_ULAW_TO_ALAW ? ulaw_to_alaw
-                                   : to->translate == TRANSLATE_ALAW_TO_ULAW ? alaw_to_ulaw
-                                   : NULL;
-        if (table != NULL)
-            for (size_t i = start; i < end; i++) data[i] = table[data[i]];
+        if (to->translate == TRANSLATE_TRANSCODE) {
+            out_length = transcode(from, to, data, start, end);
+            if (out_length < 0) {
+                from->counters.malformed += 1; /* not audio of its codec */
+                return -1;
+            }
+        } else {
+            const unsigned char *table = to->translate == TRANSLATE_ULAW_TO_ALAW ? ulaw_to_alaw
+                                       : to->translate == TRANSLATE_ALAW_TO_ULAW ? alaw_to_ulaw
+                                       : NULL;
+            if (table != NULL)
+                for (size_t i = start; i < end; i++) data[i] = table[data[i]];
+        }
     } else if (from->dtmf_payload_type >= 0 && payload_type == from->dtmf_payload_type) {
         out_type = to->dtmf_payload_type;
+        if (out_type >= 0)
+            rescale_event(data + start, end - start, from->dtmf_clock_rate, to->dtmf_clock_rate);
     } else {
         from->counters.unknown_payload += 1;
         return -1;
@@ -230,8 +414,8 @@ static int forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
     update_reception(&from->reception, sequence, timestamp, now, from->clock_rate);
     if (out_type < 0) return -1; /* DTMF to a far end that took no telephone-event */
     data[1] = (data[1] & 0x80) | (unsigned char)out_type;
-    restamp(&to->outgoing, to->clock_rate, data, now);
-    return 0;
+    restamp(&to->outgoing, to->clock_rate, from->clock_rate, data, now);
+    return out_length;
 }
 
 static void drain(Forwarder *self, Leg *from) {
@@ -254,13 +438,12 @@ static void drain(Forwarder *self, Leg *from) {
     double now = monotonic_seconds();
     int ready = 0;
     for (int i = 0; i < got; i++) {
-        size_t length = in[i].msg_len;
-        if (forward_one(from, to, buffers[i], length, &sources[i], in[i].msg_hdr.msg_namelen,
-                        now) < 0)
-            continue;
+        long length = forward_one(from, to, buffers[i], in[i].msg_len, &sources[i],
+                                  in[i].msg_hdr.msg_namelen, now);
+        if (length < 0) continue;
         memset(&out[ready], 0, sizeof out[ready]);
         out_vec[ready].iov_base = buffers[i];
-        out_vec[ready].iov_len = length;
+        out_vec[ready].iov_len = (size_t)length;
         out[ready].msg_hdr.msg_iov = &out_vec[ready];
         out[ready].msg_hdr.msg_iovlen = 1;
         out[ready].msg_hdr.msg_name = &to->remote;
@@ -300,9 +483,10 @@ static int read_leg(PyObject *spec, Leg *leg) {
     const char *host;
     int family, port;
     PyObject *reception, *outgoing;
-    if (!PyArg_ParseTuple(spec, "iisiiiiiOO", &leg->fd, &family, &host, &port,
+    if (!PyArg_ParseTuple(spec, "iisiiiiiiiOO", &leg->fd, &family, &host, &port,
                           &leg->payload_type, &leg->dtmf_payload_type, &leg->clock_rate,
-                          &leg->translate, &reception, &outgoing))
+                          &leg->translate, &leg->codec, &leg->dtmf_clock_rate, &reception,
+                          &outgoing))
         return -1;
     Reception *r = &leg->reception;
     if (!PyArg_ParseTuple(reception, "pLLLLpddLL", &r->has_base, &r->base, &r->max, &r->cycles,
@@ -341,8 +525,9 @@ static int read_leg(PyObject *spec, Leg *leg) {
     } else {
         goto bad_address;
     }
-    if (leg->clock_rate <= 0 || leg->translate < 0 || leg->translate > 2) {
-        PyErr_SetString(PyExc_ValueError, "fast path: bad clock rate or translation");
+    if (leg->clock_rate <= 0 || leg->translate < 0 || leg->translate > TRANSLATE_TRANSCODE ||
+        leg->codec < 0 || leg->codec >= CODEC_COUNT || leg->dtmf_clock_rate < 0) {
+        PyErr_SetString(PyExc_ValueError, "fast path: bad clock rate, translation or codec");
         return -1;
     }
     return 0;
@@ -406,12 +591,30 @@ static void unwatch(Forwarder *self, int slot) {
     leg->generation += 1;
 }
 
+/* The codec states a pair needs: a transcoded direction decodes with the sending leg's
+ * state and encodes with the receiving leg's. */
+static int open_codecs(Leg *a, Leg *b) {
+    int transcoded = a->translate == TRANSLATE_TRANSCODE || b->translate == TRANSLATE_TRANSCODE;
+    if (!transcoded) return 0;
+    if (!codec_supported(a->codec) || !codec_supported(b->codec)) {
+        PyErr_SetString(PyExc_ValueError, "fast path: cannot transcode these codecs");
+        return -1;
+    }
+    if (open_codec(a) < 0 || open_codec(b) < 0) {
+        close_codec(a);
+        PyErr_SetString(PyExc_ValueError, "fast path: libopus refused a codec state");
+        return -1;
+    }
+    return 0;
+}
+
 /* bridge(leg_a, leg_b) -> (slot_a, slot_b) */
 static PyObject *Forwarder_bridge(Forwarder *self, PyObject *args) {
     PyObject *spec_a, *spec_b;
     if (!PyArg_ParseTuple(args, "OO", &spec_a, &spec_b)) return NULL;
     Leg a = {0}, b = {0};
     if (read_leg(spec_a, &a) < 0 || read_leg(spec_b, &b) < 0) return NULL;
+    if (open_codecs(&a, &b) < 0) return NULL;
     lock_without_gil(self);
     int slot_a = free_slot(self);
     if (slot_a >= 0) self->legs[slot_a].used = 1;
@@ -419,6 +622,8 @@ static PyObject *Forwarder_bridge(Forwarder *self, PyObject *args) {
     if (slot_b < 0) {
         if (slot_a >= 0) self->legs[slot_a].used = 0;
         pthread_mutex_unlock(&self->lock);
+        close_codec(&a);
+        close_codec(&b);
         PyErr_SetString(PyExc_OverflowError, "fast path: no free slot");
         return NULL;
     }
@@ -435,6 +640,8 @@ static PyObject *Forwarder_bridge(Forwarder *self, PyObject *args) {
         unwatch(self, slot_a);
         unwatch(self, slot_b);
         pthread_mutex_unlock(&self->lock);
+        close_codec(&a);
+        close_codec(&b);
         errno = saved;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
@@ -460,7 +667,9 @@ static PyObject *Forwarder_release(Forwarder *self, PyObject *args) {
     Leg a = self->legs[slot_a], b = self->legs[slot_b];
     unwatch(self, slot_a);
     unwatch(self, slot_b);
-    pthread_mutex_unlock(&self->lock);
+    pthread_mutex_unlock(&self->lock); /* the thread no longer reaches the codecs */
+    close_codec(&a);
+    close_codec(&b);
     return Py_BuildValue("(NN)", leg_state(&a), leg_state(&b));
 }
 
@@ -542,6 +751,8 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwargs) {
 
 static void Forwarder_dealloc(Forwarder *self) {
     stop_thread(self);
+    for (int i = 0; self->legs != NULL && i < self->capacity; i++)
+        if (self->legs[i].used) close_codec(&self->legs[i]);
     if (self->epoll_fd > 0) close(self->epoll_fd);
     PyMem_Free(self->legs);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -576,26 +787,51 @@ static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT, "_fastpath", "The relay's compiled pass-through path.", -1, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fastpath(void) {
-    PyObject *tables = PyImport_ImportModule("warmline.media.g711");
-    if (tables == NULL) return NULL;
-    const char *names[2] = {"ULAW_TO_ALAW", "ALAW_TO_ULAW"};
-    unsigned char *targets[2] = {ulaw_to_alaw, alaw_to_ulaw};
-    for (int t = 0; t < 2; t++) {
-        PyObject *table = PyObject_GetAttrString(tables, names[t]);
-        if (table == NULL || !PyBytes_Check(table) || PyBytes_GET_SIZE(table) != 256) {
-            Py_XDECREF(table);
-            Py_DECREF(tables);
-            PyErr_SetString(PyExc_ImportError, "fast path: g711 tables missing");
-            return NULL;
-        }
-        memcpy(targets[t], PyBytes_AS_STRING(table), 256);
-        Py_DECREF(table);
+/* Copies g711.py's table `name` (bytes, or a numpy array's bytes) of `size` bytes. */
+static int copy_table(PyObject *tables, const char *name, void *target, Py_ssize_t size) {
+    PyObject *table = PyObject_GetAttrString(tables, name);
+    if (table == NULL) return -1;
+    PyObject *raw = PyBytes_Check(table) ? (Py_INCREF(table), table)
+                                         : PyObject_CallMethod(table, "tobytes", NULL);
+    Py_DECREF(table);
+    if (raw == NULL) return -1;
+    int fits = PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) == size;
+    if (fits) memcpy(target, PyBytes_AS_STRING(raw), (size_t)size);
+    Py_DECREF(raw);
+    if (!fits) {
+        PyErr_Format(PyExc_ImportError, "fast path: g711.%s is not %zd bytes", name, size);
+        return -1;
     }
+    return 0;
+}
+
+static int copy_g711_tables(void) {
+    PyObject *tables = PyImport_ImportModule("warmline.media.g711");
+    if (tables == NULL) return -1;
+    int failed = copy_table(tables, "ULAW_TO_ALAW", ulaw_to_alaw, 256) < 0 ||
+                 copy_table(tables, "ALAW_TO_ULAW", alaw_to_ulaw, 256) < 0 ||
+                 copy_table(tables, "ULAW_TO_LINEAR", linear_from_ulaw, 512) < 0 ||
+                 copy_table(tables, "ALAW_TO_LINEAR", linear_from_alaw, 512) < 0 ||
+                 copy_table(tables, "LINEAR_TO_ULAW", ulaw_from_linear, 65536) < 0 ||
+                 copy_table(tables, "LINEAR_TO_ALAW", alaw_from_linear, 65536) < 0;
     Py_DECREF(tables);
+    return failed ? -1 : 0;
+}
+
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (copy_g711_tables() < 0) return NULL;
+    opus_loaded = load_opus();
     if (PyType_Ready(&ForwarderType) < 0) return NULL;
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL) return NULL;
+    /* The codec keys (sdp.py's) this build transcodes between on its thread. */
+    PyObject *transcodes = opus_loaded ? Py_BuildValue("(sss)", "pcmu", "pcma", "opus")
+                                       : Py_BuildValue("(ss)", "pcmu", "pcma");
+    if (transcodes == NULL || PyModule_AddObject(module, "TRANSCODES", transcodes) < 0) {
+        Py_XDECREF(transcodes);
+        Py_DECREF(module);
+        return NULL;
+    }
     Py_INCREF(&ForwarderType);
     if (PyModule_AddObject(module, "Forwarder", (PyObject *)&ForwarderType) < 0) {
         Py_DECREF(&ForwarderType);

@@ -19,6 +19,11 @@ from warmline.media import g711
 Samples = g711.Samples
 
 
+class CodecError(ValueError):
+    """A payload that is not audio of its codec (an Opus packet libopus refuses): the
+    relay counts it malformed and drops it, as it does any other bad packet."""
+
+
 class Codec(Protocol):
     def encode(self, samples: Samples) -> bytes: ...
 
@@ -80,7 +85,14 @@ class _Opus:
         return bytes(self._encoder.encode(pcm.tobytes(), self.FRAME))
 
     def decode(self, payload: bytes) -> Samples:
-        pcm = self._decoder.decode(payload, self.MAX_FRAME)
+        import opuslib
+
+        if not payload:  # libopus would conceal a lost packet: 120 ms out of nothing
+            raise CodecError("an empty Opus payload")
+        try:
+            pcm = self._decoder.decode(payload, self.MAX_FRAME)
+        except opuslib.OpusError as error:
+            raise CodecError(f"libopus refused the payload: {error}") from None
         return np.frombuffer(pcm, dtype="<i2").astype(np.int16)
 
 

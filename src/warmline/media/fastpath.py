@@ -3,7 +3,9 @@
 A Python relay pays the interpreter for every packet; once a caller and a
 human are simply bridged, nothing about their packets needs it. A pair goes
 to the forwarder's thread when both legs are latched, routed to each other,
-sending both ways, on one codec (or PCMU<->PCMA) and nobody is listening in
+sending both ways, on codecs the forwarder converts between (one codec,
+PCMU<->PCMA, or G.711 and Opus transcoded on its thread: ``TRANSCODES``
+of the compiled module) and nobody is listening in
 (no DTMF callback, no first-word detector, no conference, no DTMF being
 sent) and neither leg uses SRTP. Anything that changes that takes the pair
 back first (relay_leg.py calls :meth:`FastPath.reclaim`), with the outgoing
@@ -34,6 +36,8 @@ from warmline.media.rtp import ContinuousStream
 from warmline.media.sdp import AudioStream
 
 _TRANSLATION = {("pcmu", "pcma"): 1, ("pcma", "pcmu"): 2}
+_TRANSCODE = 3  # decode the peer's payload, encode this leg's (_fastpath.c)
+_CODEC_IDS = {"pcmu": 1, "pcma": 2, "opus": 3}  # _fastpath.c's CODEC_*; 0: anything else
 
 
 def _load_forwarder() -> ModuleType | None:
@@ -115,17 +119,25 @@ def _plain(leg: BridgedLeg) -> bool:
             and not leg.muted and leg.pending is None)
 
 
-def eligible(a: BridgedLeg, b: BridgedLeg) -> bool:
-    """Whether the pair's packets need nothing that only Python does."""
+def eligible(a: BridgedLeg, b: BridgedLeg, transcodes: frozenset[str] = frozenset()) -> bool:
+    """Whether the pair's packets need nothing that only Python does; ``transcodes`` are
+    the codecs the forwarder decodes and encodes itself."""
     if not (a.target is b and b.target is a and a.source is b and b.source is a):
         return False
     if not (_plain(a) and _plain(b)):
         return False
     assert a.stream is not None and b.stream is not None
-    codec_a, codec_b = a.stream.codec, b.stream.codec
-    same_event_clock = a.stream.dtmf_clock_rate == b.stream.dtmf_clock_rate  # no rescaling
-    return codec_a.clock_rate == codec_b.clock_rate and same_event_clock and (
-        codec_a.key == codec_b.key or (codec_a.key, codec_b.key) in _TRANSLATION)
+    key_a, key_b = a.stream.codec.key, b.stream.codec.key
+    if key_a == key_b or (key_a, key_b) in _TRANSLATION:
+        return a.stream.codec.clock_rate == b.stream.codec.clock_rate
+    return key_a in transcodes and key_b in transcodes
+
+
+def _conversion(source: AudioStream, target: AudioStream) -> int:
+    """What the forwarder does to audio from ``source`` before it goes out on ``target``."""
+    if source.codec.key == target.codec.key:
+        return 0
+    return _TRANSLATION.get((source.codec.key, target.codec.key), _TRANSCODE)
 
 
 class FastPath:
@@ -133,6 +145,7 @@ class FastPath:
 
     def __init__(self, module: ModuleType) -> None:
         self._forwarder: Any = module.Forwarder()
+        self.transcodes = frozenset(getattr(module, "TRANSCODES", ()))
         self.offloads = 0  # pairs handed over, for the records and the tests
 
     @classmethod
@@ -143,7 +156,7 @@ class FastPath:
     def offer(self, leg: BridgedLeg) -> bool:
         """Hand ``leg`` and its peer over if they qualify; True if they now run compiled."""
         peer = leg.target
-        if leg.offload is not None or peer is None or not eligible(leg, peer):
+        if leg.offload is not None or peer is None or not eligible(leg, peer, self.transcodes):
             return False
         leg.stop_reading()
         peer.stop_reading()
@@ -191,9 +204,9 @@ def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:
     stream, peer_stream, remote, reception = leg.stream, peer.stream, leg.remote, leg.reception
     assert stream is not None and peer_stream is not None
     assert remote is not None and reception is not None
-    translate = _TRANSLATION.get((peer_stream.codec.key, stream.codec.key), 0)
     family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
     dtmf = -1 if stream.dtmf_payload_type is None else stream.dtmf_payload_type
     return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, dtmf,
-            stream.codec.clock_rate, translate, reception.export_state(),
-            leg.outgoing.export_state())
+            stream.codec.clock_rate, _conversion(peer_stream, stream),
+            _CODEC_IDS.get(stream.codec.key, 0), stream.dtmf_clock_rate or 0,
+            reception.export_state(), leg.outgoing.export_state())

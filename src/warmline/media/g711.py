@@ -53,10 +53,10 @@ def _alaw_encode_table() -> npt.NDArray[np.uint8]:
 
 ULAW_TO_LINEAR = _ulaw_decode_table()
 ALAW_TO_LINEAR = _alaw_decode_table()
-_LINEAR_TO_ULAW = _ulaw_encode_table()
-_LINEAR_TO_ALAW = _alaw_encode_table()
-ULAW_TO_ALAW = bytes(_LINEAR_TO_ALAW[ULAW_TO_LINEAR.astype(np.int32) + 32768])
-ALAW_TO_ULAW = bytes(_LINEAR_TO_ULAW[ALAW_TO_LINEAR.astype(np.int32) + 32768])
+LINEAR_TO_ULAW = _ulaw_encode_table()  # indexed by sample + 32768; media/_fastpath.c
+LINEAR_TO_ALAW = _alaw_encode_table()  # copies all six tables at import
+ULAW_TO_ALAW = bytes(LINEAR_TO_ALAW[ULAW_TO_LINEAR.astype(np.int32) + 32768])
+ALAW_TO_ULAW = bytes(LINEAR_TO_ULAW[ALAW_TO_LINEAR.astype(np.int32) + 32768])
 
 
 def ulaw_decode(payload: bytes) -> Samples:
@@ -68,11 +68,11 @@ def alaw_decode(payload: bytes) -> Samples:
 
 
 def ulaw_encode(samples: Samples) -> bytes:
-    return _LINEAR_TO_ULAW[samples.astype(np.int32) + 32768].tobytes()
+    return LINEAR_TO_ULAW[samples.astype(np.int32) + 32768].tobytes()
 
 
 def alaw_encode(samples: Samples) -> bytes:
-    return _LINEAR_TO_ALAW[samples.astype(np.int32) + 32768].tobytes()
+    return LINEAR_TO_ALAW[samples.astype(np.int32) + 32768].tobytes()
 
 
 def ulaw_to_alaw(payload: bytes) -> bytes:

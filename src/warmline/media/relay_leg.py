@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from warmline.media import g711
-from warmline.media.codecs import Codec, is_stateless, make_codec
+from warmline.media.codecs import Codec, CodecError, is_stateless, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
 from warmline.media.fastpath import FastPath, Offload
 from warmline.media.plane import AudioTap, LegAddress, LegCounters
@@ -381,12 +381,14 @@ class RelayLeg:
             return
         counters.received += 1
         self.remote_ssrc = packet.ssrc
-        if counters.received >= self._next_offer and self.fast_path is not None:
+        try:
             self._forward(packet, stream)
-            if not self.fast_path.offer(self):
-                self._next_offer = counters.received + _OFFER_RETRY
+        except CodecError:
+            counters.malformed += 1  # not audio of its codec: dropped, as the fast path does
             return
-        self._forward(packet, stream)
+        if counters.received >= self._next_offer and self.fast_path is not None \
+                and not self.fast_path.offer(self):
+            self._next_offer = counters.received + _OFFER_RETRY
 
     def _forward(self, packet: RtpPacket, stream: AudioStream) -> None:
         if self._reception is not None:

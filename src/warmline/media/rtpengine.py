@@ -491,7 +491,8 @@ def _plain_pair(a: RtpengineLeg, b: RtpengineLeg) -> bool:
     # telephone-events pass with their payload type: the same on both sides, or a side that
     # agreed none (it ignores them, as it would ignore the relay dropping them)
     events = {a.stream.dtmf_payload_type, b.stream.dtmf_payload_type} - {None}
-    return same_audio and len(events) <= 1 and eligible(a.inner, b.inner)
+    same_event_clock = a.stream.dtmf_clock_rate == b.stream.dtmf_clock_rate  # none rescaled
+    return same_audio and len(events) <= 1 and same_event_clock and eligible(a.inner, b.inner)
 
 
 def _packets(reply: dict[str, BValue], tag: str) -> int:
