@@ -20,7 +20,7 @@ from typing import Any
 
 from warmline.sip.session import SessionEvent
 from warmline.sip.useragent import UserAgent, UserAgentConfig
-from warmline.transport.listen import ListenSpec
+from warmline.transport.listen import ListenSpec, parse_listen
 from warmline.transport.shell import SipShell
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -149,6 +149,7 @@ async def engine(transport: str, on_event: Callable[[Engine, SessionEvent], None
 class ServeProcess:
     process: subprocess.Popen[str]
     log_path: Path
+    args: tuple[str, ...] = ()  # as given to `warmline serve` (wait_until_serving reads --sip)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -162,7 +163,7 @@ def start_serve(args: list[str], workdir: Path) -> ServeProcess:
         [sys.executable, "-m", "warmline", "serve", *args],
         stdout=handle, stderr=subprocess.STDOUT, text=True, cwd=workdir,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return ServeProcess(process, log_path)
+    return ServeProcess(process, log_path, tuple(args))
 
 
 def wait_for_log(server: ServeProcess, needle: str, timeout: float = 10.0) -> None:
@@ -176,6 +177,43 @@ def wait_for_log(server: ServeProcess, needle: str, timeout: float = 10.0) -> No
             raise AssertionError(f"warmline exited early:\n{server.log()}")
         time.sleep(0.05)
     raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{server.log()}")
+
+
+def wait_until_serving(server: ServeProcess, http_port: int | None = None,
+                       timeout: float = 10.0) -> None:
+    """Until `warmline serve` takes SIP, not only HTTP.
+
+    serve opens its HTTP API first and its SIP listeners a moment later, so a test
+    that sends SIP once "HTTP API on" is logged now and then loses its first INVITE
+    (a rare 10 s timeout in CI). This waits for the "listening on" line of every
+    ``--sip`` listener in the arguments (of any listener when they come from a config
+    file); with ``http_port``, then until ``GET /readyz`` answers 200 (a listener is
+    open and the node takes calls). Fails with the end of serve's log.
+    """
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    given = [value for flag, value in itertools.pairwise(server.args) if flag == "--sip"]
+    for listener in [str(parse_listen(value)) for value in given] or [""]:
+        wait_for_log(server, f"listening on {listener}", max(deadline - time.monotonic(), 0.1))
+    if http_port is None:
+        return
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"warmline exited early:\n{server.log()[-4000:]}")
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1.0)
+            if ready.status_code == 200:
+                return
+            last = f"{ready.status_code} {ready.text}"
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(0.05)
+    raise AssertionError(f"/readyz on port {http_port} not 200 within {timeout}s "
+                         f"(last: {last}):\n{server.log()[-4000:]}")
 
 
 def stop_process(process: subprocess.Popen[Any], sig: int = signal.SIGTERM,

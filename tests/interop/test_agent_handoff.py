@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_until_serving
 from tests.interop.pjsip_phone import pjsip_phone
 from warmline.media import g711
 from warmline.records.report import call_history
@@ -167,7 +167,7 @@ def run_call(tmp_path: Path, bots: Bots, ports: tuple[int, int, int, int],
                                   "--agent-ws", f"ws://127.0.0.1:{a_port}/bot-a",
                                   "--media-ports", f"{media}-{media + 40}"], workdir)
             try:
-                await asyncio.to_thread(wait_for_log, server, "HTTP API")
+                await asyncio.to_thread(wait_until_serving, server, http_port)
                 with pjsip_phone(tmp_path / "caller", free_port(), user="caller",
                                  tone_hz=CALLER_HZ, record=tmp_path / "caller.wav",
                                  hangup_after_ms=7500, lifetime=20,

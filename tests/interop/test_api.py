@@ -16,6 +16,7 @@ from tests.interop.peers import (
     start_serve,
     stop_serve,
     wait_for_log,
+    wait_until_serving,
 )
 from tests.interop.test_sipp import SUCCESS_TAIL
 
@@ -86,7 +87,7 @@ def test_transfer_over_http_with_bad_requests_refused(tmp_path: Path) -> None:
             return dict(handoff)
 
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         handoff = asyncio.run(drive())
     finally:
         assert stop_serve(server) == 0, server.log()

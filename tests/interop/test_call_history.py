@@ -17,7 +17,7 @@ from tests.interop.peers import (
     run_sipp,
     start_serve,
     stop_serve,
-    wait_for_log,
+    wait_until_serving,
 )
 from tests.interop.transfer_peers import caller_hangs_up
 
@@ -40,7 +40,7 @@ def test_an_ended_call_moves_from_memory_to_the_records(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
 
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         with httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10) as client:
             one_call()
             [first] = client.get("/calls").json()  # ended, still listed for KEEP seconds

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_until_serving
 from tests.interop.pjsip_phone import pjsip_phone
 from tests.interop.test_session_timers import disconnected, wait_for
 
@@ -42,7 +42,7 @@ def test_a_restart_after_kill_9_ends_every_leg_the_dead_run_left_up(
     server = start_serve(args, workdir)
     restarted = None
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         with pjsip_phone(tmp_path / "human", free_port(), ring_ms=100, lifetime=90) as human, \
                 pjsip_phone(tmp_path / "caller", free_port(), lifetime=90, user="caller",
                             dial=f"sip:ai@127.0.0.1:{sip_port}") as caller:

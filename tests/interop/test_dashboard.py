@@ -21,7 +21,7 @@ from tests.interop.peers import (
     run_sipp,
     start_serve,
     stop_serve,
-    wait_for_log,
+    wait_until_serving,
 )
 from tests.interop.transfer_peers import WAIT_FOR_BYE, caller_hangs_up
 
@@ -65,7 +65,7 @@ def test_the_dashboard_shows_calls_handoffs_and_kpis(tmp_path: Path) -> None:
         asyncio.run(run())
 
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         thread = threading.Thread(target=peers)
         thread.start()
         auth = {"Authorization": "Bearer t0k"}

@@ -27,7 +27,7 @@ from tests.interop.peers import (
     relay_block,
     start_serve,
     stop_serve,
-    wait_for_log,
+    wait_until_serving,
 )
 from tests.interop.pjsip_phone import pjsip_phone
 from warmline.calls.call import Call, CallState
@@ -77,17 +77,17 @@ def band(samples: np.ndarray, rate: int, hz: int) -> float:
 
 
 def test_a_caller_hears_ringback_as_early_media_until_the_bot_is_there(tmp_path: Path) -> None:
-    sip_port, bot_port, media = free_port(), free_port(), relay_block()
+    sip_port, http_port, bot_port, media = free_port(), free_port(), free_port(), relay_block()
     workdir = tmp_path / "warmline"
     workdir.mkdir()
     heard = tmp_path / "caller.wav"
     with slow_bot(bot_port):
         server = start_serve(["--sip", f"udp:127.0.0.1:{sip_port}", "--http",
-                              f"127.0.0.1:{free_port()}", "--media-ports",
+                              f"127.0.0.1:{http_port}", "--media-ports",
                               f"{media}-{media + 40}",
                               "--agent-ws", f"ws://127.0.0.1:{bot_port}/stream"], workdir)
         try:
-            wait_for_log(server, "HTTP API")
+            wait_until_serving(server, http_port)
             with pjsip_phone(tmp_path / "caller", free_port(), user="caller",
                              require_100rel=True, hangup_after_ms=1000, record=heard,
                              log_level=4, dial=f"sip:ai@127.0.0.1:{sip_port}") as caller:

@@ -27,7 +27,7 @@ from tests.interop.peers import (
     run_sipp,
     start_serve,
     stop_serve,
-    wait_for_log,
+    wait_until_serving,
 )
 from tests.interop.transfer_peers import WAIT_FOR_BYE, caller_hangs_up, expect_headers
 from warmline.brain.delivery import decode_uui
@@ -125,7 +125,7 @@ def test_a_trigger_escalates_with_the_context_ahead_of_the_answer(tmp_path: Path
         return popped, final, seen_before_answer
 
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         popped, final, seen_before_answer = asyncio.run(drive())
     finally:
         assert stop_serve(server) == 0, server.log()

@@ -52,7 +52,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
 from pipecat.workers.runner import WorkerRunner
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_until_serving
 from tests.interop.pjsip_phone import PjsipPhone, pjsip_phone
 from warmline.api import start_http, stop_http
 from warmline.pipecat import WarmlineFrameSerializer, transfer_tool
@@ -248,7 +248,7 @@ async def run_call(tmp_path: Path, app_for: Callable[[str], FastAPI], log: BotLo
                           "--agent-ws", f"ws://127.0.0.1:{bot_port}/ws",
                           "--media-ports", f"{media}-{media + 40}"], warmline.workdir)
     try:
-        await asyncio.to_thread(wait_for_log, server, "HTTP API")
+        await asyncio.to_thread(wait_until_serving, server, warmline.http)
         with contextlib.ExitStack() as phones:
             caller = await asyncio.to_thread(phones.enter_context, pjsip_phone(
                 tmp_path / "caller", free_port(), user="caller", tone_hz=CALLER_HZ,

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_until_serving
 from tests.interop.pjsip_phone import pjsip_phone
 
 pytestmark = pytest.mark.interop
@@ -27,7 +27,7 @@ def test_phones_requiring_100rel_reach_warmline_and_are_reached(tmp_path: Path) 
                           f"127.0.0.1:{http_port}", "--media-ports",
                           f"{media}-{media + 40}"], workdir)
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         with pjsip_phone(tmp_path / "human", free_port(), ring_ms=500, hangup_after_ms=800,
                          require_100rel=True, log_level=4) as human, \
                 pjsip_phone(tmp_path / "caller", free_port(), user="caller",

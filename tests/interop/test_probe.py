@@ -26,6 +26,7 @@ from tests.interop.peers import (
     start_serve,
     stop_serve,
     wait_for_log,
+    wait_until_serving,
 )
 
 pytestmark = pytest.mark.interop
@@ -80,7 +81,7 @@ def destinations(workdir: Path) -> Iterator[tuple[int, int]]:
                              workdir / "media")
     try:
         wait_for_log(plain, "warmline listening on")
-        wait_for_log(with_media, "warmline HTTP API on")
+        wait_until_serving(with_media, http)
         yield sip_only, media_port
     finally:
         stop_serve(plain)

@@ -29,7 +29,7 @@ from tests.interop.peers import (
     run_sipp,
     start_serve,
     stop_serve,
-    wait_for_log,
+    wait_until_serving,
 )
 from warmline.media import g711
 
@@ -149,7 +149,7 @@ def test_a_recorded_call_with_consent_pause_and_the_file_served_with_the_token(
                                seconds="7000")
     server = start_serve(["--config", str(config)], tmp_path)
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         with capture_udp(tmp_path, media_port, seconds=20) as pcap:
             async def run() -> dict[str, Any]:
                 sipp = asyncio.ensure_future(run_sipp(
@@ -239,7 +239,7 @@ def test_handoff_mode_announces_then_records_then_transfers(
 
     server = start_serve(["--config", str(config)], tmp_path)
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         call_id, handoff_id, phases = asyncio.run(drive_transfer())
     finally:
         assert stop_serve(server) == 0, server.log()

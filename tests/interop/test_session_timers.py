@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_until_serving
 from tests.interop.pjsip_phone import PjsipPhone, pjsip_phone
 
 pytestmark = pytest.mark.interop
@@ -50,7 +50,7 @@ def test_after_kill_9_both_phones_end_their_legs_within_the_session_interval(
                           "--http", f"127.0.0.1:{http_port}",
                           "--media-ports", f"{media}-{media + 40}"], workdir)
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         with pjsip_phone(tmp_path / "human", free_port(), ring_ms=100, lifetime=180,
                          session_expires=INTERVAL) as human, \
                 pjsip_phone(tmp_path / "caller", free_port(), lifetime=180, user="caller",

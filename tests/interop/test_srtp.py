@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_for_log
+from tests.interop.peers import free_port, relay_block, start_serve, stop_serve, wait_until_serving
 from tests.interop.pjsip_phone import pjsip_phone
 
 pytestmark = pytest.mark.interop
@@ -47,7 +47,7 @@ def test_srtp_phones_hear_each_other_through_a_bridged_transfer(tmp_path: Path) 
                           "--http", f"127.0.0.1:{http_port}",
                           "--media-ports", f"{media}-{media + 40}"], workdir)
     try:
-        wait_for_log(server, "HTTP API")
+        wait_until_serving(server, http_port)
         with pjsip_phone(tmp_path / "human", free_port(), ring_ms=100, hangup_after_ms=2500,
                          srtp=True, tone_hz=HUMAN_HZ, record=heard_by_human) as human, \
                 pjsip_phone(tmp_path / "caller", free_port(), user="caller", srtp=True,
