@@ -25,18 +25,33 @@ class NgClient:
             raise RuntimeError(f"rtpengine: {reply}")
         return dict(reply)
 
-    def bridge_call(self, call_id: str) -> tuple[int, int]:
-        """Set up one call; returns (port the caller sends to, port the human sends to)."""
-        sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-               "m=audio 9 RTP/AVP 0\r\n")
+    def bridge_call(self, call_id: str, human_codec: str = "pcmu") -> tuple[int, int]:
+        """Set up one call, the caller on PCMU and the human on ``human_codec`` (rtpengine
+        transcodes); returns (port the caller sends to, port the human sends to)."""
+        caller_sdp = _sdp("0")
+        human_sdp = caller_sdp if human_codec == "pcmu" else _sdp(*TRANSCODED[human_codec])
+        flags: dict[str, Any] = {}
+        if human_codec != "pcmu":  # offer the human only its codec: rtpengine transcodes
+            flags["codec"] = {"mask": ["PCMU"], "transcode": [TRANSCODED[human_codec][1]]}
         offer = self.command(command="offer", **{"call-id": call_id, "from-tag": "caller"},
-                             sdp=sdp)
+                             sdp=caller_sdp, **flags)
         answer = self.command(command="answer", **{"call-id": call_id, "from-tag": "caller",
-                                                   "to-tag": "human"}, sdp=sdp)
+                                                   "to-tag": "human"}, sdp=human_sdp)
         return _audio_port(answer["sdp"]), _audio_port(offer["sdp"])
 
     def close(self) -> None:
         self.sock.close()
+
+
+TRANSCODED = {"opus": ("111", "opus/48000/2")}  # payload type, rtpmap
+
+
+def _sdp(payload_type: str, rtpmap: str | None = None) -> str:
+    lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+             f"m=audio 9 RTP/AVP {payload_type}"]
+    if rtpmap is not None:
+        lines.append(f"a=rtpmap:{payload_type} {rtpmap}")
+    return "\r\n".join(lines) + "\r\n"
 
 
 def _audio_port(sdp: bytes) -> int:

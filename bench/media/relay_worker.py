@@ -1,7 +1,9 @@
 """Runs warmline's embedded relay with N bridged calls for bench/media_relay.py.
 
 Prints one JSON line with the legs' ports, then relays until stdin closes.
-Usage: python relay_worker.py CALLS PORT_START
+Usage: python relay_worker.py CALLS PORT_START [HUMAN_CODEC [THREADS]]
+(the caller legs speak PCMU; the human legs PCMU, or HUMAN_CODEC transcoded: opus;
+THREADS compiled forwarder threads, 0: one per CPU)
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from warmline.media.sdp import CODECS, AudioStream
 from warmline.server import tune_garbage_collector
 
 
-async def main(calls: int, port_start: int) -> None:
-    relay = EmbeddedRelay("127.0.0.1", PortRange(port_start, port_start + 4 * calls + 200))
+async def main(calls: int, port_start: int, human_codec: str, threads: int) -> None:
+    relay = EmbeddedRelay("127.0.0.1", PortRange(port_start, port_start + 4 * calls + 200),
+                          fast_path_threads=threads)
     ports = []
     # The far ends are learnt by latching on their first packet (symmetric RTP).
     placeholder = AudioStream(0, CODECS["pcmu"], None, 20, "127.0.0.1", 9, "sendrecv")
+    human_stream = AudioStream(CODECS[human_codec].static_payload or 111, CODECS[human_codec],
+                               None, 20, "127.0.0.1", 9, "sendrecv")
     for _ in range(calls):
         caller, human = await relay.open_leg("caller"), await relay.open_leg("human")
         caller.configure(placeholder)
-        human.configure(placeholder)
+        human.configure(human_stream)
         caller.route_to(human)
         human.route_to(caller)
         ports += [caller.local.port, human.local.port]
@@ -41,4 +46,6 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]),
+                     sys.argv[3] if len(sys.argv) > 3 else "pcmu",
+                     int(sys.argv[4]) if len(sys.argv) > 4 else 0))

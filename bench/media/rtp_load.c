@@ -1,8 +1,15 @@
 /* RTP load for bench/media_relay.py: N calls, each two streams of 50 packets/s
  * (caller and human) through a relay; reports loss and one-way added latency.
- * Usage: rtp_load SECONDS RELAY_HOST PORT_A1 PORT_B1 [PORT_A2 PORT_B2 ...]
+ * Usage: rtp_load [-a PT:STEP:HEX -b PT:STEP:HEX] SECONDS RELAY_HOST PORT_A1 PORT_B1 [...]
  * Every packet carries its send time; a stream starts counting after 0.5 s so
- * that the relay's symmetric-RTP latching is not counted as loss. */
+ * that the relay's symmetric-RTP latching is not counted as loss.
+ *
+ * With -a/-b (a transcoding relay), the A streams (callers) and B streams (humans) send
+ * those payloads (payload type, timestamp step, bytes in hex). A transcoded payload
+ * cannot carry a send time, so latency is found by order instead: every stream pauses
+ * 200 ms at the 0.5 s mark, and the k-th packet a socket receives after its partner
+ * stream restarted is the k-th that stream sent since (the relay forwards in order, and
+ * a lost packet fails the step anyway). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -19,6 +26,34 @@
 
 #define PAYLOAD 160
 #define MAX_LAT_US 200000
+#define PAUSE_NS 200000000ull
+#define RING 64 /* send times kept per stream: 1.28 s of packets */
+
+typedef struct {
+    int payload_type;
+    uint32_t step;
+    unsigned char payload[1400];
+    size_t length;
+} Side;
+
+/* "PT:STEP:HEX" -> side; 0 if it parses. */
+static int parse_side(const char *text, Side *side) {
+    unsigned pt, step;
+    int used = 0;
+    if (sscanf(text, "%u:%u:%n", &pt, &step, &used) != 2 || pt > 127) return -1;
+    const char *hex = text + used;
+    size_t digits = strlen(hex);
+    if (digits == 0 || digits % 2 || digits / 2 > sizeof side->payload) return -1;
+    for (size_t i = 0; i < digits / 2; i++) {
+        unsigned byte;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1) return -1;
+        side->payload[i] = (unsigned char)byte;
+    }
+    side->payload_type = (int)pt;
+    side->step = step;
+    side->length = digits / 2;
+    return 0;
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -26,9 +61,45 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+/* One packet of a side's payload; after the pause, its send time is kept by order. */
+static void send_counted(int fd, const struct sockaddr_in *peer, const Side *side,
+                         uint16_t sequence, uint32_t tick, int stream, uint64_t counting_from,
+                         uint64_t *restarted, uint64_t *sent_at, uint32_t *sent_since,
+                         uint64_t *sent) {
+    unsigned char packet[12 + sizeof side->payload];
+    packet[0] = 0x80;
+    packet[1] = (unsigned char)side->payload_type;
+    uint16_t sq = htons(sequence);
+    uint32_t ts = htonl(tick * side->step), ssrc = htonl(0x5000 + (uint32_t)stream);
+    memcpy(packet + 2, &sq, 2);
+    memcpy(packet + 4, &ts, 4);
+    memcpy(packet + 8, &ssrc, 4);
+    memcpy(packet + 12, side->payload, side->length);
+    uint64_t stamp = now_ns();
+    if (sendto(fd, packet, 12 + side->length, 0, (const struct sockaddr *)peer, sizeof *peer)
+        <= 0 || stamp < counting_from)
+        return;
+    if (!*restarted) *restarted = stamp;
+    sent_at[*sent_since % RING] = stamp;
+    *sent_since += 1;
+    *sent += 1;
+}
+
 int main(int argc, char **argv) {
-    if (argc < 5 || (argc - 3) % 2) {
-        fprintf(stderr, "usage: rtp_load SECONDS HOST PORT_A PORT_B [...]\n");
+    Side sides[2];
+    int counted = 0; /* latency by order (transcoded payloads), see above */
+    while (argc > 2 && (strcmp(argv[1], "-a") == 0 || strcmp(argv[1], "-b") == 0)) {
+        if (parse_side(argv[2], &sides[argv[1][1] == 'b']) < 0) {
+            fprintf(stderr, "rtp_load: %s wants PT:STEP:HEX\n", argv[1]);
+            return 2;
+        }
+        counted |= argv[1][1] == 'a' ? 1 : 2;
+        argc -= 2;
+        argv += 2;
+    }
+    if (argc < 5 || (argc - 3) % 2 || (counted && counted != 3)) {
+        fprintf(stderr, "usage: rtp_load [-a PT:STEP:HEX -b PT:STEP:HEX] SECONDS HOST "
+                        "PORT_A PORT_B [...]\n");
         return 2;
     }
     double seconds = atof(argv[1]);
@@ -60,6 +131,11 @@ int main(int argc, char **argv) {
     uint64_t sent = 0, received = 0;
     uint64_t *due = calloc(streams, sizeof(uint64_t));
     uint32_t *ticks = calloc(streams, sizeof(uint32_t));
+    /* counted mode: each stream's send times since its restart, and what came back */
+    uint64_t *restarted = calloc(streams, sizeof(uint64_t));
+    uint64_t *sent_at = calloc((size_t)streams * RING, sizeof(uint64_t));
+    uint32_t *sent_since = calloc(streams, sizeof(uint32_t));
+    uint32_t *heard_since = calloc(streams, sizeof(uint32_t));
     for (int i = 0; i < streams; i++)  /* spread the streams' phases over the 20 ms */
         due[i] = start + (uint64_t)i * 20000000ull / streams;
     struct epoll_event events[256];
@@ -71,19 +147,30 @@ int main(int argc, char **argv) {
          * (a scan of every stream at each wake-up cost the generator more than sending). */
         while (now < end && due[cursor] <= now) {
             int i = cursor;
-            uint32_t ts = htonl(ticks[i] * PAYLOAD), ssrc = htonl(0x5000 + i);
-            uint16_t sq = htons(seq[i]++);
-            memcpy(packet + 2, &sq, 2);
-            memcpy(packet + 4, &ts, 4);
-            memcpy(packet + 8, &ssrc, 4);
-            uint64_t stamp = now_ns();
-            memcpy(packet + 12, &stamp, 8);
-            if (sendto(fds[i], packet, sizeof packet, 0, (struct sockaddr *)&peers[i],
-                       sizeof peers[i]) > 0 && stamp >= counting_from)
-                sent++;
+            cursor = (cursor + 1) % streams;
+            if (counted && due[i] >= counting_from && due[i] < counting_from + PAUSE_NS) {
+                due[i] += PAUSE_NS; /* the pause: every stream skips the same ticks */
+                ticks[i] += PAUSE_NS / 20000000ull;
+                continue;
+            }
+            if (counted) {
+                send_counted(fds[i], &peers[i], &sides[i % 2], seq[i]++, ticks[i], i,
+                             counting_from, &restarted[i], &sent_at[(size_t)i * RING],
+                             &sent_since[i], &sent);
+            } else {
+                uint32_t ts = htonl(ticks[i] * PAYLOAD), ssrc = htonl(0x5000 + i);
+                uint16_t sq = htons(seq[i]++);
+                memcpy(packet + 2, &sq, 2);
+                memcpy(packet + 4, &ts, 4);
+                memcpy(packet + 8, &ssrc, 4);
+                uint64_t stamp = now_ns();
+                memcpy(packet + 12, &stamp, 8);
+                if (sendto(fds[i], packet, sizeof packet, 0, (struct sockaddr *)&peers[i],
+                           sizeof peers[i]) > 0 && stamp >= counting_from)
+                    sent++;
+            }
             ticks[i]++;
             due[i] += 20000000ull;
-            cursor = (cursor + 1) % streams;
         }
         if (now < end) next_due = due[cursor];
         if (now >= end + 200000000ull)
@@ -95,9 +182,22 @@ int main(int argc, char **argv) {
         ppoll(&ready, 1, &timeout, NULL);  /* ns-precise wait: no spinning, no late sends */
         int n = epoll_wait(epfd, events, 256, 0);
         for (int e = 0; e < n; e++) {
-            int fd = fds[events[e].data.u32];
+            int j = (int)events[e].data.u32, fd = fds[j];
             ssize_t got;
             while ((got = recv(fd, buffer, sizeof buffer, 0)) > 0) {
+                if (counted) {
+                    int i = j ^ 1; /* the partner stream this leg's packets came from */
+                    uint64_t arrival = now_ns();
+                    if (got < 12 || (buffer[1] >= 192 && buffer[1] <= 223)) continue; /* RTCP */
+                    if (!restarted[i] || arrival < restarted[i]) continue; /* before the pause */
+                    uint32_t k = heard_since[j]++;
+                    uint64_t lat = MAX_LAT_US;
+                    if (k < sent_since[i] && sent_since[i] - k <= RING)
+                        lat = (arrival - sent_at[(size_t)i * RING + k % RING]) / 1000;
+                    hist[lat > MAX_LAT_US ? MAX_LAT_US : lat]++;
+                    received++;
+                    continue;
+                }
                 if (got < 20) continue;
                 uint64_t stamp;
                 memcpy(&stamp, buffer + 12, 8);

@@ -436,6 +436,7 @@ def _media(settings: ServeSettings, parser: argparse.ArgumentParser, args: argpa
                    media_advertise=config.media.advertise,
                    media_plane=PlaneKind(config.media.plane),
                    rtpengine_bridge=config.media.rtpengine_bridge,
+                   relay_threads=config.media.relay_threads,
                    rtpengine=parse_ng_address(config.media.rtpengine)
                    if config.media.rtpengine else None)
 

@@ -224,6 +224,9 @@ class MediaSection(_Strict):
     # let rtpengine bridge a plain caller-human pair itself (the far ends then see the other
     # phone's own SSRC and sequence: see docs/media-planes.md before turning it on)
     rtpengine_bridge: bool = False
+    # the embedded relay's compiled forwarder threads, sharing the bridged (and transcoded)
+    # pairs; 0: one per CPU warmline may run on
+    relay_threads: int = Field(0, ge=0, le=64)
 
     @field_validator("rtpengine")
     @classmethod

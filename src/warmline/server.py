@@ -180,7 +180,8 @@ async def _answer_only(stack: contextlib.AsyncExitStack, shell: SipShell,
 def _media_plane(settings: ServeSettings) -> MediaPlane:
     """[media] plane: the embedded relay, or rtpengine anchoring legs with that relay
     behind it (media/rtpengine.py); rtpengine is pinged from now on (/readyz)."""
-    relay = EmbeddedRelay(settings.media_host, settings.port_range())
+    relay = EmbeddedRelay(settings.media_host, settings.port_range(),
+                          fast_path_threads=settings.relay_threads)
     if settings.media_plane is not PlaneKind.RTPENGINE or settings.rtpengine is None:
         return relay
     plane = RtpenginePlane(NgClient(*settings.rtpengine), relay,

@@ -106,6 +106,7 @@ class ServeSettings:
     media_plane: PlaneKind = PlaneKind.EMBEDDED  # [media] plane
     rtpengine: tuple[str, int] | None = None  # [media] rtpengine: its ng control address
     rtpengine_bridge: bool = False  # [media] rtpengine_bridge: rtpengine bridges plain pairs
+    relay_threads: int = 0  # [media] relay_threads: compiled forwarder threads; 0: one per CPU
     hold_audio: Path | None = None  # a WAV played while nobody talks; None: ringback
     escalation: EscalationPolicy = field(default_factory=EscalationPolicy)
     records: Path = Path("warmline-records")  # voicemail, callbacks, the trigger log

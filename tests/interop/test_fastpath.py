@@ -256,3 +256,34 @@ def test_events_and_bad_opus_packets_on_the_transcoding_fast_path() -> None:
         assert relayed.payload_type == 101
         assert TelephoneEvent.parse(relayed.payload).duration == 800
         assert relayed.payload[:2] == bytes([5, 0x0A])
+
+
+def test_pairs_are_shared_among_the_forwarder_threads() -> None:
+    """[media] relay_threads: each new pair goes to the thread holding the fewest, and a
+    pair taken back frees its place there."""
+
+    async def scenario() -> None:
+        async with loopback_relay(4) as (relay, (caller_1, human_1, caller_2, human_2)):
+            relay._fast_path_threads = 2
+            first = await bridged(relay, caller_1, human_1)
+            second = await bridged(relay, caller_2, human_2, "opus")
+            assert relay.fast_path is not None and relay.fast_path.threads == 2
+            await speak([(caller_1, first[0], 1, ulaw_tone(440, 30), 160),
+                         (human_1, first[1], 2, ulaw_tone(1000, 30), 160),
+                         (caller_2, second[0], 3, ulaw_tone(440, 30), 160),
+                         (human_2, second[1], 4, opus_tone(1000, 30), 960)])
+            offloads = [first[0].offload, second[0].offload]
+            assert offloads[0] is not None and offloads[1] is not None
+            assert {offloads[0].thread, offloads[1].thread} == {0, 1}
+            for sock in (caller_1, human_1, caller_2, human_2):
+                assert len(await drain(sock)) == 30
+            first[0].take_back()
+            third = await bridged(relay, caller_1, human_1)
+            first[0].close()
+            first[1].close()
+            await speak([(caller_1, third[0], 5, ulaw_tone(440, 5), 160),
+                         (human_1, third[1], 6, ulaw_tone(1000, 5), 160)])
+            assert third[0].offload is not None
+            assert third[0].offload.thread == offloads[0].thread  # the freed place
+
+    asyncio.run(scenario())

@@ -67,6 +67,8 @@ def write(tmp_path: Path, text: str) -> Path:
      'destinations = [{ uri = "sip:b@127.0.0.1" }]\n', "routing.default: no department"),
     ("[sip\n", "not valid TOML"),
     ("[trace]\nkeep_days = -1\n", "trace.keep_days"),
+    ("[media]\nrelay_threads = -1\n",
+     "warmline.toml:2: media.relay_threads: Input should be greater than or equal to 0"),
 ])
 def test_problems_name_the_line_and_the_key(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as broken:

@@ -104,10 +104,20 @@ class BridgedLeg(Protocol):
 
 @dataclass(eq=False)
 class Offload:
-    """A pair of legs the forwarder currently owns."""
+    """A pair of legs a forwarder thread currently owns."""
 
     legs: tuple[BridgedLeg, BridgedLeg]
     slots: tuple[int, int]
+    thread: int = 0  # which of the fast path's forwarder threads
+
+
+def default_threads() -> int:
+    """One forwarder thread per CPU this process may run on: a transcoded pair costs a
+    thread ~100 us a packet pair (libopus), so one thread would hold ~200 Opus calls."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _plain(leg: BridgedLeg) -> bool:
@@ -141,39 +151,52 @@ def _conversion(source: AudioStream, target: AudioStream) -> int:
 
 
 class FastPath:
-    """The relay's handle on one compiled forwarder thread."""
+    """The relay's handle on its compiled forwarder threads; a pair stays on one thread,
+    and a new pair goes to the thread holding the fewest."""
 
-    def __init__(self, module: ModuleType) -> None:
-        self._forwarder: Any = module.Forwarder()
+    def __init__(self, module: ModuleType, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"media.relay_threads: {threads} is not a thread count")
+        self._forwarders: list[Any] = [module.Forwarder() for _ in range(threads)]
+        self._pairs = [0] * threads  # pairs on each thread now
         self.transcodes = frozenset(getattr(module, "TRANSCODES", ()))
         self.offloads = 0  # pairs handed over, for the records and the tests
 
     @classmethod
-    def create(cls) -> FastPath | None:
+    def create(cls, threads: int = 0) -> FastPath | None:
+        """The compiled fast path with ``threads`` forwarders (0: default_threads()), or
+        None when it is not built or turned off."""
         module = _load_forwarder()
-        return None if module is None else cls(module)
+        return None if module is None else cls(module, threads or default_threads())
+
+    @property
+    def threads(self) -> int:
+        return len(self._forwarders)
 
     def offer(self, leg: BridgedLeg) -> bool:
         """Hand ``leg`` and its peer over if they qualify; True if they now run compiled."""
         peer = leg.target
         if leg.offload is not None or peer is None or not eligible(leg, peer, self.transcodes):
             return False
+        thread = self._pairs.index(min(self._pairs))
         leg.stop_reading()
         peer.stop_reading()
         try:
-            slots = self._forwarder.bridge(_spec(leg, peer), _spec(peer, leg))
+            slots = self._forwarders[thread].bridge(_spec(leg, peer), _spec(peer, leg))
         except (OSError, OverflowError, ValueError):
             leg.start_reading()
             peer.start_reading()
             return False
-        offload = Offload((leg, peer), slots)
+        offload = Offload((leg, peer), slots, thread)
         leg.offload = peer.offload = offload
+        self._pairs[thread] += 1
         self.offloads += 1
         return True
 
     def reclaim(self, offload: Offload) -> None:
         """Take the pair back into Python with everything the forwarder learnt."""
-        states = self._forwarder.release(*offload.slots)
+        states = self._forwarders[offload.thread].release(*offload.slots)
+        self._pairs[offload.thread] -= 1
         for leg, state in zip(offload.legs, states, strict=True):
             leg.offload = None
             host, port, reception, outgoing, counters = state
@@ -187,16 +210,17 @@ class FastPath:
     def reception(self, offload: Offload, leg: BridgedLeg) -> ReceptionState:
         """``leg``'s reception statistics as they are now, the pair staying compiled."""
         slot = offload.slots[offload.legs.index(leg)]
-        state: ReceptionState = self._forwarder.snapshot(slot)[2]
+        state: ReceptionState = self._forwarders[offload.thread].snapshot(slot)[2]
         return state
 
     def live_counters(self, offload: Offload, leg: BridgedLeg) -> tuple[int, ...]:
         slot = offload.slots[offload.legs.index(leg)]
-        counters: tuple[int, ...] = self._forwarder.counters(slot)
+        counters: tuple[int, ...] = self._forwarders[offload.thread].counters(slot)
         return counters
 
     def close(self) -> None:
-        self._forwarder.close()
+        for forwarder in self._forwarders:
+            forwarder.close()
 
 
 def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:

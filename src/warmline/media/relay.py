@@ -54,21 +54,24 @@ class EmbeddedRelay:
     """In-process :class:`MediaPlane` on ``host`` with ports from ``ports``.
 
     Each leg takes an even port for RTP and the odd one above it for RTCP.
-    ``fast_path=False`` keeps every packet in Python (the reference behaviour).
+    ``fast_path=False`` keeps every packet in Python (the reference behaviour);
+    ``fast_path_threads`` is how many compiled forwarder threads share the bridged pairs
+    (0: one per CPU the process may use).
     """
 
     def __init__(self, host: str, ports: PortRange, *, fast_path: bool = True,
-                 rtcp_interval: float = DEFAULT_INTERVAL) -> None:
+                 fast_path_threads: int = 0, rtcp_interval: float = DEFAULT_INTERVAL) -> None:
         self.host = host
         self.ports = ports
         self.rtcp_interval = rtcp_interval
         self.legs: set[RelayLeg] = set()  # open legs; a closed leg removes itself
         self._want_fast_path = fast_path
+        self._fast_path_threads = fast_path_threads
         self.fast_path: FastPath | None = None
 
     async def open_leg(self, label: str) -> RelayLeg:
         if self._want_fast_path and self.fast_path is None:
-            self.fast_path = FastPath.create()
+            self.fast_path = FastPath.create(self._fast_path_threads)
         for port in self.ports.candidates():
             pair = self._bind_pair(port)
             if pair is None:
