@@ -206,9 +206,11 @@ def ramp(generator: Path, relay: str, args: argparse.Namespace) -> Ramp:
             figures = run_step(generator, relay, calls, args)
             advance(progress)
             lost = figures["sent"] - figures["received"]
+            late = f" ({-lost} more than sent: from before the pause, over 0.5 s late)" \
+                if lost < 0 else ""
             progress.console.print(
                 f"  {relay:11} {calls:5d} calls ({2 * calls * 50:6d} packets/s in): "
-                f"lost {lost}, p50 {figures['p50_us']} us, p99 {figures['p99_us']} us, "
+                f"lost {lost}{late}, p50 {figures['p50_us']} us, p99 {figures['p99_us']} us, "
                 f"max {figures['max_us']} us, "
                 f"CPU {figures['cpu_ns_per_packet'] / 1000:.1f} us a packet")
             if lost or figures["p99_us"] >= bounds[-1]:

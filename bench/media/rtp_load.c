@@ -7,7 +7,7 @@
  * With -a/-b (a transcoding relay), the A streams (callers) and B streams (humans) send
  * those payloads (payload type, timestamp step, bytes in hex). A transcoded payload
  * cannot carry a send time, so latency is found by order instead: every stream pauses
- * 200 ms at the 0.5 s mark, and the k-th packet a socket receives after its partner
+ * 500 ms at the 0.5 s mark, and the k-th packet a socket receives after its partner
  * stream restarted is the k-th that stream sent since (the relay forwards in order, and
  * a lost packet fails the step anyway). */
 #define _GNU_SOURCE
@@ -26,7 +26,7 @@
 
 #define PAYLOAD 160
 #define MAX_LAT_US 200000
-#define PAUSE_NS 200000000ull
+#define PAUSE_NS 500000000ull
 #define RING 64 /* send times kept per stream: 1.28 s of packets */
 
 typedef struct {
