@@ -50,7 +50,7 @@ from warmline.cluster.limits import ConcurrencyLimits, LimitTable, LocalLimits
 from warmline.cluster.registry import SharedState
 from warmline.cluster.takeover import OrphanCall, callback_key
 from warmline.media.plane import MediaPlane
-from warmline.media.player import Player, Samples, ringback
+from warmline.media.player import Player, Samples, ringback, whole_frames
 from warmline.media.sdes import SrtpPolicy
 from warmline.media.tts import EspeakTts, TextToSpeech, TtsError
 from warmline.records.retention import sweep_recordings
@@ -163,7 +163,7 @@ class CallEngine:
         self._trace_writer = TraceWriter(records_dir, redact) if sip_trace else None
         self.records = records
         self.tts: TextToSpeech = tts or EspeakTts()
-        self._hold = hold_audio if hold_audio is not None else ringback()
+        self._hold = whole_frames(hold_audio) if hold_audio is not None else ringback()
         self.handoffs: dict[str, Handoff] = {}  # of the calls in ``calls``
         # the latest handoffs of calls already forgotten, for the dashboard's list
         self.past_handoffs: deque[Handoff] = deque(maxlen=PAST_HANDOFFS)
@@ -308,7 +308,7 @@ class CallEngine:
 
     def set_hold_audio(self, samples: Samples) -> None:
         """What waiting callers hear (default: ringback); 8 kHz mono, looped."""
-        self._hold = samples
+        self._hold = whole_frames(samples)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background; cancelled by :meth:`close`."""

@@ -287,3 +287,84 @@ def test_pairs_are_shared_among_the_forwarder_threads() -> None:
             assert third[0].offload.thread == offloads[0].thread  # the freed place
 
     asyncio.run(scenario())
+
+
+def tone_loop(frames: int = 5) -> np.ndarray:
+    """A looped buffer of whole 20 ms frames, each frame different (a rising tone)."""
+    return np.concatenate([tone(300 + 100 * n, 8000, 1) for n in range(frames)])
+
+
+def test_hold_music_loops_on_the_fast_path_as_python_plays_it() -> None:
+    """A looped player on a G.711 leg is sent by the forwarder's 20 ms timer: the frames in
+    order, wrapping, on one continuous stream, counted; the same as the Python path."""
+
+    async def through(fast: bool) -> tuple[list[RtpPacket], bool, int]:
+        async with loopback_relay(1) as (relay, (caller,)):
+            relay._want_fast_path = fast
+            to_caller = await relay.open_leg("caller")
+            configure(to_caller, caller, "pcmu")
+            to_caller.play(Player(tone_loop(), loop=True))
+            await asyncio.sleep(0.5)
+            compiled = to_caller.playing is not None
+            sent = to_caller.counters.sent
+            to_caller.silence()
+            assert to_caller.playing is None
+            heard = await drain(caller)
+            await asyncio.sleep(0.1)
+            assert not await drain(caller)  # nothing after the music stopped
+            return heard, compiled, sent
+
+    frames = [g711.ulaw_encode(frame) for frame in tone_loop().reshape(5, 160)]
+    for fast in (False, True):
+        heard, compiled, sent = asyncio.run(through(fast))
+        assert compiled == fast
+        assert 20 <= len(heard) <= 30 and sent == len(heard)
+        assert_continuous(heard)
+        assert [p.payload for p in heard] == [frames[n % 5] for n in range(len(heard))]
+
+
+def test_hold_music_on_the_fast_path_gives_way_to_the_human_without_a_seam() -> None:
+    async def scenario() -> list[RtpPacket]:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            to_caller, from_human = await relay.open_leg("caller"), await relay.open_leg("human")
+            configure(to_caller, caller, "pcmu")
+            configure(from_human, human, "pcmu")
+            to_caller.play(Player(tone_loop(), loop=True))
+            await asyncio.sleep(0.3)
+            assert to_caller.playing is not None
+            from_human.route_to(to_caller)  # pending: the music plays until the human talks
+            await asyncio.sleep(0.1)
+            await talk([(human, from_human, 9)], 20, payload=b"\x11" * 160)
+            assert to_caller.playing is None and to_caller.source is from_human
+            assert relay.fast_path is not None and relay.fast_path._pairs == [0] * len(
+                relay.fast_path._pairs)
+            return await drain(caller)
+
+    heard = asyncio.run(scenario())
+    assert_continuous(heard, switch_slack=160)
+    payloads = [p.payload for p in heard]
+    assert payloads[-20:] == [b"\x11" * 160] * 20 and b"\x11" * 160 not in payloads[:-20]
+
+
+def test_hold_music_follows_the_far_end_it_latches_to() -> None:
+    """The loop goes to the SDP's address until the far end's RTP comes from elsewhere
+    (a NAT): then it plays in Python to where the far end really is, and goes back."""
+
+    async def scenario() -> tuple[int, int, bool]:
+        async with loopback_relay(2) as (relay, (sdp_address, nat_address)):
+            to_caller = await relay.open_leg("caller")
+            configure(to_caller, sdp_address, "pcmu")
+            to_caller.play(Player(tone_loop(), loop=True))
+            await asyncio.sleep(0.2)
+            assert to_caller.playing is not None
+            nat_address.sendto(RtpPacket(0, 1, 160, 0x42, bytes(160)).to_bytes(),
+                               (to_caller.local.host, to_caller.local.port))
+            await asyncio.sleep(0.05)
+            assert to_caller.playing is None  # back in Python, to the latched address
+            await drain(sdp_address)
+            await asyncio.sleep(1.3)  # past the next offer
+            compiled_again = to_caller.playing is not None
+            return len(await drain(sdp_address)), len(await drain(nat_address)), compiled_again
+
+    to_sdp, to_nat, compiled_again = asyncio.run(scenario())
+    assert to_sdp == 0 and to_nat >= 60 and compiled_again

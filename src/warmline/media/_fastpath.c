@@ -20,6 +20,13 @@
  * simply keeps Opus pairs in Python. A codec's state starts afresh when a
  * pair comes here or goes back (a few ms of a decoder's warm-up).
  *
+ * Looped audio (hold music, ringback) on a G.711 leg plays here too: play()
+ * hands over the leg's outgoing stream with the loop's frames, encoded once
+ * by Python and shared by every leg playing them, and a 20 ms timerfd sends
+ * the next frame to every playing leg, re-stamped as relay_leg.PlayerFeed
+ * would; stop_playing() hands the position and the stream back. Python keeps
+ * reading the leg's socket meanwhile: only the sending moves.
+ *
  * Python hands a pair over with bridge() and takes it back with release()
  * whenever anything needs the slow path (a switch, a player, DTMF, hold, a
  * re-INVITE, hang-up). Both directions carry their full state across, so the
@@ -38,10 +45,14 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_RTP 1500
+#define TICK_NS 20000000L       /* a frame of looped audio */
+#define MAX_CATCH_UP 3          /* frames sent at once after a late tick */
+#define TIMER_TOKEN UINT64_MAX  /* the epoll tag of the playing legs' timer */
 #define BATCH 16
 #define TRANSLATE_NONE 0
 #define TRANSLATE_ULAW_TO_ALAW 1
@@ -108,6 +119,12 @@ typedef struct {
     Reception reception;
     Outgoing outgoing;
     Counters counters;
+    /* a playing leg (peer -1): the loop's frames and the synthetic source it plays as */
+    int playing;
+    PyObject *frames_object; /* the bytes, referenced while it plays */
+    const unsigned char *frames;
+    Py_ssize_t frame_length, frame_count, position;
+    uint32_t source_ssrc, source_sequence, source_timestamp, source_step;
 } Leg;
 
 typedef struct {
@@ -117,8 +134,11 @@ typedef struct {
     int thread_started;
     volatile int stopping;
     int epoll_fd;
+    int timer_fd;   /* ticks every 20 ms while a leg plays */
     int capacity;
     Leg *legs;
+    int *players;   /* the slots that play, in no order */
+    int player_count;
 } Forwarder;
 
 static unsigned char ulaw_to_alaw[256], alaw_to_ulaw[256];
@@ -458,6 +478,39 @@ static void drain(Forwarder *self, Leg *from) {
     }
 }
 
+/* The next frame of a playing leg's loop, as PlayerFeed._tick -> RelayLeg.send_from. */
+static void play_frame(Leg *leg, double now) {
+    unsigned char packet[12 + MAX_RTP];
+    packet[0] = 0x80;
+    packet[1] = (unsigned char)leg->payload_type;
+    packet[2] = leg->source_sequence >> 8 & 0xFF;
+    packet[3] = leg->source_sequence & 0xFF;
+    for (int i = 0; i < 4; i++) {
+        packet[4 + i] = leg->source_timestamp >> (24 - 8 * i) & 0xFF;
+        packet[8 + i] = leg->source_ssrc >> (24 - 8 * i) & 0xFF;
+    }
+    leg->source_sequence = (leg->source_sequence + 1) & 0xFFFF;
+    leg->source_timestamp += leg->source_step;
+    memcpy(packet + 12, leg->frames + leg->position * leg->frame_length,
+           (size_t)leg->frame_length);
+    leg->position = (leg->position + 1) % leg->frame_count;
+    restamp(&leg->outgoing, leg->clock_rate, leg->clock_rate, packet, now);
+    if (sendto(leg->fd, packet, 12 + (size_t)leg->frame_length, MSG_DONTWAIT,
+               (const struct sockaddr *)&leg->remote, leg->remote_len) > 0) {
+        leg->counters.sent += 1;
+        leg->counters.sent_octets += leg->frame_length;
+    } /* else dropped, as a full socket buffer or an unreachable port drops it in Python */
+}
+
+static void play_due(Forwarder *self) {
+    uint64_t expirations = 0;
+    if (read(self->timer_fd, &expirations, sizeof expirations) != sizeof expirations) return;
+    if (expirations > MAX_CATCH_UP) expirations = MAX_CATCH_UP;
+    double now = monotonic_seconds();
+    for (uint64_t tick = 0; tick < expirations; tick++)
+        for (int p = 0; p < self->player_count; p++) play_frame(&self->legs[self->players[p]], now);
+}
+
 static void *run(void *arg) {
     Forwarder *self = arg;
     struct epoll_event events[64];
@@ -466,6 +519,10 @@ static void *run(void *arg) {
         if (count <= 0) continue;
         pthread_mutex_lock(&self->lock);
         for (int e = 0; e < count; e++) {
+            if (events[e].data.u64 == TIMER_TOKEN) {
+                play_due(self);
+                continue;
+            }
             uint32_t slot = (uint32_t)events[e].data.u64;
             uint32_t generation = (uint32_t)(events[e].data.u64 >> 32);
             if ((int)slot >= self->capacity) continue;
@@ -712,6 +769,95 @@ static void stop_thread(Forwarder *self) {
     self->thread_started = 0;
 }
 
+/* Arms the 20 ms tick when the first leg plays, disarms it after the last. */
+static void set_timer(Forwarder *self, int running) {
+    struct itimerspec spec = {{0, 0}, {0, 0}};
+    if (running) spec.it_interval.tv_nsec = spec.it_value.tv_nsec = TICK_NS;
+    timerfd_settime(self->timer_fd, 0, &spec, NULL);
+}
+
+/* play(leg_spec, frames, frame_length, position, (ssrc, sequence, timestamp, step)) -> slot:
+ * the leg's far end hears the looped frames from the next tick on. */
+static PyObject *Forwarder_play(Forwarder *self, PyObject *args) {
+    PyObject *spec, *frames;
+    Py_ssize_t frame_length, position;
+    unsigned long ssrc, sequence, timestamp, step;
+    if (!PyArg_ParseTuple(args, "OSnn(kkkk)", &spec, &frames, &frame_length, &position, &ssrc,
+                          &sequence, &timestamp, &step))
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(frames);
+    if (frame_length <= 0 || frame_length > MAX_RTP || size == 0 || size % frame_length ||
+        position < 0 || position >= size / frame_length) {
+        PyErr_SetString(PyExc_ValueError, "fast path: frames are not whole frames of a loop");
+        return NULL;
+    }
+    Leg leg = {0};
+    if (read_leg(spec, &leg) < 0) return NULL;
+    leg.peer = -1;
+    leg.playing = 1;
+    leg.frames_object = frames;
+    leg.frames = (const unsigned char *)PyBytes_AS_STRING(frames);
+    leg.frame_length = frame_length;
+    leg.frame_count = size / frame_length;
+    leg.position = position;
+    leg.source_ssrc = (uint32_t)ssrc;
+    leg.source_sequence = (uint32_t)sequence & 0xFFFF;
+    leg.source_timestamp = (uint32_t)timestamp;
+    leg.source_step = (uint32_t)step;
+    lock_without_gil(self);
+    int slot = free_slot(self);
+    if (slot < 0) {
+        pthread_mutex_unlock(&self->lock);
+        PyErr_SetString(PyExc_OverflowError, "fast path: no free slot");
+        return NULL;
+    }
+    Py_INCREF(frames);
+    leg.generation = self->legs[slot].generation;
+    leg.used = 1;
+    self->legs[slot] = leg;
+    self->players[self->player_count++] = slot;
+    if (self->player_count == 1) set_timer(self, 1);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLong(slot);
+}
+
+/* stop_playing(slot) -> (position, (ssrc, sequence, timestamp), outgoing, counters) */
+static PyObject *Forwarder_stop_playing(Forwarder *self, PyObject *args) {
+    int slot;
+    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
+    if (slot < 0 || slot >= self->capacity) {
+        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
+        return NULL;
+    }
+    lock_without_gil(self);
+    if (!self->legs[slot].used || !self->legs[slot].playing) {
+        pthread_mutex_unlock(&self->lock);
+        PyErr_SetString(PyExc_ValueError, "fast path: the slot is not playing");
+        return NULL;
+    }
+    Leg leg = self->legs[slot];
+    for (int p = 0; p < self->player_count; p++)
+        if (self->players[p] == slot) {
+            self->players[p] = self->players[--self->player_count];
+            break;
+        }
+    if (self->player_count == 0) set_timer(self, 0);
+    self->legs[slot].used = self->legs[slot].playing = 0;
+    self->legs[slot].generation += 1;
+    self->legs[slot].frames_object = NULL;
+    pthread_mutex_unlock(&self->lock);
+    PyObject *state = leg_state(&leg);
+    Py_DECREF(leg.frames_object);
+    if (state == NULL) return NULL;
+    /* leg_state: (host, port, reception, outgoing, counters) */
+    PyObject *result = Py_BuildValue(
+        "(n(kkk)OO)", leg.position, (unsigned long)leg.source_ssrc,
+        (unsigned long)leg.source_sequence, (unsigned long)leg.source_timestamp,
+        PyTuple_GET_ITEM(state, 3), PyTuple_GET_ITEM(state, 4));
+    Py_DECREF(state);
+    return result;
+}
+
 static PyObject *Forwarder_close(Forwarder *self, PyObject *Py_UNUSED(ignored)) {
     stop_thread(self);
     Py_RETURN_NONE;
@@ -734,10 +880,21 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwargs) {
         PyErr_NoMemory();
         return -1;
     }
+    self->players = PyMem_Calloc((size_t)capacity, sizeof(int));
+    if (self->players == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     self->capacity = capacity;
     pthread_mutex_init(&self->lock, NULL);
     self->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    if (self->epoll_fd < 0) {
+    self->timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (self->epoll_fd < 0 || self->timer_fd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    struct epoll_event tick = {.events = EPOLLIN, .data.u64 = TIMER_TOKEN};
+    if (epoll_ctl(self->epoll_fd, EPOLL_CTL_ADD, self->timer_fd, &tick) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
@@ -751,10 +908,14 @@ static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwargs) {
 
 static void Forwarder_dealloc(Forwarder *self) {
     stop_thread(self);
-    for (int i = 0; self->legs != NULL && i < self->capacity; i++)
+    for (int i = 0; self->legs != NULL && i < self->capacity; i++) {
         if (self->legs[i].used) close_codec(&self->legs[i]);
+        Py_CLEAR(self->legs[i].frames_object);
+    }
     if (self->epoll_fd > 0) close(self->epoll_fd);
+    if (self->timer_fd > 0) close(self->timer_fd);
     PyMem_Free(self->legs);
+    PyMem_Free(self->players);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -767,6 +928,11 @@ static PyMethodDef Forwarder_methods[] = {
      "snapshot(slot) -> the leg's state, read while it stays on the fast path."},
     {"counters", (PyCFunction)Forwarder_counters, METH_VARARGS,
      "counters(slot) -> the leg's counters since it was bridged here."},
+    {"play", (PyCFunction)Forwarder_play, METH_VARARGS,
+     "play(leg, frames, frame_length, position, (ssrc, sequence, timestamp, step)) -> slot: "
+     "loop the frames to the leg's far end, a frame every 20 ms."},
+    {"stop_playing", (PyCFunction)Forwarder_stop_playing, METH_VARARGS,
+     "stop_playing(slot) -> (position, (ssrc, sequence, timestamp), outgoing, counters)."},
     {"close", (PyCFunction)Forwarder_close, METH_NOARGS, "Stop the forwarding thread."},
     {NULL, NULL, 0, NULL},
 };

@@ -111,6 +111,24 @@ class Offload:
     thread: int = 0  # which of the fast path's forwarder threads
 
 
+@dataclass(eq=False)
+class Playback:
+    """A leg whose looped audio a forwarder thread currently sends."""
+
+    slot: int
+    thread: int
+
+
+def can_play(leg: BridgedLeg) -> bool:
+    """Whether a loop played to ``leg`` needs nothing of Python but the frames: the leg
+    sends (not on hold), in clear, and nothing listens to what it is sent."""
+    stream = leg.stream
+    return (stream is not None and stream.direction in ("sendrecv", "sendonly")
+            and stream.srtp is None and leg.remote is not None and leg.reception is not None
+            and leg.open and leg.offload is None and not leg.muted and leg.conference is None
+            and not leg.listening_for_words)
+
+
 def default_threads() -> int:
     """One forwarder thread per CPU this process may run on: a transcoded pair costs a
     thread ~100 us a packet pair (libopus), so one thread would hold ~200 Opus calls."""
@@ -207,6 +225,36 @@ class FastPath:
             leg.add_counters(counters)
             leg.start_reading()
 
+    def play(self, leg: BridgedLeg, frames: bytes, frame_length: int, position: int,
+             source: tuple[int, int, int, int]) -> Playback | None:
+        """Loop ``frames`` (encoded for the leg, ``frame_length`` bytes each) to the leg's far
+        end from frame ``position`` on, as the synthetic ``source`` (ssrc, sequence,
+        timestamp, timestamp step); None if it cannot (the leg then plays in Python)."""
+        if not can_play(leg):
+            return None
+        thread = self._pairs.index(min(self._pairs))
+        try:
+            slot = self._forwarders[thread].play(_spec_alone(leg), frames, frame_length,
+                                                 position, source)
+        except (OSError, OverflowError, ValueError):
+            return None
+        self._pairs[thread] += 1
+        return Playback(slot, thread)
+
+    def stop_playing(self, playback: Playback, leg: BridgedLeg) -> tuple[int, int, int, int]:
+        """Stop the loop; the leg's stream and counters come back. Returns the next frame's
+        position and the synthetic source's (ssrc, sequence, timestamp)."""
+        position, source, outgoing, counters = \
+            self._forwarders[playback.thread].stop_playing(playback.slot)
+        self._pairs[playback.thread] -= 1
+        leg.outgoing.restore_state(outgoing)
+        leg.add_counters(counters)
+        return position, *source
+
+    def playback_counters(self, playback: Playback) -> tuple[int, ...]:
+        counters: tuple[int, ...] = self._forwarders[playback.thread].counters(playback.slot)
+        return counters
+
     def reception(self, offload: Offload, leg: BridgedLeg) -> ReceptionState:
         """``leg``'s reception statistics as they are now, the pair staying compiled."""
         slot = offload.slots[offload.legs.index(leg)]
@@ -221,6 +269,16 @@ class FastPath:
     def close(self) -> None:
         for forwarder in self._forwarders:
             forwarder.close()
+
+
+def _spec_alone(leg: BridgedLeg) -> tuple[object, ...]:
+    """The forwarder's view of a leg it only sends to (a loop being played)."""
+    stream, remote, reception = leg.stream, leg.remote, leg.reception
+    assert stream is not None and remote is not None and reception is not None
+    family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
+    return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, -1,
+            stream.codec.clock_rate, 0, _CODEC_IDS.get(stream.codec.key, 0), 0,
+            reception.export_state(), leg.outgoing.export_state())
 
 
 def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:

@@ -118,6 +118,14 @@ class Player:
         return frame
 
 
+def whole_frames(samples: Samples, rate: int = 8000) -> Samples:
+    """``samples`` padded with silence to whole 20 ms frames (under 20 ms of it): a loop of
+    whole frames is one the relay's compiled fast path can play off the event loop."""
+    frame = rate * FRAME_MS // 1000
+    short = -len(samples) % frame
+    return np.concatenate([samples, np.zeros(short, np.int16)]) if short else samples
+
+
 def ringback(rate: int = 8000, country: str = "us") -> Samples:
     """One cadence of a ringback tone, to loop while the human's phone rings."""
     tones = {"us": ((440, 480), 2.0, 4.0), "uk": ((400, 450), 0.4, 0.2),

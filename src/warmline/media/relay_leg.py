@@ -34,7 +34,7 @@ from typing import Protocol
 from warmline.media import g711
 from warmline.media.codecs import Codec, CodecError, is_stateless, make_codec
 from warmline.media.dtmf import DtmfError, DtmfReceiver, digit_packets
-from warmline.media.fastpath import FastPath, Offload
+from warmline.media.fastpath import FastPath, Offload, Playback
 from warmline.media.plane import AudioTap, LegAddress, LegCounters
 from warmline.media.player import FRAME_MS, Player, Samples
 from warmline.media.rtcp import ReceptionStats, ReportBlock
@@ -93,6 +93,7 @@ class RelayLeg:
         self._sock: socket.socket | None = sock
         self.fast_path = fast_path
         self.offload: Offload | None = None  # set while the compiled forwarder owns the pair
+        self.playing: PlayerFeed | None = None  # its loop is sent by the compiled forwarder
         self.stream: AudioStream | None = None
         self.remote: tuple[str, int] | None = None
         self.remote_ssrc: int | None = None  # the far end's stream, for our report blocks
@@ -136,11 +137,14 @@ class RelayLeg:
     @property
     def counters(self) -> LegCounters:
         """Packets in and out, those handled by the fast path included."""
-        offload, fast_path = self.offload, self.fast_path
-        if offload is None or fast_path is None:
+        offload, fast_path, playing = self.offload, self.fast_path, self.playing
+        if fast_path is None or (offload is None and playing is None):
             return self._counters
         live = LegCounters(**vars(self._counters))
-        _add(live, fast_path.live_counters(offload, self))
+        if offload is not None:
+            _add(live, fast_path.live_counters(offload, self))
+        if playing is not None and playing.compiled is not None:
+            _add(live, fast_path.playback_counters(playing.compiled))
         return live
 
     @property
@@ -192,10 +196,13 @@ class RelayLeg:
         self._on_dtmf = callback
 
     def take_back(self) -> None:
-        """Bring this leg's pair back from the fast path before Python changes it."""
+        """Bring this leg's pair, or the loop it plays, back from the fast path before
+        Python changes it."""
         self._next_offer = 0  # whatever changes may make the pair eligible
         if self.offload is not None and self.fast_path is not None:
             self.fast_path.reclaim(self.offload)
+        if self.playing is not None:
+            self.playing.resume_in_python()
 
     def add_counters(self, counts: tuple[int, ...]) -> None:
         _add(self._counters, counts)
@@ -440,6 +447,8 @@ class RelayLeg:
     def _accept_source(self, addr: tuple[str, int]) -> bool:
         if self.latched:
             return self.remote == (addr[0], addr[1])
+        if self.playing is not None:
+            self.playing.resume_in_python()  # its loop was going to the address in the SDP
         self.remote = (addr[0], addr[1])  # symmetric RTP: answer where it really comes from
         self.latched = True
         return True
@@ -562,9 +571,18 @@ class Pacer:
     def running(self) -> bool:
         return self._handle is not None
 
-    def start(self) -> None:
+    def start(self, immediately: bool = True) -> None:
+        """Tick now (or one frame from now) and every 20 ms after."""
         self._started, self._ticks = self.loop.time(), 0
-        self._fire()
+        if immediately:
+            self._fire()
+        else:
+            self._fire_later()
+
+    def _fire_later(self) -> None:
+        self._handle = self.loop.call_at(self._started + (self._ticks + 1) * FRAME_MS / 1000,
+                                         self._fire)
+        self._ticks += 1
 
     def stop(self) -> None:
         if self._handle is not None:
@@ -572,9 +590,7 @@ class Pacer:
             self._handle = None
 
     def _fire(self) -> None:
-        self._handle = self.loop.call_at(self._started + (self._ticks + 1) * FRAME_MS / 1000,
-                                         self._fire)
-        self._ticks += 1
+        self._fire_later()
         self.tick()
 
 
@@ -608,7 +624,7 @@ class MediaClock:
     def join(self, key: int, tick: Callable[[], None]) -> None:
         self._feeds[key] = tick
         if not self._pacer.running:
-            self._pacer.start()
+            self._pacer.start(immediately=False)  # a feed sends its first packet itself
 
     def leave(self, key: int) -> None:
         self._feeds.pop(key, None)
@@ -635,6 +651,25 @@ class _EncodedLoops:
     def __init__(self) -> None:
         self._by_buffer: OrderedDict[int, tuple[Samples, dict[tuple[int, type], bytes]]] = \
             OrderedDict()
+        self._whole: OrderedDict[tuple[int, type], tuple[Samples, bytes]] = OrderedDict()
+
+    def whole(self, player: Player, encoder: Codec) -> bytes | None:
+        """Every frame of a looped player's buffer, encoded, for the compiled fast path to
+        loop; None unless the loop is whole frames of a stateless codec."""
+        samples = player.samples
+        if not player.loop or not is_stateless(encoder) or not len(samples) \
+                or len(samples) % player.frame:
+            return None
+        key = (id(samples), type(encoder))
+        entry = self._whole.get(key)
+        if entry is None or entry[0] is not samples:
+            entry = (samples, encoder.encode(samples))
+            self._whole[key] = entry
+            while len(self._whole) > self.MAX_BUFFERS:
+                self._whole.popitem(last=False)
+        else:
+            self._whole.move_to_end(key)
+        return entry[1]
 
     def payload(self, player: Player, encoder: Codec) -> bytes:
         if not player.loop or not is_stateless(encoder):
@@ -661,7 +696,14 @@ _ENCODED_LOOPS = _EncodedLoops()
 
 
 class PlayerFeed:
-    """Plays a :class:`Player` into a leg, one 20 ms packet per tick."""
+    """Plays a :class:`Player` into a leg, one 20 ms packet per tick.
+
+    A looped player on a G.711 leg moves to the compiled fast path once it has
+    started (hold music for a queue of callers then costs the event loop
+    nothing); the leg's :meth:`RelayLeg.take_back`, called before anything
+    changes what the leg sends, brings it back here, and it is offered again
+    a second later.
+    """
 
     def __init__(self, leg: RelayLeg, player: Player) -> None:
         self.leg = leg
@@ -669,6 +711,9 @@ class PlayerFeed:
         self.source = SyntheticSource()
         self.clock = MediaClock.of(leg.loop)
         self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
+        self.compiled: Playback | None = None  # while the fast path sends the loop
+        self._ticks = 0
+        self._next_offer = 0  # the tick at which to offer the loop to the fast path
 
     def start(self) -> None:
         """The first packet now (a switch of source leaves no gap), then on the clock."""
@@ -676,18 +721,52 @@ class PlayerFeed:
         self._tick()
 
     def stop(self) -> None:
+        self.resume_in_python()
         self.clock.leave(id(self))
         if not self.done.done():
             self.done.set_result(None)
+
+    def resume_in_python(self) -> None:
+        """Take the loop back from the fast path, where it left off, onto the loop's clock."""
+        compiled, fast_path = self.compiled, self.leg.fast_path
+        if compiled is None or fast_path is None:
+            return
+        self.compiled = None
+        self.leg.playing = None
+        position, *source = fast_path.stop_playing(compiled, self.leg)
+        self.player.position = position * self.player.frame
+        self.source.ssrc, self.source.sequence, self.source.timestamp = source
+        self._next_offer = self._ticks + _OFFER_RETRY
+        self.clock.join(id(self), self._tick)
 
     def _tick(self) -> None:
         leg, stream = self.leg, self.leg.stream
         if leg.source is not self or self.player.finished:
             self.stop()
             return
+        if self.compiled is not None:
+            return  # the fast path sends the loop (a tick already due when it went there)
         if stream is not None and leg.encoder is not None:
             payload = _ENCODED_LOOPS.payload(self.player, leg.encoder)
             leg.send_from(self.source.packet(stream.payload_type, payload,
                                              stream.codec.clock_rate), stream)
+            self._ticks += 1
+            if self._ticks >= self._next_offer and leg.fast_path is not None:
+                self._offer(leg, stream, leg.fast_path, leg.encoder)
+
+    def _offer(self, leg: RelayLeg, stream: AudioStream, fast_path: FastPath,
+               encoder: Codec) -> None:
+        self._next_offer = self._ticks + _OFFER_RETRY
+        frames = _ENCODED_LOOPS.whole(self.player, encoder)
+        if frames is None or leg.playing is not None:
+            return
+        step = round(stream.codec.clock_rate * SyntheticSource.FRAME_SECONDS)
+        position = self.player.position // self.player.frame % (len(frames) // self.player.frame)
+        self.compiled = fast_path.play(leg, frames, self.player.frame, position,
+                                       (self.source.ssrc, self.source.sequence,
+                                        self.source.timestamp, step))
+        if self.compiled is not None:
+            leg.playing = self
+            self.clock.leave(id(self))
 
 
