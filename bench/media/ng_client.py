@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Any
 
 from warmline.media.ng import bdecode, bencode
@@ -38,6 +39,17 @@ class NgClient:
         answer = self.command(command="answer", **{"call-id": call_id, "from-tag": "caller",
                                                    "to-tag": "human"}, sdp=human_sdp)
         return _audio_port(answer["sdp"]), _audio_port(offer["sdp"])
+
+    def hold_call(self, call_id: str, caller_port: int, wav: Path) -> None:
+        """A call whose caller (SDP at 127.0.0.1:``caller_port``) hears ``wav`` looped
+        (rtpengine's "play media", which needs its transcoding build)."""
+        caller_sdp = _sdp("0").replace("m=audio 9 ", f"m=audio {caller_port} ")
+        self.command(command="offer", **{"call-id": call_id, "from-tag": "caller"},
+                     sdp=caller_sdp)
+        self.command(command="answer", **{"call-id": call_id, "from-tag": "caller",
+                                          "to-tag": "human"}, sdp=_sdp("0"))
+        self.command(command="play media", **{"call-id": call_id, "from-tag": "caller",
+                                              "file": str(wav), "repeat-times": 1000})
 
     def close(self) -> None:
         self.sock.close()

@@ -6,10 +6,12 @@
  *
  * With -a/-b (a transcoding relay), the A streams (callers) and B streams (humans) send
  * those payloads (payload type, timestamp step, bytes in hex). A transcoded payload
- * cannot carry a send time, so latency is found by order instead: every stream pauses
- * 500 ms at the 0.5 s mark, and the k-th packet a socket receives after its partner
- * stream restarted is the k-th that stream sent since (the relay forwards in order, and
- * a lost packet fails the step anyway). */
+ * cannot carry a send time, so the send time is found from the RTP timestamp instead:
+ * every stream pauses 500 ms at the 0.5 s mark (its timestamps jump by the pause), and a
+ * relay keeps timestamp differences (rescaled to the receiving side's clock). The first
+ * packet a socket receives past the jump is its partner's first since the restart; any
+ * later one is (timestamp - that one's) / step packets after it, whatever was lost or
+ * arrived late from before the pause. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -135,7 +137,9 @@ int main(int argc, char **argv) {
     uint64_t *restarted = calloc(streams, sizeof(uint64_t));
     uint64_t *sent_at = calloc((size_t)streams * RING, sizeof(uint64_t));
     uint32_t *sent_since = calloc(streams, sizeof(uint32_t));
-    uint32_t *heard_since = calloc(streams, sizeof(uint32_t));
+    /* per receiving socket: the last timestamp before the jump, and the first after it */
+    int *has_last = calloc(streams, sizeof(int)), *has_base = calloc(streams, sizeof(int));
+    uint32_t *last_ts = calloc(streams, sizeof(uint32_t)), *base_ts = calloc(streams, 4);
     for (int i = 0; i < streams; i++)  /* spread the streams' phases over the 20 ms */
         due[i] = start + (uint64_t)i * 20000000ull / streams;
     struct epoll_event events[256];
@@ -189,10 +193,27 @@ int main(int argc, char **argv) {
                     int i = j ^ 1; /* the partner stream this leg's packets came from */
                     uint64_t arrival = now_ns();
                     if (got < 12 || (buffer[1] >= 192 && buffer[1] <= 223)) continue; /* RTCP */
-                    if (!restarted[i] || arrival < restarted[i]) continue; /* before the pause */
-                    uint32_t k = heard_since[j]++;
+                    uint32_t ts = (uint32_t)buffer[4] << 24 | (uint32_t)buffer[5] << 16 |
+                                  (uint32_t)buffer[6] << 8 | buffer[7];
+                    uint32_t step = sides[j % 2].step; /* this side's clock */
+                    if (!has_base[j]) {
+                        int jump = has_last[j] && ts - last_ts[j] >= 10 * step &&
+                                   ts - last_ts[j] < 0x80000000u;
+                        if (restarted[i] && arrival >= restarted[i] && (!has_last[j] || jump)) {
+                            has_base[j] = 1;
+                            base_ts[j] = ts;
+                        } else {
+                            has_last[j] = 1;
+                            last_ts[j] = ts;
+                            continue; /* from before the pause */
+                        }
+                    }
+                    uint32_t since = ts - base_ts[j];
+                    if (since >= 0x80000000u) continue; /* a straggler from before the pause */
+                    uint32_t k = since / step;
+                    if (k >= sent_since[i]) continue; /* not sent (yet): not ours to time */
                     uint64_t lat = MAX_LAT_US;
-                    if (k < sent_since[i] && sent_since[i] - k <= RING)
+                    if (sent_since[i] - k <= RING)
                         lat = (arrival - sent_at[(size_t)i * RING + k % RING]) / 1000;
                     hist[lat > MAX_LAT_US ? MAX_LAT_US : lat]++;
                     received++;

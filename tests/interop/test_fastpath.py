@@ -230,7 +230,7 @@ def test_events_and_bad_opus_packets_on_the_transcoding_fast_path() -> None:
     """RFC 4733 durations recounted from the Opus leg's 48 kHz event clock to 8 kHz; an Opus
     packet libopus refuses, or an empty one, is counted malformed and dropped, not sent on."""
 
-    async def through(fast: bool) -> tuple[list[RtpPacket], int, bool]:
+    async def through(fast: bool) -> tuple[list[RtpPacket], int, int, bool]:
         async with loopback_relay(2) as (relay, (caller, human)):
             relay._want_fast_path = fast
             to_caller, to_human = await bridged(relay, caller, human)
@@ -246,16 +246,20 @@ def test_events_and_bad_opus_packets_on_the_transcoding_fast_path() -> None:
                 human.sendto(RtpPacket(111, 3020 + n, 960 * 20, 2, payload).to_bytes(), address)
             event = bytes([5, 0x0A]) + (4800).to_bytes(2, "big")
             human.sendto(RtpPacket(101, 3022, 960 * 21, 2, event, True).to_bytes(), address)
-            return await drain(caller), to_human.counters.malformed, offloaded
+            heard = await drain(caller)
+            return heard, to_human.counters.malformed, to_human.counters.received, offloaded
 
+    received_by_path = []
     for fast in (False, True):
-        heard, malformed, offloaded = asyncio.run(through(fast))
+        heard, malformed, received, offloaded = asyncio.run(through(fast))
         assert offloaded == fast
         assert malformed == 2
+        received_by_path.append(received)  # counted received, then malformed: both paths
         [relayed] = heard
         assert relayed.payload_type == 101
         assert TelephoneEvent.parse(relayed.payload).duration == 800
         assert relayed.payload[:2] == bytes([5, 0x0A])
+    assert received_by_path[0] == received_by_path[1] == 23
 
 
 def test_pairs_are_shared_among_the_forwarder_threads() -> None:
@@ -336,8 +340,7 @@ def test_hold_music_on_the_fast_path_gives_way_to_the_human_without_a_seam() -> 
             await asyncio.sleep(0.1)
             await talk([(human, from_human, 9)], 20, payload=b"\x11" * 160)
             assert to_caller.playing is None and to_caller.source is from_human
-            assert relay.fast_path is not None and relay.fast_path._pairs == [0] * len(
-                relay.fast_path._pairs)
+            assert relay.fast_path is not None and not any(relay.fast_path.load)
             return await drain(caller)
 
     heard = asyncio.run(scenario())

@@ -21,6 +21,7 @@ from tests.interop.peers import (
     stop_process,
     stop_serve,
     wait_for_log,
+    wait_until_serving,
 )
 from tests.interop.transfer_peers import caller_hangs_up
 from warmline.records.trace_store import TRACE_FILE
@@ -44,6 +45,7 @@ def test_sngrep_receives_every_message_of_a_call_over_hep(tmp_path: Path) -> Non
                           "--config", "warmline.toml"], tmp_path)
     try:
         wait_for_log(server, "a HEP v3 copy of every SIP message")
+        wait_until_serving(server, http_port)  # the copy is set up before the listeners
         caller = render_scenario("caller_waits.xml", tmp_path, tail=caller_hangs_up(500),
                                  headers="")
         result = asyncio.run(run_sipp(["-sf", str(caller), f"127.0.0.1:{sip_port}", "-p",

@@ -39,6 +39,7 @@
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -223,9 +224,10 @@ static void close_codec(Leg *leg) {
 /* 8 kHz linear samples from `leg`'s far end's payload; the count, or -1 if it is not audio
  * of the codec (an Opus packet libopus refuses). */
 static int decode_audio(Leg *leg, const unsigned char *payload, size_t length, int16_t *pcm) {
-    if (length == 0) return -1; /* libopus would conceal a lost packet: 120 ms of nothing */
-    if (leg->codec == CODEC_OPUS)
+    if (leg->codec == CODEC_OPUS) {
+        if (length == 0) return -1; /* libopus would conceal a lost packet: 120 ms of nothing */
         return opus.decode(leg->decoder, payload, (int32_t)length, pcm, OPUS_MAX_FRAME, 0);
+    }
     const int16_t *table = leg->codec == CODEC_PCMU ? linear_from_ulaw : linear_from_alaw;
     for (size_t i = 0; i < length; i++) pcm[i] = table[payload[i]];
     return (int)length;
@@ -239,7 +241,8 @@ static int opus_frame_size(int samples) {
 }
 
 /* `samples` encoded for `leg`'s far end into `out` (at most `room` bytes): the length, or
- * -1. A count Opus cannot frame is cut or padded to 20 ms, as codecs.py does. */
+ * -1. A count Opus cannot frame is cut or padded to 20 ms, as codecs.py does; one it can
+ * (2.5 to 60 ms) keeps its length. */
 static int encode_audio(Leg *leg, int16_t *pcm, int samples, unsigned char *out, size_t room) {
     if (leg->codec == CODEC_OPUS) {
         int frame = opus_frame_size(samples);
@@ -258,7 +261,7 @@ static long transcode(Leg *from, Leg *to, unsigned char *data, size_t start, siz
     static __thread int16_t pcm[MAX_SAMPLES];
     static __thread unsigned char encoded[MAX_RTP];
     int samples = decode_audio(from, data + start, end - start, pcm);
-    if (samples <= 0) return -1;
+    if (samples < 0) return -1;
     int written = encode_audio(to, pcm, samples, encoded, MAX_RTP - start);
     if (written < 0) return -1;
     memcpy(data + start, encoded, (size_t)written);
@@ -404,14 +407,11 @@ static long forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
     int payload_type = data[1] & 0x7F;
     int out_type;
     long out_length = (long)length;
+    int transcoding = 0;
     if (payload_type == from->payload_type) {
         out_type = to->payload_type;
         if (to->translate == TRANSLATE_TRANSCODE) {
-            out_length = transcode(from, to, data, start, end);
-            if (out_length < 0) {
-                from->counters.malformed += 1; /* not audio of its codec */
-                return -1;
-            }
+            transcoding = 1; /* once counted and timed, as relay_leg.py does */
         } else {
             const unsigned char *table = to->translate == TRANSLATE_ULAW_TO_ALAW ? ulaw_to_alaw
                                        : to->translate == TRANSLATE_ALAW_TO_ULAW ? alaw_to_ulaw
@@ -433,6 +433,13 @@ static long forward_one(Leg *from, Leg *to, unsigned char *data, size_t length,
                          (uint32_t)data[6] << 8 | data[7];
     update_reception(&from->reception, sequence, timestamp, now, from->clock_rate);
     if (out_type < 0) return -1; /* DTMF to a far end that took no telephone-event */
+    if (transcoding) {
+        out_length = transcode(from, to, data, start, end);
+        if (out_length < 0) {
+            from->counters.malformed += 1; /* received, but not audio of its codec */
+            return -1;
+        }
+    }
     data[1] = (data[1] & 0x80) | (unsigned char)out_type;
     restamp(&to->outgoing, to->clock_rate, from->clock_rate, data, now);
     return out_length;
@@ -502,13 +509,22 @@ static void play_frame(Leg *leg, double now) {
     } /* else dropped, as a full socket buffer or an unreachable port drops it in Python */
 }
 
+/* One tick (or a few, late) of every playing leg; the lock is taken per leg, so Python
+ * never waits for a whole queue on hold. A leg that stops meanwhile may miss this tick. */
 static void play_due(Forwarder *self) {
     uint64_t expirations = 0;
     if (read(self->timer_fd, &expirations, sizeof expirations) != sizeof expirations) return;
     if (expirations > MAX_CATCH_UP) expirations = MAX_CATCH_UP;
     double now = monotonic_seconds();
-    for (uint64_t tick = 0; tick < expirations; tick++)
-        for (int p = 0; p < self->player_count; p++) play_frame(&self->legs[self->players[p]], now);
+    for (int p = 0;; p++) {
+        pthread_mutex_lock(&self->lock);
+        int more = p < self->player_count;
+        if (more)
+            for (uint64_t tick = 0; tick < expirations; tick++)
+                play_frame(&self->legs[self->players[p]], now);
+        pthread_mutex_unlock(&self->lock);
+        if (!more) return;
+    }
 }
 
 static void *run(void *arg) {
@@ -516,8 +532,8 @@ static void *run(void *arg) {
     struct epoll_event events[64];
     while (!self->stopping) {
         int count = epoll_wait(self->epoll_fd, events, 64, 100);
-        if (count <= 0) continue;
-        pthread_mutex_lock(&self->lock);
+        /* the lock per event, not per batch: Python's calls (counters for every RTCP
+         * report) wait for one leg's packets at most, not a batch of transcoding */
         for (int e = 0; e < count; e++) {
             if (events[e].data.u64 == TIMER_TOKEN) {
                 play_due(self);
@@ -526,10 +542,11 @@ static void *run(void *arg) {
             uint32_t slot = (uint32_t)events[e].data.u64;
             uint32_t generation = (uint32_t)(events[e].data.u64 >> 32);
             if ((int)slot >= self->capacity) continue;
+            pthread_mutex_lock(&self->lock);
             Leg *leg = &self->legs[slot];
-            if (leg->used && leg->generation == generation) drain(self, leg);
+            if (leg->used && !leg->playing && leg->generation == generation) drain(self, leg);
+            pthread_mutex_unlock(&self->lock);
         }
-        pthread_mutex_unlock(&self->lock);
     }
     return NULL;
 }
@@ -622,12 +639,6 @@ static PyObject *leg_state(Leg *leg) {
         c->sent_octets);
 }
 
-static void lock_without_gil(Forwarder *self) {
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&self->lock);
-    Py_END_ALLOW_THREADS
-}
-
 static int free_slot(Forwarder *self) {
     for (int i = 0; i < self->capacity; i++)
         if (!self->legs[i].used) return i;
@@ -665,44 +676,57 @@ static int open_codecs(Leg *a, Leg *b) {
     return 0;
 }
 
-/* bridge(leg_a, leg_b) -> (slot_a, slot_b) */
+/* Takes two free slots for a and b and watches their sockets; 0, -1 (no slot) or an
+ * errno. Called with the lock held and without the GIL. */
+static int place_pair(Forwarder *self, Leg *a, Leg *b, int *slot_a, int *slot_b) {
+    *slot_a = free_slot(self);
+    if (*slot_a < 0) return -1;
+    self->legs[*slot_a].used = 1;
+    *slot_b = free_slot(self);
+    if (*slot_b < 0) {
+        self->legs[*slot_a].used = 0;
+        return -1;
+    }
+    a->generation = self->legs[*slot_a].generation;
+    b->generation = self->legs[*slot_b].generation;
+    a->used = b->used = 1;
+    a->peer = *slot_b;
+    b->peer = *slot_a;
+    self->legs[*slot_a] = *a;
+    self->legs[*slot_b] = *b;
+    if (watch(self, *slot_a) < 0 || watch(self, *slot_b) < 0) {
+        int saved = errno;
+        unwatch(self, *slot_a);
+        unwatch(self, *slot_b);
+        return saved;
+    }
+    return 0;
+}
+
+/* bridge(leg_a, leg_b) -> (slot_a, slot_b). Every method takes the lock without the GIL
+ * and gives it back before taking the GIL again: the thread never waits on Python. */
 static PyObject *Forwarder_bridge(Forwarder *self, PyObject *args) {
     PyObject *spec_a, *spec_b;
     if (!PyArg_ParseTuple(args, "OO", &spec_a, &spec_b)) return NULL;
     Leg a = {0}, b = {0};
     if (read_leg(spec_a, &a) < 0 || read_leg(spec_b, &b) < 0) return NULL;
     if (open_codecs(&a, &b) < 0) return NULL;
-    lock_without_gil(self);
-    int slot_a = free_slot(self);
-    if (slot_a >= 0) self->legs[slot_a].used = 1;
-    int slot_b = slot_a >= 0 ? free_slot(self) : -1;
-    if (slot_b < 0) {
-        if (slot_a >= 0) self->legs[slot_a].used = 0;
-        pthread_mutex_unlock(&self->lock);
+    int slot_a = -1, slot_b = -1, outcome;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    outcome = place_pair(self, &a, &b, &slot_a, &slot_b);
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    if (outcome != 0) {
         close_codec(&a);
         close_codec(&b);
-        PyErr_SetString(PyExc_OverflowError, "fast path: no free slot");
-        return NULL;
-    }
-    a.generation = self->legs[slot_a].generation;
-    b.generation = self->legs[slot_b].generation;
-    a.used = b.used = 1;
-    a.peer = slot_b;
-    b.peer = slot_a;
-    self->legs[slot_a] = a;
-    self->legs[slot_b] = b;
-    int failed = watch(self, slot_a) < 0 || watch(self, slot_b) < 0;
-    if (failed) {
-        int saved = errno;
-        unwatch(self, slot_a);
-        unwatch(self, slot_b);
-        pthread_mutex_unlock(&self->lock);
-        close_codec(&a);
-        close_codec(&b);
-        errno = saved;
+        if (outcome < 0) {
+            PyErr_SetString(PyExc_OverflowError, "fast path: no free slot");
+            return NULL;
+        }
+        errno = outcome;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    pthread_mutex_unlock(&self->lock);
     return Py_BuildValue("(ii)", slot_a, slot_b);
 }
 
@@ -714,17 +738,24 @@ static PyObject *Forwarder_release(Forwarder *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
         return NULL;
     }
-    lock_without_gil(self);
-    if (!self->legs[slot_a].used || !self->legs[slot_b].used ||
-        self->legs[slot_a].peer != slot_b) {
-        pthread_mutex_unlock(&self->lock);
+    Leg a, b;
+    int paired;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    paired = self->legs[slot_a].used && self->legs[slot_b].used &&
+             !self->legs[slot_a].playing && self->legs[slot_a].peer == slot_b;
+    if (paired) {
+        a = self->legs[slot_a];
+        b = self->legs[slot_b];
+        unwatch(self, slot_a);
+        unwatch(self, slot_b);
+    }
+    pthread_mutex_unlock(&self->lock); /* the thread no longer reaches the codecs */
+    Py_END_ALLOW_THREADS
+    if (!paired) {
         PyErr_SetString(PyExc_ValueError, "fast path: slots are not a bridged pair");
         return NULL;
     }
-    Leg a = self->legs[slot_a], b = self->legs[slot_b];
-    unwatch(self, slot_a);
-    unwatch(self, slot_b);
-    pthread_mutex_unlock(&self->lock); /* the thread no longer reaches the codecs */
     close_codec(&a);
     close_codec(&b);
     return Py_BuildValue("(NN)", leg_state(&a), leg_state(&b));
@@ -738,9 +769,12 @@ static PyObject *Forwarder_snapshot(Forwarder *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
         return NULL;
     }
-    lock_without_gil(self);
-    Leg leg = self->legs[slot];
+    Leg leg;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    leg = self->legs[slot];
     pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
     return leg_state(&leg);
 }
 
@@ -753,9 +787,12 @@ static PyObject *Forwarder_counters(Forwarder *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
         return NULL;
     }
-    lock_without_gil(self);
-    Counters c = self->legs[slot].counters;
+    Counters c;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    c = self->legs[slot].counters;
     pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
     return Py_BuildValue("(LLLLLLL)", c.received, c.sent, c.malformed, c.unknown_payload,
                          c.wrong_source, c.rtcp, c.sent_octets);
 }
@@ -804,20 +841,30 @@ static PyObject *Forwarder_play(Forwarder *self, PyObject *args) {
     leg.source_sequence = (uint32_t)sequence & 0xFFFF;
     leg.source_timestamp = (uint32_t)timestamp;
     leg.source_step = (uint32_t)step;
-    lock_without_gil(self);
-    int slot = free_slot(self);
+    /* its own descriptor: were Python to close the socket while this plays, the number
+     * could name another call's socket by the next tick */
+    leg.fd = fcntl(leg.fd, F_DUPFD_CLOEXEC, 0);
+    if (leg.fd < 0) return PyErr_SetFromErrno(PyExc_OSError);
+    Py_INCREF(frames);
+    int slot;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    slot = free_slot(self);
+    if (slot >= 0) {
+        leg.generation = self->legs[slot].generation;
+        leg.used = 1;
+        self->legs[slot] = leg;
+        self->players[self->player_count++] = slot;
+        if (self->player_count == 1) set_timer(self, 1);
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
     if (slot < 0) {
-        pthread_mutex_unlock(&self->lock);
+        close(leg.fd);
+        Py_DECREF(frames);
         PyErr_SetString(PyExc_OverflowError, "fast path: no free slot");
         return NULL;
     }
-    Py_INCREF(frames);
-    leg.generation = self->legs[slot].generation;
-    leg.used = 1;
-    self->legs[slot] = leg;
-    self->players[self->player_count++] = slot;
-    if (self->player_count == 1) set_timer(self, 1);
-    pthread_mutex_unlock(&self->lock);
     return PyLong_FromLong(slot);
 }
 
@@ -829,23 +876,30 @@ static PyObject *Forwarder_stop_playing(Forwarder *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
         return NULL;
     }
-    lock_without_gil(self);
-    if (!self->legs[slot].used || !self->legs[slot].playing) {
-        pthread_mutex_unlock(&self->lock);
+    Leg leg;
+    int playing;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&self->lock);
+    playing = self->legs[slot].used && self->legs[slot].playing;
+    if (playing) {
+        leg = self->legs[slot];
+        for (int p = 0; p < self->player_count; p++)
+            if (self->players[p] == slot) {
+                self->players[p] = self->players[--self->player_count];
+                break;
+            }
+        if (self->player_count == 0) set_timer(self, 0);
+        self->legs[slot].used = self->legs[slot].playing = 0;
+        self->legs[slot].generation += 1;
+        self->legs[slot].frames_object = NULL;
+    }
+    pthread_mutex_unlock(&self->lock);
+    Py_END_ALLOW_THREADS
+    if (!playing) {
         PyErr_SetString(PyExc_ValueError, "fast path: the slot is not playing");
         return NULL;
     }
-    Leg leg = self->legs[slot];
-    for (int p = 0; p < self->player_count; p++)
-        if (self->players[p] == slot) {
-            self->players[p] = self->players[--self->player_count];
-            break;
-        }
-    if (self->player_count == 0) set_timer(self, 0);
-    self->legs[slot].used = self->legs[slot].playing = 0;
-    self->legs[slot].generation += 1;
-    self->legs[slot].frames_object = NULL;
-    pthread_mutex_unlock(&self->lock);
+    close(leg.fd); /* the duplicate play() took */
     PyObject *state = leg_state(&leg);
     Py_DECREF(leg.frames_object);
     if (state == NULL) return NULL;
@@ -910,6 +964,7 @@ static void Forwarder_dealloc(Forwarder *self) {
     stop_thread(self);
     for (int i = 0; self->legs != NULL && i < self->capacity; i++) {
         if (self->legs[i].used) close_codec(&self->legs[i]);
+        if (self->legs[i].used && self->legs[i].playing) close(self->legs[i].fd);
         Py_CLEAR(self->legs[i].frames_object);
     }
     if (self->epoll_fd > 0) close(self->epoll_fd);

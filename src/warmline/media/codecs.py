@@ -78,11 +78,16 @@ class _Opus:
         self._encoder.complexity = self.COMPLEXITY
         self._decoder = opuslib.Decoder(self.RATE, 1)
 
+    FRAMES = (20, 40, 80, 160, 320, 480)  # what Opus frames at 8 kHz: 2.5 to 60 ms
+
     def encode(self, samples: Samples) -> bytes:
+        """One Opus packet of ``samples`` (a frame of 2.5-60 ms keeps its length, anything
+        else is cut or padded to 20 ms); media/_fastpath.c does the same."""
         pcm = np.asarray(samples, dtype="<i2")
-        if len(pcm) != self.FRAME:
-            pcm = np.pad(pcm, (0, max(0, self.FRAME - len(pcm))))[: self.FRAME]
-        return bytes(self._encoder.encode(pcm.tobytes(), self.FRAME))
+        frame = len(pcm) if len(pcm) in self.FRAMES else self.FRAME
+        if len(pcm) != frame:
+            pcm = np.pad(pcm, (0, max(0, frame - len(pcm))))[:frame]
+        return bytes(self._encoder.encode(pcm.tobytes(), frame))
 
     def decode(self, payload: bytes) -> Samples:
         import opuslib

@@ -38,6 +38,9 @@ from warmline.media.sdp import AudioStream
 _TRANSLATION = {("pcmu", "pcma"): 1, ("pcma", "pcmu"): 2}
 _TRANSCODE = 3  # decode the peer's payload, encode this leg's (_fastpath.c)
 _CODEC_IDS = {"pcmu": 1, "pcma": 2, "opus": 3}  # _fastpath.c's CODEC_*; 0: anything else
+# a transcoded pair costs its thread ~100 us a packet pair (libopus) against ~10 for a plain
+# pair or a loop: the weight the least loaded thread is chosen by
+TRANSCODED_LOAD = 10
 
 
 def _load_forwarder() -> ModuleType | None:
@@ -109,6 +112,7 @@ class Offload:
     legs: tuple[BridgedLeg, BridgedLeg]
     slots: tuple[int, int]
     thread: int = 0  # which of the fast path's forwarder threads
+    load: int = 1  # what it weighs on that thread (TRANSCODED_LOAD when transcoded)
 
 
 @dataclass(eq=False)
@@ -117,6 +121,7 @@ class Playback:
 
     slot: int
     thread: int
+    load: int = 1
 
 
 def can_play(leg: BridgedLeg) -> bool:
@@ -176,7 +181,7 @@ class FastPath:
         if threads < 1:
             raise ValueError(f"media.relay_threads: {threads} is not a thread count")
         self._forwarders: list[Any] = [module.Forwarder() for _ in range(threads)]
-        self._pairs = [0] * threads  # pairs on each thread now
+        self._load = [0] * threads  # what each thread carries now (pairs and loops, weighed)
         self.transcodes = frozenset(getattr(module, "TRANSCODES", ()))
         self.offloads = 0  # pairs handed over, for the records and the tests
 
@@ -191,30 +196,37 @@ class FastPath:
     def threads(self) -> int:
         return len(self._forwarders)
 
+    @property
+    def load(self) -> tuple[int, ...]:
+        """What each forwarder thread carries now: pairs and loops, weighed."""
+        return tuple(self._load)
+
     def offer(self, leg: BridgedLeg) -> bool:
         """Hand ``leg`` and its peer over if they qualify; True if they now run compiled."""
         peer = leg.target
         if leg.offload is not None or peer is None or not eligible(leg, peer, self.transcodes):
             return False
-        thread = self._pairs.index(min(self._pairs))
+        thread = self._load.index(min(self._load))
+        specs = _spec(leg, peer), _spec(peer, leg)
+        load = TRANSCODED_LOAD if _TRANSCODE in (specs[0][7], specs[1][7]) else 1
         leg.stop_reading()
         peer.stop_reading()
         try:
-            slots = self._forwarders[thread].bridge(_spec(leg, peer), _spec(peer, leg))
+            slots = self._forwarders[thread].bridge(*specs)
         except (OSError, OverflowError, ValueError):
             leg.start_reading()
             peer.start_reading()
             return False
-        offload = Offload((leg, peer), slots, thread)
+        offload = Offload((leg, peer), slots, thread, load)
         leg.offload = peer.offload = offload
-        self._pairs[thread] += 1
+        self._load[thread] += load
         self.offloads += 1
         return True
 
     def reclaim(self, offload: Offload) -> None:
         """Take the pair back into Python with everything the forwarder learnt."""
         states = self._forwarders[offload.thread].release(*offload.slots)
-        self._pairs[offload.thread] -= 1
+        self._load[offload.thread] -= offload.load
         for leg, state in zip(offload.legs, states, strict=True):
             leg.offload = None
             host, port, reception, outgoing, counters = state
@@ -232,13 +244,13 @@ class FastPath:
         timestamp, timestamp step); None if it cannot (the leg then plays in Python)."""
         if not can_play(leg):
             return None
-        thread = self._pairs.index(min(self._pairs))
+        thread = self._load.index(min(self._load))
         try:
             slot = self._forwarders[thread].play(_spec_alone(leg), frames, frame_length,
                                                  position, source)
         except (OSError, OverflowError, ValueError):
             return None
-        self._pairs[thread] += 1
+        self._load[thread] += 1
         return Playback(slot, thread)
 
     def stop_playing(self, playback: Playback, leg: BridgedLeg) -> tuple[int, int, int, int]:
@@ -246,7 +258,7 @@ class FastPath:
         position and the synthetic source's (ssrc, sequence, timestamp)."""
         position, source, outgoing, counters = \
             self._forwarders[playback.thread].stop_playing(playback.slot)
-        self._pairs[playback.thread] -= 1
+        self._load[playback.thread] -= playback.load
         leg.outgoing.restore_state(outgoing)
         leg.add_counters(counters)
         return position, *source

@@ -447,7 +447,7 @@ class RelayLeg:
     def _accept_source(self, addr: tuple[str, int]) -> bool:
         if self.latched:
             return self.remote == (addr[0], addr[1])
-        if self.playing is not None:
+        if self.playing is not None and self.remote != (addr[0], addr[1]):
             self.playing.resume_in_python()  # its loop was going to the address in the SDP
         self.remote = (addr[0], addr[1])  # symmetric RTP: answer where it really comes from
         self.latched = True
