@@ -23,7 +23,8 @@ async def main(calls: int, port_start: int, human_codec: str, threads: int) -> N
     ports = []
     # The far ends are learnt by latching on their first packet (symmetric RTP).
     placeholder = AudioStream(0, CODECS["pcmu"], None, 20, "127.0.0.1", 9, "sendrecv")
-    human_stream = AudioStream(CODECS[human_codec].static_payload or 111, CODECS[human_codec],
+    static = CODECS[human_codec].static_payload  # PCMU's is 0: not "or"
+    human_stream = AudioStream(111 if static is None else static, CODECS[human_codec],
                                None, 20, "127.0.0.1", 9, "sendrecv")
     for _ in range(calls):
         caller, human = await relay.open_leg("caller"), await relay.open_leg("human")

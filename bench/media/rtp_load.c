@@ -11,7 +11,9 @@
  * relay keeps timestamp differences (rescaled to the receiving side's clock). The first
  * packet a socket receives past the jump is its partner's first since the restart; any
  * later one is (timestamp - that one's) / step packets after it, whatever was lost or
- * arrived late from before the pause. */
+ * arrived late from before the pause. A relay whose transcoder stamps its own
+ * continuous timestamps (rtpengine) shows no jump: there the k-th packet received after
+ * the partner restarted is taken as its k-th since (in order, as relays forward). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -140,6 +142,8 @@ int main(int argc, char **argv) {
     /* per receiving socket: the last timestamp before the jump, and the first after it */
     int *has_last = calloc(streams, sizeof(int)), *has_base = calloc(streams, sizeof(int));
     uint32_t *last_ts = calloc(streams, sizeof(uint32_t)), *base_ts = calloc(streams, 4);
+    int *by_order = calloc(streams, sizeof(int)); /* no jump seen: count, don't read ts */
+    uint32_t *heard = calloc(streams, sizeof(uint32_t));
     for (int i = 0; i < streams; i++)  /* spread the streams' phases over the 20 ms */
         due[i] = start + (uint64_t)i * 20000000ull / streams;
     struct epoll_event events[256];
@@ -199,18 +203,18 @@ int main(int argc, char **argv) {
                     if (!has_base[j]) {
                         int jump = has_last[j] && ts - last_ts[j] >= 10 * step &&
                                    ts - last_ts[j] < 0x80000000u;
-                        if (restarted[i] && arrival >= restarted[i] && (!has_last[j] || jump)) {
-                            has_base[j] = 1;
-                            base_ts[j] = ts;
-                        } else {
+                        if (!restarted[i] || arrival < restarted[i]) {
                             has_last[j] = 1;
                             last_ts[j] = ts;
                             continue; /* from before the pause */
                         }
+                        has_base[j] = 1;
+                        base_ts[j] = ts;
+                        by_order[j] = has_last[j] && !jump;
                     }
                     uint32_t since = ts - base_ts[j];
-                    if (since >= 0x80000000u) continue; /* a straggler from before the pause */
-                    uint32_t k = since / step;
+                    if (!by_order[j] && since >= 0x80000000u) continue; /* from before */
+                    uint32_t k = by_order[j] ? heard[j]++ : since / step;
                     if (k >= sent_since[i]) continue; /* not sent (yet): not ours to time */
                     uint64_t lat = MAX_LAT_US;
                     if (sent_since[i] - k <= RING)
