@@ -8,8 +8,8 @@ playing a looped Player (bench/media/hold_worker.py, one process per step) three
   (media/_fastpath.c), the event loop idle;
 - "warmline-py": every packet from the event loop (WARMLINE_FASTPATH=0), the
   reference path and what a build without a compiler gets;
-- "rtpengine": rtpengine (userspace, one thread) playing the same WAV to N calls
-  through its ng "play media" command, looped.
+- "rtpengine": rtpengine (userspace, as many worker threads as warmline's forwarder)
+  playing the same WAV to N calls through its ng "play media" command, looped.
 
 Each step prints the CPU of the whole process and of its event loop (main thread),
 per caller on hold, and the packets a second the far ends received against the
@@ -35,6 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "media"))
+from warmline.media.fastpath import default_threads  # noqa: E402
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MODES = ["warmline", "warmline-py", "rtpengine"]
 
@@ -120,7 +122,8 @@ def rtpengine_step(calls: int, seconds: float, sink: Sink, port_start: int,
 
     daemon = subprocess.Popen(
         ["rtpengine", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{port_start - 2}",
-         "--foreground", "--log-stderr", "--table=-1", "--num-threads=1", "-L", "2",
+         "--foreground", "--log-stderr", "--table=-1", f"--num-threads={default_threads()}",
+         "-L", "2",
          f"--port-min={port_start}", f"--port-max={port_start + 4 * calls + 100}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = NgClient(port_start - 2)

@@ -8,9 +8,10 @@ real phones would be; bench/media/relay_worker.py runs warmline's relay with
 the calls bridged: "warmline" as shipped (bridged pairs move to the compiled
 fast path, media/_fastpath.c, one thread), "warmline-py" with every packet in
 Python (WARMLINE_FASTPATH=0, uvloop). In the same run the same load goes through rtpengine
-(Debian rtpengine-daemon, userspace forwarding, one worker thread, calls set up
-over its ng protocol) and through a minimal C forwarder (control_forwarder.c:
-one recvfrom and one sendto per packet), a control for what the machine allows.
+(Debian rtpengine-daemon, userspace forwarding, as many worker threads as warmline
+has forwarder threads, calls set up over its ng protocol) and through a minimal C
+forwarder (control_forwarder.c: one thread, one recvfrom and one sendto per packet), a
+control for what the machine allows.
 
 With --codec opus every human leg speaks Opus (48 kHz RTP clock, 20 ms frames of a tone
 over noise) and every caller PCMU, so each packet is decoded and encoded again: warmline
@@ -38,6 +39,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from progress import advance, ramp_progress  # noqa: E402  (bench/ is not a package)
 
+from warmline.media.fastpath import default_threads  # noqa: E402
+
 RELAYS = ["warmline", "warmline-py", "c-control", "rtpengine"]
 BUILD = HERE / ".build"
 
@@ -58,9 +61,10 @@ def relay_command(relay: str, calls: int, port_start: int, codec: str,
                 str(port_start), codec, str(threads)]
     if relay == "rtpengine":
         return ["rtpengine", "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{port_start - 2}",
-                "--foreground", "--log-stderr", "--table=-1", "--num-threads=1", "-L", "2",
+                "--foreground", "--log-stderr", "--table=-1",
+                f"--num-threads={threads or default_threads()}", "-L", "2",
                 f"--port-min={port_start}", f"--port-max={port_start + 8 * calls + 100}"]
-    return [str(build("control_forwarder")), str(calls), str(port_start)]
+    return [str(build("control_forwarder")), str(calls), str(port_start)]  # one thread
 
 
 def process_cpu_seconds(pid: int) -> float:
