@@ -1,12 +1,13 @@
-"""Concurrent bridged G.711 calls (50 packets/s each way) the embedded relay sustains on
-one core with zero loss and p99 added latency under 1 ms, 5 ms and 20 ms (this VM's
+"""Concurrent bridged G.711 calls (50 packets/s each way) the embedded relay sustains
+with zero loss and p99 added latency under 1 ms, 5 ms and 20 ms (this VM's
 wake-up jitter alone can exceed 1 ms at light load).
 
 A C load generator (bench/media/rtp_load.c, built here with gcc) plays both ends
 of every call, with the streams' phases spread over the 20 ms packet time as
 real phones would be; bench/media/relay_worker.py runs warmline's relay with
 the calls bridged: "warmline" as shipped (bridged pairs move to the compiled
-fast path, media/_fastpath.c, one thread), "warmline-py" with every packet in
+fast path, media/_fastpath.c: --threads forwarder threads, default one per CPU),
+"warmline-py" with every packet in
 Python (WARMLINE_FASTPATH=0, uvloop). In the same run the same load goes through rtpengine
 (Debian rtpengine-daemon, userspace forwarding, as many worker threads as warmline
 has forwarder threads, calls set up over its ng protocol) and through a minimal C
@@ -17,7 +18,8 @@ With --codec opus every human leg speaks Opus (48 kHz RTP clock, 20 ms frames of
 over noise) and every caller PCMU, so each packet is decoded and encoded again: warmline
 on its fast path's thread (libopus), warmline-py on the event loop, rtpengine with its
 own transcoder; the C control cannot transcode and sits out. Transcoded payloads cannot
-carry a send time, so the generator finds latency by packet order (see rtp_load.c).
+carry a send time, so the generator times them by their RTP timestamps, or by order
+for a transcoder that stamps its own (see rtp_load.c).
 
 Run: .venv/bin/python bench/media_relay.py [--start 50 --step 50 --max 1500 --seconds 5]
                                            [--codec opus] [--threads N]
