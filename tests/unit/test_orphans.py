@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.unit.sipnet import FakeNet
 from tests.unit.test_useragent import ALICE, BOB, SDP_A, SDP_B
 from warmline.calls.call import Call, CallState
@@ -68,12 +70,52 @@ def test_a_memo_nobody_answers_ends_as_408(tmp_path: Path) -> None:
 
 
 def test_the_journal_drops_rows_it_cannot_read(tmp_path: Path) -> None:
+    (tmp_path / "dialogs.log").write_text('+"torn"\t{"call_id": \n+"cut-off')  # two torn
     journal = DialogJournal(tmp_path / "dialogs.db")
-    journal._db.execute("INSERT INTO dialogs VALUES ('torn', '{\"call_id\": ')")
     assert journal.left_over() == [] and len(journal) == 0
     assert DialogMemo.from_json(DialogMemo("c", "l", "r", "<sip:a@h>", "<sip:b@h>", "sip:b@h",
                                            "<sip:a@h>", 3, (), "udp", "h", 5060).to_json()).key \
         == "c;l"
+
+
+def memo_of(call_id: str) -> DialogMemo:
+    return DialogMemo(call_id, "l", "r", "<sip:a@h>", "<sip:b@h>", "sip:b@h", "<sip:a@h>", 3,
+                      (), "udp", "h", 5060)
+
+
+def test_the_journal_keeps_what_is_up_across_rewrites_and_restarts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends, a rewrite when it holds four times more lines than live dialogs (at least
+    COMPACT_AT_LEAST), and a restart that finds exactly the dialogs still up."""
+    from warmline.calls import dialog_journal
+
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    monkeypatch.setattr(dialog_journal, "COMPACT_AT_LEAST", 8)
+    for n in range(20):
+        journal.remember(memo_of(f"c{n}"))
+        if n % 4:
+            journal.forget(f"c{n};l")
+    journal.forget("never-remembered;l")  # nothing to forget: no line
+    lines = (tmp_path / "dialogs.log").read_text().splitlines()
+    assert len(lines) < 20  # rewritten on the way (35 lines were appended)
+    journal.close()
+    left = DialogJournal(tmp_path / "dialogs.db").left_over()
+    assert sorted(memo.call_id for memo in left) == ["c0", "c12", "c16", "c4", "c8"]
+    assert oct((tmp_path / "dialogs.log").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_first_layouts_table_is_carried_over_then_removed(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "dialogs.db")
+    old.execute("CREATE TABLE dialogs (key TEXT PRIMARY KEY, memo TEXT)")
+    old.execute("INSERT INTO dialogs VALUES (?, ?)", ("c1;l", memo_of("c1").to_json()))
+    old.commit()
+    old.close()
+    [left] = DialogJournal(tmp_path / "dialogs.db").left_over()
+    assert left == memo_of("c1") and not (tmp_path / "dialogs.db").exists()
+    [again] = DialogJournal(tmp_path / "dialogs.db").left_over()  # now in the new file
+    assert again == memo_of("c1")
 
 
 @dataclass
