@@ -18,7 +18,7 @@ import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from warmline.sip.events import Target
 
@@ -41,8 +41,11 @@ _DTMF_BODY = re.compile(r"^(Content-Type|c)[ \t]*:[ \t]*application/dtmf", re.I 
 DTMF = "[dtmf]"
 
 
-@dataclass(frozen=True)
-class TracedMessage:
+class TracedMessage(NamedTuple):
+    """One SIP message as it crossed the wire. A named tuple, not a dataclass: the tap
+    makes one for every message in and out on the event loop, and the trace writer
+    hands them to its keeper process as they are."""
+
     at: float  # Unix time
     direction: str  # "in" or "out"
     transport: str
@@ -134,7 +137,7 @@ def cleaned(messages: Iterable[TracedMessage],
             found = done[text] = clean(text)
         return found
 
-    return [replace(m, text=clean_message(m.text, clean_once)) for m in messages]
+    return [m._replace(text=clean_message(m.text, clean_once)) for m in messages]
 
 
 def clean_message(text: str, clean: Callable[[str], str]) -> str:

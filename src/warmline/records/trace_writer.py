@@ -22,7 +22,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,7 @@ MAX_WAITING_BYTES = 64 * 1024 * 1024  # ... and their messages' characters at mo
 
 # a trace as it crosses to the writer: call id, handoff ids, messages as plain tuples
 RawMessage = tuple[float, str, str, str, int, str]
-RawTrace = tuple[str, tuple[str, ...], list[RawMessage]]
+RawTrace = tuple[str, tuple[str, ...], Sequence[RawMessage]]
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,7 @@ class _Waiting:
     written: Callable[[str], None]
 
     def raw(self) -> RawTrace:
-        return self.call_id, self.handoff_ids, [
-            (m.at, m.direction, m.transport, m.host, m.port, m.text) for m in self.messages]
+        return self.call_id, self.handoff_ids, self.messages  # named tuples: tuples already
 
 
 class TraceWriter:
