@@ -91,6 +91,7 @@ def test_the_journal_keeps_what_is_up_across_rewrites_and_restarts(
 
     journal = DialogJournal(tmp_path / "dialogs.db")
     monkeypatch.setattr(dialog_journal, "COMPACT_AT_LEAST", 8)
+    journal._rewrite_at = 8
     for n in range(20):
         journal.remember(memo_of(f"c{n}"))
         if n % 4:
@@ -102,6 +103,49 @@ def test_the_journal_keeps_what_is_up_across_rewrites_and_restarts(
     left = DialogJournal(tmp_path / "dialogs.db").left_over()
     assert sorted(memo.call_id for memo in left) == ["c0", "c12", "c16", "c4", "c8"]
     assert oct((tmp_path / "dialogs.log").stat().st_mode & 0o777) == "0o600"
+
+
+def test_torn_lines_and_short_writes_cost_only_themselves(tmp_path: Path) -> None:
+    """A memo cut short does not replace the good one before it; after a write that stopped
+    part-way (a full disk) the next line starts on a line of its own."""
+    good = memo_of("c1")
+    (tmp_path / "dialogs.log").write_text(
+        f'+"c1;l"\t{good.to_json()}\n+"c1;l"\t{good.to_json()[:30]}\n')
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    assert journal.left_over() == [good]
+    journal._torn = True  # as a short write leaves it
+    journal.forget("c1;l")
+    journal.remember(memo_of("c2"))
+    journal.close()
+    assert [m.call_id for m in DialogJournal(tmp_path / "dialogs.db").left_over()] == ["c2"]
+
+
+def test_left_over_is_what_the_last_run_left_not_what_this_one_confirmed(
+        tmp_path: Path) -> None:
+    """In a cluster the left-over dialogs are ended seconds after the listeners open: a
+    call confirmed meanwhile is not one of them."""
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    journal.remember(memo_of("old"))
+    journal.close()
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    journal.remember(memo_of("new"))
+    assert [m.call_id for m in journal.left_over()] == ["old"]
+
+
+def test_a_journal_that_cannot_be_rewritten_backs_off(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from warmline.calls import dialog_journal
+
+    journal = DialogJournal(tmp_path / "dialogs.db")
+    monkeypatch.setattr(dialog_journal, "COMPACT_AT_LEAST", 10)
+    journal._rewrite_at = 10
+    (tmp_path / "dialogs.log.tmp").mkdir()  # the rewrite's temporary file cannot be made
+    for n in range(100):
+        journal.remember(memo_of(f"c{n}"))
+        journal.forget(f"c{n};l")
+    # tried at 10 lines, then only once the file doubled: 20, 40, 80, 160
+    assert journal.rewrite_failures == 5 and journal.failures == 0
+    assert len((tmp_path / "dialogs.log").read_text().splitlines()) == 200
 
 
 def test_the_first_layouts_table_is_carried_over_then_removed(tmp_path: Path) -> None:

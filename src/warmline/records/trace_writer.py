@@ -52,7 +52,10 @@ class _Waiting:
     written: Callable[[str], None]
 
     def raw(self) -> RawTrace:
-        return self.call_id, self.handoff_ids, self.messages  # named tuples: tuples already
+        # plain tuples: a named tuple pickles through a Python-level __getnewargs__ (twice
+        # this copy's cost on the loop, and two and a half times in the keeper)
+        return self.call_id, self.handoff_ids, [
+            (m.at, m.direction, m.transport, m.host, m.port, m.text) for m in self.messages]
 
 
 class TraceWriter:
