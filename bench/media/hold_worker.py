@@ -6,15 +6,14 @@ until stdin closes. Usage: python hold_worker.py CALLS PORT_START SINK_PORT
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
 import threading
+
+from worker_loop import run, serve_until_stdin_closes
 
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, PortRange
 from warmline.media.sdp import CODECS, AudioStream
-from warmline.server import tune_garbage_collector
 
 
 async def main(calls: int, port_start: int, sink_port: int) -> None:
@@ -25,18 +24,8 @@ async def main(calls: int, port_start: int, sink_port: int) -> None:
         leg = await relay.open_leg("caller")
         leg.configure(stream)
         leg.play(Player(hold, loop=True))
-    tune_garbage_collector()
-    print(json.dumps({"loop_tid": threading.get_native_id()}), flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
-    await relay.close()
+    await serve_until_stdin_closes(relay, {"loop_tid": threading.get_native_id()})
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))
+    run(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

@@ -8,13 +8,12 @@ THREADS compiled forwarder threads, 0: one per CPU)
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
+
+from worker_loop import run, serve_until_stdin_closes
 
 from warmline.media.relay import EmbeddedRelay, PortRange
 from warmline.media.sdp import CODECS, AudioStream
-from warmline.server import tune_garbage_collector
 
 
 async def main(calls: int, port_start: int, human_codec: str, threads: int) -> None:
@@ -33,20 +32,10 @@ async def main(calls: int, port_start: int, human_codec: str, threads: int) -> N
         caller.route_to(human)
         human.route_to(caller)
         ports += [caller.local.port, human.local.port]
-    tune_garbage_collector()
-    print(json.dumps({"ports": ports}), flush=True)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, sys.stdin.read)
-    await relay.close()
+    await serve_until_stdin_closes(relay, {"ports": ports})
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]),
+    run(main(int(sys.argv[1]), int(sys.argv[2]),
                      sys.argv[3] if len(sys.argv) > 3 else "pcmu",
                      int(sys.argv[4]) if len(sys.argv) > 4 else 0))

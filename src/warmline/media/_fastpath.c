@@ -761,14 +761,20 @@ static PyObject *Forwarder_release(Forwarder *self, PyObject *args) {
     return Py_BuildValue("(NN)", leg_state(&a), leg_state(&b));
 }
 
+/* The one slot number a method takes, checked against the table; 0, or -1 with an error. */
+static int parse_slot(Forwarder *self, PyObject *args, int *slot) {
+    if (!PyArg_ParseTuple(args, "i", slot)) return -1;
+    if (*slot < 0 || *slot >= self->capacity) {
+        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
+        return -1;
+    }
+    return 0;
+}
+
 /* snapshot(slot) -> the leg's state as release() would give it, the leg staying here */
 static PyObject *Forwarder_snapshot(Forwarder *self, PyObject *args) {
     int slot;
-    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
-    if (slot < 0 || slot >= self->capacity) {
-        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
-        return NULL;
-    }
+    if (parse_slot(self, args, &slot) < 0) return NULL;
     Leg leg;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
@@ -782,11 +788,7 @@ static PyObject *Forwarder_snapshot(Forwarder *self, PyObject *args) {
  *                    sent_octets) */
 static PyObject *Forwarder_counters(Forwarder *self, PyObject *args) {
     int slot;
-    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
-    if (slot < 0 || slot >= self->capacity) {
-        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
-        return NULL;
-    }
+    if (parse_slot(self, args, &slot) < 0) return NULL;
     Counters c;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&self->lock);
@@ -871,11 +873,7 @@ static PyObject *Forwarder_play(Forwarder *self, PyObject *args) {
 /* stop_playing(slot) -> (position, (ssrc, sequence, timestamp), outgoing, counters) */
 static PyObject *Forwarder_stop_playing(Forwarder *self, PyObject *args) {
     int slot;
-    if (!PyArg_ParseTuple(args, "i", &slot)) return NULL;
-    if (slot < 0 || slot >= self->capacity) {
-        PyErr_SetString(PyExc_ValueError, "fast path: no such slot");
-        return NULL;
-    }
+    if (parse_slot(self, args, &slot) < 0) return NULL;
     Leg leg;
     int playing;
     Py_BEGIN_ALLOW_THREADS
