@@ -3,8 +3,9 @@
 Everything else is in pyproject.toml. Two kinds of C extension, both optional:
 
 - the sans-IO SIP core compiled with mypyc (about 4x the pure-Python speed);
-- the relay's pass-through fast path (src/warmline/media/_fastpath.c), which
-  forwards bridged G.711 RTP without the GIL.
+- the relay's pass-through fast path (src/warmline/media/_fastpath.c, with the
+  G.722 codec in g722_adpcm.h), which forwards and transcodes bridged RTP
+  (G.711, G.722, Opus) without the GIL.
 
 Without a C compiler (or with WARMLINE_PURE=1) the build says so plainly and
 installs the pure-Python modules, which are the reference and always work;
@@ -29,6 +30,7 @@ SIP_CORE = [
     "src/warmline/sip/useragent.py", "src/warmline/sip/access.py",
 ]
 FASTPATH = Extension("warmline.media._fastpath", ["src/warmline/media/_fastpath.c"],
+                     depends=["src/warmline/media/g722_adpcm.h"],
                      extra_compile_args=["-O2", "-Wall"], libraries=["m"], optional=True)
 
 

@@ -8,6 +8,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from G722 import G722
 
 from tests.interop.test_relay import configure, drain, loopback_relay
 from warmline.media import g711
@@ -260,6 +261,61 @@ def test_events_and_bad_opus_packets_on_the_transcoding_fast_path() -> None:
         assert TelephoneEvent.parse(relayed.payload).duration == 800
         assert relayed.payload[:2] == bytes([5, 0x0A])
     assert received_by_path[0] == received_by_path[1] == 23
+
+
+def g722_tone(frequency: float, count: int) -> list[bytes]:
+    """20 ms G.722 packets of a tone, coded by the `G722` package (not warmline's codec)."""
+    encoder = G722(8000, 64000)
+    audio = tone(frequency, 8000, count)
+    return [bytes(encoder.encode(audio[n * 160:(n + 1) * 160])) for n in range(count)]
+
+
+def test_a_g722_human_is_transcoded_on_the_fast_path_byte_for_byte_as_python_does_it() -> None:
+    """PCMU caller, G.722 human (RTP clock 8000, as G.711's: nothing to rescale): the
+    compiled thread's G.722 sends the far ends the very bytes the Python path sends, and the
+    `G722` package would. A telephone-event from each far end comes first: it latches both
+    legs and hands the pair over before any audio, so on either path one fresh codec state
+    codes every frame (a pair's codec states start afresh on the thread)."""
+    frames = 40
+    caller_frames, human_frames = ulaw_tone(440, frames), g722_tone(1000, frames)
+    package = G722(8000, 64000)
+    hears_caller = [g711.ulaw_encode(np.asarray(package.decode(f), np.int16))
+                    for f in human_frames]
+    package = G722(8000, 64000)
+    hears_human = [bytes(package.encode(g711.ulaw_decode(f))) for f in caller_frames]
+
+    async def through(fast: bool) -> tuple[list[RtpPacket], list[RtpPacket]]:
+        async with loopback_relay(2) as (relay, (caller, human)):
+            relay._want_fast_path = fast
+            to_caller, to_human = await bridged(relay, caller, human, "g722")
+            event = bytes([5, 0x0A]) + (160).to_bytes(2, "big")
+            for sock, leg, ssrc in [(caller, to_caller, 1), (human, to_human, 2)]:
+                sock.sendto(RtpPacket(101, 2999, 0, ssrc, event, True).to_bytes(),
+                            (leg.local.host, leg.local.port))
+                await asyncio.sleep(0.02)
+            assert (to_caller.offload is not None) == fast  # before the first audio frame
+            await speak([(caller, to_caller, 1, caller_frames, 160),
+                         (human, to_human, 2, human_frames, 160)])
+            assert to_caller.counters.malformed == to_human.counters.malformed == 0
+            if fast:  # every audio frame went through the thread, both ways
+                assert relay.fast_path is not None and "g722" in relay.fast_path.transcodes
+                assert to_caller.offload is not None and relay.fast_path.offloads == 1
+                for leg in (to_caller, to_human):
+                    received, sent = relay.fast_path.live_counters(to_caller.offload, leg)[:2]
+                    assert (received, sent) == (frames, frames)
+            return await drain(caller), await drain(human)
+
+    python, compiled = asyncio.run(through(False)), asyncio.run(through(True))
+    for heard_by_caller, heard_by_human in (python, compiled):
+        assert [p.payload_type for p in heard_by_caller] == [101] + [0] * frames
+        assert [p.payload_type for p in heard_by_human] == [101] + [9] * frames
+        assert steps_of(heard_by_caller[1:]) == steps_of(heard_by_human[1:]) \
+            == [(1, 160, False)] * (frames - 1)
+        assert [p.payload for p in heard_by_caller[1:]] == hears_caller
+        assert [p.payload for p in heard_by_human[1:]] == hears_human
+    for heard_python, heard_compiled in zip(python, compiled, strict=True):
+        assert steps_of(heard_python) == steps_of(heard_compiled)
+        assert [p.payload for p in heard_python] == [p.payload for p in heard_compiled]
 
 
 def test_pairs_are_shared_among_the_forwarder_threads() -> None:

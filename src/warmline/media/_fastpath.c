@@ -10,15 +10,18 @@
  * receiving leg's continuous outgoing stream (the same arithmetic as
  * rtp.ContinuousStream) and sends it with sendmmsg.
  *
- * A pair on two codecs the thread can run (G.711 either law, and Opus when
- * libopus loads) is transcoded here too: the far end's payload is decoded to
- * 8 kHz linear audio and encoded for the other leg, timestamps are rescaled
+ * A pair on two codecs the thread can run (G.711 either law, G.722, and Opus
+ * when libopus loads) is transcoded here too: the far end's payload is decoded
+ * to 8 kHz linear audio and encoded for the other leg, timestamps are rescaled
  * between RTP clocks and telephone-event durations between event clocks, as
- * relay_leg.py does; so an Opus or G.711 bridge costs the event loop nothing.
- * Opus runs at 8 kHz inside libopus, as codecs.py runs it (no resampling);
- * libopus is opened with dlopen, so a machine without it still builds and
- * simply keeps Opus pairs in Python. A codec's state starts afresh when a
- * pair comes here or goes back (a few ms of a decoder's warm-up).
+ * relay_leg.py does; so an Opus, G.722 or G.711 bridge costs the event loop
+ * nothing. Opus runs at 8 kHz inside libopus, as codecs.py runs it (no
+ * resampling); libopus is opened with dlopen, so a machine without it still
+ * builds and simply keeps Opus pairs in Python. G.722 is compiled in
+ * (g722_adpcm.h) at the 8 kHz interface codecs.py uses, byte for byte the
+ * `G722` package's output; its RTP clock is 8000 like G.711's, so its
+ * timestamps need no rescaling. A codec's state starts afresh when a pair
+ * comes here or goes back (a few ms of a decoder's warm-up).
  *
  * Looped audio (hold music, ringback) on a G.711 leg plays here too: play()
  * hands over the leg's outgoing stream with the loop's frames, encoded once
@@ -43,12 +46,15 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "g722_adpcm.h"
 
 #define MAX_RTP 1500
 #define TICK_NS 20000000L       /* a frame of looped audio */
@@ -65,7 +71,8 @@
 #define CODEC_PCMU 1
 #define CODEC_PCMA 2
 #define CODEC_OPUS 3
-#define CODEC_COUNT 4
+#define CODEC_G722 4
+#define CODEC_COUNT 5
 
 #define OPUS_RATE 8000
 #define OPUS_APPLICATION_VOIP 2048
@@ -115,7 +122,7 @@ typedef struct {
     int translate; /* applied to audio from the peer before it is sent here */
     int codec;     /* CODEC_*, for transcoding */
     int dtmf_clock_rate; /* telephone-event's clock, 0 without it */
-    void *decoder; /* the codec's state for audio from this far end (Opus), or NULL */
+    void *decoder; /* the codec's state for audio from this far end (Opus, G.722), or NULL */
     void *encoder; /* ... and for audio sent to it */
     Reception reception;
     Outgoing outgoing;
@@ -191,13 +198,31 @@ static int load_opus(void) {
 }
 
 static int codec_supported(int codec) {
-    return codec == CODEC_PCMU || codec == CODEC_PCMA || (codec == CODEC_OPUS && opus_loaded);
+    return codec == CODEC_PCMU || codec == CODEC_PCMA || codec == CODEC_G722 ||
+           (codec == CODEC_OPUS && opus_loaded);
+}
+
+/* G.722's two states, fresh; 0, or -1 with neither left allocated. */
+static int open_g722(Leg *leg) {
+    G722Decoder *decoder = malloc(sizeof *decoder);
+    G722Encoder *encoder = malloc(sizeof *encoder);
+    if (decoder == NULL || encoder == NULL) {
+        free(decoder);
+        free(encoder);
+        return -1;
+    }
+    g722_decoder_reset(decoder);
+    g722_encoder_reset(encoder);
+    leg->decoder = decoder;
+    leg->encoder = encoder;
+    return 0;
 }
 
 /* The decoder (for what the far end sends) and encoder (for what it is sent) a leg's
  * codec needs; G.711 needs none. 0, or -1 with nothing left allocated. */
 static int open_codec(Leg *leg) {
     leg->decoder = leg->encoder = NULL;
+    if (leg->codec == CODEC_G722) return open_g722(leg);
     if (leg->codec != CODEC_OPUS) return 0;
     int error = 0;
     leg->decoder = opus.decoder_create(OPUS_RATE, 1, &error);
@@ -217,6 +242,9 @@ static void close_codec(Leg *leg) {
     if (leg->codec == CODEC_OPUS) {
         if (leg->decoder != NULL) opus.decoder_destroy(leg->decoder);
         if (leg->encoder != NULL) opus.encoder_destroy(leg->encoder);
+    } else if (leg->codec == CODEC_G722) {
+        free(leg->decoder);
+        free(leg->encoder);
     }
     leg->decoder = leg->encoder = NULL;
 }
@@ -227,6 +255,10 @@ static int decode_audio(Leg *leg, const unsigned char *payload, size_t length, i
     if (leg->codec == CODEC_OPUS) {
         if (length == 0) return -1; /* libopus would conceal a lost packet: 120 ms of nothing */
         return opus.decode(leg->decoder, payload, (int32_t)length, pcm, OPUS_MAX_FRAME, 0);
+    }
+    if (leg->codec == CODEC_G722) { /* an octet a sample at the 8 kHz interface */
+        g722_decode(leg->decoder, payload, length, pcm);
+        return (int)length;
     }
     const int16_t *table = leg->codec == CODEC_PCMU ? linear_from_ulaw : linear_from_alaw;
     for (size_t i = 0; i < length; i++) pcm[i] = table[payload[i]];
@@ -251,6 +283,10 @@ static int encode_audio(Leg *leg, int16_t *pcm, int samples, unsigned char *out,
         return written > 0 ? (int)written : -1;
     }
     if ((size_t)samples > room) return -1;
+    if (leg->codec == CODEC_G722) {
+        g722_encode(leg->encoder, pcm, (size_t)samples, out);
+        return samples;
+    }
     const unsigned char *table = leg->codec == CODEC_PCMU ? ulaw_from_linear : alaw_from_linear;
     for (int i = 0; i < samples; i++) out[i] = table[(uint16_t)pcm[i] ^ 0x8000];
     return samples;
@@ -670,7 +706,8 @@ static int open_codecs(Leg *a, Leg *b) {
     }
     if (open_codec(a) < 0 || open_codec(b) < 0) {
         close_codec(a);
-        PyErr_SetString(PyExc_ValueError, "fast path: libopus refused a codec state");
+        PyErr_SetString(PyExc_ValueError, "fast path: libopus refused a codec state, "
+                                          "or no memory for one");
         return -1;
     }
     return 0;
@@ -1002,8 +1039,88 @@ static PyTypeObject ForwarderType = {
     .tp_methods = Forwarder_methods,
 };
 
+/* ---- G.722 for Python (codecs.py) ------------------------------------- */
+
+/* The relay thread's G.722 for the Python path too: an encoder and a decoder, each with
+ * the state of one direction, as codecs.py's _G722 holds them. */
+typedef struct {
+    PyObject_HEAD
+    G722Encoder encoder;
+    G722Decoder decoder;
+} G722Codec;
+
+static int G722Codec_init(G722Codec *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "", keywords)) return -1;
+    g722_encoder_reset(&self->encoder);
+    g722_decoder_reset(&self->decoder);
+    return 0;
+}
+
+/* encode(samples) -> bytes: native 16-bit samples (a numpy int16 array), an octet each */
+static PyObject *G722Codec_encode(G722Codec *self, PyObject *args) {
+    Py_buffer pcm;
+    if (!PyArg_ParseTuple(args, "y*", &pcm)) return NULL;
+    if (pcm.len % 2 != 0) {
+        PyBuffer_Release(&pcm);
+        PyErr_SetString(PyExc_ValueError, "G.722: samples are 16-bit, an even byte count");
+        return NULL;
+    }
+    Py_ssize_t count = pcm.len / 2;
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, count);
+    if (payload != NULL) {
+        int16_t *samples = PyMem_Malloc((size_t)(count ? count : 1) * sizeof *samples);
+        if (samples == NULL) {
+            Py_CLEAR(payload);
+            PyErr_NoMemory();
+        } else {
+            memcpy(samples, pcm.buf, (size_t)pcm.len); /* the buffer may be unaligned */
+            g722_encode(&self->encoder, samples, (size_t)count,
+                        (unsigned char *)PyBytes_AS_STRING(payload));
+            PyMem_Free(samples);
+        }
+    }
+    PyBuffer_Release(&pcm);
+    return payload;
+}
+
+/* decode(payload) -> bytearray: native 16-bit samples, one an octet */
+static PyObject *G722Codec_decode(G722Codec *self, PyObject *args) {
+    Py_buffer payload;
+    if (!PyArg_ParseTuple(args, "y*", &payload)) return NULL;
+    PyObject *pcm = PyByteArray_FromStringAndSize(NULL, payload.len * 2);
+    if (pcm != NULL)
+        g722_decode(&self->decoder, payload.buf, (size_t)payload.len,
+                    (int16_t *)(void *)PyByteArray_AS_STRING(pcm));
+    PyBuffer_Release(&payload);
+    return pcm;
+}
+
+static PyMethodDef G722Codec_methods[] = {
+    {"encode", (PyCFunction)G722Codec_encode, METH_VARARGS,
+     "encode(samples) -> bytes: 8 kHz native int16 samples, an octet each (64 kbit/s)."},
+    {"decode", (PyCFunction)G722Codec_decode, METH_VARARGS,
+     "decode(payload) -> bytearray: the lower band's 8 kHz native int16 samples."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject G722CodecType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "warmline.media._fastpath.G722Codec",
+    .tp_basicsize = sizeof(G722Codec),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "G.722 at 64 kbit/s with an 8 kHz interface, as G722(8000, 64000) codes it: "
+              "an encoder and a decoder, one direction each.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)G722Codec_init,
+    .tp_methods = G722Codec_methods,
+};
+
 static struct PyModuleDef fastpath_module = {
-    PyModuleDef_HEAD_INIT, "_fastpath", "The relay's compiled pass-through path.", -1, NULL,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_fastpath",
+    .m_doc = "The relay's compiled pass-through path.",
+    .m_size = -1,
 };
 
 /* Copies g711.py's table `name` (bytes, or a numpy array's bytes) of `size` bytes. */
@@ -1040,12 +1157,13 @@ static int copy_g711_tables(void) {
 PyMODINIT_FUNC PyInit__fastpath(void) {
     if (copy_g711_tables() < 0) return NULL;
     opus_loaded = load_opus();
-    if (PyType_Ready(&ForwarderType) < 0) return NULL;
+    if (PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&G722CodecType) < 0) return NULL;
     PyObject *module = PyModule_Create(&fastpath_module);
     if (module == NULL) return NULL;
     /* The codec keys (sdp.py's) this build transcodes between on its thread. */
-    PyObject *transcodes = opus_loaded ? Py_BuildValue("(sss)", "pcmu", "pcma", "opus")
-                                       : Py_BuildValue("(ss)", "pcmu", "pcma");
+    PyObject *transcodes = opus_loaded
+                               ? Py_BuildValue("(ssss)", "pcmu", "pcma", "g722", "opus")
+                               : Py_BuildValue("(sss)", "pcmu", "pcma", "g722");
     if (transcodes == NULL || PyModule_AddObject(module, "TRANSCODES", transcodes) < 0) {
         Py_XDECREF(transcodes);
         Py_DECREF(module);
@@ -1054,6 +1172,12 @@ PyMODINIT_FUNC PyInit__fastpath(void) {
     Py_INCREF(&ForwarderType);
     if (PyModule_AddObject(module, "Forwarder", (PyObject *)&ForwarderType) < 0) {
         Py_DECREF(&ForwarderType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&G722CodecType);
+    if (PyModule_AddObject(module, "G722Codec", (PyObject *)&G722CodecType) < 0) {
+        Py_DECREF(&G722CodecType);
         Py_DECREF(module);
         return NULL;
     }

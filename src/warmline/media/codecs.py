@@ -1,15 +1,20 @@
 """Codecs behind one small interface: 20 ms of 8 kHz linear audio in, a payload out.
 
 G.711 is stateless (tables in g711.py); G.722 keeps ADPCM state, so a codec
-object belongs to one direction of one leg. The `G722` package runs the codec
-at an 8 kHz interface (it resamples inside), which is what a narrowband bridge
+object belongs to one direction of one leg. G.722 runs at an 8 kHz interface,
+as the `G722` package's G722(8000, 64000) does: no QMF, no resampling; each
+8 kHz sample is coded in the lower sub-band (the higher one from silence) and
+decoding gives the lower sub-band back, which is what a narrowband bridge
 needs; wideband pass-through between two G.722 legs never decodes at all.
+The relay's compiled fast path has its own G.722 (media/g722_adpcm.h), byte
+for byte the package's and about as fast; when it is built, this module uses
+it too, so both paths run one G.722, and the package otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from G722 import G722
@@ -46,7 +51,9 @@ class _Alaw:
         return g711.alaw_decode(payload)
 
 
-class _G722:
+class _G722Package:
+    """G.722 by the `G722` package: the reference, and the codec without the extension."""
+
     def __init__(self) -> None:
         self._encoder = G722(8000, 64000)
         self._decoder = G722(8000, 64000)
@@ -56,6 +63,38 @@ class _G722:
 
     def decode(self, payload: bytes) -> Samples:
         return np.asarray(self._decoder.decode(payload), dtype=np.int16)
+
+
+def _compiled_g722() -> Callable[[], Any] | None:
+    """The fast path's G.722 type (_fastpath.G722Codec), or None when it is not built (or
+    built before it had one)."""
+    try:
+        from warmline.media import _fastpath  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    factory: Callable[[], Any] | None = getattr(_fastpath, "G722Codec", None)
+    return factory
+
+
+_COMPILED_G722 = _compiled_g722()
+
+
+class _G722Compiled:
+    """G.722 by _fastpath.c (the relay thread's codec): the package's bytes, compiled."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._codec = factory()  # an encoder and a decoder, one direction each
+
+    def encode(self, samples: Samples) -> bytes:
+        payload: bytes = self._codec.encode(np.ascontiguousarray(samples, dtype=np.int16))
+        return payload
+
+    def decode(self, payload: bytes) -> Samples:
+        return np.frombuffer(self._codec.decode(payload), dtype=np.int16)
+
+
+def _g722() -> Codec:
+    return _G722Package() if _COMPILED_G722 is None else _G722Compiled(_COMPILED_G722)
 
 
 class _Opus:
@@ -109,7 +148,7 @@ def is_stateless(codec: Codec) -> bool:
 
 def make_codec(name: str) -> Codec:
     """A fresh codec for ``name`` (pcmu, pcma, g722, opus); raises ValueError naming it."""
-    factories: dict[str, Callable[[], Codec]] = {"pcmu": _Ulaw, "pcma": _Alaw, "g722": _G722,
+    factories: dict[str, Callable[[], Codec]] = {"pcmu": _Ulaw, "pcma": _Alaw, "g722": _g722,
                                                  "opus": _Opus}
     try:
         factory = factories[name.lower()]

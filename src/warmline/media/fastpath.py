@@ -4,8 +4,9 @@ A Python relay pays the interpreter for every packet; once a caller and a
 human are simply bridged, nothing about their packets needs it. A pair goes
 to the forwarder's thread when both legs are latched, routed to each other,
 sending both ways, on codecs the forwarder converts between (one codec,
-PCMU<->PCMA, or G.711 and Opus transcoded on its thread: ``TRANSCODES``
-of the compiled module) and nobody is listening in
+PCMU<->PCMA, or any two of G.711, G.722 and Opus transcoded on its thread:
+``TRANSCODES`` of the compiled module; G.722 is compiled in, Opus needs
+libopus) and nobody is listening in
 (no DTMF callback, no first-word detector, no conference, no DTMF being
 sent) and neither leg uses SRTP. Anything that changes that takes the pair
 back first (relay_leg.py calls :meth:`FastPath.reclaim`), with the outgoing
@@ -37,7 +38,8 @@ from warmline.media.sdp import AudioStream
 
 _TRANSLATION = {("pcmu", "pcma"): 1, ("pcma", "pcmu"): 2}
 _TRANSCODE = 3  # decode the peer's payload, encode this leg's (_fastpath.c)
-_CODEC_IDS = {"pcmu": 1, "pcma": 2, "opus": 3}  # _fastpath.c's CODEC_*; 0: anything else
+# _fastpath.c's CODEC_*; 0: anything else
+_CODEC_IDS = {"pcmu": 1, "pcma": 2, "opus": 3, "g722": 4}
 # a transcoded pair costs its thread ~100 us a packet pair (libopus) against ~10 for a plain
 # pair or a loop: the weight the least loaded thread is chosen by
 TRANSCODED_LOAD = 10
@@ -154,7 +156,8 @@ def _plain(leg: BridgedLeg) -> bool:
 
 def eligible(a: BridgedLeg, b: BridgedLeg, transcodes: frozenset[str] = frozenset()) -> bool:
     """Whether the pair's packets need nothing that only Python does; ``transcodes`` are
-    the codecs the forwarder decodes and encodes itself."""
+    the codecs the forwarder decodes and encodes itself (sdp.py's keys: pcmu, pcma, g722,
+    and opus when libopus loads)."""
     if not (a.target is b and b.target is a and a.source is b and b.source is a):
         return False
     if not (_plain(a) and _plain(b)):
