@@ -1,13 +1,13 @@
-"""SDP offer/answer for audio (RFC 3264, RFC 4566) over the sdp-transform library.
+"""SDP offer/answer for audio (RFC 3264, RFC 4566).
 
-sdp-transform turns text into dicts and back; warmline owns the negotiation:
+sdp_text.py turns text into dicts and back (the dicts of the sdp-transform
+library, which it replaces on this path); warmline owns the negotiation:
 PCMU, PCMA, G.722, Opus and telephone-event (RFC 4733), ptime, hold directions,
 rejected streams (port 0) kept in place, RTP/SAVP with SDES keys (RFC 4568,
 sdes.py) as the SRTP policy allows, and an explicit error carrying the SIP
 status to answer (400 for SDP that does not parse, 488 when nothing fits, with
 the reason: the profile or crypto attribute refused, or the codecs offered).
-Parsing costs ~0.2 ms, so this serves the media plane, not the per-call hot
-path of the SIP-only answerer (see basic_sdp.py).
+The SIP-only answerer has a leaner G.711-only reader still (basic_sdp.py).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sdp_transform
-
-from warmline.media import sdes
+from warmline.media import sdes, sdp_text
 from warmline.media.sdes import CryptoError, CryptoSuite, SdesKey, SrtpKeys, SrtpPolicy
 
 
@@ -90,8 +88,8 @@ class AudioStream:
 
 def parse(text: bytes) -> dict[str, Any]:
     try:
-        session: dict[str, Any] = sdp_transform.parse(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, KeyError, IndexError) as error:
+        session = sdp_text.parse(text.decode("utf-8"))
+    except UnicodeDecodeError as error:
         raise SdpError(f"unreadable SDP: {error}", 400) from error
     if session.get("version") != 0 or not session.get("media"):
         raise SdpError("SDP without v=0 or without any m= line", 400)
@@ -211,7 +209,7 @@ def _agreed(session: dict[str, Any], media: dict[str, Any], pick: tuple[int, Cod
     payload, codec, dtmf = pick
     dtmf_codec = _payload_names(media).get(dtmf) if dtmf is not None else None
     return AudioStream(
-        payload, codec, dtmf, int(media.get("ptime") or ptime),
+        payload, codec, dtmf, _ptime(media, ptime),
         _remote_address(session, media), int(media["port"]),
         _MIRROR[_direction(session, media)], _fmtp(media, payload), "rtcpMux" in media,
         _rtcp_port(media), dtmf_codec.clock_rate if dtmf_codec else 8000, keys)
@@ -247,7 +245,7 @@ def read_answer(answer_text: bytes, offered: Sequence[SdesKey] = ()) -> AudioStr
             if codec is not None and codec.key in CODECS:
                 dtmf = _dtmf(payloads, names, codec.clock_rate)
                 return AudioStream(payload, codec, dtmf,
-                                   int(media.get("ptime") or 20),
+                                   _ptime(media, 20),
                                    _remote_address(session, media), int(media["port"]),
                                    _MIRROR[_direction(session, media)], _fmtp(media, payload),
                                    remote_rtcp_port=_rtcp_port(media),
@@ -301,13 +299,16 @@ def _payload_names(media: dict[str, Any]) -> dict[int, Codec]:
     names: dict[int, Codec] = {pt: codec for pt, codec in _STATIC_NAMES.items()
                                if pt is not None}
     for rtp in media.get("rtp", []):
-        name, rate = str(rtp.get("codec", "")).lower(), int(rtp.get("rate") or 0)
+        payload, rate = rtp.get("payload"), rtp.get("rate") or 0
+        if not isinstance(payload, int) or not isinstance(rate, int):
+            continue  # "a=rtpmap: PCMU/8000", "a=rtpmap:0 PCMU/x": names no payload we take
+        name = str(rtp.get("codec", "")).lower()
         base = CODECS.get(name) or (telephone_event(rate) if name == "telephone-event"
                                     and rate in DTMF_RATES else None)
         if base is not None and rate == base.clock_rate:
-            names[int(rtp["payload"])] = base
+            names[payload] = base
         else:
-            names.pop(int(rtp["payload"]), None)  # a static number remapped to something else
+            names.pop(payload, None)  # a static number remapped to something else
     return names
 
 
@@ -353,9 +354,16 @@ def _rtcp_port(media: dict[str, Any]) -> int | None:
 
 def _fmtp(media: dict[str, Any], payload: int) -> str | None:
     for item in media.get("fmtp", []):
-        if int(item.get("payload", -1)) == payload:
+        if item.get("payload") == payload:
             return str(item.get("config"))
     return None
+
+
+def _ptime(media: dict[str, Any], default: int) -> int:
+    """The a=ptime in whole ms (a fraction cut), else ``default``: when there is none, or
+    it is not a number (a=ptime:1.2.3) or not 1-200 ms (a=ptime:0.5 was read as 0 ms)."""
+    value = media.get("ptime")
+    return int(value) if isinstance(value, int | float) and 1 <= value <= 200 else default
 
 
 def _offered_names(session: dict[str, Any]) -> list[str]:
@@ -387,8 +395,14 @@ def _media_section(port: int, formats: list[tuple[int, Codec]], direction: str, 
 
 
 def _write(address: str, session_id: int, version: int, media: list[dict[str, Any]]) -> bytes:
+    return sdp_text.write(session_dict(address, session_id, version, media)).encode()
+
+
+def session_dict(address: str, session_id: int, version: int,
+                 media: list[dict[str, Any]]) -> dict[str, Any]:
+    """Our session description, as the dict sdp_text writes (and sdp-transform would)."""
     family = 6 if ":" in address else 4
-    session = {
+    return {
         "version": 0,
         "origin": {"username": "warmline", "sessionId": session_id,
                    "sessionVersion": version, "netType": "IN", "ipVer": family,
@@ -398,4 +412,3 @@ def _write(address: str, session_id: int, version: int, media: list[dict[str, An
         "timing": {"start": 0, "stop": 0},
         "media": media,
     }
-    return str(sdp_transform.write(session)).encode()
