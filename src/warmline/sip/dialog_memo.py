@@ -11,7 +11,7 @@ parties, remote target and route set, and a CSeq above anything sent before.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from warmline.sip.dialog import Dialog, DialogState
 from warmline.sip.errors import SipParseError
@@ -54,15 +54,17 @@ class DialogMemo:
                    target.transport, target.host, target.port)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """One line of JSON (every field is a plain value: asdict's deep copy is not
+        needed, and cost a tenth of the journal's time on every dialog)."""
+        return json.dumps({name: getattr(self, name) for name in _FIELDS}, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> DialogMemo:
         """A memo read back; SipParseError when the text is not one (a torn write)."""
         try:
-            fields = json.loads(text)
-            fields["route_set"] = tuple(fields["route_set"])
-            return cls(**fields)
+            values = json.loads(text)
+            values["route_set"] = tuple(values["route_set"])
+            return cls(**values)
         except (ValueError, TypeError, KeyError) as error:
             raise SipParseError(f"not a dialog memo: {error}") from None
 
@@ -81,3 +83,6 @@ class DialogMemo:
     @property
     def target(self) -> Target:
         return Target(self.transport, self.host, self.port)
+
+
+_FIELDS = tuple(field.name for field in fields(DialogMemo))

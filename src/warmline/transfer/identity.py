@@ -9,8 +9,8 @@ transferee's own INVITE will take it along.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
+from warmline.sip.uri import escape
 from warmline.transfer.handoff import CallerId, CallerIdMode
 
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'  # RFC 3323 §4.1.1.3
@@ -31,7 +31,7 @@ def with_uri_header(uri: str, name: str, value: str) -> str:
     side sees the handoff id even on a blind transfer.
     """
     separator = "&" if "?" in uri else "?"
-    return f"{uri}{separator}{quote(name, safe='')}={quote(value, safe='')}"
+    return f"{uri}{separator}{escape(name)}={escape(value)}"
 
 
 def identity_for(caller_id: CallerId, original: str, asserted: str | None, dialled: str,
