@@ -13,7 +13,7 @@ from G722 import G722
 from tests.interop.test_relay import configure, drain, loopback_relay
 from warmline.media import g711
 from warmline.media.dtmf import TelephoneEvent
-from warmline.media.fastpath import FastPath
+from warmline.media.fastpath import G722_LOAD, FastPath
 from warmline.media.player import Player, ringback
 from warmline.media.relay import EmbeddedRelay, RelayLeg
 from warmline.media.rtp import RtpPacket
@@ -300,6 +300,7 @@ def test_a_g722_human_is_transcoded_on_the_fast_path_byte_for_byte_as_python_doe
             if fast:  # every audio frame went through the thread, both ways
                 assert relay.fast_path is not None and "g722" in relay.fast_path.transcodes
                 assert to_caller.offload is not None and relay.fast_path.offloads == 1
+                assert sum(relay.fast_path.load) == G722_LOAD  # lighter than an Opus pair
                 for leg in (to_caller, to_human):
                     received, sent = relay.fast_path.live_counters(to_caller.offload, leg)[:2]
                     assert (received, sent) == (frames, frames)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
+from warmline.sip import uri as uri_module
 from warmline.sip.errors import SipParseError
 from warmline.sip.headers import (
     Replaces,
@@ -14,7 +17,7 @@ from warmline.sip.headers import (
     parse_subscription_state,
     parse_via,
 )
-from warmline.sip.uri import SipUri, TelUri, parse_sip_uri, parse_uri
+from warmline.sip.uri import SipUri, TelUri, escape, is_ip_address, parse_sip_uri, parse_uri
 
 
 def test_refer_to_with_replaces_round_trips_byte_for_byte() -> None:
@@ -114,3 +117,22 @@ def test_near_miss_addresses_do_not_backtrack() -> None:
         parse_name_addr(f'{words} <sip:a@b>;p="unterminated')
     with pytest.raises(SipParseError):
         parse_via("SIP/2.0/UDP " + "a" * 5000 + ";" * 3000)
+
+
+@pytest.mark.parametrize("text", ["abc", "id-1_2.3~", "", "a b", "call@h;to-tag=1", "é",
+                                  "%41", "a&b=c", "[::1]:5060", "x/y?z"])
+@pytest.mark.parametrize("safe", ["", "[]/?:+$-_.!~*'()"])
+def test_escape_is_what_quote_gives(text: str, safe: str) -> None:
+    assert escape(text, safe) == quote(text, safe=safe)
+
+
+def test_ip_literals_are_told_from_names_and_the_memory_of_them_stays_bounded() -> None:
+    for _ in range(2):  # the second time from memory
+        assert is_ip_address("127.0.0.1") and is_ip_address("::1")
+        assert is_ip_address("fe80::1%eth0")
+        assert not is_ip_address("pbx.example.com") and not is_ip_address("01.2.3.4")
+        assert not is_ip_address("[::1]") and not is_ip_address("")
+    for n in range(3000):
+        is_ip_address(f"host{n}.example")
+    assert len(uri_module._ADDRESS_KINDS) <= uri_module._ADDRESS_LIMIT
+    assert is_ip_address("10.0.0.1") and not is_ip_address("host1.example")

@@ -40,9 +40,17 @@ _TRANSLATION = {("pcmu", "pcma"): 1, ("pcma", "pcmu"): 2}
 _TRANSCODE = 3  # decode the peer's payload, encode this leg's (_fastpath.c)
 # _fastpath.c's CODEC_*; 0: anything else
 _CODEC_IDS = {"pcmu": 1, "pcma": 2, "opus": 3, "g722": 4}
-# a transcoded pair costs its thread ~100 us a packet pair (libopus) against ~10 for a plain
-# pair or a loop: the weight the least loaded thread is chosen by
+# a pair transcoded through Opus costs its thread ~100 us a packet pair (libopus), through
+# G.722 ~20 (our codec), against ~10 for a plain pair or a loop: the weight the least
+# loaded thread is chosen by
 TRANSCODED_LOAD = 10
+G722_LOAD = 2
+
+
+def _weight(leg: BridgedLeg, peer: BridgedLeg) -> int:
+    """What a transcoded pair weighs on its thread (see TRANSCODED_LOAD)."""
+    keys = {leg.stream.codec.key, peer.stream.codec.key} if leg.stream and peer.stream else set()
+    return TRANSCODED_LOAD if "opus" in keys else G722_LOAD
 
 
 def _load_forwarder() -> ModuleType | None:
@@ -211,7 +219,7 @@ class FastPath:
             return False
         thread = self._load.index(min(self._load))
         specs = _spec(leg, peer), _spec(peer, leg)
-        load = TRANSCODED_LOAD if _TRANSCODE in (specs[0][7], specs[1][7]) else 1
+        load = _weight(leg, peer) if _TRANSCODE in (specs[0][7], specs[1][7]) else 1
         leg.stop_reading()
         peer.stop_reading()
         try:
