@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,11 +39,16 @@ class HeaderBudget:
     max_total: int = 2048  # all context headers together
 
 
+_PLAIN_ASCII = re.compile(r"[ -$&-~]*")  # printable ASCII but "%"
+
+
 def safe_value(text: str, limit: int) -> str:
     """Printable ASCII only (others percent-encoded: no CR/LF/NUL can get through), cut.
 
     The cut falls between characters, never inside a %XX escape.
     """
+    if _PLAIN_ASCII.fullmatch(text):  # the common case (ids, URLs, levels): no escape to cut
+        return text[:limit]
     pieces: list[str] = []
     length = 0
     for char in text:
