@@ -19,10 +19,17 @@ over noise) and every caller PCMU, so each packet is decoded and encoded again: 
 on its fast path's thread (libopus), warmline-py on the event loop, rtpengine with its
 own transcoder; the C control cannot transcode and sits out. Transcoded payloads cannot
 carry a send time, so the generator times them by their RTP timestamps, or by order
-for a transcoder that stamps its own (see rtp_load.c).
+for a transcoder that stamps its own (see rtp_load.c). --codec g722 is the same with
+G.722 humans (RTP clock 8000, 160 bytes a 20 ms frame; warmline codes it on the fast
+path's thread too, media/g722_adpcm.h): the codecs' differences are one table
+(HUMAN_CODECS here, TRANSCODED in media/ng_client.py). rtpengine takes part when
+`rtpengine --codecs` says it fully supports the codec (Debian's 10.5 does, G722 and opus
+alike); otherwise the run says so and reports warmline's two paths alone. A transcoded
+run counts from a second after the generator's pause: rtpengine 10.5 meets that silence
+in its G.722 output by holding the next half second of packets (see rtp_load.c).
 
 Run: .venv/bin/python bench/media_relay.py [--start 50 --step 50 --max 1500 --seconds 5]
-                                           [--codec opus] [--threads N]
+                                           [--codec opus|g722] [--threads N]
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE / "media")]
 from progress import advance, ramp_progress  # noqa: E402  (bench/ is not a package)
 
 from warmline.media.fastpath import default_threads  # noqa: E402
@@ -82,7 +91,6 @@ def relay_ports(relay: str, worker: subprocess.Popen[str], calls: int,
         assert worker.stdout is not None
         ports: list[int] = json.loads(worker.stdout.readline())["ports"]
         return ports
-    sys.path.insert(0, str(HERE / "media"))
     from ng_client import NgClient
 
     client = NgClient(port_start - 2)
@@ -98,25 +106,57 @@ def relay_ports(relay: str, worker: subprocess.Popen[str], calls: int,
     return ports
 
 
+def _opus(frame: Any) -> bytes:
+    import opuslib
+
+    encoder = opuslib.Encoder(48000, 1, opuslib.APPLICATION_VOIP)
+    return bytes(encoder.encode(frame.tobytes(), len(frame)))
+
+
+def _g722(frame: Any) -> bytes:
+    from warmline.media.codecs import make_codec
+
+    return make_codec("g722").encode(frame)  # one 8 kHz sample a byte
+
+
+# The humans' codec in a transcoded run: the rate its test frame is made at, its encoder.
+# Its payload type and RTP clock (the generator's timestamp step) are ng_client.TRANSCODED's.
+HUMAN_CODECS: dict[str, tuple[int, Callable[[Any], bytes]]] = {
+    "opus": (48000, _opus), "g722": (8000, _g722)}
+
+
 def generator_payloads(codec: str) -> list[str]:
     """rtp_load's -a/-b for a transcoded run: the callers' PCMU and the humans' ``codec``
     (20 ms of a 440 Hz tone over noise, so the codecs work as on speech, not silence)."""
     if codec == "pcmu":
         return []
     import numpy as np
-    import opuslib
+    from ng_client import TRANSCODED
 
     from warmline.media import g711
 
     rng = np.random.default_rng(7)
-    at_8k = np.arange(160) / 8000
-    pcmu = g711.ulaw_encode((6000 * np.sin(2 * np.pi * 440 * at_8k)
-                             + rng.normal(0, 600, 160)).astype(np.int16))
-    encoder = opuslib.Encoder(48000, 1, opuslib.APPLICATION_VOIP)
-    at_48k = np.arange(960) / 48000
-    frame = (6000 * np.sin(2 * np.pi * 440 * at_48k) + rng.normal(0, 600, 960)).astype("<i2")
-    opus = bytes(encoder.encode(frame.tobytes(), 960))
-    return ["-a", f"0:160:{pcmu.hex()}", "-b", f"111:960:{opus.hex()}"]
+
+    def tone(rate: int) -> Any:
+        at = np.arange(rate // 50) / rate
+        return (6000 * np.sin(2 * np.pi * 440 * at) + rng.normal(0, 600, rate // 50)
+                ).astype(np.int16)
+
+    pcmu = g711.ulaw_encode(tone(8000))
+    rate, encode = HUMAN_CODECS[codec]
+    payload_type, rtpmap = TRANSCODED[codec]
+    step = int(rtpmap.split("/")[1]) // 50  # 20 ms of the RTP clock
+    human = encode(tone(rate))
+    return ["-a", f"0:160:{pcmu.hex()}", "-b", f"{payload_type}:{step}:{human.hex()}"]
+
+
+def rtpengine_transcodes(codec: str) -> bool:
+    """Whether this machine's rtpengine fully supports ``codec`` (`rtpengine --codecs`)."""
+    listing = subprocess.run(["rtpengine", "--codecs"], capture_output=True, text=True,
+                             check=False).stdout
+    return codec == "pcmu" or any(
+        name.strip().lower() == codec and "fully supported" in support
+        for name, _, support in (line.partition(":") for line in listing.splitlines()))
 
 
 def run_step(generator: Path, relay: str, calls: int, args: argparse.Namespace
@@ -160,8 +200,8 @@ def main() -> int:
     parser.add_argument("--port-start", type=int, default=30000)
     parser.add_argument("--only", choices=RELAYS, action="append",
                         help="run only these relays (repeatable); ratios need warmline and a peer")
-    parser.add_argument("--codec", choices=["pcmu", "opus"], default="pcmu",
-                        help="the human legs' codec: opus transcodes every packet")
+    parser.add_argument("--codec", choices=["pcmu", *HUMAN_CODECS], default="pcmu",
+                        help="the human legs' codec: opus or g722 transcodes every packet")
     parser.add_argument("--threads", type=int, default=0,
                         help="warmline's forwarder threads ([media] relay_threads; 0: per CPU)")
     args = parser.parse_args()
@@ -173,8 +213,13 @@ def main() -> int:
         print("installing rtpengine-daemon (Debian) for the comparison ...", flush=True)
         subprocess.run(["apt-get", "install", "-y", "-q", "rtpengine-daemon"],
                        capture_output=True, check=False)
+    rtpengine = shutil.which("rtpengine") is not None
+    if rtpengine and not rtpengine_transcodes(args.codec):
+        print(f"rtpengine here cannot transcode PCMU<->{args.codec} (rtpengine --codecs): "
+              "warmline's two paths only", flush=True)
+        rtpengine = False
     relays = [relay for relay in RELAYS if (not args.only or relay in args.only)
-              and (relay != "rtpengine" or shutil.which("rtpengine"))
+              and (relay != "rtpengine" or rtpengine)
               and (relay != "c-control" or args.codec == "pcmu")]
     results = {relay: ramp(generator, relay, args) for relay in relays}
     print_summary(results, args.codec)

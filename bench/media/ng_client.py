@@ -55,7 +55,7 @@ class NgClient:
         self.sock.close()
 
 
-TRANSCODED = {"opus": ("111", "opus/48000/2")}  # payload type, rtpmap
+TRANSCODED = {"opus": ("111", "opus/48000/2"), "g722": ("9", "G722/8000")}  # type, rtpmap
 
 
 def _sdp(payload_type: str, rtpmap: str | None = None) -> str:

@@ -2,7 +2,7 @@
 
 Prints one JSON line with the legs' ports, then relays until stdin closes.
 Usage: python relay_worker.py CALLS PORT_START [HUMAN_CODEC [THREADS]]
-(the caller legs speak PCMU; the human legs PCMU, or HUMAN_CODEC transcoded: opus;
+(the caller legs speak PCMU; the human legs PCMU, or HUMAN_CODEC transcoded: opus or g722;
 THREADS compiled forwarder threads, 0: one per CPU)
 """
 

@@ -13,7 +13,11 @@
  * later one is (timestamp - that one's) / step packets after it, whatever was lost or
  * arrived late from before the pause. A relay whose transcoder stamps its own
  * continuous timestamps (rtpengine) shows no jump: there the k-th packet received after
- * the partner restarted is taken as its k-th since (in order, as relays forward). */
+ * the partner restarted is taken as its k-th since (in order, as relays forward).
+ * The first SETTLE packets of each stream after the pause are sent and placed but not
+ * counted: rtpengine 10.5 transcoding into G.722 sends the first packet after a silence at
+ * once and the next one a silence later (then the rest in a burst), which is how it
+ * meets a pause, not what it does under load. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +36,7 @@
 #define MAX_LAT_US 200000
 #define PAUSE_NS 500000000ull
 #define RING 64 /* send times kept per stream: 1.28 s of packets */
+#define SETTLE 50 /* packets a stream sends after the pause before they count: 1 s */
 
 typedef struct {
     int payload_type;
@@ -86,7 +91,7 @@ static void send_counted(int fd, const struct sockaddr_in *peer, const Side *sid
     if (!*restarted) *restarted = stamp;
     sent_at[*sent_since % RING] = stamp;
     *sent_since += 1;
-    *sent += 1;
+    *sent += *sent_since > SETTLE;
 }
 
 int main(int argc, char **argv) {
@@ -216,6 +221,7 @@ int main(int argc, char **argv) {
                     if (!by_order[j] && since >= 0x80000000u) continue; /* from before */
                     uint32_t k = by_order[j] ? heard[j]++ : since / step;
                     if (k >= sent_since[i]) continue; /* not sent (yet): not ours to time */
+                    if (k < SETTLE) continue; /* placed, not counted (see above) */
                     uint64_t lat = MAX_LAT_US;
                     if (sent_since[i] - k <= RING)
                         lat = (arrival - sent_at[(size_t)i * RING + k % RING]) / 1000;
