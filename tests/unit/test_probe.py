@@ -115,6 +115,8 @@ def test_the_answers_codecs_by_name_static_or_mapped() -> None:
            b"m=video 0 RTP/AVP 96\r\n")
     assert answer_codecs(sdp) == ("PCMA", "PCMU", "G729", "telephone-event")
     assert answer_codecs(b"not sdp") == () and answer_codecs(None) == ()
+    unnumbered = sdp.replace(b"a=rtpmap:101", b"a=rtpmap: PCMU/8000\r\na=rtpmap:101")
+    assert answer_codecs(unnumbered) == ("PCMA", "PCMU", "G729", "telephone-event")
 
 
 OK_OPTIONS = OptionsCheck(TARGET, 200, "OK", 1.5)

@@ -285,7 +285,8 @@ def answer_codecs(sdp: bytes | None) -> tuple[str, ...]:
     for media in session["media"]:
         if media.get("type") != "audio" or not media.get("port"):
             continue
-        mapped = {int(rtp["payload"]): str(rtp.get("codec", "")) for rtp in media.get("rtp", [])}
+        mapped = {rtp["payload"]: str(rtp.get("codec", "")) for rtp in media.get("rtp", [])
+                  if isinstance(rtp.get("payload"), int)}  # "a=rtpmap: PCMU/8000": no number
         for item in str(media.get("payloads", "")).split():
             payload = int(item) if item.isdigit() else -1
             names.append(mapped.get(payload) or _STATIC_PAYLOADS.get(payload, item))
