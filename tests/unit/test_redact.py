@@ -108,7 +108,8 @@ def test_redaction_is_idempotent() -> None:
     ("api_token", True), ("iban", True), ("shipping", False), ("mapping", False),
     ("opinion", False), ("secretary", False), ("card_last4", False), ("name", False)])
 def test_a_key_names_a_secret_as_a_word_of_its_own(key: str, secret: bool) -> None:
-    assert (redact_value({key: "x"}) == {key: "[redacted]"}) is secret
+    for _ in range(2):  # the second time the answer is remembered
+        assert (redact_value({key: "x"}) == {key: "[redacted]"}) is secret
 
 
 def test_a_run_too_long_to_search_goes_whole() -> None:

@@ -205,11 +205,26 @@ def redact_value(value: Any, keep: frozenset[str] = frozenset()) -> Any:
         text = redact(str(value))
         return value if text == str(value) else text
     if isinstance(value, Mapping):
-        return {key: item if key in keep else SECRET if SECRET_KEY.search(str(key))
+        return {key: item if key in keep else SECRET if _secret_key(key)
                 else redact_value(item, keep) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [redact_value(item, keep) for item in value]
     return redact(str(value))
+
+
+def _secret_key(key: object) -> bool:
+    """Whether values under ``key`` go whole (SECRET_KEY). Every record event asks this of
+    the same few field names: the answers are remembered, in a table cleared when full."""
+    name = str(key)
+    known = _SECRET_KEYS.get(name)
+    if known is None:
+        if len(_SECRET_KEYS) >= 1024:
+            _SECRET_KEYS.clear()
+        known = _SECRET_KEYS[name] = SECRET_KEY.search(name) is not None
+    return known
+
+
+_SECRET_KEYS: dict[str, bool] = {}
 
 
 def mask_keys(dtmf: str) -> str:
