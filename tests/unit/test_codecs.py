@@ -75,6 +75,20 @@ def test_the_python_path_codes_g722_with_the_fast_paths_codec() -> None:
     assert not isinstance(make_codec("g722"), _G722Package)
 
 
+def test_g722_samples_wider_than_16_bits_are_clipped_not_wrapped() -> None:
+    wide = np.array([40000, -40000, 1000] * 160, dtype=np.int32)
+    clipped = np.array([32767, -32768, 1000] * 160, dtype=np.int16)
+    assert make_codec("g722").encode(wide) == make_codec("g722").encode(clipped)
+
+
+def test_turning_the_fast_path_off_turns_its_g722_off_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from warmline.media import codecs
+
+    monkeypatch.setenv("WARMLINE_FASTPATH", "0")
+    assert codecs._compiled_g722() is None
+
+
 @pytest.mark.parametrize("name", list(G722_SIGNALS))
 def test_compiled_g722_encodes_the_packages_bytes(name: str) -> None:
     """20 ms frames one after another, the ADPCM state carried between them."""

@@ -110,6 +110,7 @@ def test_safe_value_never_splits_an_escape() -> None:
     assert safe_value("é", 5) == "" and safe_value("é", 6) == "%C3%A9"
     assert safe_value("50%", 10) == "50%25"  # a literal percent is escaped too
     assert safe_value("plain ASCII ~", 5) == "plain"  # nothing to escape: cut as it is
+    assert safe_value("plain", -3) == "" == safe_value("é", -3)  # as the slow path cuts
     assert safe_value("tab\there", 20) == "tab%09here" and safe_value("\x7f", 3) == "%7F"
 
 

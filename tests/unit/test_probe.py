@@ -117,6 +117,8 @@ def test_the_answers_codecs_by_name_static_or_mapped() -> None:
     assert answer_codecs(b"not sdp") == () and answer_codecs(None) == ()
     unnumbered = sdp.replace(b"a=rtpmap:101", b"a=rtpmap: PCMU/8000\r\na=rtpmap:101")
     assert answer_codecs(unnumbered) == ("PCMA", "PCMU", "G729", "telephone-event")
+    odd = sdp.replace(b"8 0 18 101", "8 \u00b2 ".encode() + b"1" * 4301)
+    assert answer_codecs(odd) == ("PCMA", "\u00b2", "1" * 4301)
 
 
 OK_OPTIONS = OptionsCheck(TARGET, 200, "OK", 1.5)

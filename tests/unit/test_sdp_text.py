@@ -118,3 +118,20 @@ def test_rtpmap_and_fmtp_without_payload_numbers_are_refused_cleanly() -> None:
     offer = SIPP.replace(b"a=rtpmap:0 PCMU/8000", b"a=rtpmap: PCMU/8000\r\na=fmtp: x=1")
     _, stream = sdp.answer(offer, "127.0.0.1", 4000, ["pcmu"], session_id=1, version=1)
     assert stream.codec.key == "pcmu"  # payload 0 is PCMU statically
+
+
+def test_a_payload_number_too_long_to_read_is_a_400_not_a_crash() -> None:
+    offer = SIPP.replace(b"RTP/AVP 0", b"RTP/AVP 0 " + b"1" * 4301)
+    with pytest.raises(sdp.SdpError) as refused:
+        sdp.answer(offer, "127.0.0.1", 4000, ["pcmu"], session_id=1, version=1)
+    assert refused.value.status == 400
+
+
+def test_write_refuses_a_key_it_has_no_line_for() -> None:
+    section = sdp._media_section(4000, [(0, sdp.CODECS["pcmu"])], "sendrecv", 20)
+    section["maxptime"] = 40
+    with pytest.raises(ValueError, match="maxptime"):
+        sdp_text.write(sdp.session_dict("127.0.0.1", 1, 1, [section]))
+    rejected = {"type": "audio", "port": 0, "protocol": "RTP/AVP", "payloads": None}
+    session = sdp.session_dict("127.0.0.1", 1, 1, [rejected])
+    assert sdp_text.write(session) == sdp_transform.write(copy.deepcopy(session))

@@ -136,3 +136,5 @@ def test_ip_literals_are_told_from_names_and_the_memory_of_them_stays_bounded() 
         is_ip_address(f"host{n}.example")
     assert len(uri_module._ADDRESS_KINDS) <= uri_module._ADDRESS_LIMIT
     assert is_ip_address("10.0.0.1") and not is_ip_address("host1.example")
+    long_name = "x" * 60_000 + ".example"
+    assert not is_ip_address(long_name) and long_name not in uri_module._ADDRESS_KINDS

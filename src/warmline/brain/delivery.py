@@ -48,7 +48,7 @@ def safe_value(text: str, limit: int) -> str:
     The cut falls between characters, never inside a %XX escape.
     """
     if _PLAIN_ASCII.fullmatch(text):  # the common case (ids, URLs, levels): no escape to cut
-        return text[:limit]
+        return text[:max(limit, 0)]
     pieces: list[str] = []
     length = 0
     for char in text:

@@ -13,6 +13,7 @@ it too, so both paths run one G.722, and the package otherwise.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -67,7 +68,9 @@ class _G722Package:
 
 def _compiled_g722() -> Callable[[], Any] | None:
     """The fast path's G.722 type (_fastpath.G722Codec), or None when it is not built (or
-    built before it had one)."""
+    built before it had one), or turned off with the rest of it (WARMLINE_FASTPATH=0)."""
+    if os.environ.get("WARMLINE_FASTPATH", "1") == "0":
+        return None
     try:
         from warmline.media import _fastpath  # type: ignore[attr-defined]
     except ImportError:
@@ -86,7 +89,10 @@ class _G722Compiled:
         self._codec = factory()  # an encoder and a decoder, one direction each
 
     def encode(self, samples: Samples) -> bytes:
-        payload: bytes = self._codec.encode(np.ascontiguousarray(samples, dtype=np.int16))
+        pcm = np.asarray(samples)
+        if pcm.dtype != np.int16:  # wider or float samples clipped, never wrapped around
+            pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
+        payload: bytes = self._codec.encode(np.ascontiguousarray(pcm))
         return payload
 
     def decode(self, payload: bytes) -> Samples:

@@ -53,6 +53,14 @@ def _weight(leg: BridgedLeg, peer: BridgedLeg) -> int:
     return TRANSCODED_LOAD if "opus" in keys else G722_LOAD
 
 
+def _codec_id(key: str) -> int:
+    """_fastpath.c's id for a codec it transcodes; 0 (any other) for one it does not, as
+    a build older than the codec would refuse its id (a pass-through pair needs none)."""
+    module = _load_forwarder()
+    transcodes = getattr(module, "TRANSCODES", ()) if module is not None else ()
+    return _CODEC_IDS.get(key, 0) if key in transcodes else 0
+
+
 def _load_forwarder() -> ModuleType | None:
     if os.environ.get("WARMLINE_FASTPATH", "1") == "0":
         return None
@@ -300,7 +308,7 @@ def _spec_alone(leg: BridgedLeg) -> tuple[object, ...]:
     assert stream is not None and remote is not None and reception is not None
     family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
     return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, -1,
-            stream.codec.clock_rate, 0, _CODEC_IDS.get(stream.codec.key, 0), 0,
+            stream.codec.clock_rate, 0, _codec_id(stream.codec.key), 0,
             reception.export_state(), leg.outgoing.export_state())
 
 
@@ -313,5 +321,5 @@ def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:
     dtmf = -1 if stream.dtmf_payload_type is None else stream.dtmf_payload_type
     return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, dtmf,
             stream.codec.clock_rate, _conversion(peer_stream, stream),
-            _CODEC_IDS.get(stream.codec.key, 0), stream.dtmf_clock_rate or 0,
+            _codec_id(stream.codec.key), stream.dtmf_clock_rate or 0,
             reception.export_state(), leg.outgoing.export_state())

@@ -290,7 +290,8 @@ def _known(name: str) -> Codec:
 
 def _payload_list(media: dict[str, Any]) -> list[int]:
     items = str(media.get("payloads", "")).split()
-    if not all(item.isascii() and item.isdigit() and int(item) < 128 for item in items):
+    if not all(item.isascii() and item.isdigit() and len(item) <= 3 and int(item) < 128
+               for item in items):
         raise SdpError(f"bad payload types in m= line: {media.get('payloads')!r}", 400)
     return [int(item) for item in items]
 

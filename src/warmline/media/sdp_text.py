@@ -149,9 +149,17 @@ def write(session: Section) -> str:
     return "\r\n".join(lines)
 
 
+_WRITTEN = frozenset({"type", "port", "protocol", "payloads", "rtp", "fmtp", "crypto", "ptime",
+                      "direction", "rtcpMux"})
+
+
 def _media_lines(media: Section) -> list[str]:
+    unknown = media.keys() - _WRITTEN
+    if unknown:  # sdp-transform would write them: say so rather than leave them out
+        raise ValueError(f"sdp_text.write: no line for {sorted(unknown)}")
+    payloads = media.get("payloads")
     lines = [f"m={media['type']} {_integer(media['port'])} {media['protocol']} "
-             f"{media.get('payloads', '')}"]
+             f"{'' if payloads is None else payloads}"]
     for rtp in media.get("rtp") or ():
         line = f"a=rtpmap:{_integer(rtp['payload'])} {rtp['codec']}"
         if rtp.get("rate") is not None:

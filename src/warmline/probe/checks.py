@@ -288,6 +288,6 @@ def answer_codecs(sdp: bytes | None) -> tuple[str, ...]:
         mapped = {rtp["payload"]: str(rtp.get("codec", "")) for rtp in media.get("rtp", [])
                   if isinstance(rtp.get("payload"), int)}  # "a=rtpmap: PCMU/8000": no number
         for item in str(media.get("payloads", "")).split():
-            payload = int(item) if item.isdigit() else -1
+            payload = int(item) if item.isascii() and item.isdigit() and len(item) <= 3 else -1
             names.append(mapped.get(payload) or _STATIC_PAYLOADS.get(payload, item))
     return tuple(dict.fromkeys(names))

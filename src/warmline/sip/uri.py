@@ -44,7 +44,7 @@ def is_ip_address(host: str) -> bool:
 
     Asked for every message sent, of the few hosts a node talks to: the answer is
     remembered (ipaddress takes microseconds), in a table cleared when it fills, so
-    a flood of made-up hosts costs memory no more than _ADDRESS_LIMIT entries."""
+    a flood of made-up hosts costs memory no more than _ADDRESS_LIMIT short entries."""
     known = _ADDRESS_KINDS.get(host)
     if known is not None:
         return known
@@ -53,6 +53,8 @@ def is_ip_address(host: str) -> bool:
         literal = True
     except ValueError:
         literal = False
+    if len(host) > _ADDRESS_LONGEST:
+        return literal  # no address is this long: not worth remembering
     if len(_ADDRESS_KINDS) >= _ADDRESS_LIMIT:
         _ADDRESS_KINDS.clear()
     _ADDRESS_KINDS[host] = literal
@@ -61,6 +63,7 @@ def is_ip_address(host: str) -> bool:
 
 _ADDRESS_KINDS: dict[str, bool] = {}
 _ADDRESS_LIMIT = 1024
+_ADDRESS_LONGEST = 64  # an IPv6 literal with a zone index fits
 
 
 def param_value(params: Params, name: str) -> str | None:
