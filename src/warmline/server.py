@@ -31,6 +31,7 @@ from warmline.calls.sip_answerer import SipAnswerer
 from warmline.cluster.limits import ConcurrencyLimits, LocalLimits, RedisLimits
 from warmline.cluster.registry import SharedState, connect
 from warmline.engine import CallEngine
+from warmline.heap import HeapKeeper
 from warmline.media.fastpath import describe_forwarder
 from warmline.media.ng import NgClient
 from warmline.media.plane import MediaPlane
@@ -88,8 +89,10 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
         await _listen(shell, settings.listen)
         _say_what_runs_compiled()
         side.start()
-        tune_garbage_collector()
+        heap = HeapKeeper(lambda: len(shell.ua.sessions))
+        heap.start()
         await stop.wait()
+        heap.stop()
         watch.cancel()
         log.info("shutting down: %d live call(s)", len(shell.ua.sessions))
         await side.drain()
@@ -380,7 +383,9 @@ async def _start_api(stack: contextlib.AsyncExitStack, engine: CallEngine,
 
 
 def tune_garbage_collector() -> None:
-    """Freeze start-up objects and collect young objects less often.
+    """Freeze start-up objects and collect young objects less often (the benches of the
+    SIP core and relay workers; `serve` runs heap.HeapKeeper, which also freezes what
+    survives each second).
 
     The core leaves no reference cycles behind a call (tested), so frequent
     generation-0 passes only cost time on the per-message hot path.
