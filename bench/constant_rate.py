@@ -10,9 +10,15 @@ the server's CPU seconds and RSS.
 At the end: last minute / first minute for rate, p99 and CPU, and the RSS growth
 after the first minute; then the same figures for each peer and warmline's ratio.
 
+With --transfers the calls are blind-transfer cycles (bench/transfer_cycles.py's sipp
+transferee against `warmline serve --flow` with media legs and records, and aiosipua's
+transferor): the engine keeps each ended call listed for `[limits] keep_ended_calls`
+(120 s), so this is where a heap that grows with the calls of the last minutes shows
+(the response-time columns stay 0: that scenario marks no response time).
+
 Run: .venv/bin/python bench/constant_rate.py [--rate 1500] [--minutes 10]
-     [--peers warmline,aiosipua]  (aim at about half the one-process maximum that
-     `bench/sip_throughput.py --one-process` finds)
+     [--peers warmline,aiosipua] [--transfers]  (aim at about half the one-process
+     maximum that `bench/sip_throughput.py --one-process` or bench/transfer_cycles.py finds)
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from sip_throughput import Server, cumulative, free_port, message_rows, rss_mb  # noqa: E402
+from transfer_cycles import SCENARIO as TRANSFEREE  # noqa: E402
+from transfer_cycles import Commands  # noqa: E402
 
 MINUTE = 60
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,10 +79,10 @@ def response_times(workdir: Path) -> list[float]:
     return times
 
 
-def one_minute(port: int, rate: int, workdir: Path, pid: int) -> Minute:
+def one_minute(port: int, rate: int, workdir: Path, pid: int, scenario: list[str]) -> Minute:
     cpu_before = cpu_seconds(pid)
     calls = rate * MINUTE
-    command = ["sipp", "-sn", "uac", f"127.0.0.1:{port}", "-r", str(rate), "-m", str(calls),
+    command = ["sipp", *scenario, f"127.0.0.1:{port}", "-r", str(rate), "-m", str(calls),
                "-p", str(free_port()), "-cp", str(free_port()), "-nostdin",
                "-trace_rtt", "-rtt_freq", "1000000", "-timeout", f"{MINUTE * 2}s",
                "-timeout_error", "-l", str(rate * 4)]
@@ -93,12 +101,16 @@ def one_minute(port: int, rate: int, workdir: Path, pid: int) -> Minute:
                   cpu_seconds(pid) - cpu_before, rss_mb(pid))
 
 
-def run_server(name: str, rate: int, minutes: int) -> list[Minute]:
-    print(f"{name}: {rate} calls/s for {minutes} min on one process", flush=True)
+def run_server(name: str, rate: int, minutes: int, transfers: bool) -> list[Minute]:
+    kind = "blind-transfer cycles" if transfers else "calls"
+    print(f"{name}: {rate} {kind}/s for {minutes} min on one process", flush=True)
     results: list[Minute] = []
-    with tempfile.TemporaryDirectory() as scratch, Server(name) as server:
+    with tempfile.TemporaryDirectory() as scratch, \
+            Server(name, Commands(Path(scratch)) if transfers else None) as server:
+        scenario = TRANSFEREE if transfers else ["-sn", "uac"]
         for index in range(minutes):
-            minute = one_minute(server.port, rate, Path(scratch), server.process.pid)
+            minute = one_minute(server.port, rate, Path(scratch), server.process.pid,
+                                scenario)
             results.append(minute)
             print(f"  minute {index + 1:2d}: {minute.row}", flush=True)
     return results
@@ -127,12 +139,15 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1500)
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--peers", default="warmline,aiosipua")
+    parser.add_argument("--transfers", action="store_true",
+                        help="blind-transfer cycles (the engine) instead of answer-only calls")
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         print("sipp not found: run scripts/setup first", file=sys.stderr)
         return 2
     started = time.monotonic()
-    runs = {name: run_server(name, args.rate, args.minutes) for name in args.peers.split(",")}
+    runs = {name: run_server(name, args.rate, args.minutes, args.transfers)
+            for name in args.peers.split(",")}
     print(f"\nconstant rate {args.rate} calls/s, {args.minutes} x 1 min per server "
           f"({time.monotonic() - started:.0f} s in all):")
     figures = {name: summary(name, minutes) for name, minutes in runs.items()}

@@ -569,6 +569,8 @@ class Switchboard:
             _, call_id = ended.popleft()
             call = self.calls.pop(call_id, None)
             if call is not None:
+                for leg in call.legs:  # session.app -> call -> leg -> session: a cycle that
+                    leg.session.app.pop("call", None)  # reference counting cannot free
                 self.observer.call_forgotten(call)
 
     def _in_dialog(self, event: RequestInDialog) -> None:
