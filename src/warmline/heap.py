@@ -27,8 +27,8 @@ over the call). Those are collected when the node is idle: no live call at
 IDLE_CHECKS checks in a row, IDLE_CHECK_SECONDS apart. Everything is then
 unfrozen, collected and frozen again. At that point the heap is small, with
 no live calls and the listed ended calls mostly gone. A node that is never
-idle collects the same way once the frozen objects have doubled since the
-last full collection (BUSY_GROWTH), so memory stays bounded.
+idle collects the same way once the frozen objects have grown fourfold since
+the last full collection (BUSY_GROWTH), so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ FREEZE_SECONDS = 1.0
 IDLE_CHECK_SECONDS = 60.0
 IDLE_CHECKS = 3  # idle for three checks in a row (2-3 minutes) before a full collection
 YOUNG_THRESHOLD = 50_000  # objects between automatic young collections within a second
-# a node never idle still collects once its frozen objects have doubled since the last
+# a node never idle still collects once its frozen objects have grown fourfold since the last
 # full collection: memory stays bounded whatever leaks into cycles, for one long pause
-# per doubling (the heap of 300 cycles/s with 120 s of ended calls listed: ~3M objects)
-BUSY_GROWTH = 2.0
+# per fourfold growth (the heap of 300 cycles/s with 120 s of ended calls listed: ~3M objects)
+BUSY_GROWTH = 4.0
 
 
 class HeapKeeper:
