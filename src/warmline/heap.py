@@ -61,8 +61,10 @@ class HeapKeeper:
         self._idle_checks = 0
         self._frozen_after_full = 0
         self._handles: list[asyncio.TimerHandle] = []
+        self._thresholds = gc.get_threshold()
 
     def start(self) -> None:
+        self._thresholds = gc.get_threshold()
         gc.collect()
         gc.freeze()
         gc.set_threshold(YOUNG_THRESHOLD, 20, 100)
@@ -72,8 +74,12 @@ class HeapKeeper:
                          loop.call_later(IDLE_CHECK_SECONDS, self._check_idle)]
 
     def stop(self) -> None:
+        """The collector as it was found: a server run in-process (tests, an embedding
+        application) leaves no frozen objects behind."""
         for handle in self._handles:
             handle.cancel()
+        gc.unfreeze()
+        gc.set_threshold(*self._thresholds)
 
     def _freeze_young(self) -> None:
         gc.collect(0)

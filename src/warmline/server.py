@@ -92,11 +92,11 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
         heap = HeapKeeper(lambda: len(shell.ua.sessions))
         heap.start()
         await stop.wait()
-        heap.stop()
         watch.cancel()
         log.info("shutting down: %d live call(s)", len(shell.ua.sessions))
         await side.drain()
         await hang_up_all(shell)
+        heap.stop()  # after the hang-ups: unfrozen, the next collection scans everything
     _log_totals(shell.ua, side.answered())
 
 

@@ -62,6 +62,7 @@ def test_survivors_are_frozen_and_a_young_cycle_is_collected_first() -> None:
 
     young = asyncio.run(run())
     assert young() is None
+    assert gc.get_freeze_count() == 0  # stopped: nothing left frozen
 
 
 def test_a_cycle_frozen_before_it_became_garbage_goes_when_the_node_is_idle() -> None:
