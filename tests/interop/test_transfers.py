@@ -64,6 +64,8 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
                 break
             await asyncio.sleep(0.05)
         assert not running.ua.sessions, "a dialog was left open"
+        # a REFER's listener (which holds its transfer and call) goes with its subscription
+        assert not [refer for refer, _ in calls.switchboard._refers.values() if refer.done]
         await calls.close()
         await relay.close()
     assert handoffs

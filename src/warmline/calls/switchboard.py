@@ -141,7 +141,9 @@ class Switchboard:
         self._ended: deque[tuple[float, str]] = deque()  # (ended at, call id), oldest first
         self._legs: dict[str, CallLeg] = {}  # by session id
         self._leg_listeners: dict[str, LegListener] = {}  # outbound legs, by session id
-        self._refers: dict[int, ReferListener] = {}  # by id() of the subscription
+        # by id() of the subscription, until it is done (final NOTIFY, refusal, no NOTIFY
+        # to come) or its call is forgotten: each listener holds its transfer and call
+        self._refers: dict[int, tuple[ReferSubscription, ReferListener]] = {}
         self._probes: dict[int, asyncio.Future[int]] = {}  # by id() of the probe
         self._tasks: set[asyncio.Task[None]] = set()
         shell.on_event = self.on_event
@@ -152,9 +154,7 @@ class Switchboard:
         if isinstance(event, IncomingCall):
             self._spawn(self._answer(event.session))
         elif isinstance(event, ReferResponse | ReferNotify):
-            listener = self._refers.get(id(event.refer))
-            if listener is not None:
-                listener(event)
+            self._refer_event(event)
         elif isinstance(event, ProbeResult):
             waiter = self._probes.pop(id(event.probe), None)
             if waiter is not None and not waiter.done():
@@ -409,8 +409,16 @@ class Switchboard:
         referred_by = f"<{session.local_party.uri}>"
         refer = self.shell.run(lambda now: self.shell.ua.refer(
             session, refer_to, now, referred_by=referred_by, headers=headers))
-        self._refers[id(refer)] = listener
+        self._refers[id(refer)] = (refer, listener)
         return refer
+
+    def _refer_event(self, event: ReferResponse | ReferNotify) -> None:
+        entry = self._refers.get(id(event.refer))
+        if entry is None or entry[0] is not event.refer:
+            return
+        if event.refer.done:
+            del self._refers[id(event.refer)]
+        entry[1](event)
 
     async def _resolve(self, next_hop: SipUri) -> Resolution:
         """RFC 3263 targets for ``next_hop``; a TLS target is verified against the URI's
@@ -420,9 +428,6 @@ class Switchboard:
             if target.transport == "tls":
                 self.shell.tls_names[(target.host, target.port)] = next_hop.bare_host
         return resolution
-
-    def forget_refer(self, refer: ReferSubscription) -> None:
-        self._refers.pop(id(refer), None)
 
     async def probe(self, uri: str, timeout: float) -> int:
         """OPTIONS ``uri``: its final status, or 408 when nothing answers within ``timeout``.
@@ -569,9 +574,19 @@ class Switchboard:
             _, call_id = ended.popleft()
             call = self.calls.pop(call_id, None)
             if call is not None:
-                for leg in call.legs:  # session.app -> call -> leg -> session: a cycle that
-                    leg.session.app.pop("call", None)  # reference counting cannot free
+                self._let_go(call)
                 self.observer.call_forgotten(call)
+
+    def _let_go(self, call: Call) -> None:
+        """What still points at a forgotten call goes: the listeners of its REFERs that never
+        finished (Refer-Sub: false, a NOTIFY that never came) and its sessions' way back to
+        it (session.app -> call -> leg -> session, a cycle reference counting cannot free)."""
+        sessions = {id(leg.session) for leg in call.legs}
+        for key in [key for key, (refer, _) in self._refers.items()
+                    if id(refer.session) in sessions]:
+            del self._refers[key]
+        for leg in call.legs:
+            leg.session.app.pop("call", None)
 
     def _in_dialog(self, event: RequestInDialog) -> None:
         ua, leg, method = self.shell.ua, self._legs.get(event.session.id), event.request.method
