@@ -60,10 +60,16 @@ class _G722Package:
         self._decoder = G722(8000, 64000)
 
     def encode(self, samples: Samples) -> bytes:
-        return bytes(self._encoder.encode(samples))
+        return bytes(self._encoder.encode(_int16(samples)))
 
     def decode(self, payload: bytes) -> Samples:
         return np.asarray(self._decoder.decode(payload), dtype=np.int16)
+
+
+def _int16(samples: Samples) -> Samples:
+    """``samples`` as 16-bit: wider or float samples clipped, never wrapped around."""
+    pcm = np.asarray(samples)
+    return pcm if pcm.dtype == np.int16 else np.clip(pcm, -32768, 32767).astype(np.int16)
 
 
 def _compiled_g722() -> Callable[[], Any] | None:
@@ -89,10 +95,7 @@ class _G722Compiled:
         self._codec = factory()  # an encoder and a decoder, one direction each
 
     def encode(self, samples: Samples) -> bytes:
-        pcm = np.asarray(samples)
-        if pcm.dtype != np.int16:  # wider or float samples clipped, never wrapped around
-            pcm = np.clip(pcm, -32768, 32767).astype(np.int16)
-        payload: bytes = self._codec.encode(np.ascontiguousarray(pcm))
+        payload: bytes = self._codec.encode(np.ascontiguousarray(_int16(samples)))
         return payload
 
     def decode(self, payload: bytes) -> Samples:
