@@ -21,9 +21,13 @@ collection ever scans more than about a second's survivors. The little
 cyclic garbage there is mostly dies young (an exception and its traceback)
 and is collected before the freeze.
 
-What this cannot collect is a cycle among objects older than a second. A few
-calls in a thousand still leave one (a transfer's control and run, closures
-over the call). Those are collected when the node is idle: no live call at
+What this cannot collect is a cycle among objects older than a second, and
+today nearly every call leaves one when the switchboard forgets it, ~100
+objects: its transfer run, attempt and control refer to one another, its
+relay leg and RTCP session likewise, and closures hold the call. (Until
+2026-12-01 a REFER listener kept every call reachable for good.) Breaking
+those where a call is forgotten is the next step; until then they are
+collected when the node is idle: no live call at
 IDLE_CHECKS checks in a row, IDLE_CHECK_SECONDS apart. Everything is then
 unfrozen, collected and frozen again. At that point the heap is small, with
 no live calls and the listed ended calls mostly gone. A node that is never
@@ -45,8 +49,9 @@ IDLE_CHECK_SECONDS = 60.0
 IDLE_CHECKS = 3  # idle for three checks in a row (2-3 minutes) before a full collection
 YOUNG_THRESHOLD = 50_000  # objects between automatic young collections within a second
 # a node never idle still collects once its frozen objects have grown fourfold since the last
-# full collection: memory stays bounded whatever leaks into cycles, for one long pause
-# per fourfold growth (the heap of 300 cycles/s with 120 s of ended calls listed: ~3M objects)
+# full collection: memory stays bounded whatever leaks into cycles, for one long pause per
+# fourfold growth (at 300 cycles/s sustained: 2.4M -> ~8M objects, a pause of seconds every
+# few minutes; at tens of calls a second, tens of minutes apart)
 BUSY_GROWTH = 4.0
 
 
