@@ -579,14 +579,20 @@ class Switchboard:
 
     def _let_go(self, call: Call) -> None:
         """What still points at a forgotten call goes: the listeners of its REFERs that never
-        finished (Refer-Sub: false, a NOTIFY that never came) and its sessions' way back to
-        it (session.app -> call -> leg -> session, a cycle reference counting cannot free)."""
+        finished (Refer-Sub: false, a NOTIFY that never came), and the ways back to it that
+        make it a cycle only a full garbage collection frees (session.app -> call -> leg ->
+        session; closures over it for its digits; an RTCP session and its leg)."""
         sessions = {id(leg.session) for leg in call.legs}
         for key in [key for key, (refer, _) in self._refers.items()
                     if id(refer.session) in sessions]:
             del self._refers[key]
+        call.on_dtmf = None
         for leg in call.legs:
             leg.session.app.pop("call", None)
+            leg.on_digit = None  # a closure over the call, on the leg and its media
+            release = getattr(leg.media, "release", None)  # the embedded relay's legs
+            if release is not None:
+                release()
 
     def _in_dialog(self, event: RequestInDialog) -> None:
         ua, leg, method = self.shell.ua, self._legs.get(event.session.id), event.request.method

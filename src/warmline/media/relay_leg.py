@@ -309,6 +309,10 @@ class RelayLeg:
         feed.start()
         return feed
 
+    def release(self) -> None:
+        """The call is forgotten (its listing over): its RTCP session lets go of this leg."""
+        self.rtcp.release()
+
     def close(self) -> None:
         self.listen_to(None)
         self.stop_reading()

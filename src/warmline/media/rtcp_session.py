@@ -20,8 +20,9 @@ import asyncio
 import dataclasses
 import random
 import time
+import weakref
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from warmline.media.plane import LegCounters
 from warmline.media.rtcp import (
@@ -89,6 +90,13 @@ class RtcpSession:
             self._handle.cancel()
             self._handle = None
 
+    def release(self) -> None:
+        """Its leg is long over: stopped, and no longer holding the leg (which holds it), so
+        reference counting frees both without waiting for a full garbage collection."""
+        self.stop()
+        self.leg = cast(ReportedLeg, weakref.proxy(self.leg))
+        self._send = _nowhere
+
     def receive(self, data: bytes, source: tuple[str, int]) -> None:
         try:
             reports = parse_compound(data)
@@ -149,3 +157,7 @@ class RtcpSession:
         if stream.rtcp_mux:
             return remote
         return (remote[0], stream.rtcp_port)
+
+
+def _nowhere(data: bytes, destination: tuple[str, int]) -> None:
+    """Where a released session's reports would go (none is sent: it is stopped)."""

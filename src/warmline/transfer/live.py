@@ -160,6 +160,12 @@ class LiveCallControl:
         if not self.call.ended:
             self.call.state = state
 
+    def release(self) -> None:
+        """The call is forgotten: no more events, and no hold on the legs it dialled."""
+        self.sink = None
+        self._legs.clear()
+        self._caller_digits = None
+
     def caller_hung_up(self) -> None:
         """The switchboard saw the caller's leg end."""
         self._post(CallerHungUp())

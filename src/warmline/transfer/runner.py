@@ -91,6 +91,13 @@ class HandoffRun:
         return (self.stage is Stage.ATTEMPTING and isinstance(attempt, AgentAttempt)
                 and attempt.finished and not attempt.ended)
 
+    def release(self) -> None:
+        """The call is forgotten: the run lets go of its attempt and fallback (each holds
+        the run back), so nothing of it waits for a full garbage collection."""
+        self.attempt = None
+        self.fallback = None
+        self.speech = None
+
     def hand_on(self, later: Handoff) -> None:
         """The agent that has the call asked for ``later``: this handoff is complete, its
         agent let go (``later``'s run takes the call from here)."""

@@ -63,9 +63,15 @@ class Transfers:
             control.caller_hung_up()
 
     def forget(self, call: Call) -> None:
-        """The call is long over: let its run and control go."""
-        self._runs.pop(call.id, None)
-        self._controls.pop(call.id, None)
+        """The call is long over: let its run and control go, untied from each other (the
+        run holds the control, whose sink is the run's; the run and its attempt hold each
+        other) so that reference counting frees them with the call."""
+        run = self._runs.pop(call.id, None)
+        control = self._controls.pop(call.id, None)
+        if control is not None:
+            control.release()
+        if run is not None:
+            run.release()
 
     async def close(self) -> None:
         for control in list(self._controls.values()):
