@@ -76,3 +76,32 @@ def test_other_rtcp_types_are_skipped_and_garbage_refused() -> None:
                 struct.pack("!BBH", 0x82, RR, 1) + b"\x00\x00\x00\x01"):
         with pytest.raises(RtcpError):
             parse_compound(bad)
+
+
+class _Leg:
+    """A leg that owns its RTCP session, as RelayLeg does (the session holds it back)."""
+
+    def __init__(self) -> None:
+        from warmline.media.rtcp_session import RtcpSession
+
+        self.rtcp = RtcpSession(self, self.send)  # type: ignore[arg-type]
+
+    def send(self, data: bytes, destination: tuple[str, int]) -> None:
+        raise AssertionError("a released session sends nothing")
+
+
+def test_a_released_rtcp_session_lets_its_leg_be_freed_without_a_garbage_collection() -> None:
+    import gc
+    import weakref
+
+    gc.disable()  # only reference counting may free it
+    try:
+        kept, released = _Leg(), _Leg()
+        released.rtcp.release()
+        kept_ref, released_ref = weakref.ref(kept), weakref.ref(released)
+        del kept, released
+        assert released_ref() is None  # no cycle left: freed at once
+        assert kept_ref() is not None  # leg <-> session: waits for a collection
+    finally:
+        gc.enable()
+        gc.collect()
