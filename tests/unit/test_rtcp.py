@@ -98,6 +98,7 @@ def test_a_released_rtcp_session_lets_its_leg_be_freed_without_a_garbage_collect
     try:
         kept, released = _Leg(), _Leg()
         released.rtcp.release()
+        released.rtcp.release()  # a leg two calls shared is released by both
         kept_ref, released_ref = weakref.ref(kept), weakref.ref(released)
         del kept, released
         assert released_ref() is None  # no cycle left: freed at once

@@ -574,7 +574,10 @@ class Switchboard:
             _, call_id = ended.popleft()
             call = self.calls.pop(call_id, None)
             if call is not None:
-                self._let_go(call)
+                try:
+                    self._let_go(call)
+                except Exception:  # runs as a new call is taken: a bug here must not cost it
+                    log.exception("call %s: letting go of it failed", call_id)
                 self.observer.call_forgotten(call)
 
     def _let_go(self, call: Call) -> None:

@@ -94,7 +94,8 @@ class RtcpSession:
         """Its leg is long over: stopped, and no longer holding the leg (which holds it), so
         reference counting frees both without waiting for a full garbage collection."""
         self.stop()
-        self.leg = cast(ReportedLeg, weakref.proxy(self.leg))
+        if not isinstance(self.leg, weakref.ProxyType):  # a leg in two calls: twice
+            self.leg = cast(ReportedLeg, weakref.proxy(self.leg))
         self._send = _nowhere
 
     def receive(self, data: bytes, source: tuple[str, int]) -> None:
