@@ -53,11 +53,10 @@ def _weight(leg: BridgedLeg, peer: BridgedLeg) -> int:
     return TRANSCODED_LOAD if "opus" in keys else G722_LOAD
 
 
-def _codec_id(key: str) -> int:
-    """_fastpath.c's id for a codec it transcodes; 0 (any other) for one it does not, as
-    a build older than the codec would refuse its id (a pass-through pair needs none)."""
-    module = _load_forwarder()
-    transcodes = getattr(module, "TRANSCODES", ()) if module is not None else ()
+def _codec_id(key: str, transcodes: frozenset[str]) -> int:
+    """_fastpath.c's id for a codec it transcodes (``transcodes``, FastPath's); 0 (any
+    other) for one it does not, as a build older than the codec would refuse its id (a
+    pass-through pair needs none)."""
     return _CODEC_IDS.get(key, 0) if key in transcodes else 0
 
 
@@ -226,7 +225,7 @@ class FastPath:
         if leg.offload is not None or peer is None or not eligible(leg, peer, self.transcodes):
             return False
         thread = self._load.index(min(self._load))
-        specs = _spec(leg, peer), _spec(peer, leg)
+        specs = _spec(leg, peer, self.transcodes), _spec(peer, leg, self.transcodes)
         load = _weight(leg, peer) if _TRANSCODE in (specs[0][7], specs[1][7]) else 1
         leg.stop_reading()
         peer.stop_reading()
@@ -265,8 +264,8 @@ class FastPath:
             return None
         thread = self._load.index(min(self._load))
         try:
-            slot = self._forwarders[thread].play(_spec_alone(leg), frames, frame_length,
-                                                 position, source)
+            slot = self._forwarders[thread].play(_spec_alone(leg, self.transcodes), frames,
+                                                 frame_length, position, source)
         except (OSError, OverflowError, ValueError):
             return None
         self._load[thread] += 1
@@ -302,17 +301,18 @@ class FastPath:
             forwarder.close()
 
 
-def _spec_alone(leg: BridgedLeg) -> tuple[object, ...]:
+def _spec_alone(leg: BridgedLeg, transcodes: frozenset[str]) -> tuple[object, ...]:
     """The forwarder's view of a leg it only sends to (a loop being played)."""
     stream, remote, reception = leg.stream, leg.remote, leg.reception
     assert stream is not None and remote is not None and reception is not None
     family = socket.AF_INET6 if ":" in remote[0] else socket.AF_INET
     return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, -1,
-            stream.codec.clock_rate, 0, _codec_id(stream.codec.key), 0,
+            stream.codec.clock_rate, 0, _codec_id(stream.codec.key, transcodes), 0,
             reception.export_state(), leg.outgoing.export_state())
 
 
-def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:
+def _spec(leg: BridgedLeg, peer: BridgedLeg, transcodes: frozenset[str]
+          ) -> tuple[object, ...]:
     """The forwarder's view of ``leg``: socket, far end, codec, stream and statistics."""
     stream, peer_stream, remote, reception = leg.stream, peer.stream, leg.remote, leg.reception
     assert stream is not None and peer_stream is not None
@@ -321,5 +321,5 @@ def _spec(leg: BridgedLeg, peer: BridgedLeg) -> tuple[object, ...]:
     dtmf = -1 if stream.dtmf_payload_type is None else stream.dtmf_payload_type
     return (leg.fileno(), int(family), remote[0], remote[1], stream.payload_type, dtmf,
             stream.codec.clock_rate, _conversion(peer_stream, stream),
-            _codec_id(stream.codec.key), stream.dtmf_clock_rate or 0,
+            _codec_id(stream.codec.key, transcodes), stream.dtmf_clock_rate or 0,
             reception.export_state(), leg.outgoing.export_state())
