@@ -31,7 +31,7 @@ from warmline.brain.service import Brain, TurnResult
 from warmline.brain.status_events import CallStatusUrls, StatusCallbacks
 from warmline.brain.turns import Turn
 from warmline.calls.adoption import Adoption
-from warmline.calls.call import Call, CallState
+from warmline.calls.call import Call, CallState, EndedCall
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.drain import Drain, DrainState
 from warmline.calls.recording import (
@@ -81,6 +81,7 @@ from warmline.transport.shell import SipShell
 log = logging.getLogger("warmline")
 PAST_HANDOFFS = 500  # handoffs of forgotten calls still listed by GET /handoffs
 TRACE_DELAY = 5.0  # seconds after the call ends before its SIP trace is written
+FORGET_EVERY_SECONDS = 2.0  # ended calls are let go at least this often (and as calls come)
 RETENTION_SWEEP = 3600.0  # seconds between two sweeps of recordings past their retention
 LEFT_OVER_ASK_SECONDS = 2.0  # asking Redis which left-over dialogs another node took
 # event data the records keep verbatim: what calls are routed by, and file paths
@@ -107,7 +108,8 @@ class CallEngine:
     ``status_events``: signed status callbacks (brain/status_events.py), or None.
     ``sip_trace``: the shell's tap, kept per call and stored in ``traces.sqlite`` at its
     end; ``trace_keep_days``: stored traces older are deleted (0: kept).
-    ``keep_ended_calls``: seconds an ended call stays in ``calls`` (then: the records).
+    ``keep_ended_calls``: seconds an ended call stays listed (``ended_calls`` after its
+    first few seconds whole in ``calls``; then: the records).
     ``max_calls``: calls at once; a new one past it is answered 503 with the SIP
     core's Retry-After (0: no cap), as is one that finds every media port taken.
     ``outbound``: whom :meth:`place_call` and the callback dialler may ring, as whom
@@ -203,8 +205,22 @@ class CallEngine:
     # -- what an AI app uses -----------------------------------------------------------
     @property
     def calls(self) -> dict[str, Call]:
-        """Live calls, and ended ones for an hour (the API lists them)."""
+        """Live calls, and calls ended in the last few seconds, whole."""
         return self.switchboard.calls
+
+    @property
+    def ended_calls(self) -> dict[str, EndedCall]:
+        """What is kept of the calls that ended before that, while the API lists them."""
+        return self.switchboard.ended_calls
+
+    def known_call(self, call_id: str) -> Call | EndedCall | None:
+        """The call, whole or as listed after its end; None once the records alone know it."""
+        return self.calls.get(call_id) or self.ended_calls.get(call_id)
+
+    def call_listing(self) -> list[dict[str, Any]]:
+        """GET /calls on this node: every call held, whole or as listed after its end."""
+        return [*(call.as_dict() for call in self.calls.values()),
+                *(call.as_dict() for call in self.ended_calls.values())]
 
     @property
     def callbacks(self) -> list[ScheduledCallback]:
@@ -335,6 +351,17 @@ class CallEngine:
             self.spawn(self._sweep_recordings())
         if self._trace_writer is not None and self.trace_keep_days > 0:
             self.spawn(self._sweep_traces(self._trace_writer))
+        self.spawn(self._forget_ended_calls())
+
+    async def _forget_ended_calls(self) -> None:
+        """Ended calls are let go as new ones arrive, and on this timer too: a node that
+        goes quiet does not hold its last calls whole (nor list them) for ever."""
+        while True:
+            await asyncio.sleep(FORGET_EVERY_SECONDS)
+            try:
+                self.switchboard.forget_ended_calls()
+            except Exception:  # a bug here must not stop the timer
+                log.exception("forgetting ended calls failed")
 
     def _join_the_cluster(self, shared: SharedState) -> None:
         """Share our dialogs (so a live node can take our calls over if we die), take over
@@ -618,12 +645,15 @@ class CallEngine:
         self._callback_calls.pop(call.id, None)
         if self.call_events is not None:
             self.spawn(self.call_events.forget(call.id))
+        self.brain.forget(call.id)
+        self.transfers.forget(call)
+
+    def call_unlisted(self, call: EndedCall) -> None:
+        """Its handoffs leave the live view with it (GET /handoffs keeps the last few)."""
         for handoff_id in call.handoff_ids:
             handoff = self.handoffs.pop(handoff_id, None)
             if handoff is not None:
                 self.past_handoffs.append(handoff)
-        self.brain.forget(call.id)
-        self.transfers.forget(call)
 
     # -- inside ------------------------------------------------------------------------
     def _start(self, call: Call, handoff: Handoff) -> Handoff:
@@ -866,6 +896,8 @@ class CallEngine:
     def _call(self, call_id: str) -> Call:
         call = self.calls.get(call_id)
         if call is None:
+            if call_id in self.ended_calls:
+                raise HandoffError(f"call {call_id} has ended", Problem.CONFLICT)
             raise HandoffError(f"no call {call_id}", Problem.UNKNOWN_CALL)
         return call
 

@@ -241,8 +241,8 @@ async def _engine(stack: contextlib.AsyncExitStack, shell: SipShell, settings: S
     take_call = _ai_side(engine, settings)  # bound before any call can arrive
     stack.push_async_callback(engine.close)
     await _start_api(stack, engine, settings, http)
-    return CallSide(lambda: len(engine.calls), engine.start, engine.registrations.stop,
-                    engine.drain)
+    return CallSide(lambda: len(engine.calls) + len(engine.ended_calls), engine.start,
+                    engine.registrations.stop, engine.drain)
 
 
 def _limits(settings: ServeSettings) -> ConcurrencyLimits:

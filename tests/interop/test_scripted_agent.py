@@ -45,7 +45,7 @@ transfer = {{ to = "{billing.uri}", mode = "bridge", timeout = 5 }}
 
     outcome = asyncio.run(run_transfer(
         tmp_path, caller_presses("1", 2500, caller_hangs_up(3000)), start, [billing],
-        configure=configure, started_by_engine=True))
+        configure=configure, started_by_engine=True, let_go=False))
     assert outcome.handoff.context == {"flow_step": "billing", "choice": "1"}
     assert "connected" in kinds(outcome.handoff) and outcome.legs_left == 0
     turns = outcome.engine.brain.conversations[outcome.call.id].turns

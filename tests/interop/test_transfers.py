@@ -7,10 +7,12 @@ the handoff's outcome and events, and that no leg or RTP socket is left.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from pathlib import Path
 
 import pytest
 
+from tests.interop.forgetting import assert_let_go_cleanly
 from tests.interop.peers import engine, free_port, relay_block, render_scenario, run_sipp
 from tests.interop.test_sipp import FAILURE_TAIL, SUCCESS_TAIL
 from warmline.api import http_status
@@ -66,6 +68,10 @@ async def run_transfer(tmp_path: Path, caller_scenario: Path, destination: Desti
         assert not running.ua.sessions, "a dialog was left open"
         # a REFER's listener (which holds its transfer and call) goes with its subscription
         assert not [refer for refer, _ in calls.switchboard._refers.values() if refer.done]
+        [call_id] = calls.calls
+        freed = weakref.ref(calls.calls[call_id])
+        assert_let_go_cleanly(calls)
+        assert freed() is None, "the call outlived its letting go"
         await calls.close()
         await relay.close()
     assert handoffs

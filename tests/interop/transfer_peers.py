@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.interop.forgetting import assert_let_go_cleanly
 from tests.interop.peers import (
     SippResult,
     engine,
@@ -93,10 +94,13 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
                        announcement: str | None = None,
                        configure: Callable[[CallEngine], None] | None = None,
                        started_by_engine: bool = False,
-                       engine_options: dict[str, Any] | None = None) -> Outcome:
+                       engine_options: dict[str, Any] | None = None,
+                       let_go: bool = True) -> Outcome:
     """A sipp caller calls in; on answer ``make_handoff`` is started; every peer must pass.
 
     ``started_by_engine``: ``make_handoff`` starts the handoff itself (a trigger did).
+    ``let_go``: the ended call is let go before the engine closes, leaving no reference
+    cycle (False: the test reads what the engine drops then, such as the brain's turns).
     """
     handoffs: list[Handoff] = []
     calls_seen: list[Call] = []
@@ -140,6 +144,8 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
             await asyncio.sleep(0.05)
         live = [(s.call_id, s.state.value) for s in running.ua.sessions]
         assert not live, f"dialogs left open: {live}"
+        if let_go:
+            assert_let_go_cleanly(calls)
         await calls.close()
         await relay.close()
     assert calls_seen

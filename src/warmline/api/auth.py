@@ -32,7 +32,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import HTTPConnection
 
 from warmline.api.dependencies import HttpRefusals
-from warmline.calls.call import Call
+from warmline.calls.call import Call, EndedCall
 from warmline.transfer.handoff import Handoff
 
 OPEN_PATHS = frozenset({"/dashboard", "/healthz", "/readyz"})
@@ -46,17 +46,18 @@ def same_secret(given: str | None, expected: str) -> bool:
 
 
 SharedToken = Callable[[str], Awaitable[str | None]]  # handoff id -> its token, cluster-wide
+FindCall = Callable[[str], Call | EndedCall | None]  # call id -> the call, whole or as listed
 
 
 def install_auth(app: FastAPI, api_token: str, handoffs: Mapping[str, Handoff],
-                 calls: Mapping[str, Call], refusals: HttpRefusals,
+                 find_call: FindCall, refusals: HttpRefusals,
                  shared_token: SharedToken | None = None) -> None:
     """Refuse (401, counted) each HTTP request that the token rules above do not let in.
     ``shared_token``: a handoff's token from the cluster, for handoffs held elsewhere."""
 
     async def require_token(request: Request, call_next: RequestResponseEndpoint) -> Response:
         if (same_secret(bearer(request), api_token) or _opens_its_handoff(request, handoffs)
-                or _opens_its_call(request, calls) or request.url.path in OPEN_PATHS
+                or _opens_its_call(request, find_call) or request.url.path in OPEN_PATHS
                 or await _opens_shared_handoff(request, handoffs, shared_token)):
             return await call_next(request)
         refusals.unauthorised += 1
@@ -82,7 +83,7 @@ def basic_password(request: HTTPConnection) -> str | None:
     return pair.partition(":")[2]
 
 
-def call_token_opens(connection: HTTPConnection, call: Call | None) -> bool:
+def call_token_opens(connection: HTTPConnection, call: Call | EndedCall | None) -> bool:
     """Whether ``connection`` carries ``call``'s own token (Bearer, ``?token=``, or the
     Basic password a Twilio client sends)."""
     if call is None:
@@ -92,11 +93,11 @@ def call_token_opens(connection: HTTPConnection, call: Call | None) -> bool:
     return same_secret(given, call.token)
 
 
-def _opens_its_call(request: Request, calls: Mapping[str, Call]) -> bool:
+def _opens_its_call(request: Request, find_call: FindCall) -> bool:
     """A request under /calls/{id}/, or Twilio's update of call {id} (api/twilio.py),
     carrying that call's token."""
     call_id = call_in_path(request.url.path.strip("/").split("/"))
-    return call_id is not None and call_token_opens(request, calls.get(call_id))
+    return call_id is not None and call_token_opens(request, find_call(call_id))
 
 
 def call_in_path(parts: list[str]) -> str | None:

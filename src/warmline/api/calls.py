@@ -43,7 +43,7 @@ async def list_calls(engine: EngineDep) -> list[dict[str, Any]]:
     seconds; older ones are read one at a time from the records (GET /calls/{id}). In a
     cluster, every node's live calls, each with its ``node``."""
     if engine.shared is None:
-        return [call.as_dict() for call in engine.calls.values()]
+        return engine.call_listing()
     return await every_call(engine)
 
 
@@ -51,7 +51,7 @@ async def list_calls(engine: EngineDep) -> list[dict[str, Any]]:
 async def get_call(call_id: str, engine: EngineDep, settings: SettingsDep) -> dict[str, Any]:
     """One call: from memory while it lives (and briefly after), else from the records
     with its events (404 when neither knows it)."""
-    call = engine.calls.get(call_id)
+    call = engine.known_call(call_id)
     if call is not None:
         return {**call.as_dict(), "source": "live"}
     history = await _from_the_records(settings, call_id)
@@ -216,15 +216,19 @@ def end_call(engine: CallEngine, call: Call) -> None:
 
 
 def _require_call(engine: CallEngine, call_id: str) -> None:
-    """404 for a call the engine does not know. Called in the route, not as a dependency,
-    so an invalid body still gets its 422 first."""
+    """404 for a call the engine does not know, 409 for one it lists as ended (no longer
+    whole). Called in the route, not as a dependency, so an invalid body still gets its
+    422 first."""
+    if call_id in engine.ended_calls:
+        raise HTTPException(409, f"call {call_id} has ended")
     if call_id not in engine.calls:
         raise HTTPException(404, f"no call {call_id}")
 
 
 async def _require_known_call(engine: CallEngine, settings: ApiSettings, call_id: str) -> None:
     """404 unless the call is in memory or, once forgotten, in the records."""
-    if call_id not in engine.calls and await _from_the_records(settings, call_id) is None:
+    if engine.known_call(call_id) is None and \
+            await _from_the_records(settings, call_id) is None:
         raise HTTPException(404, f"no call {call_id}")
 
 

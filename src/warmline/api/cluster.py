@@ -41,7 +41,8 @@ def install_forwarding(app: FastAPI, engine: CallEngine, shared: SharedState,
 
     async def forward(request: Request, call_next: RequestResponseEndpoint) -> Response:
         call_id = _call_of(request.url.path.strip("/").split("/"))
-        if call_id is None or call_id in engine.calls or FORWARDED_BY in request.headers:
+        if call_id is None or engine.known_call(call_id) is not None \
+                or FORWARDED_BY in request.headers:
             return await call_next(request)
         if not shared.available:
             return await _unlocated(request, call_next, call_id, api_token)
@@ -122,7 +123,7 @@ async def shared_handoff(shared: SharedState | None, handoff_id: str) -> dict[st
 
 async def every_call(engine: CallEngine) -> list[dict[str, Any]]:
     """This node's calls (fresh, ended ones too) and the other nodes' live calls."""
-    here = [{**call.as_dict(), "node": _node(engine)} for call in engine.calls.values()]
+    here = [{**call, "node": _node(engine)} for call in engine.call_listing()]
     shared = engine.shared
     if shared is None or not shared.available:
         return here

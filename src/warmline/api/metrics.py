@@ -20,7 +20,9 @@ def metrics_text(engine: CallEngine, http_refusals: dict[str, int] | None = None
         "# HELP warmline_calls Calls in the live view, by state.",
         "# TYPE warmline_calls gauge",
         *(f'warmline_calls{{state="{state}"}} {sum(c.state == state for c in calls)}'
-          for state in CallState),
+          for state in CallState if state is not CallState.ENDED),
+        f'warmline_calls{{state="ended"}} '
+        f"{sum(c.ended for c in calls) + len(engine.ended_calls)}",
         "# HELP warmline_handoffs Handoffs in the live view, by status.",
         "# TYPE warmline_handoffs gauge",
         *(f'warmline_handoffs{{status="{status}"}} {count}'

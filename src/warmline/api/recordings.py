@@ -40,7 +40,7 @@ async def control_recording(call_id: str, body: RecordingRequest,
 @router.get("/calls/{call_id}/recording")
 async def recording_status(call_id: str, engine: EngineDep) -> RecordingStatus:
     """Whether the call is being recorded now (announcing, recording, paused) or not."""
-    if call_id not in engine.calls:
+    if engine.known_call(call_id) is None:
         raise HTTPException(404, f"no call {call_id}")
     return RecordingStatus(call_id=call_id, recording=engine.recordings.phase(call_id))
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, WebSocket
 from warmline.agents.media_stream import run_stream
 from warmline.api.auth import bearer, call_token_opens, same_secret
 from warmline.api.dependencies import EngineDep, SettingsDep
+from warmline.calls.call import Call
 
 router = APIRouter()
 
@@ -23,12 +24,12 @@ router = APIRouter()
 async def media_stream(socket: WebSocket, call_id: str, engine: EngineDep,
                        settings: SettingsDep) -> None:
     """A bot connects here for a call's media (Twilio Media Streams framing)."""
-    call = engine.calls.get(call_id)
+    call = engine.known_call(call_id)
     if settings.api_token is not None and not (
             same_secret(bearer(socket), settings.api_token) or call_token_opens(socket, call)):
         await socket.close(code=1008, reason="token: this call's token is needed")
         return
-    if call is None or call.ended:
+    if not isinstance(call, Call) or call.ended:
         await socket.close(code=1008, reason=f"no live call {call_id}")
         return
     await socket.accept()

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 
 from warmline.api.calls import end_call
 from warmline.api.dependencies import EngineDep
-from warmline.calls.call import CallState
+from warmline.calls.call import Call, CallState
 
 router = APIRouter()
 NOT_FOUND, INVALID_STATE = 20404, 21220  # Twilio's error codes for these answers
@@ -38,8 +38,8 @@ async def update_call(account_sid: str, call_sid: str, request: Request,
     problem = _unsupported(form)
     if problem is not None:
         return _error(400, None, problem)
-    call = engine.calls.get(call_sid)
-    if call is None or call.ended:
+    call = engine.known_call(call_sid)
+    if not isinstance(call, Call) or call.ended:
         return _error(404, NOT_FOUND, f"call {call_sid} " + (
             "has ended" if call is not None else "is not known to warmline"))
     if call.state is not CallState.AI:

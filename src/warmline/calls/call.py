@@ -63,6 +63,7 @@ class Call:
         return str(self.caller.session.remote_party.uri)
 
     def as_dict(self) -> dict[str, Any]:
+        """The call as GET /calls lists it (and as the cluster shares it)."""
         session = self.caller.session
         return {"id": self.id, "from": self.caller_uri,
                 "to": str(session.local_party.uri), "state": self.state.value,
@@ -70,3 +71,32 @@ class Call:
                 "direction": self.direction.value,
                 "token": self.token,  # for its bot: opens this call's routes only
                 "handoffs": list(self.handoff_ids)}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EndedCall:
+    """What is kept of a call a few seconds after it ended, for the rest of the time
+    GET /calls lists it: its listing and its token (its bot may still ask how it ended).
+
+    The whole call (sessions, media legs, offer/answer, the transfer run: ~150 objects)
+    goes as soon as nothing can still need it; a dict per call is what a busy node can
+    afford to keep for minutes (at 300 calls a second, two minutes of whole calls held a
+    gigabyte)."""
+
+    id: str
+    listing: dict[str, Any]
+    token: str = field(repr=False)
+    ended_at: float  # the shell's clock
+    handoff_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, call: Call) -> EndedCall:
+        assert call.ended_at is not None, "only an ended call is kept this way"
+        return cls(call.id, call.as_dict(), call.token, call.ended_at, tuple(call.handoff_ids))
+
+    @property
+    def ended(self) -> bool:
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.listing, "handoffs": list(self.handoff_ids)}

@@ -11,7 +11,10 @@ listener given with each, so the layer above never sees the UA.
 
 Ended calls stay listed for ``keep_ended`` seconds (the API shows them; two
 minutes by default), then are forgotten in the order they ended: the records
-keep them for good, and the API reads them from there.
+keep them for good, and the API reads them from there. A call is kept whole
+for only ``KEEP_WHOLE_SECONDS`` of that (its last BYEs, its trace, a late
+NOTIFY); then its legs, media and transfer run are let go and an
+:class:`EndedCall` (its listing) stands in for it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any, Protocol
 
-from warmline.calls.call import Call, CallState, Direction
+from warmline.calls.call import Call, CallState, Direction, EndedCall
 from warmline.calls.dialog_journal import DialogJournal
 from warmline.calls.leg import CallLeg, quoted
 from warmline.calls.trunks import Trunks
@@ -63,6 +66,7 @@ from warmline.transport.shell import SipShell
 
 log = logging.getLogger("warmline.calls")
 KEEP_ENDED_SECONDS = 120.0  # default: the API lists an ended call this long, then the records
+KEEP_WHOLE_SECONDS = 10.0  # an ended call whole this long (its trace is written at 5 s)
 # Q.850 cause 41, temporary failure: the call was lost, calling again may work
 LEFT_OVER_REASON = 'Q.850;cause=41;text="warmline restarted; the call was lost"'
 LEFT_OVER_TRIES, LEFT_OVER_RETRY_SECONDS = 3, 10.0
@@ -89,7 +93,12 @@ class CallObserver(Protocol):
 
     def call_ended(self, call: Call, reason: str | None) -> None: ...
 
-    def call_forgotten(self, call: Call) -> None: ...
+    def call_forgotten(self, call: Call) -> None:
+        """The call is let go (``KEEP_WHOLE_SECONDS`` after its end): drop what is kept of
+        it beside its listing."""
+
+    def call_unlisted(self, call: EndedCall) -> None:
+        """The call has left GET /calls (``keep_ended`` seconds after its end)."""
 
     def registration_changed(self, registration: Registration) -> None: ...
 
@@ -116,6 +125,7 @@ class Switchboard:
         # seconds an ended call stays in ``calls``: long enough for the API to see how it
         # ended, short enough that memory does not grow with the last hour's traffic
         self.keep_ended = keep_ended
+        self.keep_whole = KEEP_WHOLE_SECONDS  # of which this long whole (then: its listing)
         self.journal = journal  # the dialogs we own, for the next start after a crash
         # the same dialogs for the cluster (cluster/takeover.py): memo key -> what an heir
         # needs; on_dialog_kept/gone tell the shared state as they change
@@ -137,8 +147,10 @@ class Switchboard:
         self.media_address = media_address
         self.codecs = codecs
         self.observer = observer
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, Call] = {}  # live, and ended in the last KEEP_WHOLE_SECONDS
+        self.ended_calls: dict[str, EndedCall] = {}  # ended before that, still listed
         self._ended: deque[tuple[float, str]] = deque()  # (ended at, call id), oldest first
+        self._listed: deque[EndedCall] = deque()  # ``ended_calls``, oldest first
         self._legs: dict[str, CallLeg] = {}  # by session id
         self._leg_listeners: dict[str, LegListener] = {}  # outbound legs, by session id
         # by id() of the subscription, until it is done (final NOTIFY, refusal, no NOTIFY
@@ -224,14 +236,21 @@ class Switchboard:
         self._leg_listeners[session.id] = listener
 
     def add_call(self, call: Call) -> None:
-        self._forget_ended_calls()
+        self.forget_ended_calls()
+        self._unlist(call.id)  # an id back (adopted back from the node that inherited it)
         self.calls[call.id] = call
         self._say_if_full()
+
+    def _unlist(self, call_id: str) -> None:
+        listed = self.ended_calls.pop(call_id, None)
+        if listed is not None:
+            self.observer.call_unlisted(listed)
 
     def retire_ended(self, call_id: str) -> bool:
         """Make room for a call coming back under its id (taken over from a node that had
         inherited it from us): True when ``call_id`` is free now, False when it is live.
         An ended one is forgotten at once (rare: a scan of the ended queue)."""
+        self._unlist(call_id)
         call = self.calls.get(call_id)
         if call is None:
             return True
@@ -240,6 +259,7 @@ class Switchboard:
         self._ended = deque(entry for entry in self._ended if entry[1] != call_id)
         del self.calls[call_id]
         self.observer.call_forgotten(call)
+        self.observer.call_unlisted(EndedCall.of(call))
         return True
 
     def _say_if_full(self) -> None:
@@ -565,20 +585,39 @@ class Switchboard:
                   source.host, extra={"call_id": session.call_id})
         return None
 
-    def _forget_ended_calls(self) -> None:
-        """Drop calls that ended over ``keep_ended`` seconds ago (constant time per call:
-        the oldest first off a queue, never a scan)."""
-        horizon = self.shell.now() - self.keep_ended
+    def forget_ended_calls(self) -> None:
+        """Let go of calls that ended over ``keep_whole`` seconds ago, keeping their listing,
+        and drop the listings over ``keep_ended`` seconds old. Constant time per call: the
+        oldest first off two queues, never a scan. Runs as each call arrives and on the
+        engine's timer (an idle node lets go too)."""
+        now = self.shell.now()
+        unlisted_before = now - self.keep_ended
+        whole_before = now - min(self.keep_whole, self.keep_ended)
         ended = self._ended
-        while ended and ended[0][0] < horizon:
-            _, call_id = ended.popleft()
+        while ended and ended[0][0] < whole_before:
+            ended_at, call_id = ended.popleft()
             call = self.calls.pop(call_id, None)
             if call is not None:
-                try:
-                    self._let_go(call)
-                except Exception:  # runs as a new call is taken: a bug here must not cost it
-                    log.exception("call %s: letting go of it failed", call_id)
-                self.observer.call_forgotten(call)
+                self._forget(call, listed=ended_at >= unlisted_before)
+        listed = self._listed
+        while listed and listed[0].ended_at < unlisted_before:
+            entry = listed.popleft()
+            if self.ended_calls.get(entry.id) is entry:  # not an id that came back since
+                del self.ended_calls[entry.id]
+                self.observer.call_unlisted(entry)
+
+    def _forget(self, call: Call, *, listed: bool) -> None:
+        entry = EndedCall.of(call)
+        try:
+            self._let_go(call)
+        except Exception:  # runs as a new call is taken: a bug here must not cost it
+            log.exception("call %s: letting go of it failed", call.id)
+        self.observer.call_forgotten(call)
+        if listed:
+            self.ended_calls[call.id] = entry
+            self._listed.append(entry)
+        else:
+            self.observer.call_unlisted(entry)
 
     def _let_go(self, call: Call) -> None:
         """What still points at a forgotten call goes: the listeners of its REFERs that never
@@ -592,6 +631,7 @@ class Switchboard:
         call.on_dtmf = None
         for leg in call.legs:
             leg.session.app.pop("call", None)
+            leg.session.app.pop("leg_of", None)  # a leg we dialled: its session outlives it
             leg.on_digit = None  # a closure over the call, on the leg and its media
             release = getattr(leg.media, "release", None)  # the embedded relay's legs
             if release is not None:

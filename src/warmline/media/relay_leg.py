@@ -325,6 +325,7 @@ class RelayLeg:
             self._rtcp_sock.close()
             self._rtcp_sock = None
         self.target = None
+        self._first_word = self._on_first_word = None  # a closure over its transfer's control
         if self.on_close is not None:
             self.on_close(self)
             self.on_close = None

@@ -85,6 +85,12 @@ class Attempt(ABC):
     def release(self) -> None:
         """Let go of whatever the attempt holds (a leg being dialled, timers)."""
 
+    def untie(self) -> None:
+        """The call is forgotten: drop what makes the attempt and its helpers a cycle (a
+        dial holding the attempt's own methods), so reference counting frees the call.
+        An attempt that dials nothing itself has nothing to drop."""
+        return None
+
     # -- the bridge, shared by the attempts that dial the human themselves --------
     def bridge(self) -> None:
         """Caller and human hear each other; the AI leaves the media path."""

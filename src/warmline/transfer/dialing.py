@@ -53,6 +53,14 @@ class DialState(Enum):
 Failure = Callable[[str, "int | None"], None]
 
 
+def _nothing() -> None:
+    """What an untied dial tells of an answer (its call is forgotten)."""
+
+
+def _no_failure(reason: str, status: int | None) -> None:
+    """What an untied dial tells of a failure (its call is forgotten)."""
+
+
 class HumanDial:
     """Reaches the human for one attempt; ``answered()`` or ``failed(reason, status)``."""
 
@@ -68,6 +76,11 @@ class HumanDial:
         self.ringing: dict[LegId, str] = {}  # legs dialled and not failed yet: their URI
         self._failures: list[tuple[int | None, str]] = []  # (status, failure) of the others
         self._told_ringing = False  # the handoff's ringing step is recorded once
+
+    def untie(self) -> None:
+        """The call is forgotten: its attempt's methods go (they hold the attempt)."""
+        self._answered = _nothing
+        self._failed = _no_failure
 
     def start(self) -> None:
         if self.destination.probe:

@@ -61,6 +61,13 @@ class FallbackStep(ABC):
     @abstractmethod
     def handle(self, event: TransferEvent) -> None: ...
 
+    def untie(self) -> None:
+        """The call is forgotten: the step's line lets go of the step (the pair is a cycle
+        that holds the run, its control and the call)."""
+        speech = getattr(self, "speech", None)  # the steps that speak; set once they have
+        if isinstance(speech, Utterance):
+            speech.untie()
+
 
 class VoicemailStage(Enum):
     PROMPT = "prompt"

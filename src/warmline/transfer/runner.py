@@ -94,7 +94,11 @@ class HandoffRun:
     def release(self) -> None:
         """The call is forgotten: the run lets go of its attempt and fallback (each holds
         the run back), so nothing of it waits for a full garbage collection."""
+        if self.attempt is not None:
+            self.attempt.untie()
         self.attempt = None
+        if self.fallback is not None:
+            self.fallback.untie()
         self.fallback = None
         self.speech = None
 

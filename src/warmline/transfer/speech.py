@@ -123,7 +123,17 @@ class Utterance:
             return
         self.playback = self.control.play(self.leg, speech)
 
+    def untie(self) -> None:
+        """The call is forgotten: ``done`` goes (a method of whoever speaks, which holds
+        this utterance back: a cycle holding the run and the call)."""
+        self.finished = True
+        self._done = _nothing
+
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
             self._done()
+
+
+def _nothing() -> None:
+    """What an untied utterance does when done (its call is forgotten)."""
