@@ -55,6 +55,29 @@ def test_malformed_sdp_is_400(offer: bytes) -> None:
     assert caught.value.status == 400
 
 
+def test_a_port_past_65535_is_400() -> None:
+    with pytest.raises(sdp.SdpError) as caught:
+        negotiate(make_offer("m=audio 99999999 RTP/AVP 0\r\n"), ["PCMU"])
+    assert caught.value.status == 400 and "out of range" in caught.value.reason
+
+
+@pytest.mark.parametrize(("connection", "why"), [
+    ("c=IN IP4 media.pbx.example\r\n", "not an IP address"),  # no DNS on the media path
+    ("c=IN IP4 0\r\n", "not an IP address"),
+    ("c=IN IP4 224.2.1.1/127\r\n", "multicast"),
+    ("c=IN IP6 ff0e::101\r\n", "multicast"),
+])
+def test_a_media_address_that_is_no_unicast_ip_is_488(connection: str, why: str) -> None:
+    with pytest.raises(sdp.SdpError) as caught:
+        negotiate(make_offer(AUDIO, connection), ["PCMA"])
+    assert caught.value.status == 488 and why in caught.value.reason
+
+
+def test_an_ipv6_media_address_is_taken() -> None:
+    _, stream = negotiate(make_offer(AUDIO, "c=IN IP6 2001:db8::7\r\n"), ["PCMA"])
+    assert stream.remote_address == "2001:db8::7"
+
+
 @pytest.mark.parametrize(("offered", "answered"), [
     ("a=sendonly\r\n", "recvonly"), ("a=recvonly\r\n", "sendonly"),
     ("a=inactive\r\n", "inactive"), ("", "sendrecv"),

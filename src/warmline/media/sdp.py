@@ -12,12 +12,14 @@ The SIP-only answerer has a leaner G.711-only reader still (basic_sdp.py).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from warmline.media import sdes, sdp_text
 from warmline.media.sdes import CryptoError, CryptoSuite, SdesKey, SrtpKeys, SrtpPolicy
+from warmline.sip.uri import is_ip_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,10 @@ class AudioStream:
         return self.remote_rtcp_port or self.remote_port + 1
 
 
+MAX_PORT = 65535
+UNSPECIFIED = ("0.0.0.0", "::")  # a c= address of RFC 2543 hold
+
+
 def parse(text: bytes) -> dict[str, Any]:
     try:
         session = sdp_text.parse(text.decode("utf-8"))
@@ -94,8 +100,11 @@ def parse(text: bytes) -> dict[str, Any]:
     if session.get("version") != 0 or not session.get("media"):
         raise SdpError("SDP without v=0 or without any m= line", 400)
     for media in session["media"]:
-        if not isinstance(media.get("port"), int) or "payloads" not in media:
+        port = media.get("port")
+        if not isinstance(port, int) or "payloads" not in media:
             raise SdpError("malformed m= line", 400)
+        if port > MAX_PORT:
+            raise SdpError(f"m= port {str(port)[:12]} is out of range (0-{MAX_PORT})", 400)
     return session
 
 
@@ -335,16 +344,29 @@ def _dtmf(payloads: list[int], names: dict[int, Codec], clock_rate: int) -> int 
 
 def _direction(session: dict[str, Any], media: dict[str, Any]) -> str:
     direction = media.get("direction") or session.get("direction") or "sendrecv"
-    if _remote_address(session, media) in ("0.0.0.0", "::"):
+    if _remote_address(session, media) in UNSPECIFIED:
         return "inactive"  # RFC 2543 style hold
     return str(direction)
 
 
 def _remote_address(session: dict[str, Any], media: dict[str, Any]) -> str:
+    """The audio's c= address: an IP literal, or the offer is refused (488 saying why).
+
+    RFC 4566 allows a host name there, but looking one up would be DNS on the media path,
+    at a stranger's word and (through the socket's own lookup) blocking the event loop;
+    a multicast group is not a peer a call can be relayed to."""
     connection = media.get("connection") or session.get("connection")
     if not connection or "ip" not in connection:
         raise SdpError("no c= line for the audio stream", 400)
-    return str(connection["ip"])
+    address = str(connection["ip"])
+    group = address.partition("/")[0]  # a multicast group's TTL and count follow a "/"
+    if is_ip_address(group) and group not in UNSPECIFIED \
+            and ipaddress.ip_address(group).is_multicast:
+        raise SdpError(f"c= address {address[:64]} is a multicast group (unicast only)")
+    if not is_ip_address(address):
+        raise SdpError(f"c= address {address[:64]!r} is not an IP address (warmline does "
+                       "not look media hosts up)")
+    return address
 
 
 def _rtcp_port(media: dict[str, Any]) -> int | None:
