@@ -194,3 +194,14 @@ def test_the_api_serves_a_listed_call_as_ended() -> None:
         assert client.post("/calls/call-e/hangup", headers=stranger).status_code == 401
         assert client.get("/calls/call-f", headers=api).status_code == 404
         assert client.post("/calls/call-f/hangup", headers=api).status_code == 404
+
+
+def test_a_live_call_under_an_ended_call_s_id_is_not_let_go() -> None:
+    clock, heard = _Clock(), _Heard()
+    board = _board(clock, heard)
+    _hang_up(board, _call(board, clock, "call-l"))
+    clock.at += 1
+    live = _call(board, clock, "call-l")  # taken again under its id while still whole
+    clock.at += KEEP_WHOLE_SECONDS + 1
+    board.forget_ended_calls()
+    assert board.calls["call-l"] is live and not board.ended_calls

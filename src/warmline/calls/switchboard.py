@@ -596,8 +596,9 @@ class Switchboard:
         ended = self._ended
         while ended and ended[0][0] < whole_before:
             ended_at, call_id = ended.popleft()
-            call = self.calls.pop(call_id, None)
-            if call is not None:
+            call = self.calls.get(call_id)
+            if call is not None and call.ended_at == ended_at:  # not a new call under its id
+                del self.calls[call_id]
                 self._forget(call, listed=ended_at >= unlisted_before)
         listed = self._listed
         while listed and listed[0].ended_at < unlisted_before:
