@@ -6,16 +6,30 @@ handoffs stay for GET /calls and GET /handoffs."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from warmline.engine import CallEngine
 
 
+@asynccontextmanager
+async def collector_paused() -> AsyncIterator[None]:
+    """No automatic collection while a test's call runs: every reference cycle it leaves
+    is still there for :func:`assert_let_go_cleanly` to find (on a busy node such a cycle
+    is older than a second, so frozen, and waits for a full collection)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 @contextmanager
 def _garbage_kept() -> Iterator[list[object]]:
-    """The cyclic garbage a collection finds inside the block, kept for a look."""
-    gc.collect()
+    """The cyclic garbage that a collection at the end of the block finds (all there is
+    since the last collection), kept for a look."""
+    was_enabled = gc.isenabled()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     found: list[object] = []
@@ -26,7 +40,13 @@ def _garbage_kept() -> Iterator[list[object]]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
-        gc.enable()
+        if was_enabled:
+            gc.enable()
+
+
+def _ours(garbage: list[object]) -> list[str]:
+    return sorted({type(thing).__qualname__ for thing in garbage
+                   if type(thing).__module__.startswith("warmline.")})
 
 
 def assert_let_go_cleanly(engine: CallEngine) -> None:
@@ -35,12 +55,13 @@ def assert_let_go_cleanly(engine: CallEngine) -> None:
     board = engine.switchboard
     ended = {call.id: list(call.handoff_ids) for call in board.calls.values() if call.ended}
     assert ended, "no ended call to let go of"
+    with _garbage_kept() as garbage:
+        pass  # what the call left in cycles while it ran (a failed attempt, say)
+    assert not _ours(garbage), f"left in reference cycles by the call: {_ours(garbage)}"
     board.keep_whole = 0.0
     with _garbage_kept() as garbage:
         board.forget_ended_calls()
-    ours = sorted({type(thing).__qualname__ for thing in garbage
-                   if type(thing).__module__.startswith("warmline.")})
-    assert not ours, f"left in reference cycles: {ours}"
+    assert not _ours(garbage), f"left in reference cycles when let go: {_ours(garbage)}"
     for call_id, handoff_ids in ended.items():
         listed = board.ended_calls[call_id]
         assert call_id not in board.calls and engine.known_call(call_id) is listed

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.interop.forgetting import assert_let_go_cleanly
+from tests.interop.forgetting import assert_let_go_cleanly, collector_paused
 from tests.interop.peers import (
     SippResult,
     engine,
@@ -112,7 +112,7 @@ async def run_transfer(tmp_path: Path, caller_tail: str,
         markers["headers"] = ""  # extra INVITE headers, each after a newline
     markers.update(caller_markers or {})
     caller_scenario = render_scenario(caller, tmp_path, **markers)
-    async with engine("udp") as running:
+    async with collector_paused(), engine("udp") as running:
         def on_call(call: Call) -> None:
             calls_seen.append(call)
             handoff = make_handoff(call)

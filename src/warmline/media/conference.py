@@ -126,3 +126,9 @@ class Conference:
             self.voice_done.set_result(None)
         for leg in list(self._members):
             self.leave(leg)
+        self.pacer.stop()
+        self.pacer.tick = _no_tick  # it held this conference: a cycle only a full collection frees
+
+
+def _no_tick() -> None:
+    """A closed conference's pacer: nothing to mix."""

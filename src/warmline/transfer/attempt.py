@@ -22,6 +22,7 @@ from warmline.transfer.control import (
     SpeechStarted,
     TransferEvent,
 )
+from warmline.transfer.dialing import HumanDial
 from warmline.transfer.handoff import Destination, Handoff, HandoffStatus
 
 
@@ -76,6 +77,7 @@ class Attempt(ABC):
             return
         self.finished = True
         self.release()
+        self.untie()
         self.handoff.emit("attempt_failed", to=self.destination.uri,
                           mode=self.destination.mode, reason=reason, sip_status=status)
         self.handoff.reason, self.handoff.sip_status = reason, status
@@ -86,10 +88,12 @@ class Attempt(ABC):
         """Let go of whatever the attempt holds (a leg being dialled, timers)."""
 
     def untie(self) -> None:
-        """The call is forgotten: drop what makes the attempt and its helpers a cycle (a
-        dial holding the attempt's own methods), so reference counting frees the call.
-        An attempt that dials nothing itself has nothing to drop."""
-        return None
+        """The attempt is over for good (failed, or its call forgotten): its dial lets go of
+        the attempt's own methods. The pair is a cycle holding the run and the call, and
+        one older than a second is frozen (heap.py): only a full collection would free it."""
+        dial = getattr(self, "dial", None)  # the attempts that dial the human themselves
+        if isinstance(dial, HumanDial):
+            dial.untie()
 
     # -- the bridge, shared by the attempts that dial the human themselves --------
     def bridge(self) -> None:

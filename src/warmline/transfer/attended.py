@@ -75,9 +75,6 @@ class AttendedAttempt(Attempt):
         self.handoff.emit("introduced")
         self.bridge()  # routing the two to each other takes them out of the mix
 
-    def untie(self) -> None:
-        self.dial.untie()
-
     def release(self) -> None:
         self.introduction.cancel()
         self.dial.give_up()

@@ -40,8 +40,5 @@ class BridgeAttempt(Attempt):
         elif isinstance(event, CallerHungUp):
             self.fail("caller hung up", None)
 
-    def untie(self) -> None:
-        self.dial.untie()
-
     def release(self) -> None:
         self.dial.give_up()

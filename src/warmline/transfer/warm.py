@@ -252,9 +252,6 @@ class WarmAttempt(Attempt):
                 self.consult_ended = True
                 self.control.cancel_timer(CONSULT_TIMER)
 
-    def untie(self) -> None:
-        self.dial.untie()
-
     def release(self) -> None:
         self.stage = WarmStage.DONE
         self.whisper.cancel()
