@@ -85,6 +85,14 @@ def _hang_up(board: Switchboard, call: Call) -> None:
     board.on_event(CallEnded(call.caller.session, by_remote=True, reason="bye"))
 
 
+def _listed(board: Switchboard, clock: _Clock, call_id: str) -> EndedCall:
+    """A call that ended a little over KEEP_WHOLE_SECONDS ago: held as its listing now."""
+    _hang_up(board, _call(board, clock, call_id))
+    clock.at += KEEP_WHOLE_SECONDS + 1
+    board.forget_ended_calls()
+    return board.ended_calls[call_id]
+
+
 def test_an_ended_call_is_whole_then_listed_then_gone() -> None:
     clock, heard = _Clock(), _Heard()
     board = _board(clock, heard)
@@ -128,10 +136,7 @@ def test_listings_leave_in_the_order_their_calls_ended() -> None:
 def test_a_call_id_back_drops_its_old_listing_and_keeps_the_new_one() -> None:
     clock, heard = _Clock(), _Heard()
     board = _board(clock, heard)
-    _hang_up(board, _call(board, clock, "call-x"))
-    clock.at += KEEP_WHOLE_SECONDS + 1
-    board.forget_ended_calls()
-    old = board.ended_calls["call-x"]
+    old = _listed(board, clock, "call-x")
     back = _call(board, clock, "call-x")  # adopted back under its id
     assert "call-x" not in board.ended_calls and ("unlisted", "call-x") in heard.said
     _hang_up(board, back)
@@ -147,9 +152,7 @@ def test_a_call_id_back_drops_its_old_listing_and_keeps_the_new_one() -> None:
 def test_a_listed_call_can_be_retired_for_an_id_coming_back() -> None:
     clock, heard = _Clock(), _Heard()
     board = _board(clock, heard)
-    _hang_up(board, _call(board, clock, "call-r"))
-    clock.at += KEEP_WHOLE_SECONDS + 1
-    board.forget_ended_calls()
+    _listed(board, clock, "call-r")
     assert board.retire_ended("call-r")
     assert not board.ended_calls and heard.said[-1] == ("unlisted", "call-r")
 
@@ -174,10 +177,7 @@ def test_the_api_serves_a_listed_call_as_ended() -> None:
 
     clock, heard = _Clock(), _Heard()
     board = _board(clock, heard)
-    _hang_up(board, _call(board, clock, "call-e"))
-    clock.at += KEEP_WHOLE_SECONDS + 1
-    board.forget_ended_calls()
-    listed = board.ended_calls["call-e"]
+    listed = _listed(board, clock, "call-e")
     engine = SimpleNamespace(calls=board.calls, ended_calls=board.ended_calls, handoffs={},
                              shared=None, recordings=SimpleNamespace(phase=lambda _: None))
     engine.known_call = lambda call_id: CallEngine.known_call(engine, call_id)  # type: ignore[arg-type]
