@@ -84,7 +84,7 @@ class EndedCall:
     gigabyte)."""
 
     id: str
-    listing: dict[str, Any]
+    listing: dict[str, Any]  # as_dict() without its "handoffs", kept once as handoff_ids
     token: str = field(repr=False)
     ended_at: float  # the shell's clock
     handoff_ids: tuple[str, ...]
@@ -92,7 +92,9 @@ class EndedCall:
     @classmethod
     def of(cls, call: Call) -> EndedCall:
         assert call.ended_at is not None, "only an ended call is kept this way"
-        return cls(call.id, call.as_dict(), call.token, call.ended_at, tuple(call.handoff_ids))
+        listing = call.as_dict()
+        del listing["handoffs"]
+        return cls(call.id, listing, call.token, call.ended_at, tuple(call.handoff_ids))
 
     @property
     def ended(self) -> bool:
