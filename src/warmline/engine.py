@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,10 @@ from warmline.transfer.handoff import (
     Handoff,
     HandoffError,
     HandoffEvent,
+    HandoffRecord,
     HandoffStatus,
     Problem,
+    ShownHandoff,
     is_agent_uri,
 )
 from warmline.transfer.live import TransferServices
@@ -166,9 +169,11 @@ class CallEngine:
         self.records = records
         self.tts: TextToSpeech = tts or EspeakTts()
         self._hold = whole_frames(hold_audio) if hold_audio is not None else ringback()
-        self.handoffs: dict[str, Handoff] = {}  # of the calls in ``calls``
-        # the latest handoffs of calls already forgotten, for the dashboard's list
-        self.past_handoffs: deque[Handoff] = deque(maxlen=PAST_HANDOFFS)
+        self.handoffs: dict[str, Handoff] = {}  # of the calls in ``calls``, whole
+        # of the calls let go but still listed (``ended_calls``), as recorded
+        self.listed_handoffs: dict[str, HandoffRecord] = {}
+        # the latest handoffs of calls no longer listed, for the dashboard's list
+        self.past_handoffs: deque[HandoffRecord] = deque(maxlen=PAST_HANDOFFS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._callbacks = CallbackBook(records_dir / "callbacks.jsonl")
         self._callbacks.load()  # what earlier runs promised, and how far they got
@@ -518,8 +523,24 @@ class CallEngine:
         return [call.as_dict() for call in self.calls.values() if not call.ended]
 
     def live_handoff_rows(self) -> list[dict[str, Any]]:
-        """The handoffs of the calls in memory, with their screen-pop tokens."""
-        return [shared_handoff(handoff) for handoff in self.handoffs.values()]
+        """The handoffs of the calls in memory or listed, with their screen-pop tokens."""
+        return [shared_handoff(handoff) for handoff in self.listed_and_live_handoffs()]
+
+    def shown_handoff(self, handoff_id: str) -> ShownHandoff | None:
+        """A handoff of a call in memory (whole) or still listed (as recorded)."""
+        return self.handoffs.get(handoff_id) or self.listed_handoffs.get(handoff_id)
+
+    def listed_and_live_handoffs(self) -> list[ShownHandoff]:
+        """The handoffs of the calls listed and in memory, oldest first."""
+        return [*self.listed_handoffs.values(), *self.handoffs.values()]
+
+    def recent_handoffs(self, limit: int) -> list[ShownHandoff]:
+        """The latest ``limit`` handoffs, newest first: of calls in memory, then listed, then
+        of the last few hundred calls no longer listed (no copy of the whole listings)."""
+        newest_first: Iterator[ShownHandoff] = itertools.chain(
+            reversed(self.handoffs.values()), reversed(self.listed_handoffs.values()),
+            reversed(self.past_handoffs))
+        return list(itertools.islice(newest_first, limit))
 
     @property
     def trace_writer(self) -> TraceWriter | None:
@@ -622,7 +643,7 @@ class CallEngine:
     def live_sip_messages(self, wanted: str) -> tuple[str, list[TracedMessage]] | None:
         """The SIP trace so far of a call (or a handoff's call) not yet stored (then
         records.trace_store.find_trace has it), redacted; None otherwise."""
-        handoff = self.handoffs.get(wanted)
+        handoff = self.shown_handoff(wanted)
         call_id = handoff.call_id if handoff is not None else wanted
         pending = self._trace_writer.writing.get(call_id) if self._trace_writer else None
         if pending is not None:  # taken from the tap, not on disk yet (the call may be
@@ -647,11 +668,15 @@ class CallEngine:
             self.spawn(self.call_events.forget(call.id))
         self.brain.forget(call.id)
         self.transfers.forget(call)
+        for handoff_id in call.handoff_ids:  # listed as recorded from now on
+            handoff = self.handoffs.pop(handoff_id, None)
+            if handoff is not None:
+                self.listed_handoffs[handoff_id] = HandoffRecord.of(handoff)
 
     def call_unlisted(self, call: EndedCall) -> None:
         """Its handoffs leave the live view with it (GET /handoffs keeps the last few)."""
         for handoff_id in call.handoff_ids:
-            handoff = self.handoffs.pop(handoff_id, None)
+            handoff = self.listed_handoffs.pop(handoff_id, None)
             if handoff is not None:
                 self.past_handoffs.append(handoff)
 
@@ -902,7 +927,7 @@ class CallEngine:
         return call
 
 
-def shared_handoff(handoff: Handoff) -> dict[str, Any]:
+def shared_handoff(handoff: ShownHandoff) -> dict[str, Any]:
     """A handoff as the other nodes serve it: GET /handoffs/{id}, and its token, which
     opens its screen-pop there."""
     return {**handoff.as_dict(), "token": handoff.token}

@@ -67,4 +67,5 @@ def assert_let_go_cleanly(engine: CallEngine) -> None:
         assert call_id not in board.calls and engine.known_call(call_id) is listed
         assert listed.as_dict()["state"] == "ended"
         assert listed.as_dict()["handoffs"] == handoff_ids
-        assert all(handoff_id in engine.handoffs for handoff_id in handoff_ids)
+        assert all(handoff_id in engine.listed_handoffs and handoff_id not in engine.handoffs
+                   for handoff_id in handoff_ids)

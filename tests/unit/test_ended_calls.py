@@ -178,7 +178,8 @@ def test_the_api_serves_a_listed_call_as_ended() -> None:
     clock, heard = _Clock(), _Heard()
     board = _board(clock, heard)
     listed = _listed(board, clock, "call-e")
-    engine = SimpleNamespace(calls=board.calls, ended_calls=board.ended_calls, handoffs={},
+    engine = SimpleNamespace(calls=board.calls, ended_calls=board.ended_calls,
+                             shown_handoff=lambda _: None,
                              shared=None, recordings=SimpleNamespace(phase=lambda _: None))
     engine.known_call = lambda call_id: CallEngine.known_call(engine, call_id)  # type: ignore[arg-type]
     engine.call_listing = lambda: CallEngine.call_listing(engine)  # type: ignore[arg-type]

@@ -271,8 +271,9 @@ def test_the_file_is_served_with_the_api_token_only(tmp_path: Path) -> None:
     recordings.folder.mkdir()
     (recordings.folder / "call-1.wav").write_bytes(b"RIFF....WAVE")
     (tmp_path / "secret.wav").write_bytes(b"not a recording")
-    engine = cast(Any, SimpleNamespace(calls={}, handoffs={}, recordings=recordings,
-                                         known_call=lambda call_id: None))
+    engine = cast(Any, SimpleNamespace(calls={}, recordings=recordings,
+                                         known_call=lambda call_id: None,
+                                         shown_handoff=lambda handoff_id: None))
     api = {"Authorization": "Bearer T"}
     with TestClient(build_app(engine, api_token="T")) as locked:
         assert locked.get("/recordings/call-1.wav").status_code == 401

@@ -71,14 +71,13 @@ def test_a_second_hangup_while_the_bye_is_out_changes_nothing(rig: Rig) -> None:
 
 
 def test_the_handoff_table_says_how_long_the_caller_waited_and_who_answered() -> None:
-    from warmline.api.handoffs import _handoff_row
     from warmline.transfer.handoff import Destination, HandoffEvent
 
     handoff = Handoff("call-1", Destination("sip:ana@pbx", "bridge", 30,
                                             ring_with=("sip:ben@pbx",)))
     start = handoff.events[0].at
-    assert _handoff_row(handoff)["wait_s"] is None  # still running
+    assert handoff.as_row()["wait_s"] is None  # still running
     handoff.events += [HandoffEvent(start + 4.0, "answered", {"by": "sip:ben@pbx"}),
                        HandoffEvent(start + 6.5, "connected", {})]
-    row = _handoff_row(handoff)
+    row = handoff.as_row()
     assert row["wait_s"] == 6.5 and row["answered_by"] == "sip:ben@pbx"

@@ -36,7 +36,7 @@ def build_app(engine: CallEngine, api_token: str | None = None,
     provide(app, engine, settings)
     shared = getattr(engine, "shared", None)  # (test doubles of the engine have none)
     if api_token is not None:
-        install_auth(app, api_token, engine.handoffs, engine.known_call, settings.refusals,
+        install_auth(app, api_token, engine.shown_handoff, engine.known_call, settings.refusals,
                      shared_token(shared) if shared is not None else None)
     if shared is not None:  # added after auth, so it runs first: the owner of a call checks
         install_forwarding(app, engine, shared, api_token)  # the token (a call's own token too)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -33,7 +33,7 @@ from starlette.requests import HTTPConnection
 
 from warmline.api.dependencies import HttpRefusals
 from warmline.calls.call import Call, EndedCall
-from warmline.transfer.handoff import Handoff
+from warmline.transfer.handoff import ShownHandoff
 
 OPEN_PATHS = frozenset({"/dashboard", "/healthz", "/readyz"})
 
@@ -47,18 +47,19 @@ def same_secret(given: str | None, expected: str) -> bool:
 
 SharedToken = Callable[[str], Awaitable[str | None]]  # handoff id -> its token, cluster-wide
 FindCall = Callable[[str], Call | EndedCall | None]  # call id -> the call, whole or as listed
+FindHandoff = Callable[[str], ShownHandoff | None]  # handoff id -> it, whole or as recorded
 
 
-def install_auth(app: FastAPI, api_token: str, handoffs: Mapping[str, Handoff],
+def install_auth(app: FastAPI, api_token: str, find_handoff: FindHandoff,
                  find_call: FindCall, refusals: HttpRefusals,
                  shared_token: SharedToken | None = None) -> None:
     """Refuse (401, counted) each HTTP request that the token rules above do not let in.
     ``shared_token``: a handoff's token from the cluster, for handoffs held elsewhere."""
 
     async def require_token(request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if (same_secret(bearer(request), api_token) or _opens_its_handoff(request, handoffs)
+        if (same_secret(bearer(request), api_token) or _opens_its_handoff(request, find_handoff)
                 or _opens_its_call(request, find_call) or request.url.path in OPEN_PATHS
-                or await _opens_shared_handoff(request, handoffs, shared_token)):
+                or await _opens_shared_handoff(request, find_handoff, shared_token)):
             return await call_next(request)
         refusals.unauthorised += 1
         return JSONResponse({"detail": "Authorization: a Bearer token is needed"}, 401)
@@ -116,21 +117,21 @@ def _handoff_in_path(request: Request) -> str | None:
     return parts[1]
 
 
-async def _opens_shared_handoff(request: Request, handoffs: Mapping[str, Handoff],
+async def _opens_shared_handoff(request: Request, find_handoff: FindHandoff,
                                 shared_token: SharedToken | None) -> bool:
     """The same rule for a handoff another node of the cluster holds."""
     handoff_id = _handoff_in_path(request)
-    if shared_token is None or handoff_id is None or handoff_id in handoffs:
+    if shared_token is None or handoff_id is None or find_handoff(handoff_id) is not None:
         return False
     token = await shared_token(handoff_id)
     return token is not None and same_secret(request.query_params.get("token", ""), token)
 
 
-def _opens_its_handoff(request: Request, handoffs: Mapping[str, Handoff]) -> bool:
+def _opens_its_handoff(request: Request, find_handoff: FindHandoff) -> bool:
     """A GET of /handoffs/{id} or /handoffs/{id}/<view> carrying that handoff's token."""
     handoff_id = _handoff_in_path(request)
     if handoff_id is None:
         return False
-    handoff = handoffs.get(handoff_id)
+    handoff = find_handoff(handoff_id)
     return handoff is not None and same_secret(request.query_params.get("token", ""),
                                                handoff.token)

@@ -21,17 +21,14 @@ async def recent_handoffs(engine: EngineDep, limit: int = 50) -> list[dict[str, 
     memory, then the last few hundred of calls already forgotten."""
     if not 0 < limit <= 1000:
         raise HTTPException(422, "limit: must be in (0, 1000]")
-    live = list(engine.handoffs.values())[-limit:]
-    past = list(engine.past_handoffs)[-(limit - len(live)):] if len(live) < limit else []
-    recent = past + live
-    return [_handoff_row(handoff) for handoff in reversed(recent)]
+    return [handoff.as_row() for handoff in engine.recent_handoffs(limit)]
 
 
 @router.get("/handoffs/{handoff_id}")
 async def get_handoff(handoff_id: str, engine: EngineDep) -> dict[str, Any]:
     """Status, events, context and packet (the screen-pop, with the handoff's token). In a
     cluster, a handoff another node holds as that node last published it."""
-    handoff = engine.handoffs.get(handoff_id)
+    handoff = engine.shown_handoff(handoff_id)
     if handoff is not None:
         return handoff.as_dict()
     published = await _published(engine, handoff_id)
@@ -43,7 +40,7 @@ async def get_handoff(handoff_id: str, engine: EngineDep) -> dict[str, Any]:
 async def screen_pop(handoff_id: str, engine: EngineDep, token: str = "") -> dict[str, Any]:
     """The full context packet for the human's desktop (the Call-Info link), from any node
     of a cluster."""
-    handoff = engine.handoffs.get(handoff_id)
+    handoff = engine.shown_handoff(handoff_id)
     if handoff is None:
         published = await _published(engine, handoff_id)
         if not same_secret(token, str(published.get("token"))):
@@ -52,7 +49,10 @@ async def screen_pop(handoff_id: str, engine: EngineDep, token: str = "") -> dic
                 "context": published.get("context"), "node": published.get("node")}
     if not same_secret(token, handoff.token):
         raise HTTPException(403, "token: missing or wrong for this handoff")
-    return {"handoff_id": handoff.id, "packet": handoff.packet, "context": handoff.context}
+    if isinstance(handoff, Handoff):
+        return {"handoff_id": handoff.id, "packet": handoff.packet, "context": handoff.context}
+    shown = handoff.as_dict()
+    return {"handoff_id": handoff.id, "packet": shown["packet"], "context": shown["context"]}
 
 
 @router.get("/callbacks")
@@ -71,36 +71,3 @@ async def _published(engine: CallEngine, handoff_id: str) -> dict[str, Any]:
     if published is None:
         raise HTTPException(404, f"no handoff {handoff_id}")
     return published
-
-
-def _handoff_row(handoff: Handoff) -> dict[str, Any]:
-    """One line of the dashboard's handoff table: who, where to, why, and how it ended."""
-    packet = handoff.packet or {}
-    attempt = handoff.attempt or handoff.first
-    return {"id": handoff.id, "call_id": handoff.call_id, "status": handoff.status,
-            "to": attempt.uri if attempt else None, "reason": handoff.reason,
-            "intent": (packet.get("intent") or {}).get("name"),
-            "summary": packet.get("summary"), "sip_status": handoff.sip_status,
-            "wait_s": _wait(handoff), "answered_by": _answered_by(handoff)}
-
-
-def _wait(handoff: Handoff) -> float | None:
-    """Seconds from the request to the caller being connected, or to the end when nobody
-    was; None while it runs."""
-    if not handoff.events:
-        return None
-    start = handoff.events[0].at
-    for event in handoff.events:
-        if event.kind in ("connected", "completed", "failed"):
-            return round(event.at - start, 1)
-    return None
-
-
-def _answered_by(handoff: Handoff) -> str | None:
-    """Who answered (in a ring group: the member who won), if anybody did."""
-    answered = [event for event in handoff.events if event.kind == "answered"]
-    if not answered:
-        return None
-    by = answered[-1].detail.get("by") or answered[-1].detail.get("to")
-    attempt = handoff.attempt or handoff.first
-    return str(by) if by else (attempt.uri if attempt else None)

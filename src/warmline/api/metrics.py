@@ -13,9 +13,8 @@ _BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 def metrics_text(engine: CallEngine, http_refusals: dict[str, int] | None = None) -> str:
     """Counters and a histogram in the Prometheus exposition format, from live state."""
     calls = list(engine.calls.values())
-    handoffs = list(engine.handoffs.values())
-    waits = [b.at - a.at for h in handoffs
-             for a in h.events[:1] for b in h.events if b.kind == "human_first_word"]
+    handoffs = engine.listed_and_live_handoffs()
+    waits = [wait for handoff in handoffs for wait in handoff.first_word_waits]
     lines = [
         "# HELP warmline_calls Calls in the live view, by state.",
         "# TYPE warmline_calls gauge",

@@ -429,3 +429,87 @@ class Handoff:
                 "reason": self.reason, "sip_status": self.sip_status, "context": self.context,
                 "packet": self.packet, "screen_pop": self.screen_pop,
                 "events": [event.as_dict() for event in self.events]}
+
+    def as_row(self) -> dict[str, Any]:
+        """One line of the dashboard's handoff table: who, where to, why, how it ended."""
+        packet = self.packet or {}
+        attempt = self.attempt or self.first
+        return {"id": self.id, "call_id": self.call_id, "status": self.status.value,
+                "to": attempt.uri if attempt else None, "reason": self.reason,
+                "intent": (packet.get("intent") or {}).get("name"),
+                "summary": packet.get("summary"), "sip_status": self.sip_status,
+                "wait_s": self._wait(), "answered_by": self._answered_by()}
+
+    @property
+    def first_word_waits(self) -> tuple[float, ...]:
+        """Seconds from the request to each first word a human said (for /metrics)."""
+        start = self.events[0].at if self.events else 0.0
+        return tuple(event.at - start for event in self.events
+                     if event.kind == "human_first_word")
+
+    def _wait(self) -> float | None:
+        """Seconds from the request to the caller being connected, or to the end when
+        nobody was; None while it runs."""
+        if not self.events:
+            return None
+        start = self.events[0].at
+        for event in self.events:
+            if event.kind in ("connected", "completed", "failed"):
+                return round(event.at - start, 1)
+        return None
+
+    def _answered_by(self) -> str | None:
+        """Who answered (in a ring group: the member who won), if anybody did."""
+        answered = [event for event in self.events if event.kind == "answered"]
+        if not answered:
+            return None
+        by = answered[-1].detail.get("by") or answered[-1].detail.get("to")
+        attempt = self.attempt or self.first
+        return str(by) if by else (attempt.uri if attempt else None)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HandoffRecord:
+    """A handoff of a call already let go, as GET /handoffs, GET /handoffs/{id} and its
+    screen-pop still show it until the call leaves the listings.
+
+    Its document and its table row are kept as JSON text: a string is one object the
+    garbage collector never walks, where the whole handoff (events and their details,
+    context, packet, destinations) is a few dozen it walks on every full collection. At
+    300 calls a second the two minutes of listed calls held most of a million of them,
+    and the event loop's CPU climbed with them."""
+
+    id: str
+    call_id: str
+    token: str = field(repr=False)
+    status: HandoffStatus
+    first_word_waits: tuple[float, ...]
+    document: str  # as_dict(), as JSON
+    row: str  # as_row(), as JSON
+
+    @classmethod
+    def of(cls, handoff: Handoff) -> HandoffRecord:
+        return cls(handoff.id, handoff.call_id, handoff.token, handoff.status,
+                   handoff.first_word_waits, _as_json(handoff.as_dict()),
+                   _as_json(handoff.as_row()))
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    def as_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.document)
+        return document
+
+    def as_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = json.loads(self.row)
+        return row
+
+
+ShownHandoff = Handoff | HandoffRecord  # what the API shows: whole, or as recorded
+
+
+def _as_json(value: dict[str, Any]) -> str:
+    """Compact JSON; a value JSON has no form for (an object some step put in an event's
+    detail) as its str(), never an error that would cost the listing."""
+    return json.dumps(value, separators=(",", ":"), default=str)
