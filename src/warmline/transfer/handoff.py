@@ -432,13 +432,7 @@ class Handoff:
 
     def as_row(self) -> dict[str, Any]:
         """One line of the dashboard's handoff table: who, where to, why, how it ended."""
-        packet = self.packet or {}
-        attempt = self.attempt or self.first
-        return {"id": self.id, "call_id": self.call_id, "status": self.status.value,
-                "to": attempt.uri if attempt else None, "reason": self.reason,
-                "intent": (packet.get("intent") or {}).get("name"),
-                "summary": packet.get("summary"), "sip_status": self.sip_status,
-                "wait_s": self._wait(), "answered_by": self._answered_by()}
+        return row_of(self.as_dict())
 
     @property
     def first_word_waits(self) -> tuple[float, ...]:
@@ -447,25 +441,35 @@ class Handoff:
         return tuple(event.at - start for event in self.events
                      if event.kind == "human_first_word")
 
-    def _wait(self) -> float | None:
-        """Seconds from the request to the caller being connected, or to the end when
-        nobody was; None while it runs."""
-        if not self.events:
-            return None
-        start = self.events[0].at
-        for event in self.events:
-            if event.kind in ("connected", "completed", "failed"):
-                return round(event.at - start, 1)
-        return None
 
-    def _answered_by(self) -> str | None:
-        """Who answered (in a ring group: the member who won), if anybody did."""
-        answered = [event for event in self.events if event.kind == "answered"]
-        if not answered:
-            return None
-        by = answered[-1].detail.get("by") or answered[-1].detail.get("to")
-        attempt = self.attempt or self.first
-        return str(by) if by else (attempt.uri if attempt else None)
+def row_of(shown: dict[str, Any]) -> dict[str, Any]:
+    """The table row of a handoff from what ``as_dict`` shows of it (a record keeps only
+    that): who, where to, why, how long the caller waited and who answered."""
+    packet = shown["packet"] or {}
+    events: list[dict[str, Any]] = shown["events"]
+    return {"id": shown["id"], "call_id": shown["call_id"], "status": shown["status"],
+            "to": shown["to"], "reason": shown["reason"],
+            "intent": (packet.get("intent") or {}).get("name"),
+            "summary": packet.get("summary"), "sip_status": shown["sip_status"],
+            "wait_s": _wait(events), "answered_by": _answered_by(events, shown["to"])}
+
+
+def _wait(events: list[dict[str, Any]]) -> float | None:
+    """Seconds from the request to the caller being connected, or to the end when nobody
+    was; None while it runs."""
+    for event in events:
+        if event["kind"] in ("connected", "completed", "failed"):
+            return round(float(event["at"]) - float(events[0]["at"]), 1)
+    return None
+
+
+def _answered_by(events: list[dict[str, Any]], attempted: str | None) -> str | None:
+    """Who answered (in a ring group: the member who won), if anybody did."""
+    answered = [event for event in events if event["kind"] == "answered"]
+    if not answered:
+        return None
+    by = answered[-1].get("by") or answered[-1].get("to")
+    return str(by) if by else attempted
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -473,11 +477,10 @@ class HandoffRecord:
     """A handoff of a call already let go, as GET /handoffs, GET /handoffs/{id} and its
     screen-pop still show it until the call leaves the listings.
 
-    Its document and its table row are kept as JSON text: a string is one object the
-    garbage collector never walks, where the whole handoff (events and their details,
-    context, packet, destinations) is a few dozen it walks on every full collection. At
-    300 calls a second the two minutes of listed calls held most of a million of them,
-    and the event loop's CPU climbed with them."""
+    Its document (``as_dict``; its table row is read from that) is kept as JSON text: a
+    string is one object the garbage collector never walks, where the whole handoff
+    (events and their details, context, packet, destinations) is a few dozen. At 300
+    calls a second the two minutes of listed calls held ~110 MB more as whole handoffs."""
 
     id: str
     call_id: str
@@ -485,13 +488,11 @@ class HandoffRecord:
     status: HandoffStatus
     first_word_waits: tuple[float, ...]
     document: str  # as_dict(), as JSON
-    row: str  # as_row(), as JSON
 
     @classmethod
     def of(cls, handoff: Handoff) -> HandoffRecord:
         return cls(handoff.id, handoff.call_id, handoff.token, handoff.status,
-                   handoff.first_word_waits, _as_json(handoff.as_dict()),
-                   _as_json(handoff.as_row()))
+                   handoff.first_word_waits, _as_json(handoff.as_dict()))
 
     @property
     def ended(self) -> bool:
@@ -502,8 +503,7 @@ class HandoffRecord:
         return document
 
     def as_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = json.loads(self.row)
-        return row
+        return row_of(self.as_dict())
 
 
 ShownHandoff = Handoff | HandoffRecord  # what the API shows: whole, or as recorded
