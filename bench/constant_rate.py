@@ -6,15 +6,17 @@ behind after ten minutes. This runs sipp's `-sn uac` (INVITE, 200, ACK, BYE) at
 ``--rate`` against ONE server process for ``--minutes`` one-minute runs back to
 back and prints per minute: calls ok/failed, retransmissions, the INVITE->200
 response time (p50/p99 from sipp's -trace_rtt, whole milliseconds: 0 is under 1 ms),
-the server's CPU seconds and RSS.
+the server's CPU seconds and RSS. sipp writes that trace only every -rtt_freq
+times, and not at its exit, so it is asked to write each one.
 At the end: last minute / first minute for rate, p99 and CPU, and the RSS growth
 after the first minute; then the same figures for each peer and warmline's ratio.
 
 With --transfers the calls are blind-transfer cycles (bench/transfer_cycles.py's sipp
 transferee against `warmline serve --flow` with media legs and records, and aiosipua's
 transferor): the engine keeps each ended call listed for `[limits] keep_ended_calls`
-(120 s), so this is where a heap that grows with the calls of the last minutes shows
-(the response-time columns stay 0: that scenario marks no response time).
+(120 s), so this is where a heap that grows with the calls of the last minutes shows.
+Each minute then also gives the p99 of the two waits that are the transferor's own:
+from the ACK to its REFER ("refer"), and from the final NOTIFY to its BYE ("bye").
 
 Run: .venv/bin/python bench/constant_rate.py [--rate 1500] [--minutes 10]
      [--peers warmline,aiosipua] [--transfers]  (aim at about half the one-process
@@ -53,11 +55,15 @@ class Minute:
     p99_ms: float
     cpu_s: float
     rss_mb: float
+    refer_p99_ms: float | None = None  # transfer cycles: ACK -> REFER
+    bye_p99_ms: float | None = None  # transfer cycles: final NOTIFY -> BYE
 
     @property
     def row(self) -> str:
+        waits = (f"refer p99 {self.refer_p99_ms:4.0f} ms bye p99 {self.bye_p99_ms:4.0f} ms  "
+                 if self.refer_p99_ms is not None and self.bye_p99_ms is not None else "")
         return (f"{self.ok:7d} ok {self.failed:4d} failed {self.retransmissions:5d} retrans  "
-                f"p50 {self.p50_ms:5.1f} ms p99 {self.p99_ms:6.1f} ms  "
+                f"p50 {self.p50_ms:5.1f} ms p99 {self.p99_ms:6.1f} ms  {waits}"
                 f"CPU {self.cpu_s:5.1f} s  RSS {self.rss_mb:6.0f} MB")
 
 
@@ -67,16 +73,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def response_times(workdir: Path) -> list[float]:
-    """Every INVITE->200 time (ms) sipp traced in ``workdir``, then the files are removed."""
-    times: list[float] = []
+def response_times(workdir: Path) -> dict[int, list[float]]:
+    """Every response time (ms) sipp traced in ``workdir`` by its number (1: the INVITE's
+    200; the transferee's 2 and 3, see bench/scenarios/transferee.xml), sorted; then
+    the files are removed."""
+    times: dict[int, list[float]] = {}
     for path in workdir.glob("*_rtt.csv"):
         for line in path.read_text().splitlines()[1:]:
             parts = line.split(";")
-            if len(parts) >= 2:
-                times.append(float(parts[1]))
+            if len(parts) >= 3:
+                times.setdefault(int(parts[2]), []).append(float(parts[1]))
         path.unlink()
-    return times
+    return {number: sorted(values) for number, values in times.items()}
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The value ``share`` of the way up ``values`` (sorted; 0 when there are none)."""
+    return values[min(len(values) - 1, int(len(values) * share))] if values else 0.0
 
 
 def one_minute(port: int, rate: int, workdir: Path, pid: int, scenario: list[str]) -> Minute:
@@ -84,7 +97,7 @@ def one_minute(port: int, rate: int, workdir: Path, pid: int, scenario: list[str
     calls = rate * MINUTE
     command = ["sipp", *scenario, f"127.0.0.1:{port}", "-r", str(rate), "-m", str(calls),
                "-p", str(free_port()), "-cp", str(free_port()), "-nostdin",
-               "-trace_rtt", "-rtt_freq", "1000000", "-timeout", f"{MINUTE * 2}s",
+               "-trace_rtt", "-rtt_freq", "1", "-timeout", f"{MINUTE * 2}s",
                "-timeout_error", "-l", str(rate * 4)]
     try:
         result = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
@@ -94,11 +107,14 @@ def one_minute(port: int, rate: int, workdir: Path, pid: int, scenario: list[str
         output = str(expired.stdout or "")
     rows = message_rows(output.rsplit("Scenario Screen", 1)[-1]
                         .split("Statistics Screen", 1)[0])
-    times = sorted(response_times(workdir)) or [0.0]
+    times = response_times(workdir)
+    answers = times.get(1) or [0.0]
+    transfers = scenario == TRANSFEREE
     return Minute(cumulative(output, "Successful call"), cumulative(output, "Failed call"),
-                  sum(row[1] for row in rows if len(row) > 1), statistics.median(times),
-                  times[min(len(times) - 1, int(len(times) * 0.99))],
-                  cpu_seconds(pid) - cpu_before, rss_mb(pid))
+                  sum(row[1] for row in rows if len(row) > 1), statistics.median(answers),
+                  percentile(answers, 0.99), cpu_seconds(pid) - cpu_before, rss_mb(pid),
+                  percentile(times.get(2, []), 0.99) if transfers else None,
+                  percentile(times.get(3, []), 0.99) if transfers else None)
 
 
 def run_server(name: str, rate: int, minutes: int, transfers: bool) -> list[Minute]:
@@ -122,12 +138,15 @@ def summary(name: str, minutes: list[Minute]) -> dict[str, float]:
     failed = sum(m.failed for m in minutes)
     figures = {"ok_ratio": last.ok / max(1, first.ok),
                "p99_ratio": max(1.0, last.p99_ms) / max(1.0, first.p99_ms),
+               "refer_p99_ratio": max(1.0, last.refer_p99_ms or 0.0)
+               / max(1.0, first.refer_p99_ms or 0.0),
                "cpu_ratio": last.cpu_s / max(0.01, first.cpu_s),
                "rss_growth": growth, "failed": failed,
                "cpu_per_call_us": 1e6 * sum(m.cpu_s for m in minutes)
                / max(1, sum(m.ok for m in minutes))}
     print(f"  {name:9} last/first minute: calls {figures['ok_ratio']:.3f}x, "
-          f"p99 {figures['p99_ratio']:.2f}x, CPU {figures['cpu_ratio']:.2f}x; "
+          f"p99 {figures['p99_ratio']:.2f}x, refer p99 {figures['refer_p99_ratio']:.2f}x, "
+          f"CPU {figures['cpu_ratio']:.2f}x; "
           f"RSS after minute 1 {growth:+.0f} MB; {failed} failed; "
           f"{figures['cpu_per_call_us']:.0f} us CPU a call")
     return figures
