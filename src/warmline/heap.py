@@ -14,14 +14,24 @@ from every peer, and the full pause grows with the heap: 120 s of ended
 calls at that rate is ~9M objects. Those collections found 0-7 garbage
 objects each. The engine's objects die by reference counting.
 
-So every second the young generation is collected, and what survives is
-frozen (``gc.freeze``). Frozen objects sit in the permanent generation, which
-no collection scans again, and reference counting still frees them. No
-collection ever scans more than about a second's survivors. The little
-cyclic garbage there is mostly dies young (an exception and its traceback)
-and is collected before the freeze.
+So every FREEZE_SECONDS (a tenth of a second) the young generation is
+collected, and what survives is frozen (``gc.freeze``). Frozen objects sit in
+the permanent generation, which no collection scans again, and reference
+counting still frees them. No collection ever scans more than a tenth of a
+second's survivors. The little cyclic garbage there is mostly dies young (an
+exception and its traceback) and is collected before the freeze.
 
-What this cannot collect is a cycle among objects older than a second. A
+Why a tenth (measured 2026-12-01 22:00-22:40 UTC, 300 blind-transfer cycles a
+second on one process, ``bench/constant_rate.py --transfers``): a young
+collection pauses the event loop while it walks the survivors, and every
+INVITE that arrives meanwhile waits. Collected each second, ~76k survivors
+took 15 ms in the first minute and 40 ms by the fifth (the walk slows as the
+heap ages: 0.2 -> 0.5 us an object), and the INVITE->200 p99 followed: 40-48
+ms from the second minute on. Each 0.25 s: 8-12 ms; each 0.1 s: 4-8 ms, for
+the same CPU (every survivor is walked once whichever the period; a shorter
+one walks a few that would have died first).
+
+What this cannot collect is a cycle among objects older than that. A
 forgotten call used to be one (~100 objects: its transfer run, attempt and
 control, its relay leg and RTCP session, closures over it); the switchboard
 now unties those when it forgets the call (Switchboard._let_go), and a
@@ -43,10 +53,10 @@ from collections.abc import Callable
 
 log = logging.getLogger("warmline.heap")
 
-FREEZE_SECONDS = 1.0
+FREEZE_SECONDS = 0.1  # a young collection's pause is a tenth of a second's survivors
 IDLE_CHECK_SECONDS = 60.0
 IDLE_CHECKS = 3  # idle for three checks in a row (2-3 minutes) before a full collection
-YOUNG_THRESHOLD = 50_000  # objects between automatic young collections within a second
+YOUNG_THRESHOLD = 50_000  # objects between automatic young collections within a period
 # a node never idle still collects once its frozen objects have grown fourfold since the last
 # full collection: memory stays bounded whatever leaks into cycles, for one long pause per
 # fourfold growth (at 300 cycles/s sustained: 2.4M -> ~8M objects, a pause of seconds every
