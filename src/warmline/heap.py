@@ -18,7 +18,7 @@ So every FREEZE_SECONDS (a tenth of a second) the young generation is
 collected, and what survives is frozen (``gc.freeze``). Frozen objects sit in
 the permanent generation, which no collection scans again, and reference
 counting still frees them. No collection ever scans more than a tenth of a
-second's survivors. The little cyclic garbage there is mostly dies young (an
+second's survivors. What little cyclic garbage there is mostly dies young (an
 exception and its traceback) and is collected before the freeze.
 
 Why a tenth (measured 2026-12-01 22:00-22:40 UTC, 300 blind-transfer cycles a
