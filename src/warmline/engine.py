@@ -170,8 +170,9 @@ class CallEngine:
         self.tts: TextToSpeech = tts or EspeakTts()
         self._hold = whole_frames(hold_audio) if hold_audio is not None else ringback()
         self.handoffs: dict[str, Handoff] = {}  # of the calls in ``calls``, whole
-        # of the calls let go but still listed (``ended_calls``), as recorded
-        self.listed_handoffs: dict[str, HandoffRecord] = {}
+        # every handoff GET /handoffs shows, in the order they started: whole while its
+        # call is in memory, then as recorded while the call is listed (``ended_calls``)
+        self.shown_handoffs: dict[str, ShownHandoff] = {}
         # the latest handoffs of calls no longer listed, for the dashboard's list
         self.past_handoffs: deque[HandoffRecord] = deque(maxlen=PAST_HANDOFFS)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -524,22 +525,18 @@ class CallEngine:
 
     def live_handoff_rows(self) -> list[dict[str, Any]]:
         """The handoffs of the calls in memory or listed, with their screen-pop tokens."""
-        return [shared_handoff(handoff) for handoff in self.listed_and_live_handoffs()]
+        return [shared_handoff(handoff) for handoff in self.shown_handoffs.values()]
 
     def shown_handoff(self, handoff_id: str) -> ShownHandoff | None:
         """A handoff of a call in memory (whole) or still listed (as recorded)."""
-        return self.handoffs.get(handoff_id) or self.listed_handoffs.get(handoff_id)
-
-    def listed_and_live_handoffs(self) -> list[ShownHandoff]:
-        """The handoffs of the calls listed and in memory, oldest first."""
-        return [*self.listed_handoffs.values(), *self.handoffs.values()]
+        return self.shown_handoffs.get(handoff_id)
 
     def recent_handoffs(self, limit: int) -> list[ShownHandoff]:
-        """The latest ``limit`` handoffs, newest first: of calls in memory, then listed, then
-        of the last few hundred calls no longer listed (no copy of the whole listings)."""
+        """The latest ``limit`` handoffs to start, newest first: of the calls in memory or
+        listed, then of the last few hundred calls no longer listed (no copy of the whole
+        listings)."""
         newest_first: Iterator[ShownHandoff] = itertools.chain(
-            reversed(self.handoffs.values()), reversed(self.listed_handoffs.values()),
-            reversed(self.past_handoffs))
+            reversed(self.shown_handoffs.values()), reversed(self.past_handoffs))
         return list(itertools.islice(newest_first, limit))
 
     @property
@@ -668,17 +665,19 @@ class CallEngine:
             self.spawn(self.call_events.forget(call.id))
         self.brain.forget(call.id)
         self.transfers.forget(call)
-        for handoff_id in call.handoff_ids:  # listed as recorded from now on
-            handoff = self.handoffs.pop(handoff_id, None)
+        for handoff_id in call.handoff_ids:  # shown as recorded from now on (in place:
+            handoff = self.handoffs.pop(handoff_id, None)  # GET /handoffs keeps its order)
             if handoff is not None:
-                self.listed_handoffs[handoff_id] = HandoffRecord.of(handoff)
+                self.shown_handoffs[handoff_id] = HandoffRecord.of(handoff)
 
     def call_unlisted(self, call: EndedCall) -> None:
         """Its handoffs leave the live view with it (GET /handoffs keeps the last few)."""
         for handoff_id in call.handoff_ids:
-            handoff = self.listed_handoffs.pop(handoff_id, None)
+            handoff = self.shown_handoffs.pop(handoff_id, None)
+            self.handoffs.pop(handoff_id, None)  # (unlisted while still whole: keep_ended 0)
             if handoff is not None:
-                self.past_handoffs.append(handoff)
+                self.past_handoffs.append(handoff if isinstance(handoff, HandoffRecord)
+                                          else HandoffRecord.of(handoff))
 
     # -- inside ------------------------------------------------------------------------
     def _start(self, call: Call, handoff: Handoff) -> Handoff:
@@ -696,6 +695,7 @@ class CallEngine:
         self.brain.prepare(call, handoff)
         call.handoff_ids.append(handoff.id)
         self.handoffs[handoff.id] = handoff
+        self.shown_handoffs[handoff.id] = handoff
         handoff.listener = self._record_handoff_event
         for earlier in list(handoff.events):  # requested, triggered: before the listener
             self._record_handoff_event(handoff, earlier)
@@ -762,6 +762,9 @@ class CallEngine:
     def _record_handoff_event(self, handoff: Handoff, event: HandoffEvent) -> None:
         if handoff.id in self._let_go_handoffs:
             return  # its call went on at another node: the handoff's story is told there
+        if isinstance(self.shown_handoffs.get(handoff.id), HandoffRecord):
+            # a step after its call was let go (a webhook answering late): shown as it is
+            self.shown_handoffs[handoff.id] = HandoffRecord.of(handoff)
         self.record(handoff.call_id, f"handoff.{event.kind}", event.detail, handoff.id,
                     event.at)
         self._share(handoff)

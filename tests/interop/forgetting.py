@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 from warmline.engine import CallEngine
+from warmline.transfer.handoff import HandoffRecord
 
 
 @asynccontextmanager
@@ -67,5 +68,5 @@ def assert_let_go_cleanly(engine: CallEngine) -> None:
         assert call_id not in board.calls and engine.known_call(call_id) is listed
         assert listed.as_dict()["state"] == "ended"
         assert listed.as_dict()["handoffs"] == handoff_ids
-        assert all(handoff_id in engine.listed_handoffs and handoff_id not in engine.handoffs
-                   for handoff_id in handoff_ids)
+        assert all(isinstance(engine.shown_handoffs[handoff_id], HandoffRecord)
+                   and handoff_id not in engine.handoffs for handoff_id in handoff_ids)

@@ -50,16 +50,34 @@ def test_a_let_go_call_s_handoff_reads_the_same_from_its_record(
         call.ended_at = 5.0
         engine.call_forgotten(call)
         assert handoff_id not in engine.handoffs
-        assert isinstance(engine.listed_handoffs[handoff_id], HandoffRecord)
+        assert isinstance(engine.shown_handoffs[handoff_id], HandoffRecord)
         assert _shown(api, handoff_id, token) == before
         assert api.get(f"/handoffs/{handoff_id}/context",
                        params={"token": "not-its-token"}).status_code == 401
 
         engine.call_unlisted(EndedCall.of(call))
-        assert not engine.listed_handoffs
+        assert handoff_id not in engine.shown_handoffs
         assert api.get(f"/handoffs/{handoff_id}", headers=API).status_code == 404
         rows = api.get("/handoffs", headers=API).json()
         assert [row for row in rows if row["id"] == handoff_id] == [before["row"]]
+
+
+def test_the_list_keeps_the_order_handoffs_started_in_and_a_late_step_shows(
+        rig: Rig) -> None:  # noqa: F811
+    engine = rig.engine
+    with TestClient(build_app(engine)) as api:
+        started = [api.post(f"/calls/{call_id}/transfer", json={
+            "to": "sip:agent@127.0.0.1:5090", "mode": "warm"}).json()["handoff_id"]
+            for call_id in ("call-pii-1", "call-pii-2")]
+        call = engine.calls.pop("call-pii-2")  # the later one's call is let go first
+        call.ended_at = 5.0
+        whole = engine.handoffs[started[1]]
+        engine.call_forgotten(call)
+        assert [row["id"] for row in api.get("/handoffs").json()] == started[::-1]
+        whole.emit("ticket_created", ticket="T-1")  # a webhook answering late
+        shown = api.get(f"/handoffs/{started[1]}").json()
+        assert shown["events"][-1]["kind"] == "ticket_created"
+        assert isinstance(engine.shown_handoffs[started[1]], HandoffRecord)
 
 
 def test_a_record_keeps_a_detail_json_has_no_form_for_as_its_text() -> None:
@@ -76,3 +94,13 @@ def test_a_record_keeps_a_detail_json_has_no_form_for_as_its_text() -> None:
 class _Odd:
     def __str__(self) -> str:
         return "odd one"
+
+
+def test_a_packet_json_cannot_write_is_shown_as_null_not_raised() -> None:
+    looped: dict[str, Any] = {"summary": "wants a refund"}
+    looped["self"] = looped
+    handoff = Handoff("call-1", Destination("sip:ana@pbx", TransferMode.BLIND, 30),
+                      packet=looped, context={"intent": "refund"})
+    shown = HandoffRecord.of(handoff).as_dict()
+    assert shown["packet"] is None and shown["unwritable"] == ["packet"]
+    assert shown["context"] == {"intent": "refund"} and shown["id"] == handoff.id

@@ -13,7 +13,7 @@ _BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 def metrics_text(engine: CallEngine, http_refusals: dict[str, int] | None = None) -> str:
     """Counters and a histogram in the Prometheus exposition format, from live state."""
     calls = list(engine.calls.values())
-    handoffs = engine.listed_and_live_handoffs()
+    handoffs = list(engine.shown_handoffs.values())
     waits = [wait for handoff in handoffs for wait in handoff.first_word_waits]
     lines = [
         "# HELP warmline_calls Calls in the live view, by state.",

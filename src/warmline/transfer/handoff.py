@@ -15,6 +15,7 @@ check against them.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from warmline.sip.errors import SipParseError
 from warmline.sip.uri import SipUri, TelUri, parse_uri
 
+log = logging.getLogger("warmline.transfer")
 MAX_CONTEXT_BYTES = 64 * 1024
 HANDOFF_HEADER = "X-Warmline-Handoff"  # the handoff id, in every request a transfer sends
 
@@ -509,7 +511,27 @@ class HandoffRecord:
 ShownHandoff = Handoff | HandoffRecord  # what the API shows: whole, or as recorded
 
 
-def _as_json(value: dict[str, Any]) -> str:
-    """Compact JSON; a value JSON has no form for (an object some step put in an event's
-    detail) as its str(), never an error that would cost the listing."""
-    return json.dumps(value, separators=(",", ":"), default=str)
+def _as_json(document: dict[str, Any]) -> str:
+    """Compact JSON that never fails: it runs as a call is let go, on the way of the next
+    call's INVITE. A value JSON has no form for (an object some step put in an event's
+    detail) becomes its str(), a key of none is skipped; a part that still cannot be
+    written (a structure that contains itself) is shown as null, and the handoff as
+    ``"unwritable"`` naming those parts."""
+    try:
+        return _compact(document)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    unwritable = []
+    for key, value in document.items():
+        try:
+            _compact(value)
+        except (ValueError, TypeError, RecursionError):
+            unwritable.append(key)
+    log.warning("handoff %s: %s kept as null (not writable as JSON)", document.get("id"),
+                ", ".join(unwritable))
+    return _compact({**{key: None for key in unwritable}, "unwritable": unwritable,
+                     **{k: v for k, v in document.items() if k not in unwritable}})
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, skipkeys=True)
