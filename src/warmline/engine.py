@@ -674,10 +674,8 @@ class CallEngine:
         """Its handoffs leave the live view with it (GET /handoffs keeps the last few)."""
         for handoff_id in call.handoff_ids:
             handoff = self.shown_handoffs.pop(handoff_id, None)
-            self.handoffs.pop(handoff_id, None)  # (unlisted while still whole: keep_ended 0)
-            if handoff is not None:
-                self.past_handoffs.append(handoff if isinstance(handoff, HandoffRecord)
-                                          else HandoffRecord.of(handoff))
+            if isinstance(handoff, HandoffRecord):  # (recorded when the call was let go)
+                self.past_handoffs.append(handoff)
 
     # -- inside ------------------------------------------------------------------------
     def _start(self, call: Call, handoff: Handoff) -> Handoff:
