@@ -5,6 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from warmline.sip import uri as uri_module
 from warmline.sip.errors import SipParseError
@@ -138,3 +140,11 @@ def test_ip_literals_are_told_from_names_and_the_memory_of_them_stays_bounded() 
     assert is_ip_address("10.0.0.1") and not is_ip_address("host1.example")
     long_name = "x" * 60_000 + ".example"
     assert not is_ip_address(long_name) and long_name not in uri_module._ADDRESS_KINDS
+
+
+@given(text=st.text(alphabet=st.characters(max_codepoint=0x2FF, exclude_categories=("Cs",)),
+                    max_size=40),
+       safe=st.sampled_from(["", "[]/?:+$-_.!~*'()", "/", "%", ":@"]))
+def test_escape_is_what_quote_gives_for_any_text(text: str, safe: str) -> None:
+    """The translate table (ASCII) and the fallback (the rest) both match quote()."""
+    assert escape(text, safe) == quote(text, safe=safe)

@@ -53,6 +53,11 @@ from warmline.media.vad import FirstWordDetector
 
 _READ_BATCH = 16  # datagrams read per wake-up before other legs get their turn
 _OFFER_RETRY = 50  # packets (a second) before a refused pair is offered to the fast path again
+# ticks (a tenth of a second) a loop plays in Python before it is offered to the fast path:
+# a hold that ends at once (a blind transfer the far end takes straight away) then never
+# makes the round trip to the forwarder's thread and back (two calls into it, a handover of
+# the stream's sequence and timestamp), which cost more than the few packets it would send
+_FIRST_LOOP_OFFER = 5
 _TRANSLATE = {("pcmu", "pcma"): g711.ULAW_TO_ALAW, ("pcma", "pcmu"): g711.ALAW_TO_ULAW}
 
 
@@ -704,7 +709,7 @@ class PlayerFeed:
     """Plays a :class:`Player` into a leg, one 20 ms packet per tick.
 
     A looped player on a G.711 leg moves to the compiled fast path once it has
-    started (hold music for a queue of callers then costs the event loop
+    played a tenth of a second (hold music for a queue of callers then costs the event loop
     nothing); the leg's :meth:`RelayLeg.take_back`, called before anything
     changes what the leg sends, brings it back here, and it is offered again
     a second later.
@@ -718,7 +723,7 @@ class PlayerFeed:
         self.done: asyncio.Future[None] = leg.loop.create_future()  # played out or stopped
         self.compiled: Playback | None = None  # while the fast path sends the loop
         self._ticks = 0
-        self._next_offer = 0  # the tick at which to offer the loop to the fast path
+        self._next_offer = _FIRST_LOOP_OFFER  # the tick at which to offer the loop to the fast path
 
     def start(self) -> None:
         """The first packet now (a switch of source leaves no gap), then on the clock."""
